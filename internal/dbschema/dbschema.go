@@ -1,0 +1,52 @@
+// Package dbschema holds blobref's Postgres schema as versioned migrations
+// embedded in every binary, and applies them at start-up.
+//
+// Migrations are applied with goose under a Postgres advisory lock, so many
+// replicas starting at once migrate exactly once. The schema is the one named
+// first in the connection's search_path, which lets tests give each test its
+// own schema.
+package dbschema
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+//go:embed migrations/*.sql
+var embedded embed.FS
+
+// Migrations returns the embedded migration files.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(embedded, "migrations")
+	if err != nil {
+		panic(err) // the embed pattern above guarantees the directory
+	}
+	return sub
+}
+
+// Migrate applies every pending migration. It is safe to call from many
+// processes at once.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return fmt.Errorf("dbschema: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, Migrations(),
+		goose.WithSessionLocker(locker))
+	if err != nil {
+		return fmt.Errorf("dbschema: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("dbschema: migrate: %w", err)
+	}
+	return nil
+}

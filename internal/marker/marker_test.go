@@ -1,0 +1,124 @@
+package marker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
+
+	"github.com/blobref/blobref/internal/marker"
+	"github.com/blobref/blobref/internal/testenv"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestCheckDoRecord(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	s := marker.NewStore(pg.Pool)
+	ctx := context.Background()
+
+	if _, ok, err := s.Get(ctx, "u1", "blob"); err != nil || ok {
+		t.Fatalf("Get before record: got ok=%v err=%v, want absent", ok, err)
+	}
+	c, err := s.Claim(ctx, "u1", "blob")
+	if err != nil {
+		t.Fatalf("Claim: %v", err)
+	}
+	if _, ok := c.Marker(); ok {
+		t.Fatal("Claim: got a marker, want none")
+	}
+	if _, err := s.Claim(ctx, "u1", "blob"); !errors.Is(err, marker.ErrBusy) {
+		t.Fatalf("second Claim: got %v, want ErrBusy", err)
+	}
+	if other, err := s.Claim(ctx, "u1", "ref"); err != nil {
+		t.Fatalf("Claim of another step: %v", err)
+	} else {
+		other.Release()
+	}
+	m, won, err := c.Record(ctx, marker.Marker{UploadID: "u1", Step: "blob", Fingerprint: "aa", Result: json.RawMessage(`{"n":1}`)}, nil)
+	if err != nil || !won {
+		t.Fatalf("Record: got won=%v err=%v, want won", won, err)
+	}
+	if m.CreatedAt.IsZero() {
+		t.Error("Record: CreatedAt not set")
+	}
+	c.Release()
+	c.Release() // idempotent
+
+	c2, err := s.Claim(ctx, "u1", "blob")
+	if err != nil {
+		t.Fatalf("Claim after release: %v", err)
+	}
+	defer c2.Release()
+	got, ok := c2.Marker()
+	var result struct{ N int }
+	if err := json.Unmarshal(got.Result, &result); err != nil || !ok || got.Fingerprint != "aa" || result.N != 1 {
+		t.Fatalf("marker under claim: got %+v ok=%v (%v), want fingerprint aa result {n:1}", got, ok, err)
+	}
+
+	ran := false
+	m, won, err = c2.Record(ctx, marker.Marker{UploadID: "u1", Step: "blob", Fingerprint: "bb", Result: json.RawMessage(`{}`)},
+		func(context.Context, pgx.Tx) error { ran = true; return nil })
+	if err != nil || won || ran {
+		t.Fatalf("second Record: got won=%v ran=%v err=%v, want lost without running inTx", won, ran, err)
+	}
+	if m.Fingerprint != "aa" {
+		t.Errorf("second Record: got winner fingerprint %q, want aa", m.Fingerprint)
+	}
+}
+
+func TestRecordRollsBackWithInTx(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	s := marker.NewStore(pg.Pool)
+	ctx := context.Background()
+	boom := errors.New("boom")
+	_, _, err := s.Record(ctx, marker.Marker{UploadID: "u2", Step: "ref", Fingerprint: "aa"},
+		func(ctx context.Context, tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time) VALUES ('u2','s','k',1,'aa','text/plain',now())`); err != nil {
+				return err
+			}
+			return boom
+		})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Record: got %v, want boom", err)
+	}
+	if n := pg.Count(t, `SELECT count(*) FROM step_markers`); n != 0 {
+		t.Errorf("markers after rollback: got %d, want 0", n)
+	}
+	if n := pg.Count(t, `SELECT count(*) FROM upload_refs`); n != 0 {
+		t.Errorf("refs after rollback: got %d, want 0", n)
+	}
+}
+
+func TestConcurrentRecordHasOneWinner(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	s := marker.NewStore(pg.Pool)
+	var wins, ran atomic.Int32
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, won, err := s.Record(context.Background(), marker.Marker{UploadID: "u3", Step: "ref", Fingerprint: "aa"},
+				func(context.Context, pgx.Tx) error { ran.Add(1); return nil })
+			if err != nil {
+				t.Errorf("Record: %v", err)
+			}
+			if won {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 || ran.Load() != 1 {
+		t.Errorf("got %d winners and %d inTx runs, want 1 and 1", wins.Load(), ran.Load())
+	}
+}

@@ -1,0 +1,114 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blobref/blobref/internal/dbschema"
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// ConnectNATS connects to NATS as name, retrying until ctx is done, and
+// keeps reconnecting forever once connected.
+func ConnectNATS(ctx context.Context, c NATSConfig, name string, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	switch {
+	case c.Creds != "":
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	case c.NKey != "":
+		o, err := nats.NkeyOptionFromSeed(c.NKey)
+		if err != nil {
+			return nil, fmt.Errorf("nats: NATS_NKEY: %w", err)
+		}
+		opts = append(opts, o)
+	case c.User != "":
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	case c.Token != "":
+		opts = append(opts, nats.Token(c.Token))
+	}
+	if c.CA != "" {
+		opts = append(opts, nats.RootCAs(c.CA))
+	}
+	if c.Cert != "" {
+		opts = append(opts, nats.ClientCert(c.Cert, c.Key))
+	}
+	if c.TLSFirst {
+		opts = append(opts, nats.TLSHandshakeFirst())
+	}
+	var nc *nats.Conn
+	err := Retry(ctx, log, "connect to nats", func() error {
+		var err error
+		nc, err = nats.Connect(c.URL, opts...)
+		return err
+	})
+	return nc, err
+}
+
+// SetUpStreams creates or updates the streams, retrying until ctx is done.
+func SetUpStreams(ctx context.Context, js jetstream.JetStream, o events.StreamOptions, log *slog.Logger) error {
+	return Retry(ctx, log, "set up streams", func() error {
+		return events.EnsureStreams(ctx, js, o)
+	})
+}
+
+// OpenPostgres opens a pool and applies the embedded migrations, retrying
+// until ctx is done.
+func OpenPostgres(ctx context.Context, url string, log *slog.Logger) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: DATABASE_URL: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	err = Retry(ctx, log, "migrate postgres", func() error {
+		return dbschema.Migrate(ctx, pool)
+	})
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// Retry calls fn until it succeeds or ctx is done, backing off up to 5s
+// between attempts and logging each failure.
+func Retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+	delay := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", what, errors.Join(err, ctx.Err()))
+		}
+		log.Warn("retrying", "what", what, "error", err, "delay", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s: %w", what, errors.Join(err, ctx.Err()))
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}

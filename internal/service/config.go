@@ -1,0 +1,174 @@
+// Package service is the plumbing every blobref service shares: its common
+// configuration read from the environment, clients for NATS and Postgres,
+// the operations HTTP server (/metrics, /healthz, /readyz) and the process
+// lifecycle under SIGINT and SIGTERM.
+package service
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/blobref/blobref/internal/failpoint"
+	"github.com/blobref/blobref/internal/steprun"
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// Config is the configuration every service shares. Service configs embed
+// it; Load fills them from the environment in one place.
+type Config struct {
+	NATS NATSConfig
+
+	// DatabaseURL is the Postgres connection string (libpq URL or DSN).
+	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"`
+	// MetricsAddr is where /metrics, /healthz and /readyz are served; empty
+	// disables them.
+	MetricsAddr string `env:"METRICS_ADDR"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
+	// LogFormat is json or text.
+	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
+	// ShutdownTimeout bounds graceful shutdown after SIGTERM.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
+	// Failpoints arms failpoints for crash tests (see package failpoint).
+	// Never set it in production.
+	Failpoints string `env:"BLOBREF_FAILPOINTS"`
+
+	// StreamReplicas is the replica count of UPLOADS and UPLOADS_DLQ when a
+	// service creates them (3 on a JetStream cluster).
+	StreamReplicas int `env:"STREAM_REPLICAS" envDefault:"1"`
+	// StreamMaxAge is how long UPLOADS keeps events for replay.
+	StreamMaxAge time.Duration `env:"STREAM_MAX_AGE" envDefault:"168h"`
+	// DLQMaxAge is how long UPLOADS_DLQ keeps dead letters.
+	DLQMaxAge time.Duration `env:"DLQ_MAX_AGE" envDefault:"720h"`
+}
+
+// NATSConfig is how a service reaches NATS, with the names users of nats.go
+// and the NATS CLI expect.
+type NATSConfig struct {
+	URL      string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	Creds    string `env:"NATS_CREDS"`     // path to a .creds file (JWT + nkey seed)
+	NKey     string `env:"NATS_NKEY"`      // path to an nkey seed file
+	User     string `env:"NATS_USER"`      //
+	Password string `env:"NATS_PASSWORD"`  //
+	Token    string `env:"NATS_TOKEN"`     //
+	CA       string `env:"NATS_CA"`        // PEM file of CAs that sign the server's certificate
+	Cert     string `env:"NATS_CERT"`      // client certificate (mutual TLS)
+	Key      string `env:"NATS_KEY"`       // client key (mutual TLS)
+	TLSFirst bool   `env:"NATS_TLS_FIRST"` // TLS handshake before the INFO protocol
+}
+
+// ConsumerConfig tunes a step runner; every consumer service embeds it.
+type ConsumerConfig struct {
+	Concurrency   int           `env:"CONSUMER_CONCURRENCY" envDefault:"8"`
+	AckWait       time.Duration `env:"CONSUMER_ACK_WAIT" envDefault:"30s"`
+	MaxDeliveries int           `env:"CONSUMER_MAX_DELIVERIES" envDefault:"10"`
+	StepTimeout   time.Duration `env:"CONSUMER_STEP_TIMEOUT" envDefault:"5m"`
+	BackoffBase   time.Duration `env:"CONSUMER_BACKOFF_BASE" envDefault:"1s"`
+	BackoffMax    time.Duration `env:"CONSUMER_BACKOFF_MAX" envDefault:"5m"`
+	MaxInlineSize int           `env:"MAX_INLINE_SIZE" envDefault:"1048576"`
+}
+
+// Validator is implemented by service configs.
+type Validator interface{ Validate() error }
+
+// Load fills cfg, a pointer to a service config, from the environment and
+// validates it. Fields already set are defaults for unset variables.
+func Load(cfg Validator) error {
+	if err := env.Parse(cfg); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return cfg.Validate()
+}
+
+// Validate names the first bad setting.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: "+format, append([]any{name}, args...)...))
+	}
+	if c.NATS.URL == "" {
+		bad("NATS_URL", "must be set")
+	}
+	if (c.NATS.Cert == "") != (c.NATS.Key == "") {
+		bad("NATS_CERT", "NATS_CERT and NATS_KEY go together")
+	}
+	if c.DatabaseURL == "" {
+		bad("DATABASE_URL", "must be set")
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			bad("METRICS_ADDR", "%q is not host:port", c.MetricsAddr)
+		}
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", "%q is not debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		bad("LOG_FORMAT", "%q is not json or text", c.LogFormat)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("SHUTDOWN_TIMEOUT", "must be positive")
+	}
+	if _, err := failpoint.Parse(c.Failpoints); err != nil {
+		bad("BLOBREF_FAILPOINTS", "%v", err)
+	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
+		bad("STREAM_REPLICAS", "%d is not between 1 and 5", c.StreamReplicas)
+	}
+	if c.StreamMaxAge <= 0 || c.DLQMaxAge <= 0 {
+		bad("STREAM_MAX_AGE", "STREAM_MAX_AGE and DLQ_MAX_AGE must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+// StreamOptions are the stream settings the config asks for.
+func (c *Config) StreamOptions() events.StreamOptions {
+	return events.StreamOptions{Replicas: c.StreamReplicas, MaxAge: c.StreamMaxAge, DLQMaxAge: c.DLQMaxAge}
+}
+
+// Validate names the first bad setting.
+func (c *ConsumerConfig) Validate() error {
+	var errs []error
+	if c.Concurrency < 1 || c.Concurrency > 1024 {
+		errs = append(errs, fmt.Errorf("config: CONSUMER_CONCURRENCY: %d is not between 1 and 1024", c.Concurrency))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, errors.New("config: CONSUMER_ACK_WAIT: must be at least 1s"))
+	}
+	if c.MaxDeliveries < 1 {
+		errs = append(errs, errors.New("config: CONSUMER_MAX_DELIVERIES: must be at least 1"))
+	}
+	if c.StepTimeout <= 0 {
+		errs = append(errs, errors.New("config: CONSUMER_STEP_TIMEOUT: must be positive"))
+	}
+	if c.BackoffBase <= 0 || c.BackoffMax < c.BackoffBase {
+		errs = append(errs, errors.New("config: CONSUMER_BACKOFF_BASE: must be positive and not above CONSUMER_BACKOFF_MAX"))
+	}
+	if c.MaxInlineSize < 1 {
+		errs = append(errs, errors.New("config: MAX_INLINE_SIZE: must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// RunnerOptions are the step runner options the config asks for.
+func (c *ConsumerConfig) RunnerOptions() steprun.Options {
+	return steprun.Options{
+		Concurrency:   c.Concurrency,
+		AckWait:       c.AckWait,
+		MaxDeliveries: c.MaxDeliveries,
+		StepTimeout:   c.StepTimeout,
+		BackoffBase:   c.BackoffBase,
+		BackoffMax:    c.BackoffMax,
+		MaxInlineSize: c.MaxInlineSize,
+	}
+}
+
+// Common returns c; service configs get it by embedding Config.
+func (c *Config) Common() *Config { return c }

@@ -1,0 +1,74 @@
+package service
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/blobref/blobref/internal/marker"
+	"github.com/blobref/blobref/internal/steprun"
+)
+
+// Deps are the clients a consumer builds its step from.
+type Deps struct {
+	JS   jetstream.JetStream
+	Pool *pgxpool.Pool
+	Log  *slog.Logger
+}
+
+// RunStep runs a consumer service until ctx is done: it opens Postgres
+// (migrating the schema), connects to NATS, sets up the streams, builds the
+// step with build and runs it under a step runner, with the ops server
+// beside it. Shutdown stops fetching, finishes in-flight messages, drains
+// the NATS connection and then closes the pool.
+func RunStep[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerConfig, log *slog.Logger,
+	build func(Deps) (steprun.Step[R], error)) error {
+	pool, err := OpenPostgres(ctx, cfg.DatabaseURL, log)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	nc, err := ConnectNATS(ctx, cfg.NATS, name, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Drain() //nolint:errcheck // best effort on the way out
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+
+	reg := NewRegistry()
+	ready := make(chan struct{})
+	ops := &Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Checks: map[string]Check{
+		"nats": NATSCheck(nc), "postgres": PostgresCheck(pool),
+	}}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ops.Run(gctx) })
+	g.Go(func() error {
+		if err := SetUpStreams(gctx, js, cfg.StreamOptions(), log); err != nil {
+			return err
+		}
+		step, err := build(Deps{JS: js, Pool: pool, Log: log})
+		if err != nil {
+			return err
+		}
+		metrics, err := steprun.NewMetrics(reg)
+		if err != nil {
+			return err
+		}
+		opts := cc.RunnerOptions()
+		opts.Logger, opts.Metrics = log, metrics
+		runner, err := steprun.New(js, marker.NewStore(pool), step, opts)
+		if err != nil {
+			return err
+		}
+		close(ready)
+		log.Info("started", "step", step.Name, "consumer", step.Consumer.Durable, "concurrency", opts.Concurrency)
+		return runner.Run(gctx)
+	})
+	return g.Wait()
+}

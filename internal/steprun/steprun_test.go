@@ -1,0 +1,422 @@
+package steprun_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/blobref/blobref/internal/marker"
+	"github.com/blobref/blobref/internal/steprun"
+	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/pkg/events"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// effectFunc lets each test decide what the side effect does per upload id.
+type effectFunc func(ctx context.Context, ev *events.Event, call int) error
+
+type harness struct {
+	t       *testing.T
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	pg      *testenv.Postgres
+	reg     *prometheus.Registry
+	out     chan *nats.Msg
+	mu      sync.Mutex
+	calls   map[string]int
+	effect  effectFunc
+	runner  *steprun.Runner[events.Blob]
+	stopped chan struct{}
+	cancel  context.CancelFunc
+}
+
+func setup(t *testing.T, opts steprun.Options, effect effectFunc) *harness {
+	t.Helper()
+	h := &harness{t: t, calls: map[string]int{}, effect: effect, out: make(chan *nats.Msg, 1024), reg: prometheus.NewRegistry()}
+	n := testenv.StartNATS(t)
+	h.nc, h.js = n.Connect()
+	h.pg = testenv.StartPostgres(t)
+	sub, err := h.nc.ChanSubscribe("uploads.blob.stored.>", h.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+
+	step := steprun.Step[events.Blob]{
+		Name:     "blob",
+		Consumer: events.BlobWriterConsumer,
+		Accepts:  events.TypeRequested,
+		Effect: func(ctx context.Context, ev *events.Event) (events.Blob, error) {
+			h.mu.Lock()
+			h.calls[ev.ID]++
+			call := h.calls[ev.ID]
+			h.mu.Unlock()
+			if h.effect != nil {
+				if err := h.effect(ctx, ev, call); err != nil {
+					return events.Blob{}, err
+				}
+			}
+			return events.Blob{Key: "uploads/" + ev.ID, Size: int64(len(ev.Data)), SHA256: ev.SHA256, ContentType: ev.ContentType}, nil
+		},
+		Next: func(ev *events.Event, b events.Blob) (*events.Event, error) {
+			return events.NewBlobStored(ev, b, "/test")
+		},
+	}
+	if opts.Metrics == nil {
+		m, err := steprun.NewMetrics(h.reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Metrics = m
+	}
+	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if opts.BackoffBase == 0 {
+		opts.BackoffBase, opts.BackoffMax = 10*time.Millisecond, 50*time.Millisecond
+	}
+	opts.FetchWait = 200 * time.Millisecond
+	h.runner, err = steprun.New(h.js, marker.NewStore(h.pg.Pool), step, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.stopped = cancel, make(chan struct{})
+	go func() {
+		defer close(h.stopped)
+		if err := h.runner.Run(ctx); err != nil {
+			h.t.Errorf("Run: %v", err)
+		}
+	}()
+}
+
+func (h *harness) stop() {
+	h.cancel()
+	<-h.stopped
+}
+
+func (h *harness) callsOf(id string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.calls[id]
+}
+
+func digest(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// publish sends a request event for id with data; msgID "" republishes
+// without de-duplication.
+func (h *harness) publish(id string, data []byte, msgID string) {
+	h.t.Helper()
+	ev, err := events.NewRequested(events.Request{
+		ID: id, Source: "/test", Subject: "users/" + id + "/avatar", ContentType: "image/png", Data: data,
+	})
+	if err != nil {
+		h.t.Fatalf("NewRequested: %v", err)
+	}
+	h.publishEvent(ev, msgID)
+}
+
+func (h *harness) publishEvent(ev *events.Event, msgID string) {
+	h.t.Helper()
+	msg, err := ev.Msg(msgID)
+	if err != nil {
+		h.t.Fatalf("Msg: %v", err)
+	}
+	h.publishMsg(msg)
+}
+
+func (h *harness) publishMsg(msg *nats.Msg) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := h.js.PublishMsg(ctx, msg); err != nil {
+		h.t.Fatalf("publish %s: %v", msg.Subject, err)
+	}
+}
+
+// awaitStored waits for n blob_stored events and returns them by upload id.
+func (h *harness) awaitStored(n int) map[string][]*events.Event {
+	h.t.Helper()
+	got := map[string][]*events.Event{}
+	deadline := time.After(20 * time.Second)
+	for i := 0; i < n; i++ {
+		select {
+		case m := <-h.out:
+			ev, err := events.Decode(m.Subject, m.Header, m.Data)
+			if err != nil {
+				h.t.Fatalf("emitted event does not decode: %v", err)
+			}
+			got[ev.ID] = append(got[ev.ID], ev)
+		case <-deadline:
+			h.t.Fatalf("got %d blob_stored events, want %d", i, n)
+		}
+	}
+	return got
+}
+
+// noMoreStored checks nothing else is emitted for a while.
+func (h *harness) noMoreStored(wait time.Duration) {
+	h.t.Helper()
+	select {
+	case m := <-h.out:
+		h.t.Fatalf("unexpected event on %s", m.Subject)
+	case <-time.After(wait):
+	}
+}
+
+// awaitDead waits for the dead letter of subject.
+func (h *harness) awaitDead(subject string) (events.DeadLetter, jetstream.RawStreamMsg) {
+	h.t.Helper()
+	ctx := context.Background()
+	stream, err := h.js.Stream(ctx, events.DLQStreamName)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		raw, err := stream.GetLastMsgForSubject(ctx, events.DeadLetterSubject(subject))
+		if err == nil {
+			d, err := events.ParseDeadLetter(raw.Header)
+			if err != nil {
+				h.t.Fatalf("ParseDeadLetter: %v", err)
+			}
+			return d, *raw
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			h.t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("no dead letter for %s", subject)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// count reads blobref_step_messages_total{step="blob",outcome=outcome}.
+func (h *harness) count(outcome string) float64 {
+	h.t.Helper()
+	families, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "blobref_step_messages_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["step"] == "blob" && labels["outcome"] == outcome {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// awaitOutcome polls the metrics until step "blob" counted n of outcome.
+func (h *harness) awaitOutcome(outcome string, n float64) {
+	h.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for h.count(outcome) < n {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("got %v %s outcomes, want %v", h.count(outcome), outcome, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRunsEachStepOnceAndReemitsOnRepeat(t *testing.T) {
+	t.Parallel()
+	h := setup(t, steprun.Options{Concurrency: 4}, nil)
+	const n = 50
+	for i := range n {
+		h.publish(fmt.Sprintf("u%03d", i), []byte(fmt.Sprintf("bytes-%d", i)), fmt.Sprintf("u%03d", i))
+	}
+	first := h.awaitStored(n)
+	if len(first) != n {
+		t.Fatalf("got events for %d ids, want %d", len(first), n)
+	}
+	for id, evs := range first {
+		if evs[0].Blob == nil || evs[0].Blob.Key != "uploads/"+id {
+			t.Errorf("%s: got blob %+v, want key uploads/%s", id, evs[0].Blob, id)
+		}
+	}
+	// Republish every request as a new message: nothing runs again, every
+	// result is emitted again.
+	for i := range n {
+		h.publish(fmt.Sprintf("u%03d", i), []byte(fmt.Sprintf("bytes-%d", i)), "")
+	}
+	again := h.awaitStored(n)
+	for i := range n {
+		id := fmt.Sprintf("u%03d", i)
+		if c := h.callsOf(id); c != 1 {
+			t.Errorf("%s: effect ran %d times, want 1", id, c)
+		}
+		if len(again[id]) != 1 || again[id][0].Blob.SHA256 != first[id][0].Blob.SHA256 {
+			t.Errorf("%s: re-emitted %d events, want 1 with the recorded result", id, len(again[id]))
+		}
+	}
+	h.awaitOutcome("done", n)
+	h.awaitOutcome("skipped", n)
+	if n := h.pg.Count(t, `SELECT count(*) FROM step_markers WHERE step = 'blob'`); n != 50 {
+		t.Errorf("markers: got %d, want 50", n)
+	}
+}
+
+func TestTransientFailuresRetryWithBackoff(t *testing.T) {
+	t.Parallel()
+	h := setup(t, steprun.Options{}, func(_ context.Context, ev *events.Event, call int) error {
+		if call < 3 {
+			return errors.New("store unavailable")
+		}
+		return nil
+	})
+	h.publish("flaky", []byte("x"), "flaky")
+	h.awaitStored(1)
+	if c := h.callsOf("flaky"); c != 3 {
+		t.Errorf("effect ran %d times, want 3", c)
+	}
+	if got := h.count("retried"); got != 2 {
+		t.Errorf("retried: got %v, want 2", got)
+	}
+}
+
+func TestLastDeliveryIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	h := setup(t, steprun.Options{MaxDeliveries: 3}, func(context.Context, *events.Event, int) error {
+		return errors.New("always down")
+	})
+	h.publish("doomed", []byte("x"), "doomed")
+	d, raw := h.awaitDead(events.RequestedSubject("doomed"))
+	if d.Reason != events.ReasonRetriesExhausted || d.Step != "blob" || d.Deliveries != 3 {
+		t.Errorf("dead letter: got %+v, want retries_exhausted at step blob after 3 deliveries", d)
+	}
+	if !strings.Contains(d.Error, "always down") {
+		t.Errorf("dead letter error: got %q, want the last failure", d.Error)
+	}
+	if string(raw.Data) != "x" {
+		t.Errorf("dead letter body: got %q, want the original body", raw.Data)
+	}
+	if c := h.callsOf("doomed"); c != 3 {
+		t.Errorf("effect ran %d times, want 3", c)
+	}
+}
+
+func TestPermanentErrorsAndConflictsAreDeadLettered(t *testing.T) {
+	t.Parallel()
+	h := setup(t, steprun.Options{}, func(_ context.Context, ev *events.Event, _ int) error {
+		if ev.ID == "bad" {
+			return steprun.Permanent(events.ReasonDigestMismatch, errors.New("sha256 differs"))
+		}
+		return nil
+	})
+	h.publish("bad", []byte("x"), "bad")
+	if d, _ := h.awaitDead(events.RequestedSubject("bad")); d.Reason != events.ReasonDigestMismatch {
+		t.Errorf("got reason %q, want %q", d.Reason, events.ReasonDigestMismatch)
+	}
+
+	h.publish("same", []byte("original"), "same")
+	h.awaitStored(1)
+	h.publish("same", []byte("different"), "same-2")
+	d, _ := h.awaitDead(events.RequestedSubject("same"))
+	if d.Reason != events.ReasonConflict {
+		t.Errorf("got reason %q, want conflict", d.Reason)
+	}
+	if c := h.callsOf("same"); c != 1 {
+		t.Errorf("effect ran %d times for the conflicting id, want 1", c)
+	}
+	h.noMoreStored(100 * time.Millisecond)
+}
+
+func TestPoisonDoesNotBlockTheEventsBehindIt(t *testing.T) {
+	t.Parallel()
+	h := setup(t, steprun.Options{Concurrency: 1}, nil)
+	h.publishMsg(&nats.Msg{Subject: events.RequestedSubject("junk"), Data: []byte("not a cloudevent")})
+	h.publish("fine", []byte("x"), "fine")
+	d, _ := h.awaitDead(events.RequestedSubject("junk"))
+	if d.Reason != events.ReasonMalformed {
+		t.Errorf("got reason %q, want malformed", d.Reason)
+	}
+	h.awaitStored(1)
+}
+
+func TestPanicIsRetried(t *testing.T) {
+	t.Parallel()
+	h := setup(t, steprun.Options{}, func(_ context.Context, _ *events.Event, call int) error {
+		if call == 1 {
+			panic("oops")
+		}
+		return nil
+	})
+	h.publish("panicky", []byte("x"), "panicky")
+	h.awaitStored(1)
+	if c := h.callsOf("panicky"); c != 2 {
+		t.Errorf("effect ran %d times, want 2", c)
+	}
+}
+
+func TestShutdownFinishesInFlightWork(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{})
+	release := make(chan struct{})
+	h := setup(t, steprun.Options{}, func(ctx context.Context, _ *events.Event, _ int) error {
+		close(started)
+		<-release
+		return ctx.Err()
+	})
+	h.publish("slow", []byte("x"), "slow")
+	<-started
+	h.cancel() // SIGTERM arrives while the side effect runs
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	<-h.stopped
+	if n := h.pg.Count(t, `SELECT count(*) FROM step_markers WHERE upload_id = 'slow'`); n != 1 {
+		t.Errorf("markers after shutdown: got %d, want 1 (the finished side effect is recorded)", n)
+	}
+	h.awaitStored(1)
+	h.start() // the cleanup stops it again
+}
+
+func TestShutdownHandsBackWorkThatOutlivesTheGrace(t *testing.T) {
+	t.Parallel()
+	h := setup(t, steprun.Options{ShutdownGrace: 50 * time.Millisecond}, func(ctx context.Context, _ *events.Event, call int) error {
+		if call == 1 {
+			<-ctx.Done() // never finishes on its own
+			return ctx.Err()
+		}
+		return nil
+	})
+	h.publish("stuck", []byte("x"), "stuck")
+	for h.callsOf("stuck") == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.stop()
+	if n := h.pg.Count(t, `SELECT count(*) FROM step_markers WHERE upload_id = 'stuck'`); n != 0 {
+		t.Fatalf("markers: got %d, want 0 (the side effect did not finish)", n)
+	}
+	h.start()
+	h.awaitStored(1)
+}

@@ -1,0 +1,196 @@
+// Package testenv starts the real servers blobref's tests run against: an
+// in-process JetStream server per test (own port, own store directory) and a
+// Postgres schema per test in the local database, migrated from the embedded
+// migrations.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blobref/blobref/internal/dbschema"
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// DefaultDatabaseURL is the local Postgres the tests use unless
+// BLOBREF_TEST_DATABASE_URL names another.
+const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// NATS is an in-process JetStream server owned by one test.
+type NATS struct {
+	t        testing.TB
+	opts     server.Options
+	Server   *server.Server
+	StoreDir string
+}
+
+// StartNATS starts a JetStream server on a free loopback port with its store
+// in a temporary directory; the test's cleanup shuts it down.
+func StartNATS(t testing.TB) *NATS {
+	t.Helper()
+	n := &NATS{t: t, StoreDir: t.TempDir()}
+	n.opts = server.Options{
+		Host:      "127.0.0.1",
+		Port:      server.RANDOM_PORT,
+		NoLog:     true,
+		NoSigs:    true,
+		JetStream: true,
+		StoreDir:  n.StoreDir,
+		// Small limits keep many parallel test servers cheap.
+		JetStreamMaxMemory: 64 << 20,
+		JetStreamMaxStore:  4 << 30,
+		MaxPayload:         8 << 20,
+	}
+	n.start()
+	n.opts.Port = n.Server.Addr().(*net.TCPAddr).Port // keep the port across restarts
+	t.Cleanup(n.Shutdown)
+	return n
+}
+
+func (n *NATS) start() {
+	n.t.Helper()
+	s, err := server.NewServer(&n.opts)
+	if err != nil {
+		n.t.Fatalf("nats server: %v", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		n.t.Fatal("nats server did not start")
+	}
+	n.Server = s
+}
+
+// URL is the client URL of the server.
+func (n *NATS) URL() string { return n.Server.ClientURL() }
+
+// Shutdown stops the server; Restart brings it back on the same port and
+// store.
+func (n *NATS) Shutdown() {
+	if n.Server != nil {
+		n.Server.Shutdown()
+		n.Server.WaitForShutdown()
+	}
+}
+
+// Restart shuts the server down and starts it again on the same port and
+// store directory.
+func (n *NATS) Restart() {
+	n.t.Helper()
+	n.Shutdown()
+	n.start()
+}
+
+// Connect returns a client connection and JetStream context for the test,
+// with the pipeline's streams created. Both are closed by the test's
+// cleanup.
+func (n *NATS) Connect() (*nats.Conn, jetstream.JetStream) {
+	n.t.Helper()
+	nc, err := nats.Connect(n.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		n.t.Fatalf("nats connect: %v", err)
+	}
+	n.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		n.t.Fatalf("jetstream: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+		n.t.Fatalf("streams: %v", err)
+	}
+	return nc, js
+}
+
+// Postgres is a schema of its own in the local Postgres, for one test.
+type Postgres struct {
+	Pool   *pgxpool.Pool
+	URL    string // a DATABASE_URL whose search_path is the schema
+	Schema string
+}
+
+// StartPostgres creates a fresh schema, migrates it and returns a pool bound
+// to it. The schema is dropped by the test's cleanup. A test that cannot
+// reach Postgres fails: it never skips.
+func StartPostgres(t testing.TB) *Postgres {
+	t.Helper()
+	base := os.Getenv("BLOBREF_TEST_DATABASE_URL")
+	if base == "" {
+		base = DefaultDatabaseURL
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema := "t_" + hex.EncodeToString(b[:])
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("postgres at %s is not reachable (start it, or set BLOBREF_TEST_DATABASE_URL): %v", base, err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("BLOBREF_TEST_DATABASE_URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	pg := &Postgres{URL: u.String(), Schema: schema}
+	pg.Pool, err = pgxpool.New(ctx, pg.URL)
+	if err != nil {
+		t.Fatalf("postgres pool: %v", err)
+	}
+	t.Cleanup(pg.Pool.Close)
+	if err := dbschema.Migrate(ctx, pg.Pool); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return pg
+}
+
+// Count runs a counting query and returns its single integer result.
+func (pg *Postgres) Count(t testing.TB, query string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := pg.Pool.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+// ID returns a fresh token-safe upload id with the given prefix.
+func ID(prefix string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s%x", prefix, b)
+}

@@ -1,0 +1,193 @@
+// Package blobstore is blobwriter's side effect: it streams an upload's bytes
+// into the blob store under a deterministic key, verifying their SHA-256 on
+// the way.
+//
+// The key is uploads/<id> (by default), written with IfNotExist: an object
+// already there with the same fingerprint means the write is already done (a
+// crash fell between the write and its marker); one with another
+// fingerprint is a conflict, and nothing is overwritten.
+package blobstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
+
+	"github.com/blobref/blobref/internal/steprun"
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// StepName is the step's name in markers, metrics and failpoints.
+const StepName = "blob"
+
+// Source is the CloudEvents source of the blob_stored events it emits.
+const Source = "/blobref/blobwriter"
+
+// MetadataSHA256 is the object metadata key holding the bytes' SHA-256.
+const MetadataSHA256 = "sha256"
+
+// ReasonClaimMissing dead-letters a request whose claim-checked bytes are
+// gone (expired or never staged).
+const ReasonClaimMissing = "claim_missing"
+
+// Bucket is the part of *blob.Bucket the writer uses.
+type Bucket interface {
+	Attributes(ctx context.Context, key string) (*blob.Attributes, error)
+	NewWriter(ctx context.Context, key string, opts *blob.WriterOptions) (*blob.Writer, error)
+}
+
+// Claims opens claim-checked bytes by their dataref.
+type Claims interface {
+	Open(ctx context.Context, dataref string) (io.ReadCloser, error)
+}
+
+// Writer stores uploads in a bucket.
+type Writer struct {
+	Bucket    Bucket
+	Claims    Claims // nil: claim-checked requests are retried until configured
+	KeyPrefix string // "uploads/" when empty
+}
+
+// Key is the object key of upload id.
+func (w *Writer) Key(id string) string {
+	if w.KeyPrefix == "" {
+		return "uploads/" + id
+	}
+	return w.KeyPrefix + id
+}
+
+// Step is the pipeline step: requested → blob stored → blob_stored.
+func (w *Writer) Step() steprun.Step[events.Blob] {
+	return steprun.Step[events.Blob]{
+		Name:     StepName,
+		Consumer: events.BlobWriterConsumer,
+		Accepts:  events.TypeRequested,
+		Effect:   w.Store,
+		Next: func(ev *events.Event, b events.Blob) (*events.Event, error) {
+			return events.NewBlobStored(ev, b, Source)
+		},
+	}
+}
+
+// Store writes the bytes of request ev to the bucket, unless they are there
+// already, and describes the stored object.
+func (w *Writer) Store(ctx context.Context, ev *events.Event) (events.Blob, error) {
+	key := w.Key(ev.ID)
+	attrs, err := w.Bucket.Attributes(ctx, key)
+	switch {
+	case err == nil:
+		return existing(key, attrs, ev)
+	case gcerrors.Code(err) != gcerrors.NotFound:
+		return events.Blob{}, fmt.Errorf("blob %s: %w", key, err)
+	}
+
+	src, err := w.open(ctx, ev)
+	if err != nil {
+		return events.Blob{}, err
+	}
+	defer src.Close()
+
+	// Cancelling wctx before Close aborts the write: nothing is stored.
+	wctx, abort := context.WithCancel(ctx)
+	defer abort()
+	bw, err := w.Bucket.NewWriter(wctx, key, &blob.WriterOptions{
+		ContentType: ev.ContentType,
+		Metadata:    map[string]string{MetadataSHA256: ev.SHA256},
+		IfNotExist:  true,
+	})
+	if err != nil {
+		return events.Blob{}, fmt.Errorf("blob %s: %w", key, err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(bw, io.TeeReader(src, h))
+	if err != nil {
+		abort()
+		_ = bw.Close()
+		return events.Blob{}, fmt.Errorf("blob %s: copy: %w", key, err)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != ev.SHA256 {
+		abort()
+		_ = bw.Close()
+		return events.Blob{}, steprun.Permanent(events.ReasonDigestMismatch,
+			fmt.Errorf("bytes of %s have sha256 %s, the event says %s", ev.ID, sum, ev.SHA256))
+	}
+	if err := bw.Close(); err != nil {
+		if gcerrors.Code(err) == gcerrors.FailedPrecondition {
+			// Another writer stored it first.
+			attrs, aerr := w.Bucket.Attributes(ctx, key)
+			if aerr != nil {
+				return events.Blob{}, fmt.Errorf("blob %s: %w", key, aerr)
+			}
+			return existing(key, attrs, ev)
+		}
+		return events.Blob{}, fmt.Errorf("blob %s: %w", key, err)
+	}
+	return events.Blob{Key: key, Size: n, SHA256: ev.SHA256, ContentType: ev.ContentType}, nil
+}
+
+// existing turns an object already at key into the step's result, or into a
+// conflict when it holds other bytes.
+func existing(key string, attrs *blob.Attributes, ev *events.Event) (events.Blob, error) {
+	if got := attrs.Metadata[MetadataSHA256]; got != ev.SHA256 {
+		return events.Blob{}, steprun.Conflict("object %s exists with sha256 %q, upload %s has %s", key, got, ev.ID, ev.SHA256)
+	}
+	return events.Blob{Key: key, Size: attrs.Size, SHA256: ev.SHA256, ContentType: attrs.ContentType}, nil
+}
+
+func (w *Writer) open(ctx context.Context, ev *events.Event) (io.ReadCloser, error) {
+	if ev.DataRef == "" {
+		return io.NopCloser(bytes.NewReader(ev.Data)), nil
+	}
+	if w.Claims == nil {
+		return nil, fmt.Errorf("upload %s is claim-checked (%s) and no claim store is configured", ev.ID, ev.DataRef)
+	}
+	return w.Claims.Open(ctx, ev.DataRef)
+}
+
+// ObjectClaims opens claim checks stored in JetStream Object Store buckets,
+// referenced as nats-object://<bucket>/<object name>.
+type ObjectClaims struct {
+	JS jetstream.JetStream
+}
+
+// Open returns a reader of the referenced object. The object store verifies
+// the object's own digest as it is read.
+func (c ObjectClaims) Open(ctx context.Context, dataref string) (io.ReadCloser, error) {
+	bucket, name, err := ParseObjectRef(dataref)
+	if err != nil {
+		return nil, steprun.Permanent(events.ReasonInvalid, err)
+	}
+	store, err := c.JS.ObjectStore(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, steprun.Permanent(ReasonClaimMissing, fmt.Errorf("dataref %s: %w", dataref, err))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dataref %s: %w", dataref, err)
+	}
+	r, err := store.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, steprun.Permanent(ReasonClaimMissing, fmt.Errorf("dataref %s: %w", dataref, err))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dataref %s: %w", dataref, err)
+	}
+	return r, nil
+}
+
+// ParseObjectRef splits a nats-object://<bucket>/<name> reference.
+func ParseObjectRef(ref string) (bucket, name string, err error) {
+	u, err := url.Parse(ref)
+	if err != nil || u.Scheme != "nats-object" || u.Host == "" || len(u.Path) < 2 {
+		return "", "", fmt.Errorf("dataref %q is not nats-object://<bucket>/<name>", ref)
+	}
+	return u.Host, u.Path[1:], nil
+}

@@ -1,0 +1,53 @@
+// Command refwriter is the pipeline's second consumer: for each stored blob
+// it records the reference in Postgres (in one transaction with its marker
+// and the subject's current reference) and publishes
+// uploads.completed.<id>.
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"gocloud.dev/blob"
+	_ "gocloud.dev/blob/azureblob"
+	_ "gocloud.dev/blob/fileblob"
+	_ "gocloud.dev/blob/gcsblob"
+	_ "gocloud.dev/blob/memblob"
+	_ "gocloud.dev/blob/s3blob"
+
+	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/internal/steprun"
+	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/services/refwriter/internal/refstore"
+)
+
+type config struct {
+	service.Config
+	service.ConsumerConfig
+	// BlobURL is the bucket blobwriter stores in; refwriter checks each blob
+	// there before referencing it. Empty skips the check.
+	BlobURL string `env:"BLOB_URL" envDefault:"file:///var/lib/blobref/blobs?create_dir=true"`
+}
+
+func (c *config) Validate() error {
+	return errors.Join(c.Config.Validate(), c.ConsumerConfig.Validate())
+}
+
+func main() {
+	service.Main("refwriter", &config{Config: service.Config{MetricsAddr: ":9102"}}, run)
+}
+
+func run(ctx context.Context, cfg *config, log *slog.Logger) error {
+	w := &refstore.Writer{}
+	if cfg.BlobURL != "" {
+		bucket, err := blob.OpenBucket(ctx, cfg.BlobURL)
+		if err != nil {
+			return err
+		}
+		defer bucket.Close()
+		w.Bucket = bucket
+	}
+	return service.RunStep(ctx, "refwriter", &cfg.Config, &cfg.ConsumerConfig, log,
+		func(service.Deps) (steprun.Step[events.Reference], error) { return w.Step(), nil })
+}
