@@ -108,6 +108,7 @@ func logOutcome(log *slog.Logger, step string) Middleware {
 // Metrics are the runner's Prometheus metrics.
 type Metrics struct {
 	messages *prometheus.CounterVec
+	effects  *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight *prometheus.GaugeVec
 }
@@ -119,6 +120,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "blobref_step_messages_total",
 			Help: "Messages handled, by step and outcome (done, skipped, retried, dead).",
 		}, []string{"step", "outcome"}),
+		effects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "blobref_step_effects_total",
+			Help: "Side effects run to completion by this process, by step (recorded or not).",
+		}, []string{"step"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "blobref_step_duration_seconds",
 			Help:    "Time to handle one message, from receipt to settlement, by step and outcome.",
@@ -129,7 +134,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Messages being handled now, by step.",
 		}, []string{"step"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.duration, m.inFlight} {
+	for _, c := range []prometheus.Collector{m.messages, m.effects, m.duration, m.inFlight} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -145,6 +150,7 @@ func (m *Metrics) Middleware(step string) Middleware {
 	for _, k := range []Kind{Done, Skipped, Retried, Dead} {
 		m.messages.WithLabelValues(step, k.String()) // expose zeros
 	}
+	m.effects.WithLabelValues(step)
 	inFlight := m.inFlight.WithLabelValues(step)
 	return func(next Handler) Handler {
 		return func(ctx context.Context, msg jetstream.Msg) Outcome {
@@ -156,5 +162,12 @@ func (m *Metrics) Middleware(step string) Middleware {
 			m.duration.WithLabelValues(step, out.Kind.String()).Observe(time.Since(start).Seconds())
 			return out
 		}
+	}
+}
+
+// effectDone counts one side effect of step run to completion.
+func (m *Metrics) effectDone(step string) {
+	if m != nil {
+		m.effects.WithLabelValues(step).Inc()
 	}
 }

@@ -384,6 +384,7 @@ func (r *Runner[R]) runOnce(ctx context.Context, ev *events.Event, meta *jetstre
 	if err != nil {
 		return m, false, err
 	}
+	r.opts.Metrics.effectDone(r.step.Name)
 	// From here on the side effect is done: nothing may cancel its record.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()

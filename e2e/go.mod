@@ -1,0 +1,13 @@
+module github.com/blobref/blobref/e2e
+
+go 1.26.0
+
+require (
+	github.com/blobref/blobref/internal v0.0.0-00010101000000-000000000000
+	github.com/blobref/blobref/pkg/events v0.0.0-00010101000000-000000000000
+)
+
+replace (
+	github.com/blobref/blobref/internal => ../internal
+	github.com/blobref/blobref/pkg/events => ../pkg/events
+)

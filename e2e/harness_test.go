@@ -1,0 +1,519 @@
+// Package e2e tests the real service binaries end to end: blobwriter and
+// refwriter run as processes against an in-process JetStream server, a
+// Postgres schema of the test's own and a file:// bucket, and every test
+// checks the invariants of the design against the stores themselves.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// binDir holds the service binaries TestMain builds once.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "blobref-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := func() int {
+		defer os.RemoveAll(dir)
+		for _, svc := range []string{"blobwriter", "refwriter"} {
+			args := []string{"build", "-o", filepath.Join(dir, svc)}
+			if raceEnabled {
+				args = append(args, "-race")
+			}
+			cmd := exec.Command("go", append(args, "github.com/blobref/blobref/services/"+svc)...)
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			if err := cmd.Run(); err != nil {
+				fmt.Fprintf(os.Stderr, "build %s: %v\n", svc, err)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// pipeline is one test's world: JetStream, a Postgres schema, a bucket
+// directory and the service processes.
+type pipeline struct {
+	t         *testing.T
+	nats      *testenv.NATS
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	pg        *testenv.Postgres
+	blobDir   string
+	completed chan *nats.Msg
+}
+
+func newPipeline(t *testing.T) *pipeline {
+	t.Helper()
+	p := &pipeline{t: t, blobDir: t.TempDir(), completed: make(chan *nats.Msg, 100000)}
+	p.nats = testenv.StartNATS(t)
+	p.nc, p.js = p.nats.Connect()
+	p.pg = testenv.StartPostgres(t)
+	sub, err := p.nc.ChanSubscribe("uploads.completed.>", p.completed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return p
+}
+
+// proc is a running service binary.
+type proc struct {
+	name        string
+	cmd         *exec.Cmd
+	metricsAddr string
+	done        chan struct{}
+	err         error
+	log         *bytes.Buffer
+	logMu       *sync.Mutex
+}
+
+// start runs service name with the pipeline's environment plus extra
+// KEY=VALUE settings. The test's cleanup stops it.
+func (p *pipeline) start(name string, extra ...string) *proc {
+	p.t.Helper()
+	addr := freeAddr(p.t)
+	cmd := exec.Command(filepath.Join(binDir, name))
+	cmd.Env = append(os.Environ(),
+		"NATS_URL="+p.nats.URL(),
+		"DATABASE_URL="+p.pg.URL,
+		"BLOB_URL=file://"+p.blobDir,
+		"METRICS_ADDR="+addr,
+		"LOG_LEVEL=info",
+		"LOG_FORMAT=text",
+		"CONSUMER_ACK_WAIT=3s",
+		"CONSUMER_BACKOFF_BASE=50ms",
+		"CONSUMER_BACKOFF_MAX=500ms",
+		"SHUTDOWN_TIMEOUT=10s",
+	)
+	cmd.Env = append(cmd.Env, extra...)
+	pr := &proc{name: name, cmd: cmd, metricsAddr: addr, done: make(chan struct{}), log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
+	out, err := cmd.StderrPipe()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd.Stdout = cmd.Stderr
+	if err := cmd.Start(); err != nil {
+		p.t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		s := bufio.NewScanner(out)
+		s.Buffer(make([]byte, 64<<10), 1<<20)
+		for s.Scan() {
+			pr.logMu.Lock()
+			pr.log.WriteString(s.Text() + "\n")
+			pr.logMu.Unlock()
+		}
+		pr.err = cmd.Wait()
+		close(pr.done)
+	}()
+	p.t.Cleanup(func() {
+		pr.stop(p.t)
+		if p.t.Failed() {
+			p.t.Logf("--- %s (pid %d) log:\n%s", name, cmd.Process.Pid, pr.output())
+		}
+	})
+	pr.awaitReady(p.t)
+	return pr
+}
+
+func (pr *proc) output() string {
+	pr.logMu.Lock()
+	defer pr.logMu.Unlock()
+	return pr.log.String()
+}
+
+// awaitReady polls /readyz until the service has set up its consumer.
+func (pr *proc) awaitReady(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-pr.done:
+			t.Fatalf("%s exited while starting (%v):\n%s", pr.name, pr.err, pr.output())
+		default:
+		}
+		resp, err := http.Get("http://" + pr.metricsAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s not ready after 60s:\n%s", pr.name, pr.output())
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (pr *proc) stop(t *testing.T) {
+	select {
+	case <-pr.done:
+		return
+	default:
+	}
+	_ = pr.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-pr.done:
+		if pr.err != nil {
+			t.Errorf("%s: exit after SIGTERM: %v", pr.name, pr.err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = pr.cmd.Process.Kill()
+		<-pr.done
+		t.Errorf("%s did not stop within 30s of SIGTERM", pr.name)
+	}
+}
+
+// awaitCrash waits for the process to die of SIGKILL (a failpoint crash).
+func (pr *proc) awaitCrash(t *testing.T) {
+	t.Helper()
+	select {
+	case <-pr.done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s did not crash", pr.name)
+	}
+	var ee *exec.ExitError
+	if !errors.As(pr.err, &ee) {
+		t.Fatalf("%s: got exit %v, want death by SIGKILL", pr.name, pr.err)
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("%s: got exit %v, want death by SIGKILL", pr.name, pr.err)
+	}
+}
+
+// metric returns the sum of the samples of a counter family whose labels
+// include match (e.g. `step="blob"`).
+func (pr *proc) metric(t *testing.T, family string, match ...string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + pr.metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("%s metrics: %v", pr.name, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, family+"{") && !strings.HasPrefix(line, family+" ") {
+			continue
+		}
+		ok := true
+		for _, m := range match {
+			ok = ok && strings.Contains(line, m)
+		}
+		if !ok {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// upload is one request the test sends, and what the stores must end up
+// holding for it.
+type upload struct {
+	ID      string
+	Subject string
+	Data    []byte
+	Time    time.Time
+}
+
+func newUpload(id string, size int) upload {
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(len(id) + i*31)
+	}
+	copy(data, id)
+	return upload{ID: id, Subject: "users/" + id + "/avatar", Data: data, Time: time.Now().UTC().Truncate(time.Microsecond)}
+}
+
+func (u upload) sha() string {
+	s := sha256.Sum256(u.Data)
+	return hex.EncodeToString(s[:])
+}
+
+func (u upload) event(t *testing.T) *events.Event {
+	t.Helper()
+	ev, err := events.NewRequested(events.Request{
+		ID: u.ID, Source: "/e2e", Subject: u.Subject, ContentType: "application/octet-stream", Time: u.Time, Data: u.Data,
+	})
+	if err != nil {
+		t.Fatalf("NewRequested: %v", err)
+	}
+	return ev
+}
+
+// publish sends u's request event. msgID "" publishes it as a new message
+// (a republish that JetStream does not de-duplicate).
+func (p *pipeline) publish(u upload, msgID string) {
+	p.t.Helper()
+	msg, err := u.event(p.t).Msg(msgID)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.publishMsg(msg)
+}
+
+func (p *pipeline) publishMsg(msg *nats.Msg) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := p.js.PublishMsg(ctx, msg); err != nil {
+		p.t.Fatalf("publish %s: %v", msg.Subject, err)
+	}
+}
+
+// awaitCompleted waits for n completed events and returns their count per
+// upload id.
+func (p *pipeline) awaitCompleted(n int, within time.Duration) map[string]int {
+	p.t.Helper()
+	got := map[string]int{}
+	deadline := time.After(within)
+	for i := 0; i < n; i++ {
+		select {
+		case m := <-p.completed:
+			ev, err := events.Decode(m.Subject, m.Header, m.Data)
+			if err != nil {
+				p.t.Fatalf("completed event does not decode: %v", err)
+			}
+			got[ev.ID]++
+		case <-deadline:
+			p.t.Fatalf("got %d completed events, want %d", i, n)
+		}
+	}
+	return got
+}
+
+// awaitMarkers polls until step has n markers.
+func (p *pipeline) awaitMarkers(step string, n int) {
+	p.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := p.pg.Count(p.t, `SELECT count(*) FROM step_markers WHERE step = $1`, step)
+		if got == n {
+			return
+		}
+		if got > n || time.Now().After(deadline) {
+			p.t.Fatalf("%s markers: got %d, want %d", step, got, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// deadLetters returns the dead letters in UPLOADS_DLQ by original subject.
+func (p *pipeline) deadLetters() map[string]events.DeadLetter {
+	p.t.Helper()
+	ctx := context.Background()
+	s, err := p.js.Stream(ctx, events.DLQStreamName)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	out := map[string]events.DeadLetter{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		raw, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		d, err := events.ParseDeadLetter(raw.Header)
+		if err != nil {
+			p.t.Fatalf("dead letter %d: %v", seq, err)
+		}
+		out[d.Subject] = d
+	}
+	return out
+}
+
+// awaitDeadLetters polls until n dead letters are in the stream.
+func (p *pipeline) awaitDeadLetters(n int) map[string]events.DeadLetter {
+	p.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		d := p.deadLetters()
+		if len(d) >= n || time.Now().After(deadline) {
+			if len(d) != n {
+				p.t.Fatalf("dead letters: got %d (%v), want %d", len(d), d, n)
+			}
+			return d
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// objectStat is the evidence that an object was not rewritten: fileblob
+// writes a new file and renames it over the key, so a rewrite changes the
+// inode and the modification time.
+type objectStat struct {
+	Ino   uint64
+	Mtime int64
+}
+
+func (p *pipeline) objectPath(id string) string {
+	return filepath.Join(p.blobDir, "uploads", id)
+}
+
+func (p *pipeline) statObjects(ids []string) map[string]objectStat {
+	p.t.Helper()
+	out := map[string]objectStat{}
+	for _, id := range ids {
+		fi, err := os.Stat(p.objectPath(id))
+		if err != nil {
+			p.t.Fatalf("object of %s: %v", id, err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		out[id] = objectStat{Ino: st.Ino, Mtime: fi.ModTime().UnixNano()}
+	}
+	return out
+}
+
+// rowVersions returns each reference row's xmin: an UPDATE or a
+// delete-and-insert changes it.
+func (p *pipeline) rowVersions() map[string]string {
+	p.t.Helper()
+	rows, err := p.pg.Pool.Query(context.Background(), `SELECT id, xmin::text FROM upload_refs`)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var id, xmin string
+		if err := rows.Scan(&id, &xmin); err != nil {
+			p.t.Fatal(err)
+		}
+		out[id] = xmin
+	}
+	if err := rows.Err(); err != nil {
+		p.t.Fatal(err)
+	}
+	return out
+}
+
+// checkInvariants checks the stores hold exactly one object with the right
+// bytes and one matching reference row per upload, and nothing else: once
+// per key, no dangling reference, nothing lost.
+func (p *pipeline) checkInvariants(uploads []upload) {
+	p.t.Helper()
+	want := map[string]upload{}
+	for _, u := range uploads {
+		want[u.ID] = u
+	}
+	entries, err := os.ReadDir(filepath.Join(p.blobDir, "uploads"))
+	if err != nil && len(want) > 0 {
+		p.t.Fatalf("bucket: %v", err)
+	}
+	objects := 0
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".attrs") {
+			continue
+		}
+		objects++
+		if _, ok := want[e.Name()]; !ok {
+			p.t.Errorf("object uploads/%s: not an accepted upload", e.Name())
+		}
+	}
+	if objects != len(want) {
+		p.t.Errorf("objects: got %d, want %d", objects, len(want))
+	}
+	type row struct {
+		subject, key, sha, ctype string
+		size                     int64
+		eventTime                time.Time
+	}
+	rows, err := p.pg.Pool.Query(context.Background(),
+		`SELECT id, subject, blob_key, size, sha256, content_type, event_time FROM upload_refs`)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	got := map[string]row{}
+	for rows.Next() {
+		var id string
+		var r row
+		if err := rows.Scan(&id, &r.subject, &r.key, &r.size, &r.sha, &r.ctype, &r.eventTime); err != nil {
+			p.t.Fatal(err)
+		}
+		got[id] = r
+	}
+	rows.Close()
+	if len(got) != len(want) {
+		p.t.Errorf("reference rows: got %d, want %d", len(got), len(want))
+	}
+	for id, u := range want {
+		data, err := os.ReadFile(p.objectPath(id))
+		if err != nil {
+			p.t.Errorf("object of %s: %v", id, err)
+			continue
+		}
+		if !bytes.Equal(data, u.Data) {
+			p.t.Errorf("object of %s: got %d bytes (sha %x), want the %d uploaded", id, len(data), sha256.Sum256(data), len(u.Data))
+		}
+		r, ok := got[id]
+		switch {
+		case !ok:
+			p.t.Errorf("reference of %s: missing", id)
+		case r.key != "uploads/"+id || r.size != int64(len(u.Data)) || r.sha != u.sha() || r.subject != u.Subject:
+			p.t.Errorf("reference of %s: got %+v, want key uploads/%s size %d sha %s subject %s", id, r, id, len(u.Data), u.sha(), u.Subject)
+		case !r.eventTime.Equal(u.Time):
+			p.t.Errorf("reference of %s: event time %v, want %v", id, r.eventTime, u.Time)
+		}
+	}
+}
+
+func ids(uploads []upload) []string {
+	out := make([]string, len(uploads))
+	for i, u := range uploads {
+		out[i] = u.ID
+	}
+	return out
+}

@@ -1,0 +1,117 @@
+package events
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+)
+
+// NewRequested builds and validates a requested event from r. When r.Data is set, the
+// sha256 extension is computed from it (and r.SHA256, when given, must match); with r.DataRef
+// r.SHA256 is required. A zero r.Time becomes the current time in UTC, truncated to
+// microseconds (what Postgres keeps). Inline data is limited to [DefaultMaxInlineSize]:
+// larger payloads are claim-checked.
+func NewRequested(r Request) (*Event, error) {
+	e := &Event{
+		ID:          r.ID,
+		Type:        TypeRequested,
+		Source:      r.Source,
+		Subject:     r.Subject,
+		Time:        r.Time.UTC(),
+		ContentType: r.ContentType,
+		SHA256:      r.SHA256,
+		DataRef:     r.DataRef,
+		Data:        r.Data,
+	}
+	if r.Time.IsZero() {
+		e.Time = time.Now().UTC().Truncate(time.Microsecond)
+	}
+	if len(r.Data) > 0 {
+		sum := sha256.Sum256(r.Data)
+		computed := hex.EncodeToString(sum[:])
+		if r.SHA256 != "" {
+			if !validSHA256(r.SHA256) {
+				return nil, invalidf(ReasonInvalid, ExtSHA256, "not 64 lowercase hex characters")
+			}
+			if r.SHA256 != computed {
+				return nil, invalidf(ReasonInvalid, ExtSHA256, "does not match the data")
+			}
+		}
+		e.SHA256 = computed
+	}
+	if _, _, err := e.check(DefaultMaxInlineSize); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// NewBlobStored builds and validates the blob_stored event that follows the requested event
+// req once the bytes are stored as b. It copies ID, Subject, Time and SHA256 from req; source
+// is the emitting service's CloudEvents source. Data is the JSON of b and Blob points to a
+// copy of b; b.SHA256 must equal req.SHA256.
+func NewBlobStored(req *Event, b Blob, source string) (*Event, error) {
+	if err := checkPrevious(req, TypeRequested); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(b)
+	if err != nil {
+		return nil, invalidWrap(ReasonInvalid, "data", "cannot encode blob", err)
+	}
+	e := &Event{
+		ID:          req.ID,
+		Type:        TypeBlobStored,
+		Source:      source,
+		Subject:     req.Subject,
+		Time:        req.Time,
+		ContentType: mediaTypeJSON,
+		SHA256:      req.SHA256,
+		Data:        data,
+		Blob:        &b,
+	}
+	if _, _, err := e.check(noLimit); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// NewCompleted builds and validates the completed event that follows the blob_stored event
+// stored once refwriter recorded ref. It copies ID, Subject, Time and SHA256 from stored;
+// source is the emitting service's CloudEvents source. Data is the JSON of ref, Ref points to
+// a copy of ref and Blob to its Blob; ref.ID must equal stored.ID and ref.Blob.SHA256 must
+// equal stored.SHA256.
+func NewCompleted(stored *Event, ref Reference, source string) (*Event, error) {
+	if err := checkPrevious(stored, TypeBlobStored); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(ref)
+	if err != nil {
+		return nil, invalidWrap(ReasonInvalid, "data", "cannot encode reference", err)
+	}
+	e := &Event{
+		ID:          stored.ID,
+		Type:        TypeCompleted,
+		Source:      source,
+		Subject:     stored.Subject,
+		Time:        stored.Time,
+		ContentType: mediaTypeJSON,
+		SHA256:      stored.SHA256,
+		Data:        data,
+		Ref:         &ref,
+	}
+	e.Blob = &e.Ref.Blob
+	if _, _, err := e.check(noLimit); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func checkPrevious(prev *Event, typ string) error {
+	if prev == nil {
+		return invalidf(ReasonInvalid, "type", "no previous event")
+	}
+	if prev.Type != typ {
+		return invalidf(ReasonInvalid, "type", "previous event is %q, want %q", clip(prev.Type), typ)
+	}
+	return nil
+}

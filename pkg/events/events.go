@@ -1,0 +1,252 @@
+package events
+
+import (
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Streams and subjects.
+const (
+	// StreamName is the JetStream stream that holds every pipeline event.
+	StreamName = "UPLOADS"
+	// StreamSubjects is the subject filter of [StreamName].
+	StreamSubjects = "uploads.>"
+	// DLQStreamName is the JetStream stream that holds dead letters.
+	DLQStreamName = "UPLOADS_DLQ"
+	// DLQSubjects is the subject filter of [DLQStreamName]; it does not overlap [StreamSubjects].
+	DLQSubjects = "dlq.uploads.>"
+)
+
+// Event types (the CloudEvents type attribute).
+const (
+	// TypeRequested is the type of an upload request, published on [RequestedSubject].
+	TypeRequested = "io.blobref.upload.requested.v1"
+	// TypeBlobStored is the type blobwriter emits once the bytes are stored, on [BlobStoredSubject].
+	TypeBlobStored = "io.blobref.upload.blob_stored.v1"
+	// TypeCompleted is the type refwriter emits once the reference is recorded, on [CompletedSubject].
+	TypeCompleted = "io.blobref.upload.completed.v1"
+)
+
+// CloudEvents extension attributes.
+const (
+	// ExtSHA256 is the extension attribute that carries the lowercase hex SHA-256 of the
+	// uploaded bytes: the operation's fingerprint. It is set on all three types.
+	ExtSHA256 = "sha256"
+	// ExtDataRef is the extension attribute that carries a claim-check reference (a URI) to
+	// the bytes of a requested event whose data does not travel inline.
+	ExtDataRef = "dataref"
+)
+
+// DefaultMaxInlineSize is the largest data (message body) a decoder accepts by default.
+// Larger payloads are claim-checked with [ExtDataRef].
+const DefaultMaxInlineSize = 1 << 20
+
+// Headers.
+const (
+	// HeaderPrefix is the prefix of CloudEvents attribute headers in binary content mode.
+	// It is matched case-insensitively on decode.
+	HeaderPrefix = "ce-"
+	// HeaderContentType is the header that marks a structured-mode message
+	// (application/cloudevents+json). In binary mode datacontenttype travels in
+	// ce-datacontenttype; a non-CloudEvents Content-Type is accepted on decode as well.
+	HeaderContentType = "Content-Type"
+	// HeaderMsgID is the JetStream de-duplication header. It is never an event attribute.
+	HeaderMsgID = "Nats-Msg-Id"
+)
+
+// Dead-letter headers, set on messages in [DLQStreamName] in addition to the original headers.
+const (
+	// HeaderDeadReason carries the dead-letter reason, one of the Reason constants.
+	HeaderDeadReason = "Blobref-Dead-Reason"
+	// HeaderDeadStep names the pipeline step that gave up (e.g. "blobwriter").
+	HeaderDeadStep = "Blobref-Dead-Step"
+	// HeaderDeadDeliveries is the number of deliveries of the original message.
+	HeaderDeadDeliveries = "Blobref-Dead-Deliveries"
+	// HeaderDeadError is the error text, truncated and made header-safe.
+	HeaderDeadError = "Blobref-Dead-Error"
+	// HeaderDeadSubject is the original subject.
+	HeaderDeadSubject = "Blobref-Dead-Subject"
+	// HeaderDeadStream is the original stream name.
+	HeaderDeadStream = "Blobref-Dead-Stream"
+	// HeaderDeadSequence is the original stream sequence.
+	HeaderDeadSequence = "Blobref-Dead-Sequence"
+	// HeaderDeadTime is when the message was dead-lettered, in RFC 3339.
+	HeaderDeadTime = "Blobref-Dead-Time"
+)
+
+// Dead-letter reasons. The first four are also the Reason of an [*InvalidError].
+const (
+	// ReasonMalformed: not a decodable CloudEvent (bad percent-encoding, bad JSON, missing
+	// required context attribute, unsupported specversion).
+	ReasonMalformed = "malformed"
+	// ReasonInvalid: a CloudEvent that breaks blobref's rules; the error names the attribute.
+	ReasonInvalid = "invalid"
+	// ReasonUnknownType: the type is none of the three blobref types.
+	ReasonUnknownType = "unknown_type"
+	// ReasonTooLarge: the data is larger than the decoder accepts.
+	ReasonTooLarge = "too_large"
+	// ReasonConflict: the id is already known with a different fingerprint.
+	ReasonConflict = "conflict"
+	// ReasonDigestMismatch: the bytes do not hash to the event's sha256.
+	ReasonDigestMismatch = "digest_mismatch"
+	// ReasonRetriesExhausted: the step failed on its last allowed delivery.
+	ReasonRetriesExhausted = "retries_exhausted"
+)
+
+const (
+	requestedPrefix  = "uploads.requested."
+	blobStoredPrefix = "uploads.blob.stored."
+	completedPrefix  = "uploads.completed."
+	dlqPrefix        = "dlq."
+
+	maxIDLen = 128
+)
+
+// RequestedSubject returns the subject of the requested event of upload id:
+// "uploads.requested.<id>".
+func RequestedSubject(id string) string { return requestedPrefix + id }
+
+// BlobStoredSubject returns the subject of the blob_stored event of upload id:
+// "uploads.blob.stored.<id>".
+func BlobStoredSubject(id string) string { return blobStoredPrefix + id }
+
+// CompletedSubject returns the subject of the completed event of upload id:
+// "uploads.completed.<id>".
+func CompletedSubject(id string) string { return completedPrefix + id }
+
+// DeadLetterSubject returns the subject a dead letter of a message published on subject
+// goes to: "dlq." + subject.
+func DeadLetterSubject(subject string) string { return dlqPrefix + subject }
+
+// ValidID reports whether id is a valid upload id: 1 to 128 characters of [A-Za-z0-9_-],
+// so that it is a single NATS subject token.
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if !isIDByte(id[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isIDByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+}
+
+// SubjectFor returns the subject an event of type typ and upload id id is published on.
+// It returns an [*InvalidError] for an unknown type or an invalid id.
+func SubjectFor(typ, id string) (string, error) {
+	if !ValidID(id) {
+		return "", invalidf(ReasonInvalid, "id", "not 1 to 128 characters of [A-Za-z0-9_-]")
+	}
+	switch typ {
+	case TypeRequested:
+		return RequestedSubject(id), nil
+	case TypeBlobStored:
+		return BlobStoredSubject(id), nil
+	case TypeCompleted:
+		return CompletedSubject(id), nil
+	}
+	return "", invalidf(ReasonUnknownType, "type", "%q is not a blobref event type", clip(typ))
+}
+
+// subjectType returns the event type whose subjects look like subject, and the rest of the
+// subject after the kind prefix (the id, for a well-formed subject).
+func subjectType(subject string) (typ, rest string, ok bool) {
+	switch {
+	case strings.HasPrefix(subject, requestedPrefix):
+		return TypeRequested, subject[len(requestedPrefix):], true
+	case strings.HasPrefix(subject, blobStoredPrefix):
+		return TypeBlobStored, subject[len(blobStoredPrefix):], true
+	case strings.HasPrefix(subject, completedPrefix):
+		return TypeCompleted, subject[len(completedPrefix):], true
+	}
+	return "", "", false
+}
+
+// DerivedMsgID returns the Nats-Msg-Id a consumer step uses for the event it emits after
+// consuming the message at sequence seq of stream: a redelivery of that message derives the
+// same id (so JetStream drops the duplicate publish inside its window), while a republished
+// input is a new message with a new sequence and flows on.
+func DerivedMsgID(step, stream string, seq uint64) string {
+	return step + "/" + stream + "/" + strconv.FormatUint(seq, 10)
+}
+
+// Blob describes a stored object.
+type Blob struct {
+	// Key is the object key in the bucket, e.g. "uploads/<id>".
+	Key string `json:"key"`
+	// Size is the object size in bytes.
+	Size int64 `json:"size"`
+	// SHA256 is the lowercase hex SHA-256 of the object's bytes.
+	SHA256 string `json:"sha256"`
+	// ContentType is the media type the object was stored with.
+	ContentType string `json:"contentType"`
+}
+
+// Reference is the reference row refwriter recorded: the payload of a completed event.
+type Reference struct {
+	// ID is the upload id.
+	ID string `json:"id"`
+	// Subject is what the reference belongs to, e.g. "users/42/avatar".
+	Subject string `json:"subject"`
+	// Blob is the object the reference points to.
+	Blob Blob `json:"blob"`
+	// EventTime is the upload's event time (the time attribute of the request).
+	EventTime time.Time `json:"eventTime"`
+}
+
+// Event is a decoded, validated blobref event of any of the three types.
+//
+// For all three types the CloudEvents id is the upload id; the source differs per producer.
+type Event struct {
+	// ID is the upload id and the CloudEvents id.
+	ID string
+	// Type is one of TypeRequested, TypeBlobStored, TypeCompleted.
+	Type string
+	// Source is the CloudEvents source (a URI-reference) of the producer.
+	Source string
+	// Subject is the CloudEvents subject: what the reference belongs to, e.g. "users/42/avatar".
+	Subject string
+	// Time is the upload's event time: set by the producer on requested (required there),
+	// copied unchanged to blob_stored and completed. Decoded times are in UTC.
+	Time time.Time
+	// ContentType is the datacontenttype. requested: the media type of the bytes;
+	// blob_stored and completed: "application/json".
+	ContentType string
+	// SHA256 is the sha256 extension, on all three types.
+	SHA256 string
+	// DataRef is the dataref extension: requested only, exclusive with Data.
+	DataRef string
+	// Data is the data. requested: the inline bytes; others: the JSON payload.
+	Data []byte
+	// Blob is the parsed payload of blob_stored (Data is its JSON); for completed, &Ref.Blob.
+	Blob *Blob
+	// Ref is the parsed payload of completed.
+	Ref *Reference
+}
+
+// Request is what a producer supplies to build a requested event with [NewRequested].
+type Request struct {
+	// ID is the upload id (see [ValidID]).
+	ID string
+	// Source is the CloudEvents source of the producer, e.g. "/blobref/ingest".
+	Source string
+	// Subject is what the reference belongs to, e.g. "users/42/avatar".
+	Subject string
+	// ContentType is the media type of the bytes.
+	ContentType string
+	// Time is the upload's event time; zero means now (UTC, truncated to microseconds).
+	Time time.Time
+	// Data is the inline bytes (exclusive with DataRef). The event refers to it; it is not copied.
+	Data []byte
+	// DataRef is a claim-check reference to the bytes (a URI with a scheme).
+	DataRef string
+	// SHA256 is the lowercase hex SHA-256 of the bytes: required with DataRef; computed from
+	// Data when empty (and checked against Data when given).
+	SHA256 string
+}

@@ -1,0 +1,124 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream defaults.
+const (
+	// DefaultMaxAge is how long UPLOADS keeps events.
+	DefaultMaxAge = 7 * 24 * time.Hour
+	// DefaultDLQMaxAge is how long UPLOADS_DLQ keeps dead letters.
+	DefaultDLQMaxAge = 30 * 24 * time.Hour
+	// DefaultDuplicates is the JetStream de-duplication window of both streams.
+	DefaultDuplicates = 2 * time.Minute
+)
+
+// StreamOptions configures the streams. The zero value is the default.
+type StreamOptions struct {
+	// Replicas is the number of stream replicas; 0 means 1. Use 3 on a cluster.
+	Replicas int
+	// Storage is the storage type; the zero value is jetstream.FileStorage.
+	Storage jetstream.StorageType
+	// MaxAge is how long UPLOADS keeps events; 0 means DefaultMaxAge.
+	MaxAge time.Duration
+	// DLQMaxAge is how long UPLOADS_DLQ keeps dead letters; 0 means DefaultDLQMaxAge.
+	DLQMaxAge time.Duration
+	// Duplicates is the de-duplication window; 0 means DefaultDuplicates.
+	Duplicates time.Duration
+}
+
+func (o StreamOptions) withDefaults() StreamOptions {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = DefaultMaxAge
+	}
+	if o.DLQMaxAge <= 0 {
+		o.DLQMaxAge = DefaultDLQMaxAge
+	}
+	if o.Duplicates <= 0 {
+		o.Duplicates = DefaultDuplicates
+	}
+	return o
+}
+
+// StreamConfig returns the configuration of the UPLOADS stream: subjects "uploads.>", limits
+// retention (every consumer and subscriber sees every event; old events age out after
+// MaxAge) and the de-duplication window that Nats-Msg-Id works in.
+func StreamConfig(o StreamOptions) jetstream.StreamConfig {
+	o = o.withDefaults()
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "blobref upload pipeline events (CloudEvents)",
+		Subjects:    []string{StreamSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      o.MaxAge,
+		Storage:     o.Storage,
+		Replicas:    o.Replicas,
+		Duplicates:  o.Duplicates,
+	}
+}
+
+// DLQStreamConfig returns the configuration of the UPLOADS_DLQ stream: subjects
+// "dlq.uploads.>", limits retention with DLQMaxAge.
+func DLQStreamConfig(o StreamOptions) jetstream.StreamConfig {
+	o = o.withDefaults()
+	return jetstream.StreamConfig{
+		Name:        DLQStreamName,
+		Description: "blobref dead letters: the original message plus Blobref-Dead-* headers",
+		Subjects:    []string{DLQSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      o.DLQMaxAge,
+		Storage:     o.Storage,
+		Replicas:    o.Replicas,
+		Duplicates:  o.Duplicates,
+	}
+}
+
+// EnsureStreams creates both streams, or updates them to the configuration o describes. It is
+// idempotent and safe to call concurrently from many replicas at start-up.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	for _, cfg := range []jetstream.StreamConfig{StreamConfig(o), DLQStreamConfig(o)} {
+		if err := ensureStream(ctx, js, cfg); err != nil {
+			return fmt.Errorf("events: ensure stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	const attempts = 3
+	var err error
+	for range attempts {
+		// CreateOrUpdateStream updates, and creates when the stream is not found. Two replicas
+		// racing to create it can see "name already in use"; the next attempt updates.
+		if _, err = js.CreateOrUpdateStream(ctx, cfg); !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return err
+		}
+	}
+	return err
+}
+
+// ConsumerSpec names a durable consumer of the pipeline. Operators use these names.
+type ConsumerSpec struct {
+	// Durable is the durable consumer name.
+	Durable string
+	// FilterSubject is the subject filter on UPLOADS.
+	FilterSubject string
+}
+
+var (
+	// BlobWriterConsumer is blobwriter's consumer of requested events.
+	BlobWriterConsumer = ConsumerSpec{Durable: "blobwriter", FilterSubject: "uploads.requested.>"}
+	// RefWriterConsumer is refwriter's consumer of blob_stored events.
+	RefWriterConsumer = ConsumerSpec{Durable: "refwriter", FilterSubject: "uploads.blob.stored.>"}
+)

@@ -1,0 +1,270 @@
+package events
+
+import (
+	"encoding/json"
+	"math"
+	"mime"
+	"net/url"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	maxSubjectLen = 1024 // bytes, CloudEvents subject attribute
+	maxTextLen    = 4096 // bytes, source, datacontenttype and dataref
+	noLimit       = math.MaxInt
+
+	mediaTypeJSON = "application/json"
+)
+
+// Validate checks e against blobref's rules and returns an [*InvalidError] naming the
+// attribute at fault, or nil. Inline data larger than maxInline bytes is ReasonTooLarge;
+// maxInline <= 0 means [DefaultMaxInlineSize].
+//
+// The rules: id, source and type are present (else ReasonMalformed); type is one of the three
+// (else ReasonUnknownType); id is a valid upload id ([ValidID]); source is a URI-reference;
+// subject is present, at most 1024 bytes of UTF-8 without control characters or surrounding
+// white space; time is present; sha256 is 64 lowercase hex characters. A requested event has a
+// datacontenttype that parses as a media type and exactly one of data and dataref (a URI with
+// a scheme). A blob_stored event's data is the JSON of a [Blob] with a key, a size >= 0 and the
+// event's sha256; a completed event's data is the JSON of a [Reference] with the event's id and
+// a blob like that. Their datacontenttype is application/json and they carry no dataref.
+// When Blob or Ref is set, it must equal the parsed data.
+func (e *Event) Validate(maxInline int) error {
+	if maxInline <= 0 {
+		maxInline = DefaultMaxInlineSize
+	}
+	_, _, err := e.check(maxInline)
+	return err
+}
+
+// check validates e and returns the payload parsed from Data (blob_stored, completed).
+func (e *Event) check(maxInline int) (*Blob, *Reference, error) {
+	if e == nil {
+		return nil, nil, invalidf(ReasonMalformed, "", "nil event")
+	}
+	if err := e.checkHead(); err != nil {
+		return nil, nil, err
+	}
+	if err := checkText("source", e.Source, maxTextLen); err != nil {
+		return nil, nil, err
+	}
+	if _, err := url.Parse(e.Source); err != nil {
+		return nil, nil, invalidWrap(ReasonInvalid, "source", "not a URI-reference", unwrapURLError(err))
+	}
+	if e.Subject == "" {
+		return nil, nil, invalidf(ReasonInvalid, "subject", "missing")
+	}
+	if err := checkText("subject", e.Subject, maxSubjectLen); err != nil {
+		return nil, nil, err
+	}
+	if e.Time.IsZero() {
+		return nil, nil, invalidf(ReasonInvalid, "time", "missing")
+	}
+	if y := e.Time.UTC().Year(); y < 0 || y > 9999 {
+		return nil, nil, invalidf(ReasonInvalid, "time", "year %d out of range", y)
+	}
+	if e.SHA256 == "" {
+		return nil, nil, invalidf(ReasonInvalid, ExtSHA256, "missing")
+	}
+	if !validSHA256(e.SHA256) {
+		return nil, nil, invalidf(ReasonInvalid, ExtSHA256, "not 64 lowercase hex characters")
+	}
+	if len(e.Data) > maxInline {
+		return nil, nil, invalidf(ReasonTooLarge, "data", "%d bytes, more than the %d allowed", len(e.Data), maxInline)
+	}
+	switch e.Type {
+	case TypeRequested:
+		return nil, nil, e.checkRequested()
+	case TypeBlobStored:
+		b, err := e.checkBlobStored()
+		return b, nil, err
+	default: // TypeCompleted; checkHead rejected the others.
+		r, err := e.checkCompleted()
+		if err != nil {
+			return nil, nil, err
+		}
+		return &r.Blob, r, nil
+	}
+}
+
+// checkHead checks the required context attributes, the type and the id.
+func (e *Event) checkHead() error {
+	switch {
+	case e.ID == "":
+		return invalidf(ReasonMalformed, "id", "missing")
+	case e.Source == "":
+		return invalidf(ReasonMalformed, "source", "missing")
+	case e.Type == "":
+		return invalidf(ReasonMalformed, "type", "missing")
+	}
+	switch e.Type {
+	case TypeRequested, TypeBlobStored, TypeCompleted:
+	default:
+		return invalidf(ReasonUnknownType, "type", "%q is not a blobref event type", clip(e.Type))
+	}
+	if !ValidID(e.ID) {
+		return invalidf(ReasonInvalid, "id", "not 1 to 128 characters of [A-Za-z0-9_-]")
+	}
+	return nil
+}
+
+func (e *Event) checkRequested() error {
+	if e.ContentType == "" {
+		return invalidf(ReasonInvalid, "datacontenttype", "missing")
+	}
+	if err := checkMediaType(e.ContentType); err != nil {
+		return err
+	}
+	switch {
+	case len(e.Data) > 0 && e.DataRef != "":
+		return invalidf(ReasonInvalid, "data", "data and dataref both set")
+	case len(e.Data) == 0 && e.DataRef == "":
+		return invalidf(ReasonInvalid, "data", "neither data nor dataref")
+	case e.DataRef != "":
+		if err := checkText(ExtDataRef, e.DataRef, maxTextLen); err != nil {
+			return err
+		}
+		u, err := url.Parse(e.DataRef)
+		if err != nil {
+			return invalidWrap(ReasonInvalid, ExtDataRef, "not a URI", unwrapURLError(err))
+		}
+		if u.Scheme == "" {
+			return invalidf(ReasonInvalid, ExtDataRef, "not a URI: no scheme")
+		}
+	}
+	if e.Blob != nil || e.Ref != nil {
+		return invalidf(ReasonInvalid, "data", "a requested event has no blob or reference payload")
+	}
+	return nil
+}
+
+func (e *Event) checkBlobStored() (*Blob, error) {
+	if err := e.checkJSONPayload(); err != nil {
+		return nil, err
+	}
+	var b Blob
+	if err := json.Unmarshal(e.Data, &b); err != nil {
+		return nil, invalidWrap(ReasonInvalid, "data", "not a JSON blob", err)
+	}
+	if err := checkBlob(&b, e.SHA256); err != nil {
+		return nil, err
+	}
+	if e.Blob != nil && *e.Blob != b {
+		return nil, invalidf(ReasonInvalid, "data", "Blob does not match the payload")
+	}
+	if e.Ref != nil {
+		return nil, invalidf(ReasonInvalid, "data", "a blob_stored event has no reference payload")
+	}
+	return &b, nil
+}
+
+func (e *Event) checkCompleted() (*Reference, error) {
+	if err := e.checkJSONPayload(); err != nil {
+		return nil, err
+	}
+	var r Reference
+	if err := json.Unmarshal(e.Data, &r); err != nil {
+		return nil, invalidWrap(ReasonInvalid, "data", "not a JSON reference", err)
+	}
+	if r.ID != e.ID {
+		return nil, invalidf(ReasonInvalid, "data", "reference id %q does not match the event id", clip(r.ID))
+	}
+	if err := checkBlob(&r.Blob, e.SHA256); err != nil {
+		return nil, err
+	}
+	if e.Ref != nil && !sameReference(e.Ref, &r) {
+		return nil, invalidf(ReasonInvalid, "data", "Ref does not match the payload")
+	}
+	if e.Blob != nil && *e.Blob != r.Blob {
+		return nil, invalidf(ReasonInvalid, "data", "Blob does not match the payload")
+	}
+	return &r, nil
+}
+
+func (e *Event) checkJSONPayload() error {
+	if e.DataRef != "" {
+		return invalidf(ReasonInvalid, ExtDataRef, "only a requested event may carry a dataref")
+	}
+	if e.ContentType == "" {
+		return invalidf(ReasonInvalid, "datacontenttype", "missing")
+	}
+	if err := checkMediaType(e.ContentType); err != nil {
+		return err
+	}
+	if mt, _, _ := mime.ParseMediaType(e.ContentType); mt != mediaTypeJSON {
+		return invalidf(ReasonInvalid, "datacontenttype", "%q is not %s", clip(e.ContentType), mediaTypeJSON)
+	}
+	if len(e.Data) == 0 {
+		return invalidf(ReasonInvalid, "data", "missing payload")
+	}
+	return nil
+}
+
+func checkBlob(b *Blob, sha string) error {
+	switch {
+	case b.Key == "":
+		return invalidf(ReasonInvalid, "data", "blob key missing")
+	case b.Size < 0:
+		return invalidf(ReasonInvalid, "data", "blob size %d is negative", b.Size)
+	case b.SHA256 != sha:
+		return invalidf(ReasonInvalid, "data", "blob sha256 does not match the event sha256")
+	}
+	return nil
+}
+
+func sameReference(a, b *Reference) bool {
+	return a.ID == b.ID && a.Subject == b.Subject && a.Blob == b.Blob && a.EventTime.Equal(b.EventTime)
+}
+
+func checkMediaType(ct string) error {
+	if err := checkText("datacontenttype", ct, maxTextLen); err != nil {
+		return err
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return invalidWrap(ReasonInvalid, "datacontenttype", "not a media type", err)
+	}
+	if typ, sub, ok := strings.Cut(mt, "/"); !ok || typ == "" || sub == "" {
+		return invalidf(ReasonInvalid, "datacontenttype", "%q is not a type/subtype media type", clip(ct))
+	}
+	return nil
+}
+
+// checkText checks a free-text attribute value: at most max bytes of valid UTF-8, no control
+// characters, no leading or trailing white space.
+func checkText(attr, s string, max int) error {
+	switch {
+	case len(s) > max:
+		return invalidf(ReasonInvalid, attr, "longer than %d bytes", max)
+	case !utf8.ValidString(s):
+		return invalidf(ReasonInvalid, attr, "not valid UTF-8")
+	case strings.IndexFunc(s, unicode.IsControl) >= 0:
+		return invalidf(ReasonInvalid, attr, "contains a control character")
+	case strings.TrimSpace(s) != s:
+		return invalidf(ReasonInvalid, attr, "leading or trailing white space")
+	}
+	return nil
+}
+
+func validSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// unwrapURLError drops the *url.Error wrapper, whose text repeats the (untrusted) input.
+func unwrapURLError(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
