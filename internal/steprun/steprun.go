@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strconv"
 	"sync"
 	"time"
 
@@ -415,7 +414,7 @@ func (r *Runner[R]) runOnce(ctx context.Context, ev *events.Event, meta *jetstre
 // a redelivery of the same message cannot emit twice, while a republished
 // input (a new stream sequence) flows on.
 func (r *Runner[R]) msgID(meta *jetstream.MsgMetadata) string {
-	return r.step.Name + ":" + meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
+	return events.DerivedMsgID(r.step.Name, meta.Stream, meta.Sequence.Stream)
 }
 
 func (r *Runner[R]) inject(ctx context.Context, point string) error {
@@ -475,7 +474,7 @@ func (r *Runner[R]) deadLetter(ctx context.Context, msg jetstream.Msg, out Outco
 	if out.Err != nil {
 		d.Error = out.Err.Error()
 	}
-	id := "dlq:" + r.step.Name + ":" + d.Stream + ":" + strconv.FormatUint(d.Sequence, 10)
+	id := events.DerivedMsgID("dlq-"+r.step.Name, d.Stream, d.Sequence)
 	if _, err := r.js.PublishMsg(ctx, events.DeadLetterMsg(d, msg.Headers(), msg.Data(), id)); err != nil {
 		return fmt.Errorf("dead letter: %w", err)
 	}
@@ -483,7 +482,7 @@ func (r *Runner[R]) deadLetter(ctx context.Context, msg jetstream.Msg, out Outco
 }
 
 // backoff is the delay before delivery n+1: BackoffBase doubled per
-// delivery, capped at BackoffMax, with ±20% jitter so retries spread out.
+// delivery, capped at BackoffMax, with ±10% jitter so retries spread out.
 func (r *Runner[R]) backoff(n uint64) time.Duration {
 	d := r.opts.BackoffBase
 	for i := uint64(1); i < n && d < r.opts.BackoffMax; i++ {

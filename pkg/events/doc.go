@@ -87,7 +87,7 @@
 // claim-checked event keeps its dataref, plus these headers, read back by [ParseDeadLetter]:
 //
 //	Blobref-Dead-Reason      one of the reasons below
-//	Blobref-Dead-Step        the step that gave up, e.g. blobwriter
+//	Blobref-Dead-Step        the step that gave up: blob (blobwriter) or ref (refwriter)
 //	Blobref-Dead-Deliveries  deliveries of the original message
 //	Blobref-Dead-Error       the error text, at most 1 KiB, one line
 //	Blobref-Dead-Subject     the original subject
@@ -99,6 +99,7 @@
 // missing required context attribute, an unsupported specversion), invalid (a CloudEvent that
 // breaks the rules above; the error names the attribute), unknown_type, too_large (inline data
 // over the decoder's limit), conflict (the id is known with another sha256), digest_mismatch
-// (the bytes do not hash to sha256) and retries_exhausted (the last delivery failed). The first
-// four are what [Decode] reports in an [*InvalidError]; [ReasonOf] extracts it.
+// (the bytes do not hash to sha256), retries_exhausted (the last delivery failed) and
+// claim_missing (the bytes a dataref names are gone). The first four are what [Decode]
+// reports in an [*InvalidError]; [ReasonOf] extracts it.
 package events

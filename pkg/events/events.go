@@ -59,7 +59,7 @@ const (
 const (
 	// HeaderDeadReason carries the dead-letter reason, one of the Reason constants.
 	HeaderDeadReason = "Blobref-Dead-Reason"
-	// HeaderDeadStep names the pipeline step that gave up (e.g. "blobwriter").
+	// HeaderDeadStep names the pipeline step that gave up: "blob" (blobwriter) or "ref" (refwriter).
 	HeaderDeadStep = "Blobref-Dead-Step"
 	// HeaderDeadDeliveries is the number of deliveries of the original message.
 	HeaderDeadDeliveries = "Blobref-Dead-Deliveries"
@@ -92,6 +92,9 @@ const (
 	ReasonDigestMismatch = "digest_mismatch"
 	// ReasonRetriesExhausted: the step failed on its last allowed delivery.
 	ReasonRetriesExhausted = "retries_exhausted"
+	// ReasonClaimMissing: the claim-checked bytes a dataref names are gone
+	// (expired, or never staged).
+	ReasonClaimMissing = "claim_missing"
 )
 
 const (

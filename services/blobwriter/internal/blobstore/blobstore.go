@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/url"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,10 +35,6 @@ const Source = "/blobref/blobwriter"
 
 // MetadataSHA256 is the object metadata key holding the bytes' SHA-256.
 const MetadataSHA256 = "sha256"
-
-// ReasonClaimMissing dead-letters a request whose claim-checked bytes are
-// gone (expired or never staged).
-const ReasonClaimMissing = "claim_missing"
 
 // Bucket is the part of *blob.Bucket the writer uses.
 type Bucket interface {
@@ -99,8 +96,9 @@ func (w *Writer) Store(ctx context.Context, ev *events.Event) (events.Blob, erro
 	// Cancelling wctx before Close aborts the write: nothing is stored.
 	wctx, abort := context.WithCancel(ctx)
 	defer abort()
+	ct := storedContentType(ev.ContentType)
 	bw, err := w.Bucket.NewWriter(wctx, key, &blob.WriterOptions{
-		ContentType: ev.ContentType,
+		ContentType: ct,
 		Metadata:    map[string]string{MetadataSHA256: ev.SHA256},
 		IfNotExist:  true,
 	})
@@ -131,7 +129,22 @@ func (w *Writer) Store(ctx context.Context, ev *events.Event) (events.Blob, erro
 		}
 		return events.Blob{}, fmt.Errorf("blob %s: %w", key, err)
 	}
-	return events.Blob{Key: key, Size: n, SHA256: ev.SHA256, ContentType: ev.ContentType}, nil
+	return events.Blob{Key: key, Size: n, SHA256: ev.SHA256, ContentType: ct}, nil
+}
+
+// storedContentType is media type ct as the bucket keeps it: gocloud.dev
+// reformats it with mime.FormatMediaType (lower-case type and parameter names,
+// "; " between parameters). Reporting it in that form makes a write and a
+// resumed step (which reads it back from the object) record the same result.
+func storedContentType(ct string) string {
+	t, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return ct
+	}
+	if f := mime.FormatMediaType(t, params); f != "" {
+		return f
+	}
+	return ct
 }
 
 // existing turns an object already at key into the step's result, or into a
@@ -168,14 +181,14 @@ func (c ObjectClaims) Open(ctx context.Context, dataref string) (io.ReadCloser, 
 	}
 	store, err := c.JS.ObjectStore(ctx, bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, steprun.Permanent(ReasonClaimMissing, fmt.Errorf("dataref %s: %w", dataref, err))
+		return nil, steprun.Permanent(events.ReasonClaimMissing, fmt.Errorf("dataref %s: %w", dataref, err))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dataref %s: %w", dataref, err)
 	}
 	r, err := store.Get(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, steprun.Permanent(ReasonClaimMissing, fmt.Errorf("dataref %s: %w", dataref, err))
+		return nil, steprun.Permanent(events.ReasonClaimMissing, fmt.Errorf("dataref %s: %w", dataref, err))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dataref %s: %w", dataref, err)
@@ -186,8 +199,23 @@ func (c ObjectClaims) Open(ctx context.Context, dataref string) (io.ReadCloser, 
 // ParseObjectRef splits a nats-object://<bucket>/<name> reference.
 func ParseObjectRef(ref string) (bucket, name string, err error) {
 	u, err := url.Parse(ref)
-	if err != nil || u.Scheme != "nats-object" || u.Host == "" || len(u.Path) < 2 {
+	if err != nil || u.Scheme != "nats-object" || !validBucket(u.Host) || len(u.Path) < 2 {
 		return "", "", fmt.Errorf("dataref %q is not nats-object://<bucket>/<name>", ref)
 	}
 	return u.Host, u.Path[1:], nil
+}
+
+// validBucket reports whether name can name an Object Store bucket
+// ([A-Za-z0-9_-]+). A dataref naming anything else is malformed: JetStream
+// would refuse it with ErrInvalidStoreName on every retry.
+func validBucket(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
