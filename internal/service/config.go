@@ -66,7 +66,7 @@ type NATSConfig struct {
 type ConsumerConfig struct {
 	Concurrency   int           `env:"CONSUMER_CONCURRENCY" envDefault:"8"`
 	AckWait       time.Duration `env:"CONSUMER_ACK_WAIT" envDefault:"30s"`
-	MaxDeliveries int           `env:"CONSUMER_MAX_DELIVERIES" envDefault:"10"`
+	MaxDeliveries int           `env:"CONSUMER_MAX_DELIVERIES" envDefault:"20"`
 	StepTimeout   time.Duration `env:"CONSUMER_STEP_TIMEOUT" envDefault:"5m"`
 	BackoffBase   time.Duration `env:"CONSUMER_BACKOFF_BASE" envDefault:"1s"`
 	BackoffMax    time.Duration `env:"CONSUMER_BACKOFF_MAX" envDefault:"5m"`

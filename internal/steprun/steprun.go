@@ -65,7 +65,7 @@ type Step[R any] struct {
 type Options struct {
 	Concurrency   int           // messages processed at once [4]
 	AckWait       time.Duration // consumer AckWait [30s]; heartbeats every third of it
-	MaxDeliveries int           // deliveries before a message is dead-lettered [10]
+	MaxDeliveries int           // deliveries before a message is dead-lettered [20]
 	StepTimeout   time.Duration // deadline of one side effect [5m]
 	BackoffBase   time.Duration // first retry delay, doubled each delivery [1s]
 	BackoffMax    time.Duration // longest retry delay [5m]
@@ -87,7 +87,7 @@ func (o *Options) setDefaults() {
 		o.Concurrency = 4
 	}
 	if o.MaxDeliveries <= 0 {
-		o.MaxDeliveries = 10
+		o.MaxDeliveries = 20
 	}
 	if o.MaxInlineSize <= 0 {
 		o.MaxInlineSize = events.DefaultMaxInlineSize

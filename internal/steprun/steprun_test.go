@@ -45,6 +45,14 @@ type harness struct {
 
 func setup(t *testing.T, opts steprun.Options, effect effectFunc) *harness {
 	t.Helper()
+	h := newHarness(t, opts, effect)
+	h.start()
+	return h
+}
+
+// newHarness builds the runner without starting it.
+func newHarness(t *testing.T, opts steprun.Options, effect effectFunc) *harness {
+	t.Helper()
 	h := &harness{t: t, calls: map[string]int{}, effect: effect, out: make(chan *nats.Msg, 1024), reg: prometheus.NewRegistry()}
 	n := testenv.StartNATS(t)
 	h.nc, h.js = n.Connect()
@@ -91,8 +99,11 @@ func setup(t *testing.T, opts steprun.Options, effect effectFunc) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.start()
-	t.Cleanup(h.stop)
+	t.Cleanup(func() {
+		if h.cancel != nil {
+			h.stop()
+		}
+	})
 	return h
 }
 
@@ -419,4 +430,63 @@ func TestShutdownHandsBackWorkThatOutlivesTheGrace(t *testing.T) {
 	}
 	h.start()
 	h.awaitStored(1)
+}
+
+// A message whose earlier deliveries never settled (its worker crashed each
+// time) is dead-lettered once it is past its last allowed delivery, without
+// running its side effect yet again.
+func TestCrashLoopingMessageIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, steprun.Options{MaxDeliveries: 2, AckWait: time.Second}, nil)
+	ctx := context.Background()
+	cons, err := h.js.CreateOrUpdateConsumer(ctx, events.StreamName, h.runner.ConsumerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.publish("crashy", []byte("x"), "crashy")
+	// Two deliveries that die with their worker: fetched, never settled.
+	for i := range 2 {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for range batch.Messages() {
+			got++
+		}
+		if got != 1 {
+			t.Fatalf("delivery %d: got %d messages, want 1", i+1, got)
+		}
+	}
+	h.start()
+	d, _ := h.awaitDead(events.RequestedSubject("crashy"))
+	if d.Reason != events.ReasonRetriesExhausted || d.Deliveries != 3 {
+		t.Errorf("dead letter: got %+v, want retries_exhausted on delivery 3", d)
+	}
+	if c := h.callsOf("crashy"); c != 0 {
+		t.Errorf("effect ran %d times, want 0", c)
+	}
+}
+
+// A side effect longer than AckWait is kept alive by InProgress heartbeats:
+// JetStream does not redeliver it meanwhile.
+func TestHeartbeatsKeepLongStepsAlive(t *testing.T) {
+	t.Parallel()
+	h := setup(t, steprun.Options{AckWait: time.Second}, func(ctx context.Context, _ *events.Event, _ int) error {
+		select {
+		case <-time.After(2500 * time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	h.publish("long", []byte("x"), "long")
+	h.awaitStored(1)
+	h.awaitOutcome("done", 1)
+	if c := h.callsOf("long"); c != 1 {
+		t.Errorf("effect ran %d times, want 1", c)
+	}
+	if r := h.count("retried"); r != 0 {
+		t.Errorf("retried: got %v, want 0 (no redelivery while the step ran)", r)
+	}
 }
