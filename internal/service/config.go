@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"time"
 
@@ -80,9 +81,49 @@ type Validator interface{ Validate() error }
 // validates it. Fields already set are defaults for unset variables.
 func Load(cfg Validator) error {
 	if err := env.Parse(cfg); err != nil {
-		return fmt.Errorf("config: %w", err)
+		var agg env.AggregateError
+		if !errors.As(err, &agg) {
+			return fmt.Errorf("config: %w", err)
+		}
+		errs := make([]error, 0, len(agg.Errors))
+		for _, e := range agg.Errors {
+			var pe env.ParseError
+			if errors.As(e, &pe) {
+				name := envName(reflect.TypeOf(cfg), pe.Name)
+				if name == "" {
+					name = pe.Name
+				}
+				e = fmt.Errorf("%s: %w", name, pe.Err)
+			}
+			errs = append(errs, fmt.Errorf("config: %w", e))
+		}
+		return errors.Join(errs...)
 	}
 	return cfg.Validate()
+}
+
+// envName finds the variable that fills the struct field named field, in t
+// or the structs it nests ("" when none does): parse errors name fields,
+// users know variables.
+func envName(t reflect.Type, field string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return ""
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if name, _, _ := strings.Cut(f.Tag.Get("env"), ","); f.Name == field && name != "" {
+			return name
+		}
+		if f.Type.Kind() == reflect.Struct {
+			if name := envName(f.Type, field); name != "" {
+				return name
+			}
+		}
+	}
+	return ""
 }
 
 // Validate names the first bad setting.

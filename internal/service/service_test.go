@@ -1,0 +1,106 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/blobref/blobref/internal/service"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type testConfig struct {
+	service.Config
+	service.ConsumerConfig
+}
+
+func (c *testConfig) Validate() error {
+	return errors.Join(c.Config.Validate(), c.ConsumerConfig.Validate())
+}
+
+func TestLoadDefaults(t *testing.T) {
+	cfg := &testConfig{Config: service.Config{MetricsAddr: ":9101"}}
+	if err := service.Load(cfg); err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg.NATS.URL != "nats://127.0.0.1:4222" || cfg.MetricsAddr != ":9101" || cfg.Concurrency != 8 || cfg.MaxDeliveries != 20 {
+		t.Errorf("defaults: got %+v", cfg)
+	}
+	if o := cfg.RunnerOptions(); o.Concurrency != 8 || o.AckWait != cfg.AckWait {
+		t.Errorf("RunnerOptions: got %+v", o)
+	}
+}
+
+func TestLoadNamesTheBadSetting(t *testing.T) {
+	for name, value := range map[string]string{
+		"CONSUMER_CONCURRENCY": "0",
+		"CONSUMER_ACK_WAIT":    "10ms",
+		"LOG_LEVEL":            "loud",
+		"METRICS_ADDR":         "nonsense",
+		"STREAM_REPLICAS":      "7",
+		"BLOBREF_FAILPOINTS":   "x=explode",
+		"NATS_CERT":            "/tmp/cert.pem",
+		"SHUTDOWN_TIMEOUT":     "soon",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(name, value)
+			err := service.Load(&testConfig{})
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("Load with %s=%q: got %v, want an error naming %s", name, value, err, name)
+			}
+		})
+	}
+}
+
+func TestOpsEndpoints(t *testing.T) {
+	t.Parallel()
+	ready := make(chan struct{})
+	down := errors.New("down")
+	var dbErr error
+	ops := &service.Ops{
+		Registry: service.NewRegistry(),
+		Ready:    ready,
+		Checks: map[string]service.Check{
+			"postgres": func(context.Context) error { return dbErr },
+		},
+	}
+	srv := httptest.NewServer(ops.Handler())
+	defer srv.Close()
+	get := func(path string) (int, map[string]string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]string
+		if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+		}
+		return resp.StatusCode, body
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz: got %d, want 200", code)
+	}
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || body["startup"] != "starting" {
+		t.Errorf("/readyz before start: got %d %v, want 503 starting", code, body)
+	}
+	close(ready)
+	if code, body := get("/readyz"); code != http.StatusOK || body["postgres"] != "ok" {
+		t.Errorf("/readyz: got %d %v, want 200", code, body)
+	}
+	dbErr = down
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || body["postgres"] != "unavailable" {
+		t.Errorf("/readyz with postgres down: got %d %v, want 503 naming postgres", code, body)
+	}
+	if code, _ := get("/metrics"); code != http.StatusOK {
+		t.Errorf("/metrics: got %d, want 200", code)
+	}
+}
