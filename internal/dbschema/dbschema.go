@@ -1,8 +1,8 @@
 // Package dbschema holds blobref's Postgres schema as versioned migrations
 // embedded in every binary, and applies them at start-up.
 //
-// Migrations are applied with goose under a Postgres advisory lock, so many
-// replicas starting at once migrate exactly once. The schema is the one named
+// Migrations are applied with goose under a Postgres advisory lock of the
+// schema's own, so many replicas starting at once migrate exactly once. The schema is the one named
 // first in the connection's search_path, which lets tests give each test its
 // own schema.
 package dbschema
@@ -36,7 +36,13 @@ func Migrations() fs.FS {
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
-	locker, err := lock.NewPostgresSessionLocker()
+	// One lock per schema: migrating one schema never waits for another.
+	var lockID int64
+	err := pool.QueryRow(ctx, `SELECT hashtextextended('blobref-migrate:' || current_schema(), 0)`).Scan(&lockID)
+	if err != nil {
+		return fmt.Errorf("dbschema: %w", err)
+	}
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID), lock.WithLockTimeout(1, 300))
 	if err != nil {
 		return fmt.Errorf("dbschema: %w", err)
 	}

@@ -1,0 +1,279 @@
+package refstore_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"gocloud.dev/blob"
+
+	"github.com/blobref/blobref/internal/marker"
+	"github.com/blobref/blobref/internal/steprun"
+	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/services/refwriter/internal/refstore"
+)
+
+// runner is refwriter's step run by the real steprun.Runner over an
+// in-process JetStream server and a Postgres schema of its own, checking
+// blobs in a file:// bucket.
+type runner struct {
+	t         *testing.T
+	js        jetstream.JetStream
+	pg        *testenv.Postgres
+	bucket    *blob.Bucket
+	completed chan *nats.Msg // uploads.completed.>
+	dead      chan *nats.Msg // dlq.uploads.>
+
+	mu       sync.Mutex
+	outcomes map[string][]steprun.Outcome // by upload id
+}
+
+func setupRunner(t *testing.T) *runner {
+	t.Helper()
+	nc, js := testenv.StartNATS(t).Connect()
+	r := &runner{
+		t:         t,
+		js:        js,
+		pg:        testenv.StartPostgres(t),
+		bucket:    openBucket(t, "file://"+t.TempDir()),
+		completed: make(chan *nats.Msg, 1024),
+		dead:      make(chan *nats.Msg, 64),
+		outcomes:  map[string][]steprun.Outcome{},
+	}
+	for subject, ch := range map[string]chan *nats.Msg{"uploads.completed.>": r.completed, events.DLQSubjects: r.dead} {
+		sub, err := nc.ChanSubscribe(subject, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	w := &refstore.Writer{Bucket: r.bucket}
+	run, err := steprun.New(js, marker.NewStore(r.pg.Pool), w.Step(), steprun.Options{
+		Concurrency: 8,
+		BackoffBase: 10 * time.Millisecond,
+		BackoffMax:  50 * time.Millisecond,
+		FetchWait:   200 * time.Millisecond,
+		Logger:      slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Middleware:  []steprun.Middleware{r.observe},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		if err := run.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-stopped })
+	return r
+}
+
+// observe records the outcome of every message.
+func (r *runner) observe(next steprun.Handler) steprun.Handler {
+	return func(ctx context.Context, msg jetstream.Msg) steprun.Outcome {
+		out := next(ctx, msg)
+		r.mu.Lock()
+		r.outcomes[out.UploadID] = append(r.outcomes[out.UploadID], out)
+		r.mu.Unlock()
+		return out
+	}
+}
+
+// awaitOutcome polls until a message of id ended with kind.
+func (r *runner) awaitOutcome(id string, kind steprun.Kind) {
+	r.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r.mu.Lock()
+		outs := r.outcomes[id]
+		r.mu.Unlock()
+		for _, o := range outs {
+			if o.Kind == kind {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%s: got outcomes %v, want one %s", id, outs, kind)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (r *runner) publish(ev *events.Event, msgID string) {
+	r.t.Helper()
+	msg, err := ev.Msg(msgID)
+	if err != nil {
+		r.t.Fatalf("Msg: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := r.js.PublishMsg(ctx, msg); err != nil {
+		r.t.Fatalf("publish %s: %v", msg.Subject, err)
+	}
+}
+
+// awaitCompleted waits for n completed events and returns them by upload id.
+func (r *runner) awaitCompleted(n int) map[string][]*events.Event {
+	r.t.Helper()
+	got := map[string][]*events.Event{}
+	deadline := time.After(30 * time.Second)
+	for i := range n {
+		select {
+		case m := <-r.completed:
+			ev, err := events.Decode(m.Subject, m.Header, m.Data)
+			if err != nil {
+				r.t.Fatalf("emitted event does not decode: %v", err)
+			}
+			got[ev.ID] = append(got[ev.ID], ev)
+		case <-deadline:
+			r.t.Fatalf("got %d completed events, want %d", i, n)
+		}
+	}
+	return got
+}
+
+func (r *runner) awaitDead() events.DeadLetter {
+	r.t.Helper()
+	select {
+	case m := <-r.dead:
+		d, err := events.ParseDeadLetter(m.Header)
+		if err != nil {
+			r.t.Fatalf("ParseDeadLetter: %v", err)
+		}
+		return d
+	case <-time.After(30 * time.Second):
+		r.t.Fatal("no dead letter")
+		return events.DeadLetter{}
+	}
+}
+
+// xmins returns the xmin of every reference row by id.
+func (r *runner) xmins() map[string]string {
+	r.t.Helper()
+	rows, err := r.pg.Pool.Query(context.Background(), `SELECT id, xmin::text FROM upload_refs`)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	got := map[string]string{}
+	for rows.Next() {
+		var id, x string
+		if err := rows.Scan(&id, &x); err != nil {
+			r.t.Fatal(err)
+		}
+		got[id] = x
+	}
+	if err := rows.Err(); err != nil {
+		r.t.Fatal(err)
+	}
+	return got
+}
+
+func TestRunnerRecordsEachReferenceOnce(t *testing.T) {
+	t.Parallel()
+	r := setupRunner(t)
+	const (
+		n        = 50
+		subjects = 5
+	)
+	evs := make([]*events.Event, n)
+	for i := range n {
+		id := fmt.Sprintf("u%03d", i)
+		data := fmt.Appendf(nil, "bytes of upload %d", i)
+		// Later ids have later event times: the current reference of each
+		// subject must end on its last id, in whatever order they are handled.
+		evs[i] = blobStored(t, id, fmt.Sprintf("users/%d/avatar", i%subjects), t0.Add(time.Duration(i)*time.Second), data)
+		putBlob(t, r.bucket, evs[i], data)
+		r.publish(evs[i], id)
+	}
+	first := r.awaitCompleted(n)
+	for _, ev := range evs {
+		got := first[ev.ID]
+		if len(got) != 1 {
+			t.Errorf("%s: got %d completed events, want 1", ev.ID, len(got))
+			continue
+		}
+		ref := got[0].Ref
+		if ref.ID != ev.ID || ref.Subject != ev.Subject || ref.Blob != *ev.Blob || !ref.EventTime.Equal(ev.Time) {
+			t.Errorf("%s: got reference %+v, want id, subject, blob %+v and event time %v of the event", ev.ID, *ref, *ev.Blob, ev.Time)
+		}
+	}
+	if got := r.pg.Count(t, `SELECT count(*) FROM upload_refs`); got != n {
+		t.Errorf("reference rows: got %d, want %d", got, n)
+	}
+	if got := r.pg.Count(t, `SELECT count(DISTINCT id) FROM upload_refs`); got != n {
+		t.Errorf("distinct reference ids: got %d, want %d", got, n)
+	}
+	xmins := r.xmins()
+
+	// Republish every event as a new message: completed is emitted again,
+	// no row is written again.
+	for _, ev := range evs {
+		r.publish(ev, "")
+	}
+	again := r.awaitCompleted(n)
+	for _, ev := range evs {
+		if got := again[ev.ID]; len(got) != 1 || got[0].Ref.Blob != first[ev.ID][0].Ref.Blob {
+			t.Errorf("%s: re-emitted %d completed events, want 1 with the recorded reference", ev.ID, len(got))
+		}
+	}
+	if got := r.xmins(); !maps.Equal(got, xmins) {
+		t.Errorf("reference rows were rewritten: xmin got %v, want %v", got, xmins)
+	}
+	if got := r.pg.Count(t, `SELECT count(*) FROM step_markers WHERE step = $1`, refstore.StepName); got != n {
+		t.Errorf("step markers: got %d, want %d", got, n)
+	}
+	for s := range subjects {
+		subject := fmt.Sprintf("users/%d/avatar", s)
+		want := fmt.Sprintf("u%03d", n-subjects+s)
+		if cur, err := refstore.Current(context.Background(), r.pg.Pool, subject); err != nil || cur != want {
+			t.Errorf("current reference of %s: got %q (%v), want %s", subject, cur, err, want)
+		}
+	}
+}
+
+func TestRunnerWaitsForTheBlobAndRefusesAWrongOne(t *testing.T) {
+	t.Parallel()
+	r := setupRunner(t)
+	data := []byte("late bytes")
+
+	// The event overtook the blob: retried until the blob is there.
+	late := blobStored(t, "late", "users/1/avatar", t0, data)
+	r.publish(late, late.ID)
+	r.awaitOutcome("late", steprun.Retried)
+	if n := r.pg.Count(t, `SELECT count(*) FROM upload_refs`); n != 0 {
+		t.Fatalf("reference rows before the blob exists: got %d, want 0", n)
+	}
+	putBlob(t, r.bucket, late, data)
+	if got := r.awaitCompleted(1); len(got["late"]) != 1 {
+		t.Errorf("completed: got %v, want late", got)
+	}
+
+	// A blob that holds other bytes is never referenced.
+	wrong := blobStored(t, "wrong", "users/2/avatar", t0, data)
+	putBlob(t, r.bucket, wrong, []byte("truncated"))
+	r.publish(wrong, wrong.ID)
+	d := r.awaitDead()
+	if d.Reason != events.ReasonDigestMismatch || d.Subject != events.BlobStoredSubject("wrong") || d.Step != refstore.StepName {
+		t.Errorf("dead letter: got %+v, want %s of %s at step %s", d, events.ReasonDigestMismatch, events.BlobStoredSubject("wrong"), refstore.StepName)
+	}
+	if n := r.pg.Count(t, `SELECT count(*) FROM upload_refs WHERE id = 'wrong'`); n != 0 {
+		t.Errorf("reference rows of wrong: got %d, want 0", n)
+	}
+	if n := r.pg.Count(t, `SELECT count(*) FROM step_markers WHERE upload_id = 'wrong'`); n != 0 {
+		t.Errorf("markers of wrong: got %d, want 0", n)
+	}
+}
