@@ -12,13 +12,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -70,20 +68,16 @@ type pipeline struct {
 	js        jetstream.JetStream
 	pg        *testenv.Postgres
 	blobDir   string
-	completed chan *nats.Msg
+	completed *testenv.Events // uploads.completed.>
 }
 
 func newPipeline(t *testing.T) *pipeline {
 	t.Helper()
-	p := &pipeline{t: t, blobDir: t.TempDir(), completed: make(chan *nats.Msg, 100000)}
+	p := &pipeline{t: t, blobDir: t.TempDir()}
 	p.nats = testenv.StartNATS(t)
 	p.nc, p.js = p.nats.Connect()
 	p.pg = testenv.StartPostgres(t)
-	sub, err := p.nc.ChanSubscribe("uploads.completed.>", p.completed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	p.completed = testenv.Subscribe(t, p.nc, "uploads.completed.>")
 	return p
 }
 
@@ -216,32 +210,7 @@ func (pr *proc) awaitCrash(t *testing.T) {
 // include match (e.g. `step="blob"`).
 func (pr *proc) metric(t *testing.T, family string, match ...string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + pr.metricsAddr + "/metrics")
-	if err != nil {
-		t.Fatalf("%s metrics: %v", pr.name, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var sum float64
-	for _, line := range strings.Split(string(body), "\n") {
-		if !strings.HasPrefix(line, family+"{") && !strings.HasPrefix(line, family+" ") {
-			continue
-		}
-		ok := true
-		for _, m := range match {
-			ok = ok && strings.Contains(line, m)
-		}
-		if !ok {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		sum += v
-	}
-	return sum
+	return testenv.ScrapeCounter(t, "http://"+pr.metricsAddr+"/metrics", family, match...)
 }
 
 func freeAddr(t *testing.T) string {
@@ -292,20 +261,7 @@ func (u upload) event(t *testing.T) *events.Event {
 // (a republish that JetStream does not de-duplicate).
 func (p *pipeline) publish(u upload, msgID string) {
 	p.t.Helper()
-	msg, err := u.event(p.t).Msg(msgID)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.publishMsg(msg)
-}
-
-func (p *pipeline) publishMsg(msg *nats.Msg) {
-	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := p.js.PublishMsg(ctx, msg); err != nil {
-		p.t.Fatalf("publish %s: %v", msg.Subject, err)
-	}
+	testenv.Publish(p.t, p.js, u.event(p.t), msgID)
 }
 
 // awaitCompleted waits for n completed events and returns their count per
@@ -313,18 +269,8 @@ func (p *pipeline) publishMsg(msg *nats.Msg) {
 func (p *pipeline) awaitCompleted(n int, within time.Duration) map[string]int {
 	p.t.Helper()
 	got := map[string]int{}
-	deadline := time.After(within)
-	for i := 0; i < n; i++ {
-		select {
-		case m := <-p.completed:
-			ev, err := events.Decode(m.Subject, m.Header, m.Data)
-			if err != nil {
-				p.t.Fatalf("completed event does not decode: %v", err)
-			}
-			got[ev.ID]++
-		case <-deadline:
-			p.t.Fatalf("got %d completed events, want %d", i, n)
-		}
+	for id, evs := range p.completed.Await(p.t, n, within) {
+		got[id] = len(evs)
 	}
 	return got
 }
@@ -342,52 +288,6 @@ func (p *pipeline) awaitMarkers(step string, n int) {
 			p.t.Fatalf("%s markers: got %d, want %d", step, got, n)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// deadLetters returns the dead letters in UPLOADS_DLQ by original subject.
-func (p *pipeline) deadLetters() map[string]events.DeadLetter {
-	p.t.Helper()
-	ctx := context.Background()
-	s, err := p.js.Stream(ctx, events.DLQStreamName)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	out := map[string]events.DeadLetter{}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		raw, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			p.t.Fatal(err)
-		}
-		d, err := events.ParseDeadLetter(raw.Header)
-		if err != nil {
-			p.t.Fatalf("dead letter %d: %v", seq, err)
-		}
-		out[d.Subject] = d
-	}
-	return out
-}
-
-// awaitDeadLetters polls until n dead letters are in the stream.
-func (p *pipeline) awaitDeadLetters(n int) map[string]events.DeadLetter {
-	p.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		d := p.deadLetters()
-		if len(d) >= n || time.Now().After(deadline) {
-			if len(d) != n {
-				p.t.Fatalf("dead letters: got %d (%v), want %d", len(d), d, n)
-			}
-			return d
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -421,23 +321,7 @@ func (p *pipeline) statObjects(ids []string) map[string]objectStat {
 // delete-and-insert changes it.
 func (p *pipeline) rowVersions() map[string]string {
 	p.t.Helper()
-	rows, err := p.pg.Pool.Query(context.Background(), `SELECT id, xmin::text FROM upload_refs`)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[string]string{}
-	for rows.Next() {
-		var id, xmin string
-		if err := rows.Scan(&id, &xmin); err != nil {
-			p.t.Fatal(err)
-		}
-		out[id] = xmin
-	}
-	if err := rows.Err(); err != nil {
-		p.t.Fatal(err)
-	}
-	return out
+	return p.pg.Map(p.t, `SELECT id, xmin::text FROM upload_refs`)
 }
 
 // checkInvariants checks the stores hold exactly one object with the right

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
 )
 
@@ -61,7 +62,7 @@ func TestEveryUploadCompletesOnceAndRepublishReemits(t *testing.T) {
 	if s := bw.metric(t, "blobref_step_messages_total", `step="blob"`, `outcome="skipped"`); s != n {
 		t.Errorf("blob skips: got %v, want %d", s, n)
 	}
-	if d := p.deadLetters(); len(d) != 0 {
+	if d := testenv.DeadLetters(t, p.js); len(d) != 0 {
 		t.Errorf("dead letters: got %v, want none", d)
 	}
 }
@@ -139,7 +140,7 @@ func TestCrashBetweenBlobWriteAndMarker(t *testing.T) {
 	if w := bw2.metric(t, "blobref_step_effects_total", `step="blob"`); w != 1 {
 		t.Errorf("restarted blobwriter side effects: got %v, want 1 (it finds the object, it does not write it)", w)
 	}
-	if d := p.deadLetters(); len(d) != 0 {
+	if d := testenv.DeadLetters(t, p.js); len(d) != 0 {
 		t.Errorf("dead letters: got %v, want none", d)
 	}
 }
@@ -169,20 +170,7 @@ func TestReplicasWithDuplicatedDeliveries(t *testing.T) {
 		p.publish(uploads[i], uploads[i].ID)
 		p.publish(uploads[i], "") // the duplicate
 	}
-	seen := map[string]bool{}
-	deadline := time.After(3 * time.Minute)
-	for len(seen) < n {
-		select {
-		case m := <-p.completed:
-			ev, err := events.Decode(m.Subject, m.Header, m.Data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			seen[ev.ID] = true
-		case <-deadline:
-			t.Fatalf("completed: got %d ids, want %d", len(seen), n)
-		}
-	}
+	p.completed.AwaitIDs(t, n, 3*time.Minute)
 	// Let the retries of the failed settlements run out.
 	p.awaitMarkers("ref", n)
 	p.checkInvariants(uploads)
@@ -206,7 +194,7 @@ func TestReplicasWithDuplicatedDeliveries(t *testing.T) {
 	if slices.Contains(blobDone, 0) {
 		t.Logf("note: one blobwriter replica did no work: %v", blobDone)
 	}
-	if d := p.deadLetters(); len(d) != 0 {
+	if d := testenv.DeadLetters(t, p.js); len(d) != 0 {
 		t.Errorf("dead letters: got %v, want none", d)
 	}
 }
@@ -235,7 +223,7 @@ func TestConflictIsRefused(t *testing.T) {
 	other := u
 	other.Data = []byte("entirely different bytes")
 	p.publish(other, "conflict1-again")
-	d := p.awaitDeadLetters(1)[events.RequestedSubject(u.ID)]
+	d := testenv.AwaitDeadLetters(t, p.js, 1, time.Minute)[events.RequestedSubject(u.ID)]
 	if d.Reason != events.ReasonConflict || d.Step != "blob" {
 		t.Errorf("dead letter: got %+v, want reason conflict at step blob", d)
 	}
@@ -289,12 +277,12 @@ func TestPoisonIsDeadLetteredAndTheRestFlows(t *testing.T) {
 			Header: nats.Header{"Content-Type": []string{"application/cloudevents+json"}}, Data: []byte(`{"specversion":`)}, events.ReasonMalformed},
 	}
 	for _, c := range poison {
-		p.publishMsg(c.msg)
+		testenv.PublishMsg(t, p.js, c.msg)
 	}
 	ok := newUpload("after-poison", 100)
 	p.publish(ok, ok.ID)
 
-	dead := p.awaitDeadLetters(len(poison))
+	dead := testenv.AwaitDeadLetters(t, p.js, len(poison), time.Minute)
 	for name, c := range poison {
 		d, found := dead[c.msg.Subject]
 		if !found {
@@ -384,11 +372,7 @@ func TestClaimCheckAndStructuredMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := ev.Msg(big.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.publishMsg(msg)
+	testenv.Publish(t, p.js, ev, big.ID)
 
 	structured := newUpload("structured", 300)
 	sev := structured.event(t)
@@ -400,7 +384,7 @@ func TestClaimCheckAndStructuredMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.publishMsg(&nats.Msg{
+	testenv.PublishMsg(t, p.js, &nats.Msg{
 		Subject: events.RequestedSubject(structured.ID),
 		Header:  nats.Header{"Content-Type": []string{"application/cloudevents+json"}, "Nats-Msg-Id": []string{structured.ID}},
 		Data:    body,

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +24,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// timeout bounds every wait for the runner.
+const timeout = 20 * time.Second
+
 // effectFunc lets each test decide what the side effect does per upload id.
 type effectFunc func(ctx context.Context, ev *events.Event, call int) error
 
@@ -34,7 +36,7 @@ type harness struct {
 	js      jetstream.JetStream
 	pg      *testenv.Postgres
 	reg     *prometheus.Registry
-	out     chan *nats.Msg
+	stored  *testenv.Events // uploads.blob.stored.>
 	mu      sync.Mutex
 	calls   map[string]int
 	effect  effectFunc
@@ -53,15 +55,11 @@ func setup(t *testing.T, opts steprun.Options, effect effectFunc) *harness {
 // newHarness builds the runner without starting it.
 func newHarness(t *testing.T, opts steprun.Options, effect effectFunc) *harness {
 	t.Helper()
-	h := &harness{t: t, calls: map[string]int{}, effect: effect, out: make(chan *nats.Msg, 1024), reg: prometheus.NewRegistry()}
+	h := &harness{t: t, calls: map[string]int{}, effect: effect, reg: prometheus.NewRegistry()}
 	n := testenv.StartNATS(t)
 	h.nc, h.js = n.Connect()
 	h.pg = testenv.StartPostgres(t)
-	sub, err := h.nc.ChanSubscribe("uploads.blob.stored.>", h.out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	h.stored = testenv.Subscribe(t, h.nc, "uploads.blob.stored.>")
 
 	step := steprun.Step[events.Blob]{
 		Name:     "blob",
@@ -90,11 +88,12 @@ func newHarness(t *testing.T, opts steprun.Options, effect effectFunc) *harness 
 		}
 		opts.Metrics = m
 	}
-	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opts.Logger = testenv.Logger(t)
 	if opts.BackoffBase == 0 {
 		opts.BackoffBase, opts.BackoffMax = 10*time.Millisecond, 50*time.Millisecond
 	}
 	opts.FetchWait = 200 * time.Millisecond
+	var err error
 	h.runner, err = steprun.New(h.js, marker.NewStore(h.pg.Pool), step, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -144,113 +143,19 @@ func (h *harness) publish(id string, data []byte, msgID string) {
 	if err != nil {
 		h.t.Fatalf("NewRequested: %v", err)
 	}
-	h.publishEvent(ev, msgID)
-}
-
-func (h *harness) publishEvent(ev *events.Event, msgID string) {
-	h.t.Helper()
-	msg, err := ev.Msg(msgID)
-	if err != nil {
-		h.t.Fatalf("Msg: %v", err)
-	}
-	h.publishMsg(msg)
-}
-
-func (h *harness) publishMsg(msg *nats.Msg) {
-	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := h.js.PublishMsg(ctx, msg); err != nil {
-		h.t.Fatalf("publish %s: %v", msg.Subject, err)
-	}
-}
-
-// awaitStored waits for n blob_stored events and returns them by upload id.
-func (h *harness) awaitStored(n int) map[string][]*events.Event {
-	h.t.Helper()
-	got := map[string][]*events.Event{}
-	deadline := time.After(20 * time.Second)
-	for i := 0; i < n; i++ {
-		select {
-		case m := <-h.out:
-			ev, err := events.Decode(m.Subject, m.Header, m.Data)
-			if err != nil {
-				h.t.Fatalf("emitted event does not decode: %v", err)
-			}
-			got[ev.ID] = append(got[ev.ID], ev)
-		case <-deadline:
-			h.t.Fatalf("got %d blob_stored events, want %d", i, n)
-		}
-	}
-	return got
-}
-
-// noMoreStored checks nothing else is emitted for a while.
-func (h *harness) noMoreStored(wait time.Duration) {
-	h.t.Helper()
-	select {
-	case m := <-h.out:
-		h.t.Fatalf("unexpected event on %s", m.Subject)
-	case <-time.After(wait):
-	}
-}
-
-// awaitDead waits for the dead letter of subject.
-func (h *harness) awaitDead(subject string) (events.DeadLetter, jetstream.RawStreamMsg) {
-	h.t.Helper()
-	ctx := context.Background()
-	stream, err := h.js.Stream(ctx, events.DLQStreamName)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		raw, err := stream.GetLastMsgForSubject(ctx, events.DeadLetterSubject(subject))
-		if err == nil {
-			d, err := events.ParseDeadLetter(raw.Header)
-			if err != nil {
-				h.t.Fatalf("ParseDeadLetter: %v", err)
-			}
-			return d, *raw
-		}
-		if !errors.Is(err, jetstream.ErrMsgNotFound) {
-			h.t.Fatal(err)
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("no dead letter for %s", subject)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Publish(h.t, h.js, ev, msgID)
 }
 
 // count reads blobref_step_messages_total{step="blob",outcome=outcome}.
 func (h *harness) count(outcome string) float64 {
 	h.t.Helper()
-	families, err := h.reg.Gather()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != "blobref_step_messages_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["step"] == "blob" && labels["outcome"] == outcome {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return testenv.Counter(h.t, h.reg, "blobref_step_messages_total", `step="blob"`, fmt.Sprintf("outcome=%q", outcome))
 }
 
 // awaitOutcome polls the metrics until step "blob" counted n of outcome.
 func (h *harness) awaitOutcome(outcome string, n float64) {
 	h.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for h.count(outcome) < n {
 		if time.Now().After(deadline) {
 			h.t.Fatalf("got %v %s outcomes, want %v", h.count(outcome), outcome, n)
@@ -266,7 +171,7 @@ func TestRunsEachStepOnceAndReemitsOnRepeat(t *testing.T) {
 	for i := range n {
 		h.publish(fmt.Sprintf("u%03d", i), []byte(fmt.Sprintf("bytes-%d", i)), fmt.Sprintf("u%03d", i))
 	}
-	first := h.awaitStored(n)
+	first := h.stored.Await(t, n, timeout)
 	if len(first) != n {
 		t.Fatalf("got events for %d ids, want %d", len(first), n)
 	}
@@ -280,7 +185,7 @@ func TestRunsEachStepOnceAndReemitsOnRepeat(t *testing.T) {
 	for i := range n {
 		h.publish(fmt.Sprintf("u%03d", i), []byte(fmt.Sprintf("bytes-%d", i)), "")
 	}
-	again := h.awaitStored(n)
+	again := h.stored.Await(t, n, timeout)
 	for i := range n {
 		id := fmt.Sprintf("u%03d", i)
 		if c := h.callsOf(id); c != 1 {
@@ -306,7 +211,7 @@ func TestTransientFailuresRetryWithBackoff(t *testing.T) {
 		return nil
 	})
 	h.publish("flaky", []byte("x"), "flaky")
-	h.awaitStored(1)
+	h.stored.Await(t, 1, timeout)
 	if c := h.callsOf("flaky"); c != 3 {
 		t.Errorf("effect ran %d times, want 3", c)
 	}
@@ -321,15 +226,15 @@ func TestLastDeliveryIsDeadLettered(t *testing.T) {
 		return errors.New("always down")
 	})
 	h.publish("doomed", []byte("x"), "doomed")
-	d, raw := h.awaitDead(events.RequestedSubject("doomed"))
+	d, body := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("doomed"), timeout)
 	if d.Reason != events.ReasonRetriesExhausted || d.Step != "blob" || d.Deliveries != 3 {
 		t.Errorf("dead letter: got %+v, want retries_exhausted at step blob after 3 deliveries", d)
 	}
 	if !strings.Contains(d.Error, "always down") {
 		t.Errorf("dead letter error: got %q, want the last failure", d.Error)
 	}
-	if string(raw.Data) != "x" {
-		t.Errorf("dead letter body: got %q, want the original body", raw.Data)
+	if string(body) != "x" {
+		t.Errorf("dead letter body: got %q, want the original body", body)
 	}
 	if c := h.callsOf("doomed"); c != 3 {
 		t.Errorf("effect ran %d times, want 3", c)
@@ -345,33 +250,33 @@ func TestPermanentErrorsAndConflictsAreDeadLettered(t *testing.T) {
 		return nil
 	})
 	h.publish("bad", []byte("x"), "bad")
-	if d, _ := h.awaitDead(events.RequestedSubject("bad")); d.Reason != events.ReasonDigestMismatch {
+	if d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("bad"), timeout); d.Reason != events.ReasonDigestMismatch {
 		t.Errorf("got reason %q, want %q", d.Reason, events.ReasonDigestMismatch)
 	}
 
 	h.publish("same", []byte("original"), "same")
-	h.awaitStored(1)
+	h.stored.Await(t, 1, timeout)
 	h.publish("same", []byte("different"), "same-2")
-	d, _ := h.awaitDead(events.RequestedSubject("same"))
+	d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("same"), timeout)
 	if d.Reason != events.ReasonConflict {
 		t.Errorf("got reason %q, want conflict", d.Reason)
 	}
 	if c := h.callsOf("same"); c != 1 {
 		t.Errorf("effect ran %d times for the conflicting id, want 1", c)
 	}
-	h.noMoreStored(100 * time.Millisecond)
+	h.stored.None(t, 100*time.Millisecond)
 }
 
 func TestPoisonDoesNotBlockTheEventsBehindIt(t *testing.T) {
 	t.Parallel()
 	h := setup(t, steprun.Options{Concurrency: 1}, nil)
-	h.publishMsg(&nats.Msg{Subject: events.RequestedSubject("junk"), Data: []byte("not a cloudevent")})
+	testenv.PublishMsg(t, h.js, &nats.Msg{Subject: events.RequestedSubject("junk"), Data: []byte("not a cloudevent")})
 	h.publish("fine", []byte("x"), "fine")
-	d, _ := h.awaitDead(events.RequestedSubject("junk"))
+	d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("junk"), timeout)
 	if d.Reason != events.ReasonMalformed {
 		t.Errorf("got reason %q, want malformed", d.Reason)
 	}
-	h.awaitStored(1)
+	h.stored.Await(t, 1, timeout)
 }
 
 func TestPanicIsRetried(t *testing.T) {
@@ -383,7 +288,7 @@ func TestPanicIsRetried(t *testing.T) {
 		return nil
 	})
 	h.publish("panicky", []byte("x"), "panicky")
-	h.awaitStored(1)
+	h.stored.Await(t, 1, timeout)
 	if c := h.callsOf("panicky"); c != 2 {
 		t.Errorf("effect ran %d times, want 2", c)
 	}
@@ -407,7 +312,7 @@ func TestShutdownFinishesInFlightWork(t *testing.T) {
 	if n := h.pg.Count(t, `SELECT count(*) FROM step_markers WHERE upload_id = 'slow'`); n != 1 {
 		t.Errorf("markers after shutdown: got %d, want 1 (the finished side effect is recorded)", n)
 	}
-	h.awaitStored(1)
+	h.stored.Await(t, 1, timeout)
 	h.start() // the cleanup stops it again
 }
 
@@ -421,7 +326,11 @@ func TestShutdownHandsBackWorkThatOutlivesTheGrace(t *testing.T) {
 		return nil
 	})
 	h.publish("stuck", []byte("x"), "stuck")
+	deadline := time.Now().Add(timeout)
 	for h.callsOf("stuck") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("effect ran 0 times within %v, want at least 1", timeout)
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	h.stop()
@@ -429,7 +338,7 @@ func TestShutdownHandsBackWorkThatOutlivesTheGrace(t *testing.T) {
 		t.Fatalf("markers: got %d, want 0 (the side effect did not finish)", n)
 	}
 	h.start()
-	h.awaitStored(1)
+	h.stored.Await(t, 1, timeout)
 }
 
 // A message whose earlier deliveries never settled (its worker crashed each
@@ -459,7 +368,7 @@ func TestCrashLoopingMessageIsDeadLettered(t *testing.T) {
 		}
 	}
 	h.start()
-	d, _ := h.awaitDead(events.RequestedSubject("crashy"))
+	d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("crashy"), timeout)
 	if d.Reason != events.ReasonRetriesExhausted || d.Deliveries != 3 {
 		t.Errorf("dead letter: got %+v, want retries_exhausted on delivery 3", d)
 	}
@@ -481,7 +390,7 @@ func TestHeartbeatsKeepLongStepsAlive(t *testing.T) {
 		}
 	})
 	h.publish("long", []byte("x"), "long")
-	h.awaitStored(1)
+	h.stored.Await(t, 1, timeout)
 	h.awaitOutcome("done", 1)
 	if c := h.callsOf("long"); c != 1 {
 		t.Errorf("effect ran %d times, want 1", c)

@@ -1,7 +1,9 @@
 // Package testenv starts the real servers blobref's tests run against: an
 // in-process JetStream server per test (own port, own store directory) and a
 // Postgres schema per test in the local database, migrated from the embedded
-// migrations.
+// migrations. It also holds what those tests do with them: publish events,
+// await the events a step emits and the dead letters it writes, and read its
+// counters.
 package testenv
 
 import (
@@ -186,6 +188,29 @@ func (pg *Postgres) Count(t testing.TB, query string, args ...any) int {
 		t.Fatalf("%s: %v", query, err)
 	}
 	return n
+}
+
+// Map runs a query of two columns scanned as strings and returns the second
+// by the first, e.g. each row's xmin by id.
+func (pg *Postgres) Map(t testing.TB, query string, args ...any) map[string]string {
+	t.Helper()
+	rows, err := pg.Pool.Query(context.Background(), query, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+		out[k] = v
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return out
 }
 
 // ID returns a fresh token-safe upload id with the given prefix.

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/internal/marker"
@@ -23,34 +21,23 @@ import (
 // in-process JetStream server and a Postgres schema of its own, writing to a
 // counting file:// bucket.
 type runner struct {
-	t      *testing.T
 	js     jetstream.JetStream
 	pg     *testenv.Postgres
 	bucket *countingBucket
-	stored chan *nats.Msg // uploads.blob.stored.>
-	dead   chan *nats.Msg // dlq.uploads.>
+	stored *testenv.Events // uploads.blob.stored.>
 }
+
+// timeout bounds every wait for the runner.
+const timeout = 30 * time.Second
 
 func setupRunner(t *testing.T) *runner {
 	t.Helper()
 	nc, js := testenv.StartNATS(t).Connect()
 	r := &runner{
-		t:      t,
 		js:     js,
 		pg:     testenv.StartPostgres(t),
 		bucket: &countingBucket{Bucket: openBucket(t, "file://"+t.TempDir())},
-		stored: make(chan *nats.Msg, 1024),
-		dead:   make(chan *nats.Msg, 64),
-	}
-	for subject, ch := range map[string]chan *nats.Msg{"uploads.blob.stored.>": r.stored, events.DLQSubjects: r.dead} {
-		sub, err := nc.ChanSubscribe(subject, ch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
+		stored: testenv.Subscribe(t, nc, "uploads.blob.stored.>"),
 	}
 
 	w := &blobstore.Writer{Bucket: r.bucket, Claims: blobstore.ObjectClaims{JS: js}}
@@ -59,74 +46,13 @@ func setupRunner(t *testing.T) *runner {
 		BackoffBase: 10 * time.Millisecond,
 		BackoffMax:  50 * time.Millisecond,
 		FetchWait:   200 * time.Millisecond,
-		Logger:      slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:      testenv.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		if err := run.Run(ctx); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-stopped })
+	testenv.Run(t, run)
 	return r
-}
-
-func (r *runner) publish(ev *events.Event, msgID string) {
-	r.t.Helper()
-	msg, err := ev.Msg(msgID)
-	if err != nil {
-		r.t.Fatalf("Msg: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := r.js.PublishMsg(ctx, msg); err != nil {
-		r.t.Fatalf("publish %s: %v", msg.Subject, err)
-	}
-}
-
-// awaitStored waits for n blob_stored events and returns them by upload id.
-func (r *runner) awaitStored(n int) map[string][]*events.Event {
-	r.t.Helper()
-	got := map[string][]*events.Event{}
-	deadline := time.After(30 * time.Second)
-	for i := range n {
-		select {
-		case m := <-r.stored:
-			ev, err := events.Decode(m.Subject, m.Header, m.Data)
-			if err != nil {
-				r.t.Fatalf("emitted event does not decode: %v", err)
-			}
-			got[ev.ID] = append(got[ev.ID], ev)
-		case <-deadline:
-			r.t.Fatalf("got %d blob_stored events, want %d", i, n)
-		}
-	}
-	return got
-}
-
-// awaitDead waits for n dead letters and returns them by original subject.
-func (r *runner) awaitDead(n int) map[string]events.DeadLetter {
-	r.t.Helper()
-	got := map[string]events.DeadLetter{}
-	deadline := time.After(30 * time.Second)
-	for i := range n {
-		select {
-		case m := <-r.dead:
-			d, err := events.ParseDeadLetter(m.Header)
-			if err != nil {
-				r.t.Fatalf("ParseDeadLetter: %v", err)
-			}
-			got[d.Subject] = d
-		case <-deadline:
-			r.t.Fatalf("got %d dead letters, want %d", i, n)
-		}
-	}
-	return got
 }
 
 func TestRunnerWritesEachBlobOnce(t *testing.T) {
@@ -136,9 +62,9 @@ func TestRunnerWritesEachBlobOnce(t *testing.T) {
 	reqs := make([]*events.Event, n)
 	for i := range n {
 		reqs[i] = request(t, fmt.Sprintf("u%03d", i), fmt.Appendf(nil, "bytes of upload %d", i))
-		r.publish(reqs[i], reqs[i].ID)
+		testenv.Publish(t, r.js, reqs[i], reqs[i].ID)
 	}
-	first := r.awaitStored(n)
+	first := r.stored.Await(t, n, timeout)
 	if len(first) != n {
 		t.Fatalf("got blob_stored events for %d ids, want %d", len(first), n)
 	}
@@ -156,9 +82,9 @@ func TestRunnerWritesEachBlobOnce(t *testing.T) {
 	// Republish every request as a new message: each result is emitted again,
 	// nothing is written again.
 	for _, req := range reqs {
-		r.publish(req, "")
+		testenv.Publish(t, r.js, req, "")
 	}
-	again := r.awaitStored(n)
+	again := r.stored.Await(t, n, timeout)
 	for _, req := range reqs {
 		if evs := again[req.ID]; len(evs) != 1 || *evs[0].Blob != *first[req.ID][0].Blob {
 			t.Errorf("%s: re-emitted %d events, want 1 with the recorded result %+v", req.ID, len(evs), *first[req.ID][0].Blob)
@@ -196,10 +122,10 @@ func TestRunnerDeadLettersWhatNoRetryCanFix(t *testing.T) {
 
 	good := request(t, "good", []byte("fine"))
 	for _, ev := range []*events.Event{conflict, lying, missing, good} {
-		r.publish(ev, ev.ID)
+		testenv.Publish(t, r.js, ev, ev.ID)
 	}
 
-	dead := r.awaitDead(3)
+	dead := testenv.AwaitDeadLetters(t, r.js, 3, timeout)
 	for _, tt := range []struct {
 		id, reason string
 	}{
@@ -212,7 +138,7 @@ func TestRunnerDeadLettersWhatNoRetryCanFix(t *testing.T) {
 			t.Errorf("%s: got dead letter %+v (found %v), want reason %s at step %s", tt.id, d, ok, tt.reason, blobstore.StepName)
 		}
 	}
-	if evs := r.awaitStored(1); len(evs["good"]) != 1 {
+	if evs := r.stored.Await(t, 1, timeout); len(evs["good"]) != 1 {
 		t.Errorf("got blob_stored for %v, want good", evs)
 	}
 	if got := r.pg.Count(t, `SELECT count(*) FROM step_markers`); got != 1 {

@@ -3,13 +3,11 @@ package refstore_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"maps"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"gocloud.dev/blob"
 
@@ -28,12 +26,14 @@ type runner struct {
 	js        jetstream.JetStream
 	pg        *testenv.Postgres
 	bucket    *blob.Bucket
-	completed chan *nats.Msg // uploads.completed.>
-	dead      chan *nats.Msg // dlq.uploads.>
+	completed *testenv.Events // uploads.completed.>
 
 	mu       sync.Mutex
 	outcomes map[string][]steprun.Outcome // by upload id
 }
+
+// timeout bounds every wait for the runner.
+const timeout = 30 * time.Second
 
 func setupRunner(t *testing.T) *runner {
 	t.Helper()
@@ -43,19 +43,8 @@ func setupRunner(t *testing.T) *runner {
 		js:        js,
 		pg:        testenv.StartPostgres(t),
 		bucket:    openBucket(t, "file://"+t.TempDir()),
-		completed: make(chan *nats.Msg, 1024),
-		dead:      make(chan *nats.Msg, 64),
+		completed: testenv.Subscribe(t, nc, "uploads.completed.>"),
 		outcomes:  map[string][]steprun.Outcome{},
-	}
-	for subject, ch := range map[string]chan *nats.Msg{"uploads.completed.>": r.completed, events.DLQSubjects: r.dead} {
-		sub, err := nc.ChanSubscribe(subject, ch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
 	}
 
 	w := &refstore.Writer{Bucket: r.bucket}
@@ -64,21 +53,13 @@ func setupRunner(t *testing.T) *runner {
 		BackoffBase: 10 * time.Millisecond,
 		BackoffMax:  50 * time.Millisecond,
 		FetchWait:   200 * time.Millisecond,
-		Logger:      slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:      testenv.Logger(t),
 		Middleware:  []steprun.Middleware{r.observe},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		if err := run.Run(ctx); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-stopped })
+	testenv.Run(t, run)
 	return r
 }
 
@@ -96,7 +77,7 @@ func (r *runner) observe(next steprun.Handler) steprun.Handler {
 // awaitOutcome polls until a message of id ended with kind.
 func (r *runner) awaitOutcome(id string, kind steprun.Kind) {
 	r.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for {
 		r.mu.Lock()
 		outs := r.outcomes[id]
@@ -113,73 +94,10 @@ func (r *runner) awaitOutcome(id string, kind steprun.Kind) {
 	}
 }
 
-func (r *runner) publish(ev *events.Event, msgID string) {
-	r.t.Helper()
-	msg, err := ev.Msg(msgID)
-	if err != nil {
-		r.t.Fatalf("Msg: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := r.js.PublishMsg(ctx, msg); err != nil {
-		r.t.Fatalf("publish %s: %v", msg.Subject, err)
-	}
-}
-
-// awaitCompleted waits for n completed events and returns them by upload id.
-func (r *runner) awaitCompleted(n int) map[string][]*events.Event {
-	r.t.Helper()
-	got := map[string][]*events.Event{}
-	deadline := time.After(30 * time.Second)
-	for i := range n {
-		select {
-		case m := <-r.completed:
-			ev, err := events.Decode(m.Subject, m.Header, m.Data)
-			if err != nil {
-				r.t.Fatalf("emitted event does not decode: %v", err)
-			}
-			got[ev.ID] = append(got[ev.ID], ev)
-		case <-deadline:
-			r.t.Fatalf("got %d completed events, want %d", i, n)
-		}
-	}
-	return got
-}
-
-func (r *runner) awaitDead() events.DeadLetter {
-	r.t.Helper()
-	select {
-	case m := <-r.dead:
-		d, err := events.ParseDeadLetter(m.Header)
-		if err != nil {
-			r.t.Fatalf("ParseDeadLetter: %v", err)
-		}
-		return d
-	case <-time.After(30 * time.Second):
-		r.t.Fatal("no dead letter")
-		return events.DeadLetter{}
-	}
-}
-
 // xmins returns the xmin of every reference row by id.
 func (r *runner) xmins() map[string]string {
 	r.t.Helper()
-	rows, err := r.pg.Pool.Query(context.Background(), `SELECT id, xmin::text FROM upload_refs`)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	got := map[string]string{}
-	for rows.Next() {
-		var id, x string
-		if err := rows.Scan(&id, &x); err != nil {
-			r.t.Fatal(err)
-		}
-		got[id] = x
-	}
-	if err := rows.Err(); err != nil {
-		r.t.Fatal(err)
-	}
-	return got
+	return r.pg.Map(r.t, `SELECT id, xmin::text FROM upload_refs`)
 }
 
 func TestRunnerRecordsEachReferenceOnce(t *testing.T) {
@@ -197,9 +115,9 @@ func TestRunnerRecordsEachReferenceOnce(t *testing.T) {
 		// subject must end on its last id, in whatever order they are handled.
 		evs[i] = blobStored(t, id, fmt.Sprintf("users/%d/avatar", i%subjects), t0.Add(time.Duration(i)*time.Second), data)
 		putBlob(t, r.bucket, evs[i], data)
-		r.publish(evs[i], id)
+		testenv.Publish(t, r.js, evs[i], id)
 	}
-	first := r.awaitCompleted(n)
+	first := r.completed.Await(t, n, timeout)
 	for _, ev := range evs {
 		got := first[ev.ID]
 		if len(got) != 1 {
@@ -222,9 +140,9 @@ func TestRunnerRecordsEachReferenceOnce(t *testing.T) {
 	// Republish every event as a new message: completed is emitted again,
 	// no row is written again.
 	for _, ev := range evs {
-		r.publish(ev, "")
+		testenv.Publish(t, r.js, ev, "")
 	}
-	again := r.awaitCompleted(n)
+	again := r.completed.Await(t, n, timeout)
 	for _, ev := range evs {
 		if got := again[ev.ID]; len(got) != 1 || got[0].Ref.Blob != first[ev.ID][0].Ref.Blob {
 			t.Errorf("%s: re-emitted %d completed events, want 1 with the recorded reference", ev.ID, len(got))
@@ -252,21 +170,21 @@ func TestRunnerWaitsForTheBlobAndRefusesAWrongOne(t *testing.T) {
 
 	// The event overtook the blob: retried until the blob is there.
 	late := blobStored(t, "late", "users/1/avatar", t0, data)
-	r.publish(late, late.ID)
+	testenv.Publish(t, r.js, late, late.ID)
 	r.awaitOutcome("late", steprun.Retried)
 	if n := r.pg.Count(t, `SELECT count(*) FROM upload_refs`); n != 0 {
 		t.Fatalf("reference rows before the blob exists: got %d, want 0", n)
 	}
 	putBlob(t, r.bucket, late, data)
-	if got := r.awaitCompleted(1); len(got["late"]) != 1 {
+	if got := r.completed.Await(t, 1, timeout); len(got["late"]) != 1 {
 		t.Errorf("completed: got %v, want late", got)
 	}
 
 	// A blob that holds other bytes is never referenced.
 	wrong := blobStored(t, "wrong", "users/2/avatar", t0, data)
 	putBlob(t, r.bucket, wrong, []byte("truncated"))
-	r.publish(wrong, wrong.ID)
-	d := r.awaitDead()
+	testenv.Publish(t, r.js, wrong, wrong.ID)
+	d := testenv.AwaitDeadLetters(t, r.js, 1, timeout)[events.BlobStoredSubject("wrong")]
 	if d.Reason != events.ReasonDigestMismatch || d.Subject != events.BlobStoredSubject("wrong") || d.Step != refstore.StepName {
 		t.Errorf("dead letter: got %+v, want %s of %s at step %s", d, events.ReasonDigestMismatch, events.BlobStoredSubject("wrong"), refstore.StepName)
 	}
