@@ -2,8 +2,6 @@ package steprun_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -126,11 +124,6 @@ func (h *harness) callsOf(id string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.calls[id]
-}
-
-func digest(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }
 
 // publish sends a request event for id with data; msgID "" republishes
