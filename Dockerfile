@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+#
+# One Dockerfile for every blobref service:
+#
+#   docker build --build-arg SERVICE=blobwriter -t blobref/blobwriter .
+#   docker build --build-arg SERVICE=refwriter --build-arg METRICS_PORT=9102 -t blobref/refwriter .
+#
+# The build command is `make build`'s (same flags, same package path); a test
+# in tools/devstack/internal/deploycheck keeps the two in step.
+
+ARG GO_VERSION=1.26
+
+FROM golang:${GO_VERSION} AS build
+ARG SERVICE
+WORKDIR /src
+# The whole workspace: go.work names every module, so all of them must be
+# here even though one service uses only some (.dockerignore trims the rest).
+COPY . .
+RUN --mount=type=cache,target=/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    test -n "${SERVICE}" && test -f "services/${SERVICE}/main.go" \
+      || { echo "build with --build-arg SERVICE=<a directory under services/>" >&2; exit 1; } \
+    && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/service ./services/${SERVICE}
+
+FROM gcr.io/distroless/static-debian12:nonroot
+ARG SERVICE
+# METRICS_PORT is where /metrics, /healthz and /readyz listen in the image.
+ARG METRICS_PORT=9101
+LABEL org.opencontainers.image.title="blobref-${SERVICE}"
+COPY --from=build /out/service /usr/local/bin/service
+ENV METRICS_ADDR=:${METRICS_PORT}
+USER nonroot:nonroot
+EXPOSE ${METRICS_PORT}
+ENTRYPOINT ["/usr/local/bin/service"]

@@ -1,0 +1,213 @@
+package deploycheck
+
+import (
+	"net"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats-server/v2/server"
+	"gocloud.dev/blob"
+	_ "gocloud.dev/blob/s3blob"
+)
+
+// loadCompose loads docker-compose.yml as `docker compose config` does:
+// compose-go validates it against the Compose Specification's schema,
+// interpolates, normalizes and checks its consistency.
+func loadCompose(t *testing.T, root string) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
+		cli.WithWorkingDirectory(root), cli.WithName("blobref"))
+	if err != nil {
+		t.Fatalf("compose options: %v", err)
+	}
+	project, err := opts.LoadProject(t.Context())
+	if err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	return project
+}
+
+func TestCompose(t *testing.T) {
+	root := repoRoot(t)
+	project := loadCompose(t, root)
+	for _, name := range []string{"nats", "postgres", "minio", "createbuckets"} {
+		if _, ok := project.Services[name]; !ok {
+			t.Errorf("docker-compose.yml has no service %q", name)
+		}
+	}
+	for _, svc := range services(t, root) {
+		t.Run(svc, func(t *testing.T) {
+			sc, ok := project.Services[svc]
+			if !ok {
+				t.Fatalf("docker-compose.yml does not run services/%s", svc)
+			}
+			checkComposeService(t, root, project, svc, sc)
+		})
+	}
+}
+
+func checkComposeService(t *testing.T, root string, project *types.Project, svc string, sc types.ServiceConfig) {
+	b := sc.Build
+	if b == nil {
+		t.Fatal("no build section: want the root Dockerfile with build arg SERVICE")
+	}
+	if b.Context != root || b.Dockerfile != "Dockerfile" {
+		t.Errorf("build: got context %q dockerfile %q, want %q and Dockerfile", b.Context, b.Dockerfile, root)
+	}
+	if got := value(b.Args, "SERVICE"); got != svc {
+		t.Errorf("build arg SERVICE: got %q, want %q", got, svc)
+	}
+
+	var set []string
+	for name := range sc.Environment {
+		set = append(set, name)
+	}
+	slices.Sort(set)
+	checkEnv(t, "docker-compose.yml service "+svc, envNames(t, root, svc), set)
+	for _, name := range []string{"NATS_URL", "DATABASE_URL", "BLOB_URL", "METRICS_ADDR"} {
+		if value(sc.Environment, name) == "" {
+			t.Errorf("environment: %s is not set", name)
+		}
+	}
+
+	// Metrics: the port the image exposes, the service listens on and
+	// compose publishes are one.
+	_, port, err := net.SplitHostPort(value(sc.Environment, "METRICS_ADDR"))
+	if err != nil {
+		t.Errorf("METRICS_ADDR: %v", err)
+	}
+	if got := value(b.Args, "METRICS_PORT"); got != port {
+		t.Errorf("build arg METRICS_PORT: got %q, want METRICS_ADDR's port %q", got, port)
+	}
+	if !slices.ContainsFunc(sc.Ports, func(p types.ServicePortConfig) bool { return p.Target == parsePort(t, port) }) {
+		t.Errorf("ports: metrics port %s is not published", port)
+	}
+
+	// NATS_URL names the nats service.
+	if u, err := url.Parse(value(sc.Environment, "NATS_URL")); err != nil || u.Hostname() != "nats" {
+		t.Errorf("NATS_URL: got %q, want nats://nats:4222", value(sc.Environment, "NATS_URL"))
+	}
+
+	// DATABASE_URL reaches the postgres service's database with its password.
+	pg := project.Services["postgres"]
+	dbcfg, err := pgconn.ParseConfig(value(sc.Environment, "DATABASE_URL"))
+	if err != nil {
+		t.Errorf("DATABASE_URL: %v", err)
+	} else if dbcfg.Host != "postgres" || dbcfg.Database != value(pg.Environment, "POSTGRES_DB") ||
+		dbcfg.User != value(pg.Environment, "POSTGRES_USER") || dbcfg.Password != value(pg.Environment, "POSTGRES_PASSWORD") {
+		t.Errorf("DATABASE_URL: got host %q db %q user %q, want the postgres service's POSTGRES_DB, POSTGRES_USER and POSTGRES_PASSWORD",
+			dbcfg.Host, dbcfg.Database, dbcfg.User)
+	}
+
+	// BLOB_URL: gocloud.dev's s3blob accepts every parameter (it refuses
+	// unknown ones), the bucket is the one createbuckets makes, and the
+	// credentials are MinIO's.
+	blobURL := value(sc.Environment, "BLOB_URL")
+	bucket, err := blob.OpenBucket(t.Context(), blobURL)
+	if err != nil {
+		t.Errorf("BLOB_URL %q: gocloud.dev refuses it: %v", blobURL, err)
+	} else {
+		_ = bucket.Close()
+	}
+	if u, err := url.Parse(blobURL); err == nil {
+		mc := project.Services["createbuckets"]
+		if cmd := strings.Join(mc.Command, " "); !strings.Contains(cmd, "mc mb --ignore-existing blobref/"+u.Host) {
+			t.Errorf("createbuckets: command %q does not create bucket %q", cmd, u.Host)
+		}
+		if ep := u.Query().Get("endpoint"); !strings.Contains(ep, "://minio:") {
+			t.Errorf("BLOB_URL endpoint: got %q, want the minio service", ep)
+		}
+	}
+	minio := project.Services["minio"]
+	if value(sc.Environment, "AWS_ACCESS_KEY_ID") != value(minio.Environment, "MINIO_ROOT_USER") ||
+		value(sc.Environment, "AWS_SECRET_ACCESS_KEY") != value(minio.Environment, "MINIO_ROOT_PASSWORD") {
+		t.Error("AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not MinIO's root credentials")
+	}
+
+	// Start order.
+	want := map[string]string{
+		"nats":          types.ServiceConditionHealthy,
+		"postgres":      types.ServiceConditionHealthy,
+		"createbuckets": types.ServiceConditionCompletedSuccessfully,
+	}
+	for dep, cond := range want {
+		if got := sc.DependsOn[dep].Condition; got != cond {
+			t.Errorf("depends_on %s: got condition %q, want %q", dep, got, cond)
+		}
+		if d := project.Services[dep]; cond == types.ServiceConditionHealthy && d.HealthCheck == nil {
+			t.Errorf("depends on %s being healthy, but %s has no healthcheck", dep, dep)
+		}
+	}
+}
+
+// TestComposeNATS checks that the nats service runs deploy/nats/nats.conf,
+// parsed here by the NATS server's own configuration parser, and that its
+// store and healthcheck match the configuration.
+func TestComposeNATS(t *testing.T) {
+	root := repoRoot(t)
+	project := loadCompose(t, root)
+	nats := project.Services["nats"]
+
+	confPath := ""
+	for i, arg := range nats.Command {
+		if (arg == "-c" || arg == "--config") && i+1 < len(nats.Command) {
+			confPath = nats.Command[i+1]
+		}
+	}
+	if confPath == "" {
+		t.Fatalf("nats command %q has no -c <config>", nats.Command)
+	}
+	var mounted string
+	for _, v := range nats.Volumes {
+		if v.Target == confPath {
+			mounted = v.Source
+		}
+	}
+	if want := filepath.Join(root, "deploy", "nats", "nats.conf"); mounted != want {
+		t.Fatalf("nats: %s is mounted from %q, want %q", confPath, mounted, want)
+	}
+	opts, err := server.ProcessConfigFile(mounted)
+	if err != nil {
+		t.Fatalf("deploy/nats/nats.conf: %v", err)
+	}
+	if !opts.JetStream {
+		t.Error("nats.conf: JetStream is off")
+	}
+	if opts.Port != 4222 || opts.HTTPPort != 8222 {
+		t.Errorf("nats.conf: got port %d, http_port %d, want 4222 and 8222", opts.Port, opts.HTTPPort)
+	}
+	if opts.MaxPayload < 2<<20 {
+		t.Errorf("nats.conf: max_payload %d is below 2 MiB (inline uploads are up to 1 MiB plus headers)", opts.MaxPayload)
+	}
+	if !slices.ContainsFunc(nats.Volumes, func(v types.ServiceVolumeConfig) bool {
+		return v.Type == types.VolumeTypeVolume && v.Target == opts.StoreDir
+	}) {
+		t.Errorf("nats: no named volume at the JetStream store_dir %q", opts.StoreDir)
+	}
+	if hc := nats.HealthCheck; hc == nil || !strings.Contains(strings.Join(hc.Test, " "), ":8222/healthz") {
+		t.Errorf("nats: healthcheck should GET :8222/healthz, got %+v", hc)
+	}
+}
+
+func value(m types.MappingWithEquals, key string) string {
+	if v, ok := m[key]; ok && v != nil {
+		return *v
+	}
+	return ""
+}
+
+func parsePort(t *testing.T, s string) uint32 {
+	t.Helper()
+	p, err := strconv.ParseUint(s, 10, 16)
+	if err != nil {
+		t.Fatalf("port %q: %v", s, err)
+	}
+	return uint32(p)
+}

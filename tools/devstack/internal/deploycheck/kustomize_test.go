@@ -1,0 +1,243 @@
+package deploycheck
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+)
+
+// The parts of the Kubernetes objects the checks read.
+type (
+	object struct {
+		Kind     string `json:"kind"`
+		Metadata struct {
+			Name string `json:"name"`
+		} `json:"metadata"`
+		Data map[string]string `json:"data"`
+		Spec struct {
+			Selector struct {
+				MatchLabels map[string]string `json:"matchLabels"`
+			} `json:"selector"`
+			Template struct {
+				Metadata struct {
+					Labels map[string]string `json:"labels"`
+				} `json:"metadata"`
+				Spec podSpec `json:"spec"`
+			} `json:"template"`
+		} `json:"spec"`
+	}
+	podSpec struct {
+		SecurityContext struct {
+			RunAsNonRoot *bool `json:"runAsNonRoot"`
+		} `json:"securityContext"`
+		Containers []container `json:"containers"`
+	}
+	container struct {
+		Name  string `json:"name"`
+		Image string `json:"image"`
+		Ports []struct {
+			Name          string `json:"name"`
+			ContainerPort int    `json:"containerPort"`
+		} `json:"ports"`
+		Env []struct {
+			Name  string `json:"name"`
+			Value string `json:"value"`
+		} `json:"env"`
+		EnvFrom []struct {
+			ConfigMapRef *struct {
+				Name string `json:"name"`
+			} `json:"configMapRef"`
+			SecretRef *struct {
+				Name string `json:"name"`
+			} `json:"secretRef"`
+		} `json:"envFrom"`
+		StartupProbe   *probe `json:"startupProbe"`
+		LivenessProbe  *probe `json:"livenessProbe"`
+		ReadinessProbe *probe `json:"readinessProbe"`
+		Resources      struct {
+			Requests map[string]string `json:"requests"`
+			Limits   map[string]string `json:"limits"`
+		} `json:"resources"`
+		SecurityContext struct {
+			ReadOnlyRootFilesystem   *bool `json:"readOnlyRootFilesystem"`
+			AllowPrivilegeEscalation *bool `json:"allowPrivilegeEscalation"`
+		} `json:"securityContext"`
+	}
+	probe struct {
+		HTTPGet *struct {
+			Path string `json:"path"`
+			Port any    `json:"port"`
+		} `json:"httpGet"`
+	}
+)
+
+// buildBase runs `kustomize build deploy/kubernetes/base` through
+// kustomize's API.
+func buildBase(t *testing.T, root string) []object {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	rm, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(root, "deploy", "kubernetes", "base"))
+	if err != nil {
+		t.Fatalf("kustomize build deploy/kubernetes/base: %v", err)
+	}
+	var objs []object
+	for _, r := range rm.Resources() {
+		m, err := r.Map()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var o object
+		if err := json.Unmarshal(b, &o); err != nil {
+			t.Fatalf("%s %s: %v", r.GetKind(), r.GetName(), err)
+		}
+		objs = append(objs, o)
+	}
+	return objs
+}
+
+func TestKustomizeBase(t *testing.T) {
+	root := repoRoot(t)
+	objs := buildBase(t, root)
+	configMaps := map[string]object{}
+	deployments := map[string]object{}
+	for _, o := range objs {
+		switch o.Kind {
+		case "ConfigMap":
+			configMaps[o.Metadata.Name] = o
+		case "Deployment":
+			deployments[o.Metadata.Name] = o
+		}
+	}
+	secretKeys := envFileKeys(t, filepath.Join(root, "deploy", "kubernetes", "base", "secret.example.env"))
+	for _, svc := range services(t, root) {
+		t.Run(svc, func(t *testing.T) {
+			d, ok := deployments[svc]
+			if !ok {
+				t.Fatalf("no Deployment %s in the base", svc)
+			}
+			checkDeployment(t, root, svc, d, configMaps, secretKeys)
+		})
+	}
+}
+
+func checkDeployment(t *testing.T, root, svc string, d object, configMaps map[string]object, secretKeys []string) {
+	known := envNames(t, root, svc)
+	for k, v := range d.Spec.Selector.MatchLabels {
+		if d.Spec.Template.Metadata.Labels[k] != v {
+			t.Errorf("selector %s=%s does not match the pod template's labels", k, v)
+		}
+	}
+	pod := d.Spec.Template.Spec
+	if pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
+		t.Error("pod securityContext: runAsNonRoot is not true")
+	}
+	if len(pod.Containers) != 1 {
+		t.Fatalf("got %d containers, want 1", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	if !strings.HasPrefix(c.Image, "blobref/"+svc+":") {
+		t.Errorf("image: got %q, want blobref/%s:<tag>", c.Image, svc)
+	}
+
+	var set []string
+	metricsAddr := ""
+	for _, e := range c.Env {
+		set = append(set, e.Name)
+		if e.Name == "METRICS_ADDR" {
+			metricsAddr = e.Value
+		}
+	}
+	var usesSecret bool
+	for _, from := range c.EnvFrom {
+		switch {
+		case from.ConfigMapRef != nil:
+			cm, ok := configMaps[from.ConfigMapRef.Name]
+			if !ok {
+				t.Errorf("envFrom: ConfigMap %q is not in the base", from.ConfigMapRef.Name)
+			}
+			for k := range cm.Data {
+				set = append(set, k)
+			}
+		case from.SecretRef != nil:
+			usesSecret = true
+			set = append(set, secretKeys...)
+		}
+	}
+	if !usesSecret {
+		t.Error("envFrom: no Secret (DATABASE_URL and credentials belong in one)")
+	}
+	slices.Sort(set)
+	checkEnv(t, "Deployment "+svc, known, set)
+	for _, name := range []string{"NATS_URL", "DATABASE_URL", "BLOB_URL"} {
+		if !slices.Contains(set, name) {
+			t.Errorf("%s reaches the container neither from env nor from envFrom", name)
+		}
+	}
+
+	_, port, err := net.SplitHostPort(metricsAddr)
+	if err != nil {
+		t.Fatalf("env METRICS_ADDR %q: %v", metricsAddr, err)
+	}
+	if !slices.ContainsFunc(c.Ports, func(p struct {
+		Name          string `json:"name"`
+		ContainerPort int    `json:"containerPort"`
+	}) bool {
+		return p.Name == "metrics" && port == itoa(p.ContainerPort)
+	}) {
+		t.Errorf("ports: no port named metrics at METRICS_ADDR's port %s", port)
+	}
+	for name, pr := range map[string]struct {
+		p    *probe
+		path string
+	}{
+		"startupProbe":   {c.StartupProbe, "/healthz"},
+		"livenessProbe":  {c.LivenessProbe, "/healthz"},
+		"readinessProbe": {c.ReadinessProbe, "/readyz"},
+	} {
+		if pr.p == nil || pr.p.HTTPGet == nil || pr.p.HTTPGet.Path != pr.path || pr.p.HTTPGet.Port != "metrics" {
+			t.Errorf("%s: want httpGet %s on port metrics", name, pr.path)
+		}
+	}
+	if c.Resources.Requests["cpu"] == "" || c.Resources.Requests["memory"] == "" || c.Resources.Limits["memory"] == "" {
+		t.Errorf("resources: want cpu and memory requests and a memory limit, got %+v", c.Resources)
+	}
+	sc := c.SecurityContext
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("container securityContext: want readOnlyRootFilesystem true and allowPrivilegeEscalation false")
+	}
+}
+
+// envFileKeys returns the keys of a KEY=value file.
+func envFileKeys(t *testing.T, path string) []string {
+	t.Helper()
+	var keys []string
+	sc := bufio.NewScanner(strings.NewReader(readFile(t, path)))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, _, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("%s: %q is not KEY=value", path, line)
+		}
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}

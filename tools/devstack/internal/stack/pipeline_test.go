@@ -1,0 +1,204 @@
+//go:build unix
+
+package stack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// defaultTestDatabaseURL is the local Postgres the tests use unless
+// BLOBREF_TEST_DATABASE_URL names another (as in internal/testenv).
+const defaultTestDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// TestPipeline runs the real service binaries under the stack, sends the
+// upload that devstack suggests and waits for it to complete.
+func TestPipeline(t *testing.T) {
+	bin := buildServices(t)
+	dbURL := freshSchema(t)
+	blobDir := filepath.Join(t.TempDir(), "blobs")
+	out := &syncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stack output:\n%s", out.String())
+		}
+	})
+	r := runStack(t, Config{
+		StoreDir:    t.TempDir(),
+		DatabaseURL: dbURL,
+		BlobURL:     (&url.URL{Scheme: "file", Path: blobDir, RawQuery: "create_dir=true"}).String(),
+		BinDir:      bin,
+		Services: []Service{
+			{Name: "blobwriter", MetricsAddr: "127.0.0.1:" + freePort(t)},
+			{Name: "refwriter", MetricsAddr: "127.0.0.1:" + freePort(t)},
+		},
+		Env:          os.Environ(),
+		Out:          out,
+		ReadyTimeout: 2 * time.Minute,
+	})
+	r.waitReady(t, 3*time.Minute)
+	natsURL := r.st.NATSURL()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer nc.Close()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	id := "devstack-" + hex.EncodeToString(b[:])
+	done, err := nc.SubscribeSync("uploads.completed." + id)
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+
+	// Publish exactly what the suggested `nats pub` line sends.
+	demo := DemoUpload(id, time.Now())
+	msg := nats.NewMsg(demo.Subject)
+	msg.Data = demo.Data
+	for _, h := range demo.Headers {
+		msg.Header[h[0]] = []string{h[1]}
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		t.Fatalf("publish %s: %v", demo.Subject, err)
+	}
+
+	got, err := done.NextMsg(time.Minute)
+	if err != nil {
+		t.Fatalf("waiting for uploads.completed.%s: %v", id, err)
+	}
+	if typ := got.Header.Get("ce-type"); typ != "io.blobref.upload.completed.v1" {
+		t.Errorf("completed event ce-type: got %q, want io.blobref.upload.completed.v1", typ)
+	}
+	if data, err := os.ReadFile(filepath.Join(blobDir, "uploads", id)); err != nil || string(data) != "hello" {
+		t.Errorf("blob uploads/%s: got %q, %v, want \"hello\"", id, data, err)
+	}
+	if n := countRefs(t, dbURL, id); n != 1 {
+		t.Errorf("upload_refs rows for %s: got %d, want 1", id, n)
+	}
+	nc.Close()
+
+	r.stop()
+	if err := r.waitExit(t, time.Minute); err != nil {
+		t.Fatalf("Run after stop: got %v, want nil", err)
+	}
+	checkGone(t, r.st.PIDs(), natsURL)
+	for _, want := range []string{"blobwriter stopped", "refwriter stopped", "NATS stopped"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}
+
+// buildServices builds the service binaries from the workspace into a
+// temporary directory.
+func buildServices(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args,
+		"github.com/blobref/blobref/services/blobwriter",
+		"github.com/blobref/blobref/services/refwriter")...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build the services: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// freshSchema creates a schema in the test database, dropped when the test
+// ends, and returns a DATABASE_URL that uses it. The services migrate it
+// themselves at start-up, as they do in devstack.
+func freshSchema(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("BLOBREF_TEST_DATABASE_URL")
+	if base == "" {
+		base = defaultTestDatabaseURL
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("postgres at %s is not reachable (start it, or set BLOBREF_TEST_DATABASE_URL): %v", base, err)
+	}
+	defer conn.Close(ctx)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema := "devstack_" + hex.EncodeToString(b[:])
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("BLOBREF_TEST_DATABASE_URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func countRefs(t *testing.T, dbURL, id string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM upload_refs WHERE id = $1", id).Scan(&n); err != nil {
+		t.Fatalf("count upload_refs: %v", err)
+	}
+	return n
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}

@@ -1,0 +1,354 @@
+// Package stack runs blobref's whole pipeline on one machine: an embedded
+// JetStream server and the service binaries as child processes, against a
+// local Postgres and a file:// bucket. It is what `make run` starts.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// DefaultNATSPort is the port the NATS CLI and the services try first.
+const DefaultNATSPort = 4222
+
+// Service is one service binary the stack runs.
+type Service struct {
+	// Name is the binary's name in Config.BinDir, e.g. "blobwriter".
+	Name string
+	// MetricsAddr is the service's METRICS_ADDR. When its port is not 0 the
+	// stack waits for /readyz there before it announces that it is ready.
+	MetricsAddr string
+}
+
+// DefaultServices are blobref's consumers with their usual metrics ports.
+func DefaultServices() []Service {
+	return []Service{
+		{Name: "blobwriter", MetricsAddr: "127.0.0.1:9101"},
+		{Name: "refwriter", MetricsAddr: "127.0.0.1:9102"},
+	}
+}
+
+// Config says what the stack runs and where.
+type Config struct {
+	// NATSHost and NATSPort are where the embedded server listens; port 0
+	// picks a free one.
+	NATSHost string
+	NATSPort int
+	// NATSPortFallback makes a taken NATSPort fall back to a free port
+	// (said in the output) instead of failing.
+	NATSPortFallback bool
+	// StoreDir is the JetStream store directory.
+	StoreDir string
+	// DatabaseURL and BlobURL are passed to the services as DATABASE_URL and
+	// BLOB_URL.
+	DatabaseURL string
+	BlobURL     string
+	// BinDir holds the service binaries.
+	BinDir   string
+	Services []Service
+	// Env is the environment the services inherit (os.Environ() in main);
+	// the stack sets NATS_URL, DATABASE_URL, BLOB_URL and METRICS_ADDR over
+	// it, and LOG_FORMAT=text unless Env sets LOG_FORMAT.
+	Env []string
+	// Out receives the stack's own lines and the services' output, each
+	// line prefixed with who wrote it.
+	Out io.Writer
+	// StopTimeout bounds how long a service may take to exit after SIGTERM
+	// before it is killed (default 30s).
+	StopTimeout time.Duration
+	// ReadyTimeout bounds the wait for the services' /readyz (default 2m).
+	ReadyTimeout time.Duration
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.NATSPort < 0 || c.NATSPort > 65535 {
+		errs = append(errs, fmt.Errorf("stack: NATS port %d is out of range", c.NATSPort))
+	}
+	if c.StoreDir == "" {
+		errs = append(errs, errors.New("stack: a JetStream store directory is required"))
+	}
+	if c.DatabaseURL == "" || c.BlobURL == "" {
+		errs = append(errs, errors.New("stack: DATABASE_URL and BLOB_URL are required"))
+	}
+	if len(c.Services) == 0 {
+		errs = append(errs, errors.New("stack: no services to run"))
+	}
+	for _, svc := range c.Services {
+		bin := filepath.Join(c.BinDir, svc.Name)
+		if fi, err := os.Stat(bin); err != nil || fi.IsDir() {
+			errs = append(errs, fmt.Errorf("stack: %s not found (run make build, or make run)", bin))
+		}
+		if _, _, err := net.SplitHostPort(svc.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("stack: %s: metrics address %q is not host:port", svc.Name, svc.MetricsAddr))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stack is one run of the pipeline. Create it with New and run it once with
+// Run.
+type Stack struct {
+	cfg   Config
+	out   *output
+	ready chan struct{}
+
+	mu      sync.Mutex
+	natsURL string
+	pids    []int
+}
+
+// New checks cfg and returns a stack ready to Run.
+func New(cfg Config) (*Stack, error) {
+	if cfg.NATSHost == "" {
+		cfg.NATSHost = "127.0.0.1"
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 30 * time.Second
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 2 * time.Minute
+	}
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	names := []string{"devstack", "nats"}
+	for _, svc := range cfg.Services {
+		names = append(names, svc.Name)
+	}
+	return &Stack{cfg: cfg, out: newOutput(cfg.Out, names), ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once NATS runs and every service is ready.
+func (s *Stack) Ready() <-chan struct{} { return s.ready }
+
+// NATSURL is the embedded server's client URL; it is set once NATS runs.
+func (s *Stack) NATSURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.natsURL
+}
+
+// PIDs are the process ids of the services started so far.
+func (s *Stack) PIDs() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.pids)
+}
+
+// Run starts NATS and the services and runs them until ctx is done or a
+// service exits by itself. Then it stops the services (SIGTERM, and SIGKILL
+// after StopTimeout) and shuts NATS down. It returns nil after a stop asked
+// for through ctx with every service exiting cleanly.
+func (s *Stack) Run(ctx context.Context) (err error) {
+	ns, err := s.startNATS()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		s.out.printf("devstack", "NATS stopped")
+	}()
+
+	exited := make(chan *child, len(s.cfg.Services))
+	var children []*child
+	defer func() { err = errors.Join(err, s.stopAll(children)) }()
+	for _, svc := range s.cfg.Services {
+		c, err := s.start(svc, exited)
+		if err != nil {
+			return err
+		}
+		children = append(children, c)
+	}
+
+	if err := s.waitReady(ctx, exited); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		s.out.printf("devstack", "stopping")
+		return nil
+	}
+	s.announce()
+	close(s.ready)
+
+	select {
+	case <-ctx.Done():
+		s.out.printf("devstack", "stopping")
+		return nil
+	case c := <-exited:
+		return c.unexpected()
+	}
+}
+
+// startNATS starts the embedded JetStream server.
+func (s *Stack) startNATS() (*server.Server, error) {
+	port := s.cfg.NATSPort
+	if port == 0 {
+		port = server.RANDOM_PORT
+	} else if err := portFree(s.cfg.NATSHost, port); err != nil {
+		if !s.cfg.NATSPortFallback {
+			return nil, fmt.Errorf("stack: NATS port %d: %w", port, err)
+		}
+		s.out.printf("devstack", "port %d is taken; NATS listens on a free port instead", port)
+		port = server.RANDOM_PORT
+	}
+	if err := os.MkdirAll(s.cfg.StoreDir, 0o755); err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
+	}
+	opts := &server.Options{
+		ServerName: "devstack",
+		Host:       s.cfg.NATSHost,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   s.cfg.StoreDir,
+		MaxPayload: 8 << 20,
+		NoSigs:     true,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("stack: nats: %w", err)
+	}
+	ns.SetLoggerV2(natsLogger{s.out}, false, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(15 * time.Second) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, errors.New("stack: nats did not start within 15s")
+	}
+	s.mu.Lock()
+	s.natsURL = ns.ClientURL()
+	s.mu.Unlock()
+	s.out.printf("devstack", "NATS with JetStream on %s (store %s)", ns.ClientURL(), s.cfg.StoreDir)
+	return ns, nil
+}
+
+// portFree reports whether host:port can be listened on.
+func portFree(host string, port int) error {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return err
+	}
+	return ln.Close()
+}
+
+// waitReady polls each service's /readyz until all answer 200, a service
+// exits, ctx is done or ReadyTimeout passes.
+func (s *Stack) waitReady(ctx context.Context, exited <-chan *child) error {
+	var pending []Service
+	for _, svc := range s.cfg.Services {
+		if _, port, _ := net.SplitHostPort(svc.MetricsAddr); port != "0" {
+			pending = append(pending, svc)
+		}
+	}
+	transport := &http.Transport{DisableKeepAlives: true}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: transport, Timeout: time.Second}
+	deadline := time.NewTimer(s.cfg.ReadyTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for len(pending) > 0 {
+		pending = slices.DeleteFunc(pending, func(svc Service) bool {
+			if ready(ctx, client, svc.MetricsAddr) {
+				s.out.printf("devstack", "%s is ready (http://%s/readyz)", svc.Name, dialAddr(svc.MetricsAddr))
+				return true
+			}
+			return false
+		})
+		if len(pending) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil // Run sees ctx and stops cleanly
+		case c := <-exited:
+			return c.unexpected()
+		case <-deadline.C:
+			return fmt.Errorf("stack: %s not ready after %s", pending[0].Name, s.cfg.ReadyTimeout)
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+func ready(ctx context.Context, client *http.Client, addr string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+dialAddr(addr)+"/readyz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// dialAddr turns a listen address such as ":9101" into one to dial.
+func dialAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host != "" && host != "0.0.0.0" && host != "::" {
+		return addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
+// announce tells the user where things are and how to send a first upload.
+func (s *Stack) announce() {
+	natsURL := s.NATSURL()
+	flag := ""
+	if natsURL != fmt.Sprintf("nats://127.0.0.1:%d", DefaultNATSPort) {
+		flag = " -s " + natsURL
+	}
+	demo := DemoUpload("demo1", time.Now())
+	s.out.printf("devstack", "ready: NATS %s, DATABASE_URL %s, BLOB_URL %s", natsURL, redact(s.cfg.DatabaseURL), redact(s.cfg.BlobURL))
+	s.out.printf("devstack", "send a first upload with the NATS CLI:")
+	s.out.printf("devstack", "  %s", demo.Command(natsURL))
+	s.out.printf("devstack", "watch it flow: nats%s sub 'uploads.>'   (Ctrl-C stops the stack)", flag)
+}
+
+// redact hides the password in a URL or in a key=value DSN.
+func redact(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.Scheme != "" {
+		return u.Redacted()
+	}
+	return dsnPassword.ReplaceAllString(raw, "${1}xxxxx")
+}
+
+var dsnPassword = regexp.MustCompile(`(password=)\S+`)
+
+// natsLogger shows the embedded server's warnings and errors; its notices
+// would drown the services' output.
+type natsLogger struct{ out *output }
+
+func (l natsLogger) Noticef(string, ...any) {}
+func (l natsLogger) Debugf(string, ...any)  {}
+func (l natsLogger) Tracef(string, ...any)  {}
+func (l natsLogger) Warnf(format string, v ...any) {
+	l.out.printf("nats", "warning: "+format, v...)
+}
+func (l natsLogger) Errorf(format string, v ...any) {
+	l.out.printf("nats", "error: "+format, v...)
+}
+func (l natsLogger) Fatalf(format string, v ...any) {
+	l.out.printf("nats", "fatal: "+format, v...)
+}
