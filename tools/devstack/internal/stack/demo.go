@@ -31,7 +31,7 @@ func DemoUpload(id string, now time.Time) Demo {
 			{"ce-source", "/cli"},
 			{"ce-subject", "users/42/avatar"},
 			{"ce-time", now.UTC().Format(time.RFC3339)},
-			{"Content-Type", "text/plain"},
+			{"ce-datacontenttype", "text/plain"},
 			{"ce-sha256", hex.EncodeToString(sum[:])},
 			{"Nats-Msg-Id", id},
 		},

@@ -294,7 +294,7 @@ func TestDemoCommand(t *testing.T) {
 	want := "nats pub uploads.requested.demo1 'hello'" +
 		" -H ce-specversion:1.0 -H ce-id:demo1 -H ce-type:io.blobref.upload.requested.v1" +
 		" -H ce-source:/cli -H ce-subject:users/42/avatar -H ce-time:2026-01-02T02:04:05Z" +
-		" -H Content-Type:text/plain" +
+		" -H ce-datacontenttype:text/plain" +
 		" -H ce-sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824" +
 		" -H Nats-Msg-Id:demo1"
 	if got := d.Command("nats://127.0.0.1:4222"); got != want {

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/services/ingest/internal/api"
+	"github.com/blobref/blobref/services/ingest/internal/auth"
+)
+
+// headerRoom is what an inline request event needs beside its body: the
+// ce- headers and Nats-Msg-Id. INLINE_THRESHOLD leaves it free below the
+// consumers' inline limit and the server's max_payload.
+const headerRoom = 64 << 10
+
+// maxInlineThreshold is the largest INLINE_THRESHOLD.
+const maxInlineThreshold = events.DefaultMaxInlineSize - headerRoom
+
+type config struct {
+	service.Config
+
+	// HTTPAddr is where the API listens.
+	HTTPAddr string `env:"HTTP_ADDR" envDefault:":8080"`
+	// AuthTokens are "token=caller[:scope,...]" entries, comma-separated.
+	AuthTokens string `env:"AUTH_TOKENS"`
+	// AuthTokensFile holds one "token caller [scope,...]" per line.
+	AuthTokensFile string `env:"AUTH_TOKENS_FILE"`
+	// MaxUploadSize is the largest body accepted (bytes, or with KiB, MiB,
+	// GiB, KB, MB, GB).
+	MaxUploadSize byteSize `env:"MAX_UPLOAD_SIZE" envDefault:"5GiB"`
+	// InlineThreshold is the largest body that travels inline in the event;
+	// larger ones are staged in STAGING_BUCKET.
+	InlineThreshold byteSize `env:"INLINE_THRESHOLD" envDefault:"512KiB"`
+	// AllowedContentTypes is the allow-list of upload media types;
+	// "type/*" and "*/*" are wildcards.
+	AllowedContentTypes []string `env:"ALLOWED_CONTENT_TYPES" envSeparator:"," envDefault:"image/*,video/*,audio/*,application/pdf,application/octet-stream,text/plain"`
+	// StagingBucket is the JetStream Object Store bucket large bodies are
+	// claim-checked in.
+	StagingBucket string `env:"STAGING_BUCKET" envDefault:"uploads-staging"`
+	// StagingTTL is how long staged bodies are kept: well beyond the
+	// pipeline's retry horizon.
+	StagingTTL time.Duration `env:"STAGING_TTL" envDefault:"72h"`
+	// WaitMax caps Prefer: wait=N; 0 ignores the preference.
+	WaitMax time.Duration `env:"WAIT_MAX" envDefault:"30s"`
+	// RedriveAfter is how long an upload may be pending before a client's
+	// retry publishes its request again.
+	RedriveAfter time.Duration `env:"REDRIVE_AFTER" envDefault:"30s"`
+}
+
+// Validate names each bad setting.
+func (c *config) Validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: "+format, append([]any{name}, args...)...))
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		bad("HTTP_ADDR", "%q is not host:port", c.HTTPAddr)
+	}
+	if t, err := auth.Load(c.AuthTokens, c.AuthTokensFile); err != nil {
+		errs = append(errs, fmt.Errorf("config: %w", err))
+	} else if t.Len() == 0 {
+		bad("AUTH_TOKENS", "no tokens: set AUTH_TOKENS or AUTH_TOKENS_FILE")
+	}
+	if c.MaxUploadSize <= 0 {
+		bad("MAX_UPLOAD_SIZE", "must be positive")
+	}
+	if c.InlineThreshold < 1 || c.InlineThreshold > maxInlineThreshold {
+		bad("INLINE_THRESHOLD", "%d is not between 1 and %d", c.InlineThreshold, maxInlineThreshold)
+	}
+	if _, err := api.ParseMediaTypes(c.AllowedContentTypes); err != nil {
+		bad("ALLOWED_CONTENT_TYPES", "%v", err)
+	}
+	if !validBucket(c.StagingBucket) {
+		bad("STAGING_BUCKET", "%q is not a bucket name ([A-Za-z0-9_-]+)", c.StagingBucket)
+	}
+	if c.StagingTTL <= 0 {
+		bad("STAGING_TTL", "must be positive")
+	}
+	if c.WaitMax < 0 {
+		bad("WAIT_MAX", "must not be negative")
+	}
+	if c.RedriveAfter <= 0 {
+		bad("REDRIVE_AFTER", "must be positive")
+	}
+	return errors.Join(append(errs, c.Config.Validate())...)
+}
+
+func validBucket(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// byteSize is a size in bytes, read as a number with an optional unit.
+type byteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	n      int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+}
+
+// UnmarshalText parses e.g. "1048576", "512KiB" or "5 GiB".
+func (b *byteSize) UnmarshalText(text []byte) error {
+	s := strings.TrimSpace(string(text))
+	mult := int64(1)
+	for _, u := range byteUnits {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(num), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("%q is not a size (bytes, or a number with KiB, MiB, GiB, KB, MB or GB)", text)
+	}
+	*b = byteSize(n * mult)
+	return nil
+}

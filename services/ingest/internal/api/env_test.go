@@ -1,0 +1,447 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/blobref/blobref/internal/marker"
+	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/services/ingest/internal/api"
+	"github.com/blobref/blobref/services/ingest/internal/auth"
+	"github.com/blobref/blobref/services/ingest/internal/uploads"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// timeout bounds every wait of a test.
+const timeout = 30 * time.Second
+
+// The test's callers: alice and bob may upload and read, reader only read,
+// uploader only upload.
+const (
+	aliceToken    = "alice-token"
+	bobToken      = "bob-token"
+	readerToken   = "reader-token"
+	uploaderToken = "uploader-token"
+	tokenList     = aliceToken + "=alice," + bobToken + "=bob:upload,read," +
+		readerToken + "=reader:read," + uploaderToken + "=uploader:upload"
+)
+
+// env is one test's world: the real API handler over real JetStream and a
+// Postgres schema of its own, served by an httptest server.
+type env struct {
+	t       *testing.T
+	nats    *testenv.NATS
+	nc      *nats.Conn          // the test's own connection
+	js      jetstream.JetStream // the test's own JetStream
+	pg      *testenv.Postgres
+	srv     *httptest.Server
+	clock   *clock
+	reg     *prometheus.Registry
+	svc     *uploads.Service
+	staging *uploads.Staging
+}
+
+type options struct {
+	maxUpload int64
+	waitMax   time.Duration
+}
+
+func setup(t *testing.T, opts ...func(*options)) *env {
+	t.Helper()
+	o := options{maxUpload: 64 << 20, waitMax: 10 * time.Second}
+	for _, f := range opts {
+		f(&o)
+	}
+	e := &env{t: t, nats: testenv.StartNATS(t), pg: testenv.StartPostgres(t), clock: &clock{now: time.Now()}, reg: prometheus.NewRegistry()}
+	svcNC, svcJS := e.nats.Connect()
+	e.nc, e.js = e.nats.Connect()
+
+	tokens, err := auth.Load(tokenList, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed, err := api.ParseMediaTypes([]string{"image/*", "application/octet-stream", "text/plain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiMetrics, err := api.NewMetrics(e.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uploadMetrics, err := uploads.NewMetrics(e.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.staging = &uploads.Staging{JS: svcJS, Bucket: "uploads-staging", TTL: time.Hour}
+	e.svc = &uploads.Service{
+		Pool: e.pg.Pool, Markers: marker.NewStore(e.pg.Pool), NC: svcNC, JS: svcJS, Staging: e.staging,
+		InlineThreshold: 512 << 10, RedriveAfter: time.Minute, PublishTimeout: time.Second,
+		Now: e.clock.Now, Metrics: uploadMetrics,
+	}
+	h := api.New(api.Options{
+		Uploads: e.svc, Tokens: tokens, MaxUploadSize: o.maxUpload, AllowedTypes: allowed,
+		WaitMax: o.waitMax, Metrics: apiMetrics, Logger: testenv.Logger(t),
+	})
+	e.srv = httptest.NewServer(h)
+	t.Cleanup(e.srv.Close)
+	t.Cleanup(h.StopWaiting)
+	return e
+}
+
+// clock is the service's clock, moved by the test.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// upload is a POST /v1/uploads; zero fields take the defaults.
+type upload struct {
+	token       string    // [aliceToken]; "-" sends none
+	subject     string    // [users/42/avatar]
+	query       string    // the raw query instead of subject=
+	key         string    // [key-1]; "-" sends none
+	contentType string    // [image/png]; "-" sends none
+	body        []byte    // sent with a Content-Length
+	stream      io.Reader // sent chunked instead of body
+	header      http.Header
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (e *env) post(u upload) reply {
+	e.t.Helper()
+	if u.token == "" {
+		u.token = aliceToken
+	}
+	if u.subject == "" {
+		u.subject = "users/42/avatar"
+	}
+	if u.query == "" {
+		u.query = "subject=" + url.QueryEscape(u.subject)
+	}
+	if u.key == "" {
+		u.key = "key-1"
+	}
+	if u.contentType == "" {
+		u.contentType = "image/png"
+	}
+	var body io.Reader = bytes.NewReader(u.body)
+	if u.stream != nil {
+		body = io.NopCloser(u.stream) // unknown length: chunked
+	}
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/uploads?"+u.query, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for k, v := range u.header {
+		req.Header[k] = v
+	}
+	if u.token != "-" {
+		req.Header.Set("Authorization", "Bearer "+u.token)
+	}
+	if u.key != "-" {
+		req.Header.Set("Idempotency-Key", u.key)
+	}
+	if u.contentType != "-" {
+		req.Header.Set("Content-Type", u.contentType)
+	}
+	return e.do(req)
+}
+
+func (e *env) get(token, path string) reply {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if token != "-" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return e.do(req)
+}
+
+func (e *env) do(req *http.Request) reply {
+	e.t.Helper()
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatalf("%s %s: reading the answer: %v", req.Method, req.URL.Path, err)
+	}
+	return reply{status: resp.StatusCode, header: resp.Header, body: body}
+}
+
+// state checks that the reply has status and a JSON state, and returns it.
+func (r reply) state(t *testing.T, status int) uploads.State {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status: got %d (%s), want %d", r.status, r.body, status)
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type: got %q, want application/json", ct)
+	}
+	var st uploads.State
+	if err := json.Unmarshal(r.body, &st); err != nil {
+		t.Fatalf("state %s: %v", r.body, err)
+	}
+	return st
+}
+
+// problem checks that the reply is a problem of status and type slug
+// whose detail (or invalid-params) mentions each of mention, and returns it.
+func (r reply) problem(t *testing.T, status int, slug string, mention ...string) api.Problem {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status: got %d (%s), want %d", r.status, r.body, status)
+	}
+	if ct := r.header.Get("Content-Type"); ct != api.ProblemContentType {
+		t.Fatalf("Content-Type: got %q, want %s", ct, api.ProblemContentType)
+	}
+	var p api.Problem
+	if err := json.Unmarshal(r.body, &p); err != nil {
+		t.Fatalf("problem %s: %v", r.body, err)
+	}
+	if p.Status != status || p.Type != api.ProblemTypeBase+slug || p.Title == "" || p.Detail == "" {
+		t.Fatalf("problem: got %s, want status %d, type %s, a title and a detail", r.body, status, api.ProblemTypeBase+slug)
+	}
+	text := p.Detail
+	for _, ip := range p.InvalidParams {
+		text += " " + ip.Name + ": " + ip.Reason
+	}
+	for _, m := range mention {
+		if !strings.Contains(text, m) {
+			t.Errorf("problem %s: got detail %q, want it to mention %q", slug, text, m)
+		}
+	}
+	return p
+}
+
+// requests returns the request events of upload id in the stream, oldest
+// first, with their Nats-Msg-Id.
+func (e *env) requests(id string) (evs []*events.Event, msgIDs []string) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	stream, err := e.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.RequestedSubject(id)},
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	n := int(info.NumPending)
+	if n == 0 {
+		return nil, nil
+	}
+	batch, err := cons.FetchNoWait(n)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for msg := range batch.Messages() {
+		ev, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+		if err != nil {
+			e.t.Fatalf("request event of %s does not decode: %v", id, err)
+		}
+		evs = append(evs, ev)
+		msgIDs = append(msgIDs, msg.Headers().Get(events.HeaderMsgID))
+	}
+	if err := batch.Error(); err != nil {
+		e.t.Fatal(err)
+	}
+	if len(evs) != n {
+		e.t.Fatalf("request events of %s: fetched %d of %d", id, len(evs), n)
+	}
+	return evs, msgIDs
+}
+
+// awaitRequests polls the stream until it holds n request events of id.
+func (e *env) awaitRequests(id string, n int) []*events.Event {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		evs, _ := e.requests(id)
+		if len(evs) >= n || time.Now().After(deadline) {
+			if len(evs) != n {
+				e.t.Fatalf("request events of %s: got %d, want %d", id, len(evs), n)
+			}
+			return evs
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// storeBlob records the blob step's marker the way blobwriter does, unless
+// it is there already.
+func (e *env) storeBlob(req *events.Event) events.Blob {
+	e.t.Helper()
+	b := events.Blob{Key: "uploads/" + req.ID, Size: e.size(req), SHA256: req.SHA256, ContentType: req.ContentType}
+	result, _ := json.Marshal(b)
+	if _, _, err := marker.NewStore(e.pg.Pool).Record(context.Background(),
+		marker.Marker{UploadID: req.ID, Step: "blob", Fingerprint: req.SHA256, Result: result}, nil); err != nil {
+		e.t.Fatalf("blob marker of %s: %v", req.ID, err)
+	}
+	return b
+}
+
+func (e *env) size(req *events.Event) int64 {
+	if req.DataRef == "" {
+		return int64(len(req.Data))
+	}
+	var n int64
+	e.t.Helper()
+	if err := e.pg.Pool.QueryRow(context.Background(), `SELECT size FROM ingest_uploads WHERE id = $1`, req.ID).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// complete finishes upload req the way blobwriter and refwriter do: the
+// markers, the reference row in the ref marker's transaction (refstore.Insert's
+// SQL), and, if publish, the completed event.
+func (e *env) complete(req *events.Event, publish bool) events.Reference {
+	e.t.Helper()
+	b := e.storeBlob(req)
+	stored, err := events.NewBlobStored(req, b, "/test/blobwriter")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ref := events.Reference{ID: req.ID, Subject: req.Subject, Blob: b, EventTime: req.Time}
+	result, _ := json.Marshal(ref)
+	_, won, err := marker.NewStore(e.pg.Pool).Record(context.Background(),
+		marker.Marker{UploadID: req.ID, Step: "ref", Fingerprint: req.SHA256, Result: result},
+		func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `
+				INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time)
+				VALUES ($1, $2, $3, $4, $5, $6, $7)
+				ON CONFLICT (id) DO NOTHING`,
+				ref.ID, ref.Subject, ref.Blob.Key, ref.Blob.Size, ref.Blob.SHA256, ref.Blob.ContentType, ref.EventTime)
+			return err
+		})
+	if err != nil || !won {
+		e.t.Fatalf("ref marker of %s: won %v, %v", req.ID, won, err)
+	}
+	if publish {
+		completed, err := events.NewCompleted(stored, ref, "/test/refwriter")
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		testenv.Publish(e.t, e.js, completed, "")
+	}
+	return ref
+}
+
+// deadLetter writes a dead letter of upload req's request event the way the
+// step runner does.
+func (e *env) deadLetter(req *events.Event, reason, step string) events.DeadLetter {
+	e.t.Helper()
+	msg, err := req.Msg("")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	d := events.DeadLetter{
+		Reason: reason, Step: step, Error: "the claim-checked bytes are gone",
+		Subject: msg.Subject, Stream: events.StreamName, Deliveries: 1, Sequence: 1,
+		Time: time.Now().UTC(),
+	}
+	testenv.PublishMsg(e.t, e.js, events.DeadLetterMsg(d, msg.Header, msg.Data, ""))
+	return d
+}
+
+// record reads ingest's row of id.
+func (e *env) record(id string) (publishCount int, published bool, dataref string) {
+	e.t.Helper()
+	var (
+		at  *time.Time
+		ref *string
+	)
+	err := e.pg.Pool.QueryRow(context.Background(),
+		`SELECT publish_count, published_at, dataref FROM ingest_uploads WHERE id = $1`, id).Scan(&publishCount, &at, &ref)
+	if err != nil {
+		e.t.Fatalf("record of %s: %v", id, err)
+	}
+	if ref != nil {
+		dataref = *ref
+	}
+	return publishCount, at != nil, dataref
+}
+
+// stagingMsgs is the number of messages in the staging bucket's stream.
+func (e *env) stagingMsgs() uint64 {
+	e.t.Helper()
+	ctx := context.Background()
+	s, err := e.js.Stream(ctx, "OBJ_uploads-staging")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func (e *env) counter(family string, match ...string) float64 {
+	e.t.Helper()
+	return testenv.Counter(e.t, e.reg, family, match...)
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// randomBytes returns n bytes that differ per seed.
+func randomBytes(n int, seed byte) []byte {
+	b := make([]byte, n)
+	x := uint32(seed) + 1
+	for i := range b {
+		x = x*1664525 + 1013904223
+		b[i] = byte(x >> 24)
+	}
+	return b
+}

@@ -1,0 +1,88 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Serve serves a on ln until ctx is done, then shuts down gracefully: it
+// stops accepting connections, ends the waits of Prefer: wait requests and
+// lets in-flight requests finish within shutdownTimeout, after which it
+// closes the connections that are left.
+func Serve(ctx context.Context, ln net.Listener, a *API, shutdownTimeout time.Duration) error {
+	srv := &http.Server{
+		Handler: a,
+		// No ReadTimeout or WriteTimeout: a body may take long to arrive, and
+		// Prefer: wait holds the answer back. Headers must come quickly.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.opts.Logger.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("api: %w", err)
+	case <-ctx.Done():
+	}
+	a.StopWaiting()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		_ = srv.Close()
+		err = fmt.Errorf("api: shutdown: %w", err)
+	}
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, fmt.Errorf("api: %w", serr))
+	}
+	return err
+}
+
+// Metrics counts the API's requests and the bytes uploaded.
+type Metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	bytes    prometheus.Counter
+}
+
+// NewMetrics registers the API's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "blobref_ingest_requests_total",
+			Help: "HTTP requests answered, by route and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "blobref_ingest_request_duration_seconds",
+			Help:    "Time to answer an HTTP request, by route.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"route"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "blobref_ingest_upload_bytes_total",
+			Help: "Bytes of upload bodies received.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.bytes} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) observe(route string, code int, d time.Duration, bytes int64) {
+	if m == nil {
+		return
+	}
+	m.requests.WithLabelValues(route, fmt.Sprint(code)).Inc()
+	m.duration.WithLabelValues(route).Observe(d.Seconds())
+	m.bytes.Add(float64(bytes))
+}

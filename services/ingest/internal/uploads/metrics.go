@@ -1,0 +1,61 @@
+package uploads
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics counts what the operation does beyond HTTP requests.
+type Metrics struct {
+	publishes   *prometheus.CounterVec
+	stagings    *prometheus.CounterVec
+	stagedBytes prometheus.Counter
+}
+
+// NewMetrics registers the operation's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "blobref_ingest_publishes_total",
+			Help: "Request events JetStream acknowledged, by kind: first (a new upload) or redrive (a retry re-published it).",
+		}, []string{"kind"}),
+		stagings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "blobref_ingest_staged_total",
+			Help: "Bodies claim-checked in the staging bucket, by outcome: staged, or reused (an unrecorded earlier attempt had staged the same bytes).",
+		}, []string{"outcome"}),
+		stagedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "blobref_ingest_staged_bytes_total",
+			Help: "Bytes written to the staging bucket.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.publishes, m.stagings, m.stagedBytes} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	m.publishes.WithLabelValues("first")
+	m.publishes.WithLabelValues("redrive")
+	m.stagings.WithLabelValues("staged")
+	m.stagings.WithLabelValues("reused")
+	return m, nil
+}
+
+func (m *Metrics) published(redrive bool) {
+	if m == nil {
+		return
+	}
+	kind := "first"
+	if redrive {
+		kind = "redrive"
+	}
+	m.publishes.WithLabelValues(kind).Inc()
+}
+
+func (m *Metrics) staged(reused bool, size int64) {
+	if m == nil {
+		return
+	}
+	if reused {
+		m.stagings.WithLabelValues("reused").Inc()
+		return
+	}
+	m.stagings.WithLabelValues("staged").Inc()
+	m.stagedBytes.Add(float64(size))
+}

@@ -1,0 +1,224 @@
+package uploads
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// The states of an upload.
+const (
+	// StatePending: accepted, the bytes are not stored yet.
+	StatePending = "pending"
+	// StateStored: the bytes are in the blob store, the reference is not recorded yet.
+	StateStored = "stored"
+	// StateCompleted: the reference is recorded.
+	StateCompleted = "completed"
+	// StateFailed: a step gave up on the upload (see DeadLetter).
+	StateFailed = "failed"
+)
+
+// The pipeline's step names, as they appear in step_markers (the consumers
+// own them: blobwriter's blobstore.StepName and refwriter's refstore.StepName).
+const (
+	stepBlob = "blob"
+	stepRef  = "ref"
+)
+
+// State is what a client sees of an upload.
+type State struct {
+	ID          string    `json:"id"`
+	Subject     string    `json:"subject"`
+	State       string    `json:"state"`
+	ContentType string    `json:"contentType"`
+	Size        int64     `json:"size"`
+	SHA256      string    `json:"sha256"`
+	CreatedAt   time.Time `json:"createdAt"`
+	Steps       Steps     `json:"steps"`
+	// Reference is the recorded reference, when completed.
+	Reference *events.Reference `json:"reference,omitempty"`
+	// DeadLetter says why the upload failed, when it did.
+	DeadLetter *DeadLetter `json:"deadLetter,omitempty"`
+}
+
+// Steps holds the time each finished step finished; a step not finished is
+// absent.
+type Steps struct {
+	// Accepted: JetStream acknowledged the request event (the latest time,
+	// after a re-drive).
+	Accepted *Step `json:"accepted,omitempty"`
+	// Blob: blobwriter stored the bytes.
+	Blob *Step `json:"blob,omitempty"`
+	// Ref: refwriter recorded the reference.
+	Ref *Step `json:"ref,omitempty"`
+}
+
+// Step is a finished step.
+type Step struct {
+	At time.Time `json:"at"`
+}
+
+// DeadLetter is why a step gave up on an upload.
+type DeadLetter struct {
+	Reason string    `json:"reason"`
+	Step   string    `json:"step"`
+	Error  string    `json:"error,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// record is a row of ingest_uploads.
+type record struct {
+	ID           string
+	Caller       string
+	Key          string
+	Subject      string
+	ContentType  string
+	Size         int64
+	SHA256       string
+	DataRef      string // "" when inline
+	CreatedAt    time.Time
+	PublishedAt  *time.Time
+	PublishCount int
+}
+
+// snapshot is a record with what the pipeline has done for it, as Postgres
+// knows it.
+type snapshot struct {
+	record
+	blobAt, refAt *time.Time
+	ref           *events.Reference
+}
+
+func (s *snapshot) completed() bool { return s.refAt != nil && s.ref != nil }
+
+const selectSnapshot = `
+	SELECT u.id, u.caller, u.idempotency_key, u.subject, u.content_type, u.size, u.sha256,
+	       u.dataref, u.created_at, u.published_at, u.publish_count,
+	       b.created_at, r.created_at,
+	       ref.subject, ref.blob_key, ref.size, ref.sha256, ref.content_type, ref.event_time
+	FROM ingest_uploads u
+	LEFT JOIN step_markers b ON b.upload_id = u.id AND b.step = '` + stepBlob + `'
+	LEFT JOIN step_markers r ON r.upload_id = u.id AND r.step = '` + stepRef + `'
+	LEFT JOIN upload_refs ref ON ref.id = u.id
+	WHERE u.id = $1`
+
+// load reads the snapshot of upload id; ok is false when there is none.
+func (s *Service) load(ctx context.Context, id string) (snap snapshot, ok bool, err error) {
+	var (
+		dataref                        *string
+		refSubject, refKey, refSHA, ct *string
+		refSize                        *int64
+		refTime                        *time.Time
+	)
+	err = s.Pool.QueryRow(ctx, selectSnapshot, id).Scan(
+		&snap.ID, &snap.Caller, &snap.Key, &snap.Subject, &snap.ContentType, &snap.Size, &snap.SHA256,
+		&dataref, &snap.CreatedAt, &snap.PublishedAt, &snap.PublishCount,
+		&snap.blobAt, &snap.refAt,
+		&refSubject, &refKey, &refSize, &refSHA, &ct, &refTime)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return snapshot{}, false, nil
+	}
+	if err != nil {
+		return snapshot{}, false, unavailable("read upload", err)
+	}
+	if dataref != nil {
+		snap.DataRef = *dataref
+	}
+	if refKey != nil {
+		snap.ref = &events.Reference{
+			ID:        snap.ID,
+			Subject:   *refSubject,
+			Blob:      events.Blob{Key: *refKey, Size: *refSize, SHA256: *refSHA, ContentType: *ct},
+			EventTime: refTime.UTC(),
+		}
+	}
+	snap.CreatedAt = snap.CreatedAt.UTC()
+	return snap, true, nil
+}
+
+// state turns a snapshot into the client's view, looking up dead letters
+// when the upload has not completed.
+func (s *Service) state(ctx context.Context, snap snapshot) (State, error) {
+	st := State{
+		ID: snap.ID, Subject: snap.Subject, State: StatePending,
+		ContentType: snap.ContentType, Size: snap.Size, SHA256: snap.SHA256, CreatedAt: snap.CreatedAt,
+	}
+	if snap.PublishedAt != nil {
+		st.Steps.Accepted = &Step{At: snap.PublishedAt.UTC()}
+	}
+	if snap.blobAt != nil {
+		st.Steps.Blob = &Step{At: snap.blobAt.UTC()}
+		st.State = StateStored
+	}
+	if snap.completed() {
+		st.Steps.Ref = &Step{At: snap.refAt.UTC()}
+		st.State, st.Reference = StateCompleted, snap.ref
+		return st, nil
+	}
+	dl, err := s.deadLetter(ctx, snap)
+	if err != nil {
+		return State{}, err
+	}
+	if dl != nil {
+		st.State, st.DeadLetter = StateFailed, dl
+	}
+	return st, nil
+}
+
+// deadLetter returns the latest dead letter of the upload's request or
+// blob_stored event, unless the request was published again after it (a
+// re-drive that may yet succeed).
+func (s *Service) deadLetter(ctx context.Context, snap snapshot) (*DeadLetter, error) {
+	dlq, err := s.dlq(ctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unavailable("read dead letters", err)
+	}
+	var latest *DeadLetter
+	for _, subject := range []string{events.RequestedSubject(snap.ID), events.BlobStoredSubject(snap.ID)} {
+		raw, err := dlq.GetLastMsgForSubject(ctx, events.DeadLetterSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, unavailable("read dead letters", err)
+		}
+		d, err := events.ParseDeadLetter(raw.Header)
+		if err != nil {
+			continue // not a dead letter the pipeline wrote
+		}
+		at := d.Time
+		if at.IsZero() {
+			at = raw.Time.UTC()
+		}
+		if latest == nil || at.After(latest.At) {
+			latest = &DeadLetter{Reason: d.Reason, Step: d.Step, Error: d.Error, At: at}
+		}
+	}
+	if latest != nil && snap.PublishedAt != nil && latest.At.Before(*snap.PublishedAt) {
+		return nil, nil
+	}
+	return latest, nil
+}
+
+// dlq returns the dead-letter stream, looked up once.
+func (s *Service) dlq(ctx context.Context) (jetstream.Stream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dlqStream != nil {
+		return s.dlqStream, nil
+	}
+	st, err := s.JS.Stream(ctx, events.DLQStreamName)
+	if err != nil {
+		return nil, err
+	}
+	s.dlqStream = st
+	return st, nil
+}

@@ -1,0 +1,110 @@
+// Command ingest is blobref's HTTP front door: it turns an upload sent over
+// HTTP into the pipeline's request event, and makes a client's retry with
+// the same Idempotency-Key resume the operation instead of repeating it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/blobref/blobref/internal/marker"
+	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/services/ingest/internal/api"
+	"github.com/blobref/blobref/services/ingest/internal/auth"
+	"github.com/blobref/blobref/services/ingest/internal/uploads"
+)
+
+func main() {
+	service.Main("ingest", &config{Config: service.Config{MetricsAddr: ":9100"}}, run)
+}
+
+func run(ctx context.Context, cfg *config, log *slog.Logger) error {
+	tokens, err := auth.Load(cfg.AuthTokens, cfg.AuthTokensFile)
+	if err != nil {
+		return err
+	}
+	allowed, err := api.ParseMediaTypes(cfg.AllowedContentTypes)
+	if err != nil {
+		return err
+	}
+	pool, err := service.OpenPostgres(ctx, cfg.DatabaseURL, log)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	nc, err := service.ConnectNATS(ctx, cfg.NATS, "ingest", log)
+	if err != nil {
+		return err
+	}
+	defer drain(nc, log)
+	if max := nc.MaxPayload(); int64(cfg.InlineThreshold)+headerRoom > max {
+		return fmt.Errorf("config: INLINE_THRESHOLD: %d bytes plus headers exceed the server's max_payload of %d", cfg.InlineThreshold, max)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+
+	reg := service.NewRegistry()
+	apiMetrics, err := api.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	uploadMetrics, err := uploads.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	ready := make(chan struct{})
+	ops := &service.Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Checks: map[string]service.Check{
+		"nats": service.NATSCheck(nc), "postgres": service.PostgresCheck(pool),
+	}}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ops.Run(gctx) })
+	g.Go(func() error {
+		if err := service.SetUpStreams(gctx, js, cfg.StreamOptions(), log); err != nil {
+			return err
+		}
+		staging := &uploads.Staging{JS: js, Bucket: cfg.StagingBucket, TTL: cfg.StagingTTL, Replicas: cfg.StreamReplicas}
+		if err := service.Retry(gctx, log, "set up staging bucket", func() error { return staging.Ensure(gctx) }); err != nil {
+			return err
+		}
+		svc := &uploads.Service{
+			Pool: pool, Markers: marker.NewStore(pool), NC: nc, JS: js, Staging: staging,
+			InlineThreshold: int(cfg.InlineThreshold), RedriveAfter: cfg.RedriveAfter, Metrics: uploadMetrics,
+		}
+		h := api.New(api.Options{
+			Uploads: svc, Tokens: tokens, MaxUploadSize: int64(cfg.MaxUploadSize), AllowedTypes: allowed,
+			WaitMax: cfg.WaitMax, Metrics: apiMetrics, Logger: log,
+		})
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("api: %w", err)
+		}
+		close(ready)
+		log.Info("started", "http_addr", ln.Addr().String(), "staging_bucket", cfg.StagingBucket, "tokens", tokens.Len())
+		return api.Serve(gctx, ln, h, cfg.ShutdownTimeout)
+	})
+	return g.Wait()
+}
+
+// drain drains nc, which flushes what is pending, and waits a while for it
+// to close.
+func drain(nc *nats.Conn, log *slog.Logger) {
+	if err := nc.Drain(); err != nil {
+		log.Warn("nats drain", "error", err)
+		nc.Close()
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !nc.IsClosed() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	nc.Close()
+}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/internal/testenv"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestLoadDefaults(t *testing.T) {
+	t.Setenv("AUTH_TOKENS", "t0ken=alice")
+	cfg := &config{Config: service.Config{MetricsAddr: ":9100"}}
+	if err := service.Load(cfg); err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg.HTTPAddr != ":8080" || cfg.MetricsAddr != ":9100" || cfg.MaxUploadSize != 5<<30 || cfg.InlineThreshold != 512<<10 ||
+		cfg.StagingBucket != "uploads-staging" || cfg.StagingTTL != 72*time.Hour || cfg.WaitMax != 30*time.Second ||
+		cfg.RedriveAfter != 30*time.Second || !slices.Contains(cfg.AllowedContentTypes, "image/*") {
+		t.Errorf("defaults: got %+v", cfg)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]byteSize{"100": 100, "1KiB": 1024, "5 GiB": 5 << 30, "2MB": 2e6, "7B": 7} {
+		var got byteSize
+		if err := got.UnmarshalText([]byte(in)); err != nil || got != want {
+			t.Errorf("%q: got %d %v, want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5GiB", "lots", "99999999999GiB"} {
+		var got byteSize
+		if err := got.UnmarshalText([]byte(in)); err == nil {
+			t.Errorf("%q: got %d, want an error", in, got)
+		}
+	}
+}
+
+func TestLoadNamesTheBadSetting(t *testing.T) {
+	for name, value := range map[string]string{
+		"HTTP_ADDR":             "8080",
+		"AUTH_TOKENS":           "t0ken=alice:admin",
+		"AUTH_TOKENS_FILE":      "/nonexistent/tokens",
+		"MAX_UPLOAD_SIZE":       "0",
+		"INLINE_THRESHOLD":      "1MiB",
+		"ALLOWED_CONTENT_TYPES": "images",
+		"STAGING_BUCKET":        "uploads.staging",
+		"STAGING_TTL":           "0s",
+		"WAIT_MAX":              "-1s",
+		"REDRIVE_AFTER":         "0s",
+	} {
+		t.Run(name, func(t *testing.T) {
+			if name != "AUTH_TOKENS" {
+				t.Setenv("AUTH_TOKENS", "t0ken=alice")
+			}
+			t.Setenv(name, value)
+			err := service.Load(&config{})
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("Load with %s=%q: got %v, want an error naming %s", name, value, err, name)
+			}
+		})
+	}
+	t.Run("no tokens", func(t *testing.T) {
+		t.Setenv("AUTH_TOKENS", "")
+		if err := service.Load(&config{}); err == nil || !strings.Contains(err.Error(), "AUTH_TOKENS") {
+			t.Errorf("Load without tokens: got %v, want an error naming AUTH_TOKENS", err)
+		}
+	})
+}
+
+// TestRun runs the service as main does, against an in-process JetStream
+// server and a Postgres schema: it serves the API and the ops endpoints,
+// and on shutdown ends a Prefer: wait at once and returns.
+func TestRun(t *testing.T) {
+	n := testenv.StartNATS(t)
+	pg := testenv.StartPostgres(t)
+	nc, _ := n.Connect()
+	requested := testenv.Subscribe(t, nc, "uploads.requested.>")
+	httpAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	for k, v := range map[string]string{
+		"NATS_URL": n.URL(), "DATABASE_URL": pg.URL, "HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr,
+		"AUTH_TOKENS": "t0ken=alice", "STAGING_TTL": "1h", "LOG_FORMAT": "text", "SHUTDOWN_TIMEOUT": "10s",
+	} {
+		t.Setenv(k, v)
+	}
+	cfg := &config{Config: service.Config{MetricsAddr: ":9100"}}
+	if err := service.Load(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- run(ctx, cfg, testenv.Logger(t)) }()
+
+	ready := "http://" + metricsAddr + "/readyz"
+	deadline := time.Now().Add(30 * time.Second)
+	for code := 0; code != http.StatusOK; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: got %d, want 200", ready, code)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if resp, err := http.Get(ready); err == nil {
+			code = resp.StatusCode
+			resp.Body.Close()
+		}
+	}
+
+	post := func(key string, header ...string) (*http.Response, []byte) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+httpAddr+"/v1/uploads?subject=users/1/avatar", bytes.NewReader([]byte("hello "+key)))
+		req.Header.Set("Authorization", "Bearer t0ken")
+		req.Header.Set("Idempotency-Key", key)
+		req.Header.Set("Content-Type", "text/plain")
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("POST: %v", err)
+			return nil, nil
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, body
+	}
+	resp, body := post("first")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST: got %d %s, want 202", resp.StatusCode, body)
+	}
+	requested.Await(t, 1, 30*time.Second)
+	get, err := http.NewRequest(http.MethodGet, "http://"+httpAddr+resp.Header.Get("Location"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get.Header.Set("Authorization", "Bearer t0ken")
+	gresp, err := http.DefaultClient.Do(get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct{ State string }
+	_ = json.NewDecoder(gresp.Body).Decode(&st)
+	gresp.Body.Close()
+	if gresp.StatusCode != http.StatusOK || st.State != "pending" {
+		t.Errorf("GET: got %d %q, want 200 pending", gresp.StatusCode, st.State)
+	}
+	if got := testenv.ScrapeCounter(t, "http://"+metricsAddr+"/metrics", "blobref_ingest_requests_total", `code="202"`); got != 1 {
+		t.Errorf("requests_total{code=202}: got %v, want 1", got)
+	}
+
+	// Shut down while a request waits for completion: it answers 202 at once.
+	waiting := make(chan int, 1)
+	go func() {
+		resp, _ := post("second", "Prefer", "wait=30")
+		if resp == nil {
+			waiting <- 0
+			return
+		}
+		waiting <- resp.StatusCode
+	}()
+	requested.Await(t, 1, 30*time.Second)
+	start := time.Now()
+	cancel()
+	select {
+	case code := <-waiting:
+		if code != http.StatusAccepted {
+			t.Errorf("waiting POST at shutdown: got %d, want 202", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("waiting POST did not answer at shutdown")
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after shutdown")
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("shutdown took %v", d)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
