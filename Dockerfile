@@ -4,6 +4,9 @@
 #
 #   docker build --build-arg SERVICE=blobwriter -t blobref/blobwriter .
 #   docker build --build-arg SERVICE=refwriter --build-arg METRICS_PORT=9102 -t blobref/refwriter .
+#   docker build --build-arg SERVICE=ingest --build-arg METRICS_PORT=9100 -t blobref/ingest .
+#
+# (ingest's API listens on HTTP_ADDR, :8080 by default, besides the metrics port.)
 #
 # The build command is `make build`'s (same flags, same package path); a test
 # in tools/devstack/internal/deploycheck keeps the two in step.

@@ -12,7 +12,7 @@ GO ?= go
 BIN := bin
 # The services make build and the Dockerfile build, with the same flags
 # (tools/devstack/internal/deploycheck checks that they match).
-SERVICES := blobwriter refwriter
+SERVICES := ingest blobwriter refwriter
 GO_BUILD_FLAGS := -trimpath -ldflags='-s -w'
 TEST_FLAGS := -race -count=1 -timeout 20m
 FUZZTIME ?= 30s
@@ -79,3 +79,8 @@ compose-check: ## Validate docker-compose.yml, the Dockerfile and deploy/ with w
 .PHONY: clean
 clean: ## Remove ./bin (./.data, the local stack's state, stays)
 	rm -rf $(BIN)
+
+.PHONY: bench-ingest
+BENCH_FLAGS ?=
+bench-ingest: ## Benchmark over HTTP: 4 KiB uploads/s end to end, peak RSS of a 1 GiB upload (BENCH_FLAGS)
+	$(GO) run ./bench/cmd/pipelinebench $(BENCH_FLAGS)

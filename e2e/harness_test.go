@@ -1,7 +1,8 @@
-// Package e2e tests the real service binaries end to end: blobwriter and
-// refwriter run as processes against an in-process JetStream server, a
-// Postgres schema of the test's own and a file:// bucket, and every test
-// checks the invariants of the design against the stores themselves.
+// Package e2e tests the real service binaries end to end: blobwriter,
+// refwriter and ingest run as processes against an in-process JetStream
+// server, a Postgres schema of the test's own and a file:// bucket, and
+// every test checks the invariants of the design against the stores
+// themselves.
 package e2e
 
 import (
@@ -42,7 +43,7 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	code := func() int {
 		defer os.RemoveAll(dir)
-		for _, svc := range []string{"blobwriter", "refwriter"} {
+		for _, svc := range []string{"blobwriter", "refwriter", "ingest"} {
 			args := []string{"build", "-o", filepath.Join(dir, svc)}
 			if raceEnabled {
 				args = append(args, "-race")
@@ -86,10 +87,31 @@ type proc struct {
 	name        string
 	cmd         *exec.Cmd
 	metricsAddr string
+	httpAddr    string // ingest's API; "" for the consumers
 	done        chan struct{}
 	err         error
 	log         *bytes.Buffer
 	logMu       *sync.Mutex
+}
+
+// The bearer token of the ingest processes the tests start, and the caller
+// it stands for.
+const (
+	ingestToken  = "e2e-token"
+	ingestCaller = "e2e"
+)
+
+// startIngest runs ingest like start does, with its API on httpAddr (a
+// free port when "") and ingestToken as its one token.
+func (p *pipeline) startIngest(httpAddr string, extra ...string) *proc {
+	p.t.Helper()
+	if httpAddr == "" {
+		httpAddr = freeAddr(p.t)
+	}
+	env := append([]string{"HTTP_ADDR=" + httpAddr, "AUTH_TOKENS=" + ingestToken + "=" + ingestCaller}, extra...)
+	pr := p.start("ingest", env...)
+	pr.httpAddr = httpAddr
+	return pr
 }
 
 // start runs service name with the pipeline's environment plus extra
@@ -147,7 +169,8 @@ func (pr *proc) output() string {
 	return pr.log.String()
 }
 
-// awaitReady polls /readyz until the service has set up its consumer.
+// awaitReady polls /readyz until the service has set up its consumer (or,
+// for ingest, listens).
 func (pr *proc) awaitReady(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)

@@ -69,15 +69,20 @@ func get(ctx context.Context, q querier, id, step string) (Marker, bool, error) 
 	return m, true, nil
 }
 
-// Claim is the exclusive right, across every process sharing the database, to
+// Claim is the exclusive right, across every process sharing the schema, to
 // run one step of one upload. It holds a session advisory lock on a pooled
-// connection until Release.
+// connection until Release. Advisory locks are database-wide, so the lock's
+// key includes the schema (current_schema()): pipelines in other schemas of
+// the same database, such as parallel tests, never block each other.
 type Claim struct {
 	conn   *pgxpool.Conn
 	lockID string
 	marker Marker
 	found  bool
 }
+
+// lockKey is the advisory lock key of a claim whose lockID is $1.
+const lockKey = `hashtextextended(current_schema() || '/' || $1, 0)`
 
 // Claim takes the claim on (id, step) and reads its marker under it. It
 // returns ErrBusy at once when another worker holds the claim.
@@ -94,7 +99,7 @@ func (s *Store) Claim(ctx context.Context, id, step string) (*Claim, error) {
 	)
 	err = conn.QueryRow(ctx, `
 		SELECT l.locked, m.fingerprint, m.result, m.created_at
-		FROM (SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked) l
+		FROM (SELECT pg_try_advisory_lock(`+lockKey+`) AS locked) l
 		LEFT JOIN step_markers m ON l.locked AND m.upload_id = $2 AND m.step = $3`,
 		c.lockID, id, step).Scan(&locked, &fingerprint, &c.marker.Result, &created)
 	if err != nil {
@@ -130,7 +135,7 @@ func (c *Claim) Release() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := c.conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, c.lockID); err != nil {
+	if _, err := c.conn.Exec(ctx, `SELECT pg_advisory_unlock(`+lockKey+`)`, c.lockID); err != nil {
 		c.discard()
 		return
 	}

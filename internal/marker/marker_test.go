@@ -73,6 +73,28 @@ func TestCheckDoRecord(t *testing.T) {
 	}
 }
 
+// Claims are per schema: the same (id, step) in another schema of the
+// same database is another claim.
+func TestClaimsArePerSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := marker.NewStore(testenv.StartPostgres(t).Pool)
+	b := marker.NewStore(testenv.StartPostgres(t).Pool)
+	ca, err := a.Claim(ctx, "same", "blob")
+	if err != nil {
+		t.Fatalf("Claim in schema a: %v", err)
+	}
+	defer ca.Release()
+	cb, err := b.Claim(ctx, "same", "blob")
+	if err != nil {
+		t.Fatalf("Claim of the same id and step in schema b: got %v, want the claim", err)
+	}
+	defer cb.Release()
+	if _, err := a.Claim(ctx, "same", "blob"); !errors.Is(err, marker.ErrBusy) {
+		t.Fatalf("second Claim in schema a: got %v, want ErrBusy", err)
+	}
+}
+
 func TestRecordRollsBackWithInTx(t *testing.T) {
 	t.Parallel()
 	pg := testenv.StartPostgres(t)

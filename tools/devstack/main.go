@@ -3,6 +3,11 @@
 // executable (make build puts them in bin/), a local Postgres and a file://
 // bucket under ./.data. `make run` builds and starts it; Ctrl-C stops it.
 //
+// ingest's API listens on 127.0.0.1:8080 (a free port if 8080 is taken,
+// said in the output) and accepts the dev token dev-token (caller dev)
+// unless AUTH_TOKENS is set. Metrics: ingest 127.0.0.1:9100, blobwriter
+// :9101, refwriter :9102.
+//
 // Environment:
 //
 //	DEVSTACK_NATS_PORT  NATS port (default 4222; a free port if 4222 is taken)

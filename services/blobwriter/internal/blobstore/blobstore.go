@@ -13,13 +13,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/url"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
 
@@ -164,36 +162,6 @@ func (w *Writer) open(ctx context.Context, ev *events.Event) (io.ReadCloser, err
 		return nil, fmt.Errorf("upload %s is claim-checked (%s) and no claim store is configured", ev.ID, ev.DataRef)
 	}
 	return w.Claims.Open(ctx, ev.DataRef)
-}
-
-// ObjectClaims opens claim checks stored in JetStream Object Store buckets,
-// referenced as nats-object://<bucket>/<object name>.
-type ObjectClaims struct {
-	JS jetstream.JetStream
-}
-
-// Open returns a reader of the referenced object. The object store verifies
-// the object's own digest as it is read.
-func (c ObjectClaims) Open(ctx context.Context, dataref string) (io.ReadCloser, error) {
-	bucket, name, err := ParseObjectRef(dataref)
-	if err != nil {
-		return nil, steprun.Permanent(events.ReasonInvalid, err)
-	}
-	store, err := c.JS.ObjectStore(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, steprun.Permanent(events.ReasonClaimMissing, fmt.Errorf("dataref %s: %w", dataref, err))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("dataref %s: %w", dataref, err)
-	}
-	r, err := store.Get(ctx, name)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, steprun.Permanent(events.ReasonClaimMissing, fmt.Errorf("dataref %s: %w", dataref, err))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("dataref %s: %w", dataref, err)
-	}
-	return r, nil
 }
 
 // ParseObjectRef splits a nats-object://<bucket>/<name> reference.

@@ -57,7 +57,7 @@ var drivers = []driver{
 	}},
 }
 
-func openBucket(t *testing.T, url string) *blob.Bucket {
+func openBucket(t testing.TB, url string) *blob.Bucket {
 	t.Helper()
 	b, err := blob.OpenBucket(context.Background(), url)
 	if err != nil {

@@ -11,6 +11,13 @@
 // been pending longer than RedriveAfter; the pipeline's markers make that
 // safe. All of it runs under an advisory-lock claim on the id, so two
 // requests with one key never run at once.
+//
+// Crash tests arm three failpoints (package failpoint) between the side
+// effects of a new upload: ingest/after-stage (the body is staged in the
+// object store, nothing is recorded), ingest/after-record (the upload is
+// recorded, its request not published) and ingest/after-publish (JetStream
+// acknowledged the request, the client has no answer yet; a re-drive hits
+// it too). An injected error is a transient failure: 503.
 package uploads
 
 import (
@@ -28,6 +35,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/failpoint"
 	"github.com/blobref/blobref/internal/marker"
 	"github.com/blobref/blobref/pkg/events"
 )
@@ -223,12 +231,18 @@ func (s *Service) create(ctx context.Context, id string, sub Submission) (State,
 		}
 		rec.Size, rec.SHA256, rec.DataRef = st.size, st.sha256, st.dataref
 		s.Metrics.staged(st.reused, st.size)
+		if err := inject(ctx, "after-stage"); err != nil {
+			return State{}, err
+		}
 	}
 
 	// The bytes are in: record and publish even if the client goes away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
 	if err := s.insert(ctx, rec); err != nil {
+		return State{}, err
+	}
+	if err := inject(ctx, "after-record"); err != nil {
 		return State{}, err
 	}
 	if err := s.publish(ctx, &rec, inline); err != nil {
@@ -345,6 +359,15 @@ func (s *Service) publish(ctx context.Context, rec *record, inline []byte) error
 	}
 	rec.PublishedAt = &at
 	rec.PublishCount++
+	return inject(ctx, "after-publish")
+}
+
+// inject runs the failpoint ingest/<point>. An injected error is a
+// transient failure: the client retries.
+func inject(ctx context.Context, point string) error {
+	if err := failpoint.Inject(ctx, "ingest/"+point); err != nil {
+		return unavailable(point, err)
+	}
 	return nil
 }
 

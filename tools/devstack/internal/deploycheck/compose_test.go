@@ -70,9 +70,10 @@ func checkComposeService(t *testing.T, root string, project *types.Project, svc 
 		set = append(set, name)
 	}
 	slices.Sort(set)
-	checkEnv(t, "docker-compose.yml service "+svc, envNames(t, root, svc), set)
-	for _, name := range []string{"NATS_URL", "DATABASE_URL", "BLOB_URL", "METRICS_ADDR"} {
-		if value(sc.Environment, name) == "" {
+	known := envNames(t, root, svc)
+	checkEnv(t, "docker-compose.yml service "+svc, known, set)
+	for _, name := range []string{"NATS_URL", "DATABASE_URL", "BLOB_URL", "METRICS_ADDR", "HTTP_ADDR"} {
+		if known[name] && value(sc.Environment, name) == "" {
 			t.Errorf("environment: %s is not set", name)
 		}
 	}
@@ -88,6 +89,15 @@ func checkComposeService(t *testing.T, root string, project *types.Project, svc 
 	}
 	if !slices.ContainsFunc(sc.Ports, func(p types.ServicePortConfig) bool { return p.Target == parsePort(t, port) }) {
 		t.Errorf("ports: metrics port %s is not published", port)
+	}
+	// An HTTP API (ingest's) is published on the port it listens on.
+	if known["HTTP_ADDR"] {
+		_, port, err := net.SplitHostPort(value(sc.Environment, "HTTP_ADDR"))
+		if err != nil {
+			t.Errorf("HTTP_ADDR: %v", err)
+		} else if !slices.ContainsFunc(sc.Ports, func(p types.ServicePortConfig) bool { return p.Target == parsePort(t, port) }) {
+			t.Errorf("ports: HTTP port %s is not published", port)
+		}
 	}
 
 	// NATS_URL names the nats service.
@@ -106,9 +116,32 @@ func checkComposeService(t *testing.T, root string, project *types.Project, svc 
 			dbcfg.Host, dbcfg.Database, dbcfg.User)
 	}
 
-	// BLOB_URL: gocloud.dev's s3blob accepts every parameter (it refuses
-	// unknown ones), the bucket is the one createbuckets makes, and the
-	// credentials are MinIO's.
+	// Start order.
+	want := map[string]string{
+		"nats":     types.ServiceConditionHealthy,
+		"postgres": types.ServiceConditionHealthy,
+	}
+	if known["BLOB_URL"] {
+		want["createbuckets"] = types.ServiceConditionCompletedSuccessfully
+	}
+	for dep, cond := range want {
+		if got := sc.DependsOn[dep].Condition; got != cond {
+			t.Errorf("depends_on %s: got condition %q, want %q", dep, got, cond)
+		}
+		if d := project.Services[dep]; cond == types.ServiceConditionHealthy && d.HealthCheck == nil {
+			t.Errorf("depends on %s being healthy, but %s has no healthcheck", dep, dep)
+		}
+	}
+	if known["BLOB_URL"] {
+		checkComposeBucket(t, project, sc)
+	}
+}
+
+// checkComposeBucket checks the bucket settings of a service that opens
+// the bucket: gocloud.dev's s3blob accepts every parameter of BLOB_URL (it
+// refuses unknown ones), the bucket is the one createbuckets makes, and the
+// credentials are MinIO's.
+func checkComposeBucket(t *testing.T, project *types.Project, sc types.ServiceConfig) {
 	blobURL := value(sc.Environment, "BLOB_URL")
 	bucket, err := blob.OpenBucket(t.Context(), blobURL)
 	if err != nil {
@@ -129,21 +162,6 @@ func checkComposeService(t *testing.T, root string, project *types.Project, svc 
 	if value(sc.Environment, "AWS_ACCESS_KEY_ID") != value(minio.Environment, "MINIO_ROOT_USER") ||
 		value(sc.Environment, "AWS_SECRET_ACCESS_KEY") != value(minio.Environment, "MINIO_ROOT_PASSWORD") {
 		t.Error("AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not MinIO's root credentials")
-	}
-
-	// Start order.
-	want := map[string]string{
-		"nats":          types.ServiceConditionHealthy,
-		"postgres":      types.ServiceConditionHealthy,
-		"createbuckets": types.ServiceConditionCompletedSuccessfully,
-	}
-	for dep, cond := range want {
-		if got := sc.DependsOn[dep].Condition; got != cond {
-			t.Errorf("depends_on %s: got condition %q, want %q", dep, got, cond)
-		}
-		if d := project.Services[dep]; cond == types.ServiceConditionHealthy && d.HealthCheck == nil {
-			t.Errorf("depends on %s being healthy, but %s has no healthcheck", dep, dep)
-		}
 	}
 }
 

@@ -3,6 +3,7 @@ package deploycheck
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"net"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 // The parts of the Kubernetes objects the checks read.
 type (
 	object struct {
+		raw      []byte // the whole object, as JSON
 		Kind     string `json:"kind"`
 		Metadata struct {
 			Name string `json:"name"`
@@ -76,6 +78,20 @@ type (
 			Port any    `json:"port"`
 		} `json:"httpGet"`
 	}
+	// service is a Kubernetes Service.
+	service struct {
+		Metadata struct {
+			Name string `json:"name"`
+		} `json:"metadata"`
+		Spec struct {
+			Selector map[string]string `json:"selector"`
+			Ports    []struct {
+				Name       string `json:"name"`
+				Port       int    `json:"port"`
+				TargetPort any    `json:"targetPort"`
+			} `json:"ports"`
+		} `json:"spec"`
+	}
 )
 
 // buildBase runs `kustomize build deploy/kubernetes/base` through
@@ -97,7 +113,7 @@ func buildBase(t *testing.T, root string) []object {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var o object
+		o := object{raw: b}
 		if err := json.Unmarshal(b, &o); err != nil {
 			t.Fatalf("%s %s: %v", r.GetKind(), r.GetName(), err)
 		}
@@ -111,12 +127,19 @@ func TestKustomizeBase(t *testing.T) {
 	objs := buildBase(t, root)
 	configMaps := map[string]object{}
 	deployments := map[string]object{}
+	var svcs []service
 	for _, o := range objs {
 		switch o.Kind {
 		case "ConfigMap":
 			configMaps[o.Metadata.Name] = o
 		case "Deployment":
 			deployments[o.Metadata.Name] = o
+		case "Service":
+			var s service
+			if err := json.Unmarshal(o.raw, &s); err != nil {
+				t.Fatalf("Service %s: %v", o.Metadata.Name, err)
+			}
+			svcs = append(svcs, s)
 		}
 	}
 	secretKeys := envFileKeys(t, filepath.Join(root, "deploy", "kubernetes", "base", "secret.example.env"))
@@ -127,6 +150,9 @@ func TestKustomizeBase(t *testing.T) {
 				t.Fatalf("no Deployment %s in the base", svc)
 			}
 			checkDeployment(t, root, svc, d, configMaps, secretKeys)
+			if envNames(t, root, svc)["HTTP_ADDR"] {
+				checkHTTPService(t, svc, d, svcs)
+			}
 		})
 	}
 }
@@ -179,8 +205,8 @@ func checkDeployment(t *testing.T, root, svc string, d object, configMaps map[st
 	}
 	slices.Sort(set)
 	checkEnv(t, "Deployment "+svc, known, set)
-	for _, name := range []string{"NATS_URL", "DATABASE_URL", "BLOB_URL"} {
-		if !slices.Contains(set, name) {
+	for _, name := range []string{"NATS_URL", "DATABASE_URL", "BLOB_URL", "HTTP_ADDR"} {
+		if known[name] && !slices.Contains(set, name) {
 			t.Errorf("%s reaches the container neither from env nor from envFrom", name)
 		}
 	}
@@ -216,6 +242,50 @@ func checkDeployment(t *testing.T, root, svc string, d object, configMaps map[st
 	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
 		t.Error("container securityContext: want readOnlyRootFilesystem true and allowPrivilegeEscalation false")
 	}
+}
+
+// checkHTTPService checks that the HTTP API of Deployment d (HTTP_ADDR)
+// listens on its container port named http, and that a Service selects
+// d's pods and sends to that port.
+func checkHTTPService(t *testing.T, svc string, d object, svcs []service) {
+	t.Helper()
+	c := d.Spec.Template.Spec.Containers[0]
+	httpAddr := ""
+	for _, e := range c.Env {
+		if e.Name == "HTTP_ADDR" {
+			httpAddr = e.Value
+		}
+	}
+	_, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		t.Fatalf("env HTTP_ADDR %q: %v", httpAddr, err)
+	}
+	if !slices.ContainsFunc(c.Ports, func(p struct {
+		Name          string `json:"name"`
+		ContainerPort int    `json:"containerPort"`
+	}) bool {
+		return p.Name == "http" && port == itoa(p.ContainerPort)
+	}) {
+		t.Errorf("ports: no port named http at HTTP_ADDR's port %s", port)
+	}
+	labels := d.Spec.Template.Metadata.Labels
+	for _, s := range svcs {
+		selects := len(s.Spec.Selector) > 0
+		for k, v := range s.Spec.Selector {
+			selects = selects && labels[k] == v
+		}
+		if !selects {
+			continue
+		}
+		for _, p := range s.Spec.Ports {
+			if p.TargetPort == "http" || fmt.Sprint(p.TargetPort) == port {
+				return
+			}
+		}
+		t.Errorf("Service %s selects %s's pods but sends to none of port http (%s)", s.Metadata.Name, svc, port)
+		return
+	}
+	t.Errorf("no Service selects %s's pods (labels %v)", svc, labels)
 }
 
 // envFileKeys returns the keys of a KEY=value file.

@@ -52,3 +52,14 @@ func (d Demo) Command(natsURL string) string {
 	}
 	return b.String()
 }
+
+// DemoCurl is the curl command line devstack suggests as a first upload over
+// HTTP: "hello" for users/42/avatar, sent to ingest at baseURL with token
+// (inside double quotes: "$TOKEN" expands), waiting up to 10s for the
+// answer with the reference: 201 Created, or 200 when run again, since the
+// same key is the same upload.
+func DemoCurl(baseURL, token string) string {
+	return "curl -sS -i '" + baseURL + "/v1/uploads?subject=users/42/avatar'" +
+		" -H \"Authorization: Bearer " + token + "\" -H 'Idempotency-Key: first-upload'" +
+		" -H 'Content-Type: text/plain' -H 'Prefer: wait=10' --data-binary 'hello'"
+}

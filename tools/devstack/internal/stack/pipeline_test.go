@@ -5,6 +5,7 @@ package stack
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"net"
 	"net/url"
@@ -26,10 +27,17 @@ import (
 const defaultTestDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 
 // TestPipeline runs the real service binaries under the stack, sends the
-// upload that devstack suggests and waits for it to complete.
+// uploads that devstack suggests (the curl command exactly as printed, and
+// the nats pub one's request) and waits for them to complete.
 func TestPipeline(t *testing.T) {
 	bin := buildServices(t)
 	dbURL := freshSchema(t)
+	var ingest Service
+	for _, svc := range DefaultServices() {
+		if svc.Name == "ingest" {
+			ingest = svc
+		}
+	}
 	blobDir := filepath.Join(t.TempDir(), "blobs")
 	out := &syncBuffer{}
 	t.Cleanup(func() {
@@ -45,6 +53,7 @@ func TestPipeline(t *testing.T) {
 		Services: []Service{
 			{Name: "blobwriter", MetricsAddr: "127.0.0.1:" + freePort(t)},
 			{Name: "refwriter", MetricsAddr: "127.0.0.1:" + freePort(t)},
+			{Name: "ingest", MetricsAddr: "127.0.0.1:" + freePort(t), HTTPAddr: "127.0.0.1:0", Env: ingest.Env},
 		},
 		Env:          os.Environ(),
 		Out:          out,
@@ -52,6 +61,29 @@ func TestPipeline(t *testing.T) {
 	})
 	r.waitReady(t, 3*time.Minute)
 	natsURL := r.st.NATSURL()
+
+	// The curl command devstack printed, run as printed.
+	var command string
+	for line := range strings.Lines(out.String()) {
+		if _, cmd, ok := strings.Cut(line, "devstack   |   curl "); ok {
+			command = "curl " + strings.TrimSpace(cmd)
+		}
+	}
+	if command == "" {
+		t.Fatal("devstack printed no curl command")
+	}
+	curlOut, err := exec.Command("bash", "-c", command).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", command, err, curlOut)
+	}
+	if !strings.HasPrefix(string(curlOut), "HTTP/1.1 201 Created") || !strings.Contains(string(curlOut), `"state":"completed"`) {
+		t.Errorf("%s: got\n%s\nwant 201 Created with the completed upload", command, curlOut)
+	}
+	sum := sha256.Sum256([]byte(DevCaller + "\nfirst-upload"))
+	httpID := hex.EncodeToString(sum[:])[:32]
+	if data, err := os.ReadFile(filepath.Join(blobDir, "uploads", httpID)); err != nil || string(data) != "hello" {
+		t.Errorf("blob uploads/%s: got %q, %v, want \"hello\"", httpID, data, err)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -106,7 +138,7 @@ func TestPipeline(t *testing.T) {
 		t.Fatalf("Run after stop: got %v, want nil", err)
 	}
 	checkGone(t, r.st.PIDs(), natsURL)
-	for _, want := range []string{"blobwriter stopped", "refwriter stopped", "NATS stopped"} {
+	for _, want := range []string{"blobwriter stopped", "refwriter stopped", "ingest stopped", "NATS stopped"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}
@@ -124,7 +156,8 @@ func buildServices(t *testing.T) string {
 	}
 	cmd := exec.Command("go", append(args,
 		"github.com/blobref/blobref/services/blobwriter",
-		"github.com/blobref/blobref/services/refwriter")...)
+		"github.com/blobref/blobref/services/refwriter",
+		"github.com/blobref/blobref/services/ingest")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build the services: %v\n%s", err, out)
 	}

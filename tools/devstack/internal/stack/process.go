@@ -30,14 +30,26 @@ type child struct {
 // start starts svc; its exit is sent on exited (buffered for every service).
 func (s *Stack) start(svc Service, exited chan<- *child) (*child, error) {
 	cmd := exec.Command(filepath.Join(s.cfg.BinDir, svc.Name))
-	cmd.Env = childEnv(s.cfg.Env, map[string]string{
+	set := map[string]string{
 		"NATS_URL":     s.NATSURL(),
 		"DATABASE_URL": s.cfg.DatabaseURL,
 		"BLOB_URL":     s.cfg.BlobURL,
 		"METRICS_ADDR": svc.MetricsAddr,
-	}, map[string]string{
-		"LOG_FORMAT": "text",
-	})
+	}
+	httpAddr := ""
+	if svc.HTTPAddr != "" {
+		var err error
+		if httpAddr, err = s.httpAddr(svc); err != nil {
+			return nil, err
+		}
+		set["HTTP_ADDR"] = httpAddr
+	}
+	defaults := maps.Clone(svc.Env)
+	if defaults == nil {
+		defaults = map[string]string{}
+	}
+	defaults["LOG_FORMAT"] = "text"
+	cmd.Env = childEnv(s.cfg.Env, set, defaults)
 	c := &child{name: svc.Name, cmd: cmd, out: s.out.writer(svc.Name), done: make(chan struct{})}
 	// One writer for both streams: exec then uses a single pipe, so the
 	// service's lines keep their order.
@@ -49,8 +61,15 @@ func (s *Stack) start(svc Service, exited chan<- *child) (*child, error) {
 	}
 	s.mu.Lock()
 	s.pids = append(s.pids, cmd.Process.Pid)
+	if httpAddr != "" {
+		s.apis = append(s.apis, api{service: svc.Name, url: "http://" + dialAddr(httpAddr), env: cmd.Env})
+	}
 	s.mu.Unlock()
-	s.out.printf("devstack", "started %s (pid %d, METRICS_ADDR %s)", svc.Name, cmd.Process.Pid, svc.MetricsAddr)
+	if httpAddr != "" {
+		s.out.printf("devstack", "started %s (pid %d, METRICS_ADDR %s, HTTP_ADDR %s)", svc.Name, cmd.Process.Pid, svc.MetricsAddr, httpAddr)
+	} else {
+		s.out.printf("devstack", "started %s (pid %d, METRICS_ADDR %s)", svc.Name, cmd.Process.Pid, svc.MetricsAddr)
+	}
 	go func() {
 		c.err = cmd.Wait()
 		c.out.flush()

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,13 @@ import (
 // DefaultNATSPort is the port the NATS CLI and the services try first.
 const DefaultNATSPort = 4222
 
+// The dev token `make run` gives ingest (AUTH_TOKENS=dev-token=dev unless
+// AUTH_TOKENS is set), and the caller it stands for.
+const (
+	DevToken  = "dev-token"
+	DevCaller = "dev"
+)
+
 // Service is one service binary the stack runs.
 type Service struct {
 	// Name is the binary's name in Config.BinDir, e.g. "blobwriter".
@@ -32,13 +40,25 @@ type Service struct {
 	// MetricsAddr is the service's METRICS_ADDR. When its port is not 0 the
 	// stack waits for /readyz there before it announces that it is ready.
 	MetricsAddr string
+	// HTTPAddr, if set, is the service's HTTP_ADDR (ingest's API). When its
+	// port is taken the service listens on a free port of the same host
+	// instead, and the stack says so.
+	HTTPAddr string
+	// Env holds defaults of the service's environment: Config.Env overrides
+	// them.
+	Env map[string]string
 }
 
-// DefaultServices are blobref's consumers with their usual metrics ports.
+// DefaultServices are blobref's services with their usual ports: the
+// consumers, and ingest with the dev token.
 func DefaultServices() []Service {
 	return []Service{
 		{Name: "blobwriter", MetricsAddr: "127.0.0.1:9101"},
 		{Name: "refwriter", MetricsAddr: "127.0.0.1:9102"},
+		{
+			Name: "ingest", MetricsAddr: "127.0.0.1:9100", HTTPAddr: "127.0.0.1:8080",
+			Env: map[string]string{"AUTH_TOKENS": DevToken + "=" + DevCaller},
+		},
 	}
 }
 
@@ -96,6 +116,9 @@ func (c *Config) validate() error {
 		if _, _, err := net.SplitHostPort(svc.MetricsAddr); err != nil {
 			errs = append(errs, fmt.Errorf("stack: %s: metrics address %q is not host:port", svc.Name, svc.MetricsAddr))
 		}
+		if _, _, err := net.SplitHostPort(svc.HTTPAddr); svc.HTTPAddr != "" && err != nil {
+			errs = append(errs, fmt.Errorf("stack: %s: HTTP address %q is not host:port", svc.Name, svc.HTTPAddr))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -110,6 +133,14 @@ type Stack struct {
 	mu      sync.Mutex
 	natsURL string
 	pids    []int
+	apis    []api // the HTTP APIs of the services started so far
+}
+
+// api is a service's HTTP API as it was started.
+type api struct {
+	service string
+	url     string // e.g. http://127.0.0.1:8080
+	env     []string
 }
 
 // New checks cfg and returns a stack ready to Run.
@@ -144,6 +175,19 @@ func (s *Stack) NATSURL() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.natsURL
+}
+
+// HTTPURL is the base URL of service name's HTTP API (HTTP_ADDR), once it
+// has started; "" if it has none.
+func (s *Stack) HTTPURL(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.apis {
+		if a.service == name {
+			return a.url
+		}
+	}
+	return ""
 }
 
 // PIDs are the process ids of the services started so far.
@@ -240,6 +284,36 @@ func (s *Stack) startNATS() (*server.Server, error) {
 	return ns, nil
 }
 
+// httpAddr is the HTTP_ADDR svc gets: svc.HTTPAddr, or a free port of its
+// host when that port is taken.
+func (s *Stack) httpAddr(svc Service) (string, error) {
+	host, port, err := net.SplitHostPort(svc.HTTPAddr)
+	if err != nil {
+		return "", err
+	}
+	if port != "0" {
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return "", fmt.Errorf("stack: %s: HTTP port %q: %w", svc.Name, port, err)
+		}
+		if portFree(host, p) == nil {
+			return svc.HTTPAddr, nil
+		}
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", fmt.Errorf("stack: %s: no free HTTP port: %w", svc.Name, err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		return "", fmt.Errorf("stack: %s: %w", svc.Name, err)
+	}
+	if port != "0" {
+		s.out.printf("devstack", "port %s is taken; %s's API listens on %s instead", port, svc.Name, addr)
+	}
+	return addr, nil
+}
+
 // portFree reports whether host:port can be listened on.
 func portFree(host string, port int) error {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
@@ -321,9 +395,36 @@ func (s *Stack) announce() {
 	}
 	demo := DemoUpload("demo1", time.Now())
 	s.out.printf("devstack", "ready: NATS %s, DATABASE_URL %s, BLOB_URL %s", natsURL, redact(s.cfg.DatabaseURL), redact(s.cfg.BlobURL))
-	s.out.printf("devstack", "send a first upload with the NATS CLI:")
+	s.mu.Lock()
+	apis := slices.Clone(s.apis)
+	s.mu.Unlock()
+	nats := "send a first upload with the NATS CLI:"
+	for _, a := range apis {
+		if a.service != "ingest" {
+			continue
+		}
+		token, which := "$TOKEN", "one of your AUTH_TOKENS"
+		if v := lookupEnv(a.env, "AUTH_TOKENS"); v == DevToken+"="+DevCaller {
+			token, which = DevToken, "the dev token"
+		}
+		s.out.printf("devstack", "ingest's API is on %s; send a first upload over HTTP (%s):", a.url, which)
+		s.out.printf("devstack", "  %s", DemoCurl(a.url, token))
+		nats = "or with the NATS CLI:"
+	}
+	s.out.printf("devstack", "%s", nats)
 	s.out.printf("devstack", "  %s", demo.Command(natsURL))
 	s.out.printf("devstack", "watch it flow: nats%s sub 'uploads.>'   (Ctrl-C stops the stack)", flag)
+}
+
+// lookupEnv returns the value of name in env (KEY=VALUE entries).
+func lookupEnv(env []string, name string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == name {
+			v = val
+		}
+	}
+	return v
 }
 
 // redact hides the password in a URL or in a key=value DSN.

@@ -39,11 +39,13 @@ while :; do sleep 0.05; done
 `
 )
 
-// fakeBin writes the scripts to a directory as blobwriter and refwriter.
+// fakeBin writes the scripts to a directory as blobwriter and refwriter,
+// and a graceful ingest that shows its HTTP settings.
 func fakeBin(t *testing.T, blobwriter, refwriter string) string {
 	t.Helper()
 	dir := t.TempDir()
-	for name, script := range map[string]string{"blobwriter": blobwriter, "refwriter": refwriter} {
+	ingest := strings.Replace(graceful, "METRICS_ADDR=$METRICS_ADDR", "HTTP_ADDR=$HTTP_ADDR AUTH_TOKENS=$AUTH_TOKENS", 1)
+	for name, script := range map[string]string{"blobwriter": blobwriter, "refwriter": refwriter, "ingest": ingest} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -262,6 +264,61 @@ func TestNATSPortTaken(t *testing.T) {
 		r := runStack(t, cfg)
 		if err := r.waitExit(t, 30*time.Second); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("NATS port %d", taken)) {
 			t.Fatalf("Run: got %v, want an error about NATS port %d", err, taken)
+		}
+	})
+}
+
+// ingest's API port taken: it listens on a free port, the stack says so
+// and its curl hint uses that port with the dev token; an AUTH_TOKENS of
+// the user's replaces the dev token.
+func TestIngestAPIPort(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() }) // after the parallel subtests
+	taken := ln.Addr().(*net.TCPAddr).Port
+	ingest := func() Service {
+		for _, svc := range DefaultServices() {
+			if svc.Name == "ingest" {
+				svc.MetricsAddr, svc.HTTPAddr = "127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", taken)
+				return svc
+			}
+		}
+		t.Fatal("DefaultServices has no ingest")
+		return Service{}
+	}
+
+	t.Run("taken", func(t *testing.T) {
+		t.Parallel()
+		out := &syncBuffer{}
+		cfg := fakeConfig(t, fakeBin(t, graceful, graceful), out)
+		cfg.Services = append(cfg.Services, ingest())
+		r := runStack(t, cfg)
+		r.waitReady(t, 30*time.Second)
+		url := r.st.HTTPURL("ingest")
+		if url == "" || url == fmt.Sprintf("http://127.0.0.1:%d", taken) {
+			t.Fatalf("HTTPURL(ingest): got %q, want another port than the taken %d", url, taken)
+		}
+		waitOutput(t, out,
+			fmt.Sprintf("port %d is taken; ingest's API listens on %s instead", taken, strings.TrimPrefix(url, "http://")),
+			"ingest     | started NATS_URL="+r.st.NATSURL()+" LOG_FORMAT=text HTTP_ADDR="+strings.TrimPrefix(url, "http://")+" AUTH_TOKENS=dev-token=dev",
+			"devstack   |   "+DemoCurl(url, DevToken),
+			"-H \"Authorization: Bearer dev-token\"",
+		)
+	})
+	t.Run("user tokens", func(t *testing.T) {
+		t.Parallel()
+		out := &syncBuffer{}
+		cfg := fakeConfig(t, fakeBin(t, graceful, graceful), out)
+		cfg.Services = append(cfg.Services, ingest())
+		cfg.Env = append(cfg.Env, "AUTH_TOKENS=mine=me")
+		r := runStack(t, cfg)
+		r.waitReady(t, 30*time.Second)
+		waitOutput(t, out, "AUTH_TOKENS=mine=me", "devstack   |   "+DemoCurl(r.st.HTTPURL("ingest"), "$TOKEN"))
+		if strings.Contains(out.String(), "dev-token") {
+			t.Errorf("output mentions dev-token although AUTH_TOKENS is set:\n%s", out.String())
 		}
 	})
 }

@@ -1,0 +1,17 @@
+package blobstore
+
+import "time"
+
+// WithIdleCheck returns c with readers that look for their object every d
+// while no chunk comes, instead of every 10s.
+func WithIdleCheck(c ObjectClaims, d time.Duration) ObjectClaims {
+	c.idleCheck = d
+	return c
+}
+
+// MaxWindowChunks is the most chunks a reader asks for ahead of its reader.
+const MaxWindowChunks = maxWindowChunks
+
+// WindowChunks is how many chunks of the object info a reader asks for
+// ahead of its reader.
+var WindowChunks = windowChunks
