@@ -124,51 +124,59 @@ type Postgres struct {
 	Schema string
 }
 
-// StartPostgres creates a fresh schema, migrates it and returns a pool bound
-// to it. The schema is dropped by the test's cleanup. A test that cannot
-// reach Postgres fails: it never skips.
-func StartPostgres(t testing.TB) *Postgres {
+// NewSchema creates an empty schema named prefix plus random hex in the
+// test database (BLOBREF_TEST_DATABASE_URL, or DefaultDatabaseURL), drops it
+// when the test ends, and returns it with a DATABASE_URL whose search_path
+// is that schema. A test that cannot reach Postgres fails: it never skips.
+func NewSchema(t testing.TB, prefix string) (schema, databaseURL string) {
 	t.Helper()
 	base := os.Getenv("BLOBREF_TEST_DATABASE_URL")
 	if base == "" {
 		base = DefaultDatabaseURL
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "t_" + hex.EncodeToString(b[:])
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("postgres at %s is not reachable (start it, or set BLOBREF_TEST_DATABASE_URL): %v", base, err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-
 	u, err := url.Parse(base)
 	if err != nil {
 		t.Fatalf("BLOBREF_TEST_DATABASE_URL: %v", err)
 	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema = prefix + hex.EncodeToString(b[:])
+	exec := func(what, sql string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, base)
+		if err != nil {
+			return fmt.Errorf("postgres at %s is not reachable (start it, or set BLOBREF_TEST_DATABASE_URL): %w", base, err)
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("%s schema %s: %w", what, schema, err)
+		}
+		return nil
+	}
+	if err := exec("create", "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := exec("drop", "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Error(err)
+		}
+	})
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
-	pg := &Postgres{URL: u.String(), Schema: schema}
+	return schema, u.String()
+}
+
+// StartPostgres creates a fresh schema, migrates it and returns a pool bound
+// to it. The schema is dropped by the test's cleanup.
+func StartPostgres(t testing.TB) *Postgres {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pg := &Postgres{}
+	pg.Schema, pg.URL = NewSchema(t, "t_")
+	var err error
 	pg.Pool, err = pgxpool.New(ctx, pg.URL)
 	if err != nil {
 		t.Fatalf("postgres pool: %v", err)

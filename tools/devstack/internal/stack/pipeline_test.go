@@ -20,11 +20,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-// defaultTestDatabaseURL is the local Postgres the tests use unless
-// BLOBREF_TEST_DATABASE_URL names another (as in internal/testenv).
-const defaultTestDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	"github.com/blobref/blobref/internal/testenv"
+)
 
 // TestPipeline runs the real service binaries under the stack, sends the
 // uploads that devstack suggests (the curl command exactly as printed, and
@@ -169,44 +167,8 @@ func buildServices(t *testing.T) string {
 // themselves at start-up, as they do in devstack.
 func freshSchema(t *testing.T) string {
 	t.Helper()
-	base := os.Getenv("BLOBREF_TEST_DATABASE_URL")
-	if base == "" {
-		base = defaultTestDatabaseURL
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("postgres at %s is not reachable (start it, or set BLOBREF_TEST_DATABASE_URL): %v", base, err)
-	}
-	defer conn.Close(ctx)
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "devstack_" + hex.EncodeToString(b[:])
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("BLOBREF_TEST_DATABASE_URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
+	_, url := testenv.NewSchema(t, "devstack_")
+	return url
 }
 
 func countRefs(t *testing.T, dbURL, id string) int {
