@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -68,16 +69,29 @@ func SetUpStreams(ctx context.Context, js jetstream.JetStream, o events.StreamOp
 	})
 }
 
-// OpenPostgres opens a pool and applies the embedded migrations, retrying
-// until ctx is done.
-func OpenPostgres(ctx context.Context, url string, log *slog.Logger) (*pgxpool.Pool, error) {
+// NewPool opens a Postgres pool of at least minConns connections, unless
+// the URL sets pool_max_conns itself.
+func NewPool(ctx context.Context, url string, minConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: DATABASE_URL: %w", err)
 	}
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = max(cfg.MaxConns, minConns)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return pool, nil
+}
+
+// OpenPostgres opens a pool (see NewPool) and applies the embedded
+// migrations, retrying until ctx is done.
+func OpenPostgres(ctx context.Context, url string, minConns int32, log *slog.Logger) (*pgxpool.Pool, error) {
+	pool, err := NewPool(ctx, url, minConns)
+	if err != nil {
+		return nil, err
 	}
 	err = Retry(ctx, log, "migrate postgres", func() error {
 		return dbschema.Migrate(ctx, pool)

@@ -26,7 +26,9 @@ type Deps struct {
 // the NATS connection and then closes the pool.
 func RunStep[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerConfig, log *slog.Logger,
 	build func(Deps) (steprun.Step[R], error)) error {
-	pool, err := OpenPostgres(ctx, cfg.DatabaseURL, log)
+	// Each message in flight may hold a claim's connection while its side
+	// effect runs; two more serve marker look-ups and the readiness check.
+	pool, err := OpenPostgres(ctx, cfg.DatabaseURL, int32(cc.Concurrency)+2, log)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,10 @@ import (
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
 )
 
+// claimConns is the size of the claims' pool, unless DATABASE_URL sets
+// pool_max_conns: how many uploads ingest receives at once.
+const claimConns = 32
+
 func main() {
 	service.Main("ingest", &config{Config: service.Config{MetricsAddr: ":9100"}}, run)
 }
@@ -34,11 +38,20 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	pool, err := service.OpenPostgres(ctx, cfg.DatabaseURL, log)
+	pool, err := service.OpenPostgres(ctx, cfg.DatabaseURL, 0, log)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	// Claims hold a connection for a whole upload, and the upload queries
+	// Postgres meanwhile: they get a pool of their own, so that uploads in
+	// progress can never starve each other of connections (a deadlock when
+	// one pool served both). Its size bounds the uploads received at once.
+	claims, err := service.NewPool(ctx, cfg.DatabaseURL, claimConns)
+	if err != nil {
+		return err
+	}
+	defer claims.Close()
 	nc, err := service.ConnectNATS(ctx, cfg.NATS, "ingest", log)
 	if err != nil {
 		return err
@@ -76,7 +89,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			return err
 		}
 		svc := &uploads.Service{
-			Pool: pool, Markers: marker.NewStore(pool), NC: nc, JS: js, Staging: staging,
+			Pool: pool, Markers: marker.NewStore(claims), NC: nc, JS: js, Staging: staging,
 			InlineThreshold: int(cfg.InlineThreshold), RedriveAfter: cfg.RedriveAfter, Metrics: uploadMetrics,
 		}
 		h := api.New(api.Options{

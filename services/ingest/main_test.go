@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -158,6 +159,32 @@ func TestRun(t *testing.T) {
 	if got := testenv.ScrapeCounter(t, "http://"+metricsAddr+"/metrics", "blobref_ingest_requests_total", `code="202"`); got != 1 {
 		t.Errorf("requests_total{code=202}: got %v, want 1", got)
 	}
+
+	// Many uploads at once, more than the query pool has connections: each
+	// holds its claim's connection while it queries, and none may starve.
+	const concurrent = 24
+	codes := make(chan int, concurrent)
+	for i := range concurrent {
+		go func() {
+			resp, _ := post(fmt.Sprintf("burst-%d", i))
+			if resp == nil {
+				codes <- 0
+				return
+			}
+			codes <- resp.StatusCode
+		}()
+	}
+	for range concurrent {
+		select {
+		case code := <-codes:
+			if code != http.StatusAccepted {
+				t.Errorf("concurrent POST: got %d, want 202", code)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("concurrent POSTs did not all answer within 30s (connection starvation)")
+		}
+	}
+	requested.Await(t, concurrent, 30*time.Second)
 
 	// Shut down while a request waits for completion: it answers 202 at once.
 	waiting := make(chan int, 1)

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestByteSize(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int64{"4096": 4096, "4KiB": 4 << 10, "1 GiB": 1 << 30, "2MiB": 2 << 20, "1MB": 1e6, "0": 0, "7B": 7} {
+		var b byteSize
+		if err := b.Set(in); err != nil || int64(b) != want {
+			t.Errorf("%q: got %d %v, want %d", in, b, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5GiB", "lots", "99999999999GiB"} {
+		var b byteSize
+		if err := b.Set(in); err == nil {
+			t.Errorf("%q: got %d, want an error", in, b)
+		}
+	}
+	for n, want := range map[byteSize]string{1 << 30: "1GiB", 4 << 10: "4KiB", 1500: "1500", 0: "0"} {
+		if got := n.String(); got != want {
+			t.Errorf("%d: got %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://db/x")
+	cfg, timeout, err := parseFlags([]string{"-n", "20", "-size", "2MiB", "-env", "CONSUMER_CONCURRENCY=16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Uploads != 20 || cfg.Concurrency != 16 || cfg.Runs != 3 || cfg.UploadSize != 4<<10 || cfg.LargeSize != 2<<20 ||
+		cfg.SmallSize != 1<<20 || cfg.DatabaseURL != "postgres://db/x" || timeout <= 0 {
+		t.Errorf("got %+v and timeout %v", cfg, timeout)
+	}
+	if want := "pipelinebench -n 20 -c 16 -runs 3 -upload-size 4KiB -size 2MiB -small-size 1MiB -env CONSUMER_CONCURRENCY=16"; cfg.Command != want {
+		t.Errorf("command: got %q, want %q", cfg.Command, want)
+	}
+	for _, bad := range [][]string{{"-env", "NOVALUE"}, {"-runs", "0", "-size", "0"}, {"extra"}} {
+		if _, _, err := parseFlags(bad); err == nil || strings.Contains(err.Error(), "help") {
+			t.Errorf("%q: got %v, want an error", bad, err)
+		}
+	}
+}

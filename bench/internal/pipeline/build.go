@@ -1,0 +1,146 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Names of the programs a pipeline runs.
+const (
+	NATSServer = "nats-server"
+	Ingest     = "ingest"
+	BlobWriter = "blobwriter"
+	RefWriter  = "refwriter"
+)
+
+// packages are the Go packages of the programs, by name. nats-server comes
+// from the version this module pins (a tool directive in go.mod).
+var packages = map[string]string{
+	NATSServer: "github.com/nats-io/nats-server/v2",
+	Ingest:     "github.com/blobref/blobref/services/ingest",
+	BlobWriter: "github.com/blobref/blobref/services/blobwriter",
+	RefWriter:  "github.com/blobref/blobref/services/refwriter",
+}
+
+// buildFlags are the flags the Makefile and the Dockerfile build the
+// services with: what is measured is what ships (no -race).
+var buildFlags = []string{"-trimpath", "-ldflags=-s -w"}
+
+// Binaries are the programs built from the workspace, ready to run.
+type Binaries struct {
+	// Dir holds one executable per name.
+	Dir string
+	// GoVersion is the version of the toolchain that built them.
+	GoVersion string
+	// Source says which tree they were built from: the commit and any
+	// uncommitted changes.
+	Source string
+}
+
+// Path is the executable of program name.
+func (b Binaries) Path(name string) string { return filepath.Join(b.Dir, name) }
+
+// Build builds nats-server and the services into dir with the go command
+// on PATH. It must run inside the blobref workspace (any directory under
+// go.work).
+func Build(ctx context.Context, dir string) (Binaries, error) {
+	root, err := workspaceRoot(ctx)
+	if err != nil {
+		return Binaries{}, err
+	}
+	b := Binaries{Dir: dir}
+	if b.GoVersion, err = output(ctx, root, "go", "env", "GOVERSION"); err != nil {
+		return Binaries{}, err
+	}
+	args := append([]string{"build"}, buildFlags...)
+	args = append(args, "-o", dir+string(filepath.Separator))
+	for _, name := range []string{NATSServer, Ingest, BlobWriter, RefWriter} {
+		args = append(args, packages[name])
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return Binaries{}, fmt.Errorf("pipeline: go build: %w\n%s", err, out)
+	}
+	for name := range packages {
+		if _, err := os.Stat(b.Path(name)); err != nil {
+			return Binaries{}, fmt.Errorf("pipeline: go build made no %s: %w", name, err)
+		}
+	}
+	b.Source = source(ctx, root)
+	return b, nil
+}
+
+// workspaceRoot is the directory of the go.work the go command uses here.
+func workspaceRoot(ctx context.Context) (string, error) {
+	work, err := output(ctx, "", "go", "env", "GOWORK")
+	if err != nil {
+		return "", err
+	}
+	if work == "" || work == "off" {
+		return "", errors.New("pipeline: not inside the blobref workspace (go env GOWORK is empty): run from the repository")
+	}
+	return filepath.Dir(work), nil
+}
+
+// source describes the tree at root: its commit and, when the work tree
+// differs from it, where (the top two levels of the changed paths) and a
+// digest of `git diff HEAD`, which tells two dirty trees apart. It says
+// "unknown" without git.
+func source(ctx context.Context, root string) string {
+	rev, err := output(ctx, root, "git", "rev-parse", "--short", "HEAD")
+	if err != nil {
+		return "unknown (no git)"
+	}
+	cmd := exec.CommandContext(ctx, "git", "status", "--porcelain")
+	cmd.Dir = root
+	status, err := cmd.Output()
+	if err != nil || len(bytes.TrimSpace(status)) == 0 {
+		return rev
+	}
+	var dirs []string
+	for line := range strings.Lines(string(status)) {
+		if len(line) <= 3 {
+			continue
+		}
+		path := strings.TrimSpace(line[3:]) // "XY path"
+		if _, to, ok := strings.Cut(path, " -> "); ok {
+			path = to
+		}
+		parts := strings.SplitN(strings.TrimSuffix(path, "/"), "/", 3)
+		if dir := strings.Join(parts[:min(len(parts), 2)], "/"); !slices.Contains(dirs, dir) {
+			dirs = append(dirs, dir)
+		}
+	}
+	desc := fmt.Sprintf("%s with uncommitted changes in %s", rev, strings.Join(dirs, ", "))
+	cmd = exec.CommandContext(ctx, "git", "diff", "HEAD")
+	cmd.Dir = root
+	if diff, err := cmd.Output(); err == nil {
+		sum := sha256.Sum256(diff)
+		desc += fmt.Sprintf(" (git diff HEAD sha256 %x)", sum[:6])
+	}
+	return desc
+}
+
+// output runs a command in dir ("" for here) and returns its trimmed
+// standard output.
+func output(ctx context.Context, dir, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("pipeline: %s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
