@@ -76,7 +76,7 @@ func (c *config) Validate() error {
 	if _, err := api.ParseMediaTypes(c.AllowedContentTypes); err != nil {
 		bad("ALLOWED_CONTENT_TYPES", "%v", err)
 	}
-	if !validBucket(c.StagingBucket) {
+	if !events.ValidBucket(c.StagingBucket) {
 		bad("STAGING_BUCKET", "%q is not a bucket name ([A-Za-z0-9_-]+)", c.StagingBucket)
 	}
 	if c.StagingTTL <= 0 {
@@ -89,18 +89,6 @@ func (c *config) Validate() error {
 		bad("REDRIVE_AFTER", "must be positive")
 	}
 	return errors.Join(append(errs, c.Config.Validate())...)
-}
-
-func validBucket(name string) bool {
-	if name == "" {
-		return false
-	}
-	for _, c := range []byte(name) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // byteSize is a size in bytes, read as a number with an optional unit.

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net/url"
 
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
@@ -162,28 +161,4 @@ func (w *Writer) open(ctx context.Context, ev *events.Event) (io.ReadCloser, err
 		return nil, fmt.Errorf("upload %s is claim-checked (%s) and no claim store is configured", ev.ID, ev.DataRef)
 	}
 	return w.Claims.Open(ctx, ev.DataRef)
-}
-
-// ParseObjectRef splits a nats-object://<bucket>/<name> reference.
-func ParseObjectRef(ref string) (bucket, name string, err error) {
-	u, err := url.Parse(ref)
-	if err != nil || u.Scheme != "nats-object" || !validBucket(u.Host) || len(u.Path) < 2 {
-		return "", "", fmt.Errorf("dataref %q is not nats-object://<bucket>/<name>", ref)
-	}
-	return u.Host, u.Path[1:], nil
-}
-
-// validBucket reports whether name can name an Object Store bucket
-// ([A-Za-z0-9_-]+). A dataref naming anything else is malformed: JetStream
-// would refuse it with ErrInvalidStoreName on every retry.
-func validBucket(name string) bool {
-	if name == "" {
-		return false
-	}
-	for _, c := range []byte(name) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }

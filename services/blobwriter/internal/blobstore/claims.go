@@ -66,7 +66,7 @@ type ObjectClaims struct {
 //
 // The reader stops when ctx is done; Close releases its consumer.
 func (c ObjectClaims) Open(ctx context.Context, dataref string) (io.ReadCloser, error) {
-	bucket, name, err := ParseObjectRef(dataref)
+	bucket, name, err := events.ParseObjectRef(dataref)
 	if err != nil {
 		return nil, steprun.Permanent(events.ReasonInvalid, err)
 	}

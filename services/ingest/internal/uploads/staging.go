@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blobref/blobref/pkg/events"
 )
 
 // stageChunkSize is the size of the object store chunks staged bodies are
@@ -31,7 +33,7 @@ type Staging struct {
 
 // DataRef is the claim-check reference of the object named name.
 func (s *Staging) DataRef(name string) string {
-	return "nats-object://" + s.Bucket + "/" + name
+	return events.ObjectRef(s.Bucket, name)
 }
 
 // Ensure creates the bucket, or updates its TTL and replicas.
