@@ -19,7 +19,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/internal/testenv"
 )
@@ -83,8 +82,6 @@ func TestPipeline(t *testing.T) {
 		t.Errorf("blob uploads/%s: got %q, %v, want \"hello\"", httpID, data, err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
@@ -102,19 +99,7 @@ func TestPipeline(t *testing.T) {
 	}
 
 	// Publish exactly what the suggested `nats pub` line sends.
-	demo := DemoUpload(id, time.Now())
-	msg := nats.NewMsg(demo.Subject)
-	msg.Data = demo.Data
-	for _, h := range demo.Headers {
-		msg.Header[h[0]] = []string{h[1]}
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
-	if _, err := js.PublishMsg(ctx, msg); err != nil {
-		t.Fatalf("publish %s: %v", demo.Subject, err)
-	}
+	publishDemo(t, natsURL, id)
 
 	got, err := done.NextMsg(time.Minute)
 	if err != nil {
