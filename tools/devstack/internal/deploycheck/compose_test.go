@@ -8,11 +8,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/s3blob"
 )
@@ -100,9 +102,16 @@ func checkComposeService(t *testing.T, root string, project *types.Project, svc 
 		}
 	}
 
-	// NATS_URL names the nats service.
+	// NATS_URL names the nats service; the service connects as its own
+	// NATS user (TestComposeNATS checks the password).
 	if u, err := url.Parse(value(sc.Environment, "NATS_URL")); err != nil || u.Hostname() != "nats" {
 		t.Errorf("NATS_URL: got %q, want nats://nats:4222", value(sc.Environment, "NATS_URL"))
+	}
+	if got := value(sc.Environment, "NATS_USER"); got != svc {
+		t.Errorf("NATS_USER: got %q, want %q (each service its own NATS user, deploy/nats/nats.conf)", got, svc)
+	}
+	if value(sc.Environment, "NATS_PASSWORD") == "" {
+		t.Error("NATS_PASSWORD is not set")
 	}
 
 	// DATABASE_URL reaches the postgres service's database with its password.
@@ -166,12 +175,19 @@ func checkComposeBucket(t *testing.T, project *types.Project, sc types.ServiceCo
 }
 
 // TestComposeNATS checks that the nats service runs deploy/nats/nats.conf,
-// parsed here by the NATS server's own configuration parser, and that its
-// store and healthcheck match the configuration.
+// parsed here by the NATS server's own configuration parser with the nats
+// service's environment (the users' passwords), that its store and
+// healthcheck match the configuration, and that every service's NATS_USER
+// and NATS_PASSWORD connect to a server running it.
 func TestComposeNATS(t *testing.T) {
 	root := repoRoot(t)
 	project := loadCompose(t, root)
 	nats := project.Services["nats"]
+	for name, v := range nats.Environment {
+		if v != nil {
+			t.Setenv(name, *v)
+		}
+	}
 
 	confPath := ""
 	for i, arg := range nats.Command {
@@ -211,6 +227,29 @@ func TestComposeNATS(t *testing.T) {
 	}
 	if hc := nats.HealthCheck; hc == nil || !strings.Contains(strings.Join(hc.Test, " "), ":8222/healthz") {
 		t.Errorf("nats: healthcheck should GET :8222/healthz, got %+v", hc)
+	}
+
+	// The services' credentials, against a server running the file.
+	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", server.RANDOM_PORT, 0
+	opts.StoreDir = t.TempDir()
+	opts.NoLog, opts.NoSigs = true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats server from deploy/nats/nats.conf: %v", err)
+	}
+	srv.Start()
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server did not start")
+	}
+	for _, svc := range services(t, root) {
+		env := project.Services[svc].Environment
+		nc, err := natsgo.Connect(srv.ClientURL(), natsgo.UserInfo(value(env, "NATS_USER"), value(env, "NATS_PASSWORD")), natsgo.NoReconnect())
+		if err != nil {
+			t.Errorf("%s: connect with its NATS_USER and NATS_PASSWORD: %v", svc, err)
+			continue
+		}
+		nc.Close()
 	}
 }
 

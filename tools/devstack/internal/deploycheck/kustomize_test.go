@@ -24,6 +24,7 @@ type (
 		} `json:"metadata"`
 		Data map[string]string `json:"data"`
 		Spec struct {
+			Replicas *int `json:"replicas"`
 			Selector struct {
 				MatchLabels map[string]string `json:"matchLabels"`
 			} `json:"selector"`
@@ -49,8 +50,14 @@ type (
 			ContainerPort int    `json:"containerPort"`
 		} `json:"ports"`
 		Env []struct {
-			Name  string `json:"name"`
-			Value string `json:"value"`
+			Name      string `json:"name"`
+			Value     string `json:"value"`
+			ValueFrom *struct {
+				SecretKeyRef *struct {
+					Name string `json:"name"`
+					Key  string `json:"key"`
+				} `json:"secretKeyRef"`
+			} `json:"valueFrom"`
 		} `json:"env"`
 		EnvFrom []struct {
 			ConfigMapRef *struct {
@@ -94,14 +101,14 @@ type (
 	}
 )
 
-// buildBase runs `kustomize build deploy/kubernetes/base` through
-// kustomize's API.
-func buildBase(t *testing.T, root string) []object {
+// build runs `kustomize build deploy/kubernetes/<dir>` through kustomize's
+// API.
+func build(t *testing.T, root, dir string) []object {
 	t.Helper()
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	rm, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(root, "deploy", "kubernetes", "base"))
+	rm, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(root, "deploy", "kubernetes", dir))
 	if err != nil {
-		t.Fatalf("kustomize build deploy/kubernetes/base: %v", err)
+		t.Fatalf("kustomize build deploy/kubernetes/%s: %v", dir, err)
 	}
 	var objs []object
 	for _, r := range rm.Resources() {
@@ -124,7 +131,30 @@ func buildBase(t *testing.T, root string) []object {
 
 func TestKustomizeBase(t *testing.T) {
 	root := repoRoot(t)
-	objs := buildBase(t, root)
+	objs := build(t, root, "base")
+	checkManifests(t, root, objs)
+	checkDisruptionAndScaling(t, root, objs, false)
+}
+
+// TestKustomizeOverlay builds the example overlay, which adds KEDA's
+// ScaledObjects (components/keda), per-service NATS credentials and R3
+// streams to the base, and checks it as the base plus what it adds.
+func TestKustomizeOverlay(t *testing.T) {
+	root := repoRoot(t)
+	objs := build(t, root, filepath.Join("overlays", "example"))
+	checkManifests(t, root, objs)
+	checkDisruptionAndScaling(t, root, objs, true)
+	checkNATSUsers(t, root, objs)
+	cm := configMap(t, objs, "blobref-config")
+	if got := cm.Data["STREAM_REPLICAS"]; got != "3" {
+		t.Errorf("ConfigMap blobref-config: STREAM_REPLICAS %q, want 3 (R3 on a JetStream cluster)", got)
+	}
+}
+
+// checkManifests checks each service's Deployment (and ingest's Service)
+// in a kustomize build.
+func checkManifests(t *testing.T, root string, objs []object) {
+	t.Helper()
 	configMaps := map[string]object{}
 	deployments := map[string]object{}
 	var svcs []service
@@ -147,7 +177,7 @@ func TestKustomizeBase(t *testing.T) {
 		t.Run(svc, func(t *testing.T) {
 			d, ok := deployments[svc]
 			if !ok {
-				t.Fatalf("no Deployment %s in the base", svc)
+				t.Fatalf("no Deployment %s in the build", svc)
 			}
 			checkDeployment(t, root, svc, d, configMaps, secretKeys)
 			if envNames(t, root, svc)["HTTP_ADDR"] {
@@ -172,8 +202,8 @@ func checkDeployment(t *testing.T, root, svc string, d object, configMaps map[st
 		t.Fatalf("got %d containers, want 1", len(pod.Containers))
 	}
 	c := pod.Containers[0]
-	if !strings.HasPrefix(c.Image, "blobref/"+svc+":") {
-		t.Errorf("image: got %q, want blobref/%s:<tag>", c.Image, svc)
+	if !strings.HasPrefix(c.Image, "blobref/"+svc+":") && !strings.Contains(c.Image, "/blobref/"+svc+":") {
+		t.Errorf("image: got %q, want [<registry>/]blobref/%s:<tag>", c.Image, svc)
 	}
 
 	var set []string

@@ -1,0 +1,5 @@
+//go:build !race
+
+package natsperms
+
+const raceEnabled = false

@@ -1,0 +1,637 @@
+package natsperms
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blobref/blobref/internal/marker"
+	"github.com/blobref/blobref/internal/steprun"
+	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// stagingBucket is ingest's STAGING_BUCKET by default, the bucket nats.conf
+// grants.
+const stagingBucket = "uploads-staging"
+
+// stageChunkSize is the chunk size ingest stages bodies with.
+const stageChunkSize = 128 << 10
+
+const within = 30 * time.Second
+
+// TestIngest runs what ingest does as user ingest: set up the streams and
+// the staging bucket, stage a body, publish its request, wait for its
+// completion and look up its dead letters; then what it must not do.
+func TestIngest(t *testing.T) {
+	t.Parallel()
+	n := startServer(t, confPath(t))
+	in := connect(t, n.url(), ingest)
+	bw := connect(t, n.url(), blobwriter)
+	rw := connect(t, n.url(), refwriter)
+	ctx := t.Context()
+
+	in.ensureStreams(t) // creates them
+	in.ensureStreams(t) // updates them, as every later start does
+	store := createStaging(t, in)
+	_ = createStaging(t, in)
+
+	// Stage a body as ingest does: look it up, put it, and on a retry find
+	// it; delete a stale one.
+	id := testenv.ID("in")
+	if _, err := store.GetInfo(ctx, id); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Fatalf("GetInfo of an unstaged body: got %v, want ErrObjectNotFound", err)
+	}
+	body := randomBytes(t, 300<<10)
+	info, err := store.Put(ctx, jetstream.ObjectMeta{Name: id, Opts: &jetstream.ObjectMetaOptions{ChunkSize: stageChunkSize}}, bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	if again, err := store.GetInfo(ctx, id); err != nil || again.Digest != info.Digest {
+		t.Fatalf("GetInfo of the staged body: got %+v, %v, want digest %s", again, err, info.Digest)
+	}
+	stale := testenv.ID("stale")
+	if _, err := store.PutBytes(ctx, stale, []byte("stale")); err != nil {
+		t.Fatalf("PutBytes: %v", err)
+	}
+	if err := store.Delete(ctx, stale); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+
+	// Publish the request (claim-checked), de-duplicated by its id, and
+	// wait for its completion as Prefer: wait does.
+	ev, err := events.NewRequested(events.Request{
+		ID: id, Source: "/blobref/ingest", Subject: "users/42/avatar", ContentType: "image/png",
+		DataRef: events.ObjectRef(stagingBucket, id), SHA256: sha256Hex(body),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := in.nc.SubscribeSync(events.CompletedSubject(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Publish(t, in.js, ev, ev.ID)
+	testenv.Publish(t, in.js, ev, ev.ID) // a re-drive
+	testenv.Publish(t, rw.js, completed(t, ev), "ref/UPLOADS/2")
+	if msg, err := done.NextMsg(within); err != nil || msg.Subject != events.CompletedSubject(id) {
+		t.Fatalf("completed event: got %v, %v, want one on %s", msg, err, events.CompletedSubject(id))
+	}
+
+	// Status: the latest dead letter of each of the upload's events.
+	dlq, err := in.js.Stream(ctx, events.DLQStreamName)
+	if err != nil {
+		t.Fatalf("stream %s: %v", events.DLQStreamName, err)
+	}
+	dlSubject := events.DeadLetterSubject(events.RequestedSubject(id))
+	if _, err := dlq.GetLastMsgForSubject(ctx, dlSubject); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("dead letter before there is one: got %v, want ErrMsgNotFound", err)
+	}
+	testenv.PublishMsg(t, bw.js, events.DeadLetterMsg(events.DeadLetter{
+		Reason: events.ReasonClaimMissing, Step: "blob", Subject: events.RequestedSubject(id),
+		Stream: events.StreamName, Sequence: 1, Deliveries: 1, Time: time.Now().UTC(),
+	}, nil, nil, "dlq-blob/UPLOADS/1"))
+	raw, err := dlq.GetLastMsgForSubject(ctx, dlSubject)
+	if err != nil {
+		t.Fatalf("dead letter: %v", err)
+	}
+	if d, err := events.ParseDeadLetter(raw.Header); err != nil || d.Reason != events.ReasonClaimMissing {
+		t.Fatalf("dead letter: got %+v, %v, want reason %s", d, err, events.ReasonClaimMissing)
+	}
+	in.checkNoViolations(t)
+	n.checkNoViolations(t)
+
+	// Nothing more: no other step's events, no dead letters, no consuming,
+	// no reading the pipeline's events, no deleting, no reading staged
+	// bodies back.
+	createConsumer(t, bw, events.BlobWriterConsumer)
+	t.Run("denied", func(t *testing.T) {
+		in.deniedPub(t, events.BlobStoredSubject(id))
+		in.deniedPub(t, events.CompletedSubject(id))
+		in.deniedPub(t, events.DeadLetterSubject(events.RequestedSubject(id)))
+		in.deniedSub(t, "uploads.>")
+		in.deniedSub(t, "uploads.requested.*")
+		in.deniedSub(t, "dlq.uploads.>")
+		in.denied(t, "consumer info blobwriter", "Publish", "$JS.API.CONSUMER.INFO.UPLOADS.blobwriter", func(ctx context.Context) error {
+			_, err := in.js.Consumer(ctx, events.StreamName, events.BlobWriterConsumer.Durable)
+			return err
+		})
+		in.deniedRequest(t, "$JS.API.CONSUMER.MSG.NEXT.UPLOADS.blobwriter", `{"batch":1,"expires":1000000000}`)
+		in.deniedPub(t, "$JS.ACK.UPLOADS.blobwriter.1.1.1.1.0")
+		in.denied(t, "create the blobwriter consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.blobwriter", func(ctx context.Context) error {
+			_, err := in.js.CreateOrUpdateConsumer(ctx, events.StreamName, consumerConfig(events.BlobWriterConsumer))
+			return err
+		})
+		in.denied(t, "read UPLOADS", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.", func(ctx context.Context) error {
+			_, err := in.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{})
+			return err
+		})
+		in.deniedRequest(t, "$JS.API.STREAM.MSG.GET.UPLOADS", `{"last_by_subj":"uploads.requested.`+id+`"}`)
+		in.deniedRequest(t, "$JS.API.STREAM.PURGE.UPLOADS_DLQ", "")
+		in.denied(t, "delete UPLOADS", "Publish", "$JS.API.STREAM.DELETE.UPLOADS", func(ctx context.Context) error {
+			return in.js.DeleteStream(ctx, events.StreamName)
+		})
+		in.denied(t, "delete UPLOADS_DLQ", "Publish", "$JS.API.STREAM.DELETE.UPLOADS_DLQ", func(ctx context.Context) error {
+			return in.js.DeleteStream(ctx, events.DLQStreamName)
+		})
+		in.denied(t, "read a staged body", "Publish", "$JS.API.CONSUMER.CREATE.OBJ_uploads-staging", func(ctx context.Context) error {
+			_, err := store.GetBytes(ctx, id)
+			return err
+		})
+		in.denied(t, "another bucket", "Publish", "$JS.API.STREAM.CREATE.OBJ_other", func(ctx context.Context) error {
+			_, err := in.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "other"})
+			return err
+		})
+	})
+}
+
+// TestBlobWriter runs the step runtime as user blobwriter on its durable
+// consumer, with a step that reads its bytes as blobwriter does (inline, or
+// from the staging bucket through an ordered consumer), publishes
+// blob_stored events, retries (Nak with delay), heartbeats (InProgress) and
+// dead-letters; then what it must not do.
+func TestBlobWriter(t *testing.T) {
+	t.Parallel()
+	n := startServer(t, confPath(t))
+	bw := connect(t, n.url(), blobwriter)
+	in := connect(t, n.url(), ingest)
+	adm := connect(t, n.url(), admin)
+	bw.ensureStreams(t)
+	in.ensureStreams(t)
+	store := createStaging(t, in)
+	ctx := t.Context()
+
+	// Requests as ingest publishes them: inline (the first delivery fails,
+	// the second is slow), claim-checked, and claim-checked with a sha256
+	// the bytes do not have.
+	inline := request(t, testenv.ID("inline"), randomBytes(t, 4<<10), "")
+	body := randomBytes(t, 300<<10)
+	claimID := testenv.ID("claim")
+	if _, err := store.Put(ctx, jetstream.ObjectMeta{Name: claimID, Opts: &jetstream.ObjectMetaOptions{ChunkSize: stageChunkSize}}, bytes.NewReader(body)); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	claimed := request(t, claimID, nil, sha256Hex(body))
+	wrong := request(t, testenv.ID("wrong"), nil, sha256Hex([]byte("other bytes")))
+	wrong.DataRef = events.ObjectRef(stagingBucket, claimID)
+
+	stored := testenv.Subscribe(t, adm.nc, "uploads.blob.stored.>")
+	var mu sync.Mutex
+	attempts := map[string]int{}
+	runStep(t, bw, steprun.Step[events.Blob]{
+		Name:     "blob",
+		Consumer: events.BlobWriterConsumer,
+		Accepts:  events.TypeRequested,
+		Effect: func(ctx context.Context, ev *events.Event) (events.Blob, error) {
+			mu.Lock()
+			attempts[ev.ID]++
+			attempt := attempts[ev.ID]
+			mu.Unlock()
+			if ev.ID == inline.ID {
+				switch attempt {
+				case 1:
+					return events.Blob{}, errors.New("a transient failure") // Nak with delay
+				case 2:
+					// Longer than a third of AckWait: the runner sends
+					// InProgress meanwhile.
+					if err := wait(ctx, 1200*time.Millisecond); err != nil {
+						return events.Blob{}, err
+					}
+				}
+			}
+			data := ev.Data
+			if ev.DataRef != "" {
+				var err error
+				if data, err = readClaim(ctx, bw.js, ev.DataRef); err != nil {
+					return events.Blob{}, err
+				}
+			}
+			if sum := sha256Hex(data); sum != ev.SHA256 {
+				return events.Blob{}, steprun.Permanent(events.ReasonDigestMismatch, fmt.Errorf("bytes have sha256 %s", sum))
+			}
+			return events.Blob{Key: "uploads/" + ev.ID, Size: int64(len(data)), SHA256: ev.SHA256, ContentType: ev.ContentType}, nil
+		},
+		Next: func(ev *events.Event, b events.Blob) (*events.Event, error) {
+			return events.NewBlobStored(ev, b, "/blobref/blobwriter")
+		},
+	})
+	for _, ev := range []*events.Event{inline, claimed, wrong} {
+		testenv.Publish(t, in.js, ev, ev.ID)
+	}
+	got := stored.Await(t, 2, within)
+	for _, ev := range []*events.Event{inline, claimed} {
+		if len(got[ev.ID]) != 1 {
+			t.Errorf("blob_stored events of %s: got %d, want 1", ev.ID, len(got[ev.ID]))
+		}
+	}
+	if d, _ := testenv.AwaitDeadLetter(t, adm.js, events.RequestedSubject(wrong.ID), within); d.Reason != events.ReasonDigestMismatch {
+		t.Errorf("dead letter of %s: got reason %q, want %q", wrong.ID, d.Reason, events.ReasonDigestMismatch)
+	}
+	mu.Lock()
+	if attempts[inline.ID] < 2 {
+		t.Errorf("%s ran %d times, want a retry", inline.ID, attempts[inline.ID])
+	}
+	mu.Unlock()
+	bw.checkNoViolations(t)
+	in.checkNoViolations(t)
+	n.checkNoViolations(t)
+
+	t.Run("denied", func(t *testing.T) {
+		bw.deniedPub(t, events.CompletedSubject(inline.ID))
+		bw.deniedPub(t, events.RequestedSubject(testenv.ID("forged")))
+		bw.deniedPub(t, events.DeadLetterSubject(events.BlobStoredSubject(inline.ID)))
+		bw.deniedSub(t, "uploads.>")
+		bw.deniedSub(t, "dlq.uploads.>")
+		// The dead-letter stream's messages, every way there is.
+		bw.denied(t, "look up UPLOADS_DLQ", "Publish", "$JS.API.STREAM.INFO.UPLOADS_DLQ", func(ctx context.Context) error {
+			_, err := bw.js.Stream(ctx, events.DLQStreamName)
+			return err
+		})
+		bw.deniedRequest(t, "$JS.API.STREAM.MSG.GET.UPLOADS_DLQ", `{"last_by_subj":"dlq.uploads.requested.`+wrong.ID+`"}`)
+		bw.deniedRequest(t, "$JS.API.DIRECT.GET.UPLOADS_DLQ.dlq.uploads.requested."+wrong.ID, "")
+		bw.denied(t, "consume UPLOADS_DLQ", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS_DLQ.", func(ctx context.Context) error {
+			_, err := bw.js.OrderedConsumer(ctx, events.DLQStreamName, jetstream.OrderedConsumerConfig{})
+			return err
+		})
+		// Other consumers, or its own on other subjects.
+		bw.denied(t, "create the refwriter consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.refwriter", func(ctx context.Context) error {
+			_, err := bw.js.CreateOrUpdateConsumer(ctx, events.StreamName, consumerConfig(events.RefWriterConsumer))
+			return err
+		})
+		bw.deniedRequest(t, "$JS.API.CONSUMER.MSG.NEXT.UPLOADS.refwriter", `{"batch":1,"expires":1000000000}`)
+		bw.denied(t, "refilter its consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.blobwriter.uploads.completed", func(ctx context.Context) error {
+			_, err := bw.js.CreateOrUpdateConsumer(ctx, events.StreamName, consumerConfig(events.ConsumerSpec{
+				Durable: events.BlobWriterConsumer.Durable, FilterSubject: "uploads.completed.>",
+			}))
+			return err
+		})
+		bw.denied(t, "read UPLOADS", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.", func(ctx context.Context) error {
+			_, err := bw.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{})
+			return err
+		})
+		// Deleting.
+		bw.denied(t, "delete UPLOADS", "Publish", "$JS.API.STREAM.DELETE.UPLOADS", func(ctx context.Context) error {
+			return bw.js.DeleteStream(ctx, events.StreamName)
+		})
+		bw.denied(t, "delete UPLOADS_DLQ", "Publish", "$JS.API.STREAM.DELETE.UPLOADS_DLQ", func(ctx context.Context) error {
+			return bw.js.DeleteStream(ctx, events.DLQStreamName)
+		})
+		bw.denied(t, "delete its consumer", "Publish", "$JS.API.CONSUMER.DELETE.UPLOADS.blobwriter", func(ctx context.Context) error {
+			return bw.js.DeleteConsumer(ctx, events.StreamName, events.BlobWriterConsumer.Durable)
+		})
+		bw.deniedRequest(t, "$JS.API.STREAM.PURGE.UPLOADS", "")
+		bw.deniedRequest(t, "$JS.API.STREAM.MSG.DELETE.UPLOADS", `{"seq":1}`)
+		// Writing the staging bucket.
+		bstore, err := bw.js.ObjectStore(t.Context(), stagingBucket)
+		if err != nil {
+			t.Fatalf("ObjectStore as blobwriter: %v", err)
+		}
+		bw.denied(t, "stage a body", "Publish", "$O.uploads-staging.C.", func(ctx context.Context) error {
+			_, err := bstore.PutBytes(ctx, testenv.ID("forged"), []byte("forged"))
+			return err
+		})
+		bw.denied(t, "delete a staged body", "Publish", "$O.uploads-staging.M.", func(ctx context.Context) error {
+			return bstore.Delete(ctx, claimID)
+		})
+	})
+}
+
+// TestRefWriter runs the step runtime as user refwriter on its durable
+// consumer, publishing completed events and dead letters; then what it must
+// not do.
+func TestRefWriter(t *testing.T) {
+	t.Parallel()
+	n := startServer(t, confPath(t))
+	rw := connect(t, n.url(), refwriter)
+	bw := connect(t, n.url(), blobwriter)
+	in := connect(t, n.url(), ingest)
+	adm := connect(t, n.url(), admin)
+	rw.ensureStreams(t)
+	bw.ensureStreams(t)
+
+	ok := blobStored(t, request(t, testenv.ID("ok"), randomBytes(t, 1<<10), ""))
+	conflict := blobStored(t, request(t, testenv.ID("conflict"), randomBytes(t, 1<<10), ""))
+	done, err := in.nc.SubscribeSync(events.CompletedSubject(ok.ID)) // as ingest waits
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	runStep(t, rw, steprun.Step[events.Reference]{
+		Name:     "ref",
+		Consumer: events.RefWriterConsumer,
+		Accepts:  events.TypeBlobStored,
+		Effect: func(ctx context.Context, ev *events.Event) (events.Reference, error) {
+			if ev.ID == conflict.ID {
+				return events.Reference{}, steprun.Conflict("upload %s is known with another sha256", ev.ID)
+			}
+			return events.Reference{ID: ev.ID, Subject: ev.Subject, Blob: *ev.Blob, EventTime: ev.Time}, nil
+		},
+		Next: func(ev *events.Event, ref events.Reference) (*events.Event, error) {
+			return events.NewCompleted(ev, ref, "/blobref/refwriter")
+		},
+	})
+	testenv.Publish(t, bw.js, ok, "blob/UPLOADS/1")
+	testenv.Publish(t, bw.js, conflict, "blob/UPLOADS/2")
+	if msg, err := done.NextMsg(within); err != nil {
+		t.Fatalf("completed event of %s: %v", ok.ID, err)
+	} else if ev, err := events.Decode(msg.Subject, msg.Header, msg.Data); err != nil || ev.Ref == nil || ev.Ref.ID != ok.ID {
+		t.Fatalf("completed event of %s: got %+v, %v", ok.ID, ev, err)
+	}
+	if d, _ := testenv.AwaitDeadLetter(t, adm.js, events.BlobStoredSubject(conflict.ID), within); d.Reason != events.ReasonConflict || d.Step != "ref" {
+		t.Errorf("dead letter of %s: got reason %q step %q, want %q by ref", conflict.ID, d.Reason, d.Step, events.ReasonConflict)
+	}
+	rw.checkNoViolations(t)
+	bw.checkNoViolations(t)
+	n.checkNoViolations(t)
+
+	t.Run("denied", func(t *testing.T) {
+		rw.deniedPub(t, events.BlobStoredSubject(ok.ID))
+		rw.deniedPub(t, events.RequestedSubject(ok.ID))
+		rw.deniedPub(t, events.DeadLetterSubject(events.RequestedSubject(ok.ID)))
+		rw.deniedSub(t, "uploads.completed.>")
+		rw.deniedRequest(t, "$JS.API.CONSUMER.MSG.NEXT.UPLOADS.blobwriter", `{"batch":1,"expires":1000000000}`)
+		rw.denied(t, "create the blobwriter consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.blobwriter", func(ctx context.Context) error {
+			_, err := rw.js.CreateOrUpdateConsumer(ctx, events.StreamName, consumerConfig(events.BlobWriterConsumer))
+			return err
+		})
+		rw.denied(t, "open the staging bucket", "Publish", "$JS.API.STREAM.INFO.OBJ_uploads-staging", func(ctx context.Context) error {
+			_, err := rw.js.ObjectStore(ctx, stagingBucket)
+			return err
+		})
+		rw.deniedRequest(t, "$JS.API.STREAM.MSG.GET.UPLOADS_DLQ", `{"last_by_subj":"dlq.uploads.blob.stored.`+conflict.ID+`"}`)
+		rw.denied(t, "delete UPLOADS", "Publish", "$JS.API.STREAM.DELETE.UPLOADS", func(ctx context.Context) error {
+			return rw.js.DeleteStream(ctx, events.StreamName)
+		})
+	})
+}
+
+// TestAdmin shows that the admin user (whose password the server holds as
+// a bcrypt hash) can do what operators do with the NATS CLI, and the sys
+// user can reach the system account.
+func TestAdmin(t *testing.T) {
+	t.Parallel()
+	n := startServer(t, confPath(t))
+	adm := connect(t, n.url(), admin)
+	adm.ensureStreams(t)
+	ctx := t.Context()
+	ev := request(t, testenv.ID("adm"), []byte("hello"), "")
+	testenv.Publish(t, adm.js, ev, ev.ID) // nats pub uploads.requested.<id>
+	testenv.PublishMsg(t, adm.js, events.DeadLetterMsg(events.DeadLetter{
+		Reason: events.ReasonMalformed, Step: "blob", Subject: events.RequestedSubject(ev.ID), Time: time.Now().UTC(),
+	}, nil, nil, ""))
+	// nats stream view UPLOADS_DLQ: an ordered consumer.
+	cons, err := adm.js.OrderedConsumer(ctx, events.DLQStreamName, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatalf("ordered consumer on %s: %v", events.DLQStreamName, err)
+	}
+	if msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second)); err != nil {
+		t.Fatalf("dead letter: %v", err)
+	} else if d, err := events.ParseDeadLetter(msg.Headers()); err != nil || d.Reason != events.ReasonMalformed {
+		t.Fatalf("dead letter: got %+v, %v", d, err)
+	}
+	// nats consumer info, nats stream purge, nats stream rm.
+	createConsumer(t, adm, events.BlobWriterConsumer)
+	if _, err := adm.js.Consumer(ctx, events.StreamName, events.BlobWriterConsumer.Durable); err != nil {
+		t.Errorf("consumer info: %v", err)
+	}
+	s, err := adm.js.Stream(ctx, events.DLQStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		t.Errorf("purge %s: %v", events.DLQStreamName, err)
+	}
+	if err := adm.js.DeleteStream(ctx, events.DLQStreamName); err != nil {
+		t.Errorf("delete %s: %v", events.DLQStreamName, err)
+	}
+	adm.checkNoViolations(t)
+
+	// nats server ping, as sys.
+	sy := connect(t, n.url(), sys)
+	if _, err := sy.nc.Request("$SYS.REQ.SERVER.PING.VARZ", nil, 10*time.Second); err != nil {
+		t.Errorf("sys: server ping: %v", err)
+	}
+	n.checkNoViolations(t)
+}
+
+// TestAuthentication shows that a connection needs a user and its own
+// password.
+func TestAuthentication(t *testing.T) {
+	t.Parallel()
+	n := startServer(t, confPath(t))
+	for name, opt := range map[string]nats.Option{
+		"no credentials":           func(*nats.Options) error { return nil },
+		"wrong password":           nats.UserInfo(blobwriter, "wrong"),
+		"another user's password":  nats.UserInfo(blobwriter, passwords[refwriter]),
+		"admin's bcrypt hash":      nats.UserInfo(admin, mustGetenv(t, passwordEnv(admin))),
+		"a user that is not there": nats.UserInfo("nobody", passwords[ingest]),
+	} {
+		nc, err := nats.Connect(n.url(), opt, nats.NoReconnect())
+		if err == nil {
+			nc.Close()
+			t.Errorf("%s: connected, want an authorization error", name)
+		} else if !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("%s: got %v, want an authorization error", name, err)
+		}
+	}
+}
+
+// createStaging creates or updates the staging bucket as ingest does.
+func createStaging(t testing.TB, c *client) jetstream.ObjectStore {
+	t.Helper()
+	store, err := c.js.CreateOrUpdateObjectStore(t.Context(), jetstream.ObjectStoreConfig{
+		Bucket:      stagingBucket,
+		Description: "blobref ingest: claim-checked upload bodies",
+		TTL:         72 * time.Hour,
+		Replicas:    1,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		t.Fatalf("%s: staging bucket: %v", c.user, err)
+	}
+	return store
+}
+
+// consumerConfig is the durable consumer config steprun creates for spec.
+func consumerConfig(spec events.ConsumerSpec) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       spec.Durable,
+		FilterSubject: spec.FilterSubject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxAckPending: 1000,
+	}
+}
+
+// createConsumer creates the durable consumer spec as c.
+func createConsumer(t testing.TB, c *client, spec events.ConsumerSpec) jetstream.Consumer {
+	t.Helper()
+	cons, err := c.js.CreateOrUpdateConsumer(t.Context(), events.StreamName, consumerConfig(spec))
+	if err != nil {
+		t.Fatalf("%s: consumer %s: %v", c.user, spec.Durable, err)
+	}
+	return cons
+}
+
+// runStep runs step under the step runtime as c, with its markers in a
+// Postgres schema of the test's own, until the test ends.
+func runStep[R any](t *testing.T, c *client, step steprun.Step[R]) {
+	t.Helper()
+	pg := testenv.StartPostgres(t)
+	r, err := steprun.New(c.js, marker.NewStore(pg.Pool), step, steprun.Options{
+		Concurrency:   4,
+		AckWait:       1500 * time.Millisecond, // heartbeats every 500ms
+		BackoffBase:   50 * time.Millisecond,
+		BackoffMax:    200 * time.Millisecond,
+		FetchWait:     500 * time.Millisecond,
+		ShutdownGrace: 2 * time.Second,
+		Logger:        testenv.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Run(t, r)
+}
+
+// readClaim reads the claim-checked bytes dataref names as blobwriter's
+// claim reader does (services/blobwriter/internal/blobstore/claims.go):
+// the object's info, its chunks through an ordered pull consumer, a check
+// that the chunks are all still stored, and the consumer's deletion.
+func readClaim(ctx context.Context, js jetstream.JetStream, dataref string) ([]byte, error) {
+	bucket, name, err := events.ParseObjectRef(dataref)
+	if err != nil {
+		return nil, steprun.Permanent(events.ReasonInvalid, err)
+	}
+	store, err := js.ObjectStore(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	info, err := store.GetInfo(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	stream, subject := "OBJ_"+bucket, "$O."+bucket+".C."+info.NUID
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{subject},
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: 2 * time.Minute,
+		MaxResetAttempts:  5,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = js.DeleteConsumer(context.WithoutCancel(ctx), stream, cons.CachedInfo().Name) }()
+	msgs, err := cons.Messages(jetstream.PullMaxMessages(2))
+	if err != nil {
+		return nil, err
+	}
+	defer msgs.Stop()
+	var buf bytes.Buffer
+	for range info.Chunks {
+		msg, err := msgs.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return nil, err
+		}
+		buf.Write(msg.Data())
+	}
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	si, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return nil, err
+	}
+	if got := si.State.Subjects[subject]; got != uint64(info.Chunks) {
+		return nil, fmt.Errorf("object %s: %d chunks stored, want %d", name, got, info.Chunks)
+	}
+	return buf.Bytes(), nil
+}
+
+// request builds a requested event: inline when data is set, else
+// claim-checked in the staging bucket under its id with the given sha256.
+func request(t testing.TB, id string, data []byte, sha string) *events.Event {
+	t.Helper()
+	r := events.Request{ID: id, Source: "/blobref/ingest", Subject: "users/42/avatar", ContentType: "application/octet-stream", Data: data}
+	if data == nil {
+		r.DataRef, r.SHA256 = events.ObjectRef(stagingBucket, id), sha
+	}
+	ev, err := events.NewRequested(r)
+	if err != nil {
+		t.Fatalf("request %s: %v", id, err)
+	}
+	return ev
+}
+
+// blobStored is the blob_stored event blobwriter emits for req.
+func blobStored(t testing.TB, req *events.Event) *events.Event {
+	t.Helper()
+	ev, err := events.NewBlobStored(req, events.Blob{
+		Key: "uploads/" + req.ID, Size: int64(len(req.Data)), SHA256: req.SHA256, ContentType: req.ContentType,
+	}, "/blobref/blobwriter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// completed is the completed event refwriter emits for req.
+func completed(t testing.TB, req *events.Event) *events.Event {
+	t.Helper()
+	stored := blobStored(t, req)
+	ev, err := events.NewCompleted(stored, events.Reference{ID: req.ID, Subject: req.Subject, Blob: *stored.Blob, EventTime: req.Time}, "/blobref/refwriter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func randomBytes(t testing.TB, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// wait waits for d unless ctx is done first.
+func wait(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func mustGetenv(t testing.TB, name string) string {
+	t.Helper()
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		t.Fatalf("%s is not set", name)
+	}
+	return v
+}

@@ -1,0 +1,316 @@
+package natsperms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// repoRoot is the directory holding go.work.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.work above the test's directory")
+		}
+		dir = parent
+	}
+}
+
+// confPath is deploy/nats/nats.conf.
+func confPath(t testing.TB) string {
+	return filepath.Join(repoRoot(t), "deploy", "nats", "nats.conf")
+}
+
+// natsServer is a NATS server started in-process from a configuration file.
+type natsServer struct {
+	srv *server.Server
+	log *serverLog
+}
+
+// startServer starts a server from the configuration file at path, exactly
+// as written, except for what a test must own: it listens on free loopback
+// ports (clients and monitoring) and stores JetStream data in a temporary
+// directory. Then each of adjust changes the options. The test's cleanup
+// shuts the server down. On failure the test shows what the server logged.
+func startServer(t testing.TB, path string, adjust ...func(*server.Options)) *natsServer {
+	t.Helper()
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
+	opts.HTTPHost, opts.HTTPPort = "127.0.0.1", server.RANDOM_PORT
+	opts.StoreDir = t.TempDir()
+	opts.NoSigs = true
+	for _, f := range adjust {
+		f(opts)
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats server from %s: %v", path, err)
+	}
+	log := &serverLog{}
+	s.SetLoggerV2(log, false, false, false)
+	s.Start()
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+		if t.Failed() {
+			t.Logf("nats server log:\n%s", log.String())
+		}
+	})
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server did not start")
+	}
+	return &natsServer{srv: s, log: log}
+}
+
+// url is the server's client URL.
+func (n *natsServer) url() string { return n.srv.ClientURL() }
+
+// monitorURL is the base URL of the server's monitoring endpoint.
+func (n *natsServer) monitorURL() string { return "http://" + n.srv.MonitorAddr().String() }
+
+// checkNoViolations fails the test if the server logged a permissions
+// violation: something a service did was refused.
+func (n *natsServer) checkNoViolations(t testing.TB) {
+	t.Helper()
+	if v := n.log.violations(); len(v) > 0 {
+		t.Errorf("the server refused %d operations, want none:\n%s", len(v), strings.Join(v, "\n"))
+	}
+}
+
+// serverLog keeps what the server logs.
+type serverLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *serverLog) add(level, format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, level+" "+fmt.Sprintf(format, args...))
+}
+
+func (l *serverLog) Noticef(format string, args ...any) { l.add("[INF]", format, args...) }
+func (l *serverLog) Warnf(format string, args ...any)   { l.add("[WRN]", format, args...) }
+func (l *serverLog) Fatalf(format string, args ...any)  { l.add("[FTL]", format, args...) }
+func (l *serverLog) Errorf(format string, args ...any)  { l.add("[ERR]", format, args...) }
+func (l *serverLog) Debugf(format string, args ...any)  { l.add("[DBG]", format, args...) }
+func (l *serverLog) Tracef(format string, args ...any)  { l.add("[TRC]", format, args...) }
+
+func (l *serverLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// violations are the permissions violations the server logged.
+func (l *serverLog) violations() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var v []string
+	for _, line := range l.lines {
+		if strings.Contains(line, "Permissions Violation") {
+			v = append(v, line)
+		}
+	}
+	return v
+}
+
+// client is a connection of one NATS user, as a service makes it, that
+// records the permissions violations the server reports to it.
+type client struct {
+	user string
+	nc   *nats.Conn
+	js   jetstream.JetStream
+
+	mu         sync.Mutex
+	violations []string
+	reported   chan struct{} // a token when a violation may have arrived
+}
+
+// connect connects to the server at url as user with its password; the
+// test's cleanup closes the connection.
+func connect(t testing.TB, url, user string, opts ...nats.Option) *client {
+	t.Helper()
+	c := &client{user: user, reported: make(chan struct{}, 1)}
+	opts = append([]nats.Option{
+		nats.Name(user),
+		nats.UserInfo(user, passwords[user]),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if !errors.Is(err, nats.ErrPermissionViolation) {
+				return
+			}
+			c.mu.Lock()
+			c.violations = append(c.violations, err.Error())
+			c.mu.Unlock()
+			select {
+			case c.reported <- struct{}{}:
+			default:
+			}
+		}),
+	}, opts...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("connect as %s: %v", user, err)
+	}
+	t.Cleanup(nc.Close)
+	c.nc = nc
+	c.js, err = jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return c
+}
+
+// reportedViolation reports whether, after the first since reports, the
+// server refused this connection "Publish" or "Subscription" to a subject
+// that starts with prefix.
+func (c *client) reportedViolation(since int, kind, prefix string) bool {
+	want := fmt.Sprintf("for %s to %q", kind, prefix)
+	want = want[:len(want)-1] // the prefix, without the closing quote
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, v := range c.violations[since:] {
+		if strings.Contains(v, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// reports is how many violations the server reported so far.
+func (c *client) reports() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.violations)
+}
+
+// checkNoViolations fails the test if the server refused this connection
+// anything.
+func (c *client) checkNoViolations(t testing.TB) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.violations) > 0 {
+		t.Errorf("%s: the server refused %q, want nothing refused", c.user, c.violations)
+	}
+}
+
+// errSent is what a fire-and-forget op (a core publish or subscribe)
+// returns once sent: its refusal comes only as the server's report.
+var errSent = errors.New("sent")
+
+// denied runs op as c and expects the server to refuse it: to report a
+// permissions violation of kind ("Publish" or "Subscription") on a subject
+// starting with prefix. A refused JetStream request gets no answer, so op's
+// context is cancelled once the report arrives. An op that succeeds (returns
+// nil) fails the test.
+func (c *client) denied(t *testing.T, what, kind, prefix string, op func(ctx context.Context) error) {
+	t.Helper()
+	since := c.reports()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- op(ctx) }()
+
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for !c.reportedViolation(since, kind, prefix) {
+		select {
+		case <-c.reported:
+		case err := <-done:
+			done = nil
+			if err == nil {
+				t.Errorf("%s: %s succeeded, want it refused", c.user, what)
+				return
+			}
+			// Refused requests fail (a timeout, or an error the client
+			// derives); the server's report tells why.
+		case <-deadline.C:
+			t.Errorf("%s: %s: got no permissions violation for %s to %q..., want one", c.user, what, kind, prefix)
+			cancel()
+			if done != nil {
+				<-done
+			}
+			return
+		}
+	}
+	cancel()
+	if done != nil {
+		if err := <-done; err == nil {
+			t.Errorf("%s: %s succeeded, want it refused", c.user, what)
+		}
+	}
+}
+
+// deniedPub expects a core NATS publish to subject to be refused.
+func (c *client) deniedPub(t *testing.T, subject string) {
+	t.Helper()
+	c.denied(t, "publish "+subject, "Publish", subject, func(context.Context) error {
+		if err := c.nc.Publish(subject, []byte("x")); err != nil {
+			return err
+		}
+		if err := c.nc.Flush(); err != nil {
+			return err
+		}
+		return errSent
+	})
+}
+
+// deniedSub expects a subscription to subject to be refused.
+func (c *client) deniedSub(t *testing.T, subject string) {
+	t.Helper()
+	c.denied(t, "subscribe "+subject, "Subscription", subject, func(context.Context) error {
+		sub, err := c.nc.SubscribeSync(subject)
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+		if err := c.nc.Flush(); err != nil {
+			return err
+		}
+		return errSent
+	})
+}
+
+// deniedRequest expects a JetStream API request to subject to be refused.
+func (c *client) deniedRequest(t *testing.T, subject, body string) {
+	t.Helper()
+	c.denied(t, "request "+subject, "Publish", subject, func(ctx context.Context) error {
+		_, err := c.nc.RequestWithContext(ctx, subject, []byte(body))
+		return err
+	})
+}
+
+// ensureStreams does what every service does at start-up.
+func (c *client) ensureStreams(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := events.EnsureStreams(ctx, c.js, events.StreamOptions{}); err != nil {
+		t.Fatalf("%s: EnsureStreams: %v", c.user, err)
+	}
+}
