@@ -38,9 +38,10 @@ test: ## go vet and go test -race in every workspace module (the test command)
 	echo "all modules passed"
 
 .PHONY: build
-build: ## Static binaries into ./bin: the services and devstack
+build: ## Static binaries into ./bin: the services, devstack and blobrefctl
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build $(GO_BUILD_FLAGS) -o $(BIN)/ $(addprefix ./services/,$(SERVICES)) ./tools/devstack
+	CGO_ENABLED=0 $(GO) build $(GO_BUILD_FLAGS) -o $(BIN)/ ./tools/blobrefctl
 
 .PHONY: run
 run: build ## Run the whole pipeline locally (embedded NATS, local Postgres, ./.data)

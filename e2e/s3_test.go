@@ -1,0 +1,289 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/nats-io/nats.go/jetstream"
+	"gocloud.dev/blob"
+	"gocloud.dev/blob/s3blob"
+
+	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// s3Pipeline is a pipeline whose services keep the blobs in a bucket of a
+// real S3 server (MinIO on loopback) rather than a file:// directory.
+type s3Pipeline struct {
+	*pipeline
+	minio  *testenv.MinIO
+	bucket *blob.Bucket // the services' bucket, for the test to read
+}
+
+func newS3Pipeline(t *testing.T) *s3Pipeline {
+	t.Helper()
+	p := &s3Pipeline{pipeline: newPipeline(t), minio: testenv.StartMinIO(t, "blobref-e2e")}
+	client := s3.New(s3.Options{
+		Region:       p.minio.Region,
+		BaseEndpoint: aws.String(p.minio.Endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(p.minio.AccessKey, p.minio.SecretKey, ""),
+	})
+	b, err := s3blob.OpenBucket(context.Background(), client, p.minio.Bucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	p.bucket = b
+	return p
+}
+
+// start runs service name with BLOB_URL aimed at the S3 bucket.
+func (p *s3Pipeline) start(name string, extra ...string) *proc {
+	p.t.Helper()
+	env := append([]string{"BLOB_URL=" + p.minio.BlobURL()}, p.minio.Env()...)
+	return p.pipeline.start(name, append(env, extra...)...)
+}
+
+// s3Object is the evidence that an object was not written again: S3 gives
+// a new write a new Last-Modified (ListObjects reports it to the
+// millisecond), and MinIO counts the writes it served.
+type s3Object struct {
+	ETag     string
+	Modified time.Time // HeadObject's Last-Modified, through Attributes
+	Listed   time.Time // ListObjectsV2's LastModified
+}
+
+// objects returns every object in the bucket by key.
+func (p *s3Pipeline) objects() map[string]s3Object {
+	p.t.Helper()
+	ctx := context.Background()
+	out := map[string]s3Object{}
+	it := p.bucket.List(nil)
+	for {
+		obj, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			p.t.Fatalf("list bucket: %v", err)
+		}
+		attrs, err := p.bucket.Attributes(ctx, obj.Key)
+		if err != nil {
+			p.t.Fatalf("attributes of %s: %v", obj.Key, err)
+		}
+		out[obj.Key] = s3Object{ETag: attrs.ETag, Modified: attrs.ModTime, Listed: obj.ModTime}
+	}
+}
+
+// writes is how many objects MinIO wrote: PUTs and completed multipart
+// uploads that succeeded (a conditional PUT refused with 412 wrote nothing).
+func (p *s3Pipeline) writes() int {
+	p.t.Helper()
+	n := 0.0
+	for _, api := range []string{"putobject", "completemultipartupload"} {
+		total, failed := p.minio.Requests(p.t, api)
+		n += total - failed
+	}
+	return int(n)
+}
+
+// checkInvariants checks the invariants against what the S3 bucket holds:
+// it reads every object back through the bucket, checks its recorded
+// sha256 and content type, and lays the bytes out as fileblob would under
+// the pipeline's blob directory, where the shared checkInvariants compares
+// them with the uploads and the reference rows.
+func (p *s3Pipeline) checkInvariants(uploads []upload) {
+	p.t.Helper()
+	ctx := context.Background()
+	want := map[string]upload{}
+	for _, u := range uploads {
+		want["uploads/"+u.ID] = u
+	}
+	dir := filepath.Join(p.blobDir, "uploads")
+	if err := os.RemoveAll(dir); err != nil {
+		p.t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		p.t.Fatal(err)
+	}
+	for key := range p.objects() {
+		u, ok := want[key]
+		if !ok {
+			p.t.Errorf("object %s: not an accepted upload", key)
+			continue
+		}
+		data, err := p.bucket.ReadAll(ctx, key)
+		if err != nil {
+			p.t.Fatalf("read %s: %v", key, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, u.ID), data, 0o644); err != nil {
+			p.t.Fatal(err)
+		}
+		attrs, err := p.bucket.Attributes(ctx, key)
+		if err != nil {
+			p.t.Fatalf("attributes of %s: %v", key, err)
+		}
+		if attrs.Metadata["sha256"] != u.sha() || attrs.ContentType != "application/octet-stream" {
+			p.t.Errorf("object %s: got sha256 metadata %q and content type %q, want %s and application/octet-stream",
+				key, attrs.Metadata["sha256"], attrs.ContentType, u.sha())
+		}
+	}
+	p.pipeline.checkInvariants(uploads)
+}
+
+// Uploads of many sizes, one claim-checked and large enough for a multipart
+// upload, land in S3 with the right bytes; publishing every request again
+// writes no object again, and re-emits every completed event.
+func TestS3UploadsCompleteOnceAndRepublishDoesNotRewrite(t *testing.T) {
+	t.Parallel()
+	p := newS3Pipeline(t)
+	bw := p.start("blobwriter")
+	p.start("refwriter")
+
+	const n = 40
+	uploads := make([]upload, n)
+	for i := range uploads[:n-1] {
+		uploads[i] = newUpload(fmt.Sprintf("s3up%02d", i), 1+i*i*331)
+		p.publish(uploads[i], uploads[i].ID)
+	}
+	big := newUpload("s3big", 9<<20) // over the S3 uploader's 8 MiB part size
+	uploads[n-1] = big
+	ctx := context.Background()
+	store, err := p.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "uploads-staging", Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.PutBytes(ctx, big.ID, big.Data); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := events.NewRequested(events.Request{
+		ID: big.ID, Source: "/e2e", Subject: big.Subject, ContentType: "application/octet-stream", Time: big.Time,
+		DataRef: "nats-object://uploads-staging/" + big.ID, SHA256: big.sha(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Publish(t, p.js, ev, big.ID)
+
+	if got := p.awaitCompleted(n, 2*time.Minute); len(got) != n {
+		t.Fatalf("completed: got %d distinct ids, want %d", len(got), n)
+	}
+	p.checkInvariants(uploads)
+	objects, rows, writes := p.objects(), p.rowVersions(), p.writes()
+	if writes != n {
+		t.Errorf("object writes MinIO served: got %d, want %d", writes, n)
+	}
+
+	for _, u := range uploads[:n-1] {
+		p.publish(u, "") // a new message for the same upload
+	}
+	testenv.Publish(t, p.js, ev, "")
+	again := p.awaitCompleted(n, 2*time.Minute)
+	for _, u := range uploads {
+		if again[u.ID] != 1 {
+			t.Errorf("%s: completed re-emitted %d times, want 1", u.ID, again[u.ID])
+		}
+	}
+	if after := p.objects(); !maps.Equal(after, objects) {
+		t.Errorf("objects changed by the republish:\n got %v\nwant %v", after, objects)
+	}
+	if after := p.writes(); after != writes {
+		t.Errorf("object writes MinIO served after the republish: got %d, want %d", after, writes)
+	}
+	if after := p.rowVersions(); !maps.Equal(after, rows) {
+		t.Errorf("reference rows were rewritten by the republish")
+	}
+	p.checkInvariants(uploads)
+	if s := bw.metric(t, "blobref_step_messages_total", `step="blob"`, `outcome="skipped"`); s != n {
+		t.Errorf("blob skips: got %v, want %d", s, n)
+	}
+	if d := testenv.DeadLetters(t, p.js); len(d) != 0 {
+		t.Errorf("dead letters: got %v, want none", d)
+	}
+}
+
+// SIGKILL right after the S3 write, before its marker: the restarted
+// blobwriter finds the object and records it without writing it again, and
+// the upload completes once with one object and one reference row.
+func TestS3CrashBetweenBlobWriteAndMarker(t *testing.T) {
+	t.Parallel()
+	p := newS3Pipeline(t)
+	p.start("refwriter")
+	bw := p.start("blobwriter", "BLOBREF_FAILPOINTS=blob/after-effect=crash", "CONSUMER_CONCURRENCY=1")
+
+	u := newUpload("s3crash", 4096)
+	p.publish(u, u.ID)
+	bw.awaitCrash(t)
+	if n := p.pg.Count(t, `SELECT count(*) FROM step_markers`); n != 0 {
+		t.Fatalf("markers after the crash: got %d, want 0", n)
+	}
+	before := p.objects() // the write happened
+	if _, ok := before["uploads/"+u.ID]; !ok || len(before) != 1 {
+		t.Fatalf("objects after the crash: got %v, want uploads/%s alone", before, u.ID)
+	}
+
+	bw2 := p.start("blobwriter")
+	if got := p.awaitCompleted(1, time.Minute); got[u.ID] != 1 {
+		t.Fatalf("completed: got %v, want %s once", got, u.ID)
+	}
+	if after := p.objects(); !maps.Equal(after, before) {
+		t.Errorf("object rewritten after restart: got %v, want %v", after, before)
+	}
+	if w := p.writes(); w != 1 {
+		t.Errorf("object writes MinIO served: got %d, want 1", w)
+	}
+	p.checkInvariants([]upload{u})
+	if w := bw2.metric(t, "blobref_step_effects_total", `step="blob"`); w != 1 {
+		t.Errorf("restarted blobwriter side effects: got %v, want 1 (it finds the object, it does not write it)", w)
+	}
+	if d := testenv.DeadLetters(t, p.js); len(d) != 0 {
+		t.Errorf("dead letters: got %v, want none", d)
+	}
+}
+
+// The same id with other bytes is refused with a dead letter "conflict":
+// the object in S3 and its reference are untouched.
+func TestS3ConflictIsRefused(t *testing.T) {
+	t.Parallel()
+	p := newS3Pipeline(t)
+	p.start("blobwriter")
+	p.start("refwriter")
+
+	u := newUpload("s3conflict", 1000)
+	p.publish(u, u.ID)
+	p.awaitCompleted(1, time.Minute)
+	objects, rows := p.objects(), p.rowVersions()
+
+	other := u
+	other.Data = []byte("entirely different bytes")
+	p.publish(other, "s3conflict-again")
+	d := testenv.AwaitDeadLetters(t, p.js, 1, time.Minute)[events.RequestedSubject(u.ID)]
+	if d.Reason != events.ReasonConflict || d.Step != "blob" {
+		t.Errorf("dead letter: got %+v, want reason conflict at step blob", d)
+	}
+	if !strings.Contains(d.Error, u.sha()) {
+		t.Errorf("dead letter error %q: want it to name the stored sha256 %s", d.Error, u.sha())
+	}
+	p.checkInvariants([]upload{u})
+	if after := p.objects(); !maps.Equal(after, objects) {
+		t.Errorf("object touched by the conflicting event: got %v, want %v", after, objects)
+	}
+	if w := p.writes(); w != 1 {
+		t.Errorf("object writes MinIO served: got %d, want 1", w)
+	}
+	if after := p.rowVersions(); !maps.Equal(after, rows) {
+		t.Errorf("reference touched by the conflicting event")
+	}
+}

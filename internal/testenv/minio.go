@@ -1,0 +1,288 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// MinIOEnv names the environment variable holding the path of the MinIO
+// server binary the S3 tests run. .ci/run builds the binary (step "MinIO
+// server") into the user cache directory and exports this variable; without
+// it, StartMinIO looks in that cache directory, then on PATH.
+const MinIOEnv = "BLOBREF_MINIO"
+
+// minioCacheName is where .ci/run leaves the binary under the user cache
+// directory (a link to the pinned version's binary beside it).
+const minioCacheName = "blobref/minio"
+
+// MinIO is an S3-compatible server on a loopback port, owned by one test,
+// with one bucket created.
+type MinIO struct {
+	Endpoint  string // http://127.0.0.1:<port>
+	Bucket    string
+	Region    string
+	AccessKey string
+	SecretKey string
+	Dir       string // the server's data directory
+
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  syncBuffer
+}
+
+// StartMinIO starts a MinIO server with its data in a temporary directory,
+// waits until it is live and creates bucket; the test's cleanup stops it.
+// A test that cannot find or start the binary fails: it never skips.
+func StartMinIO(t testing.TB, bucket string) *MinIO {
+	t.Helper()
+	bin, err := minioBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &MinIO{
+		Bucket:    bucket,
+		Region:    "us-east-1",
+		AccessKey: "blobref-test",
+		SecretKey: "blobref-test-secret",
+		Dir:       t.TempDir(),
+		done:      make(chan struct{}),
+	}
+	addr, console := freeLoopbackAddr(t), freeLoopbackAddr(t)
+	m.Endpoint = "http://" + addr
+	m.cmd = exec.Command(bin, "server", m.Dir, "--address", addr, "--console-address", console, "--quiet")
+	m.cmd.Env = append(os.Environ(),
+		"MINIO_ROOT_USER="+m.AccessKey,
+		"MINIO_ROOT_PASSWORD="+m.SecretKey,
+		"MINIO_REGION="+m.Region,
+		"MINIO_BROWSER=off",
+		"MINIO_UPDATE=off",
+		"MINIO_CI_CD=on", // a data directory on the root disk is fine here
+		"MINIO_PROMETHEUS_AUTH_TYPE=public",
+	)
+	m.cmd.Stdout, m.cmd.Stderr = &m.log, &m.log
+	if err := m.cmd.Start(); err != nil {
+		t.Fatalf("start minio %s: %v", bin, err)
+	}
+	go func() { _ = m.cmd.Wait(); close(m.done) }()
+	t.Cleanup(func() {
+		m.stop()
+		if t.Failed() {
+			t.Logf("--- minio (pid %d) log:\n%s", m.cmd.Process.Pid, m.log.String())
+		}
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := m.awaitLive(ctx); err != nil {
+		t.Fatalf("minio on %s: %v\n%s", addr, err, m.log.String())
+	}
+	// Live is not yet ready for requests: retry the bucket's creation until
+	// the object layer is up.
+	for {
+		err := m.createBucket(ctx)
+		if err == nil {
+			return m
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("minio: create bucket %s: %v\n%s", bucket, err, m.log.String())
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+}
+
+// minioBinary finds the server binary: $BLOBREF_MINIO, the copy .ci/run
+// caches, or minio on PATH.
+func minioBinary() (string, error) {
+	if p := os.Getenv(MinIOEnv); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("%s=%s: %w (.ci/run's \"MinIO server\" step builds it)", MinIOEnv, p, err)
+		}
+		return p, nil
+	}
+	cached := "~/.cache/" + minioCacheName
+	if dir, err := os.UserCacheDir(); err == nil {
+		cached = filepath.Join(dir, minioCacheName)
+		if _, err := os.Stat(cached); err == nil {
+			return cached, nil
+		}
+	}
+	if p, err := exec.LookPath("minio"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("no MinIO server binary for the S3 tests: run .ci/run once (its \"MinIO server\" step builds "+
+		"it with go install into %s and exports %s), or set %s to a minio binary", cached, MinIOEnv, MinIOEnv)
+}
+
+// BlobURL is the gocloud.dev URL of the bucket, for BLOB_URL.
+func (m *MinIO) BlobURL() string {
+	q := url.Values{}
+	q.Set("endpoint", m.Endpoint)
+	q.Set("region", m.Region)
+	q.Set("use_path_style", "true")
+	q.Set("disable_https", "true")
+	return "s3://" + m.Bucket + "?" + q.Encode()
+}
+
+// Env is the environment a service needs, besides BLOB_URL, to reach the
+// bucket: the credentials, and no look-ups of cloud instance metadata.
+func (m *MinIO) Env() []string {
+	return []string{
+		"AWS_ACCESS_KEY_ID=" + m.AccessKey,
+		"AWS_SECRET_ACCESS_KEY=" + m.SecretKey,
+		"AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE=" + os.DevNull,
+		"AWS_SHARED_CREDENTIALS_FILE=" + os.DevNull,
+	}
+}
+
+// Requests returns how many S3 requests of kind api (e.g. "putobject", as
+// MinIO's metrics name it) the server answered, and how many of those with
+// an error (4xx or 5xx), from its Prometheus metrics.
+func (m *MinIO) Requests(t testing.TB, api string) (total, failed float64) {
+	t.Helper()
+	url, label := m.Endpoint+"/minio/v2/metrics/node", fmt.Sprintf("api=%q", api)
+	return ScrapeCounter(t, url, "minio_s3_requests_total", label), ScrapeCounter(t, url, "minio_s3_requests_errors_total", label)
+}
+
+func (m *MinIO) awaitLive(ctx context.Context) error {
+	for {
+		select {
+		case <-m.done:
+			return errors.New("exited while starting")
+		default:
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.Endpoint+"/minio/health/live", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("not live: %w", ctx.Err())
+		}
+		sleepCtx(ctx, 50*time.Millisecond)
+	}
+}
+
+// createBucket sends S3's CreateBucket, signed with AWS Signature Version 4.
+// It is the one S3 request testenv makes, so it signs by hand rather than
+// bring the AWS SDK into every module whose tests use testenv.
+func (m *MinIO) createBucket(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, m.Endpoint+"/"+m.Bucket, nil)
+	if err != nil {
+		return err
+	}
+	m.sign(req, time.Now().UTC())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	return nil
+}
+
+// sign adds SigV4 headers to req, which has an empty body.
+func (m *MinIO) sign(req *http.Request, now time.Time) {
+	const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	amzDate, day := now.Format("20060102T150405Z"), now.Format("20060102")
+	req.Header.Set("X-Amz-Date", amzDate)
+	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
+	const signed = "host;x-amz-content-sha256;x-amz-date"
+	canonical := strings.Join([]string{
+		req.Method,
+		req.URL.EscapedPath(),
+		req.URL.RawQuery,
+		"host:" + req.URL.Host + "\nx-amz-content-sha256:" + emptySHA256 + "\nx-amz-date:" + amzDate + "\n",
+		signed,
+		emptySHA256,
+	}, "\n")
+	scope := day + "/" + m.Region + "/s3/aws4_request"
+	h := sha256.Sum256([]byte(canonical))
+	toSign := "AWS4-HMAC-SHA256\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(h[:])
+	key := []byte("AWS4" + m.SecretKey)
+	for _, part := range []string{day, m.Region, "s3", "aws4_request"} {
+		key = hmacSHA256(key, part)
+	}
+	req.Header.Set("Authorization", fmt.Sprintf("AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%x",
+		m.AccessKey, scope, signed, hmacSHA256(key, toSign)))
+}
+
+func hmacSHA256(key []byte, data string) []byte {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(data))
+	return mac.Sum(nil)
+}
+
+// stop sends SIGTERM and waits for the server to exit, killing it after 10s.
+func (m *MinIO) stop() {
+	select {
+	case <-m.done:
+		return
+	default:
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.done:
+	case <-time.After(10 * time.Second):
+		_ = m.cmd.Process.Kill()
+		<-m.done
+	}
+}
+
+// syncBuffer collects a process's output for a failing test's log.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func freeLoopbackAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

@@ -1,0 +1,324 @@
+// Package cli is blobrefctl's command line: it parses a command and its
+// flags, connects to NATS with the settings the services read, and runs the
+// command with package republish.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/tools/blobrefctl/internal/republish"
+)
+
+// connectTimeout bounds how long blobrefctl tries to reach NATS.
+const connectTimeout = 15 * time.Second
+
+// Reasons are the dead-letter reasons a --reason flag accepts.
+var Reasons = []string{
+	events.ReasonMalformed, events.ReasonInvalid, events.ReasonUnknownType, events.ReasonTooLarge,
+	events.ReasonConflict, events.ReasonDigestMismatch, events.ReasonClaimMissing, events.ReasonRetriesExhausted,
+}
+
+const usage = `blobrefctl publishes blobref's events again, as an operator replays them.
+
+Usage:
+  blobrefctl replay --subject S (--since T [--until T] | --last) [--dry-run]
+      Publish the events of UPLOADS on subjects matching S again, oldest
+      first, each with its headers and body and a new Nats-Msg-Id. The steps'
+      markers make only the unfinished steps run.
+  blobrefctl dlq list [--reason R] [--subject S]
+      List the dead letters in UPLOADS_DLQ.
+  blobrefctl dlq redrive [--reason R] [--subject S] [--dry-run]
+      Publish each dead letter's original message again to its original
+      subject (headers but Blobref-Dead-*, a new Nats-Msg-Id), then delete the
+      dead letter once UPLOADS has acked the publish.
+
+T is an RFC 3339 time (2025-06-01T12:00:00Z) or a duration ago (90m, 2h).
+S is a subject filter of UPLOADS, e.g. uploads.requested.> or
+uploads.requested.<id>; for dlq, the subject the dead message came from.
+R is one of ` + "%s" + `.
+
+blobrefctl reads NATS_URL (default nats://127.0.0.1:4222), NATS_CREDS,
+NATS_NKEY, NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CA, NATS_CERT, NATS_KEY
+and NATS_TLS_FIRST, as the services do.
+`
+
+// Command is a parsed command line.
+type Command struct {
+	// Name is "replay", "dlq list" or "dlq redrive".
+	Name    string
+	Replay  republish.Replay
+	Redrive republish.Redrive // the filter of "dlq list" too
+}
+
+// errUsage marks a command line that does not parse; its text says why.
+var errUsage = errors.New("usage")
+
+// Parse parses the arguments after the program name. now is what a duration
+// in --since and --until counts back from. -h prints the usage to stderr and
+// returns flag.ErrHelp.
+func Parse(args []string, now time.Time, stderr io.Writer) (Command, error) {
+	bad := func(format string, a ...any) (Command, error) {
+		return Command{}, fmt.Errorf("%w: "+format, append([]any{errUsage}, a...)...)
+	}
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, usage, strings.Join(Reasons, ", "))
+		return bad("no command")
+	}
+	var c Command
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintf(stderr, usage, strings.Join(Reasons, ", "))
+		return Command{}, flag.ErrHelp
+	case "replay":
+		c.Name, args = "replay", args[1:]
+	case "dlq":
+		if len(args) < 2 || args[1] != "list" && args[1] != "redrive" {
+			return bad("dlq takes list or redrive")
+		}
+		c.Name, args = "dlq "+args[1], args[2:]
+	default:
+		return bad("unknown command %q (replay, dlq list, dlq redrive)", args[0])
+	}
+
+	fs := flag.NewFlagSet("blobrefctl "+c.Name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintf(stderr, usage, strings.Join(Reasons, ", ")) }
+	var subject, reason, since, until string
+	var last, dryRun bool
+	fs.StringVar(&subject, "subject", "", "subject filter")
+	if c.Name == "replay" {
+		fs.StringVar(&since, "since", "", "replay the events stored since this time (RFC 3339, or a duration ago)")
+		fs.StringVar(&until, "until", "", "and before this time")
+		fs.BoolVar(&last, "last", false, "replay only the latest event of each subject")
+	} else {
+		fs.StringVar(&reason, "reason", "", "only dead letters of this reason")
+	}
+	if c.Name != "dlq list" {
+		fs.BoolVar(&dryRun, "dry-run", false, "show what would be published; publish and delete nothing")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return Command{}, err
+		}
+		return bad("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return bad("unexpected argument %q", fs.Arg(0))
+	}
+
+	if c.Name != "replay" {
+		if reason != "" && !slices.Contains(Reasons, reason) {
+			return bad("--reason: %q is not one of %s", reason, strings.Join(Reasons, ", "))
+		}
+		if subject != "" && !strings.HasPrefix(subject, "uploads.") && !strings.HasPrefix(subject, "dlq.uploads.") {
+			return bad("--subject: %q is not a subject of UPLOADS (uploads.>) or UPLOADS_DLQ (dlq.uploads.>)", subject)
+		}
+		c.Redrive = republish.Redrive{DeadLetterFilter: republish.DeadLetterFilter{Subject: subject, Reason: reason}, DryRun: dryRun}
+		return c, nil
+	}
+
+	switch {
+	case subject == "":
+		return bad("--subject is required, e.g. --subject 'uploads.requested.>'")
+	case !strings.HasPrefix(subject, "uploads."):
+		return bad("--subject: %q is not a subject of UPLOADS (uploads.>)", subject)
+	case since == "" && !last:
+		return bad("give --since (replay what was stored since then) or --last (the latest event of each subject)")
+	case since != "" && last:
+		return bad("--since and --last exclude each other")
+	case until != "" && since == "":
+		return bad("--until goes with --since")
+	}
+	sel := republish.Selection{Subject: subject, Last: last}
+	var err error
+	if since != "" {
+		if sel.Since, err = parseTime(since, now); err != nil {
+			return bad("--since: %v", err)
+		}
+	}
+	if until != "" {
+		if sel.Until, err = parseTime(until, now); err != nil {
+			return bad("--until: %v", err)
+		}
+		if !sel.Since.Before(sel.Until) {
+			return bad("--since %s is not before --until %s", since, until)
+		}
+	}
+	c.Replay = republish.Replay{Selection: sel, DryRun: dryRun}
+	return c, nil
+}
+
+// parseTime reads an RFC 3339 time, or a duration before now.
+func parseTime(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2025-06-01T12:00:00Z) nor a positive duration (90m)", s)
+	}
+	return now.Add(-d), nil
+}
+
+// Run runs the command against js and writes what it did to stdout.
+func (c Command) Run(ctx context.Context, js jetstream.JetStream, stdout io.Writer) error {
+	switch c.Name {
+	case "replay":
+		return c.replay(ctx, js, stdout)
+	case "dlq list":
+		return c.list(ctx, js, stdout)
+	case "dlq redrive":
+		return c.redrive(ctx, js, stdout)
+	}
+	return fmt.Errorf("unknown command %q", c.Name)
+}
+
+func (c Command) replay(ctx context.Context, js jetstream.JetStream, w io.Writer) error {
+	n, err := c.Replay.Run(ctx, js, func(r republish.Replayed) {
+		from := fmt.Sprintf("%s (%s #%d, stored %s)", r.Subject, events.StreamName, r.Seq, stamp(r.Stored))
+		switch {
+		case c.Replay.DryRun:
+			fmt.Fprintf(w, "would replay %s\n", from)
+		case r.Duplicate:
+			fmt.Fprintf(w, "replayed %s: a duplicate of %s, not stored again\n", from, r.MsgID)
+		default:
+			fmt.Fprintf(w, "replayed %s as %s #%d, Nats-Msg-Id %s\n", from, events.StreamName, r.NewSeq, r.MsgID)
+		}
+	})
+	if c.Replay.DryRun {
+		fmt.Fprintf(w, "dry run: would replay %d %s\n", n, plural(n, "event"))
+	} else {
+		fmt.Fprintf(w, "replayed %d %s\n", n, plural(n, "event"))
+	}
+	return err
+}
+
+func (c Command) list(ctx context.Context, js jetstream.JetStream, w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tDEAD AT\tREASON\tSTEP\tDELIVERIES\tSUBJECT\tERROR")
+	n := 0
+	err := republish.ListDeadLetters(ctx, js, c.Redrive.DeadLetterFilter, func(l republish.Letter) error {
+		n++
+		reason, msg := l.Reason, l.Error
+		if l.Err != nil {
+			reason, msg = "?", l.Err.Error()
+		}
+		at := l.Time
+		if at.IsZero() {
+			at = l.Stored
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", l.Seq, stamp(at), reason, l.Step, l.Deliveries, l.Subject, msg)
+		return nil
+	})
+	if ferr := tw.Flush(); err == nil {
+		err = ferr
+	}
+	fmt.Fprintf(w, "%d dead %s\n", n, plural(n, "letter"))
+	return err
+}
+
+func (c Command) redrive(ctx context.Context, js jetstream.JetStream, w io.Writer) error {
+	skipped := 0
+	n, err := c.Redrive.Run(ctx, js, func(r republish.Redriven) {
+		from := fmt.Sprintf("%s #%d (%s, step %s)", events.DLQStreamName, r.Seq, r.Reason, r.Step)
+		switch {
+		case r.Skipped != nil:
+			skipped++
+			fmt.Fprintf(w, "skipped %s #%d: %v\n", events.DLQStreamName, r.Seq, r.Skipped)
+		case c.Redrive.DryRun:
+			fmt.Fprintf(w, "would re-drive %s to %s\n", from, r.Subject)
+		case r.Duplicate:
+			fmt.Fprintf(w, "re-drove %s to %s: already published as %s; dead letter deleted\n", from, r.Subject, r.MsgID)
+		default:
+			fmt.Fprintf(w, "re-drove %s to %s as %s #%d, Nats-Msg-Id %s; dead letter deleted\n", from, r.Subject, events.StreamName, r.NewSeq, r.MsgID)
+		}
+	})
+	verb := "re-drove"
+	if c.Redrive.DryRun {
+		verb = "dry run: would re-drive"
+	}
+	fmt.Fprintf(w, "%s %d dead %s", verb, n, plural(n, "letter"))
+	if skipped > 0 {
+		fmt.Fprintf(w, ", skipped %d that blobref did not write", skipped)
+	}
+	fmt.Fprintln(w)
+	return err
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+// config is blobrefctl's configuration: how to reach NATS, read from the
+// same variables as the services'.
+type config struct {
+	NATS service.NATSConfig
+}
+
+// Validate names the first bad setting.
+func (c *config) Validate() error {
+	var errs []error
+	if c.NATS.URL == "" {
+		errs = append(errs, errors.New("config: NATS_URL: must be set"))
+	}
+	if (c.NATS.Cert == "") != (c.NATS.Key == "") {
+		errs = append(errs, errors.New("config: NATS_CERT: NATS_CERT and NATS_KEY go together"))
+	}
+	return errors.Join(errs...)
+}
+
+// Main runs blobrefctl with args (without the program name) and returns its
+// exit status: 0 when the command succeeded, 1 when it failed, 2 for a
+// command line or configuration it cannot run.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd, err := Parse(args, time.Now(), stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case err != nil:
+		fmt.Fprintf(stderr, "blobrefctl: %v\n", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
+		return 2
+	}
+	var cfg config
+	if err := service.Load(&cfg); err != nil {
+		fmt.Fprintf(stderr, "blobrefctl: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	nc, err := service.ConnectNATS(cctx, cfg.NATS, "blobrefctl", log)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(stderr, "blobrefctl: %v\n", err)
+		return 1
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		fmt.Fprintf(stderr, "blobrefctl: %v\n", err)
+		return 1
+	}
+	if err := cmd.Run(ctx, js, stdout); err != nil {
+		fmt.Fprintf(stderr, "blobrefctl: %s: %v\n", cmd.Name, err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,23 @@
+// Command blobrefctl is the operator's companion to the NATS CLI where the
+// CLI alone is awkward: it replays events of the UPLOADS stream with new
+// Nats-Msg-Ids (one upload's request, or everything since a point in time)
+// and lists and re-drives the dead letters of UPLOADS_DLQ. `blobrefctl -h`
+// lists the commands; the README's "Operating with the NATS CLI" shows them
+// next to the NATS CLI recipes.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/blobref/blobref/tools/blobrefctl/internal/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
