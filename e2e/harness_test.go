@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -43,17 +42,9 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	code := func() int {
 		defer os.RemoveAll(dir)
-		for _, svc := range []string{"blobwriter", "refwriter", "ingest"} {
-			args := []string{"build", "-o", filepath.Join(dir, svc)}
-			if raceEnabled {
-				args = append(args, "-race")
-			}
-			cmd := exec.Command("go", append(args, "github.com/blobref/blobref/services/"+svc)...)
-			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-			if err := cmd.Run(); err != nil {
-				fmt.Fprintf(os.Stderr, "build %s: %v\n", svc, err)
-				return 1
-			}
+		if err := testenv.Build(dir, "services/blobwriter", "services/refwriter", "services/ingest"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
 		}
 		return m.Run()
 	}()
@@ -106,7 +97,7 @@ const (
 func (p *pipeline) startIngest(httpAddr string, extra ...string) *proc {
 	p.t.Helper()
 	if httpAddr == "" {
-		httpAddr = freeAddr(p.t)
+		httpAddr = testenv.FreeAddr(p.t)
 	}
 	env := append([]string{"HTTP_ADDR=" + httpAddr, "AUTH_TOKENS=" + ingestToken + "=" + ingestCaller}, extra...)
 	pr := p.start("ingest", env...)
@@ -118,7 +109,7 @@ func (p *pipeline) startIngest(httpAddr string, extra ...string) *proc {
 // KEY=VALUE settings. The test's cleanup stops it.
 func (p *pipeline) start(name string, extra ...string) *proc {
 	p.t.Helper()
-	addr := freeAddr(p.t)
+	addr := testenv.FreeAddr(p.t)
 	cmd := exec.Command(filepath.Join(binDir, name))
 	cmd.Env = append(os.Environ(),
 		"NATS_URL="+p.nats.URL(),
@@ -234,16 +225,6 @@ func (pr *proc) awaitCrash(t *testing.T) {
 func (pr *proc) metric(t *testing.T, family string, match ...string) float64 {
 	t.Helper()
 	return testenv.ScrapeCounter(t, "http://"+pr.metricsAddr+"/metrics", family, match...)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // upload is one request the test sends, and what the stores must end up

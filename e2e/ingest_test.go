@@ -94,7 +94,7 @@ func TestIngestCrashThenRetry(t *testing.T) {
 			p := newPipeline(t)
 			bw := p.start("blobwriter")
 			rw := p.start("refwriter")
-			addr := freeAddr(t)
+			addr := testenv.FreeAddr(t)
 			in := p.startIngest(addr, "BLOBREF_FAILPOINTS="+c.point+"=crash")
 
 			u := newUpload("crash", 2<<20) // claim-checked

@@ -162,13 +162,8 @@ func recipeTools(t *testing.T) string {
 			fmt.Fprintf(os.Stderr, "e2e: %s is NATS CLI %q, the README's recipes are written for %s\n", nats, strings.TrimSpace(string(out)), recipeNATSVersion)
 		}
 		dir := filepath.Join(binDir, "recipe-tools")
-		args := []string{"build", "-o", filepath.Join(dir, "blobrefctl")}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		cmd := exec.Command("go", append(args, "github.com/blobref/blobref/tools/blobrefctl")...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			recipeToolsErr = fmt.Errorf("build blobrefctl: %v\n%s", err, out)
+		if err := testenv.Build(dir, "tools/blobrefctl"); err != nil {
+			recipeToolsErr = err
 			return
 		}
 		recipePath = dir + string(os.PathListSeparator) + filepath.Dir(nats) + string(os.PathListSeparator) + os.Getenv("PATH")

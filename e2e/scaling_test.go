@@ -66,7 +66,7 @@ func TestScalingAcrossReplicas(t *testing.T) {
 	checkSpread(t, "blob", blobwriters, blobBase, len(batch))
 	checkSpread(t, "ref", refwriters, refBase, len(batch))
 	t.Logf("phase 1: %d uploads through %d blobwriter and %d refwriter replicas in %v (%.0f uploads/s, -race=%v)",
-		len(batch), len(blobwriters), len(refwriters), elapsed.Round(time.Millisecond), float64(len(batch))/elapsed.Seconds(), raceEnabled)
+		len(batch), len(blobwriters), len(refwriters), elapsed.Round(time.Millisecond), float64(len(batch))/elapsed.Seconds(), testenv.RaceEnabled)
 	t.Logf("phase 1: blob side effects per replica %s", shares(blobBase, len(batch)))
 	t.Logf("phase 1: ref side effects per replica  %s", shares(refBase, len(batch)))
 

@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -16,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,7 +42,7 @@ type MinIO struct {
 
 	cmd  *exec.Cmd
 	done chan struct{}
-	log  syncBuffer
+	log  SyncBuffer
 }
 
 // StartMinIO starts a MinIO server with its data in a temporary directory,
@@ -250,24 +248,6 @@ func (m *MinIO) stop() {
 		_ = m.cmd.Process.Kill()
 		<-m.done
 	}
-}
-
-// syncBuffer collects a process's output for a failing test's log.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func freeLoopbackAddr(t testing.TB) string {

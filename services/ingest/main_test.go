@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -90,7 +89,7 @@ func TestRun(t *testing.T) {
 	pg := testenv.StartPostgres(t)
 	nc, _ := n.Connect()
 	requested := testenv.Subscribe(t, nc, "uploads.requested.>")
-	httpAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	httpAddr, metricsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	for k, v := range map[string]string{
 		"NATS_URL": n.URL(), "DATABASE_URL": pg.URL, "HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr,
 		"AUTH_TOKENS": "t0ken=alice", "STAGING_TTL": "1h", "LOG_FORMAT": "text", "SHUTDOWN_TIMEOUT": "10s",
@@ -218,14 +217,4 @@ func TestRun(t *testing.T) {
 	if d := time.Since(start); d > 8*time.Second {
 		t.Errorf("shutdown took %v", d)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

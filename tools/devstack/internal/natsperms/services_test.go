@@ -8,14 +8,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,7 +33,7 @@ import (
 // they do, and each must shut down cleanly.
 func TestServicesWithTheirUsers(t *testing.T) {
 	t.Parallel()
-	bin := buildServices(t)
+	bin := testenv.BuildServices(t, "ingest", "blobwriter", "refwriter")
 	_, dbURL := testenv.NewSchema(t, "perm_")
 	n := startServer(t, confPath(t))
 	blobURL := (&url.URL{Scheme: "file", Path: filepath.Join(t.TempDir(), "blobs"), RawQuery: "create_dir=true"}).String()
@@ -46,11 +44,11 @@ func TestServicesWithTheirUsers(t *testing.T) {
 	as := func(user string, env ...string) []string {
 		return append(append(env, common...), "NATS_USER="+user, "NATS_PASSWORD="+passwords[user])
 	}
-	api := "http://" + freeAddr(t)
+	api := "http://" + testenv.FreeAddr(t)
 	ing := startService(t, bin, ingest, as(ingest,
-		"HTTP_ADDR="+strings.TrimPrefix(api, "http://"), "METRICS_ADDR="+freeAddr(t),
+		"HTTP_ADDR="+strings.TrimPrefix(api, "http://"), "METRICS_ADDR="+testenv.FreeAddr(t),
 		"AUTH_TOKENS=perm-token=perm", "INLINE_THRESHOLD=64KiB"))
-	bw := startService(t, bin, blobwriter, as(blobwriter, "BLOB_URL="+blobURL, "METRICS_ADDR="+freeAddr(t)))
+	bw := startService(t, bin, blobwriter, as(blobwriter, "BLOB_URL="+blobURL, "METRICS_ADDR="+testenv.FreeAddr(t)))
 	ing.awaitReady(t)
 	bw.awaitReady(t)
 
@@ -65,7 +63,7 @@ func TestServicesWithTheirUsers(t *testing.T) {
 		awaitState(t, api, u.ID, "stored")
 	}
 
-	rw := startService(t, bin, refwriter, as(refwriter, "BLOB_URL="+blobURL, "METRICS_ADDR="+freeAddr(t)))
+	rw := startService(t, bin, refwriter, as(refwriter, "BLOB_URL="+blobURL, "METRICS_ADDR="+testenv.FreeAddr(t)))
 	rw.awaitReady(t)
 	// A retry waits for the reference; so does a new upload.
 	if got := upload(t, api, "small", "text/plain", []byte("hello"), 30); got.State != "completed" || got.Reference == nil {
@@ -191,41 +189,12 @@ func countRefs(t *testing.T, dbURL string, ids ...string) int {
 	return n
 }
 
-// buildServices builds the service binaries into a temporary directory.
-func buildServices(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args,
-		"github.com/blobref/blobref/services/ingest",
-		"github.com/blobref/blobref/services/blobwriter",
-		"github.com/blobref/blobref/services/refwriter")...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build the services: %v\n%s", err, out)
-	}
-	return dir
-}
-
-// freeAddr returns a loopback address with a port free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // process is a running service binary.
 type process struct {
 	name    string
 	metrics string // METRICS_ADDR
 	cmd     *exec.Cmd
-	out     *syncBuffer
+	out     *testenv.SyncBuffer
 	done    chan struct{}
 	err     error // of Wait, once done is closed
 }
@@ -234,7 +203,7 @@ type process struct {
 // if the test failed, shows its output.
 func startService(t *testing.T, bin, name string, env []string) *process {
 	t.Helper()
-	p := &process{name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &process{name: name, out: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "METRICS_ADDR="); ok {
 			p.metrics = v
@@ -300,22 +269,4 @@ func (p *process) stop() error {
 		<-p.done
 	}
 	return p.err
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -27,7 +27,7 @@ import (
 // uploads that devstack suggests (the curl command exactly as printed, and
 // the nats pub one's request) and waits for them to complete.
 func TestPipeline(t *testing.T) {
-	bin := buildServices(t)
+	bin := testenv.BuildServices(t, "blobwriter", "refwriter", "ingest")
 	dbURL := freshSchema(t)
 	var ingest Service
 	for _, svc := range DefaultServices() {
@@ -36,7 +36,7 @@ func TestPipeline(t *testing.T) {
 		}
 	}
 	blobDir := filepath.Join(t.TempDir(), "blobs")
-	out := &syncBuffer{}
+	out := &testenv.SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("stack output:\n%s", out.String())
@@ -126,25 +126,6 @@ func TestPipeline(t *testing.T) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-}
-
-// buildServices builds the service binaries from the workspace into a
-// temporary directory.
-func buildServices(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args,
-		"github.com/blobref/blobref/services/blobwriter",
-		"github.com/blobref/blobref/services/refwriter",
-		"github.com/blobref/blobref/services/ingest")...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build the services: %v\n%s", err, out)
-	}
-	return dir
 }
 
 // freshSchema creates a schema in the test database, dropped when the test

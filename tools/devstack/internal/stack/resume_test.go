@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blobref/blobref/internal/testenv"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,12 +23,12 @@ import (
 // store, database and bucket, and checks the upload finishes there: the
 // blob is not written again, the reference is written once.
 func TestRestartResumesUnfinishedWork(t *testing.T) {
-	bin := buildServices(t)
+	bin := testenv.BuildServices(t, "blobwriter", "refwriter", "ingest")
 	dbURL := freshSchema(t)
 	storeDir := t.TempDir()
 	blobDir := filepath.Join(t.TempDir(), "blobs")
 	blobURL := (&url.URL{Scheme: "file", Path: blobDir, RawQuery: "create_dir=true"}).String()
-	config := func(refEnv map[string]string, out *syncBuffer) Config {
+	config := func(refEnv map[string]string, out *testenv.SyncBuffer) Config {
 		return Config{
 			StoreDir: storeDir, DatabaseURL: dbURL, BlobURL: blobURL, BinDir: bin,
 			Services: []Service{
@@ -36,7 +38,7 @@ func TestRestartResumesUnfinishedWork(t *testing.T) {
 			Env: os.Environ(), Out: out, ReadyTimeout: 2 * time.Minute,
 		}
 	}
-	out := &syncBuffer{}
+	out := &testenv.SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("stack output:\n%s", out.String())

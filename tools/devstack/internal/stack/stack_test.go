@@ -12,10 +12,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/blobref/blobref/internal/testenv"
 )
 
 // Fake services: shell scripts that behave like a service towards the
@@ -53,25 +54,7 @@ func fakeBin(t *testing.T, blobwriter, refwriter string) string {
 	return dir
 }
 
-// syncBuffer collects the stack's output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func fakeConfig(t *testing.T, bin string, out *syncBuffer) Config {
+func fakeConfig(t *testing.T, bin string, out *testenv.SyncBuffer) Config {
 	t.Helper()
 	return Config{
 		NATSPort:    0,
@@ -142,7 +125,7 @@ func (r *running) waitExit(t *testing.T, timeout time.Duration) error {
 
 // waitOutput waits until out holds each of wants: the fake services print
 // once they have set up their signal handling.
-func waitOutput(t *testing.T, out *syncBuffer, wants ...string) {
+func waitOutput(t *testing.T, out *testenv.SyncBuffer, wants ...string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for _, want := range wants {
@@ -172,7 +155,7 @@ func checkGone(t *testing.T, pids []int, natsURL string) {
 
 func TestRunStopsOnContext(t *testing.T) {
 	t.Parallel()
-	out := &syncBuffer{}
+	out := &testenv.SyncBuffer{}
 	r := runStack(t, fakeConfig(t, fakeBin(t, graceful, graceful), out))
 	r.waitReady(t, 30*time.Second)
 	waitOutput(t, out, "blobwriter | started", "refwriter  | started")
@@ -205,7 +188,7 @@ func TestRunStopsOnContext(t *testing.T) {
 
 func TestRunFailsWhenAServiceExits(t *testing.T) {
 	t.Parallel()
-	out := &syncBuffer{}
+	out := &testenv.SyncBuffer{}
 	r := runStack(t, fakeConfig(t, fakeBin(t, crashing, graceful), out))
 	err := r.waitExit(t, 30*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "blobwriter exited unexpectedly: exit status 3") {
@@ -222,7 +205,7 @@ func TestRunFailsWhenAServiceExits(t *testing.T) {
 
 func TestRunKillsAServiceThatIgnoresSIGTERM(t *testing.T) {
 	t.Parallel()
-	out := &syncBuffer{}
+	out := &testenv.SyncBuffer{}
 	cfg := fakeConfig(t, fakeBin(t, graceful, stubborn), out)
 	cfg.StopTimeout = 300 * time.Millisecond
 	r := runStack(t, cfg)
@@ -246,7 +229,7 @@ func TestNATSPortTaken(t *testing.T) {
 	taken := ln.Addr().(*net.TCPAddr).Port
 
 	t.Run("fallback", func(t *testing.T) {
-		out := &syncBuffer{}
+		out := &testenv.SyncBuffer{}
 		cfg := fakeConfig(t, fakeBin(t, graceful, graceful), out)
 		cfg.NATSPort, cfg.NATSPortFallback = taken, true
 		r := runStack(t, cfg)
@@ -259,7 +242,7 @@ func TestNATSPortTaken(t *testing.T) {
 		}
 	})
 	t.Run("no fallback", func(t *testing.T) {
-		cfg := fakeConfig(t, fakeBin(t, graceful, graceful), &syncBuffer{})
+		cfg := fakeConfig(t, fakeBin(t, graceful, graceful), &testenv.SyncBuffer{})
 		cfg.NATSPort = taken
 		r := runStack(t, cfg)
 		if err := r.waitExit(t, 30*time.Second); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("NATS port %d", taken)) {
@@ -292,7 +275,7 @@ func TestIngestAPIPort(t *testing.T) {
 
 	t.Run("taken", func(t *testing.T) {
 		t.Parallel()
-		out := &syncBuffer{}
+		out := &testenv.SyncBuffer{}
 		cfg := fakeConfig(t, fakeBin(t, graceful, graceful), out)
 		cfg.Services = append(cfg.Services, ingest())
 		r := runStack(t, cfg)
@@ -310,7 +293,7 @@ func TestIngestAPIPort(t *testing.T) {
 	})
 	t.Run("user tokens", func(t *testing.T) {
 		t.Parallel()
-		out := &syncBuffer{}
+		out := &testenv.SyncBuffer{}
 		cfg := fakeConfig(t, fakeBin(t, graceful, graceful), out)
 		cfg.Services = append(cfg.Services, ingest())
 		cfg.Env = append(cfg.Env, "AUTH_TOKENS=mine=me")
@@ -325,7 +308,7 @@ func TestIngestAPIPort(t *testing.T) {
 
 func TestNewRejectsMissingBinaries(t *testing.T) {
 	t.Parallel()
-	cfg := fakeConfig(t, t.TempDir(), &syncBuffer{})
+	cfg := fakeConfig(t, t.TempDir(), &testenv.SyncBuffer{})
 	_, err := New(cfg)
 	if err == nil || !strings.Contains(err.Error(), "blobwriter not found (run make build") {
 		t.Fatalf("New: got %v, want blobwriter not found", err)

@@ -1,0 +1,73 @@
+package testenv
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// Build builds blobref's commands at the given paths of the repository
+// (e.g. "services/blobwriter") into dir with go build, with the race
+// detector when the tests run with it.
+func Build(dir string, paths ...string) error {
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	if RaceEnabled {
+		args = append(args, "-race")
+	}
+	for _, p := range paths {
+		args = append(args, "github.com/blobref/blobref/"+p)
+	}
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %v: %w\n%s", paths, err, out)
+	}
+	return nil
+}
+
+// BuildServices builds the services named into a temporary directory of the
+// test's and returns it.
+func BuildServices(t testing.TB, services ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	paths := make([]string, len(services))
+	for i, s := range services {
+		paths[i] = "services/" + s
+	}
+	if err := Build(dir, paths...); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// FreeAddr returns a loopback address whose port was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writers, for the output
+// of processes a test runs.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,5 +1,0 @@
-//go:build !race
-
-package natsperms
-
-const raceEnabled = false
