@@ -40,7 +40,9 @@ func TestScalingAcrossReplicas(t *testing.T) {
 	done := watchCompletions(t, p.nc)
 	// Debug logs name the outcome of every message, so a replica's part is
 	// known even after it exited; phase 1 checks them against its counters.
-	env := []string{"LOG_LEVEL=debug"}
+	// A replica holds at most inFlight messages: with the killed replica's
+	// figure read from its log, that bounds what is in doubt in phase 3.
+	env := []string{"LOG_LEVEL=debug", "CONSUMER_BATCH_SIZE=16", "CONSUMER_MAX_IN_FLIGHT=" + strconv.Itoa(inFlight)}
 	blobwriters := []*proc{p.start("blobwriter", env...), p.start("blobwriter", env...), p.start("blobwriter", env...)}
 	refwriters := []*proc{p.start("refwriter", env...), p.start("refwriter", env...)}
 	all := []upload{}
@@ -109,7 +111,6 @@ func TestScalingAcrossReplicas(t *testing.T) {
 	// without recording them, or recorded some without logging them: only
 	// those are in doubt. (blobwriter, running one again, finds the object
 	// and records it without writing.)
-	const inFlight = 8 // CONSUMER_CONCURRENCY's default: what one replica holds at most
 	if got := res.effects(t, survivors, survivorBase); got < len(batch)-inFlight || got > len(batch)+inFlight {
 		t.Errorf("phase 3: blob effects across replicas: got %d (%s), want %d ± %d (the killed replica's messages in flight)",
 			got, figure, len(batch), inFlight)
@@ -188,6 +189,9 @@ func (p *pipeline) stopMidRun(done *completions, batch []upload, victim *proc, s
 	res.stoppedDone = logged(victim, "blob", prefix).done
 	return res
 }
+
+// inFlight is CONSUMER_MAX_IN_FLIGHT of the scaling test's replicas.
+const inFlight = 32
 
 // effects is the side effects of the batch across replicas: the stopped
 // one's from its log, the others' from their counters since base.

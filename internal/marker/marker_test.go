@@ -144,3 +144,86 @@ func TestConcurrentRecordHasOneWinner(t *testing.T) {
 		t.Errorf("got %d winners and %d inTx runs, want 1 and 1", wins.Load(), ran.Load())
 	}
 }
+
+// A batch claims what it can, reads the markers under its claims, records
+// many markers in one transaction and reports the ones others recorded.
+func TestBatchClaimAndRecord(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	s := marker.NewStore(pg.Pool)
+	ctx := context.Background()
+
+	if _, _, err := s.Record(ctx, marker.Marker{UploadID: "done", Step: "blob", Fingerprint: "old", Result: json.RawMessage(`1`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	busy, err := s.Claim(ctx, "busy", "blob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Release()
+
+	found, err := s.GetMany(ctx, "blob", []string{"a", "done", "busy"})
+	if err != nil || len(found) != 1 || found["done"].Fingerprint != "old" {
+		t.Fatalf("GetMany: got %v, %v; want only done", found, err)
+	}
+	cs, err := s.ClaimMany(ctx, "blob", []string{"a", "b", "done", "busy", "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]bool{"a": true, "b": true, "done": true, "busy": false} {
+		if got := cs.Held(id); got != want {
+			t.Errorf("Held(%s): got %v, want %v", id, got, want)
+		}
+	}
+	if m, ok := cs.Marker("done"); !ok || m.Fingerprint != "old" {
+		t.Errorf("Marker(done): got %+v %v, want the recorded one", m, ok)
+	}
+	if _, ok := cs.Marker("a"); ok {
+		t.Error("Marker(a): got one, want none")
+	}
+
+	var inTxWon []int
+	stored, won, err := cs.Record(ctx, []marker.Marker{
+		{UploadID: "a", Step: "blob", Fingerprint: "fa"},
+		{UploadID: "done", Step: "blob", Fingerprint: "new"},
+		{UploadID: "b", Step: "blob", Fingerprint: "fb", Result: json.RawMessage(`{"k":2}`)},
+	}, func(_ context.Context, _ pgx.Tx, w []int) error { inTxWon = w; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !won[0] || won[1] || !won[2] || len(inTxWon) != 2 {
+		t.Fatalf("Record: got won %v, inTx with %v; want a and b won", won, inTxWon)
+	}
+	if stored[1].Fingerprint != "old" || stored[2].CreatedAt.IsZero() || string(stored[2].Result) != `{"k": 2}` && string(stored[2].Result) != `{"k":2}` {
+		t.Errorf("Record: got %+v, want the old marker of done and b's new one", stored)
+	}
+	cs.Release()
+	cs.Release()
+	if n := heldLocks(t, pg); n != 1 {
+		t.Errorf("advisory locks held after release: got %d, want 1 (busy; a named twice is unlocked too)", n)
+	}
+
+	// Released: another session gets every claim; locks were taken once
+	// each, even for the id named twice.
+	again, err := s.ClaimMany(ctx, "blob", []string{"a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Release()
+	if !again.Held("a") || !again.Held("b") {
+		t.Error("claims after release: want a and b held")
+	}
+	if n := heldLocks(t, pg); n != 3 {
+		t.Errorf("advisory locks held: got %d, want 3 (busy, a, b)", n)
+	}
+}
+
+// heldLocks counts the advisory locks held on this schema's claims of busy,
+// a, b and done (a bigint key shows as classid high, objid low).
+func heldLocks(t *testing.T, pg *testenv.Postgres) int {
+	t.Helper()
+	return pg.Count(t, `
+		SELECT count(*) FROM pg_locks l, unnest(ARRAY['blob/busy', 'blob/a', 'blob/b', 'blob/done']) AS k
+		WHERE l.locktype = 'advisory' AND l.granted
+		AND (l.classid::bigint << 32) | l.objid::bigint = hashtextextended(current_schema() || '/' || k, 0)`)
+}

@@ -66,6 +66,9 @@ type NATSConfig struct {
 // ConsumerConfig tunes a step runner; every consumer service embeds it.
 type ConsumerConfig struct {
 	Concurrency   int           `env:"CONSUMER_CONCURRENCY" envDefault:"8"`
+	BatchSize     int           `env:"CONSUMER_BATCH_SIZE" envDefault:"64"`
+	BatchWait     time.Duration `env:"CONSUMER_BATCH_WAIT" envDefault:"2ms"`
+	MaxInFlight   int           `env:"CONSUMER_MAX_IN_FLIGHT" envDefault:"256"`
 	AckWait       time.Duration `env:"CONSUMER_ACK_WAIT" envDefault:"30s"`
 	MaxDeliveries int           `env:"CONSUMER_MAX_DELIVERIES" envDefault:"20"`
 	StepTimeout   time.Duration `env:"CONSUMER_STEP_TIMEOUT" envDefault:"5m"`
@@ -180,6 +183,15 @@ func (c *ConsumerConfig) Validate() error {
 	if c.Concurrency < 1 || c.Concurrency > 1024 {
 		errs = append(errs, fmt.Errorf("config: CONSUMER_CONCURRENCY: %d is not between 1 and 1024", c.Concurrency))
 	}
+	if c.BatchSize < 1 || c.BatchSize > 1024 {
+		errs = append(errs, fmt.Errorf("config: CONSUMER_BATCH_SIZE: %d is not between 1 and 1024", c.BatchSize))
+	}
+	if c.BatchWait <= 0 || c.BatchWait > time.Second {
+		errs = append(errs, fmt.Errorf("config: CONSUMER_BATCH_WAIT: %s is not between 0 and 1s", c.BatchWait))
+	}
+	if c.MaxInFlight < c.BatchSize || c.MaxInFlight > 65536 {
+		errs = append(errs, fmt.Errorf("config: CONSUMER_MAX_IN_FLIGHT: %d is not between CONSUMER_BATCH_SIZE and 65536", c.MaxInFlight))
+	}
 	if c.AckWait < time.Second {
 		errs = append(errs, errors.New("config: CONSUMER_ACK_WAIT: must be at least 1s"))
 	}
@@ -202,6 +214,9 @@ func (c *ConsumerConfig) Validate() error {
 func (c *ConsumerConfig) RunnerOptions() steprun.Options {
 	return steprun.Options{
 		Concurrency:   c.Concurrency,
+		BatchSize:     c.BatchSize,
+		BatchWait:     c.BatchWait,
+		MaxInFlight:   c.MaxInFlight,
 		AckWait:       c.AckWait,
 		MaxDeliveries: c.MaxDeliveries,
 		StepTimeout:   c.StepTimeout,

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,9 +27,10 @@ type Deps struct {
 // the NATS connection and then closes the pool.
 func RunStep[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerConfig, log *slog.Logger,
 	build func(Deps) (steprun.Step[R], error)) error {
-	// Each message in flight may hold a claim's connection while its side
-	// effect runs; two more serve marker look-ups and the readiness check.
-	pool, err := OpenPostgres(ctx, cfg.DatabaseURL, int32(cc.Concurrency)+2, log)
+	// Each batch in flight holds one connection for its claims while its
+	// side effects run; a few more serve marker look-ups and readiness.
+	batches := (cc.MaxInFlight + cc.BatchSize - 1) / cc.BatchSize
+	pool, err := OpenPostgres(ctx, cfg.DatabaseURL, int32(min(batches, 16)+4), log)
 	if err != nil {
 		return err
 	}
@@ -38,7 +40,7 @@ func RunStep[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerC
 		return err
 	}
 	defer nc.Drain() //nolint:errcheck // best effort on the way out
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(30*time.Second))
 	if err != nil {
 		return err
 	}
@@ -69,7 +71,8 @@ func RunStep[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerC
 			return err
 		}
 		close(ready)
-		log.Info("started", "step", step.Name, "consumer", step.Consumer.Durable, "concurrency", opts.Concurrency)
+		log.Info("started", "step", step.Name, "consumer", step.Consumer.Durable, "concurrency", opts.Concurrency,
+			"batch_size", opts.BatchSize, "max_in_flight", opts.MaxInFlight)
 		return runner.Run(gctx)
 	})
 	return g.Wait()

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -66,42 +65,35 @@ func (o Outcome) fail(err error) Outcome {
 	return o
 }
 
-// Handler handles one message and settles it.
-type Handler func(ctx context.Context, msg jetstream.Msg) Outcome
-
-// Middleware wraps a Handler with a cross-cutting concern.
-type Middleware func(Handler) Handler
-
-// logOutcome logs each message once, with the upload id, step and delivery
-// count.
-func logOutcome(log *slog.Logger, step string) Middleware {
-	return func(next Handler) Handler {
-		return func(ctx context.Context, msg jetstream.Msg) Outcome {
-			out := next(ctx, msg)
-			attrs := []any{
-				"step", step, "id", out.UploadID, "subject", out.Subject,
-				"deliveries", out.Deliveries, "seq", out.Sequence, "outcome", out.Kind.String(),
-			}
-			if out.Reason != "" {
-				attrs = append(attrs, "reason", out.Reason)
-			}
-			if out.Err != nil {
-				attrs = append(attrs, "error", out.Err.Error())
-			}
-			switch {
-			case out.Kind == Dead:
-				log.Error("dead-lettered", attrs...)
-			case out.Kind == Retried && out.Reason == reasonBusy:
-				log.Debug("claimed elsewhere, retrying later", append(attrs, "delay", out.Delay)...)
-			case out.Kind == Retried:
-				log.Warn("retrying", append(attrs, "delay", out.Delay)...)
-			case out.Err != nil:
-				log.Warn("handled, ack failed", attrs...)
-			default:
-				log.Debug("handled", attrs...)
-			}
-			return out
-		}
+// observe reports a settled message: metrics, one log line with the upload
+// id, step and delivery count, and the OnOutcome hook.
+func (r *Runner[R]) observe(out Outcome, start time.Time) {
+	r.opts.Metrics.settled(r.step.Name, out, time.Since(start))
+	log := r.opts.Logger
+	attrs := []any{
+		"step", r.step.Name, "id", out.UploadID, "subject", out.Subject,
+		"deliveries", out.Deliveries, "seq", out.Sequence, "outcome", out.Kind.String(),
+	}
+	if out.Reason != "" {
+		attrs = append(attrs, "reason", out.Reason)
+	}
+	if out.Err != nil {
+		attrs = append(attrs, "error", out.Err.Error())
+	}
+	switch {
+	case out.Kind == Dead:
+		log.Error("dead-lettered", attrs...)
+	case out.Kind == Retried && out.Reason == reasonBusy:
+		log.Debug("claimed elsewhere, retrying later", append(attrs, "delay", out.Delay)...)
+	case out.Kind == Retried:
+		log.Warn("retrying", append(attrs, "delay", out.Delay)...)
+	case out.Err != nil:
+		log.Warn("handled, ack failed", attrs...)
+	case log.Enabled(context.Background(), slog.LevelDebug):
+		log.Debug("handled", attrs...)
+	}
+	if r.opts.OnOutcome != nil {
+		r.opts.OnOutcome(out)
 	}
 }
 
@@ -126,7 +118,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"step"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "blobref_step_duration_seconds",
-			Help:    "Time to handle one message, from receipt to settlement, by step and outcome.",
+			Help:    "Time to handle one message, from the start of its batch to settlement, by step and outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
 		}, []string{"step", "outcome"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -145,24 +137,34 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
-// Middleware counts and times each message of step.
-func (m *Metrics) Middleware(step string) Middleware {
+// expose creates the series of step, so that they read zero before the
+// first message.
+func (m *Metrics) expose(step string) {
+	if m == nil {
+		return
+	}
 	for _, k := range []Kind{Done, Skipped, Retried, Dead} {
-		m.messages.WithLabelValues(step, k.String()) // expose zeros
+		m.messages.WithLabelValues(step, k.String())
 	}
 	m.effects.WithLabelValues(step)
-	inFlight := m.inFlight.WithLabelValues(step)
-	return func(next Handler) Handler {
-		return func(ctx context.Context, msg jetstream.Msg) Outcome {
-			start := time.Now()
-			inFlight.Inc()
-			out := next(ctx, msg)
-			inFlight.Dec()
-			m.messages.WithLabelValues(step, out.Kind.String()).Inc()
-			m.duration.WithLabelValues(step, out.Kind.String()).Observe(time.Since(start).Seconds())
-			return out
-		}
+	m.inFlight.WithLabelValues(step)
+}
+
+// inFlightAdd moves the in-flight gauge of step by n.
+func (m *Metrics) inFlightAdd(step string, n int) {
+	if m != nil {
+		m.inFlight.WithLabelValues(step).Add(float64(n))
 	}
+}
+
+// settled counts and times one settled message of step.
+func (m *Metrics) settled(step string, out Outcome, took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.inFlight.WithLabelValues(step).Dec()
+	m.messages.WithLabelValues(step, out.Kind.String()).Inc()
+	m.duration.WithLabelValues(step, out.Kind.String()).Observe(took.Seconds())
 }
 
 // effectDone counts one side effect of step run to completion.

@@ -2,18 +2,23 @@
 // the pipeline for each message of a durable JetStream pull consumer, so that
 // a redelivered or republished event runs only the steps not yet finished.
 //
-// For every message the runner does, in order:
+// The runner works on batches. It pulls messages into a bounded in-flight
+// window and groups those that arrive together (up to BatchSize, waiting at
+// most BatchWait for a batch to fill). For each batch it does, in order:
 //
-//	decode → check marker → run the side effect → record the marker
-//	       → publish the next event (Nats-Msg-Id derived from the input) → ack
+//	decode → check markers (one query) → claim the rest (one round trip)
+//	       → run the side effects (Concurrency at once)
+//	       → record their markers (one transaction, with the step's own writes)
+//	       → publish the next events (asynchronously, Nats-Msg-Id derived from
+//	         each input) → wait for every PubAck → ack the inputs
 //
-// The ack is sent only after JetStream acknowledged the publish. A step whose
-// marker exists skips its side effect and re-emits its recorded result. A
-// transient failure is handed back with NakWithDelay and a growing back-off;
-// an invalid or conflicting event, or one that used up its deliveries, is
-// published to the dead-letter stream with its reason and then terminated.
-// Every decision between Ack, NakWithDelay and Term is made in one place,
-// settle.
+// An input is acked only after JetStream acknowledged the event it caused. A
+// step whose marker exists skips its side effect and re-emits its recorded
+// result. A transient failure is handed back with NakWithDelay and a growing
+// back-off; an invalid or conflicting event, or one that used up its
+// deliveries, is published to the dead-letter stream with its reason and
+// then terminated. Each message of a batch has its own outcome, and every
+// decision between Ack, NakWithDelay and Term is made in one place, settle.
 //
 // Recording, publishing and acking run on contexts that shutdown cannot
 // cancel, so SIGTERM never falls between a side effect and its marker.
@@ -41,6 +46,13 @@ import (
 // event to the result that its marker records.
 type Effect[R any] func(ctx context.Context, ev *events.Event) (R, error)
 
+// Item is a side effect done and about to be recorded: the event and the
+// result its marker records.
+type Item[R any] struct {
+	Event  *events.Event
+	Result R
+}
+
 // Step describes one side effect of the pipeline and what follows it.
 type Step[R any] struct {
 	// Name identifies the step in markers, metrics, logs and failpoints.
@@ -49,13 +61,16 @@ type Step[R any] struct {
 	Consumer events.ConsumerSpec
 	// Accepts is the event type the step consumes.
 	Accepts string
-	// Effect performs the side effect. It must be safe to run again after a
-	// crash that left it done but unrecorded (deterministic keys, conditional
-	// writes).
+	// Effect performs the side effect of one event. It must be safe to run
+	// again after a crash that left it done but unrecorded (deterministic
+	// keys, conditional writes). The runner runs several at once.
 	Effect Effect[R]
-	// InTx, if set, writes what must commit atomically with the marker. It
-	// runs only when this worker's marker wins.
-	InTx func(ctx context.Context, tx pgx.Tx, ev *events.Event, r R) error
+	// InTx, if set, writes what must commit atomically with the markers. It
+	// runs in the markers' transaction with the items whose markers this
+	// runner inserted, all of a batch at once. It returns nil or one error
+	// per item: items with an error are left out (and settled with it) and
+	// the transaction runs again without them. Its own error fails the batch.
+	InTx func(ctx context.Context, tx pgx.Tx, items []Item[R]) ([]error, error)
 	// Next builds the event to publish once the step is done, from the
 	// consumed event and the recorded result.
 	Next func(ev *events.Event, r R) (*events.Event, error)
@@ -63,7 +78,10 @@ type Step[R any] struct {
 
 // Options tune a Runner. Zero values take the defaults in brackets.
 type Options struct {
-	Concurrency   int           // messages processed at once [4]
+	Concurrency   int           // side effects run at once [4]
+	BatchSize     int           // most messages handled as one batch [64]
+	BatchWait     time.Duration // longest wait for a batch to fill after its first message [2ms]
+	MaxInFlight   int           // messages fetched and not yet settled [4 × BatchSize]
 	AckWait       time.Duration // consumer AckWait [30s]; heartbeats every third of it
 	MaxDeliveries int           // deliveries before a message is dead-lettered [20]
 	StepTimeout   time.Duration // deadline of one side effect [5m]
@@ -72,9 +90,11 @@ type Options struct {
 	FetchWait     time.Duration // how long one pull waits for messages [2s]
 	ShutdownGrace time.Duration // how long in-flight side effects may finish after shutdown starts [20s]
 	MaxInlineSize int           // largest inline data accepted [events.DefaultMaxInlineSize]
-	Middleware    []Middleware  // wrap the message handler, outermost first
 	Logger        *slog.Logger  // [slog.Default()]
 	Metrics       *Metrics      // [none]
+	// OnOutcome, if set, is called with the outcome of every message once it
+	// is settled (tests observe the runner with it).
+	OnOutcome func(Outcome)
 }
 
 func (o *Options) setDefaults() {
@@ -83,15 +103,17 @@ func (o *Options) setDefaults() {
 			*d = v
 		}
 	}
-	if o.Concurrency <= 0 {
-		o.Concurrency = 4
+	defInt := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
 	}
-	if o.MaxDeliveries <= 0 {
-		o.MaxDeliveries = 20
-	}
-	if o.MaxInlineSize <= 0 {
-		o.MaxInlineSize = events.DefaultMaxInlineSize
-	}
+	defInt(&o.Concurrency, 4)
+	defInt(&o.BatchSize, 64)
+	defInt(&o.MaxInFlight, 4*o.BatchSize)
+	defInt(&o.MaxDeliveries, 20)
+	defInt(&o.MaxInlineSize, events.DefaultMaxInlineSize)
+	def(&o.BatchWait, 2*time.Millisecond)
 	def(&o.AckWait, 30*time.Second)
 	def(&o.StepTimeout, 5*time.Minute)
 	def(&o.BackoffBase, time.Second)
@@ -112,7 +134,7 @@ type Runner[R any] struct {
 	js      jetstream.JetStream
 	markers *marker.Store
 	opts    Options
-	handler Handler
+	effects chan struct{} // one token per side effect running
 }
 
 // New returns a Runner for step. It checks the step and fills in defaults.
@@ -126,17 +148,8 @@ func New[R any](js jetstream.JetStream, markers *marker.Store, step Step[R], opt
 		return nil, fmt.Errorf("steprun: step %s needs JetStream and a marker store", step.Name)
 	}
 	opts.setDefaults()
-	r := &Runner[R]{step: step, js: js, markers: markers, opts: opts}
-	h := Handler(r.handle)
-	if opts.Metrics != nil {
-		h = opts.Metrics.Middleware(step.Name)(h)
-	}
-	h = logOutcome(opts.Logger, step.Name)(h)
-	for i := len(opts.Middleware) - 1; i >= 0; i-- {
-		h = opts.Middleware[i](h)
-	}
-	r.handler = h
-	return r, nil
+	opts.Metrics.expose(step.Name)
+	return &Runner[R]{step: step, js: js, markers: markers, opts: opts, effects: make(chan struct{}, opts.Concurrency)}, nil
 }
 
 // ConsumerConfig is the durable consumer the runner creates or updates.
@@ -152,7 +165,7 @@ func (r *Runner[R]) ConsumerConfig() jetstream.ConsumerConfig {
 		AckWait:       r.opts.AckWait,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		MaxAckPending: max(1000, 4*r.opts.Concurrency),
+		MaxAckPending: max(1000, 4*r.opts.MaxInFlight),
 	}
 }
 
@@ -182,12 +195,13 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 	})
 	defer stopGrace()
 
-	slots := make(chan struct{}, r.opts.Concurrency)
+	// One slot per message in flight: a pull asks for as many messages as
+	// slots are free, so nothing waits in a client buffer while its AckWait
+	// runs, and the window, not the backlog, bounds memory.
+	slots := make(chan struct{}, r.opts.MaxInFlight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for ctx.Err() == nil {
-		// Wait for a free slot, then pull as many messages as slots are free:
-		// AckWait runs from delivery, so nothing waits in a client buffer.
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
@@ -195,7 +209,7 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 		}
 		free := 1
 	fill:
-		for free < r.opts.Concurrency {
+		for free < r.opts.MaxInFlight {
 			select {
 			case slots <- struct{}{}:
 				free++
@@ -215,52 +229,113 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 	return nil
 }
 
-// fetch pulls up to n messages and starts a worker for each; it returns how
-// many it started. Each worker frees one slot when it is done.
+// fetch pulls up to n messages and hands them to batches as they arrive: a
+// batch starts with the first message and is closed when it holds BatchSize
+// messages or BatchWait has passed. It returns how many messages it
+// received; each frees its slot when settled.
 func (r *Runner[R]) fetch(ctx context.Context, cons jetstream.Consumer, n int, slots chan struct{}, wg *sync.WaitGroup, work context.Context) (int, error) {
 	fctx, cancel := context.WithTimeout(ctx, r.opts.FetchWait)
 	defer cancel()
-	batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+	pull, err := cons.Fetch(n, jetstream.FetchContext(fctx))
 	if err != nil {
 		return 0, err
 	}
-	started := 0
-	for msg := range batch.Messages() {
-		started++
+	received := 0
+	var (
+		batch []jetstream.Msg
+		timer *time.Timer
+		full  <-chan time.Time
+	)
+	flush := func() {
+		if timer != nil {
+			timer.Stop()
+			timer, full = nil, nil
+		}
+		if len(batch) == 0 {
+			return
+		}
+		msgs := batch
+		batch = nil
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-slots }()
-			if ctx.Err() != nil {
-				_ = msg.Nak() // shutting down: hand it back at once
-				return
-			}
-			r.handler(work, msg)
+			r.handle(ctx, work, msgs, slots)
 		}()
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, jetstream.ErrNoHeartbeat) {
-		return started, err
+	for msgs := pull.Messages(); msgs != nil; {
+		select {
+		case msg, ok := <-msgs:
+			if !ok {
+				msgs = nil
+				break
+			}
+			received++
+			batch = append(batch, msg)
+			if len(batch) == 1 {
+				timer = time.NewTimer(r.opts.BatchWait)
+				full = timer.C
+			}
+			if len(batch) >= r.opts.BatchSize {
+				flush()
+			}
+		case <-full:
+			flush()
+		}
 	}
-	return started, nil
+	flush()
+	if err := pull.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, jetstream.ErrNoHeartbeat) {
+		return received, err
+	}
+	return received, nil
 }
 
-// Handle processes one message, as Run does for each it fetches. It is
-// exported for tests that drive the runner message by message.
-func (r *Runner[R]) Handle(ctx context.Context, msg jetstream.Msg) Outcome {
-	return r.handler(ctx, msg)
+// job is one message of a batch on its way through the step.
+type job[R any] struct {
+	msg    jetstream.Msg
+	meta   *jetstream.MsgMetadata
+	ev     *events.Event
+	out    Outcome
+	over   bool          // out is final: later stages leave the job alone
+	marker marker.Marker // the step's marker, once it exists
+	result R             // the side effect's result, until it is recorded
+	next   jetstream.PubAckFuture
 }
 
-// handle is the innermost handler: process the message, then settle it.
-func (r *Runner[R]) handle(ctx context.Context, msg jetstream.Msg) Outcome {
-	stop := r.heartbeat(msg)
-	out := r.process(ctx, msg)
+// fail makes err the job's final outcome: permanent errors dead-letter the
+// message, all others retry it.
+func (j *job[R]) fail(err error) {
+	j.out, j.over = j.out.fail(err), true
+}
+
+// handle processes one batch and settles each of its messages.
+func (r *Runner[R]) handle(ctx, work context.Context, msgs []jetstream.Msg, slots chan struct{}) {
+	start := time.Now()
+	r.opts.Metrics.inFlightAdd(r.step.Name, len(msgs))
+	if ctx.Err() != nil {
+		// Shutting down: hand them back at once.
+		for _, msg := range msgs {
+			_ = msg.Nak()
+			r.opts.Metrics.inFlightAdd(r.step.Name, -1)
+			<-slots
+		}
+		return
+	}
+	jobs := make([]*job[R], len(msgs))
+	for i, msg := range msgs {
+		jobs[i] = &job[R]{msg: msg}
+	}
+	stop := r.heartbeat(msgs)
+	r.process(work, jobs)
 	stop()
-	return r.settle(msg, out)
+	for _, j := range jobs {
+		r.observe(r.settle(j.msg, j.out), start)
+		<-slots
+	}
 }
 
-// heartbeat tells JetStream the message is still being worked on, every
+// heartbeat tells JetStream the messages are still being worked on, every
 // third of AckWait, until the returned function is called.
-func (r *Runner[R]) heartbeat(msg jetstream.Msg) func() {
+func (r *Runner[R]) heartbeat(msgs []jetstream.Msg) func() {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -271,7 +346,9 @@ func (r *Runner[R]) heartbeat(msg jetstream.Msg) func() {
 		for {
 			select {
 			case <-t.C:
-				_ = msg.InProgress()
+				for _, msg := range msgs {
+					_ = msg.InProgress()
+				}
 			case <-done:
 				return
 			}
@@ -280,134 +357,336 @@ func (r *Runner[R]) heartbeat(msg jetstream.Msg) func() {
 	return func() { close(done); wg.Wait() }
 }
 
-// process runs the step for one message and reports the outcome; it never
-// acks. A panic in the side effect becomes a transient failure.
-func (r *Runner[R]) process(ctx context.Context, msg jetstream.Msg) (out Outcome) {
-	meta, err := msg.Metadata()
-	if err != nil {
-		return Outcome{Kind: Dead, Reason: events.ReasonMalformed, Err: fmt.Errorf("not a JetStream message: %w", err)}
-	}
-	out.Deliveries, out.Sequence, out.Subject = meta.NumDelivered, meta.Sequence.Stream, msg.Subject()
+// process runs the step for a batch and leaves each job's outcome in it; it
+// never acks. A panic fails every job not yet over as a transient failure.
+func (r *Runner[R]) process(ctx context.Context, jobs []*job[R]) {
 	defer func() {
 		if p := recover(); p != nil {
-			out.Kind, out.Reason, out.Err = Retried, "panic", fmt.Errorf("panic: %v", p)
+			for _, j := range jobs {
+				if !j.over {
+					j.out.Kind, j.out.Reason, j.out.Err, j.over = Retried, "panic", fmt.Errorf("panic: %v", p), true
+				}
+			}
 		}
 	}()
-
-	ev, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data(), events.WithMaxInlineSize(r.opts.MaxInlineSize))
+	r.decode(jobs)
+	if err := r.check(ctx, jobs); err != nil {
+		failAll(jobs, err)
+		return
+	}
+	claims, err := r.claim(ctx, jobs)
 	if err != nil {
-		return out.fail(err)
+		failAll(jobs, err)
+		return
 	}
-	out.UploadID = ev.ID
-	if ev.Type != r.step.Accepts {
-		return out.fail(Permanent(events.ReasonUnknownType, fmt.Errorf("step %s does not consume %s", r.step.Name, ev.Type)))
+	if claims != nil {
+		ran := r.runEffects(ctx, jobs, claims)
+		r.record(ctx, ran, claims)
+		claims.Release()
 	}
+	r.publish(ctx, jobs)
+}
 
-	// Check: a finished step is skipped without taking a claim.
-	m, done, err := r.markers.Get(ctx, ev.ID, r.step.Name)
-	if err != nil {
-		return out.fail(err)
+// decode parses each message; duplicates of an upload within the batch wait
+// for a later delivery, when the first copy's marker exists.
+func (r *Runner[R]) decode(jobs []*job[R]) {
+	seen := make(map[string]bool, len(jobs))
+	for _, j := range jobs {
+		meta, err := j.msg.Metadata()
+		if err != nil {
+			j.fail(Permanent(events.ReasonMalformed, fmt.Errorf("not a JetStream message: %w", err)))
+			continue
+		}
+		j.meta = meta
+		j.out.Deliveries, j.out.Sequence, j.out.Subject = meta.NumDelivered, meta.Sequence.Stream, j.msg.Subject()
+		ev, err := events.Decode(j.msg.Subject(), j.msg.Headers(), j.msg.Data(), events.WithMaxInlineSize(r.opts.MaxInlineSize))
+		if err != nil {
+			j.fail(err)
+			continue
+		}
+		j.ev, j.out.UploadID = ev, ev.ID
+		if ev.Type != r.step.Accepts {
+			j.fail(Permanent(events.ReasonUnknownType, fmt.Errorf("step %s does not consume %s", r.step.Name, ev.Type)))
+			continue
+		}
+		if seen[ev.ID] {
+			j.out.Kind, j.out.Reason, j.out.Err, j.over = Retried, reasonBusy, errors.New("an earlier copy is in the same batch"), true
+			continue
+		}
+		seen[ev.ID] = true
 	}
-	if !done {
-		m, done, err = r.runOnce(ctx, ev, meta)
-		if errors.Is(err, marker.ErrBusy) {
-			// Another worker runs this step now; look again later. This is
-			// not a failure, so it never dead-letters the message.
-			out.Kind, out.Reason, out.Err = Retried, reasonBusy, err
-			return out
+}
+
+// check looks up the markers of the batch in one query: a finished step is
+// skipped without taking a claim.
+func (r *Runner[R]) check(ctx context.Context, jobs []*job[R]) error {
+	ids := pendingIDs(jobs)
+	if len(ids) == 0 {
+		return nil
+	}
+	found, err := r.markers.GetMany(ctx, r.step.Name, ids)
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		if m, ok := found[j.out.UploadID]; ok && !j.over {
+			j.marker, j.out.Kind = m, Skipped
+		}
+	}
+	return nil
+}
+
+// claim takes the claims of the uploads whose marker is missing; nil when
+// there are none. A claim held elsewhere retries the job later: that is not
+// a failure and never dead-letters it.
+func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, error) {
+	var ids []string
+	for _, j := range jobs {
+		if !j.over && j.out.Kind != Skipped {
+			ids = append(ids, j.out.UploadID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	claims, err := r.markers.ClaimMany(ctx, r.step.Name, ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, j := range jobs {
+		if j.over || j.out.Kind == Skipped {
+			continue
+		}
+		switch m, found := claims.Marker(j.out.UploadID); {
+		case !claims.Held(j.out.UploadID):
+			j.out.Kind, j.out.Reason, j.out.Err, j.over = Retried, reasonBusy, marker.ErrBusy, true
+		case found:
+			j.marker, j.out.Kind = m, Skipped
+		case j.meta.NumDelivered > uint64(r.opts.MaxDeliveries):
+			// Earlier deliveries never settled (a crash each time, say):
+			// give up before running it yet again.
+			j.fail(Permanent(events.ReasonRetriesExhausted,
+				fmt.Errorf("delivered %d times, the last allowed is %d", j.meta.NumDelivered, r.opts.MaxDeliveries)))
+		}
+	}
+	return claims, nil
+}
+
+// runEffects runs the side effects of the claimed jobs, Concurrency at once
+// across the runner, and returns the jobs whose effect is done.
+func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], claims *marker.Claims) []*job[R] {
+	var wg sync.WaitGroup
+	var run []*job[R]
+	for _, j := range jobs {
+		if j.over || j.out.Kind == Skipped || !claims.Held(j.out.UploadID) {
+			continue
+		}
+		run = append(run, j)
+		select {
+		case r.effects <- struct{}{}:
+		case <-ctx.Done():
+			j.fail(ctx.Err())
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-r.effects }()
+			defer func() {
+				if p := recover(); p != nil {
+					j.out.Kind, j.out.Reason, j.out.Err, j.over = Retried, "panic", fmt.Errorf("panic: %v", p), true
+				}
+			}()
+			r.runEffect(ctx, j)
+		}()
+	}
+	wg.Wait()
+	done := run[:0]
+	for _, j := range run {
+		if !j.over {
+			done = append(done, j)
+		}
+	}
+	return done
+}
+
+func (r *Runner[R]) runEffect(ctx context.Context, j *job[R]) {
+	if err := r.inject(ctx, "before-effect"); err != nil {
+		j.fail(err)
+		return
+	}
+	ectx, cancel := context.WithTimeout(ctx, r.opts.StepTimeout)
+	result, err := r.step.Effect(ectx, j.ev)
+	cancel()
+	if err != nil {
+		j.fail(err)
+		return
+	}
+	r.opts.Metrics.effectDone(r.step.Name)
+	j.result = result
+	// From here on the side effect is done: nothing may cancel its record.
+	if err := r.inject(context.WithoutCancel(ctx), "after-effect"); err != nil {
+		j.fail(err)
+	}
+}
+
+// errItems makes record roll back when InTx refused some items.
+var errItems = errors.New("steprun: items refused")
+
+// record writes the markers of the done jobs, with the step's own writes, in
+// one transaction; items the step refuses are settled with their error and
+// the transaction is run again without them.
+func (r *Runner[R]) record(ctx context.Context, done []*job[R], claims *marker.Claims) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	for _, j := range done {
+		if err := r.inject(rctx, "before-marker"); err != nil {
+			j.fail(err)
+		}
+	}
+	for {
+		done = unfinished(done)
+		if len(done) == 0 {
+			return
+		}
+		ms := make([]marker.Marker, len(done))
+		for i, j := range done {
+			raw, err := json.Marshal(j.result)
+			if err != nil {
+				failAll(done, fmt.Errorf("encode result: %w", err))
+				return
+			}
+			ms[i] = marker.Marker{UploadID: j.ev.ID, Step: r.step.Name, Fingerprint: j.ev.SHA256, Result: raw}
+		}
+		var inTx func(context.Context, pgx.Tx, []int) error
+		if r.step.InTx != nil {
+			inTx = func(ctx context.Context, tx pgx.Tx, won []int) error {
+				if len(won) == 0 {
+					return nil
+				}
+				items := make([]Item[R], len(won))
+				for k, i := range won {
+					items[k] = Item[R]{Event: done[i].ev, Result: done[i].result}
+				}
+				errs, err := r.step.InTx(ctx, tx, items)
+				if err != nil {
+					return err
+				}
+				refused := false
+				for k, err := range errs {
+					if err != nil {
+						done[won[k]].fail(err)
+						refused = true
+					}
+				}
+				if refused {
+					return errItems
+				}
+				return nil
+			}
+		}
+		stored, won, err := claims.Record(rctx, ms, inTx)
+		if errors.Is(err, errItems) {
+			continue
 		}
 		if err != nil {
-			return out.fail(err)
+			failAll(done, err)
+			return
 		}
-		out.Kind = Done
-		if !done {
-			out.Kind = Skipped
+		for i, j := range done {
+			j.marker, j.out.Kind = stored[i], Skipped
+			if won[i] {
+				j.out.Kind = Done
+			}
+			if err := r.inject(rctx, "after-marker"); err != nil {
+				j.fail(err)
+			}
 		}
-	} else {
-		out.Kind = Skipped
+		return
 	}
-	if m.Fingerprint != ev.SHA256 {
-		return out.fail(Conflict("upload %s was recorded with sha256 %s, this event has %s", ev.ID, m.Fingerprint, ev.SHA256))
-	}
+}
 
-	var result R
-	if err := json.Unmarshal(m.Result, &result); err != nil {
-		return out.fail(fmt.Errorf("marker %s/%s holds a bad result: %w", ev.ID, r.step.Name, err))
-	}
-	next, err := r.step.Next(ev, result)
-	if err != nil {
-		return out.fail(err)
-	}
-	if err := r.inject(ctx, "before-publish"); err != nil {
-		return out.fail(err)
-	}
-	nmsg, err := next.Msg(r.msgID(meta))
-	if err != nil {
-		return out.fail(err)
-	}
+// publish emits the next event of every job whose marker exists, all at
+// once, and waits for JetStream to acknowledge each.
+func (r *Runner[R]) publish(ctx context.Context, jobs []*job[R]) {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
-	if _, err := r.js.PublishMsg(pctx, nmsg); err != nil {
-		return out.fail(fmt.Errorf("publish %s: %w", nmsg.Subject, err))
+	for _, j := range jobs {
+		if j.over {
+			continue
+		}
+		if j.marker.Fingerprint != j.ev.SHA256 {
+			j.fail(Conflict("upload %s was recorded with sha256 %s, this event has %s", j.ev.ID, j.marker.Fingerprint, j.ev.SHA256))
+			continue
+		}
+		var result R
+		if err := json.Unmarshal(j.marker.Result, &result); err != nil {
+			j.fail(fmt.Errorf("marker %s/%s holds a bad result: %w", j.ev.ID, r.step.Name, err))
+			continue
+		}
+		next, err := r.step.Next(j.ev, result)
+		if err != nil {
+			j.fail(err)
+			continue
+		}
+		if err := r.inject(pctx, "before-publish"); err != nil {
+			j.fail(err)
+			continue
+		}
+		nmsg, err := next.Msg(r.msgID(j.meta))
+		if err != nil {
+			j.fail(err)
+			continue
+		}
+		if j.next, err = r.js.PublishMsgAsync(nmsg); err != nil {
+			j.fail(fmt.Errorf("publish %s: %w", nmsg.Subject, err))
+		}
 	}
-	if err := r.inject(ctx, "after-publish"); err != nil {
-		return out.fail(err)
+	for _, j := range jobs {
+		if j.over || j.next == nil {
+			continue
+		}
+		select {
+		case <-j.next.Ok():
+		case err := <-j.next.Err():
+			j.fail(fmt.Errorf("publish %s: %w", j.next.Msg().Subject, err))
+			continue
+		case <-pctx.Done():
+			j.fail(fmt.Errorf("publish %s: no acknowledgement: %w", j.next.Msg().Subject, pctx.Err()))
+			continue
+		}
+		if err := r.inject(pctx, "after-publish"); err != nil {
+			j.fail(err)
+		}
+	}
+}
+
+func pendingIDs[R any](jobs []*job[R]) []string {
+	ids := make([]string, 0, len(jobs))
+	for _, j := range jobs {
+		if !j.over {
+			ids = append(ids, j.out.UploadID)
+		}
+	}
+	return ids
+}
+
+func unfinished[R any](jobs []*job[R]) []*job[R] {
+	out := jobs[:0:0]
+	for _, j := range jobs {
+		if !j.over {
+			out = append(out, j)
+		}
 	}
 	return out
 }
 
-// runOnce takes the claim on the step and, unless a marker appeared, runs
-// the side effect and records it. done reports whether this call did it.
-func (r *Runner[R]) runOnce(ctx context.Context, ev *events.Event, meta *jetstream.MsgMetadata) (m marker.Marker, done bool, err error) {
-	claim, err := r.markers.Claim(ctx, ev.ID, r.step.Name)
-	if err != nil {
-		return m, false, err
+func failAll[R any](jobs []*job[R], err error) {
+	for _, j := range jobs {
+		if !j.over {
+			j.fail(err)
+		}
 	}
-	defer claim.Release()
-	if m, ok := claim.Marker(); ok {
-		return m, false, nil
-	}
-	if meta.NumDelivered > uint64(r.opts.MaxDeliveries) {
-		// Earlier deliveries never settled (a crash each time, say): give up
-		// before running it yet again.
-		return m, false, Permanent(events.ReasonRetriesExhausted,
-			fmt.Errorf("delivered %d times, the last allowed is %d", meta.NumDelivered, r.opts.MaxDeliveries))
-	}
-
-	if err := r.inject(ctx, "before-effect"); err != nil {
-		return m, false, err
-	}
-	ectx, cancel := context.WithTimeout(ctx, r.opts.StepTimeout)
-	result, err := r.step.Effect(ectx, ev)
-	cancel()
-	if err != nil {
-		return m, false, err
-	}
-	r.opts.Metrics.effectDone(r.step.Name)
-	// From here on the side effect is done: nothing may cancel its record.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
-	if err := r.inject(rctx, "after-effect"); err != nil {
-		return m, false, err
-	}
-	raw, err := json.Marshal(result)
-	if err != nil {
-		return m, false, fmt.Errorf("encode result: %w", err)
-	}
-	var inTx func(context.Context, pgx.Tx) error
-	if r.step.InTx != nil {
-		inTx = func(ctx context.Context, tx pgx.Tx) error { return r.step.InTx(ctx, tx, ev, result) }
-	}
-	m, won, err := claim.Record(rctx, marker.Marker{
-		UploadID: ev.ID, Step: r.step.Name, Fingerprint: ev.SHA256, Result: raw,
-	}, inTx)
-	if err != nil {
-		return m, false, err
-	}
-	if err := r.inject(rctx, "after-marker"); err != nil {
-		return m, false, err
-	}
-	return m, won, nil
 }
 
 // msgID derives the Nats-Msg-Id of the event emitted for an input message:
@@ -436,8 +715,10 @@ func (r *Runner[R]) settle(msg jetstream.Msg, out Outcome) Outcome {
 			out.Kind, out.Err = Retried, err
 			break
 		}
-		if err := msg.DoubleAck(ctx); err != nil {
-			// The work is recorded; a redelivery will skip it.
+		// The event it caused is acknowledged by JetStream already: if this
+		// ack is lost, the redelivery finds the marker and re-emits under
+		// the same Nats-Msg-Id.
+		if err := msg.Ack(); err != nil {
 			out.Err = fmt.Errorf("ack: %w", err)
 		}
 		return out

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,7 @@ type harness struct {
 	mu      sync.Mutex
 	calls   map[string]int
 	effect  effectFunc
+	inTx    func(items []steprun.Item[events.Blob]) []error // set before start
 	runner  *steprun.Runner[events.Blob]
 	stopped chan struct{}
 	cancel  context.CancelFunc
@@ -74,6 +76,12 @@ func newHarness(t *testing.T, opts steprun.Options, effect effectFunc) *harness 
 				}
 			}
 			return events.Blob{Key: "uploads/" + ev.ID, Size: int64(len(ev.Data)), SHA256: ev.SHA256, ContentType: ev.ContentType}, nil
+		},
+		InTx: func(_ context.Context, _ pgx.Tx, items []steprun.Item[events.Blob]) ([]error, error) {
+			if h.inTx == nil {
+				return nil, nil
+			}
+			return h.inTx(items), nil
 		},
 		Next: func(ev *events.Event, b events.Blob) (*events.Event, error) {
 			return events.NewBlobStored(ev, b, "/test")
@@ -390,5 +398,83 @@ func TestHeartbeatsKeepLongStepsAlive(t *testing.T) {
 	}
 	if r := h.count("retried"); r != 0 {
 		t.Errorf("retried: got %v, want 0 (no redelivery while the step ran)", r)
+	}
+}
+
+// A batch settles each message on its own: one message refused inside the
+// batch's transaction, one failing for good, one failing once and a copy of
+// an upload twice in the batch do not hold back the others, and every side
+// effect runs once.
+func TestBatchSettlesEachMessageOnItsOwn(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, steprun.Options{BatchSize: 64, BatchWait: 100 * time.Millisecond, Concurrency: 8},
+		func(_ context.Context, ev *events.Event, call int) error {
+			switch {
+			case ev.ID == "bad":
+				return steprun.Permanent(events.ReasonDigestMismatch, errors.New("sha256 differs"))
+			case ev.ID == "flaky" && call == 1:
+				return errors.New("store unavailable")
+			}
+			return nil
+		})
+	var mu sync.Mutex
+	largest, refusedOnce := 0, false
+	h.inTx = func(items []steprun.Item[events.Blob]) []error {
+		mu.Lock()
+		defer mu.Unlock()
+		largest = max(largest, len(items))
+		errs := make([]error, len(items))
+		for i, it := range items {
+			if it.Event.ID == "refused" {
+				refusedOnce = true
+				errs[i] = steprun.Conflict("refused by the step")
+			}
+		}
+		return errs
+	}
+	const n = 40
+	for i := range n {
+		h.publish(fmt.Sprintf("u%03d", i), []byte(fmt.Sprintf("bytes-%d", i)), "")
+	}
+	for _, id := range []string{"bad", "flaky", "refused", "twice", "twice"} {
+		h.publish(id, []byte(id), "")
+	}
+	h.start()
+
+	if d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("refused"), timeout); d.Reason != events.ReasonConflict {
+		t.Errorf("refused: got reason %q, want conflict", d.Reason)
+	}
+	if d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("bad"), timeout); d.Reason != events.ReasonDigestMismatch {
+		t.Errorf("bad: got reason %q, want digest_mismatch", d.Reason)
+	}
+	got := h.stored.Await(t, n+2, timeout) // the 40, flaky and twice
+	for _, id := range []string{"flaky", "twice", "u000", "u039"} {
+		if len(got[id]) == 0 {
+			t.Errorf("%s: no blob_stored event", id)
+		}
+	}
+	h.awaitOutcome("done", n+2)
+	h.awaitOutcome("skipped", 1) // the second copy of twice, redelivered
+	for i := range n {
+		if c := h.callsOf(fmt.Sprintf("u%03d", i)); c != 1 {
+			t.Errorf("u%03d: effect ran %d times, want 1", i, c)
+		}
+	}
+	if c := h.callsOf("twice"); c != 1 {
+		t.Errorf("twice: effect ran %d times, want 1", c)
+	}
+	if c := h.callsOf("flaky"); c != 2 {
+		t.Errorf("flaky: effect ran %d times, want 2", c)
+	}
+	if n := h.pg.Count(t, `SELECT count(*) FROM step_markers WHERE upload_id IN ('refused', 'bad')`); n != 0 {
+		t.Errorf("markers of refused and bad: got %d, want 0", n)
+	}
+	if n := h.pg.Count(t, `SELECT count(*) FROM step_markers`); n != 42 {
+		t.Errorf("markers: got %d, want 42", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !refusedOnce || largest < 10 {
+		t.Errorf("InTx saw batches of at most %d (refused seen: %v), want batches of many", largest, refusedOnce)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"gocloud.dev/blob"
@@ -75,40 +76,95 @@ func (w *Writer) check(ctx context.Context, ev *events.Event) (events.Reference,
 	return events.Reference{ID: ev.ID, Subject: ev.Subject, Blob: b, EventTime: ev.Time}, nil
 }
 
-// Insert writes the reference row and moves the subject's current
-// reference to it if it is newer (event time, then upload id). It runs in the
-// marker's transaction.
-func Insert(ctx context.Context, tx pgx.Tx, _ *events.Event, ref events.Reference) error {
-	tag, err := tx.Exec(ctx, `
-		INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
-		ON CONFLICT (id) DO NOTHING`,
-		ref.ID, ref.Subject, ref.Blob.Key, ref.Blob.Size, ref.Blob.SHA256, ref.Blob.ContentType, ref.EventTime)
-	if err != nil {
-		return fmt.Errorf("insert reference %s: %w", ref.ID, err)
+// Insert writes the reference rows of a batch and moves each subject's
+// current reference to the newest of them (event time, then upload id) if it
+// is newer than the current one. It runs in the markers' transaction, in
+// three statements whatever the batch's size. A reference row that exists
+// without its marker (written by hand) is accepted when it holds the same
+// digest and refused as a conflict otherwise.
+func Insert(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.Reference]) ([]error, error) {
+	n := len(items)
+	ids, subjects, keys, types, shas := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	sizes, times := make([]int64, n), make([]time.Time, n)
+	for i, it := range items {
+		ref := it.Result
+		ids[i], subjects[i], keys[i], sizes[i], shas[i], types[i], times[i] =
+			ref.ID, ref.Subject, ref.Blob.Key, ref.Blob.Size, ref.Blob.SHA256, ref.Blob.ContentType, ref.EventTime
 	}
-	if tag.RowsAffected() == 0 {
-		// A row without a marker: written by hand, not by this step.
-		var sha string
-		if err := tx.QueryRow(ctx, `SELECT sha256 FROM upload_refs WHERE id = $1`, ref.ID).Scan(&sha); err != nil {
-			return fmt.Errorf("read reference %s: %w", ref.ID, err)
+	// Rows go in in id order and pointers in subject order, the same lock
+	// order in every transaction: concurrent batches wait, never deadlock.
+	rows, err := tx.Query(ctx, `
+		INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::timestamptz[])
+		ORDER BY 1
+		ON CONFLICT (id) DO NOTHING
+		RETURNING id`, ids, subjects, keys, sizes, shas, types, times)
+	if err != nil {
+		return nil, fmt.Errorf("insert %d references: %w", n, err)
+	}
+	inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("insert %d references: %w", n, err)
+	}
+	var errs []error
+	if len(inserted) < n {
+		// Rows without a marker: written by hand, not by this step.
+		if errs, err = checkExisting(ctx, tx, items, inserted); err != nil || errs != nil {
+			return errs, err
 		}
-		if sha != ref.Blob.SHA256 {
-			return steprun.Conflict("reference %s exists with sha256 %s, not %s", ref.ID, sha, ref.Blob.SHA256)
-		}
-		return nil
+	}
+	if len(inserted) == 0 {
+		return nil, nil
 	}
 	_, err = tx.Exec(ctx, `
 		INSERT INTO subject_refs AS cur (subject, upload_id, event_time)
-		VALUES ($1, $2, $3)
+		SELECT DISTINCT ON (subject) subject, id, event_time
+		FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS t(id, subject, event_time)
+		WHERE id = ANY($4::text[])
+		ORDER BY subject, event_time DESC, id DESC
 		ON CONFLICT (subject) DO UPDATE
 		SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
 		WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)`,
-		ref.Subject, ref.ID, ref.EventTime)
+		ids, subjects, times, inserted)
 	if err != nil {
-		return fmt.Errorf("move current reference of %s: %w", ref.Subject, err)
+		return nil, fmt.Errorf("move current references: %w", err)
 	}
-	return nil
+	return nil, nil
+}
+
+// checkExisting compares the rows Insert did not insert with the items:
+// one error per item (nil when there is no conflict), or nil if none.
+func checkExisting(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.Reference], inserted []string) ([]error, error) {
+	fresh := make(map[string]bool, len(inserted))
+	for _, id := range inserted {
+		fresh[id] = true
+	}
+	var others []string
+	for _, it := range items {
+		if !fresh[it.Result.ID] {
+			others = append(others, it.Result.ID)
+		}
+	}
+	rows, err := tx.Query(ctx, `SELECT id, sha256 FROM upload_refs WHERE id = ANY($1::text[])`, others)
+	if err != nil {
+		return nil, fmt.Errorf("read references: %w", err)
+	}
+	stored := make(map[string]string, len(others))
+	var id, sha string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &sha}, func() error { stored[id] = sha; return nil }); err != nil {
+		return nil, fmt.Errorf("read references: %w", err)
+	}
+	var errs []error
+	for i, it := range items {
+		ref := it.Result
+		if sha, ok := stored[ref.ID]; ok && !fresh[ref.ID] && sha != ref.Blob.SHA256 {
+			if errs == nil {
+				errs = make([]error, len(items))
+			}
+			errs[i] = steprun.Conflict("reference %s exists with sha256 %s, not %s", ref.ID, sha, ref.Blob.SHA256)
+		}
+	}
+	return errs, nil
 }
 
 // Current returns the id of the subject's current reference.

@@ -96,7 +96,10 @@ func (r *refs) record(ev *events.Event) (won bool, err error) {
 	}
 	_, won, err = r.markers.Record(ctx, marker.Marker{
 		UploadID: ev.ID, Step: refstore.StepName, Fingerprint: ev.SHA256, Result: raw,
-	}, func(ctx context.Context, tx pgx.Tx) error { return refstore.Insert(ctx, tx, ev, ref) })
+	}, func(ctx context.Context, tx pgx.Tx) error {
+		errs, err := refstore.Insert(ctx, tx, []steprun.Item[events.Reference]{{Event: ev, Result: ref}})
+		return errors.Join(append(errs, err)...)
+	})
 	return won, err
 }
 

@@ -54,7 +54,7 @@ func setupRunner(t *testing.T) *runner {
 		BackoffMax:  50 * time.Millisecond,
 		FetchWait:   200 * time.Millisecond,
 		Logger:      testenv.Logger(t),
-		Middleware:  []steprun.Middleware{r.observe},
+		OnOutcome:   r.observe,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -64,14 +64,10 @@ func setupRunner(t *testing.T) *runner {
 }
 
 // observe records the outcome of every message.
-func (r *runner) observe(next steprun.Handler) steprun.Handler {
-	return func(ctx context.Context, msg jetstream.Msg) steprun.Outcome {
-		out := next(ctx, msg)
-		r.mu.Lock()
-		r.outcomes[out.UploadID] = append(r.outcomes[out.UploadID], out)
-		r.mu.Unlock()
-		return out
-	}
+func (r *runner) observe(out steprun.Outcome) {
+	r.mu.Lock()
+	r.outcomes[out.UploadID] = append(r.outcomes[out.UploadID], out)
+	r.mu.Unlock()
 }
 
 // awaitOutcome polls until a message of id ended with kind.
