@@ -29,6 +29,9 @@ type Config struct {
 	// MetricsAddr is where /metrics, /healthz and /readyz are served; empty
 	// disables them.
 	MetricsAddr string `env:"METRICS_ADDR"`
+	// Pprof serves Go's runtime profiles under /debug/pprof/ on
+	// METRICS_ADDR; off by default (profiles reveal internals and cost CPU).
+	Pprof bool `env:"PPROF_ENABLED"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
 	// LogFormat is json or text.

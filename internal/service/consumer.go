@@ -47,7 +47,7 @@ func RunStep[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerC
 
 	reg := NewRegistry()
 	ready := make(chan struct{})
-	ops := &Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Checks: map[string]Check{
+	ops := &Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Pprof: cfg.Pprof, Checks: map[string]Check{
 		"nats": NATSCheck(nc), "postgres": PostgresCheck(pool),
 	}}
 	g, gctx := errgroup.WithContext(ctx)

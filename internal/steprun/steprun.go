@@ -31,10 +31,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/internal/failpoint"
@@ -172,7 +174,7 @@ func (r *Runner[R]) ConsumerConfig() jetstream.ConsumerConfig {
 // Run consumes until ctx is done, then stops fetching, lets in-flight
 // messages finish (or hands them back after ShutdownGrace) and returns.
 func (r *Runner[R]) Run(ctx context.Context) error {
-	cons, err := r.js.CreateOrUpdateConsumer(ctx, events.StreamName, r.ConsumerConfig())
+	cons, err := r.consumer(ctx)
 	if err != nil && ctx.Err() != nil {
 		return nil // shut down before starting
 	}
@@ -227,6 +229,28 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// consumer creates or updates the durable consumer. A JetStream that does
+// not answer in time or has no leader yet (a restart, an election) is waited
+// for; an error JetStream answers with, or a permission it refuses, is
+// returned: retrying cannot fix a wrong configuration.
+func (r *Runner[R]) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	delay := 100 * time.Millisecond
+	for {
+		cons, err := r.js.CreateOrUpdateConsumer(ctx, events.StreamName, r.ConsumerConfig())
+		var apiErr *jetstream.APIError
+		switch {
+		case err == nil:
+			return cons, nil
+		case ctx.Err() != nil, errors.Is(err, nats.ErrPermissionViolation),
+			errors.As(err, &apiErr) && apiErr.Code != http.StatusServiceUnavailable:
+			return nil, err
+		}
+		r.opts.Logger.Warn("consumer not created yet, retrying", "step", r.step.Name, "error", err, "delay", delay)
+		sleep(ctx, delay)
+		delay = min(2*delay, 5*time.Second)
+	}
 }
 
 // fetch pulls up to n messages and hands them to batches as they arrive: a

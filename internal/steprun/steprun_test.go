@@ -31,6 +31,7 @@ type effectFunc func(ctx context.Context, ev *events.Event, call int) error
 
 type harness struct {
 	t       *testing.T
+	nats    *testenv.NATS
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	pg      *testenv.Postgres
@@ -56,8 +57,8 @@ func setup(t *testing.T, opts steprun.Options, effect effectFunc) *harness {
 func newHarness(t *testing.T, opts steprun.Options, effect effectFunc) *harness {
 	t.Helper()
 	h := &harness{t: t, calls: map[string]int{}, effect: effect, reg: prometheus.NewRegistry()}
-	n := testenv.StartNATS(t)
-	h.nc, h.js = n.Connect()
+	h.nats = testenv.StartNATS(t)
+	h.nc, h.js = h.nats.Connect()
 	h.pg = testenv.StartPostgres(t)
 	h.stored = testenv.Subscribe(t, h.nc, "uploads.blob.stored.>")
 
@@ -477,4 +478,22 @@ func TestBatchSettlesEachMessageOnItsOwn(t *testing.T) {
 	if !refusedOnce || largest < 10 {
 		t.Errorf("InTx saw batches of at most %d (refused seen: %v), want batches of many", largest, refusedOnce)
 	}
+}
+
+// A runner that starts while JetStream is down waits for it instead of
+// ending: a restart or an election at start-up is no reason to crash.
+func TestRunWaitsForJetStreamAtStart(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, steprun.Options{}, nil)
+	h.nats.Shutdown()
+	h.start()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-h.stopped:
+		t.Fatal("Run returned while JetStream was down; want it to wait")
+	default:
+	}
+	h.nats.Restart()
+	h.publish("late", []byte("x"), "late")
+	h.stored.Await(t, 1, timeout)
 }

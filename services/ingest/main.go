@@ -75,7 +75,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	ready := make(chan struct{})
-	ops := &service.Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Checks: map[string]service.Check{
+	ops := &service.Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Pprof: cfg.Pprof, Checks: map[string]service.Check{
 		"nats": service.NATSCheck(nc), "postgres": service.PostgresCheck(pool),
 	}}
 	g, gctx := errgroup.WithContext(ctx)

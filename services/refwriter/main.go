@@ -26,8 +26,17 @@ type config struct {
 	service.Config
 	service.ConsumerConfig
 	// BlobURL is the bucket blobwriter stores in; refwriter checks each blob
-	// there before referencing it. Empty skips the check.
+	// there before referencing it.
 	BlobURL string `env:"BLOB_URL" envDefault:"file:///var/lib/blobref/blobs?create_dir=true"`
+	// BlobCheck false skips that check: for a bucket refwriter cannot see,
+	// such as blobwriter's mem://. (An empty BLOB_URL cannot say it: the
+	// environment parser replaces an empty value by the default.)
+	BlobCheck bool `env:"BLOB_CHECK" envDefault:"true"`
+}
+
+// defaults is the configuration before the environment is read.
+func defaults() *config {
+	return &config{Config: service.Config{MetricsAddr: ":9102"}}
 }
 
 func (c *config) Validate() error {
@@ -35,12 +44,12 @@ func (c *config) Validate() error {
 }
 
 func main() {
-	service.Main("refwriter", &config{Config: service.Config{MetricsAddr: ":9102"}}, run)
+	service.Main("refwriter", defaults(), run)
 }
 
 func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	w := &refstore.Writer{}
-	if cfg.BlobURL != "" {
+	if cfg.BlobCheck {
 		bucket, err := blob.OpenBucket(ctx, cfg.BlobURL)
 		if err != nil {
 			return err

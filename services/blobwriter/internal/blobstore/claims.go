@@ -100,6 +100,9 @@ func claimError(dataref string, err error) error {
 	return err
 }
 
+// lookupTimeout bounds finding a claim-checked object's info.
+const lookupTimeout = 10 * time.Second
+
 // objectInfoer is the part of jetstream.ObjectStore a reader uses.
 type objectInfoer interface {
 	GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error)
@@ -108,6 +111,11 @@ type objectInfoer interface {
 // lookup returns the info of the named object, following links to other
 // objects as ObjectStore.Get does.
 func (c ObjectClaims) lookup(ctx context.Context, bucket, name string) (objectInfoer, *jetstream.ObjectInfo, error) {
+	// A JetStream API reply lost with its server (a cluster node killed
+	// mid-request) would otherwise hold the whole batch until the step's
+	// deadline: the look-up is small, so it gets a short one of its own.
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
 	for range maxLinks + 1 {
 		store, err := c.JS.ObjectStore(ctx, bucket)
 		if err != nil {
