@@ -43,7 +43,7 @@ func TestCheckFindsEveryViolation(t *testing.T) {
 		data := []byte("bytes of " + id)
 		return checker.Upload{ID: id, Subject: subject, SHA256: sum(data), Size: int64(len(data)), Time: t0.Add(at), Via: "direct"}
 	}
-	ok1 := mk("ok1", "s/a", 0)      // completed, once
+	ok1 := mk("ok1", "s/a", 0)       // completed, once
 	newer := mk("newer", "s/a", 1e9) // completed, written twice, and the pointer stays on ok1: a regression
 	lost := mk("lost", "s/b", 0)     // nothing anywhere
 	dup := mk("dup", "s/b", 1e9)     // reference inserted twice
