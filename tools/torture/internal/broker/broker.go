@@ -209,3 +209,13 @@ func AwaitStreams(ctx context.Context, js jetstream.JetStream, replicas int) err
 	}
 	return fmt.Errorf("streams not ready: %w", last)
 }
+
+// Pid is the process id of the node's running server, or 0.
+func (n *Node) Pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.p == nil || n.p.Exited() {
+		return 0
+	}
+	return n.p.Pid()
+}

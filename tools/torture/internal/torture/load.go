@@ -50,6 +50,7 @@ type load struct {
 	mu          sync.Mutex
 	accepted    []checker.Upload
 	direct      map[string]*events.Event // direct uploads by id
+	poisoned    map[string]bool          // ids a conflict poison event was sent for
 	poison      []checker.Poison
 	republishes int
 	httpRetries int
@@ -250,7 +251,13 @@ func (l *load) republish(ctx context.Context, rng *rand.Rand) {
 	}
 	u := l.accepted[rng.IntN(len(l.accepted))]
 	n := l.republishes
+	poisoned := l.poisoned[u.ID]
 	l.mu.Unlock()
+	if poisoned {
+		// Its last request is the poison event: republishing it would be
+		// another poison, not a replay of the accepted upload.
+		return
+	}
 	var raw *jetstream.RawStreamMsg
 	start := time.Now()
 	for {
@@ -315,6 +322,9 @@ func (l *load) sendPoison(ctx context.Context, rng *rand.Rand, tag string) {
 		}
 		ev, err = events.NewRequested(events.Request{ID: orig.ID, Source: "/torture/poison", Subject: orig.Subject, ContentType: "application/octet-stream", Time: orig.Time, Data: data})
 		reason = events.ReasonConflict
+		l.mu.Lock()
+		l.poisoned[orig.ID] = true // before it is published: no republish may pick it up as the upload's
+		l.mu.Unlock()
 	} else {
 		id := fmt.Sprintf("p%d-%s", l.seed, tag)
 		ev, err = events.NewRequested(events.Request{ID: id, Source: "/torture/poison", Subject: l.subjects[0], ContentType: "application/octet-stream", Data: data})
@@ -352,7 +362,9 @@ func (l *load) completedDirect(ctx context.Context, rng *rand.Rand) *events.Even
 	l.mu.Lock()
 	ids := make([]string, 0, len(l.direct))
 	for id := range l.direct {
-		ids = append(ids, id)
+		if !l.poisoned[id] {
+			ids = append(ids, id)
+		}
 	}
 	l.mu.Unlock()
 	for range 10 {
