@@ -81,7 +81,20 @@ compose-check: ## Validate docker-compose.yml, the Dockerfile and deploy/ with w
 clean: ## Remove ./bin (./.data, the local stack's state, stays)
 	rm -rf $(BIN)
 
+.PHONY: torture
+TORTURE_FLAGS ?= -long
+torture: ## Crash-safety torture run: kills, NATS and Postgres restarts, then the invariants (TORTURE_FLAGS)
+	$(GO) run ./tools/torture $(TORTURE_FLAGS)
+
 .PHONY: bench-ingest
 BENCH_FLAGS ?=
 bench-ingest: ## Benchmark over HTTP: 4 KiB uploads/s end to end, peak RSS of a 1 GiB upload (BENCH_FLAGS)
 	$(GO) run ./bench/cmd/pipelinebench $(BENCH_FLAGS)
+
+.PHONY: bench
+bench: ## Benchmark the pipeline (issue 6): uploads/s, latency, CPU and RSS for file:// and mem://, floors, ceiling (BENCH_FLAGS)
+	$(GO) run ./bench/cmd/throughput $(BENCH_FLAGS)
+
+.PHONY: bench-backlog
+bench-backlog: ## The services' RSS with 1,000,000 request events pending (long; BENCH_FLAGS)
+	$(GO) run ./bench/cmd/throughput -configs= -floors=false -backlog 1000000 $(BENCH_FLAGS)

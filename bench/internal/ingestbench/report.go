@@ -8,10 +8,10 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/blobref/blobref/bench/internal/procstat"
 	"github.com/blobref/blobref/bench/internal/stats"
+	"github.com/blobref/blobref/bench/internal/texttable"
 )
 
 // Write prints the report as text: the configuration and the machine, then
@@ -57,12 +57,12 @@ func (r *Report) writeMemory(w io.Writer, line func(string, ...any)) {
 	line("512 KiB by default, travel by claim check); peak RSS (VmHWM of /proc/<pid>/status, reset as the upload")
 	line("starts, read once its uploads.completed event arrived) after one unmeasured warm-up upload")
 	line("")
-	var t table
+	var t texttable.Table
 	header := []string{"process", "idle"}
 	for _, m := range r.Memory {
 		header = append(header, "peak "+formatBytes(m.Size))
 	}
-	t.row(append(header, "growth", "target")...)
+	t.Row(append(header, "growth", "target")...)
 	for _, name := range programs {
 		row := []string{name, mib(r.Memory[0].Before[name])}
 		worst := int64(0)
@@ -82,9 +82,9 @@ func (r *Report) writeMemory(w io.Writer, line func(string, ...any)) {
 		default:
 			row = append(row, "none")
 		}
-		t.row(row...)
+		t.Row(row...)
 	}
-	t.write(w)
+	t.Write(w)
 	line("")
 	var times []string
 	for _, m := range r.Memory {
@@ -116,8 +116,8 @@ func (r *Report) writeThroughput(w io.Writer, line func(string, ...any)) {
 	line("no Prefer); end to end is first request → last uploads.completed.<id> on a core NATS subscription,")
 	line("accepted is first request → last 202; latencies from a request's start")
 	line("")
-	var t table
-	t.row("run", "uploads/s end to end", "accepted/s", "accept p50", "accept p99", "completed p50", "completed p99", "elapsed")
+	var t texttable.Table
+	t.Row("run", "uploads/s end to end", "accepted/s", "accept p50", "accept p99", "completed p50", "completed p99", "elapsed")
 	var rates, accepts []float64
 	cols := make([][]float64, 5)
 	for i, run := range r.Throughput {
@@ -125,14 +125,14 @@ func (r *Report) writeThroughput(w io.Writer, line func(string, ...any)) {
 		for j, d := range []time.Duration{run.Accept[0], run.Accept[1], run.Complete[0], run.Complete[1], run.Elapsed} {
 			cols[j] = append(cols[j], float64(d))
 		}
-		t.row(fmt.Sprint(i+1), fmt.Sprintf("%.0f", run.Rate()), fmt.Sprintf("%.0f", run.AcceptRate()),
+		t.Row(fmt.Sprint(i+1), fmt.Sprintf("%.0f", run.Rate()), fmt.Sprintf("%.0f", run.AcceptRate()),
 			elapsed(run.Accept[0]), elapsed(run.Accept[1]), elapsed(run.Complete[0]), elapsed(run.Complete[1]), elapsed(run.Elapsed))
 	}
 	rs, as := stats.Summarize(rates), stats.Summarize(accepts)
 	med := func(j int) string { return elapsed(time.Duration(stats.Summarize(cols[j]).Median)) }
-	t.row("median", fmt.Sprintf("%.0f", rs.Median), fmt.Sprintf("%.0f", as.Median), med(0), med(1), med(2), med(3), med(4))
-	t.row("spread", fmt.Sprintf("±%.1f%% (%.0f…%.0f)", rs.Spread(), rs.Min, rs.Max), fmt.Sprintf("±%.1f%% (%.0f…%.0f)", as.Spread(), as.Min, as.Max))
-	t.write(w)
+	t.Row("median", fmt.Sprintf("%.0f", rs.Median), fmt.Sprintf("%.0f", as.Median), med(0), med(1), med(2), med(3), med(4))
+	t.Row("spread", fmt.Sprintf("±%.1f%% (%.0f…%.0f)", rs.Spread(), rs.Min, rs.Max), fmt.Sprintf("±%.1f%% (%.0f…%.0f)", as.Spread(), as.Min, as.Max))
+	t.Write(w)
 	line("")
 	var peaks []string
 	for _, name := range programs {
@@ -144,37 +144,6 @@ func (r *Report) writeThroughput(w io.Writer, line func(string, ...any)) {
 	}
 	line("peak RSS during the runs: %s", strings.Join(peaks, ", "))
 	line("(the client runs on the same %d CPUs as the pipeline)", r.Machine.CPUs)
-}
-
-// table lays out rows of cells: the first column left-aligned, the others
-// right-aligned, each as wide as its widest cell, two spaces apart.
-type table struct{ rows [][]string }
-
-func (t *table) row(cells ...string) { t.rows = append(t.rows, cells) }
-
-func (t *table) write(w io.Writer) {
-	var widths []int
-	for _, r := range t.rows {
-		for i, c := range r {
-			if i == len(widths) {
-				widths = append(widths, 0)
-			}
-			widths[i] = max(widths[i], utf8.RuneCountInString(c))
-		}
-	}
-	for _, r := range t.rows {
-		var b strings.Builder
-		b.WriteString(" ")
-		for i, c := range r {
-			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c))
-			if i == 0 {
-				b.WriteString(" " + c + pad)
-			} else {
-				b.WriteString("  " + pad + c)
-			}
-		}
-		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
-	}
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", procstat.MiB(n)) }

@@ -38,6 +38,9 @@ var buildFlags = []string{"-trimpath", "-ldflags=-s -w"}
 type Binaries struct {
 	// Dir holds one executable per name.
 	Dir string
+	// Paths, when it has a name, is where that program is instead: a
+	// service built elsewhere (from another tree, to compare two).
+	Paths map[string]string
 	// GoVersion is the version of the toolchain that built them.
 	GoVersion string
 	// Source says which tree they were built from: the commit and any
@@ -46,12 +49,20 @@ type Binaries struct {
 }
 
 // Path is the executable of program name.
-func (b Binaries) Path(name string) string { return filepath.Join(b.Dir, name) }
+func (b Binaries) Path(name string) string {
+	if p, ok := b.Paths[name]; ok {
+		return p
+	}
+	return filepath.Join(b.Dir, name)
+}
 
-// Build builds nats-server and the services into dir with the go command
-// on PATH. It must run inside the blobref workspace (any directory under
-// go.work).
-func Build(ctx context.Context, dir string) (Binaries, error) {
+// Build builds the programs names (by default nats-server and the three
+// services) into dir with the go command on PATH. It must run inside the
+// blobref workspace (any directory under go.work).
+func Build(ctx context.Context, dir string, names ...string) (Binaries, error) {
+	if len(names) == 0 {
+		names = []string{NATSServer, Ingest, BlobWriter, RefWriter}
+	}
 	root, err := workspaceRoot(ctx)
 	if err != nil {
 		return Binaries{}, err
@@ -62,8 +73,12 @@ func Build(ctx context.Context, dir string) (Binaries, error) {
 	}
 	args := append([]string{"build"}, buildFlags...)
 	args = append(args, "-o", dir+string(filepath.Separator))
-	for _, name := range []string{NATSServer, Ingest, BlobWriter, RefWriter} {
-		args = append(args, packages[name])
+	for _, name := range names {
+		pkg, ok := packages[name]
+		if !ok {
+			return Binaries{}, fmt.Errorf("pipeline: no program named %q", name)
+		}
+		args = append(args, pkg)
 	}
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
@@ -71,7 +86,7 @@ func Build(ctx context.Context, dir string) (Binaries, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Binaries{}, fmt.Errorf("pipeline: go build: %w\n%s", err, out)
 	}
-	for name := range packages {
+	for _, name := range names {
 		if _, err := os.Stat(b.Path(name)); err != nil {
 			return Binaries{}, fmt.Errorf("pipeline: go build made no %s: %w", name, err)
 		}

@@ -45,6 +45,14 @@ type Config struct {
 	// AUTH_TOKENS). Nothing else of the benchmark's environment reaches the
 	// services but PATH and HOME: a report states the whole configuration.
 	Env []string
+	// Services are the services Start starts, in this order; nil means
+	// refwriter, blobwriter and ingest. An empty, non-nil slice starts none:
+	// nats-server and the schema only (StartServices starts them later).
+	Services []string
+	// BlobURLs holds the BLOB_URL of a service that must not get the
+	// default, file:// over a fresh directory; "" unsets it (refwriter then
+	// skips its check of the bucket).
+	BlobURLs map[string]string
 	// ReadyTimeout bounds the start of each program (default 2m).
 	ReadyTimeout time.Duration
 	// StopTimeout bounds the graceful stop of each program (default 30s).
@@ -105,17 +113,33 @@ func Start(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 	if err := p.createSchema(rctx); err != nil {
 		return nil, err
 	}
-	for _, name := range []string{RefWriter, BlobWriter, Ingest} {
-		if err := p.startService(name); err != nil {
-			return nil, err
-		}
+	services := cfg.Services
+	if services == nil {
+		services = []string{RefWriter, BlobWriter, Ingest}
 	}
-	for _, pr := range p.procs[1:] {
-		if err := pr.awaitReady(rctx); err != nil {
-			return nil, err
-		}
+	if err := p.StartServices(rctx, services...); err != nil {
+		return nil, err
 	}
 	return p, nil
+}
+
+// StartServices starts services names, in this order, and returns once
+// each is ready. A service that fails stays for Stop to stop.
+func (p *Pipeline) StartServices(ctx context.Context, names ...string) error {
+	from := len(p.procs)
+	for _, name := range names {
+		if err := p.startService(name); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ReadyTimeout)
+	defer cancel()
+	for _, pr := range p.procs[from:] {
+		if err := pr.awaitReady(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // startNATS writes a configuration like deploy/nats/nats.conf's, with the
@@ -235,7 +259,11 @@ func (p *Pipeline) startService(name string) error {
 	)
 	switch name {
 	case BlobWriter, RefWriter:
-		env = append(env, "BLOB_URL=file://"+filepath.ToSlash(p.BlobDir))
+		blobURL, ok := p.cfg.BlobURLs[name]
+		if !ok {
+			blobURL = "file://" + filepath.ToSlash(p.BlobDir)
+		}
+		env = append(env, "BLOB_URL="+blobURL)
 	case Ingest:
 		httpAddr, err := freeAddr()
 		if err != nil {

@@ -1,0 +1,462 @@
+// Package floors measures what each stage of blobref's pipeline costs on
+// its own, with the pipeline's payloads and none of its machinery: the
+// floors its throughput and CPU are judged against (issue 6).
+//
+//   - JetStream: the pipeline's shape of messaging, publish → pull consume
+//     → publish → pull consume → publish with acks, and no side effects;
+//   - Bucket: the same objects written straight into the bucket with
+//     gocloud.dev/blob, at the services' concurrency;
+//   - Postgres: the same marker and reference rows inserted in batches.
+//
+// Each reports its rate and the CPU time of every process it involves
+// (nats-server, the PostgreSQL processes, this one).
+package floors
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"gocloud.dev/blob"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/blobref/blobref/bench/internal/load"
+	"github.com/blobref/blobref/bench/internal/procstat"
+	"github.com/blobref/blobref/internal/dbschema"
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// Names of the processes a floor's CPU is read from.
+const (
+	NATSServer     = "nats-server"
+	PostgresServer = "postgres"
+	Bench          = "bench"
+)
+
+// Result is one measurement of a floor.
+type Result struct {
+	N       int
+	Elapsed time.Duration
+	// CPU is the CPU time of each process the stage involves, by name.
+	CPU map[string]time.Duration
+	// Other is the machine's busy time that none of them accounts for:
+	// other work on the machine while the floor ran.
+	Other time.Duration
+}
+
+// Rate is uploads per second.
+func (r Result) Rate() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.N) / r.Elapsed.Seconds()
+}
+
+// PerUpload is the CPU time of process name per upload.
+func (r Result) PerUpload(name string) time.Duration {
+	if r.N == 0 {
+		return 0
+	}
+	return r.CPU[name] / time.Duration(r.N)
+}
+
+// TotalPerUpload is the CPU time of every process of the stage per upload.
+func (r Result) TotalPerUpload() time.Duration {
+	var sum time.Duration
+	for name := range r.CPU {
+		sum += r.PerUpload(name)
+	}
+	return sum
+}
+
+// measure runs f between two reads of meter.
+func measure(meter *procstat.Meter, n int, f func() error) (Result, error) {
+	before, err := meter.Read()
+	if err != nil {
+		return Result{}, err
+	}
+	if err := f(); err != nil {
+		return Result{}, err
+	}
+	after, err := meter.Read()
+	if err != nil {
+		return Result{}, err
+	}
+	u := after.Sub(before)
+	return Result{N: n, Elapsed: u.Wall, CPU: u.CPU, Other: u.Other}, nil
+}
+
+// JetStreamOptions say where floor (a) runs.
+type JetStreamOptions struct {
+	// URL and PID are those of a nats-server of its own (no consumers of
+	// UPLOADS); the floor creates the streams as the services do.
+	URL string
+	PID int
+	// Window is the producer's window of unacknowledged publishes, and each
+	// stage's.
+	Window int
+	// Batch is how many messages a stage pulls at once.
+	Batch int
+}
+
+// JetStream measures floor (a): the uploads of set published to
+// uploads.requested.<id>, pulled by a durable consumer that publishes the
+// upload's blob_stored event and acks, pulled again by a second one that
+// publishes its completed event and acks, and the completed events received
+// on a core subscription. The events are those the pipeline sends (built by
+// pkg/events beforehand); nothing decodes them. Every party has its own
+// connection, as the pipeline's processes do. Elapsed runs from the first
+// publish to the last completed event.
+func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (Result, error) {
+	o.Window, o.Batch = max(o.Window, 1), max(o.Batch, 1)
+	stored, completed, err := set.Chain()
+	if err != nil {
+		return Result{}, err
+	}
+	requests, err := set.Msgs("")
+	if err != nil {
+		return Result{}, err
+	}
+	next := func(evs []*events.Event, step string) ([]*nats.Msg, error) {
+		out := make([]*nats.Msg, len(evs))
+		for i, ev := range evs {
+			if out[i], err = ev.Msg("floor-" + step + "/" + ev.ID); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	storedMsgs, err := next(stored, "blob")
+	if err != nil {
+		return Result{}, err
+	}
+	completedMsgs, err := next(completed, "ref")
+	if err != nil {
+		return Result{}, err
+	}
+
+	var conns []*nats.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	connect := func(name string) (*nats.Conn, error) {
+		nc, err := nats.Connect(o.URL, nats.Name("floor-"+name))
+		if err != nil {
+			return nil, fmt.Errorf("floors: %w", err)
+		}
+		conns = append(conns, nc)
+		return nc, nil
+	}
+	pnc, err := connect("producer")
+	if err != nil {
+		return Result{}, err
+	}
+	producer, err := load.NewProducer(pnc, o.Window)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := events.EnsureStreams(ctx, producer.JetStream(), events.StreamOptions{}); err != nil {
+		return Result{}, fmt.Errorf("floors: %w", err)
+	}
+	tnc, err := connect("tracker")
+	if err != nil {
+		return Result{}, err
+	}
+	tracker, err := load.Track(tnc, set)
+	if err != nil {
+		return Result{}, err
+	}
+	defer tracker.Close()
+
+	stages := []struct {
+		spec events.ConsumerSpec
+		next []*nats.Msg
+	}{{events.BlobWriterConsumer, storedMsgs}, {events.RefWriterConsumer, completedMsgs}}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	g, gctx := errgroup.WithContext(sctx)
+	for _, st := range stages {
+		nc, err := connect(st.spec.Durable)
+		if err != nil {
+			return Result{}, err
+		}
+		js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(o.Window))
+		if err != nil {
+			return Result{}, fmt.Errorf("floors: %w", err)
+		}
+		cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
+			Durable: "floor-" + st.spec.Durable, FilterSubject: st.spec.FilterSubject,
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: max(1000, 2*o.Batch),
+		})
+		if err != nil {
+			return Result{}, fmt.Errorf("floors: consumer: %w", err)
+		}
+		g.Go(func() error { return relay(gctx, js, cons, set, st.next, o.Batch) })
+	}
+
+	res, err := measure(natsMeter(o.PID), len(requests), func() error {
+		published := make([]int64, len(requests))
+		if err := producer.Publish(gctx, requests, published, 0); err != nil {
+			return err
+		}
+		return tracker.Wait(gctx, nil, time.Minute)
+	})
+	stop()
+	if gerr := g.Wait(); err == nil && gerr != nil && !errors.Is(gerr, context.Canceled) {
+		err = gerr
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("floors: jetstream: %w", err)
+	}
+	return res, nil
+}
+
+func natsMeter(pid int) *procstat.Meter {
+	m := &procstat.Meter{}
+	m.AddPID(NATSServer, pid)
+	m.AddPID(Bench, os.Getpid())
+	return m
+}
+
+// relay is one stage of floor (a): pull up to batch messages, publish the
+// next event of each asynchronously, and ack each message once its publish
+// is acknowledged, until ctx ends.
+func relay(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer, set *load.Set, next []*nats.Msg, batch int) error {
+	type inflight struct {
+		msg jetstream.Msg
+		paf jetstream.PubAckFuture
+	}
+	pending := make([]inflight, 0, batch)
+	settle := func() error {
+		for _, p := range pending {
+			select {
+			case <-p.paf.Ok():
+			case err := <-p.paf.Err():
+				return fmt.Errorf("publish %s: %w", p.paf.Msg().Subject, err)
+			}
+			if err := p.msg.Ack(); err != nil {
+				return fmt.Errorf("ack: %w", err)
+			}
+		}
+		pending = pending[:0]
+		return nil
+	}
+	for ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		msgs, err := cons.Fetch(batch, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("fetch: %w", err)
+		}
+		for msg := range msgs.Messages() {
+			subject := msg.Subject()
+			i := set.Index(subject[strings.LastIndexByte(subject, '.')+1:])
+			if i < 0 {
+				cancel()
+				return fmt.Errorf("a message on %s, not of this floor", subject)
+			}
+			paf, err := js.PublishMsgAsync(next[i], jetstream.WithStallWait(time.Minute))
+			if err != nil {
+				cancel()
+				return fmt.Errorf("publish: %w", err)
+			}
+			pending = append(pending, inflight{msg, paf})
+		}
+		cancel()
+		if err := settle(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Bucket measures floor (b): the objects of set written to the bucket at
+// bucketURL as blobwriter writes them (key uploads/<id>, the content type,
+// the sha256 in the metadata, IfNotExist), by concurrency writers at once.
+func Bucket(ctx context.Context, bucketURL string, concurrency int, set *load.Set) (Result, error) {
+	bucket, err := blob.OpenBucket(ctx, bucketURL)
+	if err != nil {
+		return Result{}, fmt.Errorf("floors: bucket: %w", err)
+	}
+	defer bucket.Close()
+	m := &procstat.Meter{}
+	m.AddPID(Bench, os.Getpid())
+	var next atomic.Int64
+	res, err := measure(m, len(set.Uploads), func() error {
+		g, gctx := errgroup.WithContext(ctx)
+		for range max(concurrency, 1) {
+			g.Go(func() error {
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= len(set.Uploads) {
+						return nil
+					}
+					if err := write(gctx, bucket, set.Uploads[i]); err != nil {
+						return err
+					}
+				}
+			})
+		}
+		return g.Wait()
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("floors: bucket: %w", err)
+	}
+	return res, nil
+}
+
+func write(ctx context.Context, bucket *blob.Bucket, u load.Upload) error {
+	key := "uploads/" + u.ID
+	w, err := bucket.NewWriter(ctx, key, &blob.WriterOptions{
+		ContentType: u.Request.ContentType,
+		Metadata:    map[string]string{"sha256": u.Request.SHA256},
+		IfNotExist:  true,
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	if _, err := w.Write(u.Data); err != nil {
+		_ = w.Close()
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	return nil
+}
+
+// Postgres measures floor (c): the rows the pipeline writes for each
+// upload of set (the "blob" and "ref" markers, the upload_refs row, the
+// subject_refs row), inserted batch uploads at a time, one transaction of
+// three multi-row INSERTs per batch, by concurrency connections at once.
+// databaseURL's search_path must name a fresh schema; Postgres migrates it
+// first. CPU is read from every process named postgres: other use of the
+// same server during the floor counts too.
+func Postgres(ctx context.Context, databaseURL string, concurrency, batch int, set *load.Set) (Result, error) {
+	concurrency, batch = max(concurrency, 1), max(batch, 1)
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return Result{}, fmt.Errorf("floors: postgres: %w", err)
+	}
+	cfg.MaxConns = int32(concurrency) + 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return Result{}, fmt.Errorf("floors: postgres: %w", err)
+	}
+	defer pool.Close()
+	if err := dbschema.Migrate(ctx, pool); err != nil {
+		return Result{}, fmt.Errorf("floors: postgres: %w", err)
+	}
+	_, completed, err := set.Chain()
+	if err != nil {
+		return Result{}, err
+	}
+	// Open every connection before measuring.
+	var conns []*pgxpool.Conn
+	for range concurrency {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			return Result{}, fmt.Errorf("floors: postgres: %w", err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Release()
+	}
+
+	m := &procstat.Meter{}
+	m.AddCommand(PostgresServer, "postgres")
+	m.AddPID(Bench, os.Getpid())
+	var next atomic.Int64
+	res, err := measure(m, len(set.Uploads), func() error {
+		g, gctx := errgroup.WithContext(ctx)
+		for range concurrency {
+			g.Go(func() error {
+				for {
+					from := int(next.Add(int64(batch)) - int64(batch))
+					if from >= len(completed) {
+						return nil
+					}
+					if err := insert(gctx, pool, completed[from:min(from+batch, len(completed))]); err != nil {
+						return err
+					}
+				}
+			})
+		}
+		return g.Wait()
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("floors: postgres: %w", err)
+	}
+	return res, nil
+}
+
+// insert writes the rows of one batch of completed uploads in one
+// transaction.
+func insert(ctx context.Context, pool *pgxpool.Pool, batch []*events.Event) error {
+	n := len(batch)
+	var (
+		markerID, markerStep, markerFP, markerResult []string
+		id, subject, key, sha, ct                    = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		size                                         = make([]int64, n)
+		at                                           = make([]time.Time, n)
+	)
+	for i, ev := range batch {
+		ref := ev.Ref
+		blobJSON, err := jsonOf(ref.Blob)
+		if err != nil {
+			return err
+		}
+		markerID = append(markerID, ev.ID, ev.ID)
+		markerStep = append(markerStep, "blob", "ref")
+		markerFP = append(markerFP, ev.SHA256, ev.SHA256)
+		markerResult = append(markerResult, blobJSON, string(ev.Data))
+		id[i], subject[i], key[i], sha[i], ct[i] = ref.ID, ref.Subject, ref.Blob.Key, ref.Blob.SHA256, ref.Blob.ContentType
+		size[i], at[i] = ref.Blob.Size, ref.EventTime
+	}
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO step_markers (upload_id, step, fingerprint, result)
+			SELECT u, s, f, r::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(u, s, f, r)
+			ON CONFLICT (upload_id, step) DO NOTHING`, markerID, markerStep, markerFP, markerResult); err != nil {
+			return fmt.Errorf("markers: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::timestamptz[])
+			ON CONFLICT (id) DO NOTHING`, id, subject, key, size, sha, ct, at); err != nil {
+			return fmt.Errorf("references: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO subject_refs AS cur (subject, upload_id, event_time)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+			ON CONFLICT (subject) DO UPDATE
+			SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
+			WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)`, subject, id, at); err != nil {
+			return fmt.Errorf("current references: %w", err)
+		}
+		return nil
+	})
+}
+
+func jsonOf(b events.Blob) (string, error) {
+	data, err := json.Marshal(b)
+	if err != nil {
+		return "", fmt.Errorf("floors: %w", err)
+	}
+	return string(data), nil
+}
