@@ -50,8 +50,8 @@ type Config struct {
 	// nats-server and the schema only (StartServices starts them later).
 	Services []string
 	// BlobURLs holds the BLOB_URL of a service that must not get the
-	// default, file:// over a fresh directory; "" unsets it (refwriter then
-	// skips its check of the bucket).
+	// default, file:// over a fresh directory; "" means none (refwriter then
+	// gets BLOB_CHECK=false and skips its check of the bucket).
 	BlobURLs map[string]string
 	// ReadyTimeout bounds the start of each program (default 2m).
 	ReadyTimeout time.Duration
@@ -260,10 +260,14 @@ func (p *Pipeline) startService(name string) error {
 	switch name {
 	case BlobWriter, RefWriter:
 		blobURL, ok := p.cfg.BlobURLs[name]
-		if !ok {
-			blobURL = "file://" + filepath.ToSlash(p.BlobDir)
+		switch {
+		case !ok:
+			env = append(env, "BLOB_URL=file://"+filepath.ToSlash(p.BlobDir))
+		case blobURL == "":
+			env = append(env, "BLOB_CHECK=false") // refwriter: no bucket to check
+		default:
+			env = append(env, "BLOB_URL="+blobURL)
 		}
-		env = append(env, "BLOB_URL="+blobURL)
 	case Ingest:
 		httpAddr, err := freeAddr()
 		if err != nil {

@@ -86,7 +86,7 @@ func (r *Report) Write(w io.Writer) error {
 func (r *Report) writeConfig(line func(string, ...any), w io.Writer, cr ConfigResult) {
 	line("== %s:// pipeline ==", cr.Name)
 	if cr.Name == Mem {
-		line("blobwriter BLOB_URL=mem://; refwriter BLOB_URL=\"\" (its mem:// bucket could not see blobwriter's: no bucket check)")
+		line("blobwriter BLOB_URL=mem://; refwriter BLOB_CHECK=false (its mem:// bucket could not see blobwriter's)")
 	}
 	if cr.Err != nil {
 		line("FAILED: %v", cr.Err)

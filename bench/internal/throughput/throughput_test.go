@@ -72,9 +72,8 @@ func (w logWriter) Write(p []byte) (int, error) {
 
 // TestSmoke runs a tiny version of the whole benchmark, so that it keeps
 // working: the real programs, the floors, a run with republish, the paced
-// run, the backlog phase and a report with every figure. It asserts no
-// timing. mem:// is left out: refwriter cannot run without a bucket check
-// yet (an empty BLOB_URL takes its default).
+// run, the backlog phase and a report with every figure, over file:// and
+// mem://. It asserts no timing.
 func TestSmoke(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the benchmark reads Linux's /proc")
@@ -82,7 +81,7 @@ func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cfg := Config{
-		Uploads: 300, Size: 4 << 10, Runs: 1, Configs: []string{File},
+		Uploads: 300, Size: 4 << 10, Runs: 1, Configs: []string{File, Mem},
 		Floors: true, Paced: true, Republish: true, Backlog: 500, BacklogDuration: 2 * time.Second,
 		Warmup: 20, Window: 256, Concurrency: 4, Batch: 50,
 		DatabaseURL: testDatabaseURL(), WorkDir: t.TempDir(), Command: "smoke test", Progress: logWriter{t},
@@ -91,8 +90,11 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if len(rep.Configs) != 1 || len(rep.Configs[0].Runs) != 1 || rep.Configs[0].Paced == nil || rep.Configs[0].Runs[0].Republish == nil {
-		t.Fatalf("got %+v, want one file:// run with its republish and a paced run", rep.Configs)
+	if len(rep.Configs) != 2 || len(rep.Configs[0].Runs) != 1 || rep.Configs[0].Paced == nil || rep.Configs[0].Runs[0].Republish == nil {
+		t.Fatalf("got %+v, want a file:// run with its republish and a paced run, then mem://", rep.Configs)
+	}
+	if m := rep.Configs[1]; m.Name != Mem || len(m.Runs) != 1 || m.Runs[0].N != 300 {
+		t.Errorf("got %+v, want one mem:// run of 300 uploads", m)
 	}
 	r := rep.Configs[0].Runs[0]
 	if r.N != 300 || r.Rate() <= 0 || r.Latency[0] <= 0 || r.Latency[0] > r.Latency[1] || r.Latency[1] > r.Latency[2] {
@@ -126,7 +128,7 @@ func TestSmoke(t *testing.T) {
 		"CPU s/1,000 uploads: postgres", "CPU s/1,000 uploads: nats-server", "peak RSS refwriter", "republish (every step skipped)",
 		"paced latency", "(a) JetStream", "(b) file:// bucket", "(c) Postgres rows", "ceiling file:// = ", "of the ceiling",
 		"clients together", "memory under a backlog", "== targets", "file:// ≥ 6000 uploads/s", "republish ≥ 10000",
-		"RSS ≤ 64 MiB with 500 pending",
+		"RSS ≤ 64 MiB with 500 pending", "== mem:// pipeline", "mem:// ≥ 0.5 of floor (a)",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q", want)

@@ -1,7 +1,6 @@
 // Package findings reproduces, each in a minimal test, what the torture runs
-// found in code outside the suite. A test here fails until its finding is
-// fixed; those not fixed yet run only with BLOBREF_TORTURE_FINDINGS=1, so
-// that make test stays green meanwhile.
+// found in code outside the suite. A test here failed until its finding was
+// fixed and now keeps it fixed.
 package findings
 
 import (
@@ -23,13 +22,6 @@ import (
 	"github.com/blobref/blobref/tools/torture/internal/proc"
 )
 
-func needFindings(t *testing.T) {
-	t.Helper()
-	if os.Getenv("BLOBREF_TORTURE_FINDINGS") != "1" {
-		t.Skip("an open finding (see the test's comment); BLOBREF_TORTURE_FINDINGS=1 runs it")
-	}
-}
-
 // TestClaimLookupLostReplyStallsBatch: blobwriter's claim look-up
 // (services/blobwriter/internal/blobstore/claims.go, ObjectClaims.lookup:
 // c.JS.ObjectStore(ctx, bucket), then store.GetInfo) sends JetStream API
@@ -47,9 +39,9 @@ func needFindings(t *testing.T) {
 // request together to one blobwriter connected to another node. Want: the
 // inline upload is stored and its blob_stored event published within 30s
 // (a look-up that cannot be answered should fail within a short request
-// timeout, not hold its batch for the step's deadline).
+// timeout, not hold its batch for the step's deadline). Fixed: the look-up
+// has a 10s deadline of its own (blobstore.lookupTimeout).
 func TestClaimLookupLostReplyStallsBatch(t *testing.T) {
-	needFindings(t)
 	frozenClaimNode(t, true)
 }
 
@@ -57,7 +49,6 @@ func TestClaimLookupLostReplyStallsBatch(t *testing.T) {
 // TestClaimLookupLostReplyStallsBatch: the same frozen node and the same
 // inline upload, without the claim-checked one, is stored in time.
 func TestFrozenNodeInlineOnly(t *testing.T) {
-	needFindings(t)
 	frozenClaimNode(t, false)
 }
 

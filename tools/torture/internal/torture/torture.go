@@ -17,16 +17,13 @@
 // CONSUMER_BACKOFF_MAX=2s (retries through an outage stay frequent),
 // CONSUMER_MAX_DELIVERIES=50 (a crash failpoint costs a delivery, and many
 // crashes may hit one message; a retries_exhausted dead letter is still a
-// finding the run reports), CONSUMER_STEP_TIMEOUT=15s (see below) and
-// INLINE_THRESHOLD=16KiB at ingest (one upload in ten is claim-checked
+// finding the run reports) and INLINE_THRESHOLD=16KiB at ingest (one upload in ten is claim-checked
 // through the object store).
 //
-// CONSUMER_STEP_TIMEOUT works around a finding of the cluster run: when a
-// JetStream API request of blobwriter's claim look-up (the object store's
-// stream info) is lost to a node kill, the request waits for the step's
-// whole deadline (5m by default) while heartbeats keep its message, and
-// every message of its batch, from being redelivered; see
-// TestClaimLookupLostReplyStallsBatch in internal/findings.
+// The cluster run found that a JetStream API request of blobwriter's claim
+// look-up, lost to a node kill, held its batch for the step's whole deadline
+// (5m); the look-up now has a deadline of its own. internal/findings keeps
+// the reproduction (TestClaimLookupLostReplyStallsBatch).
 package torture
 
 import (
@@ -230,7 +227,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		fmt.Sprintf("STREAM_REPLICAS=%d", replicas),
 		"LOG_LEVEL=info", "LOG_FORMAT=text",
 		"CONSUMER_ACK_WAIT=5s", "CONSUMER_BACKOFF_BASE=100ms", "CONSUMER_BACKOFF_MAX=2s",
-		"CONSUMER_MAX_DELIVERIES=50", "CONSUMER_STEP_TIMEOUT=15s", "SHUTDOWN_TIMEOUT=10s",
+		"CONSUMER_MAX_DELIVERIES=50", "SHUTDOWN_TIMEOUT=10s",
 	}
 	fl, err := newFleet(binDir, logDir, cfg.Replicas, common, logf, rand.New(rand.NewPCG(uint64(cfg.Seed), 2)))
 	if err != nil {
