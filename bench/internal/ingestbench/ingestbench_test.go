@@ -3,32 +3,17 @@ package ingestbench
 import (
 	"bytes"
 	"context"
-	"os"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/blobref/blobref/bench/internal/benchtest"
+
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// testDatabaseURL is the Postgres the tests use, as everywhere in blobref.
-func testDatabaseURL() string {
-	if u := os.Getenv("BLOBREF_TEST_DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
-
-// logWriter passes progress lines to the test log.
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // TestSmoke runs the whole benchmark with tiny sizes, so that it keeps
 // working: the real programs, both phases, the report.
@@ -41,7 +26,7 @@ func TestSmoke(t *testing.T) {
 	cfg := Config{
 		Uploads: 20, Concurrency: 2, UploadSize: 4 << 10, Runs: 2,
 		LargeSize: 2 << 20, SmallSize: 600 << 10, // both over the 512 KiB inline threshold
-		DatabaseURL: testDatabaseURL(), Command: "smoke test", Progress: logWriter{t},
+		DatabaseURL: benchtest.DatabaseURL(), Command: "smoke test", Progress: benchtest.LogWriter{T: t},
 	}
 	rep, err := Run(ctx, cfg)
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 // Write prints the report as text: the configuration and the machine, then
 // a table per phase.
 func (r *Report) Write(w io.Writer) error {
-	ew := &errWriter{w: w}
+	ew := &texttable.ErrWriter{W: w}
 	line := func(format string, args ...any) { fmt.Fprintf(ew, format+"\n", args...) }
 
 	line("blobref ingest benchmark: uploads over HTTP through the whole pipeline")
@@ -49,7 +49,7 @@ func (r *Report) Write(w io.Writer) error {
 		line("")
 		r.writeThroughput(ew, line)
 	}
-	return ew.err
+	return ew.Err()
 }
 
 func (r *Report) writeMemory(w io.Writer, line func(string, ...any)) {
@@ -147,19 +147,3 @@ func (r *Report) writeThroughput(w io.Writer, line func(string, ...any)) {
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", procstat.MiB(n)) }
-
-// errWriter remembers the first write error, so a report is written without
-// checking each line.
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) Write(p []byte) (int, error) {
-	if e.err != nil {
-		return 0, e.err
-	}
-	n, err := e.w.Write(p)
-	e.err = err
-	return n, err
-}

@@ -40,3 +40,22 @@ func (t *Table) Write(w io.Writer) {
 		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
 	}
 }
+
+// ErrWriter remembers the first write error, so that a report is written
+// without checking each line; Err returns it.
+type ErrWriter struct {
+	W   io.Writer
+	err error
+}
+
+func (e *ErrWriter) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.W.Write(p)
+	e.err = err
+	return n, err
+}
+
+// Err is the first write error, or nil.
+func (e *ErrWriter) Err() error { return e.err }

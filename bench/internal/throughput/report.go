@@ -47,7 +47,7 @@ func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond)
 
 // Write prints the report as plain text.
 func (r *Report) Write(w io.Writer) error {
-	ew := &errWriter{w: w}
+	ew := &texttable.ErrWriter{W: w}
 	line := func(format string, args ...any) { fmt.Fprintf(ew, format+"\n", args...) }
 	c := r.Config
 	line("blobref throughput benchmark (issue 6): request events through blobwriter and refwriter")
@@ -56,7 +56,11 @@ func (r *Report) Write(w io.Writer) error {
 	line("machine   %s", r.Machine)
 	line("tree      %s", r.Source)
 	line("pipeline  nats-server %s (its own process, a fresh store per run), PostgreSQL %s (a fresh schema per run),", r.NATSVersion, r.PostgresVersion)
-	line("          blobwriter and refwriter as separate processes built by %s without -race", r.GoVersion)
+	built := "without -race"
+	if r.GoFlags != "" {
+		built += ", GOFLAGS=" + r.GoFlags
+	}
+	line("          blobwriter and refwriter as separate processes built by %s %s", r.GoVersion, built)
 	settings := "their defaults"
 	if len(c.Env) > 0 {
 		settings += ", except " + strings.Join(c.Env, " ")
@@ -80,7 +84,7 @@ func (r *Report) Write(w io.Writer) error {
 	}
 	line("")
 	r.writeTargets(line)
-	return ew.err
+	return ew.Err()
 }
 
 func (r *Report) writeConfig(line func(string, ...any), w io.Writer, cr ConfigResult) {
@@ -278,19 +282,4 @@ func (r *Report) writeTargets(line func(string, ...any)) {
 		}
 	}
 	line("(targets are reported, never asserted; the machine is shared, so other work shows in \"other work on the machine\")")
-}
-
-// errWriter remembers the first write error.
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) Write(p []byte) (int, error) {
-	if e.err != nil {
-		return 0, e.err
-	}
-	n, err := e.w.Write(p)
-	e.err = err
-	return n, err
 }

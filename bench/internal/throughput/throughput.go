@@ -185,6 +185,7 @@ type Report struct {
 	Config                       Config
 	Machine                      machine.Info
 	GoVersion, Source            string
+	GoFlags                      string // GOFLAGS the services were built with (-tags leaving drivers out, say)
 	NATSVersion, PostgresVersion string
 	Dir                          string
 	Floors                       *FloorResults
@@ -270,6 +271,7 @@ func (b *bench) build(ctx context.Context) error {
 			return err
 		}
 		b.bins, b.rep.GoVersion, b.rep.Source = bins, bins.GoVersion, bins.Source
+		b.rep.GoFlags = os.Getenv("GOFLAGS")
 		return nil
 	}
 	b.progress("building nats-server; blobwriter and refwriter from %s", b.cfg.ServicesDir)

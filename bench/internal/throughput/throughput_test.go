@@ -3,11 +3,12 @@ package throughput
 import (
 	"bytes"
 	"context"
-	"os"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/blobref/blobref/bench/internal/benchtest"
 
 	"go.uber.org/goleak"
 	_ "gocloud.dev/blob/fileblob"
@@ -56,20 +57,6 @@ func TestSummary(t *testing.T) {
 	}
 }
 
-func testDatabaseURL() string {
-	if u := os.Getenv("BLOBREF_TEST_DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
-
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // TestSmoke runs a tiny version of the whole benchmark, so that it keeps
 // working: the real programs, the floors, a run with republish, the paced
 // run, the backlog phase and a report with every figure, over file:// and
@@ -84,7 +71,7 @@ func TestSmoke(t *testing.T) {
 		Uploads: 300, Size: 4 << 10, Runs: 1, Configs: []string{File, Mem},
 		Floors: true, Paced: true, Republish: true, Backlog: 500, BacklogDuration: 2 * time.Second,
 		Warmup: 20, Window: 256, Concurrency: 4, Batch: 50,
-		DatabaseURL: testDatabaseURL(), WorkDir: t.TempDir(), Command: "smoke test", Progress: logWriter{t},
+		DatabaseURL: benchtest.DatabaseURL(), WorkDir: t.TempDir(), Command: "smoke test", Progress: benchtest.LogWriter{T: t},
 	}
 	rep, err := Run(ctx, cfg)
 	if err != nil {
