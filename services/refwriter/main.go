@@ -10,12 +10,8 @@ import (
 	"log/slog"
 
 	"gocloud.dev/blob"
-	_ "gocloud.dev/blob/azureblob"
-	_ "gocloud.dev/blob/fileblob"
-	_ "gocloud.dev/blob/gcsblob"
-	_ "gocloud.dev/blob/memblob"
-	_ "gocloud.dev/blob/s3blob"
 
+	_ "github.com/blobref/blobref/internal/blobdrivers"
 	"github.com/blobref/blobref/internal/service"
 	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/pkg/events"

@@ -1,0 +1,5 @@
+//go:build !blobref_no_azure
+
+package blobdrivers
+
+import _ "gocloud.dev/blob/azureblob" // azblob://
