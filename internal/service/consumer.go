@@ -29,8 +29,7 @@ func RunStep[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerC
 	build func(Deps) (steprun.Step[R], error)) error {
 	// Each batch in flight holds one connection for its claims while its
 	// side effects run; a few more serve marker look-ups and readiness.
-	batches := (cc.MaxInFlight + cc.BatchSize - 1) / cc.BatchSize
-	pool, err := OpenPostgres(ctx, cfg.DatabaseURL, int32(min(batches, 16)+4), log)
+	pool, err := OpenPostgres(ctx, cfg.DatabaseURL, int32(cc.RunnerOptions().MaxBatches()+4), log)
 	if err != nil {
 		return err
 	}

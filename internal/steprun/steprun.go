@@ -4,7 +4,8 @@
 //
 // The runner works on batches. It pulls messages into a bounded in-flight
 // window and groups those that arrive together (up to BatchSize, waiting at
-// most BatchWait for a batch to fill). For each batch it does, in order:
+// most BatchWait for a batch to fill); MaxBatches batches run at once, and
+// while they run the next one grows. For each batch it does, in order:
 //
 //	decode → check markers (one query) → claim the rest (one round trip)
 //	       → run the side effects (Concurrency at once)
@@ -127,6 +128,15 @@ func (o *Options) setDefaults() {
 	}
 }
 
+// MaxBatches is how many batches run at once: as many as full batches fit
+// in the window, at least two (one is fetched and settled while another
+// runs) and at most sixteen. Each holds one Postgres connection while it
+// runs.
+func (o Options) MaxBatches() int {
+	o.setDefaults()
+	return min(16, max(2, (o.MaxInFlight+o.BatchSize-1)/o.BatchSize))
+}
+
 // settleTimeout bounds each of recording, publishing and acking.
 const settleTimeout = 10 * time.Second
 
@@ -137,6 +147,7 @@ type Runner[R any] struct {
 	markers *marker.Store
 	opts    Options
 	effects chan struct{} // one token per side effect running
+	batches chan struct{} // one token per batch running
 }
 
 // New returns a Runner for step. It checks the step and fills in defaults.
@@ -151,7 +162,11 @@ func New[R any](js jetstream.JetStream, markers *marker.Store, step Step[R], opt
 	}
 	opts.setDefaults()
 	opts.Metrics.expose(step.Name)
-	return &Runner[R]{step: step, js: js, markers: markers, opts: opts, effects: make(chan struct{}, opts.Concurrency)}, nil
+	return &Runner[R]{
+		step: step, js: js, markers: markers, opts: opts,
+		effects: make(chan struct{}, opts.Concurrency),
+		batches: make(chan struct{}, opts.MaxBatches()),
+	}, nil
 }
 
 // ConsumerConfig is the durable consumer the runner creates or updates.
@@ -253,10 +268,13 @@ func (r *Runner[R]) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	}
 }
 
-// fetch pulls up to n messages and hands them to batches as they arrive: a
-// batch starts with the first message and is closed when it holds BatchSize
-// messages or BatchWait has passed. It returns how many messages it
-// received; each frees its slot when settled.
+// fetch pulls up to n messages and hands them to batches as they arrive. A
+// batch starts with the first message; it is handed to a worker once it
+// holds BatchSize messages or BatchWait has passed, and a worker is free:
+// at most MaxInFlight/BatchSize batches run at once, and while they all
+// run, the next batch grows. So a light load goes through in small batches
+// after BatchWait, and a heavy one in full batches with no wait. fetch
+// returns how many messages it received; each frees its slot when settled.
 func (r *Runner[R]) fetch(ctx context.Context, cons jetstream.Consumer, n int, slots chan struct{}, wg *sync.WaitGroup, work context.Context) (int, error) {
 	fctx, cancel := context.WithTimeout(ctx, r.opts.FetchWait)
 	defer cancel()
@@ -268,45 +286,48 @@ func (r *Runner[R]) fetch(ctx context.Context, cons jetstream.Consumer, n int, s
 	var (
 		batch []jetstream.Msg
 		timer *time.Timer
-		full  <-chan time.Time
+		wait  <-chan time.Time // BatchWait of the batch, until it passed
 	)
-	flush := func() {
+	defer func() {
 		if timer != nil {
 			timer.Stop()
-			timer, full = nil, nil
 		}
-		if len(batch) == 0 {
-			return
+	}()
+	for msgs := pull.Messages(); msgs != nil || len(batch) > 0; {
+		in, workers := msgs, (chan<- struct{})(nil)
+		full := len(batch) >= r.opts.BatchSize
+		if full {
+			in = nil // wait for a worker
 		}
-		msgs := batch
-		batch = nil
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.handle(ctx, work, msgs, slots)
-		}()
-	}
-	for msgs := pull.Messages(); msgs != nil; {
+		if len(batch) > 0 && (full || wait == nil || msgs == nil) {
+			workers = r.batches
+		}
 		select {
-		case msg, ok := <-msgs:
+		case msg, ok := <-in:
 			if !ok {
 				msgs = nil
-				break
+				continue
 			}
 			received++
 			batch = append(batch, msg)
 			if len(batch) == 1 {
 				timer = time.NewTimer(r.opts.BatchWait)
-				full = timer.C
+				wait = timer.C
 			}
-			if len(batch) >= r.opts.BatchSize {
-				flush()
-			}
-		case <-full:
-			flush()
+		case <-wait:
+			wait = nil
+		case workers <- struct{}{}:
+			timer.Stop()
+			ready := batch
+			batch, wait = nil, nil
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-r.batches }()
+				r.handle(ctx, work, ready, slots)
+			}()
 		}
 	}
-	flush()
 	if err := pull.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, jetstream.ErrNoHeartbeat) {
 		return received, err
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -496,4 +498,58 @@ func TestRunWaitsForJetStreamAtStart(t *testing.T) {
 	h.nats.Restart()
 	h.publish("late", []byte("x"), "late")
 	h.stored.Await(t, 1, timeout)
+}
+
+// At most MaxBatches batches run at once; while they run, the messages
+// that arrive wait and go on together, as one batch, when a worker is free.
+func TestBatchesGrowWhileWorkersAreBusy(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var started atomic.Int32
+	h := newHarness(t, steprun.Options{BatchSize: 64, MaxInFlight: 128, BatchWait: time.Millisecond},
+		func(ctx context.Context, ev *events.Event, _ int) error {
+			started.Add(1)
+			if strings.HasPrefix(ev.ID, "slow") {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+	if got := (steprun.Options{BatchSize: 64, MaxInFlight: 128}).MaxBatches(); got != 2 {
+		t.Fatalf("MaxBatches: got %d, want 2", got)
+	}
+	var mu sync.Mutex
+	var sizes []int
+	h.inTx = func(items []steprun.Item[events.Blob]) []error {
+		mu.Lock()
+		sizes = append(sizes, len(items))
+		mu.Unlock()
+		return nil
+	}
+	h.start()
+	for i := range 2 { // two batches of one, both held by their side effect
+		h.publish(fmt.Sprintf("slow%d", i), []byte("x"), "")
+		for deadline := time.Now().Add(timeout); started.Load() != int32(i+1); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("slow%d: side effect not started", i)
+			}
+		}
+	}
+	for i := range 10 { // each alone, well apart: without busy workers, ten batches
+		h.publish(fmt.Sprintf("fast%d", i), []byte("y"), "")
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := started.Load(); n != 2 {
+		t.Errorf("side effects started while both workers were busy: got %d, want 2", n)
+	}
+	close(release)
+	h.stored.Await(t, 12, timeout)
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Contains(sizes, 10) {
+		t.Errorf("batch sizes recorded: %v, want the ten that waited together in one", sizes)
+	}
 }
