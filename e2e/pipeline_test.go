@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,35 +115,42 @@ func TestRefwriterCatchesUpAndRepublishResumes(t *testing.T) {
 
 // SIGKILL right after the blob write, before its marker: the restarted
 // blobwriter finds the object, records it without writing again, and the
-// upload completes once.
+// upload completes once with one object and one reference row.
 func TestCrashBetweenBlobWriteAndMarker(t *testing.T) {
 	t.Parallel()
-	p := newPipeline(t)
-	p.start("refwriter")
-	bw := p.start("blobwriter", "BLOBREF_FAILPOINTS=blob/after-effect=crash", "CONSUMER_CONCURRENCY=1")
+	forEachBucket(t, func(t *testing.T, p *pipeline, b bucket) {
+		b.start("refwriter")
+		bw := b.start("blobwriter", "BLOBREF_FAILPOINTS=blob/after-effect=crash", "CONSUMER_CONCURRENCY=1")
 
-	u := newUpload("crash1", 4096)
-	p.publish(u, u.ID)
-	bw.awaitCrash(t)
-	if n := p.pg.Count(t, `SELECT count(*) FROM step_markers`); n != 0 {
-		t.Fatalf("markers after the crash: got %d, want 0", n)
-	}
-	before := p.statObjects([]string{u.ID}) // the write happened
+		u := newUpload("crash1", 4096)
+		p.publish(u, u.ID)
+		bw.awaitCrash(t)
+		if n := p.pg.Count(t, `SELECT count(*) FROM step_markers`); n != 0 {
+			t.Fatalf("markers after the crash: got %d, want 0", n)
+		}
+		before := b.objects([]string{u.ID}) // the write happened
+		if len(before) != 1 {
+			t.Fatalf("objects after the crash: got %v, want the object of %s", before, u.ID)
+		}
 
-	bw2 := p.start("blobwriter")
-	if got := p.awaitCompleted(1, time.Minute); got[u.ID] != 1 {
-		t.Fatalf("completed: got %v, want %s once", got, u.ID)
-	}
-	if after := p.statObjects([]string{u.ID}); !maps.Equal(after, before) {
-		t.Errorf("object rewritten after restart: got %v, want %v", after, before)
-	}
-	p.checkInvariants([]upload{u})
-	if w := bw2.metric(t, "blobref_step_effects_total", `step="blob"`); w != 1 {
-		t.Errorf("restarted blobwriter side effects: got %v, want 1 (it finds the object, it does not write it)", w)
-	}
-	if d := testenv.DeadLetters(t, p.js); len(d) != 0 {
-		t.Errorf("dead letters: got %v, want none", d)
-	}
+		bw2 := b.start("blobwriter")
+		if got := p.awaitCompleted(1, time.Minute); got[u.ID] != 1 {
+			t.Fatalf("completed: got %v, want %s once", got, u.ID)
+		}
+		if after := b.objects([]string{u.ID}); !maps.Equal(after, before) {
+			t.Errorf("object rewritten after restart: got %v, want %v", after, before)
+		}
+		if w, ok := b.writes(); ok && w != 1 {
+			t.Errorf("object writes the store served: got %d, want 1", w)
+		}
+		b.checkInvariants([]upload{u})
+		if w := bw2.metric(t, "blobref_step_effects_total", `step="blob"`); w != 1 {
+			t.Errorf("restarted blobwriter side effects: got %v, want 1 (it finds the object, it does not write it)", w)
+		}
+		if d := testenv.DeadLetters(t, p.js); len(d) != 0 {
+			t.Errorf("dead letters: got %v, want none", d)
+		}
+	})
 }
 
 // Two replicas of each consumer on the same durable consumers, with every
@@ -207,33 +215,40 @@ func sum(xs []float64) float64 {
 	return s
 }
 
-// The same id with other bytes is refused: dead letter "conflict", the
-// original blob and reference untouched.
+// The same id with other bytes is refused: dead letter "conflict" naming
+// the stored sha256, the original blob and reference untouched.
 func TestConflictIsRefused(t *testing.T) {
 	t.Parallel()
-	p := newPipeline(t)
-	p.start("blobwriter")
-	p.start("refwriter")
+	forEachBucket(t, func(t *testing.T, p *pipeline, b bucket) {
+		b.start("blobwriter")
+		b.start("refwriter")
 
-	u := newUpload("conflict1", 1000)
-	p.publish(u, u.ID)
-	p.awaitCompleted(1, time.Minute)
-	objects, rows := p.statObjects([]string{u.ID}), p.rowVersions()
+		u := newUpload("conflict1", 1000)
+		p.publish(u, u.ID)
+		p.awaitCompleted(1, time.Minute)
+		objects, rows := b.objects([]string{u.ID}), p.rowVersions()
 
-	other := u
-	other.Data = []byte("entirely different bytes")
-	p.publish(other, "conflict1-again")
-	d := testenv.AwaitDeadLetters(t, p.js, 1, time.Minute)[events.RequestedSubject(u.ID)]
-	if d.Reason != events.ReasonConflict || d.Step != "blob" {
-		t.Errorf("dead letter: got %+v, want reason conflict at step blob", d)
-	}
-	p.checkInvariants([]upload{u})
-	if after := p.statObjects([]string{u.ID}); !maps.Equal(after, objects) {
-		t.Errorf("object touched by the conflicting event")
-	}
-	if after := p.rowVersions(); !maps.Equal(after, rows) {
-		t.Errorf("reference touched by the conflicting event")
-	}
+		other := u
+		other.Data = []byte("entirely different bytes")
+		p.publish(other, "conflict1-again")
+		d := testenv.AwaitDeadLetters(t, p.js, 1, time.Minute)[events.RequestedSubject(u.ID)]
+		if d.Reason != events.ReasonConflict || d.Step != "blob" {
+			t.Errorf("dead letter: got %+v, want reason conflict at step blob", d)
+		}
+		if !strings.Contains(d.Error, u.sha()) {
+			t.Errorf("dead letter error %q: want it to name the stored sha256 %s", d.Error, u.sha())
+		}
+		b.checkInvariants([]upload{u})
+		if after := b.objects([]string{u.ID}); !maps.Equal(after, objects) {
+			t.Errorf("object touched by the conflicting event: got %v, want %v", after, objects)
+		}
+		if w, ok := b.writes(); ok && w != 1 {
+			t.Errorf("object writes the store served: got %d, want 1", w)
+		}
+		if after := p.rowVersions(); !maps.Equal(after, rows) {
+			t.Errorf("reference touched by the conflicting event")
+		}
+	})
 }
 
 // Poison input goes to the dead-letter stream with a reason, and the
