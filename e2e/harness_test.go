@@ -268,6 +268,30 @@ func (p *pipeline) publish(u upload, msgID string) {
 	testenv.Publish(p.t, p.js, u.event(p.t), msgID)
 }
 
+// publishClaimChecked stages u's bytes in the uploads-staging object store,
+// as ingest does for a large body, and publishes the request that refers
+// to them (Nats-Msg-Id = u.ID). It returns the event, to publish again.
+func (p *pipeline) publishClaimChecked(u upload) *events.Event {
+	p.t.Helper()
+	ctx := context.Background()
+	store, err := p.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "uploads-staging", Storage: jetstream.FileStorage})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if _, err := store.PutBytes(ctx, u.ID, u.Data); err != nil {
+		p.t.Fatal(err)
+	}
+	ev, err := events.NewRequested(events.Request{
+		ID: u.ID, Source: "/e2e", Subject: u.Subject, ContentType: "application/octet-stream", Time: u.Time,
+		DataRef: "nats-object://uploads-staging/" + u.ID, SHA256: u.sha(),
+	})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	testenv.Publish(p.t, p.js, ev, u.ID)
+	return ev
+}
+
 // awaitCompleted waits for n completed events and returns their count per
 // upload id.
 func (p *pipeline) awaitCompleted(n int, within time.Duration) map[string]int {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
@@ -370,24 +369,9 @@ func TestClaimCheckAndStructuredMode(t *testing.T) {
 	p := newPipeline(t)
 	p.start("blobwriter")
 	p.start("refwriter")
-	ctx := context.Background()
 
 	big := newUpload("claimed", 3<<20)
-	store, err := p.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "uploads-staging", Storage: jetstream.FileStorage})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.PutBytes(ctx, big.ID, big.Data); err != nil {
-		t.Fatal(err)
-	}
-	ev, err := events.NewRequested(events.Request{
-		ID: big.ID, Source: "/e2e", Subject: big.Subject, ContentType: "application/octet-stream", Time: big.Time,
-		DataRef: "nats-object://uploads-staging/" + big.ID, SHA256: big.sha(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Publish(t, p.js, ev, big.ID)
+	p.publishClaimChecked(big)
 
 	structured := newUpload("structured", 300)
 	sev := structured.event(t)

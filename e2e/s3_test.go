@@ -14,12 +14,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/nats-io/nats.go/jetstream"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/s3blob"
 
 	"github.com/blobref/blobref/internal/testenv"
-	"github.com/blobref/blobref/pkg/events"
 )
 
 // s3Pipeline is a pipeline whose services keep the blobs in a bucket of a
@@ -172,22 +170,7 @@ func TestS3UploadsCompleteOnceAndRepublishDoesNotRewrite(t *testing.T) {
 	}
 	big := newUpload("s3big", 9<<20) // over the S3 uploader's 8 MiB part size
 	uploads[n-1] = big
-	ctx := context.Background()
-	store, err := p.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "uploads-staging", Storage: jetstream.FileStorage})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.PutBytes(ctx, big.ID, big.Data); err != nil {
-		t.Fatal(err)
-	}
-	ev, err := events.NewRequested(events.Request{
-		ID: big.ID, Source: "/e2e", Subject: big.Subject, ContentType: "application/octet-stream", Time: big.Time,
-		DataRef: "nats-object://uploads-staging/" + big.ID, SHA256: big.sha(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Publish(t, p.js, ev, big.ID)
+	ev := p.publishClaimChecked(big)
 
 	if got := p.awaitCompleted(n, 2*time.Minute); len(got) != n {
 		t.Fatalf("completed: got %d distinct ids, want %d", len(got), n)
