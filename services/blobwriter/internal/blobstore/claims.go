@@ -39,6 +39,9 @@ const (
 	// defaultIdleCheck is how long a reader waits for a chunk before it
 	// looks whether the object is still there.
 	defaultIdleCheck = 10 * time.Second
+	// maxIdleChecks is how many idle checks a reader makes before it gives
+	// up on a chunk that does not come.
+	maxIdleChecks = 3
 	// maxLinks bounds how many Object Store links Open follows.
 	maxLinks = 4
 	// consumerIdle is the inactive threshold of a reader's consumer: the
@@ -319,9 +322,17 @@ func (r *objectReader) verify() error {
 }
 
 // receive waits for the next chunk. While none comes it checks, every
-// r.idle, that the object is still there to be read.
+// r.idle, that the object is still there to be read; after maxIdleChecks
+// checks that found it there and still no chunk (a consumer lost with a
+// cluster node, say), it gives up with a transient error: the step's retry
+// reads through a new consumer instead of holding its batch until the
+// step's deadline.
 func (r *objectReader) receive() (jetstream.Msg, error) {
-	for {
+	for checks := 0; ; checks++ {
+		if checks == maxIdleChecks {
+			return nil, fmt.Errorf("chunk %d of %s/%s: none came for %v, the object is there",
+				r.chunks+1, r.info.Bucket, r.info.Name, time.Duration(checks)*r.idle)
+		}
 		ctx, cancel := context.WithTimeout(r.ctx, r.idle)
 		msg, err := r.msgs.Next(jetstream.NextContext(ctx))
 		cancel()

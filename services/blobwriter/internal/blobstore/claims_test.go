@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -520,5 +521,39 @@ func TestWindowChunks(t *testing.T) {
 		if got := blobstore.WindowChunks(&tt.info); got != tt.want {
 			t.Errorf("%s: got %d chunks, want %d", tt.name, got, tt.want)
 		}
+	}
+}
+
+// A reader whose chunks stop coming while the object is still there (its
+// consumer gone with a cluster node, here deleted behind its back) gives up
+// after a few idle checks with a transient error, so that its step retries
+// instead of holding its batch until the step's deadline.
+func TestClaimReaderGivesUpOnChunksThatDoNotCome(t *testing.T) {
+	t.Parallel()
+	c := setupClaims(t)
+	ctx := context.Background()
+	oc := blobstore.WithIdleCheck(blobstore.ObjectClaims{JS: c.js}, 50*time.Millisecond)
+	c.put(t, "stalled", randomBytes(t, 300<<10), 1<<10)
+	r := open(t, ctx, oc, "stalled")
+	defer r.Close()
+	if _, err := io.ReadFull(r, make([]byte, 1<<10)); err != nil {
+		t.Fatalf("first chunk: %v", err)
+	}
+	lister := c.stream(t).ListConsumers(ctx)
+	for ci := range lister.Info() {
+		if err := c.stream(t).DeleteConsumer(ctx, ci.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	_, err := io.ReadAll(r)
+	if err == nil || !strings.Contains(err.Error(), "none came") {
+		t.Fatalf("read after the consumer went: got %v, want the reader to give up on the chunk", err)
+	}
+	if _, permanent := permanentReason(err); permanent {
+		t.Errorf("got a permanent error %v, want a transient one (a retry reads the object again)", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("gave up after %v, want a few idle checks", took)
 	}
 }

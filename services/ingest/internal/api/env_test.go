@@ -29,7 +29,7 @@ import (
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testenv.KnownLeaks...) }
 
 // timeout bounds every wait of a test.
 const timeout = 30 * time.Second

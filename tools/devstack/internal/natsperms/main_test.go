@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/blobref/blobref/internal/testenv"
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -54,5 +55,5 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, testenv.KnownLeaks...)
 }
