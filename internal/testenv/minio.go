@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -62,7 +61,7 @@ func StartMinIO(t testing.TB, bucket string) *MinIO {
 		Dir:       t.TempDir(),
 		done:      make(chan struct{}),
 	}
-	addr, console := freeLoopbackAddr(t), freeLoopbackAddr(t)
+	addr, console := FreeAddr(t), FreeAddr(t)
 	m.Endpoint = "http://" + addr
 	m.cmd = exec.Command(bin, "server", m.Dir, "--address", addr, "--console-address", console, "--quiet")
 	m.cmd.Env = append(os.Environ(),
@@ -248,16 +247,6 @@ func (m *MinIO) stop() {
 		_ = m.cmd.Process.Kill()
 		<-m.done
 	}
-}
-
-func freeLoopbackAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

@@ -3,11 +3,12 @@ package testenv
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/blobref/blobref/internal/freeport"
 )
 
 // Build builds blobref's commands at the given paths of the repository
@@ -42,15 +43,15 @@ func BuildServices(t testing.TB, services ...string) string {
 	return dir
 }
 
-// FreeAddr returns a loopback address whose port was free a moment ago.
+// FreeAddr returns a loopback address for a server the test starts: its port
+// is free and stays out of the way of outgoing connections (see freeport).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writers, for the output

@@ -11,7 +11,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"testing"
@@ -24,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/internal/dbschema"
+	"github.com/blobref/blobref/internal/freeport"
 	"github.com/blobref/blobref/pkg/events"
 )
 
@@ -43,10 +43,14 @@ type NATS struct {
 // in a temporary directory; the test's cleanup shuts it down.
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
+	port, err := freeport.Port() // kept across restarts
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := &NATS{t: t, StoreDir: t.TempDir()}
 	n.opts = server.Options{
 		Host:      "127.0.0.1",
-		Port:      server.RANDOM_PORT,
+		Port:      port,
 		NoLog:     true,
 		NoSigs:    true,
 		JetStream: true,
@@ -57,7 +61,6 @@ func StartNATS(t testing.TB) *NATS {
 		MaxPayload:         8 << 20,
 	}
 	n.start()
-	n.opts.Port = n.Server.Addr().(*net.TCPAddr).Port // keep the port across restarts
 	t.Cleanup(n.Shutdown)
 	return n
 }

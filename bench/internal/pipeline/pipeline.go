@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/blobref/blobref/internal/freeport"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 )
@@ -146,7 +146,7 @@ func (p *Pipeline) StartServices(ctx context.Context, names ...string) error {
 // store in Dir and a free port, starts nats-server and waits until it
 // accepts a client.
 func (p *Pipeline) startNATS(ctx context.Context) error {
-	addr, err := freeAddr()
+	addr, err := freeport.Addr()
 	if err != nil {
 		return err
 	}
@@ -248,7 +248,7 @@ func (p *Pipeline) dropSchema() error {
 
 // startService starts service name with the pipeline's settings.
 func (p *Pipeline) startService(name string) error {
-	metricsAddr, err := freeAddr()
+	metricsAddr, err := freeport.Addr()
 	if err != nil {
 		return err
 	}
@@ -269,7 +269,7 @@ func (p *Pipeline) startService(name string) error {
 			env = append(env, "BLOB_URL="+blobURL)
 		}
 	case Ingest:
-		httpAddr, err := freeAddr()
+		httpAddr, err := freeport.Addr()
 		if err != nil {
 			return err
 		}
@@ -347,15 +347,4 @@ func (p *Pipeline) Stop() error {
 	p.procs = nil
 	errs = append(errs, p.dropSchema())
 	return errors.Join(errs...)
-}
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("pipeline: free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }

@@ -7,12 +7,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,9 +46,9 @@ func TestPipeline(t *testing.T) {
 		BlobURL:     (&url.URL{Scheme: "file", Path: blobDir, RawQuery: "create_dir=true"}).String(),
 		BinDir:      bin,
 		Services: []Service{
-			{Name: "blobwriter", MetricsAddr: "127.0.0.1:" + freePort(t)},
-			{Name: "refwriter", MetricsAddr: "127.0.0.1:" + freePort(t)},
-			{Name: "ingest", MetricsAddr: "127.0.0.1:" + freePort(t), HTTPAddr: "127.0.0.1:0", Env: ingest.Env},
+			{Name: "blobwriter", MetricsAddr: testenv.FreeAddr(t)},
+			{Name: "refwriter", MetricsAddr: testenv.FreeAddr(t)},
+			{Name: "ingest", MetricsAddr: testenv.FreeAddr(t), HTTPAddr: "127.0.0.1:0", Env: ingest.Env},
 		},
 		Env:          os.Environ(),
 		Out:          out,
@@ -151,15 +149,4 @@ func countRefs(t *testing.T, dbURL, id string) int {
 		t.Fatalf("count upload_refs: %v", err)
 	}
 	return n
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }

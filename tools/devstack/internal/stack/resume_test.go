@@ -4,6 +4,7 @@ package stack
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -32,8 +33,8 @@ func TestRestartResumesUnfinishedWork(t *testing.T) {
 		return Config{
 			StoreDir: storeDir, DatabaseURL: dbURL, BlobURL: blobURL, BinDir: bin,
 			Services: []Service{
-				{Name: "blobwriter", MetricsAddr: "127.0.0.1:" + freePort(t)},
-				{Name: "refwriter", MetricsAddr: "127.0.0.1:" + freePort(t), Env: refEnv},
+				{Name: "blobwriter", MetricsAddr: testenv.FreeAddr(t)},
+				{Name: "refwriter", MetricsAddr: testenv.FreeAddr(t), Env: refEnv},
 			},
 			Env: os.Environ(), Out: out, ReadyTimeout: 2 * time.Minute,
 		}
@@ -51,7 +52,7 @@ func TestRestartResumesUnfinishedWork(t *testing.T) {
 		"CONSUMER_BACKOFF_BASE": "100ms", "CONSUMER_BACKOFF_MAX": "200ms",
 	}, out))
 	r.waitReady(t, 3*time.Minute)
-	id := "resume-" + freePort(t)
+	id := fmt.Sprintf("resume-%d", time.Now().UnixNano()) // unique in the shared database
 	publishDemo(t, r.st.NATSURL(), id)
 	awaitRow(t, dbURL, `SELECT count(*) FROM step_markers WHERE upload_id = $1 AND step = 'blob'`, id)
 	if n := countRefs(t, dbURL, id); n != 0 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/freeport"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/tools/torture/internal/proc"
 )
@@ -63,10 +64,10 @@ func Start(ctx context.Context, bin, dir string, size int) (*Broker, error) {
 	for i := range size {
 		n := &Node{Name: fmt.Sprintf("n%d", i+1), StoreDir: filepath.Join(dir, fmt.Sprintf("n%d", i+1))}
 		var err error
-		if n.Port, err = proc.FreePort(); err != nil {
+		if n.Port, err = freeport.Port(); err != nil {
 			return nil, err
 		}
-		if n.ClusterPort, err = proc.FreePort(); err != nil {
+		if n.ClusterPort, err = freeport.Port(); err != nil {
 			return nil, err
 		}
 		n.logPath = filepath.Join(dir, n.Name+".log")

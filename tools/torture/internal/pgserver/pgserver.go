@@ -15,7 +15,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/blobref/blobref/tools/torture/internal/proc"
+	"github.com/blobref/blobref/internal/freeport"
 )
 
 // Server is a private Postgres instance.
@@ -73,7 +73,7 @@ func Start(ctx context.Context) (*Server, error) {
 			return nil, err
 		}
 	}
-	if s.Port, err = proc.FreePort(); err != nil {
+	if s.Port, err = freeport.Port(); err != nil {
 		return nil, err
 	}
 	if err := s.run(ctx, "initdb", "-D", s.dataDir(), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"); err != nil {

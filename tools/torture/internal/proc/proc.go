@@ -6,9 +6,11 @@ package proc
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -121,22 +123,6 @@ func (p *Process) Wait() Exit {
 	return e
 }
 
-// FreePort returns a loopback port that was free a moment ago.
-// It never returns 4222, the port of the machine's shared NATS server.
-func FreePort() (int, error) {
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if port != 4222 {
-			return port, nil
-		}
-	}
-}
-
 // WaitTCP waits until addr accepts connections or timeout passes.
 func WaitTCP(addr string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
@@ -151,4 +137,31 @@ func WaitTCP(addr string, timeout time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// LastWords returns the last line a process wrote to the log at path before
+// the harness's own exit line: for a service, the error it ended with.
+func LastWords(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const tail = 16 << 10
+	if fi, err := f.Stat(); err == nil && fi.Size() > tail {
+		if _, err := f.Seek(fi.Size()-tail, io.SeekStart); err != nil {
+			return ""
+		}
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" && !strings.HasPrefix(l, "=== ") {
+			return l
+		}
+	}
+	return ""
 }

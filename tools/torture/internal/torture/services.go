@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/blobref/blobref/internal/freeport"
 	"github.com/blobref/blobref/tools/torture/internal/proc"
 )
 
@@ -129,10 +130,11 @@ func (f *fleet) supervise(s *slot) {
 		case exit.Requested:
 			// A kill of the chaos loop, counted there.
 		default:
+			last := proc.LastWords(s.logPath)
 			f.mu.Lock()
-			f.unexpectedExit = append(f.unexpectedExit, fmt.Sprintf("%s (pid %d, failpoints %q): %v", s.name(), p.Pid(), fp, exit.Err))
+			f.unexpectedExit = append(f.unexpectedExit, fmt.Sprintf("%s (pid %d, failpoints %q): %v; last log line: %s", s.name(), p.Pid(), fp, exit.Err, last))
 			f.mu.Unlock()
-			f.log("UNEXPECTED EXIT %s: %v (log %s)", s.name(), exit.Err, s.logPath)
+			f.log("UNEXPECTED EXIT %s: %v (log %s): %s", s.name(), exit.Err, s.logPath, last)
 		}
 		time.Sleep(time.Duration(50+f.intN(400)) * time.Millisecond)
 		next := ""
@@ -219,7 +221,7 @@ func newFleet(binDir, logDir string, replicas int, common []string, log func(str
 	f := &fleet{log: log, rng: rng, fpCrashes: map[string]int{}}
 	for _, svc := range []string{"ingest", "blobwriter", "refwriter"} {
 		for i := range replicas {
-			mp, err := proc.FreePort()
+			mp, err := freeport.Port()
 			if err != nil {
 				return nil, err
 			}
@@ -228,7 +230,7 @@ func newFleet(binDir, logDir string, replicas int, common []string, log func(str
 			s.logPath = filepath.Join(logDir, s.name()+".log")
 			s.env = append(append([]string{}, common...), "METRICS_ADDR="+s.metricsAddr)
 			if svc == "ingest" {
-				hp, err := proc.FreePort()
+				hp, err := freeport.Port()
 				if err != nil {
 					return nil, err
 				}
