@@ -124,6 +124,11 @@ func (r *Report) writeConfig(line func(string, ...any), w io.Writer, cr ConfigRe
 	if cr.Runs[0].Republish != nil {
 		t.Row("republish (every step skipped), events/s", summary(collect(cr.Runs, func(x RunResult) float64 { return x.Republish.Rate() }), "%.0f"))
 		t.Row("republish latency p99, ms", summary(collect(cr.Runs, func(x RunResult) float64 { return ms(x.Republish.Latency[1]) }), "%.0f"))
+		for _, name := range []string{BlobWriter, RefWriter, NATSServer, Postgres} {
+			t.Row("republish CPU µs/event: "+name, summary(collect(cr.Runs, func(x RunResult) float64 {
+				return float64(x.Republish.PerThousand(name).Microseconds()) / 1000
+			}), "%.0f"))
+		}
 	}
 	if p := cr.Paced; p != nil {
 		t.Row(fmt.Sprintf("paced at %.0f/s (half the median): achieved uploads/s", cr.PacedRate), fmt.Sprintf("%.0f", p.Rate()))

@@ -112,7 +112,7 @@ func TestSmoke(t *testing.T) {
 	t.Logf("report:\n%s", out.String())
 	for _, want := range []string{
 		"command   smoke test", "uploads/s end to end", "latency publish→completed p99", "CPU s/1,000 uploads: blobwriter",
-		"CPU s/1,000 uploads: postgres", "CPU s/1,000 uploads: nats-server", "peak RSS refwriter", "republish (every step skipped)",
+		"CPU s/1,000 uploads: postgres", "CPU s/1,000 uploads: nats-server", "peak RSS refwriter", "republish (every step skipped)", "republish CPU µs/event: nats-server",
 		"paced latency", "(a) JetStream", "(b) file:// bucket", "(c) Postgres rows", "ceiling file:// = ", "of the ceiling",
 		"clients together", "memory under a backlog", "== targets", "file:// ≥ 6000 uploads/s", "republish ≥ 10000",
 		"RSS ≤ 64 MiB with 500 pending", "== mem:// pipeline", "mem:// ≥ 0.5 of floor (a)",
