@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -69,9 +70,14 @@ func NewBlobStored(req *Event, b Blob, source string) (*Event, error) {
 		Data:        data,
 		Blob:        &b,
 	}
-	if _, _, err := e.check(noLimit); err != nil {
+	// Data is b's own JSON, so b is checked as it is, not parsed back.
+	if err := e.checkContext(noLimit); err != nil {
 		return nil, err
 	}
+	if err := checkBlob(&b, e.SHA256); err != nil {
+		return nil, err
+	}
+	e.encoded = &encoded{data: bytes.Clone(data), blob: b}
 	return e, nil
 }
 
@@ -100,9 +106,15 @@ func NewCompleted(stored *Event, ref Reference, source string) (*Event, error) {
 		Ref:         &ref,
 	}
 	e.Blob = &e.Ref.Blob
-	if _, _, err := e.check(noLimit); err != nil {
+	// Data is ref's own JSON, so ref is checked as it is, not parsed back.
+	if err := e.checkContext(noLimit); err != nil {
 		return nil, err
 	}
+	if err := checkReference(e.Ref, e.ID, e.SHA256); err != nil {
+		return nil, err
+	}
+	kept := ref // e.Ref points to ref itself
+	e.encoded = &encoded{data: bytes.Clone(data), blob: ref.Blob, ref: &kept}
 	return e, nil
 }
 

@@ -42,7 +42,7 @@ const (
 // body is e.Data (not copied), and Nats-Msg-Id is msgID (omitted when msgID is "").
 // It validates e first, without a size limit.
 func (e *Event) Msg(msgID string) (*nats.Msg, error) {
-	if _, _, err := e.check(noLimit); err != nil {
+	if err := e.checkForWire(); err != nil {
 		return nil, err
 	}
 	subject, err := SubjectFor(e.Type, e.ID)

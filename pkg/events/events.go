@@ -231,6 +231,19 @@ type Event struct {
 	Blob *Blob
 	// Ref is the parsed payload of completed.
 	Ref *Reference
+
+	// encoded is the payload a builder encoded into Data. While Data, Blob
+	// and Ref still hold it, Msg checks the typed payload instead of
+	// parsing Data back.
+	encoded *encoded
+}
+
+// encoded is a builder's payload: a private copy of the JSON it encoded and
+// the values it encoded it from.
+type encoded struct {
+	data []byte
+	blob Blob
+	ref  *Reference // completed only
 }
 
 // Request is what a producer supplies to build a requested event with [NewRequested].

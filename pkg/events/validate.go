@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"mime"
@@ -41,38 +42,8 @@ func (e *Event) Validate(maxInline int) error {
 
 // check validates e and returns the payload parsed from Data (blob_stored, completed).
 func (e *Event) check(maxInline int) (*Blob, *Reference, error) {
-	if e == nil {
-		return nil, nil, invalidf(ReasonMalformed, "", "nil event")
-	}
-	if err := e.checkHead(); err != nil {
+	if err := e.checkContext(maxInline); err != nil {
 		return nil, nil, err
-	}
-	if err := checkText("source", e.Source, maxTextLen); err != nil {
-		return nil, nil, err
-	}
-	if _, err := url.Parse(e.Source); err != nil {
-		return nil, nil, invalidWrap(ReasonInvalid, "source", "not a URI-reference", unwrapURLError(err))
-	}
-	if e.Subject == "" {
-		return nil, nil, invalidf(ReasonInvalid, "subject", "missing")
-	}
-	if err := checkText("subject", e.Subject, maxSubjectLen); err != nil {
-		return nil, nil, err
-	}
-	if e.Time.IsZero() {
-		return nil, nil, invalidf(ReasonInvalid, "time", "missing")
-	}
-	if y := e.Time.UTC().Year(); y < 0 || y > 9999 {
-		return nil, nil, invalidf(ReasonInvalid, "time", "year %d out of range", y)
-	}
-	if e.SHA256 == "" {
-		return nil, nil, invalidf(ReasonInvalid, ExtSHA256, "missing")
-	}
-	if !validSHA256(e.SHA256) {
-		return nil, nil, invalidf(ReasonInvalid, ExtSHA256, "not 64 lowercase hex characters")
-	}
-	if len(e.Data) > maxInline {
-		return nil, nil, invalidf(ReasonTooLarge, "data", "%d bytes, more than the %d allowed", len(e.Data), maxInline)
 	}
 	switch e.Type {
 	case TypeRequested:
@@ -87,6 +58,78 @@ func (e *Event) check(maxInline int) (*Blob, *Reference, error) {
 		}
 		return &r.Blob, r, nil
 	}
+}
+
+// checkForWire is check for an event about to be encoded. A payload that a
+// builder encoded and that nobody changed since (Data, Blob, Ref, Type and
+// the content type as the builder left them) is checked as the typed value
+// it came from, without parsing Data back; anything else gets the full check.
+func (e *Event) checkForWire() error {
+	if e == nil || !e.encoded.holds(e) {
+		_, _, err := e.check(noLimit)
+		return err
+	}
+	if err := e.checkContext(noLimit); err != nil {
+		return err
+	}
+	if e.Ref != nil {
+		return checkReference(e.Ref, e.ID, e.SHA256)
+	}
+	return checkBlob(e.Blob, e.SHA256)
+}
+
+// holds reports whether e still carries exactly the payload c describes.
+func (c *encoded) holds(e *Event) bool {
+	if c == nil || e.ContentType != mediaTypeJSON || e.DataRef != "" || e.Blob == nil || *e.Blob != c.blob || !bytes.Equal(e.Data, c.data) {
+		return false
+	}
+	switch e.Type {
+	case TypeBlobStored:
+		return c.ref == nil && e.Ref == nil
+	case TypeCompleted:
+		return c.ref != nil && e.Ref != nil && e.Blob == &e.Ref.Blob && sameReference(e.Ref, c.ref)
+	}
+	return false
+}
+
+// checkContext checks everything but the payload of a blob_stored or
+// completed event: the context attributes, the extensions and the size of
+// the data.
+func (e *Event) checkContext(maxInline int) error {
+	if e == nil {
+		return invalidf(ReasonMalformed, "", "nil event")
+	}
+	if err := e.checkHead(); err != nil {
+		return err
+	}
+	if err := checkText("source", e.Source, maxTextLen); err != nil {
+		return err
+	}
+	if _, err := url.Parse(e.Source); err != nil {
+		return invalidWrap(ReasonInvalid, "source", "not a URI-reference", unwrapURLError(err))
+	}
+	if e.Subject == "" {
+		return invalidf(ReasonInvalid, "subject", "missing")
+	}
+	if err := checkText("subject", e.Subject, maxSubjectLen); err != nil {
+		return err
+	}
+	if e.Time.IsZero() {
+		return invalidf(ReasonInvalid, "time", "missing")
+	}
+	if y := e.Time.UTC().Year(); y < 0 || y > 9999 {
+		return invalidf(ReasonInvalid, "time", "year %d out of range", y)
+	}
+	if e.SHA256 == "" {
+		return invalidf(ReasonInvalid, ExtSHA256, "missing")
+	}
+	if !validSHA256(e.SHA256) {
+		return invalidf(ReasonInvalid, ExtSHA256, "not 64 lowercase hex characters")
+	}
+	if len(e.Data) > maxInline {
+		return invalidf(ReasonTooLarge, "data", "%d bytes, more than the %d allowed", len(e.Data), maxInline)
+	}
+	return nil
 }
 
 // checkHead checks the required context attributes, the type and the id.
@@ -168,10 +211,7 @@ func (e *Event) checkCompleted() (*Reference, error) {
 	if err := json.Unmarshal(e.Data, &r); err != nil {
 		return nil, invalidWrap(ReasonInvalid, "data", "not a JSON reference", err)
 	}
-	if r.ID != e.ID {
-		return nil, invalidf(ReasonInvalid, "data", "reference id %q does not match the event id", clip(r.ID))
-	}
-	if err := checkBlob(&r.Blob, e.SHA256); err != nil {
+	if err := checkReference(&r, e.ID, e.SHA256); err != nil {
 		return nil, err
 	}
 	if e.Ref != nil && !sameReference(e.Ref, &r) {
@@ -200,6 +240,13 @@ func (e *Event) checkJSONPayload() error {
 		return invalidf(ReasonInvalid, "data", "missing payload")
 	}
 	return nil
+}
+
+func checkReference(r *Reference, id, sha string) error {
+	if r.ID != id {
+		return invalidf(ReasonInvalid, "data", "reference id %q does not match the event id", clip(r.ID))
+	}
+	return checkBlob(&r.Blob, sha)
 }
 
 func checkBlob(b *Blob, sha string) error {

@@ -221,6 +221,29 @@ func TestNewBlobStoredAndCompleted(t *testing.T) {
 		t.Errorf("completed Data: got %s, want eventTime in RFC 3339", completed.Data)
 	}
 
+	// The builders check the typed payload instead of parsing Data back:
+	// the full check, which parses it, must agree.
+	for _, e := range []*events.Event{stored, completed} {
+		if err := e.Validate(0); err != nil {
+			t.Errorf("%s built by its builder does not validate: %v", e.Type, err)
+		}
+	}
+	t.Run("blob without key or with a negative size", func(t *testing.T) {
+		t.Parallel()
+		for _, mutate := range []func(*events.Blob){
+			func(b *events.Blob) { b.Key = "" },
+			func(b *events.Blob) { b.Size = -1 },
+		} {
+			b := *stored.Blob
+			mutate(&b)
+			_, err := events.NewBlobStored(req, b, "/x")
+			wantInvalid(t, err, events.ReasonInvalid, "data")
+			ref := *completed.Ref
+			ref.Blob = b
+			_, err = events.NewCompleted(stored, ref, "/x")
+			wantInvalid(t, err, events.ReasonInvalid, "data")
+		}
+	})
 	t.Run("wrong previous type", func(t *testing.T) {
 		t.Parallel()
 		_, err := events.NewBlobStored(stored, *stored.Blob, "/x")
@@ -307,5 +330,43 @@ func TestInvalidError(t *testing.T) {
 	}
 	if got := events.ReasonOf(nil); got != "" {
 		t.Errorf("ReasonOf(nil): got %q, want empty", got)
+	}
+}
+
+// Msg checks a built event's payload without parsing it back only while it is
+// the builder's: every change made afterwards is still caught.
+func TestMsgCatchesChangesToABuiltEvent(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		completed bool
+		change    func(e *events.Event)
+		attr      string
+	}{
+		"data bytes changed in place": {change: func(e *events.Event) { e.Data[len(e.Data)-2] = 'x' }, attr: "data"},
+		"data replaced":               {change: func(e *events.Event) { e.Data = []byte(`{"key":"k","size":1}`) }, attr: "data"},
+		"blob changed":                {change: func(e *events.Event) { e.Blob.Size++ }, attr: "data"},
+		"blob key emptied":            {change: func(e *events.Event) { e.Blob.Key = "" }, attr: "data"},
+		"sha256 changed":              {change: func(e *events.Event) { e.SHA256 = strings.Repeat("0", 64) }, attr: "data"},
+		"content type changed":        {change: func(e *events.Event) { e.ContentType = "text/plain" }, attr: "datacontenttype"},
+		"dataref added":               {change: func(e *events.Event) { e.DataRef = "s3://b/k" }, attr: events.ExtDataRef},
+		"reference id changed":        {completed: true, change: func(e *events.Event) { e.Ref.ID = "other" }, attr: "data"},
+		"reference time changed":      {completed: true, change: func(e *events.Event) { e.Ref.EventTime = e.Ref.EventTime.Add(1) }, attr: "data"},
+		"completed data in place":     {completed: true, change: func(e *events.Event) { e.Data[len(e.Data)-3] = '9' }, attr: "data"},
+		"id changed":                  {completed: true, change: func(e *events.Event) { e.ID = "other-id" }, attr: "data"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, stored, completed := chain(t)
+			e := stored
+			if tc.completed {
+				e = completed
+			}
+			if _, err := e.Msg("m"); err != nil {
+				t.Fatalf("unchanged: %v", err)
+			}
+			tc.change(e)
+			_, err := e.Msg("m")
+			wantInvalid(t, err, events.ReasonInvalid, tc.attr)
+		})
 	}
 }
