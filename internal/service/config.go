@@ -71,6 +71,7 @@ type ConsumerConfig struct {
 	Concurrency   int           `env:"CONSUMER_CONCURRENCY" envDefault:"8"`
 	BatchSize     int           `env:"CONSUMER_BATCH_SIZE" envDefault:"64"`
 	BatchWait     time.Duration `env:"CONSUMER_BATCH_WAIT" envDefault:"2ms"`
+	StragglerWait time.Duration `env:"CONSUMER_STRAGGLER_WAIT" envDefault:"1s"`
 	MaxInFlight   int           `env:"CONSUMER_MAX_IN_FLIGHT" envDefault:"256"`
 	AckWait       time.Duration `env:"CONSUMER_ACK_WAIT" envDefault:"30s"`
 	MaxDeliveries int           `env:"CONSUMER_MAX_DELIVERIES" envDefault:"20"`
@@ -192,6 +193,9 @@ func (c *ConsumerConfig) Validate() error {
 	if c.BatchWait <= 0 || c.BatchWait > time.Second {
 		errs = append(errs, fmt.Errorf("config: CONSUMER_BATCH_WAIT: %s is not between 0 and 1s", c.BatchWait))
 	}
+	if c.StragglerWait <= 0 {
+		errs = append(errs, errors.New("config: CONSUMER_STRAGGLER_WAIT: must be positive"))
+	}
 	if c.MaxInFlight < c.BatchSize || c.MaxInFlight > 65536 {
 		errs = append(errs, fmt.Errorf("config: CONSUMER_MAX_IN_FLIGHT: %d is not between CONSUMER_BATCH_SIZE and 65536", c.MaxInFlight))
 	}
@@ -219,6 +223,7 @@ func (c *ConsumerConfig) RunnerOptions() steprun.Options {
 		Concurrency:   c.Concurrency,
 		BatchSize:     c.BatchSize,
 		BatchWait:     c.BatchWait,
+		StragglerWait: c.StragglerWait,
 		MaxInFlight:   c.MaxInFlight,
 		AckWait:       c.AckWait,
 		MaxDeliveries: c.MaxDeliveries,

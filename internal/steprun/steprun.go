@@ -34,6 +34,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -84,6 +85,7 @@ type Options struct {
 	Concurrency   int           // side effects run at once [4]
 	BatchSize     int           // most messages handled as one batch [64]
 	BatchWait     time.Duration // longest wait for a batch to fill after its first message [2ms]
+	StragglerWait time.Duration // longest wait of a batch's finished side effects for its slower ones [1s]
 	MaxInFlight   int           // messages fetched and not yet settled [4 × BatchSize]
 	AckWait       time.Duration // consumer AckWait [30s]; heartbeats every third of it
 	MaxDeliveries int           // deliveries before a message is dead-lettered [20]
@@ -117,6 +119,7 @@ func (o *Options) setDefaults() {
 	defInt(&o.MaxDeliveries, 20)
 	defInt(&o.MaxInlineSize, events.DefaultMaxInlineSize)
 	def(&o.BatchWait, 2*time.Millisecond)
+	def(&o.StragglerWait, time.Second)
 	def(&o.AckWait, 30*time.Second)
 	def(&o.StepTimeout, 5*time.Minute)
 	def(&o.BackoffBase, time.Second)
@@ -344,6 +347,8 @@ type job[R any] struct {
 	marker marker.Marker // the step's marker, once it exists
 	result R             // the side effect's result, until it is recorded
 	next   jetstream.PubAckFuture
+
+	settled atomic.Bool // acked, nakked or dead-lettered
 }
 
 // fail makes err the job's final outcome: permanent errors dead-letter the
@@ -369,18 +374,28 @@ func (r *Runner[R]) handle(ctx, work context.Context, msgs []jetstream.Msg, slot
 	for i, msg := range msgs {
 		jobs[i] = &job[R]{msg: msg}
 	}
-	stop := r.heartbeat(msgs)
-	r.process(work, jobs)
-	stop()
-	for _, j := range jobs {
-		r.observe(r.settle(j.msg, j.out), start)
-		<-slots
+	// finish settles jobs whose outcome is final; process calls it for each
+	// part of the batch as soon as that part is over.
+	finish := func(group []*job[R]) {
+		for _, j := range group {
+			if j.settled.Load() {
+				continue
+			}
+			r.observe(r.settle(j.msg, j.out), start)
+			j.settled.Store(true)
+			<-slots
+		}
 	}
+	stop := r.heartbeat(jobs)
+	r.process(work, jobs, finish)
+	stop()
+	finish(jobs) // what a panic left unsettled
 }
 
-// heartbeat tells JetStream the messages are still being worked on, every
-// third of AckWait, until the returned function is called.
-func (r *Runner[R]) heartbeat(msgs []jetstream.Msg) func() {
+// heartbeat tells JetStream the messages of jobs not yet settled are still
+// being worked on, every third of AckWait, until the returned function is
+// called.
+func (r *Runner[R]) heartbeat(jobs []*job[R]) func() {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -391,8 +406,10 @@ func (r *Runner[R]) heartbeat(msgs []jetstream.Msg) func() {
 		for {
 			select {
 			case <-t.C:
-				for _, msg := range msgs {
-					_ = msg.InProgress()
+				for _, j := range jobs {
+					if !j.settled.Load() {
+						_ = j.msg.InProgress()
+					}
 				}
 			case <-done:
 				return
@@ -402,9 +419,12 @@ func (r *Runner[R]) heartbeat(msgs []jetstream.Msg) func() {
 	return func() { close(done); wg.Wait() }
 }
 
-// process runs the step for a batch and leaves each job's outcome in it; it
-// never acks. A panic fails every job not yet over as a transient failure.
-func (r *Runner[R]) process(ctx context.Context, jobs []*job[R]) {
+// process runs the step for a batch and leaves each job's outcome in it,
+// handing the jobs to finish as they are over: those it need not run at
+// once, the others as their side effects are recorded and their next events
+// published. A panic fails every job not yet over as a transient failure,
+// for the caller to settle.
+func (r *Runner[R]) process(ctx context.Context, jobs []*job[R], finish func([]*job[R])) {
 	defer func() {
 		if p := recover(); p != nil {
 			for _, j := range jobs {
@@ -424,12 +444,25 @@ func (r *Runner[R]) process(ctx context.Context, jobs []*job[R]) {
 		failAll(jobs, err)
 		return
 	}
-	if claims != nil {
-		ran := r.runEffects(ctx, jobs, claims)
-		r.record(ctx, ran, claims)
-		claims.Release()
+	var run, ready []*job[R]
+	for _, j := range jobs {
+		if claims != nil && !j.over && j.out.Kind != Skipped {
+			run = append(run, j)
+		} else {
+			ready = append(ready, j) // failed, busy or finished before
+		}
 	}
-	r.publish(ctx, jobs)
+	r.publish(ctx, ready)
+	finish(ready)
+	if claims == nil {
+		return
+	}
+	defer claims.Release()
+	r.runEffects(ctx, run, func(group []*job[R]) {
+		r.record(ctx, group, claims)
+		r.publish(ctx, group)
+		finish(group)
+	})
 }
 
 // decode parses each message; duplicates of an upload within the batch wait
@@ -517,42 +550,54 @@ func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, 
 	return claims, nil
 }
 
-// runEffects runs the side effects of the claimed jobs, Concurrency at once
-// across the runner, and returns the jobs whose effect is done.
-func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], claims *marker.Claims) []*job[R] {
-	var wg sync.WaitGroup
-	var run []*job[R]
-	for _, j := range jobs {
-		if j.over || j.out.Kind == Skipped || !claims.Held(j.out.UploadID) {
-			continue
-		}
-		run = append(run, j)
-		select {
-		case r.effects <- struct{}{}:
-		case <-ctx.Done():
-			j.fail(ctx.Err())
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-r.effects }()
-			defer func() {
-				if p := recover(); p != nil {
-					j.out.Kind, j.out.Reason, j.out.Err, j.over = Retried, "panic", fmt.Errorf("panic: %v", p), true
-				}
+// runEffects runs the side effects of jobs, Concurrency at once across the
+// runner, and hands the jobs to flush in groups as their effects end: all
+// of them together when they end within StragglerWait of the start, or of
+// the previous group; otherwise those that ended, so that one slow side
+// effect (a large upload) does not hold the rest of its batch.
+func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], flush func([]*job[R])) {
+	ended := make(chan *job[R], len(jobs))
+	go func() {
+		for _, j := range jobs {
+			select {
+			case r.effects <- struct{}{}:
+			case <-ctx.Done():
+				j.fail(ctx.Err())
+				ended <- j
+				continue
+			}
+			go func() {
+				defer func() { ended <- j }()
+				defer func() { <-r.effects }()
+				defer func() {
+					if p := recover(); p != nil {
+						j.out.Kind, j.out.Reason, j.out.Err, j.over = Retried, "panic", fmt.Errorf("panic: %v", p), true
+					}
+				}()
+				r.runEffect(ctx, j)
 			}()
-			r.runEffect(ctx, j)
-		}()
-	}
-	wg.Wait()
-	done := run[:0]
-	for _, j := range run {
-		if !j.over {
-			done = append(done, j)
 		}
+	}()
+	t := time.NewTimer(r.opts.StragglerWait)
+	defer t.Stop()
+	var group []*job[R]
+	for left := len(jobs); left > 0; {
+		select {
+		case j := <-ended:
+			left--
+			group = append(group, j)
+			if left > 0 {
+				continue
+			}
+		case <-t.C:
+			t.Reset(r.opts.StragglerWait)
+			if len(group) == 0 {
+				continue
+			}
+		}
+		flush(group)
+		group = nil
 	}
-	return done
 }
 
 func (r *Runner[R]) runEffect(ctx context.Context, j *job[R]) {
@@ -584,6 +629,7 @@ var errItems = errors.New("steprun: items refused")
 func (r *Runner[R]) record(ctx context.Context, done []*job[R], claims *marker.Claims) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
+	done = unfinished(done) // a new slice: the caller's stays whole
 	for _, j := range done {
 		if err := r.inject(rctx, "before-marker"); err != nil {
 			j.fail(err)

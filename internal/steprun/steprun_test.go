@@ -450,7 +450,7 @@ func TestBatchSettlesEachMessageOnItsOwn(t *testing.T) {
 	if d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("bad"), timeout); d.Reason != events.ReasonDigestMismatch {
 		t.Errorf("bad: got reason %q, want digest_mismatch", d.Reason)
 	}
-	got := h.stored.Await(t, n+2, timeout) // the 40, flaky and twice
+	got := h.stored.AwaitIDs(t, n+2, timeout) // the 40, flaky and twice (whose second copy re-emits too)
 	for _, id := range []string{"flaky", "twice", "u000", "u039"} {
 		if len(got[id]) == 0 {
 			t.Errorf("%s: no blob_stored event", id)
@@ -551,5 +551,61 @@ func TestBatchesGrowWhileWorkersAreBusy(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.Contains(sizes, 10) {
 		t.Errorf("batch sizes recorded: %v, want the ten that waited together in one", sizes)
+	}
+}
+
+// One slow side effect (a large upload) does not hold the rest of its
+// batch: the others are recorded, published and acked once StragglerWait
+// has passed, and the slow one on its own when it ends.
+func TestSlowSideEffectDoesNotHoldItsBatch(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	h := newHarness(t, steprun.Options{BatchSize: 64, BatchWait: 200 * time.Millisecond, StragglerWait: 100 * time.Millisecond, Concurrency: 8},
+		func(ctx context.Context, ev *events.Event, _ int) error {
+			if ev.ID == "slow" {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+	var mu sync.Mutex
+	var groups [][]string
+	h.inTx = func(items []steprun.Item[events.Blob]) []error {
+		var ids []string
+		for _, it := range items {
+			ids = append(ids, it.Event.ID)
+		}
+		mu.Lock()
+		groups = append(groups, ids)
+		mu.Unlock()
+		return nil
+	}
+	const n = 20
+	h.publish("slow", []byte("big"), "")
+	for i := range n {
+		h.publish(fmt.Sprintf("f%02d", i), []byte{byte(i)}, "")
+	}
+	h.start()
+
+	got := h.stored.AwaitIDs(t, n, 5*time.Second) // while slow is still running
+	if len(got["slow"]) != 0 {
+		t.Fatalf("slow emitted before its side effect ended")
+	}
+	h.awaitOutcome("done", n)
+	close(release)
+	if got := h.stored.AwaitIDs(t, 1, timeout); len(got["slow"]) != 1 {
+		t.Fatalf("after the release got %v, want slow's blob_stored", got)
+	}
+	h.awaitOutcome("done", n+1)
+	if c := h.pg.Count(t, `SELECT count(*) FROM step_markers`); c != n+1 {
+		t.Errorf("markers: got %d, want %d", c, n+1)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(groups) != 2 || len(groups[0]) != n || !slices.Equal(groups[1], []string{"slow"}) {
+		t.Errorf("recorded groups %v, want the %d fast uploads together, then slow alone", groups, n)
 	}
 }
