@@ -15,7 +15,9 @@ func BenchmarkBuildNext(b *testing.B) {
 		build func() (*events.Event, error)
 	}{
 		{"blob_stored", func() (*events.Event, error) { return events.NewBlobStored(req, *stored.Blob, "/blobref/blobwriter") }},
-		{"completed", func() (*events.Event, error) { return events.NewCompleted(stored, *completed.Ref, "/blobref/refwriter") }},
+		{"completed", func() (*events.Event, error) {
+			return events.NewCompleted(stored, *completed.Ref, "/blobref/refwriter")
+		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
