@@ -578,10 +578,19 @@ func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], flush func([
 			}()
 		}
 	}()
+	left := len(jobs)
+	defer func() {
+		if p := recover(); p != nil {
+			for ; left > 0; left-- {
+				<-ended // no side effect outlives the batch's handling
+			}
+			panic(p)
+		}
+	}()
 	t := time.NewTimer(r.opts.StragglerWait)
 	defer t.Stop()
 	var group []*job[R]
-	for left := len(jobs); left > 0; {
+	for left > 0 {
 		select {
 		case j := <-ended:
 			left--

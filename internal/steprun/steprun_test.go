@@ -298,6 +298,42 @@ func TestPanicIsRetried(t *testing.T) {
 	}
 }
 
+// A panic while a batch is recorded (in the step's InTx) retries the batch,
+// while a slower side effect of the same batch is still running: nothing is
+// settled twice, and every upload ends recorded once.
+func TestPanicWhileRecordingIsRetried(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	h := newHarness(t, steprun.Options{BatchSize: 64, BatchWait: 200 * time.Millisecond, StragglerWait: 50 * time.Millisecond},
+		func(ctx context.Context, ev *events.Event, call int) error {
+			if ev.ID == "slow" && call == 1 {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+			return nil
+		})
+	var panicked atomic.Bool
+	h.inTx = func([]steprun.Item[events.Blob]) []error {
+		if panicked.CompareAndSwap(false, true) {
+			close(release) // slow ends while the panic unwinds
+			panic("oops in InTx")
+		}
+		return nil
+	}
+	h.publish("slow", []byte("s"), "")
+	for i := range 5 {
+		h.publish(fmt.Sprintf("p%d", i), []byte{byte(i)}, "")
+	}
+	h.start()
+	h.stored.AwaitIDs(t, 6, timeout)
+	h.awaitOutcome("done", 6)
+	if c := h.pg.Count(t, `SELECT count(*) FROM step_markers`); c != 6 {
+		t.Errorf("markers: got %d, want 6", c)
+	}
+}
+
 func TestShutdownFinishesInFlightWork(t *testing.T) {
 	t.Parallel()
 	started := make(chan struct{})
