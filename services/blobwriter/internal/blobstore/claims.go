@@ -56,7 +56,8 @@ const (
 type ObjectClaims struct {
 	JS jetstream.JetStream
 
-	idleCheck time.Duration // defaultIdleCheck when zero; set by tests
+	idleCheck  time.Duration // defaultIdleCheck when zero; set by tests
+	apiTimeout time.Duration // defaultAPITimeout when zero; set by tests
 }
 
 // Open returns a reader of the referenced object. It reads the object's
@@ -103,8 +104,22 @@ func claimError(dataref string, err error) error {
 	return err
 }
 
-// lookupTimeout bounds finding a claim-checked object's info.
-const lookupTimeout = 10 * time.Second
+// defaultAPITimeout bounds each JetStream API exchange of a claim read:
+// finding the object's info, creating the reader's consumer, checking the
+// object while no chunk comes. A reply lost with its server (a cluster node
+// killed mid-request) would otherwise hold the upload, and with it every
+// other side effect of its group, until the step's deadline: these
+// exchanges are small, so each gets a short deadline of its own.
+const defaultAPITimeout = 10 * time.Second
+
+// apiContext is ctx with the deadline of one JetStream API exchange.
+func (c ObjectClaims) apiContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := c.apiTimeout
+	if d <= 0 {
+		d = defaultAPITimeout
+	}
+	return context.WithTimeout(ctx, d)
+}
 
 // objectInfoer is the part of jetstream.ObjectStore a reader uses.
 type objectInfoer interface {
@@ -114,10 +129,7 @@ type objectInfoer interface {
 // lookup returns the info of the named object, following links to other
 // objects as ObjectStore.Get does.
 func (c ObjectClaims) lookup(ctx context.Context, bucket, name string) (objectInfoer, *jetstream.ObjectInfo, error) {
-	// A JetStream API reply lost with its server (a cluster node killed
-	// mid-request) would otherwise hold the whole batch until the step's
-	// deadline: the look-up is small, so it gets a short one of its own.
-	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	ctx, cancel := c.apiContext(ctx)
 	defer cancel()
 	for range maxLinks + 1 {
 		store, err := c.JS.ObjectStore(ctx, bucket)
@@ -152,9 +164,9 @@ func (c ObjectClaims) read(ctx context.Context, dataref string, store objectInfo
 			info.Bucket, info.Name, jetstream.ErrBadObjectMeta, info.Size, info.Chunks, info.Digest)
 	}
 	r := &objectReader{
+		claims:  c,
 		ctx:     ctx,
 		dataref: dataref,
-		js:      c.JS,
 		store:   store,
 		info:    info,
 		stream:  fmt.Sprintf(objStreamTmpl, info.Bucket),
@@ -170,12 +182,14 @@ func (c ObjectClaims) read(ctx context.Context, dataref string, store objectInfo
 		return r, nil // empty: nothing to consume
 	}
 
-	cons, err := c.JS.OrderedConsumer(ctx, r.stream, jetstream.OrderedConsumerConfig{
+	actx, cancel := c.apiContext(ctx)
+	cons, err := c.JS.OrderedConsumer(actx, r.stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{r.subject},
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: consumerIdle,
 		MaxResetAttempts:  5,
 	})
+	cancel()
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("bucket %s: %w", info.Bucket, jetstream.ErrBucketNotFound)
 	}
@@ -232,9 +246,9 @@ func decodeDigest(d string) ([]byte, bool) {
 
 // objectReader streams the chunks of one object instance to its reader.
 type objectReader struct {
+	claims  ObjectClaims // JS, and the deadlines of its API exchanges
 	ctx     context.Context
 	dataref string
-	js      jetstream.JetStream
 	store   objectInfoer
 	info    *jetstream.ObjectInfo
 	stream  string
@@ -364,6 +378,8 @@ func (r *objectReader) missing(ctx context.Context, stored uint64) error {
 // read: deleted (errObjectGone), replaced by another instance (a transient
 // error: a retry reads the new one), or short of chunks (errChunksGone).
 func (r *objectReader) check(ctx context.Context) error {
+	ctx, cancel := r.claims.apiContext(ctx)
+	defer cancel()
 	now, err := r.store.GetInfo(ctx, r.info.Name)
 	switch {
 	case errors.Is(err, jetstream.ErrObjectNotFound), errors.Is(err, jetstream.ErrBucketNotFound):
@@ -373,7 +389,7 @@ func (r *objectReader) check(ctx context.Context) error {
 	case now.NUID != r.info.NUID:
 		return fmt.Errorf("object %s/%s was replaced while read", r.info.Bucket, r.info.Name)
 	}
-	stream, err := r.js.Stream(ctx, r.stream)
+	stream, err := r.claims.JS.Stream(ctx, r.stream)
 	if err != nil {
 		return fmt.Errorf("object %s/%s: %w", r.info.Bucket, r.info.Name, err)
 	}
@@ -405,7 +421,7 @@ func (r *objectReader) Close() error {
 		}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), closeTimeout)
 		defer cancel()
-		err := r.js.DeleteConsumer(ctx, r.stream, ci.Name)
+		err := r.claims.JS.DeleteConsumer(ctx, r.stream, ci.Name)
 		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			r.closeErr = fmt.Errorf("object %s/%s: delete consumer %s: %w", r.info.Bucket, r.info.Name, ci.Name, err)
 		}

@@ -557,3 +557,39 @@ func TestClaimReaderGivesUpOnChunksThatDoNotCome(t *testing.T) {
 		t.Errorf("gave up after %v, want a few idle checks", took)
 	}
 }
+
+// lostReplies is a JetStream whose consumer creations never get a reply, as
+// when the server that took the request dies with it: the request waits for
+// as long as its context lets it.
+type lostReplies struct {
+	jetstream.JetStream
+}
+
+func (lostReplies) OrderedConsumer(ctx context.Context, _ string, _ jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// Found by TestClusterShort: a reader's consumer creation whose reply was
+// lost with a killed node waited for the step's deadline (5m), holding the
+// upload. Every API exchange of a claim read now has a short deadline of its
+// own, and missing it is a transient error: the retry asks again.
+func TestClaimReadGivesUpOnALostConsumerCreation(t *testing.T) {
+	t.Parallel()
+	c := setupClaims(t)
+	c.put(t, "unanswered", randomBytes(t, 300<<10), 1<<10)
+	oc := blobstore.WithAPITimeout(blobstore.ObjectClaims{JS: lostReplies{c.js}}, 200*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // the step's deadline
+	defer cancel()
+	start := time.Now()
+	_, err := oc.Open(ctx, "nats-object://uploads-staging/unanswered")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Open: got %v, want the exchange's deadline exceeded", err)
+	}
+	if _, permanent := permanentReason(err); permanent {
+		t.Errorf("got a permanent error %v, want a transient one", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("gave up after %v, want about the 200ms deadline", took)
+	}
+}

@@ -15,3 +15,9 @@ const MaxWindowChunks = maxWindowChunks
 // WindowChunks is how many chunks of the object info a reader asks for
 // ahead of its reader.
 var WindowChunks = windowChunks
+
+// WithAPITimeout sets the deadline of each JetStream API exchange of c's reads.
+func WithAPITimeout(c ObjectClaims, d time.Duration) ObjectClaims {
+	c.apiTimeout = d
+	return c
+}
