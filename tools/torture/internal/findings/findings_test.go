@@ -6,6 +6,7 @@ package findings
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -84,8 +85,17 @@ func frozenClaimNode(t *testing.T, withClaim bool) {
 		t.Fatal(err)
 	}
 	claimed := bytes.Repeat([]byte("claim-checked "), 1000)
-	if _, err := obs.PutBytes(actx, "c1", claimed); err != nil {
-		t.Fatal(err)
+	for {
+		// A stream just created may not serve publishes yet (no responders):
+		// its leader is still being placed.
+		_, err := obs.PutBytes(actx, "c1", claimed)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, nats.ErrNoResponders) || actx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	holder, err := broker.StreamLeader(actx, js0, "OBJ_staging")
 	if err != nil {
