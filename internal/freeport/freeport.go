@@ -51,7 +51,7 @@ func Port() (int, error) {
 	n := high - low
 	start := rand.IntN(n)
 	for i := range 200 {
-		port := low + (start+i*7919)%n // a prime stride, away from neighbours another process just took
+		port := low + (start+i)%n
 		if reserved[port] != nil {
 			continue
 		}

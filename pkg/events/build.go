@@ -70,14 +70,10 @@ func NewBlobStored(req *Event, b Blob, source string) (*Event, error) {
 		Data:        data,
 		Blob:        &b,
 	}
-	// Data is b's own JSON, so b is checked as it is, not parsed back.
-	if err := e.checkContext(noLimit); err != nil {
-		return nil, err
-	}
-	if err := checkBlob(&b, e.SHA256); err != nil {
-		return nil, err
-	}
 	e.encoded = &encoded{data: bytes.Clone(data), blob: b}
+	if err := e.checkForWire(); err != nil { // b as it is: Data is its own JSON
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -106,15 +102,11 @@ func NewCompleted(stored *Event, ref Reference, source string) (*Event, error) {
 		Ref:         &ref,
 	}
 	e.Blob = &e.Ref.Blob
-	// Data is ref's own JSON, so ref is checked as it is, not parsed back.
-	if err := e.checkContext(noLimit); err != nil {
-		return nil, err
-	}
-	if err := checkReference(e.Ref, e.ID, e.SHA256); err != nil {
-		return nil, err
-	}
 	kept := ref // e.Ref points to ref itself
 	e.encoded = &encoded{data: bytes.Clone(data), blob: ref.Blob, ref: &kept}
+	if err := e.checkForWire(); err != nil { // ref as it is: Data is its own JSON
+		return nil, err
+	}
 	return e, nil
 }
 

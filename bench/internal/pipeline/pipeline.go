@@ -18,9 +18,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/blobref/blobref/internal/freeport"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
+
+	"github.com/blobref/blobref/internal/freeport"
 )
 
 // The bearer token ingest accepts, and the caller it stands for.
