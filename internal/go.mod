@@ -117,3 +117,5 @@ require (
 )
 
 replace github.com/blobref/blobref/pkg/events => ../pkg/events
+
+tool github.com/nats-io/nats-server/v2

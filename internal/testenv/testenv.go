@@ -1,5 +1,5 @@
-// Package testenv starts the real servers blobref's tests run against: an
-// in-process JetStream server per test (own port, own store directory) and a
+// Package testenv starts the real servers blobref's tests run against: a
+// JetStream server process per test (own port, own store directory) and a
 // Postgres schema per test in the local database, migrated from the embedded
 // migrations. It also holds what those tests do with them: publish events,
 // await the events a step emits and the dead letters it writes, and read its
@@ -13,17 +13,17 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/internal/dbschema"
-	"github.com/blobref/blobref/internal/freeport"
+	"github.com/blobref/blobref/internal/natsproc"
 	"github.com/blobref/blobref/pkg/events"
 )
 
@@ -31,71 +31,62 @@ import (
 // BLOBREF_TEST_DATABASE_URL names another.
 const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 
-// NATS is an in-process JetStream server owned by one test.
+// NATS is a JetStream server owned by one test: a nats-server process of
+// its own (see natsproc), on a free loopback port, with its store in a
+// temporary directory.
 type NATS struct {
 	t        testing.TB
-	opts     server.Options
-	Server   *server.Server
+	srv      *natsproc.Server
 	StoreDir string
 }
 
-// StartNATS starts a JetStream server on a free loopback port with its store
-// in a temporary directory; the test's cleanup shuts it down.
+// natsConf holds the limits of a test server. Small limits keep many
+// parallel test servers cheap; the payload limit is deploy/nats/nats.conf's.
+const natsConf = `max_payload: 8MB
+jetstream {
+  max_memory_store: 64MB
+  max_file_store: 4GB
+}
+`
+
+// StartNATS starts a JetStream server for the test; the test's cleanup
+// stops it and, if the test failed, shows the end of its log.
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
-	port, err := freeport.Port() // kept across restarts
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(conf, []byte(natsConf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := &NATS{t: t, StoreDir: filepath.Join(dir, "store")}
+	srv, err := natsproc.Start(natsproc.Config{StoreDir: n.StoreDir, ConfigFile: conf})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &NATS{t: t, StoreDir: t.TempDir()}
-	n.opts = server.Options{
-		Host:      "127.0.0.1",
-		Port:      port,
-		NoLog:     true,
-		NoSigs:    true,
-		JetStream: true,
-		StoreDir:  n.StoreDir,
-		// Small limits keep many parallel test servers cheap.
-		JetStreamMaxMemory: 64 << 20,
-		JetStreamMaxStore:  4 << 30,
-		MaxPayload:         8 << 20,
-	}
-	n.start()
-	t.Cleanup(n.Shutdown)
+	n.srv = srv
+	t.Cleanup(func() {
+		srv.Stop()
+		if t.Failed() {
+			t.Logf("nats-server's log ends:\n%s", srv.Tail(30))
+		}
+	})
 	return n
 }
 
-func (n *NATS) start() {
-	n.t.Helper()
-	s, err := server.NewServer(&n.opts)
-	if err != nil {
-		n.t.Fatalf("nats server: %v", err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		n.t.Fatal("nats server did not start")
-	}
-	n.Server = s
-}
-
 // URL is the client URL of the server.
-func (n *NATS) URL() string { return n.Server.ClientURL() }
+func (n *NATS) URL() string { return n.srv.URL() }
 
-// Shutdown stops the server; Restart brings it back on the same port and
-// store.
-func (n *NATS) Shutdown() {
-	if n.Server != nil {
-		n.Server.Shutdown()
-		n.Server.WaitForShutdown()
-	}
-}
+// Shutdown stops the server (SIGTERM); Restart brings it back on the same
+// port and store.
+func (n *NATS) Shutdown() { n.srv.Stop() }
 
-// Restart shuts the server down and starts it again on the same port and
-// store directory.
+// Restart stops the server and starts it again on the same port and store
+// directory.
 func (n *NATS) Restart() {
 	n.t.Helper()
-	n.Shutdown()
-	n.start()
+	if err := n.srv.Restart(); err != nil {
+		n.t.Fatal(err)
+	}
 }
 
 // Connect returns a client connection and JetStream context for the test,

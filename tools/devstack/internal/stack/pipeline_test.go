@@ -53,6 +53,7 @@ func TestPipeline(t *testing.T) {
 		Env:          os.Environ(),
 		Out:          out,
 		ReadyTimeout: 2 * time.Minute,
+		serveNATS:    natsProcess,
 	})
 	r.waitReady(t, 3*time.Minute)
 	natsURL := r.st.NATSURL()

@@ -37,6 +37,7 @@ func TestRestartResumesUnfinishedWork(t *testing.T) {
 				{Name: "refwriter", MetricsAddr: testenv.FreeAddr(t), Env: refEnv},
 			},
 			Env: os.Environ(), Out: out, ReadyTimeout: 2 * time.Minute,
+			serveNATS: natsProcess,
 		}
 	}
 	out := &testenv.SyncBuffer{}

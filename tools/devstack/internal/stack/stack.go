@@ -64,7 +64,7 @@ func DefaultServices() []Service {
 
 // Config says what the stack runs and where.
 type Config struct {
-	// NATSHost and NATSPort are where the embedded server listens; port 0
+	// NATSHost and NATSPort are where the JetStream server listens; port 0
 	// picks a free one.
 	NATSHost string
 	NATSPort int
@@ -92,6 +92,19 @@ type Config struct {
 	StopTimeout time.Duration
 	// ReadyTimeout bounds the wait for the services' /readyz (default 2m).
 	ReadyTimeout time.Duration
+
+	// serveNATS starts the JetStream server; nil is the embedded one. The
+	// tests that run the real services start nats-server as a process of
+	// its own instead, so that their race detector checks devstack and not
+	// the server.
+	serveNATS func(host string, port int, storeDir string) (jetStreamServer, error)
+}
+
+// jetStreamServer is the JetStream server a stack runs.
+type jetStreamServer interface {
+	ClientURL() string
+	// Stop shuts the server down and waits until it has.
+	Stop()
 }
 
 func (c *Config) validate() error {
@@ -207,8 +220,7 @@ func (s *Stack) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
+		ns.Stop()
 		s.out.printf("devstack", "NATS stopped")
 	}()
 
@@ -242,8 +254,8 @@ func (s *Stack) Run(ctx context.Context) (err error) {
 	}
 }
 
-// startNATS starts the embedded JetStream server.
-func (s *Stack) startNATS() (*server.Server, error) {
+// startNATS starts the JetStream server.
+func (s *Stack) startNATS() (jetStreamServer, error) {
 	port := s.cfg.NATSPort
 	if port == 0 {
 		port = server.RANDOM_PORT
@@ -257,12 +269,29 @@ func (s *Stack) startNATS() (*server.Server, error) {
 	if err := os.MkdirAll(s.cfg.StoreDir, 0o755); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
+	serve := s.cfg.serveNATS
+	if serve == nil {
+		serve = s.embeddedNATS
+	}
+	ns, err := serve(s.cfg.NATSHost, port, s.cfg.StoreDir)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.natsURL = ns.ClientURL()
+	s.mu.Unlock()
+	s.out.printf("devstack", "NATS with JetStream on %s (store %s)", ns.ClientURL(), s.cfg.StoreDir)
+	return ns, nil
+}
+
+// embeddedNATS starts the JetStream server inside devstack.
+func (s *Stack) embeddedNATS(host string, port int, storeDir string) (jetStreamServer, error) {
 	opts := &server.Options{
 		ServerName: "devstack",
-		Host:       s.cfg.NATSHost,
+		Host:       host,
 		Port:       port,
 		JetStream:  true,
-		StoreDir:   s.cfg.StoreDir,
+		StoreDir:   storeDir,
 		MaxPayload: 8 << 20,
 		NoSigs:     true,
 	}
@@ -277,11 +306,15 @@ func (s *Stack) startNATS() (*server.Server, error) {
 		ns.WaitForShutdown()
 		return nil, errors.New("stack: nats did not start within 15s")
 	}
-	s.mu.Lock()
-	s.natsURL = ns.ClientURL()
-	s.mu.Unlock()
-	s.out.printf("devstack", "NATS with JetStream on %s (store %s)", ns.ClientURL(), s.cfg.StoreDir)
-	return ns, nil
+	return embedded{ns}, nil
+}
+
+// embedded is the in-process server.
+type embedded struct{ *server.Server }
+
+func (e embedded) Stop() {
+	e.Shutdown()
+	e.WaitForShutdown()
 }
 
 // httpAddr is the HTTP_ADDR svc gets: svc.HTTPAddr, or a free port of its

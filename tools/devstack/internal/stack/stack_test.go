@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blobref/blobref/internal/natsproc"
 	"github.com/blobref/blobref/internal/testenv"
 )
 
@@ -71,6 +72,24 @@ func fakeConfig(t *testing.T, bin string, out *testenv.SyncBuffer) Config {
 		StopTimeout: 10 * time.Second,
 	}
 }
+
+// natsProcess is Config.serveNATS for the tests that run the real
+// services: nats-server as a process of its own (see natsproc), so that the
+// race detector checks devstack and the services, not the server.
+func natsProcess(host string, port int, storeDir string) (jetStreamServer, error) {
+	if host != "127.0.0.1" {
+		return nil, fmt.Errorf("natsProcess: host %q, want 127.0.0.1", host)
+	}
+	srv, err := natsproc.Start(natsproc.Config{StoreDir: storeDir, Port: max(port, 0)})
+	if err != nil {
+		return nil, err
+	}
+	return natsProc{srv}, nil
+}
+
+type natsProc struct{ *natsproc.Server }
+
+func (p natsProc) ClientURL() string { return p.URL() }
 
 // running is a stack running in the background.
 type running struct {

@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,20 +19,6 @@ import (
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/tools/torture/internal/proc"
 )
-
-// BuildServer builds nats-server from the github.com/nats-io/nats-server/v2
-// module version the workspace requires into dir, unless it is there.
-func BuildServer(dir string) (string, error) {
-	out := filepath.Join(dir, "nats-server")
-	if _, err := os.Stat(out); err == nil {
-		return out, nil
-	}
-	cmd := exec.Command("go", "build", "-o", out, "github.com/nats-io/nats-server/v2")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build nats-server: %w\n%s", err, b)
-	}
-	return out, nil
-}
 
 // Node is one nats-server.
 type Node struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/natsproc"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/tools/torture/internal/broker"
@@ -59,7 +60,7 @@ func frozenClaimNode(t *testing.T, withClaim bool) {
 	if err := testenv.Build(dir, "services/blobwriter"); err != nil {
 		t.Fatal(err)
 	}
-	bin, err := broker.BuildServer(dir)
+	bin, err := natsproc.Binary()
 	if err != nil {
 		t.Fatal(err)
 	}

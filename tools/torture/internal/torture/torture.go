@@ -43,6 +43,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/natsproc"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/tools/torture/internal/blobwatch"
@@ -199,7 +200,11 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		nodes, replicas = 3, 3
 	}
 	logf("starting %d nats-server node(s)", nodes)
-	br, err := broker.Start(ctx, filepath.Join(binDir, "nats-server"), filepath.Join(dir, "nats"), nodes)
+	natsBin, err := natsproc.Binary()
+	if err != nil {
+		return nil, err
+	}
+	br, err := broker.Start(ctx, natsBin, filepath.Join(dir, "nats"), nodes)
 	if err != nil {
 		return nil, err
 	}
@@ -332,7 +337,8 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 }
 
 // BuildBinaries builds the three services (with the race detector when
-// this binary has it) and nats-server into dir, unless they are there.
+// this binary has it) into dir, unless they are there. nats-server comes
+// from natsproc.Binary.
 func BuildBinaries(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -343,13 +349,10 @@ func BuildBinaries(dir string) error {
 			missing = true
 		}
 	}
-	if missing {
-		if err := testenv.Build(dir, "services/ingest", "services/blobwriter", "services/refwriter"); err != nil {
-			return err
-		}
+	if !missing {
+		return nil
 	}
-	_, err := broker.BuildServer(dir)
-	return err
+	return testenv.Build(dir, "services/ingest", "services/blobwriter", "services/refwriter")
 }
 
 // awaitSettled polls until the pipeline has nothing left to do for the run.
