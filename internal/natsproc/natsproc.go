@@ -99,10 +99,11 @@ func stderrOf(err error) string {
 
 // Config is how a server is started.
 type Config struct {
-	// StoreDir is JetStream's store directory (required).
+	// StoreDir is JetStream's store directory. It may be left empty only
+	// when ConfigFile names one (nats-server refuses both).
 	StoreDir string
 	// ConfigFile, when set, is the server's configuration file; the
-	// listen address, port and store directory given here override it.
+	// listen address and port given here override it.
 	ConfigFile string
 	// Port is the client port on 127.0.0.1; 0 takes a free one (see
 	// freeport). It stays the same across restarts.
@@ -112,7 +113,7 @@ type Config struct {
 	// Env is added to the test process's environment for the server.
 	Env []string
 	// LogFile receives what the server logs, across restarts; by default a
-	// file beside StoreDir.
+	// file beside StoreDir, or beside ConfigFile when StoreDir is empty.
 	LogFile string
 }
 
@@ -129,7 +130,7 @@ type Server struct {
 // Start starts a server and waits until it accepts client connections
 // (JetStream is enabled before that).
 func Start(cfg Config) (*Server, error) {
-	if cfg.StoreDir == "" {
+	if cfg.StoreDir == "" && cfg.ConfigFile == "" {
 		return nil, errors.New("natsproc: no store directory")
 	}
 	bin, err := Binary()
@@ -143,6 +144,9 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if cfg.LogFile == "" {
 		cfg.LogFile = filepath.Clean(cfg.StoreDir) + ".log"
+		if cfg.StoreDir == "" {
+			cfg.LogFile = cfg.ConfigFile + ".log"
+		}
 	}
 	s := &Server{bin: bin, cfg: cfg}
 	if err := s.start(); err != nil {
@@ -162,7 +166,10 @@ func (s *Server) addr() string {
 }
 
 func (s *Server) start() error {
-	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(s.cfg.Port), "-js", "-sd", s.cfg.StoreDir}
+	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(s.cfg.Port), "-js"}
+	if s.cfg.StoreDir != "" {
+		args = append(args, "-sd", s.cfg.StoreDir)
+	}
 	if s.cfg.ConfigFile != "" {
 		args = append([]string{"-c", s.cfg.ConfigFile}, args...)
 	}

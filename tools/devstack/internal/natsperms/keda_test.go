@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -149,9 +148,7 @@ func scaledObjects(t *testing.T) []scaledObject {
 // later server makes it the default.
 func TestAckFormatV2(t *testing.T) {
 	t.Parallel()
-	n := startServer(t, confPath(t), func(o *server.Options) {
-		o.FeatureFlags = map[string]bool{server.FeatureFlagJsAckFormatV2: true}
-	})
+	n := startServer(t, confPath(t), "feature_flags { js_ack_fc_v2: true }")
 	in := connect(t, n.url(), ingest)
 	bw := connect(t, n.url(), blobwriter)
 	bw.ensureStreams(t)

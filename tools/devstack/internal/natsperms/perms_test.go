@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -448,6 +449,30 @@ func TestAuthentication(t *testing.T) {
 		} else if !errors.Is(err, nats.ErrAuthorization) {
 			t.Errorf("%s: got %v, want an authorization error", name, err)
 		}
+	}
+}
+
+// TestServerLogsViolations shows that what checkNoViolations reads from
+// the server's log is there when the server refuses something.
+func TestServerLogsViolations(t *testing.T) {
+	t.Parallel()
+	n := startServer(t, confPath(t))
+	bw := connect(t, n.url(), blobwriter)
+	if v := n.violations(); len(v) != 0 {
+		t.Fatalf("violations before anything was refused: %q", v)
+	}
+	bw.deniedPub(t, "uploads.requested.logged")
+	want := `Publish Violation - Subject "uploads.requested.logged"`
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v := n.violations()
+		if len(v) == 1 && strings.Contains(v[0], want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server log's violations: got %q, want one with %s", v, want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -6,15 +6,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/freeport"
+	"github.com/blobref/blobref/internal/natsproc"
 	"github.com/blobref/blobref/pkg/events"
 )
 
@@ -42,98 +45,80 @@ func confPath(t testing.TB) string {
 	return filepath.Join(repoRoot(t), "deploy", "nats", "nats.conf")
 }
 
-// natsServer is a NATS server started in-process from a configuration file.
+// natsServer is a nats-server process (see natsproc) started from a
+// configuration file.
 type natsServer struct {
-	srv *server.Server
-	log *serverLog
+	srv         *natsproc.Server
+	monitorPort int
 }
 
 // startServer starts a server from the configuration file at path, exactly
 // as written, except for what a test must own: it listens on free loopback
 // ports (clients and monitoring) and stores JetStream data in a temporary
-// directory. Then each of adjust changes the options. The test's cleanup
-// shuts the server down. On failure the test shows what the server logged.
-func startServer(t testing.TB, path string, adjust ...func(*server.Options)) *natsServer {
+// directory (the file's one store_dir line is changed to say so). extra, if
+// any, is configuration added after the file's. The server reads a copy, in
+// a temporary directory with copies of the .conf files beside path, which
+// it may include. The test's cleanup stops the server. On failure the test
+// shows what the server logged.
+func startServer(t testing.TB, path string, extra ...string) *natsServer {
 	t.Helper()
-	opts, err := server.ProcessConfigFile(path)
+	dir := t.TempDir()
+	siblings, err := filepath.Glob(filepath.Join(filepath.Dir(path), "*.conf"))
 	if err != nil {
-		t.Fatalf("%s: %v", path, err)
+		t.Fatal(err)
 	}
-	opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
-	opts.HTTPHost, opts.HTTPPort = "127.0.0.1", server.RANDOM_PORT
-	opts.StoreDir = t.TempDir()
-	opts.NoSigs = true
-	for _, f := range adjust {
-		f(opts)
+	for _, p := range siblings {
+		if p != path {
+			writeFile(t, filepath.Join(dir, filepath.Base(p)), readFile(t, p))
+		}
 	}
-	s, err := server.NewServer(opts)
+	conf := readFile(t, path)
+	storeDir := regexp.MustCompile(`(?m)^  store_dir: .*$`)
+	if n := len(storeDir.FindAllString(conf, -1)); n != 1 {
+		t.Fatalf("%s: %d store_dir lines, want 1", path, n)
+	}
+	conf = storeDir.ReplaceAllLiteralString(conf, "  store_dir: "+strconv.Quote(filepath.Join(dir, "store")))
+	copied := filepath.Join(dir, filepath.Base(path))
+	writeFile(t, copied, conf+"\n"+strings.Join(extra, "\n")+"\n")
+	monitorPort, err := freeport.Port()
 	if err != nil {
-		t.Fatalf("nats server from %s: %v", path, err)
+		t.Fatal(err)
 	}
-	log := &serverLog{}
-	s.SetLoggerV2(log, false, false, false)
-	s.Start()
+	srv, err := natsproc.Start(natsproc.Config{ConfigFile: copied, Args: []string{"-m", strconv.Itoa(monitorPort)}})
+	if err != nil {
+		t.Fatalf("nats-server from %s: %v", path, err)
+	}
 	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
+		srv.Stop()
 		if t.Failed() {
-			t.Logf("nats server log:\n%s", log.String())
+			t.Logf("nats server log:\n%s", srv.Log())
 		}
 	})
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server did not start")
-	}
-	return &natsServer{srv: s, log: log}
+	return &natsServer{srv: srv, monitorPort: monitorPort}
 }
 
 // url is the server's client URL.
-func (n *natsServer) url() string { return n.srv.ClientURL() }
+func (n *natsServer) url() string { return n.srv.URL() }
 
 // monitorURL is the base URL of the server's monitoring endpoint.
-func (n *natsServer) monitorURL() string { return "http://" + n.srv.MonitorAddr().String() }
+func (n *natsServer) monitorURL() string { return fmt.Sprintf("http://127.0.0.1:%d", n.monitorPort) }
 
 // checkNoViolations fails the test if the server logged a permissions
 // violation: something a service did was refused.
 func (n *natsServer) checkNoViolations(t testing.TB) {
 	t.Helper()
-	if v := n.log.violations(); len(v) > 0 {
+	if v := n.violations(); len(v) > 0 {
 		t.Errorf("the server refused %d operations, want none:\n%s", len(v), strings.Join(v, "\n"))
 	}
 }
 
-// serverLog keeps what the server logs.
-type serverLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *serverLog) add(level, format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, level+" "+fmt.Sprintf(format, args...))
-}
-
-func (l *serverLog) Noticef(format string, args ...any) { l.add("[INF]", format, args...) }
-func (l *serverLog) Warnf(format string, args ...any)   { l.add("[WRN]", format, args...) }
-func (l *serverLog) Fatalf(format string, args ...any)  { l.add("[FTL]", format, args...) }
-func (l *serverLog) Errorf(format string, args ...any)  { l.add("[ERR]", format, args...) }
-func (l *serverLog) Debugf(format string, args ...any)  { l.add("[DBG]", format, args...) }
-func (l *serverLog) Tracef(format string, args ...any)  { l.add("[TRC]", format, args...) }
-
-func (l *serverLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
-
-// violations are the permissions violations the server logged.
-func (l *serverLog) violations() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// violations are the permissions violations the server logged, e.g.
+// `[ERR] 127.0.0.1:53068 - cid:7 - … - Publish Violation - Subject "…"`.
+func (n *natsServer) violations() []string {
 	var v []string
-	for _, line := range l.lines {
-		if strings.Contains(line, "Permissions Violation") {
-			v = append(v, line)
+	for line := range strings.Lines(n.srv.Log()) {
+		if strings.Contains(line, "[ERR]") && strings.Contains(line, " Violation - ") {
+			v = append(v, strings.TrimSpace(line))
 		}
 	}
 	return v
