@@ -110,17 +110,15 @@ type Config struct {
 	Port int
 	// Args are more command-line flags, e.g. "-m", "8222".
 	Args []string
-	// Env is added to the test process's environment for the server.
-	Env []string
-	// LogFile receives what the server logs, across restarts; by default a
-	// file beside StoreDir, or beside ConfigFile when StoreDir is empty.
-	LogFile string
 }
 
 // Server is a nats-server process.
 type Server struct {
 	bin string
 	cfg Config
+	// logFile receives what the server logs, across restarts: a file
+	// beside StoreDir, or beside ConfigFile when StoreDir is empty.
+	logFile string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -142,13 +140,10 @@ func Start(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	if cfg.LogFile == "" {
-		cfg.LogFile = filepath.Clean(cfg.StoreDir) + ".log"
-		if cfg.StoreDir == "" {
-			cfg.LogFile = cfg.ConfigFile + ".log"
-		}
+	s := &Server{bin: bin, cfg: cfg, logFile: filepath.Clean(cfg.StoreDir) + ".log"}
+	if cfg.StoreDir == "" {
+		s.logFile = cfg.ConfigFile + ".log"
 	}
-	s := &Server{bin: bin, cfg: cfg}
 	if err := s.start(); err != nil {
 		return nil, err
 	}
@@ -157,9 +152,6 @@ func Start(cfg Config) (*Server, error) {
 
 // URL is the server's client URL.
 func (s *Server) URL() string { return "nats://" + s.addr() }
-
-// Port is the server's client port.
-func (s *Server) Port() int { return s.cfg.Port }
 
 func (s *Server) addr() string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.cfg.Port))
@@ -174,13 +166,12 @@ func (s *Server) start() error {
 		args = append([]string{"-c", s.cfg.ConfigFile}, args...)
 	}
 	args = append(args, s.cfg.Args...)
-	log, err := os.OpenFile(s.cfg.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	log, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("natsproc: %w", err)
 	}
 	defer log.Close() // the child has its own descriptor
 	cmd := exec.Command(s.bin, args...)
-	cmd.Env = append(os.Environ(), s.cfg.Env...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
@@ -264,7 +255,7 @@ func (s *Server) Restart() error {
 
 // Log is everything the server has logged.
 func (s *Server) Log() string {
-	b, err := os.ReadFile(s.cfg.LogFile)
+	b, err := os.ReadFile(s.logFile)
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)
 	}
