@@ -3,17 +3,20 @@
 // JetStream accepts them, through blobwriter and refwriter (separate
 // processes, built from this tree without -race, or taken from
 // -services-dir) to uploads.completed, with a file:// bucket and with
-// mem://; uploads/s end to end, latency, CPU per 1,000 uploads of every
-// process and peak RSS of the services, each the median of -runs runs; the
-// floors of each stage alone and the ceiling they set; a paced run at half
-// the maximum rate; the republish path; and, with -backlog, the services'
-// memory with that many requests pending. `make bench` and
+// mem://; uploads/s end to end, latency, CPU per upload of every process
+// (user and system apart; Postgres: the benchmark's own backends) and peak
+// RSS of the services, each the median of -runs rounds; the floors of each
+// stage alone, measured at the start of each round and held against their
+// stage's cost in the same round, and the ceiling they set; a paced run at
+// half the maximum rate; the republish path; and, with -backlog, the
+// services' memory with that many requests pending. After each run a sample
+// of -check uploads is checked whole: rows and objects. `make bench` and
 // `make bench-backlog` run it; it must run inside the repository.
 //
 // Usage:
 //
 //	go run ./bench/cmd/throughput [-n 50000] [-runs 3] [-configs file,mem] [-floors] [-republish] [-paced]
-//	    [-backlog 0] [-services-dir DIR] [-env KEY=VALUE]... [-out FILE]
+//	    [-check 100] [-backlog 0] [-services-dir DIR] [-env KEY=VALUE]... [-out FILE]
 //
 // Every run gets a fresh directory under -work-dir, and nothing is deleted
 // (on ext4, creating files right after deleting many is several times
@@ -90,7 +93,7 @@ func parseFlags(args []string) (throughput.Config, string, time.Duration, error)
 	}
 	fs.IntVar(&cfg.Uploads, "n", 50000, "uploads per run and per floor")
 	fs.IntVar(&cfg.Size, "size", 4<<10, "bytes per upload")
-	fs.IntVar(&cfg.Runs, "runs", 3, "runs of each configuration and floor (the report shows the median and the range)")
+	fs.IntVar(&cfg.Runs, "runs", 3, "rounds: each measures the floors, then runs each configuration once (the report shows the median and the range)")
 	configs := fs.String("configs", "file,mem", "bucket configurations to run, comma-separated: file, mem (empty: none)")
 	fs.BoolVar(&cfg.Floors, "floors", true, "measure the floors of each stage alone and the ceiling")
 	fs.BoolVar(&cfg.Republish, "republish", true, "after each run, publish the same requests again (every step skipped)")
@@ -98,6 +101,7 @@ func parseFlags(args []string) (throughput.Config, string, time.Duration, error)
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "pending request events of the memory phase (0 skips it; make bench-backlog uses 1000000)")
 	fs.DurationVar(&cfg.BacklogDuration, "backlog-duration", time.Minute, "how long the memory phase watches the services")
 	fs.IntVar(&cfg.Warmup, "warmup", 500, "unmeasured uploads through each pipeline before its run")
+	fs.IntVar(&cfg.Check, "check", 100, "uploads of each run checked whole afterwards (rows; objects on file://)")
 	fs.IntVar(&cfg.Window, "window", 4096, "the producer's window of unacknowledged publishes")
 	concurrency := fs.Int("concurrency", 0, "writers and connections of the bucket and Postgres floors (default: the services' CONSUMER_CONCURRENCY, 8 unless -env sets it)")
 	fs.IntVar(&cfg.Batch, "batch", 100, "uploads per transaction of the Postgres floor, messages per pull of the JetStream floor")
@@ -132,7 +136,7 @@ func parseFlags(args []string) (throughput.Config, string, time.Duration, error)
 		return cfg, "", 0, err
 	}
 	cmd := []string{"throughput"}
-	for _, name := range []string{"n", "size", "runs", "configs", "floors", "republish", "paced", "backlog", "warmup", "window", "batch"} {
+	for _, name := range []string{"n", "size", "runs", "configs", "floors", "republish", "paced", "backlog", "warmup", "check", "window", "batch"} {
 		cmd = append(cmd, "-"+name+"="+fs.Lookup(name).Value.String())
 	}
 	if cfg.Backlog > 0 {

@@ -8,8 +8,9 @@
 //     gocloud.dev/blob, at the services' concurrency;
 //   - Postgres: the same marker and reference rows inserted in batches.
 //
-// Each reports its rate and the CPU time of every process it involves
-// (nats-server, the PostgreSQL processes, this one).
+// Each reports its rate and the CPU time, user and system apart, of every
+// process it involves (nats-server, the Postgres backends of its
+// connections, this one).
 package floors
 
 import (
@@ -30,16 +31,18 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/blobref/blobref/bench/internal/load"
+	"github.com/blobref/blobref/bench/internal/pipeline"
 	"github.com/blobref/blobref/bench/internal/procstat"
 	"github.com/blobref/blobref/internal/dbschema"
 	"github.com/blobref/blobref/pkg/events"
 )
 
-// Names of the processes a floor's CPU is read from.
+// Names of the processes a floor's CPU is read from: those a pipeline's
+// meter uses.
 const (
-	NATSServer     = "nats-server"
-	PostgresServer = "postgres"
-	Bench          = "bench"
+	NATSServer     = pipeline.NATSServer
+	PostgresServer = pipeline.Postgres
+	Bench          = pipeline.Bench
 )
 
 // Result is one measurement of a floor.
@@ -47,7 +50,7 @@ type Result struct {
 	N       int
 	Elapsed time.Duration
 	// CPU is the CPU time of each process the stage involves, by name.
-	CPU map[string]time.Duration
+	CPU map[string]procstat.Times
 	// Other is the machine's busy time that none of them accounts for:
 	// other work on the machine while the floor ran.
 	Other time.Duration
@@ -62,18 +65,13 @@ func (r Result) Rate() float64 {
 }
 
 // PerUpload is the CPU time of process name per upload.
-func (r Result) PerUpload(name string) time.Duration {
-	if r.N == 0 {
-		return 0
-	}
-	return r.CPU[name] / time.Duration(r.N)
-}
+func (r Result) PerUpload(name string) procstat.Times { return r.CPU[name].Per(r.N) }
 
 // TotalPerUpload is the CPU time of every process of the stage per upload.
-func (r Result) TotalPerUpload() time.Duration {
-	var sum time.Duration
+func (r Result) TotalPerUpload() procstat.Times {
+	var sum procstat.Times
 	for name := range r.CPU {
-		sum += r.PerUpload(name)
+		sum = sum.Add(r.PerUpload(name))
 	}
 	return sum
 }
@@ -173,7 +171,7 @@ func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (Result, 
 	if err != nil {
 		return Result{}, err
 	}
-	tracker, err := load.Track(tnc, set)
+	tracker, err := load.Track(tnc)
 	if err != nil {
 		return Result{}, err
 	}
@@ -205,12 +203,14 @@ func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (Result, 
 		g.Go(func() error { return relay(gctx, js, cons, set, st.next, o.Batch) })
 	}
 
+	ids := set.IDs()
 	res, err := measure(natsMeter(o.PID), len(requests), func() error {
 		published := make([]int64, len(requests))
 		if err := producer.Publish(gctx, requests, published, 0); err != nil {
 			return err
 		}
-		return tracker.Wait(gctx, nil, time.Minute)
+		_, err := tracker.Wait(gctx, ids, nil, time.Minute)
+		return err
 	})
 	stop()
 	if gerr := g.Wait(); err == nil && gerr != nil && !errors.Is(gerr, context.Canceled) {
@@ -344,9 +344,9 @@ func write(ctx context.Context, bucket *blob.Bucket, u load.Upload) error {
 // subject_refs row), inserted batch uploads at a time, one transaction of
 // three multi-row INSERTs per batch, by concurrency connections at once.
 // databaseURL's search_path must name a fresh schema; Postgres migrates it
-// first. CPU is read from every process named postgres: other use of the
-// same server during the floor counts too.
-func Postgres(ctx context.Context, databaseURL string, concurrency, batch int, set *load.Set) (Result, error) {
+// first. Postgres's CPU is that of the processes backends lists: the
+// backends of databaseURL's connections.
+func Postgres(ctx context.Context, databaseURL string, backends func() ([]int, error), concurrency, batch int, set *load.Set) (Result, error) {
 	concurrency, batch = max(concurrency, 1), max(batch, 1)
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
@@ -379,7 +379,7 @@ func Postgres(ctx context.Context, databaseURL string, concurrency, batch int, s
 	}
 
 	m := &procstat.Meter{}
-	m.AddCommand(PostgresServer, "postgres")
+	m.AddGroup(PostgresServer, backends)
 	m.AddPID(Bench, os.Getpid())
 	var next atomic.Int64
 	res, err := measure(m, len(set.Uploads), func() error {

@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/bench/internal/pipeline"
+	"github.com/blobref/blobref/bench/internal/procstat"
 	"github.com/blobref/blobref/bench/internal/stats"
 	"github.com/blobref/blobref/pkg/events"
 )
@@ -76,6 +78,30 @@ func (s *Set) build(i int, block []byte) (Upload, error) {
 
 // ID is the id of upload i.
 func (s *Set) ID(i int) string { return fmt.Sprintf("%s%0*d", s.Prefix, idDigits, i) }
+
+// IDs are the ids of the uploads, in order.
+func (s *Set) IDs() []string {
+	out := make([]string, len(s.Uploads))
+	for i, u := range s.Uploads {
+		out[i] = u.ID
+	}
+	return out
+}
+
+// Sample is n uploads of the set spread evenly over it (all of them when n
+// is larger), as the pipeline should have made them.
+func (s *Set) Sample(n int) []pipeline.Expected {
+	n = min(n, len(s.Uploads))
+	out := make([]pipeline.Expected, 0, n)
+	for k := range n {
+		u := s.Uploads[k*len(s.Uploads)/n]
+		out = append(out, pipeline.Expected{
+			ID: u.ID, Subject: u.Request.Subject, ContentType: u.Request.ContentType,
+			Size: int64(len(u.Data)), SHA256: u.Request.SHA256,
+		})
+	}
+	return out
+}
 
 // Index is the index of upload id, or -1 when id is not of this set.
 func (s *Set) Index(id string) int {
@@ -176,30 +202,54 @@ func (p *Producer) Publish(ctx context.Context, msgs []*nats.Msg, at []int64, ra
 	return nil
 }
 
-// Tracker records when each upload of a set completed, from a core NATS
-// subscription to uploads.completed.>, and the first dead letter of the
-// set (from dlq.uploads.>). Its callbacks only record.
-type Tracker struct {
-	set  *Set
-	at   []int64 // UnixNano of the first completed event of upload i
-	done chan struct{}
-	subs []*nats.Subscription
-
-	mu    sync.Mutex
-	count int
-	dead  error
+// Completion is when the benchmark saw an upload's completed event, and
+// the fingerprint the event carries.
+type Completion struct {
+	At     time.Time
+	SHA256 string
 }
+
+// Tracker records the completed event and the dead letter of every upload
+// from two core NATS subscriptions (uploads.completed.> and dlq.uploads.>),
+// and lets a phase wait for a set of uploads, whose ids it need not know
+// before their events arrive. Its callbacks only record: a map insert per
+// event.
+type Tracker struct {
+	mu    sync.Mutex
+	done  map[string]Completion
+	dead  map[string]string // id → reason and error
+	waits map[string]*waiter
+	subs  []*nats.Subscription
+}
+
+// waiter is one wait for a set of uploads.
+type waiter struct {
+	remaining int
+	closed    bool
+	err       error
+	ch        chan struct{}
+}
+
+func (w *waiter) finish(err error) {
+	if w.closed {
+		return
+	}
+	w.closed, w.err = true, err
+	close(w.ch)
+}
+
+const (
+	completedPrefix = "uploads.completed."
+	deadLetters     = "dlq.uploads.>"
+)
 
 // Track subscribes to completed events and dead letters on nc. When it
 // returns, the server knows both subscriptions.
-func Track(nc *nats.Conn, set *Set) (*Tracker, error) {
-	t := &Tracker{set: set, at: make([]int64, len(set.Uploads)), done: make(chan struct{})}
-	if len(set.Uploads) == 0 {
-		close(t.done)
-	}
+func Track(nc *nats.Conn) (*Tracker, error) {
+	t := &Tracker{done: map[string]Completion{}, dead: map[string]string{}, waits: map[string]*waiter{}}
 	for subject, handle := range map[string]nats.MsgHandler{
-		"uploads.completed.>": t.completed,
-		"dlq.uploads.>":       t.deadLetter,
+		completedPrefix + ">": t.completed,
+		deadLetters:           t.deadLetter,
 	} {
 		sub, err := nc.Subscribe(subject, handle)
 		if err != nil {
@@ -229,85 +279,107 @@ func (t *Tracker) Close() {
 }
 
 func (t *Tracker) completed(m *nats.Msg) {
-	now := time.Now().UnixNano()
-	i := t.set.Index(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:])
-	if i < 0 {
-		return
-	}
+	at := time.Now()
+	id := strings.TrimPrefix(m.Subject, completedPrefix)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.at[i] != 0 {
+	if _, seen := t.done[id]; seen {
 		return
 	}
-	t.at[i] = now
-	if t.count++; t.count == len(t.at) {
-		close(t.done)
+	t.done[id] = Completion{At: at, SHA256: m.Header.Get(events.HeaderPrefix + events.ExtSHA256)}
+	if w := t.waits[id]; w != nil {
+		delete(t.waits, id)
+		if w.remaining--; w.remaining == 0 {
+			w.finish(nil)
+		}
 	}
 }
 
 func (t *Tracker) deadLetter(m *nats.Msg) {
 	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	if t.set.Index(id) < 0 {
-		return
-	}
 	why := "a dead letter without Blobref-Dead headers"
 	if d, err := events.ParseDeadLetter(m.Header); err == nil {
 		why = fmt.Sprintf("%s at step %s: %s", d.Reason, d.Step, d.Error)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.dead == nil {
-		t.dead = fmt.Errorf("upload %s was dead-lettered: %s", id, why)
+	t.dead[id] = why
+	if w := t.waits[id]; w != nil {
+		delete(t.waits, id)
+		w.finish(fmt.Errorf("upload %s was dead-lettered: %s", id, why))
 	}
 }
 
-// Count is the number of uploads completed so far.
-func (t *Tracker) Count() int {
+// Wait returns the completions of ids once all have completed. It fails
+// when one is dead-lettered, when alive (checked every second; nil: never)
+// reports an error, when none of them completed for stall (0: never), or
+// when ctx ends. No other Wait may wait for one of ids at the same time.
+func (t *Tracker) Wait(ctx context.Context, ids []string, alive func() error, stall time.Duration) (map[string]Completion, error) {
+	w := &waiter{ch: make(chan struct{})}
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.count
-}
+	for _, id := range ids {
+		if why, ok := t.dead[id]; ok {
+			w.finish(fmt.Errorf("upload %s was dead-lettered: %s", id, why))
+			break
+		}
+		if _, ok := t.done[id]; !ok && t.waits[id] == nil {
+			t.waits[id] = w
+			w.remaining++
+		}
+	}
+	if w.remaining == 0 {
+		w.finish(nil)
+	}
+	t.mu.Unlock()
+	defer t.forget(w)
 
-// Wait returns once every upload of the set completed. It fails on a dead
-// letter of the set, when alive (checked every second; nil: never) reports
-// an error, when no upload completed for stall (0: never), or when ctx
-// ends.
-func (t *Tracker) Wait(ctx context.Context, alive func() error, stall time.Duration) error {
+	remaining := func() int {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return w.remaining
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	last, lastAt := -1, time.Now()
 	for {
 		select {
-		case <-t.done:
-			return nil
-		case <-tick.C:
-			t.mu.Lock()
-			dead := t.dead
-			t.mu.Unlock()
-			if dead != nil {
-				return dead
+		case <-w.ch:
+			if w.err != nil {
+				return nil, w.err
 			}
-			if n := t.Count(); n != last {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			out := make(map[string]Completion, len(ids))
+			for _, id := range ids {
+				out[id] = t.done[id]
+			}
+			return out, nil
+		case <-tick.C:
+			if n := remaining(); n != last {
 				last, lastAt = n, time.Now()
 			} else if stall > 0 && time.Since(lastAt) > stall {
-				return fmt.Errorf("stalled: no upload completed for %s, %d of %d did (see the services' logs)", stall, n, len(t.at))
+				return nil, fmt.Errorf("stalled: no upload completed for %s, %d of %d did (see the services' logs)", stall, len(ids)-n, len(ids))
 			}
 			if alive != nil {
 				if err := alive(); err != nil {
-					return err
+					return nil, err
 				}
 			}
 		case <-ctx.Done():
-			return fmt.Errorf("%d of %d uploads not completed: %w", len(t.at)-t.Count(), len(t.at), context.Cause(ctx))
+			return nil, fmt.Errorf("%d of %d uploads not completed: %w", remaining(), len(ids), context.Cause(ctx))
 		}
 	}
 }
 
-// Times returns when each upload completed (UnixNano; 0: not yet).
-func (t *Tracker) Times() []int64 {
+// forget removes what is left of w's registrations.
+func (t *Tracker) forget(w *waiter) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return append([]int64(nil), t.at...)
+	for id, x := range t.waits {
+		if x == w {
+			delete(t.waits, id)
+		}
+	}
 }
 
 // Result is what one measured publication of a set came to.
@@ -344,6 +416,53 @@ func Summarize(published, completed []int64) (Result, error) {
 	r := Result{N: len(published), Elapsed: time.Duration(last - first)}
 	copy(r.Latency[:], stats.Percentiles(lat, 50, 99, 100))
 	return r, nil
+}
+
+// Phase is one measured publication of a set: its rate and latencies, and
+// the CPU each process used meanwhile.
+type Phase struct {
+	Result
+	Usage procstat.Usage
+}
+
+// Per is the CPU time of process name per upload.
+func (p Phase) Per(name string) procstat.Times { return p.Usage.Per(name, p.N) }
+
+// Measure publishes the requests of set through producer (Nats-Msg-Id =
+// upload id + suffix, at rate per second, 0 as fast as JetStream accepts)
+// and waits on tracker until each has completed, reading meter before the
+// first publish and after the last completion. alive is checked while it
+// waits (nil: never); no upload completing for 30s fails it.
+func Measure(ctx context.Context, producer *Producer, tracker *Tracker, meter *procstat.Meter, set *Set, suffix string, rate float64, alive func() error) (Phase, error) {
+	msgs, err := set.Msgs(suffix)
+	if err != nil {
+		return Phase{}, err
+	}
+	before, err := meter.Read()
+	if err != nil {
+		return Phase{}, err
+	}
+	published := make([]int64, len(msgs))
+	if err := producer.Publish(ctx, msgs, published, rate); err != nil {
+		return Phase{}, err
+	}
+	done, err := tracker.Wait(ctx, set.IDs(), alive, 30*time.Second)
+	if err != nil {
+		return Phase{}, err
+	}
+	after, err := meter.Read()
+	if err != nil {
+		return Phase{}, err
+	}
+	completed := make([]int64, len(msgs))
+	for i, u := range set.Uploads {
+		completed[i] = done[u.ID].At.UnixNano()
+	}
+	res, err := Summarize(published, completed)
+	if err != nil {
+		return Phase{}, err
+	}
+	return Phase{Result: res, Usage: after.Sub(before)}, nil
 }
 
 // Chain is what the pipeline makes of each upload of a set: the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Names of the programs a pipeline runs.
@@ -92,6 +94,43 @@ func Build(ctx context.Context, dir string, names ...string) (Binaries, error) {
 		}
 	}
 	b.Source = source(ctx, root)
+	return b, nil
+}
+
+// Prepare builds nats-server and, when servicesDir is "", services from
+// the workspace into dir (as Build); with servicesDir it takes services
+// prebuilt in that directory instead (a binary per name, from another tree,
+// to compare two), and says so in Source.
+func Prepare(ctx context.Context, dir, servicesDir string, services ...string) (Binaries, error) {
+	if servicesDir == "" {
+		return Build(ctx, dir, append([]string{NATSServer}, services...)...)
+	}
+	b, err := Build(ctx, dir, NATSServer)
+	if err != nil {
+		return Binaries{}, err
+	}
+	b.Paths = map[string]string{}
+	var desc []string
+	for _, name := range services {
+		path, err := filepath.Abs(filepath.Join(servicesDir, name))
+		if err != nil {
+			return Binaries{}, fmt.Errorf("pipeline: %w", err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			return Binaries{}, fmt.Errorf("pipeline: prebuilt %s: %w", name, err)
+		}
+		if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			return Binaries{}, fmt.Errorf("pipeline: prebuilt %s: %s is not an executable file", name, path)
+		}
+		b.Paths[name] = path
+		built := ""
+		if bi, err := buildinfo.ReadFile(path); err == nil {
+			built = bi.GoVersion + ", "
+		}
+		desc = append(desc, fmt.Sprintf("%s (%smodified %s)", name, built, fi.ModTime().Format(time.RFC3339)))
+	}
+	b.Source = "prebuilt in " + servicesDir + ": " + strings.Join(desc, ", ")
 	return b, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -66,7 +67,8 @@ type Pipeline struct {
 	NATSURL string
 	// IngestURL is the base URL of ingest's API, e.g. http://127.0.0.1:41234.
 	IngestURL string
-	// DatabaseURL is the services' DATABASE_URL: its search_path is Schema.
+	// DatabaseURL is the URL of the pipeline's database: its search_path is
+	// Schema. Each service gets it as ClientURL(its name).
 	DatabaseURL string
 	// Schema is the Postgres schema of this pipeline.
 	Schema string
@@ -79,6 +81,11 @@ type Pipeline struct {
 	adminURL    string
 	procs       []*Process // in start order
 	schemaReady bool
+	dbURL       *url.URL // DatabaseURL, parsed
+	// admin is the connection Backends and Check query on, opened on first
+	// use; mu guards it.
+	mu    sync.Mutex
+	admin *pgx.Conn
 }
 
 // Start starts nats-server, creates the schema and starts refwriter,
@@ -225,7 +232,7 @@ func (p *Pipeline) createSchema(ctx context.Context) error {
 	q := u.Query()
 	q.Set("search_path", p.Schema)
 	u.RawQuery = q.Encode()
-	p.DatabaseURL = u.String()
+	p.DatabaseURL, p.dbURL = u.String(), u
 	return nil
 }
 
@@ -255,7 +262,7 @@ func (p *Pipeline) startService(name string) error {
 	}
 	env := append(baseEnv(),
 		"NATS_URL="+p.NATSURL,
-		"DATABASE_URL="+p.DatabaseURL,
+		"DATABASE_URL="+p.ClientURL(name),
 		"METRICS_ADDR="+metricsAddr,
 	)
 	switch name {
@@ -292,7 +299,11 @@ func (p *Pipeline) logPath(name string) string {
 	return filepath.Join(p.cfg.Dir, "logs", name+".log")
 }
 
-// baseEnv is what the programs inherit from the benchmark's environment.
+// baseEnv is what the programs inherit from the benchmark's environment:
+// PATH, HOME and the benchmark's temporary directory as TMPDIR, where
+// fileblob writes an object before renaming it into the bucket. A floor
+// that writes the same objects from the benchmark's process uses the same
+// directory, so both pay the same file system's costs.
 func baseEnv() []string {
 	var env []string
 	for _, k := range []string{"PATH", "HOME"} {
@@ -300,7 +311,7 @@ func baseEnv() []string {
 			env = append(env, k+"="+v)
 		}
 	}
-	return env
+	return append(env, "TMPDIR="+os.TempDir())
 }
 
 // Process returns the running program name, or nil.
@@ -346,6 +357,12 @@ func (p *Pipeline) Stop() error {
 		}
 	}
 	p.procs = nil
+	p.mu.Lock()
+	if p.admin != nil {
+		_ = p.admin.Close(context.Background())
+		p.admin = nil
+	}
+	p.mu.Unlock()
 	errs = append(errs, p.dropSchema())
 	return errors.Join(errs...)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,17 +16,39 @@ import (
 // supports.
 const clockTick = 10 * time.Millisecond
 
-// CPU is the CPU time a process used, user and system together.
+// Times is CPU time split into user and system (kernel) time.
+type Times struct {
+	User, System time.Duration
+}
+
+// Total is user plus system time.
+func (t Times) Total() time.Duration { return t.User + t.System }
+
+// Add is t plus o.
+func (t Times) Add(o Times) Times { return Times{t.User + o.User, t.System + o.System} }
+
+// Sub is t minus o.
+func (t Times) Sub(o Times) Times { return Times{t.User - o.User, t.System - o.System} }
+
+// Per is t divided among n operations (zero for n < 1).
+func (t Times) Per(n int) Times {
+	if n < 1 {
+		return Times{}
+	}
+	return Times{t.User / time.Duration(n), t.System / time.Duration(n)}
+}
+
+// CPU is the CPU time a process used.
 type CPU struct {
-	// Own is the process's own time (utime + stime).
-	Own time.Duration
+	// Own is the process's own time (utime, stime).
+	Own Times
 	// Children is the time of its children that exited and were waited
-	// for (cutime + cstime).
-	Children time.Duration
+	// for (cutime, cstime).
+	Children Times
 }
 
 // Total is Own plus Children.
-func (c CPU) Total() time.Duration { return c.Own + c.Children }
+func (c CPU) Total() Times { return c.Own.Add(c.Children) }
 
 // ReadCPU reads the CPU times of process pid from /proc/<pid>/stat.
 func ReadCPU(pid int) (CPU, error) {
@@ -52,52 +75,15 @@ func parseStat(data []byte) (comm string, c CPU, err error) {
 	if len(f) < 15 {
 		return "", CPU{}, fmt.Errorf("procstat: stat: %d fields after the name, want at least 15", len(f))
 	}
-	var ticks [4]int64
+	var ticks [4]time.Duration
 	for i := range ticks {
-		if ticks[i], err = strconv.ParseInt(f[11+i], 10, 64); err != nil {
+		n, err := strconv.ParseInt(f[11+i], 10, 64)
+		if err != nil {
 			return "", CPU{}, fmt.Errorf("procstat: stat: field %d: %w", 14+i, err)
 		}
+		ticks[i] = time.Duration(n) * clockTick
 	}
-	return comm, CPU{
-		Own:      time.Duration(ticks[0]+ticks[1]) * clockTick,
-		Children: time.Duration(ticks[2]+ticks[3]) * clockTick,
-	}, nil
-}
-
-// CommandCPU is the CPU time of every process whose command name (comm, as
-// in ps -o comm) is name, their waited-for children included: for
-// PostgreSQL ("postgres") that is the postmaster, every backend and
-// auxiliary process, and the backends that have exited since it started
-// (the postmaster waits for them). A process that exits between two reads
-// and has not been waited for yet is missed; so is one this user may not
-// read.
-func CommandCPU(name string) (time.Duration, error) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, fmt.Errorf("procstat: %w", err)
-	}
-	var total time.Duration
-	found := false
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue // exited meanwhile
-		}
-		comm, c, err := parseStat(data)
-		if err != nil || comm != name {
-			continue
-		}
-		total += c.Total()
-		found = true
-	}
-	if !found {
-		return 0, fmt.Errorf("procstat: no process named %q", name)
-	}
-	return total, nil
+	return comm, CPU{Own: Times{ticks[0], ticks[1]}, Children: Times{ticks[2], ticks[3]}}, nil
 }
 
 // MachineBusy is the CPU time every CPU of the machine spent on anything
@@ -130,13 +116,15 @@ func parseMachineBusy(data []byte) (time.Duration, error) {
 }
 
 // Meter reads the CPU time of named groups of processes at once: single
-// processes by pid, and every process of a command name (CommandCPU).
+// processes by pid, and groups whose processes are listed anew at each
+// read (the Postgres backends of a set of connections, say).
 type Meter struct {
-	pids  map[string]int
-	comms map[string]string
+	pids   map[string]int
+	groups map[string]func() ([]int, error)
 }
 
-// AddPID has the meter read process pid as name.
+// AddPID has the meter read process pid as name: its own time and its
+// waited-for children's.
 func (m *Meter) AddPID(name string, pid int) {
 	if m.pids == nil {
 		m.pids = map[string]int{}
@@ -144,25 +132,31 @@ func (m *Meter) AddPID(name string, pid int) {
 	m.pids[name] = pid
 }
 
-// AddCommand has the meter read every process named comm as name.
-func (m *Meter) AddCommand(name, comm string) {
-	if m.comms == nil {
-		m.comms = map[string]string{}
+// AddGroup has the meter read, as name, the processes list returns at each
+// read (their own time only). A process that appears between two reads
+// counts with all its time; one that exits between them is missed, and
+// counted in Usage.Lost.
+func (m *Meter) AddGroup(name string, list func() ([]int, error)) {
+	if m.groups == nil {
+		m.groups = map[string]func() ([]int, error){}
 	}
-	m.comms[name] = comm
+	m.groups[name] = list
 }
 
-// Sample is the CPU time of each group, and of the whole machine, at one
-// moment.
+// Sample is the CPU time of each process and group, and of the whole
+// machine, at one moment.
 type Sample struct {
-	At      time.Time
-	CPU     map[string]time.Duration
+	At  time.Time
+	CPU map[string]Times
+	// members holds the time of each process of a group, by group and pid.
+	members map[string]map[int]Times
 	Machine time.Duration
 }
 
-// Read reads every group and the machine's busy time.
+// Read reads every process and group and the machine's busy time. A group
+// whose list is empty is an error: it would read as no work at all.
 func (m *Meter) Read() (Sample, error) {
-	s := Sample{At: time.Now(), CPU: map[string]time.Duration{}}
+	s := Sample{At: time.Now(), CPU: map[string]Times{}, members: map[string]map[int]Times{}}
 	for name, pid := range m.pids {
 		c, err := ReadCPU(pid)
 		if err != nil {
@@ -170,36 +164,69 @@ func (m *Meter) Read() (Sample, error) {
 		}
 		s.CPU[name] = c.Total()
 	}
-	for name, comm := range m.comms {
-		d, err := CommandCPU(comm)
+	for name, list := range m.groups {
+		pids, err := list()
 		if err != nil {
 			return Sample{}, fmt.Errorf("%s: %w", name, err)
 		}
-		s.CPU[name] = d
+		if len(pids) == 0 {
+			return Sample{}, fmt.Errorf("procstat: %s: no process in the group", name)
+		}
+		members := map[int]Times{}
+		var sum Times
+		for _, pid := range slices.Compact(slices.Sorted(slices.Values(pids))) {
+			c, err := ReadCPU(pid)
+			if err != nil {
+				continue // exited since it was listed: counted as lost by Sub
+			}
+			members[pid] = c.Own
+			sum = sum.Add(c.Own)
+		}
+		s.CPU[name], s.members[name] = sum, members
 	}
 	var err error
 	s.Machine, err = MachineBusy()
 	return s, err
 }
 
-// Sub is the CPU time spent between earlier and s: by group, by the
-// machine, and by everything else on it ("other": the machine's busy time
-// that no group accounts for).
+// Sub is the CPU time spent between earlier and s: by process and group,
+// by the machine, and by everything else on it ("other": the machine's
+// busy time that none accounts for).
 func (s Sample) Sub(earlier Sample) Usage {
-	u := Usage{Wall: s.At.Sub(earlier.At), CPU: map[string]time.Duration{}, Machine: s.Machine - earlier.Machine}
+	u := Usage{Wall: s.At.Sub(earlier.At), CPU: map[string]Times{}, Lost: map[string]int{}, Machine: s.Machine - earlier.Machine}
 	var sum time.Duration
-	for name, d := range s.CPU {
-		u.CPU[name] = d - earlier.CPU[name]
-		sum += u.CPU[name]
+	for name, t := range s.CPU {
+		if members, ok := s.members[name]; ok {
+			t = Times{}
+			for pid, c := range members {
+				t = t.Add(c.Sub(earlier.members[name][pid])) // new since earlier: all of it
+			}
+			for pid := range earlier.members[name] {
+				if _, ok := members[pid]; !ok {
+					u.Lost[name]++
+				}
+			}
+		} else {
+			t = t.Sub(earlier.CPU[name])
+		}
+		u.CPU[name] = t
+		sum += t.Total()
 	}
 	u.Other = max(0, u.Machine-sum)
 	return u
 }
 
-// Usage is the CPU time groups used over a stretch of wall-clock time.
+// Usage is the CPU time processes used over a stretch of wall-clock time.
 type Usage struct {
-	Wall    time.Duration
-	CPU     map[string]time.Duration
+	Wall time.Duration
+	CPU  map[string]Times
+	// Lost counts, by group, the processes that exited between the two
+	// reads: their time since the first is missing from CPU.
+	Lost    map[string]int
 	Machine time.Duration
 	Other   time.Duration
 }
+
+// Per is the CPU time of process or group name per operation, for n
+// operations.
+func (u Usage) Per(name string, n int) Times { return u.CPU[name].Per(n) }

@@ -75,8 +75,9 @@ func TestParseStat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if comm != "postgres: 15/main (x)" || c.Own != 1750*time.Millisecond || c.Children != 100*time.Millisecond || c.Total() != 1850*time.Millisecond {
-		t.Errorf("got %q %+v, want the name with its parentheses, own 1.75s, children 0.1s", comm, c)
+	want := CPU{Own: Times{1500 * time.Millisecond, 250 * time.Millisecond}, Children: Times{70 * time.Millisecond, 30 * time.Millisecond}}
+	if comm != "postgres: 15/main (x)" || c != want || c.Total().Total() != 1850*time.Millisecond {
+		t.Errorf("got %q %+v, want the name with its parentheses and %+v", comm, c, want)
 	}
 	for _, bad := range []string{"", "12 cat S 1", "12 (cat) S 1 2 3"} {
 		if _, _, err := parseStat([]byte(bad)); err == nil {
@@ -99,11 +100,48 @@ func TestParseMachineBusy(t *testing.T) {
 	}
 }
 
-func TestReadCPU(t *testing.T) {
+// TestSubGroups checks how a group's time is counted between two reads: a
+// process present at both by its difference, one that appeared by all its
+// time, one that exited as lost.
+func TestSubGroups(t *testing.T) {
+	t.Parallel()
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	at := time.Now()
+	earlier := Sample{At: at, Machine: ms(1000),
+		CPU:     map[string]Times{"pg": {ms(150), ms(15)}, "one": {ms(10), ms(1)}},
+		members: map[string]map[int]Times{"pg": {1: {ms(100), ms(10)}, 2: {ms(50), ms(5)}}},
+	}
+	later := Sample{At: at.Add(time.Second), Machine: ms(2000),
+		CPU:     map[string]Times{"pg": {ms(190), ms(24)}, "one": {ms(40), ms(21)}},
+		members: map[string]map[int]Times{"pg": {1: {ms(130), ms(20)}, 3: {ms(60), ms(4)}}},
+	}
+	u := later.Sub(earlier)
+	if got, want := u.CPU["pg"], (Times{ms(30 + 60), ms(10 + 4)}); got != want {
+		t.Errorf("group: got %+v, want %+v (pid 1's growth and all of the new pid 3)", got, want)
+	}
+	if got, want := u.CPU["one"], (Times{ms(30), ms(20)}); got != want {
+		t.Errorf("process: got %+v, want %+v", got, want)
+	}
+	if u.Lost["pg"] != 1 || u.Lost["one"] != 0 {
+		t.Errorf("lost: got %v, want pid 2 of pg", u.Lost)
+	}
+	if want := ms(1000 - 104 - 50); u.Other != want || u.Wall != time.Second {
+		t.Errorf("other: got %v over %v, want %v over 1s", u.Other, u.Wall, want)
+	}
+	if got, want := u.Per("pg", 2), (Times{ms(45), ms(7)}); got != want {
+		t.Errorf("per upload: got %+v, want %+v", got, want)
+	}
+}
+
+func TestMeter(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("procstat reads Linux's /proc")
 	}
-	before, err := ReadCPU(os.Getpid())
+	pid := os.Getpid()
+	var m Meter
+	m.AddPID("self", pid)
+	m.AddGroup("group", func() ([]int, error) { return []int{pid, pid}, nil })
+	before, err := m.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,17 +149,21 @@ func TestReadCPU(t *testing.T) {
 	for x := 0; time.Now().Before(deadline); x++ {
 		_ = x * x
 	}
-	after, err := ReadCPU(os.Getpid())
+	after, err := m.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.Own <= before.Own {
-		t.Errorf("got CPU %v after spinning for 300ms, want more than %v", after.Own, before.Own)
+	u := after.Sub(before)
+	if u.CPU["self"].User <= 0 || u.CPU["group"].User <= 0 {
+		t.Errorf("got user time %v and %v after spinning for 300ms, want both positive", u.CPU["self"].User, u.CPU["group"].User)
 	}
-	if _, err := MachineBusy(); err != nil {
-		t.Error(err)
+	// A pid listed twice counts once.
+	if u.CPU["group"].Total() > u.CPU["self"].Total()+50*time.Millisecond {
+		t.Errorf("group of one process listed twice: got %v, want about %v", u.CPU["group"].Total(), u.CPU["self"].Total())
 	}
-	if _, err := CommandCPU("no-such-command-name"); err == nil {
-		t.Error("got nil, want an error for a command nobody runs")
+	var empty Meter
+	empty.AddGroup("nobody", func() ([]int, error) { return nil, nil })
+	if _, err := empty.Read(); err == nil {
+		t.Error("got nil, want an error for a group without processes")
 	}
 }

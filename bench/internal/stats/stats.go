@@ -4,6 +4,7 @@ package stats
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -73,3 +74,27 @@ func (s Summary) Spread() float64 {
 
 // Millis is d in milliseconds.
 func Millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// Range writes s as "median (min–max)", each number with format (e.g.
+// "%.0f"); the median alone for one value, "-" for none.
+func (s Summary) Range(format string) string {
+	switch s.N {
+	case 0:
+		return "-"
+	case 1:
+		return fmt.Sprintf(format, s.Median)
+	}
+	return fmt.Sprintf(format+" ("+format+"–"+format+")", s.Median, s.Min, s.Max)
+}
+
+// WithSpread writes s as "median ±spread%" (the median alone for one
+// value, "-" for none).
+func (s Summary) WithSpread(format string) string {
+	switch s.N {
+	case 0:
+		return "-"
+	case 1:
+		return fmt.Sprintf(format, s.Median)
+	}
+	return fmt.Sprintf(format+" ±%.0f%%", s.Median, s.Spread())
+}

@@ -41,3 +41,24 @@ func TestSummarize(t *testing.T) {
 		t.Errorf("median of an even count: got %v, want 2.5", got)
 	}
 }
+
+func TestFormats(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		values          []float64
+		rng, withSpread string
+	}{
+		{[]float64{3, 1, 2}, "2 (1–3)", "2 ±50%"},
+		{[]float64{5}, "5", "5"},
+		{nil, "-", "-"},
+		{[]float64{110, 90, 100}, "100 (90–110)", "100 ±10%"},
+	} {
+		s := Summarize(tc.values)
+		if got := s.Range("%.0f"); got != tc.rng {
+			t.Errorf("%v: Range got %q, want %q", tc.values, got, tc.rng)
+		}
+		if got := s.WithSpread("%.0f"); got != tc.withSpread {
+			t.Errorf("%v: WithSpread got %q, want %q", tc.values, got, tc.withSpread)
+		}
+	}
+}

@@ -24,14 +24,7 @@ const (
 
 // summary is a figure's median and range as "median (min–max)".
 func summary(values []float64, format string) string {
-	s := stats.Summarize(values)
-	if s.N == 0 {
-		return "-"
-	}
-	if s.N == 1 {
-		return fmt.Sprintf(format, s.Median)
-	}
-	return fmt.Sprintf(format+" ("+format+"–"+format+")", s.Median, s.Min, s.Max)
+	return stats.Summarize(values).Range(format)
 }
 
 func collect[T any](xs []T, f func(T) float64) []float64 {
@@ -50,7 +43,7 @@ func (r *Report) Write(w io.Writer) error {
 	ew := &texttable.ErrWriter{W: w}
 	line := func(format string, args ...any) { fmt.Fprintf(ew, format+"\n", args...) }
 	c := r.Config
-	line("blobref throughput benchmark (issue 6): request events through blobwriter and refwriter")
+	line("blobref throughput benchmark (issues 6 and 10): request events through blobwriter and refwriter")
 	line("")
 	line("command   %s", c.Command)
 	line("machine   %s", r.Machine)
@@ -66,9 +59,12 @@ func (r *Report) Write(w io.Writer) error {
 		settings += ", except " + strings.Join(c.Env, " ")
 	}
 	line("settings  %s; producer window %d; floors at concurrency %d, batches of %d", settings, c.Window, c.Concurrency, c.Batch)
-	line("data      %s (one fresh directory per run, nothing deleted)", r.Dir)
+	line("data      %s (one fresh directory per run, nothing deleted); TMPDIR %s for the services and the floors", r.Dir, r.TempDir)
 	line("wall time %s", r.Wall.Round(time.Second))
-	line("figures   median (min–max) of %d runs of %d uploads of %d bytes each, unless noted", c.Runs, c.Uploads, c.Size)
+	line("rounds    %d, each: the floors, then one run of each configuration (%s)", c.Runs, strings.Join(c.Configs, ", "))
+	line("figures   median (min–max) of the rounds, %d uploads of %d bytes each, unless noted", c.Uploads, c.Size)
+	line("CPU       user and system time from /proc/<pid>/stat over a run, per upload; postgres is the backends of the")
+	line("          benchmark's own connections only (pg_stat_activity by application_name), not the whole server")
 
 	for _, cr := range r.Configs {
 		line("")
@@ -105,19 +101,6 @@ func (r *Report) writeConfig(line func(string, ...any), w io.Writer, cr ConfigRe
 	for i, name := range []string{"p50", "p99", "max"} {
 		t.Row("latency publish→completed "+name+", ms", summary(collect(cr.Runs, func(x RunResult) float64 { return ms(x.Latency[i]) }), "%.0f"))
 	}
-	for _, name := range Processes {
-		label := name
-		switch name {
-		case Postgres:
-			label = "postgres (all its processes)"
-		case Bench:
-			label = "bench (producer + tracker)"
-		}
-		t.Row("CPU s/1,000 uploads: "+label, summary(collect(cr.Runs, func(x RunResult) float64 { return x.PerThousand(name).Seconds() }), "%.3f"))
-	}
-	t.Row("CPU s/1,000 uploads: other work on the machine", summary(collect(cr.Runs, func(x RunResult) float64 {
-		return (x.Usage.Other * 1000 / time.Duration(x.N)).Seconds()
-	}), "%.3f"))
 	for _, name := range []string{BlobWriter, RefWriter, NATSServer} {
 		t.Row("peak RSS "+name+", MiB", summary(collect(cr.Runs, func(x RunResult) float64 { return procstat.MiB(x.Peak[name]) }), "%.1f"))
 	}
@@ -126,7 +109,7 @@ func (r *Report) writeConfig(line func(string, ...any), w io.Writer, cr ConfigRe
 		t.Row("republish latency p99, ms", summary(collect(cr.Runs, func(x RunResult) float64 { return ms(x.Republish.Latency[1]) }), "%.0f"))
 		for _, name := range []string{BlobWriter, RefWriter, NATSServer, Postgres} {
 			t.Row("republish CPU µs/event: "+name, summary(collect(cr.Runs, func(x RunResult) float64 {
-				return float64(x.Republish.PerThousand(name).Microseconds()) / 1000
+				return us(x.Republish.Per(name).Total())
 			}), "%.0f"))
 		}
 	}
@@ -135,48 +118,83 @@ func (r *Report) writeConfig(line func(string, ...any), w io.Writer, cr ConfigRe
 		t.Row("paced latency p50 / p99 / max, ms", fmt.Sprintf("%.1f / %.1f / %.1f", ms(p.Latency[0]), ms(p.Latency[1]), ms(p.Latency[2])))
 	}
 	t.Write(w)
-}
-
-// floorCost is a floor's median CPU per upload by process, and in total.
-func floorCost(rs []floors.Result, name string) time.Duration {
-	return time.Duration(stats.Summarize(collect(rs, func(x floors.Result) float64 { return float64(x.PerUpload(name)) })).Median)
-}
-
-func floorTotal(rs []floors.Result) time.Duration {
-	return time.Duration(stats.Summarize(collect(rs, func(x floors.Result) float64 { return float64(x.TotalPerUpload()) })).Median)
-}
-
-// CeilingOf is the ceiling (uploads/s) of bucket configuration name from
-// the floors' medians, 0 without floors.
-func (r *Report) CeilingOf(name string) float64 {
-	f := r.Floors
-	if f == nil || len(f.Bucket[name]) == 0 {
-		return 0
+	line("")
+	line("CPU µs per upload by process (user, system, and both: median (min–max) of the runs)")
+	r.writeCPU(w, cr.Runs)
+	var lost int
+	for _, x := range cr.Runs {
+		lost += x.Usage.Lost[Postgres]
 	}
-	return Ceiling(r.Machine.CPUs, floorTotal(f.JetStream), floorTotal(f.Bucket[name]), floorTotal(f.Postgres))
+	if lost > 0 {
+		line("note: %d Postgres backends exited during the runs; their CPU after the run began is missing", lost)
+	}
+	ck := cr.Runs[0].Checked
+	objects := fmt.Sprintf("%d objects (size, sha256 of the bytes, sha256 metadata, content type)", ck.Objects)
+	if ck.Objects == 0 {
+		objects = "no objects (blobwriter's bucket is not the benchmark's to read)"
+	}
+	line("checked after each run: %d uploads' rows (upload_refs, subject_refs, both step markers) and %s: all whole", ck.Uploads, objects)
+}
+
+// writeCPU writes the CPU table of runs: each process's user, system and
+// total time per upload, and the machine's other work.
+func (r *Report) writeCPU(w io.Writer, runs []RunResult) {
+	var t texttable.Table
+	t.Row("  process", "user", "system", "total")
+	cell := func(f func(RunResult) time.Duration) string {
+		return summary(collect(runs, func(x RunResult) float64 { return us(f(x)) }), "%.0f")
+	}
+	for _, name := range Processes {
+		label := name
+		switch name {
+		case Postgres:
+			label = "postgres (the benchmark's backends)"
+		case Bench:
+			label = "bench (producer + tracker)"
+		}
+		t.Row("  "+label,
+			cell(func(x RunResult) time.Duration { return x.Per(name).User }),
+			cell(func(x RunResult) time.Duration { return x.Per(name).System }),
+			cell(func(x RunResult) time.Duration { return x.Per(name).Total() }))
+	}
+	t.Row("  other work on the machine", "", "", cell(func(x RunResult) time.Duration { return x.Usage.Other / time.Duration(x.N) }))
+	t.Write(w)
 }
 
 func (r *Report) writeFloors(line func(string, ...any), w io.Writer) {
 	f, c := r.Floors, r.Config
-	line("== floors: each stage alone, %d uploads of %d bytes ==", c.Uploads, c.Size)
+	line("== floors: each stage alone, measured at the start of each round, %d uploads of %d bytes ==", c.Uploads, c.Size)
 	line("(a) JetStream, the pipeline's shape: publish → pull → publish → pull → publish, acks, no side effects")
 	line("(b) the same objects into the bucket with gocloud.dev/blob (IfNotExist, metadata), %d writers", c.Concurrency)
 	line("(c) the same rows (2 markers, upload_refs, subject_refs) into Postgres, %d uploads per transaction, %d connections", c.Batch, c.Concurrency)
+	line("CPU µs per upload, median (min–max) of the rounds; bench is the floor's own client side")
 	var t texttable.Table
-	t.Row("stage", "uploads/s", "CPU µs/upload", "nats-server", "postgres", "bench")
+	t.Row("stage", "process", "uploads/s", "user", "system", "total")
 	row := func(label string, rs []floors.Result) {
 		if len(rs) == 0 {
 			return
 		}
-		cell := func(name string) string {
-			if _, ok := rs[0].CPU[name]; !ok {
-				return "-"
+		rate := summary(collect(rs, floors.Result.Rate), "%.0f")
+		for _, name := range []string{floors.NATSServer, floors.PostgresServer, floors.Bench, ""} {
+			if _, ok := rs[0].CPU[name]; (!ok && name != "") || (name == "" && len(rs[0].CPU) < 2) {
+				continue
 			}
-			return summary(collect(rs, func(x floors.Result) float64 { return us(x.PerUpload(name)) }), "%.0f")
+			cost := func(x floors.Result) procstat.Times {
+				if name == "" {
+					return x.TotalPerUpload()
+				}
+				return x.PerUpload(name)
+			}
+			proc := name
+			if name == "" {
+				proc = "all"
+			}
+			t.Row(label, proc, rate,
+				summary(collect(rs, func(x floors.Result) float64 { return us(cost(x).User) }), "%.0f"),
+				summary(collect(rs, func(x floors.Result) float64 { return us(cost(x).System) }), "%.0f"),
+				summary(collect(rs, func(x floors.Result) float64 { return us(cost(x).Total()) }), "%.0f"))
+			label, rate = "", ""
 		}
-		t.Row(label, summary(collect(rs, floors.Result.Rate), "%.0f"),
-			summary(collect(rs, func(x floors.Result) float64 { return us(x.TotalPerUpload()) }), "%.0f"),
-			cell(floors.NATSServer), cell(floors.PostgresServer), cell(floors.Bench))
 	}
 	row("(a) JetStream", f.JetStream)
 	for _, name := range c.Configs {
@@ -184,49 +202,100 @@ func (r *Report) writeFloors(line func(string, ...any), w io.Writer) {
 	}
 	row("(c) Postgres rows", f.Postgres)
 	t.Write(w)
+
+	checks := r.FloorChecks()
+	if len(checks) > 0 {
+		line("")
+		line("floors against their stages: a floor does part of a stage's work, so it must cost no more than the")
+		line("pipeline process doing that work in the same round (CPU µs per upload, user + system)")
+		var ct texttable.Table
+		ct.Row("round", "floor", "floor's part", "µs", "stage in the run", "µs", "verdict")
+		for _, ck := range checks {
+			part := ck.Spec.Part
+			if part == "" {
+				part = "all"
+			}
+			verdict := "ok"
+			if ck.Above() {
+				verdict = "FLOOR ABOVE ITS STAGE"
+			}
+			name := ck.Spec.Name
+			if ck.Spec.Stage == BlobWriter {
+				name = "(b) " + ck.Config + ":// bucket"
+			}
+			ct.Row(fmt.Sprint(ck.Round), name, part, fmt.Sprintf("%.0f", us(ck.Floor)),
+				ck.Config+":// "+ck.Spec.Stage, fmt.Sprintf("%.0f", us(ck.Stage)), verdict)
+		}
+		ct.Write(w)
+	}
 	line("")
+	line("ceiling = cores / the sum of the floors' CPU per upload (medians of the rounds; in a round where a floor's")
+	line("part cost more than its stage, the part counts at the stage's cost)")
 	for _, cr := range r.Configs {
 		ceiling := r.CeilingOf(cr.Name)
 		if ceiling == 0 {
 			continue
 		}
-		a, b, cc := floorTotal(f.JetStream), floorTotal(f.Bucket[cr.Name]), floorTotal(f.Postgres)
-		line("ceiling %s:// = %d cores / (%.0f + %.0f + %.0f µs) = %.0f uploads/s", cr.Name, r.Machine.CPUs, us(a), us(b), us(cc), ceiling)
+		var costs []time.Duration
+		var notes []string
+		for _, spec := range FloorSpecs {
+			cost, capped := r.HonestFloor(spec, cr.Name)
+			costs = append(costs, cost)
+			if capped > 0 {
+				notes = append(notes, fmt.Sprintf("%s capped in %d of %d rounds", spec.Name[:3], capped, len(spec.runs(f, cr.Name))))
+			}
+		}
+		note := ""
+		if len(notes) > 0 {
+			note = " (" + strings.Join(notes, "; ") + ")"
+		}
+		line("ceiling %s:// = %d cores / (%.0f + %.0f + %.0f µs) = %.0f uploads/s%s", cr.Name, r.Machine.CPUs, us(costs[0]), us(costs[1]), us(costs[2]), ceiling, note)
 		if len(cr.Runs) == 0 {
 			continue
 		}
 		rate := cr.Rate().Median
 		line("  blobref %s:// %.0f uploads/s = %.2f of the ceiling", cr.Name, rate, rate/ceiling)
-		r.writeBreakdown(w, cr, a, b, cc)
+		r.writeBreakdown(w, cr)
 	}
 }
 
-// writeBreakdown shows where blobref's CPU goes next to the floors: the
-// servers against their floors' share, the clients (the services and the
-// producer) against the floors' client side.
-func (r *Report) writeBreakdown(w io.Writer, cr ConfigResult, a, b, c time.Duration) {
+// writeBreakdown shows where blobref's CPU goes next to the honest floors:
+// the servers against their floors' share, the clients (the services and
+// the producer) against the floors' client side.
+func (r *Report) writeBreakdown(w io.Writer, cr ConfigResult) {
 	f := r.Floors
 	med := func(name string) time.Duration {
 		return time.Duration(stats.Summarize(collect(cr.Runs, func(x RunResult) float64 {
-			return float64(x.Usage.CPU[name] / time.Duration(x.N))
+			return float64(x.Per(name).Total())
 		})).Median)
 	}
-	natsFloor := floorCost(f.JetStream, floors.NATSServer)
-	pgFloor := floorCost(f.Postgres, floors.PostgresServer)
-	clientFloor := floorCost(f.JetStream, floors.Bench) + floorCost(f.Bucket[cr.Name], floors.Bench) + floorCost(f.Postgres, floors.Bench)
+	part := func(rs []floors.Result, name string, capBy string) time.Duration {
+		values := make([]float64, len(rs))
+		for i, x := range rs {
+			d := x.PerUpload(name).Total()
+			if capBy != "" && i < len(cr.Runs) {
+				d = min(d, cr.Runs[i].Per(capBy).Total())
+			}
+			values[i] = float64(d)
+		}
+		return time.Duration(stats.Summarize(values).Median)
+	}
+	natsFloor := part(f.JetStream, floors.NATSServer, NATSServer)
+	pgFloor := part(f.Postgres, floors.PostgresServer, Postgres)
+	clientFloor := part(f.JetStream, floors.Bench, "") + part(f.Bucket[cr.Name], floors.Bench, BlobWriter) + part(f.Postgres, floors.Bench, "")
 	var t texttable.Table
 	t.Row("  CPU µs/upload", "blobref", "floor", "blobref − floor")
 	add := func(label string, got, floor time.Duration) {
 		t.Row("  "+label, fmt.Sprintf("%.0f", us(got)), fmt.Sprintf("%.0f", us(floor)), fmt.Sprintf("%+.0f", us(got-floor)))
 	}
 	add("nats-server (floor a)", med(NATSServer), natsFloor)
-	add("postgres (floor c)", med(Postgres), pgFloor)
+	add("postgres backends (floor c)", med(Postgres), pgFloor)
 	add("blobwriter", med(BlobWriter), 0)
 	add("refwriter", med(RefWriter), 0)
 	add("bench producer + tracker", med(Bench), 0)
 	clients := med(BlobWriter) + med(RefWriter) + med(Bench)
 	add("clients together (floors a+b+c client side)", clients, clientFloor)
-	add("total", med(NATSServer)+med(Postgres)+clients, a+b+c)
+	add("total", med(NATSServer)+med(Postgres)+clients, natsFloor+pgFloor+clientFloor)
 	t.Write(w)
 }
 
@@ -254,7 +323,7 @@ func verdict(ok bool, target string) string {
 }
 
 func (r *Report) writeTargets(line func(string, ...any)) {
-	line("== targets (issue 6) ==")
+	line("== targets (issues 6 and 10) ==")
 	for _, cr := range r.Configs {
 		if len(cr.Runs) == 0 {
 			line("%s://: not measured (%v)", cr.Name, cr.Err)
@@ -280,6 +349,15 @@ func (r *Report) writeTargets(line func(string, ...any)) {
 			rp := stats.Summarize(collect(cr.Runs, func(x RunResult) float64 { return x.Republish.Rate() })).Median
 			line("%s:// republish ≥ %d events/s: %.0f, %s", cr.Name, TargetRepublishRate, rp, verdict(rp >= TargetRepublishRate, "")[2:])
 		}
+	}
+	if checks := r.FloorChecks(); len(checks) > 0 {
+		above := 0
+		for _, c := range checks {
+			if c.Above() {
+				above++
+			}
+		}
+		line("every floor at or below its stage's cost in its round: %d of %d above, %s", above, len(checks), verdict(above == 0, "")[2:])
 	}
 	if b := r.Backlog; b != nil {
 		for _, name := range []string{BlobWriter, RefWriter} {

@@ -2,9 +2,12 @@
 // services (blobwriter and refwriter, each its own process) on a nats-server
 // of their own and the machine's Postgres, fed request events by a producer
 // as fast as JetStream accepts them, with a file:// bucket and with mem://;
-// the floors of each stage alone (package floors) and the ceiling they put
-// on the machine; a paced load at half the maximum rate; the republish path;
-// and the services' memory under a backlog of pending requests.
+// the floors of each stage alone (package floors), measured in rounds
+// interleaved with the pipeline's runs and held against the stage's cost in
+// the same round, and the ceiling they put on the machine; a paced load at
+// half the maximum rate; the republish path; and the services' memory under
+// a backlog of pending requests. After each run a sample of the uploads is
+// checked whole (rows and objects), not only their completed events.
 //
 // Run measures and returns a Report; the throughput command prints it.
 package throughput
@@ -44,9 +47,9 @@ const (
 const (
 	BlobWriter = pipeline.BlobWriter
 	RefWriter  = pipeline.RefWriter
-	NATSServer = floors.NATSServer
-	Postgres   = floors.PostgresServer
-	Bench      = floors.Bench
+	NATSServer = pipeline.NATSServer
+	Postgres   = pipeline.Postgres
+	Bench      = pipeline.Bench
 )
 
 // Processes are the processes of a pipeline run, in the report's order.
@@ -59,7 +62,8 @@ type Config struct {
 	Uploads int
 	// Size is the size of each upload in bytes.
 	Size int
-	// Runs is how many times each configuration and each floor runs.
+	// Runs is how many rounds run: each measures the floors, then runs
+	// each configuration once.
 	Runs int
 	// Configs are the bucket configurations to run: File, Mem.
 	Configs []string
@@ -71,6 +75,8 @@ type Config struct {
 	BacklogDuration time.Duration
 	// Warmup uploads go through each pipeline, unmeasured, before its run.
 	Warmup int
+	// Check is how many uploads of each run are checked whole afterwards.
+	Check int
 	// Window is the producer's window of unacknowledged publishes.
 	Window int
 	// Concurrency is the services' CONSUMER_CONCURRENCY, which the bucket
@@ -111,8 +117,8 @@ func (c *Config) Validate() error {
 	if c.Backlog < 0 || c.Backlog > 0 && c.BacklogDuration <= 0 {
 		errs = append(errs, errors.New("the backlog must not be negative, and its duration must be positive"))
 	}
-	if c.Window < 1 || c.Concurrency < 1 || c.Batch < 1 || c.Warmup < 0 {
-		errs = append(errs, errors.New("window, concurrency and batch must be positive, warm-up not negative"))
+	if c.Window < 1 || c.Concurrency < 1 || c.Batch < 1 || c.Warmup < 0 || c.Check < 0 {
+		errs = append(errs, errors.New("window, concurrency and batch must be positive, warm-up and check not negative"))
 	}
 	if c.DatabaseURL == "" || c.WorkDir == "" {
 		errs = append(errs, errors.New("a database URL and a work directory are required"))
@@ -122,18 +128,7 @@ func (c *Config) Validate() error {
 
 // Phase is one measured publication of a set of uploads through a
 // pipeline: its rate and latencies, and the CPU every process used.
-type Phase struct {
-	load.Result
-	Usage procstat.Usage
-}
-
-// PerThousand is the CPU time of process name per 1,000 uploads.
-func (p Phase) PerThousand(name string) time.Duration {
-	if p.N == 0 {
-		return 0
-	}
-	return p.Usage.CPU[name] * 1000 / time.Duration(p.N)
-}
+type Phase = load.Phase
 
 // RunResult is one measured run of a configuration.
 type RunResult struct {
@@ -142,6 +137,8 @@ type RunResult struct {
 	Peak map[string]int64
 	// Republish is the same requests published again once they completed.
 	Republish *Phase
+	// Checked is what the check after the run looked at.
+	Checked pipeline.Checked
 }
 
 // ConfigResult is every run of one bucket configuration.
@@ -157,7 +154,7 @@ type ConfigResult struct {
 	Err error
 }
 
-// FloorResults are the floors' runs.
+// FloorResults are the floors' runs, one per round.
 type FloorResults struct {
 	JetStream []floors.Result
 	// Bucket is floor (b) per configuration.
@@ -188,6 +185,7 @@ type Report struct {
 	GoFlags                      string // GOFLAGS the services were built with (-tags leaving drivers out, say)
 	NATSVersion, PostgresVersion string
 	Dir                          string
+	TempDir                      string // the services' and the floors' TMPDIR
 	Floors                       *FloorResults
 	Configs                      []ConfigResult
 	Backlog                      *BacklogResult
@@ -221,7 +219,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			fmt.Fprintf(cfg.Progress, "throughput: "+format+"\n", args...)
 		}
 	}
-	rep := &Report{Config: cfg, Machine: machine.Describe(), Started: time.Now()}
+	rep := &Report{Config: cfg, Machine: machine.Describe(), Started: time.Now(), TempDir: os.TempDir()}
 	b.rep = rep
 	defer func() { rep.Wall = time.Since(rep.Started) }()
 	rep.Dir = filepath.Join(cfg.WorkDir, time.Now().Format("20060102-150405")+"-"+b.token)
@@ -234,17 +232,33 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return rep, err
 	}
 	if cfg.Floors {
-		b.progress("floors")
-		f, err := b.floors(ctx)
-		rep.Floors = f
-		if err != nil {
-			return rep, err
-		}
+		rep.Floors = &FloorResults{Bucket: map[string][]floors.Result{}}
 	}
 	for _, name := range cfg.Configs {
-		rep.Configs = append(rep.Configs, b.config(ctx, name))
-		if ctx.Err() != nil {
-			return rep, context.Cause(ctx)
+		rep.Configs = append(rep.Configs, ConfigResult{Name: name, BlobURLs: blobURLs(name)})
+	}
+	// Rounds: the floors, then each configuration once, so that the floors
+	// see the machine (its file system above all) as the runs next to them
+	// do.
+	for run := 1; run <= cfg.Runs; run++ {
+		if cfg.Floors {
+			if err := b.floors(ctx, run, rep.Floors); err != nil {
+				return rep, err
+			}
+		}
+		for i := range rep.Configs {
+			b.run(ctx, run, &rep.Configs[i])
+			if ctx.Err() != nil {
+				return rep, context.Cause(ctx)
+			}
+		}
+	}
+	if cfg.Paced {
+		for i := range rep.Configs {
+			b.paced(ctx, &rep.Configs[i])
+			if ctx.Err() != nil {
+				return rep, context.Cause(ctx)
+			}
 		}
 	}
 	if cfg.Backlog > 0 {
@@ -263,38 +277,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 func (b *bench) build(ctx context.Context) error {
-	dir := filepath.Join(b.rep.Dir, "bin")
 	if b.cfg.ServicesDir == "" {
 		b.progress("building nats-server, blobwriter and refwriter")
-		bins, err := pipeline.Build(ctx, dir, pipeline.NATSServer, pipeline.BlobWriter, pipeline.RefWriter)
-		if err != nil {
-			return err
-		}
-		b.bins, b.rep.GoVersion, b.rep.Source = bins, bins.GoVersion, bins.Source
-		b.rep.GoFlags = os.Getenv("GOFLAGS")
-		return nil
+	} else {
+		b.progress("building nats-server; blobwriter and refwriter from %s", b.cfg.ServicesDir)
 	}
-	b.progress("building nats-server; blobwriter and refwriter from %s", b.cfg.ServicesDir)
-	bins, err := pipeline.Build(ctx, dir, pipeline.NATSServer)
+	bins, err := pipeline.Prepare(ctx, filepath.Join(b.rep.Dir, "bin"), b.cfg.ServicesDir, pipeline.BlobWriter, pipeline.RefWriter)
 	if err != nil {
 		return err
 	}
-	bins.Paths = map[string]string{}
-	var desc []string
-	for _, name := range []string{pipeline.BlobWriter, pipeline.RefWriter} {
-		path, err := filepath.Abs(filepath.Join(b.cfg.ServicesDir, name))
-		if err != nil {
-			return fmt.Errorf("throughput: %w", err)
-		}
-		fi, err := os.Stat(path)
-		if err != nil {
-			return fmt.Errorf("throughput: -services-dir: %w", err)
-		}
-		bins.Paths[name] = path
-		desc = append(desc, fmt.Sprintf("%s (modified %s)", path, fi.ModTime().Format(time.RFC3339)))
+	b.bins, b.rep.GoVersion, b.rep.Source = bins, bins.GoVersion, bins.Source
+	if b.cfg.ServicesDir == "" {
+		b.rep.GoFlags = os.Getenv("GOFLAGS")
 	}
-	b.bins, b.rep.GoVersion = bins, bins.GoVersion
-	b.rep.Source = "prebuilt " + strings.Join(desc, ", ")
 	return nil
 }
 
@@ -330,78 +325,75 @@ func (b *bench) prefix(label string) string {
 	return fmt.Sprintf("%s-%s%d-", b.token, label, b.runs)
 }
 
-func (b *bench) floors(ctx context.Context) (*FloorResults, error) {
-	f := &FloorResults{Bucket: map[string][]floors.Result{}}
-	for run := 1; run <= b.cfg.Runs; run++ {
-		set, err := load.NewSet(b.prefix("f"), b.cfg.Uploads, b.cfg.Size, uint64(run))
-		if err != nil {
-			return f, err
-		}
-		p, err := b.start(ctx, "floors", File, []string{})
-		if err != nil {
-			return f, err
-		}
-		err = func() error {
-			nats := p.Process(pipeline.NATSServer)
-			b.progress("floor (a) JetStream, run %d of %d", run, b.cfg.Runs)
-			r, err := floors.JetStream(ctx, floors.JetStreamOptions{URL: p.NATSURL, PID: nats.PID(), Window: b.cfg.Window, Batch: b.cfg.Batch}, set)
-			if err != nil {
-				return err
-			}
-			f.JetStream = append(f.JetStream, r)
-			for _, name := range b.cfg.Configs {
-				b.progress("floor (b) %s:// bucket, run %d of %d", name, run, b.cfg.Runs)
-				url := "mem://"
-				if name == File {
-					url = "file://" + filepath.ToSlash(p.BlobDir)
-				}
-				r, err := floors.Bucket(ctx, url, b.cfg.Concurrency, set)
-				if err != nil {
-					return err
-				}
-				f.Bucket[name] = append(f.Bucket[name], r)
-			}
-			b.progress("floor (c) Postgres, run %d of %d", run, b.cfg.Runs)
-			r, err = floors.Postgres(ctx, p.DatabaseURL, b.cfg.Concurrency, b.cfg.Batch, set)
-			if err != nil {
-				return err
-			}
-			f.Postgres = append(f.Postgres, r)
-			return nil
-		}()
-		if serr := p.Stop(); err == nil {
-			err = serr
-		}
-		if err != nil {
-			return f, err
-		}
+// floors measures round run of the floors into f, each in a fresh
+// nats-server, schema and bucket directory.
+func (b *bench) floors(ctx context.Context, run int, f *FloorResults) (err error) {
+	set, err := load.NewSet(b.prefix("f"), b.cfg.Uploads, b.cfg.Size, uint64(run))
+	if err != nil {
+		return err
 	}
-	return f, nil
+	p, err := b.start(ctx, "floors", File, []string{})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, p.Stop()) }()
+	nats := p.Process(pipeline.NATSServer)
+	b.progress("round %d of %d: floor (a) JetStream", run, b.cfg.Runs)
+	r, err := floors.JetStream(ctx, floors.JetStreamOptions{URL: p.NATSURL, PID: nats.PID(), Window: b.cfg.Window, Batch: b.cfg.Batch}, set)
+	if err != nil {
+		return err
+	}
+	f.JetStream = append(f.JetStream, r)
+	for _, name := range b.cfg.Configs {
+		b.progress("round %d of %d: floor (b) %s:// bucket", run, b.cfg.Runs, name)
+		url := "mem://"
+		if name == File {
+			url = "file://" + filepath.ToSlash(p.BlobDir)
+		}
+		r, err := floors.Bucket(ctx, url, b.cfg.Concurrency, set)
+		if err != nil {
+			return err
+		}
+		f.Bucket[name] = append(f.Bucket[name], r)
+	}
+	b.progress("round %d of %d: floor (c) Postgres", run, b.cfg.Runs)
+	const label = "floor"
+	r, err = floors.Postgres(ctx, p.ClientURL(label), func() ([]int, error) { return p.Backends(label) }, b.cfg.Concurrency, b.cfg.Batch, set)
+	if err != nil {
+		return err
+	}
+	f.Postgres = append(f.Postgres, r)
+	return nil
 }
 
-// config runs every measurement of bucket configuration name.
-func (b *bench) config(ctx context.Context, name string) ConfigResult {
-	c := ConfigResult{Name: name, BlobURLs: blobURLs(name)}
-	for run := 1; run <= b.cfg.Runs; run++ {
-		b.progress("%s://: run %d of %d, %d uploads", name, run, b.cfg.Runs, b.cfg.Uploads)
-		r, err := b.pipelineRun(ctx, name, 0, b.cfg.Republish)
-		if err != nil {
-			c.Err = fmt.Errorf("run %d: %w", run, err)
-			return c
-		}
-		c.Runs = append(c.Runs, r)
+// run measures round run of configuration c, unless an earlier round of
+// it failed.
+func (b *bench) run(ctx context.Context, run int, c *ConfigResult) {
+	if c.Err != nil {
+		return
 	}
-	if b.cfg.Paced {
-		c.PacedRate = c.Rate().Median / 2
-		b.progress("%s://: paced run at %.0f uploads/s", name, c.PacedRate)
-		r, err := b.pipelineRun(ctx, name, c.PacedRate, false)
-		if err != nil {
-			c.Err = fmt.Errorf("paced run: %w", err)
-			return c
-		}
-		c.Paced = &r
+	b.progress("round %d of %d: %s:// pipeline, %d uploads", run, b.cfg.Runs, c.Name, b.cfg.Uploads)
+	r, err := b.pipelineRun(ctx, c.Name, 0, b.cfg.Republish)
+	if err != nil {
+		c.Err = fmt.Errorf("run %d: %w", run, err)
+		return
 	}
-	return c
+	c.Runs = append(c.Runs, r)
+}
+
+// paced runs configuration c once more at half its median rate.
+func (b *bench) paced(ctx context.Context, c *ConfigResult) {
+	if c.Err != nil || len(c.Runs) == 0 {
+		return
+	}
+	c.PacedRate = c.Rate().Median / 2
+	b.progress("%s://: paced run at %.0f uploads/s", c.Name, c.PacedRate)
+	r, err := b.pipelineRun(ctx, c.Name, c.PacedRate, false)
+	if err != nil {
+		c.Err = fmt.Errorf("paced run: %w", err)
+		return
+	}
+	c.Paced = &r
 }
 
 // Rate summarises the end-to-end rates of the runs.
@@ -415,7 +407,8 @@ func (c ConfigResult) Rate() stats.Summary {
 
 // pipelineRun starts a pipeline, warms it up, and publishes Uploads
 // requests at rate (0: as fast as JetStream accepts), then, with
-// republish, the same requests again.
+// republish, the same requests again; then it checks a sample of the
+// uploads whole.
 func (b *bench) pipelineRun(ctx context.Context, bucket string, rate float64, republish bool) (_ RunResult, err error) {
 	p, err := b.start(ctx, bucket, bucket, []string{pipeline.RefWriter, pipeline.BlobWriter})
 	if err != nil {
@@ -437,13 +430,19 @@ func (b *bench) pipelineRun(ctx context.Context, bucket string, rate float64, re
 	if err != nil {
 		return RunResult{}, err
 	}
+	tracker, err := load.Track(tnc)
+	if err != nil {
+		return RunResult{}, err
+	}
+	defer tracker.Close()
+	meter := p.Meter()
 
 	if b.cfg.Warmup > 0 {
 		warm, err := load.NewSet(b.prefix("w"), b.cfg.Warmup, b.cfg.Size, 0)
 		if err != nil {
 			return RunResult{}, err
 		}
-		if _, err := b.publish(ctx, p, producer, tnc, warm, "", 0); err != nil {
+		if _, err := load.Measure(ctx, producer, tracker, meter, warm, "", 0, p.Alive); err != nil {
 			return RunResult{}, fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -457,7 +456,7 @@ func (b *bench) pipelineRun(ctx context.Context, bucket string, rate float64, re
 		}
 	}
 	var r RunResult
-	if r.Phase, err = b.publish(ctx, p, producer, tnc, set, "", rate); err != nil {
+	if r.Phase, err = load.Measure(ctx, producer, tracker, meter, set, "", rate, p.Alive); err != nil {
 		return RunResult{}, err
 	}
 	r.Peak = map[string]int64{}
@@ -470,53 +469,22 @@ func (b *bench) pipelineRun(ctx context.Context, bucket string, rate float64, re
 	}
 	if republish {
 		b.progress("%s://: republishing the %d requests", bucket, len(set.Uploads))
-		rp, err := b.publish(ctx, p, producer, tnc, set, "-r1", 0)
+		// A fresh tracker: the first one has seen these uploads complete.
+		rt, err := load.Track(tnc)
+		if err != nil {
+			return RunResult{}, err
+		}
+		defer rt.Close()
+		rp, err := load.Measure(ctx, producer, rt, meter, set, "-r1", 0, p.Alive)
 		if err != nil {
 			return RunResult{}, fmt.Errorf("republish: %w", err)
 		}
 		r.Republish = &rp
 	}
+	if r.Checked, err = p.Check(ctx, set.Sample(b.cfg.Check)); err != nil {
+		return RunResult{}, err
+	}
 	return r, nil
-}
-
-// publish publishes set's requests (Nats-Msg-Id = id + suffix) and waits
-// until each has completed, reading every process's CPU around it.
-func (b *bench) publish(ctx context.Context, p *pipeline.Pipeline, producer *load.Producer, tnc *nats.Conn, set *load.Set, suffix string, rate float64) (Phase, error) {
-	msgs, err := set.Msgs(suffix)
-	if err != nil {
-		return Phase{}, err
-	}
-	tracker, err := load.Track(tnc, set)
-	if err != nil {
-		return Phase{}, err
-	}
-	defer tracker.Close()
-	m := &procstat.Meter{}
-	for _, name := range []string{pipeline.BlobWriter, pipeline.RefWriter, pipeline.NATSServer} {
-		m.AddPID(name, p.Process(name).PID())
-	}
-	m.AddCommand(Postgres, "postgres")
-	m.AddPID(Bench, os.Getpid())
-	before, err := m.Read()
-	if err != nil {
-		return Phase{}, err
-	}
-	published := make([]int64, len(msgs))
-	if err := producer.Publish(ctx, msgs, published, rate); err != nil {
-		return Phase{}, err
-	}
-	if err := tracker.Wait(ctx, p.Alive, 30*time.Second); err != nil {
-		return Phase{}, err
-	}
-	after, err := m.Read()
-	if err != nil {
-		return Phase{}, err
-	}
-	res, err := load.Summarize(published, tracker.Times())
-	if err != nil {
-		return Phase{}, err
-	}
-	return Phase{Result: res, Usage: after.Sub(before)}, nil
 }
 
 // backlog fills a stream with Backlog pending requests, then starts the

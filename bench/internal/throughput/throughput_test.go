@@ -3,12 +3,21 @@ package throughput
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"math"
+	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/blobref/blobref/bench/internal/benchtest"
+	"github.com/blobref/blobref/bench/internal/floors"
+	"github.com/blobref/blobref/bench/internal/load"
+	"github.com/blobref/blobref/bench/internal/machine"
+	"github.com/blobref/blobref/bench/internal/pipeline"
+	"github.com/blobref/blobref/bench/internal/procstat"
 
 	"go.uber.org/goleak"
 	_ "gocloud.dev/blob/fileblob"
@@ -47,6 +56,77 @@ func TestConcurrencyFrom(t *testing.T) {
 	}
 }
 
+// TestFloorChecks builds a report of two rounds in which floor (b) cost
+// more than blobwriter in round 1, and checks that the report flags it,
+// caps it at blobwriter's cost for the ceiling, and says so.
+func TestFloorChecks(t *testing.T) {
+	t.Parallel()
+	const n = 1000 // uploads: CPU in ms over the run is µs per upload
+	ms := func(user, system int) procstat.Times {
+		return procstat.Times{User: time.Duration(user) * time.Millisecond, System: time.Duration(system) * time.Millisecond}
+	}
+	floor := func(cpu map[string]procstat.Times) floors.Result {
+		return floors.Result{N: n, Elapsed: time.Second, CPU: cpu}
+	}
+	run := func(blobwriter procstat.Times) RunResult {
+		return RunResult{Phase: Phase{
+			Result: load.Result{N: n, Elapsed: time.Second, Latency: [3]time.Duration{time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond}},
+			Usage: procstat.Usage{CPU: map[string]procstat.Times{
+				BlobWriter: blobwriter, RefWriter: ms(40, 10), NATSServer: ms(40, 10), Postgres: ms(80, 10), Bench: ms(10, 0),
+			}},
+		}, Checked: pipeline.Checked{Uploads: 10, Objects: 10}}
+	}
+	rep := &Report{
+		Config:  Config{Uploads: n, Size: 4096, Runs: 2, Configs: []string{File}, Concurrency: 8, Batch: 100, Window: 10},
+		Machine: machine.Info{CPUs: 2},
+		Floors: &FloorResults{
+			JetStream: []floors.Result{floor(map[string]procstat.Times{floors.NATSServer: ms(20, 10), floors.Bench: ms(15, 5)}), floor(map[string]procstat.Times{floors.NATSServer: ms(20, 10), floors.Bench: ms(15, 5)})},
+			Bucket:    map[string][]floors.Result{File: {floor(map[string]procstat.Times{floors.Bench: ms(100, 200)}), floor(map[string]procstat.Times{floors.Bench: ms(60, 40)})}},
+			Postgres:  []floors.Result{floor(map[string]procstat.Times{floors.PostgresServer: ms(30, 10), floors.Bench: ms(10, 0)}), floor(map[string]procstat.Times{floors.PostgresServer: ms(30, 10), floors.Bench: ms(10, 0)})},
+		},
+		Configs: []ConfigResult{{Name: File, Runs: []RunResult{run(ms(120, 30)), run(ms(120, 30))}}},
+	}
+	checks := rep.FloorChecks()
+	if len(checks) != 6 {
+		t.Fatalf("got %d checks, want 3 floors × 2 rounds", len(checks))
+	}
+	var above []string
+	for _, c := range checks {
+		if c.Above() {
+			above = append(above, fmt.Sprintf("%s round %d: %v > %v", c.Spec.Name, c.Round, c.Floor, c.Stage))
+		}
+	}
+	if want := []string{"(b) bucket round 1: 300µs > 150µs"}; !slices.Equal(above, want) {
+		t.Errorf("floors above their stage: got %q, want %q", above, want)
+	}
+	b, capped := rep.HonestFloor(FloorSpecs[1], File)
+	if b != 125*time.Microsecond || capped != 1 {
+		t.Errorf("floor (b): got %v capped in %d rounds, want the median of 150µs (capped) and 100µs, 1 round", b, capped)
+	}
+	// 2 cores / (50 + 125 + 50 µs); uncapped it would be 2 / (50 + 200 + 50 µs).
+	if got, want := rep.CeilingOf(File), 2/225e-6; math.Abs(got-want) > 1 {
+		t.Errorf("ceiling: got %.0f, want %.0f", got, want)
+	}
+
+	var out bytes.Buffer
+	if err := rep.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("report:\n%s", out.String())
+	for _, want := range []string{
+		"FLOOR ABOVE ITS STAGE", "(b) capped in 1 of 2 rounds", "= 8889 uploads/s", "1 of 6 above, MISS",
+		"postgres (the benchmark's backends)", "checked after each run: 10 uploads' rows",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	// User and system apart: floor (b)'s 100 + 200 and 60 + 40 µs.
+	if !regexp.MustCompile(`\(b\) file:// bucket\s+bench\s+1000 \(1000–1000\)\s+80 \(60–100\)\s+120 \(40–200\)\s+200 \(100–300\)\n`).MatchString(out.String()) {
+		t.Error("report lacks floor (b)'s user, system and total times")
+	}
+}
+
 func TestSummary(t *testing.T) {
 	t.Parallel()
 	if got, want := summary([]float64{3, 1, 2}, "%.0f"), "2 (1–3)"; got != want {
@@ -70,7 +150,7 @@ func TestSmoke(t *testing.T) {
 	cfg := Config{
 		Uploads: 300, Size: 4 << 10, Runs: 1, Configs: []string{File, Mem},
 		Floors: true, Paced: true, Republish: true, Backlog: 500, BacklogDuration: 2 * time.Second,
-		Warmup: 20, Window: 256, Concurrency: 4, Batch: 50,
+		Warmup: 20, Check: 30, Window: 256, Concurrency: 4, Batch: 50,
 		DatabaseURL: benchtest.DatabaseURL(), WorkDir: t.TempDir(), Command: "smoke test", Progress: benchtest.LogWriter{T: t},
 	}
 	rep, err := Run(ctx, cfg)
@@ -104,6 +184,17 @@ func TestSmoke(t *testing.T) {
 	if rep.CeilingOf(File) <= 0 {
 		t.Error("got no ceiling for file://")
 	}
+	if ck := rep.Configs[0].Runs[0].Checked; ck != (pipeline.Checked{Uploads: 30, Objects: 30}) {
+		t.Errorf("file://: checked %+v, want 30 uploads' rows and objects", ck)
+	}
+	if ck := rep.Configs[1].Runs[0].Checked; ck != (pipeline.Checked{Uploads: 30}) {
+		t.Errorf("mem://: checked %+v, want 30 uploads' rows and no objects", ck)
+	}
+	for _, name := range []string{NATSServer, Postgres, BlobWriter} {
+		if r.Per(name).Total() <= 0 {
+			t.Errorf("%s: got no CPU per upload", name)
+		}
+	}
 
 	var out bytes.Buffer
 	if err := rep.Write(&out); err != nil {
@@ -111,9 +202,10 @@ func TestSmoke(t *testing.T) {
 	}
 	t.Logf("report:\n%s", out.String())
 	for _, want := range []string{
-		"command   smoke test", "uploads/s end to end", "latency publish→completed p99", "CPU s/1,000 uploads: blobwriter",
-		"CPU s/1,000 uploads: postgres", "CPU s/1,000 uploads: nats-server", "peak RSS refwriter", "republish (every step skipped)", "republish CPU µs/event: nats-server",
-		"paced latency", "(a) JetStream", "(b) file:// bucket", "(c) Postgres rows", "ceiling file:// = ", "of the ceiling",
+		"command   smoke test", "uploads/s end to end", "latency publish→completed p99", "CPU µs per upload by process",
+		"postgres (the benchmark's backends)", "peak RSS refwriter", "republish (every step skipped)", "republish CPU µs/event: nats-server",
+		"paced latency", "(a) JetStream", "(b) file:// bucket", "(c) Postgres rows", "floors against their stages", "ceiling file:// = ", "of the ceiling",
+		"checked after each run: 30 uploads' rows", "every floor at or below its stage",
 		"clients together", "memory under a backlog", "== targets", "file:// ≥ 6000 uploads/s", "republish ≥ 10000",
 		"RSS ≤ 64 MiB with 500 pending", "== mem:// pipeline", "mem:// ≥ 0.5 of floor (a)",
 	} {

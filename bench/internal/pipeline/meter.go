@@ -1,0 +1,116 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/blobref/blobref/bench/internal/procstat"
+)
+
+// Names of what a Meter reads beside the programs.
+const (
+	// Postgres is the Postgres backends serving the pipeline's connections.
+	Postgres = "postgres"
+	// Bench is the benchmark's own process.
+	Bench = "bench"
+)
+
+// AppName is the application_name of the Postgres connections of label (a
+// service's name, or a floor's): the pipeline's schema and the label, which
+// tell its backends from those of any other user of the server.
+func (p *Pipeline) AppName(label string) string {
+	return "blobref-" + p.Schema + "-" + label
+}
+
+// ClientURL is DatabaseURL with application_name AppName(label), for the
+// connections of label.
+func (p *Pipeline) ClientURL(label string) string {
+	u := *p.dbURL
+	q := u.Query()
+	q.Set("application_name", p.AppName(label))
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// withAdmin runs f on the pipeline's own connection (application_name
+// blobref-bench-admin, so that its backend is no label's), opening it on
+// first use.
+func (p *Pipeline) withAdmin(ctx context.Context, f func(*pgx.Conn) error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.admin == nil || p.admin.IsClosed() {
+		cfg, err := pgx.ParseConfig(p.adminURL)
+		if err != nil {
+			return fmt.Errorf("pipeline: %w", err)
+		}
+		cfg.RuntimeParams["application_name"] = "blobref-bench-admin"
+		if p.admin, err = pgx.ConnectConfig(ctx, cfg); err != nil {
+			return fmt.Errorf("pipeline: postgres: %w", err)
+		}
+	}
+	return f(p.admin)
+}
+
+// Backends returns the pids of the Postgres backends serving the
+// connections of labels (pg_stat_activity by database and
+// application_name). Each label must have at least one: a program that
+// sets its own application_name would otherwise go unmeasured.
+func (p *Pipeline) Backends(labels ...string) ([]int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	names := make([]string, len(labels))
+	for i, l := range labels {
+		names[i] = p.AppName(l)
+	}
+	var pids []int
+	found := map[string]bool{}
+	err := p.withAdmin(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT pid, application_name FROM pg_stat_activity
+			WHERE datname = current_database() AND application_name = ANY($1)`, names)
+		if err != nil {
+			return fmt.Errorf("pipeline: backends: %w", err)
+		}
+		var pid int
+		var name string
+		_, err = pgx.ForEachRow(rows, []any{&pid, &name}, func() error {
+			pids = append(pids, pid)
+			found[name] = true
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i, n := range names {
+		if !found[n] {
+			return nil, fmt.Errorf("pipeline: no Postgres backend of %s (application_name %s): does it set an application_name of its own?", labels[i], n)
+		}
+	}
+	return pids, nil
+}
+
+// Meter returns a meter of every running program by name, the Postgres
+// backends of the running services (Postgres) and the benchmark's process
+// (Bench). The services are those running now.
+func (p *Pipeline) Meter() *procstat.Meter {
+	m := &procstat.Meter{}
+	var services []string
+	for _, pr := range p.procs {
+		m.AddPID(pr.Name, pr.PID())
+		if pr.Name != NATSServer {
+			services = append(services, pr.Name)
+		}
+	}
+	if len(services) > 0 {
+		services = slices.Clone(services)
+		m.AddGroup(Postgres, func() ([]int, error) { return p.Backends(services...) })
+	}
+	m.AddPID(Bench, os.Getpid())
+	return m
+}

@@ -1,0 +1,119 @@
+package throughput
+
+import (
+	"time"
+
+	"github.com/blobref/blobref/bench/internal/floors"
+	"github.com/blobref/blobref/bench/internal/stats"
+)
+
+// A floor does part of a stage's work and nothing else, so it can cost no
+// more than the process that does that work in the pipeline; one that does
+// measured the machine's state (a file system slowed by earlier deletes,
+// say), not the stage. Each floor is held against its stage in the
+// pipeline run of the same round.
+
+// FloorSpec names a floor, the part of it held against the pipeline, and
+// the pipeline process that does the same work.
+type FloorSpec struct {
+	// Name is the floor's name in the report.
+	Name string
+	// Part is the floor's process held against the stage; "" for all of
+	// them (the bucket floor runs in the benchmark's process only).
+	Part string
+	// Stage is the pipeline's process doing the part's work and more.
+	Stage string
+	runs  func(f *FloorResults, config string) []floors.Result
+}
+
+// FloorSpecs are the floors (a), (b) and (c).
+var FloorSpecs = []FloorSpec{
+	{"(a) JetStream", NATSServer, NATSServer, func(f *FloorResults, _ string) []floors.Result { return f.JetStream }},
+	{"(b) bucket", "", BlobWriter, func(f *FloorResults, c string) []floors.Result { return f.Bucket[c] }},
+	{"(c) Postgres rows", Postgres, Postgres, func(f *FloorResults, _ string) []floors.Result { return f.Postgres }},
+}
+
+// partCost is the CPU time per upload of the spec's part of r.
+func (s FloorSpec) partCost(r floors.Result) time.Duration {
+	if s.Part == "" {
+		return r.TotalPerUpload().Total()
+	}
+	return r.PerUpload(s.Part).Total()
+}
+
+// FloorCheck is one floor's part in one round against its stage in the
+// same round's run of a configuration, both per upload.
+type FloorCheck struct {
+	Spec   FloorSpec
+	Config string
+	// Round counts from 1.
+	Round              int
+	Floor, Stage       time.Duration
+	FloorTotal, Capped time.Duration
+}
+
+// Above reports a floor that costs more than its stage: no floor.
+func (c FloorCheck) Above() bool { return c.Floor > c.Stage }
+
+// FloorChecks holds every floor of every round against its stage, for each
+// configuration with runs and floors.
+func (r *Report) FloorChecks() []FloorCheck {
+	f := r.Floors
+	if f == nil {
+		return nil
+	}
+	var out []FloorCheck
+	for _, cr := range r.Configs {
+		for _, spec := range FloorSpecs {
+			runs := spec.runs(f, cr.Name)
+			for i := range min(len(runs), len(cr.Runs)) {
+				c := FloorCheck{
+					Spec: spec, Config: cr.Name, Round: i + 1,
+					Floor: spec.partCost(runs[i]), Stage: cr.Runs[i].Per(spec.Stage).Total(),
+					FloorTotal: runs[i].TotalPerUpload().Total(),
+				}
+				c.Capped = c.FloorTotal - c.Floor + min(c.Floor, c.Stage)
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// HonestFloor is a floor's CPU per upload for configuration config: the
+// median over the rounds of its total, each round's part capped at its
+// stage's cost in that round (rounds without a run of config count as
+// measured). Capped is how many rounds were capped.
+func (r *Report) HonestFloor(spec FloorSpec, config string) (cost time.Duration, capped int) {
+	if r.Floors == nil {
+		return 0, 0
+	}
+	runs := spec.runs(r.Floors, config)
+	values := make([]float64, len(runs))
+	for i, x := range runs {
+		values[i] = float64(x.TotalPerUpload().Total())
+	}
+	for _, c := range r.FloorChecks() {
+		if c.Spec.Name == spec.Name && c.Config == config {
+			values[c.Round-1] = float64(c.Capped)
+			if c.Above() {
+				capped++
+			}
+		}
+	}
+	return time.Duration(stats.Summarize(values).Median), capped
+}
+
+// CeilingOf is the ceiling (uploads/s) of bucket configuration name from
+// its honest floors, 0 without floors.
+func (r *Report) CeilingOf(name string) float64 {
+	if r.Floors == nil || len(r.Floors.Bucket[name]) == 0 {
+		return 0
+	}
+	var costs []time.Duration
+	for _, spec := range FloorSpecs {
+		c, _ := r.HonestFloor(spec, name)
+		costs = append(costs, c)
+	}
+	return Ceiling(r.Machine.CPUs, costs...)
+}
