@@ -1,19 +1,39 @@
-// Command pipelinebench measures blobref's whole pipeline through its HTTP
-// front door (issue 3): uploads per second end to end for small uploads,
-// and the peak RSS of ingest and blobwriter while one large upload streams
-// through. It builds nats-server and the services from this workspace, runs
-// them as separate processes against a fresh Postgres schema and a fresh
-// file:// bucket, prints a report on standard output and removes what it
-// made. `make bench-ingest` runs it; it must run inside the repository.
+// Command pipelinebench measures blobref through its HTTP front door
+// (issues 3 and 10), with nats-server and the services each running as a
+// process of its own against a fresh Postgres schema and file:// bucket:
+//
+//   - the HTTP path at -clients concurrent clients (1, 16, 64 and 256 by
+//     default), each sending 4 KiB uploads with Prefer: wait=30 and the same
+//     Idempotency-Key again until 200/201: uploads/s referenced, p50 and
+//     p99, retries, ingest's peak RSS;
+//   - accept only (no Prefer, done at 202) at -accept-clients clients;
+//   - CPU µs per upload of each process (ingest, blobwriter, refwriter,
+//     nats-server, the Postgres backends of the benchmark's connections),
+//     and the same for the bulk path (request events published straight to
+//     JetStream) measured in the same round, with the ratio of the two;
+//   - the peak RSS of every process while one large upload (-size) streams
+//     through, next to a small one.
+//
+// Every figure is the median of -runs rounds with its spread. Each
+// -services-dir is a variant (a directory of prebuilt ingest, blobwriter
+// and refwriter, or "tree" for this tree's, the default); a round runs each
+// variant once, so that two trees are compared interleaved in one session,
+// and the report sets them side by side. After each phase a sample of
+// -check uploads is checked whole (rows and objects). `make bench-ingest`
+// runs it; it must run inside the repository.
 //
 // Usage:
 //
-//	go run ./bench/cmd/pipelinebench [-n 2000] [-c 16] [-runs 3] [-size 1GiB] [-small-size 1MiB] [-env KEY=VALUE]...
+//	go run ./bench/cmd/pipelinebench [-n 2000] [-clients 1,16,64,256] [-accept-clients 64] [-bulk-n 20000]
+//	    [-runs 3] [-size 1GiB] [-services-dir DIR]... [-env KEY=VALUE]... [-out FILE]
 //
-// -runs 0 skips the throughput phase, -size 0 the memory phase. Postgres is
-// -database-url, by default DATABASE_URL or, unset, the services' default
-// (postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable); its pgxpool
-// settings (pool_max_conns, ...) reach the services.
+// -runs 0 skips the rounds, -size 0 the memory phase. Postgres is
+// -database-url, by default DATABASE_URL or, unset,
+// postgres://postgres@127.0.0.1:5432/test; its pgxpool settings
+// (pool_max_conns, ...) reach the services. Each pipeline gets a fresh
+// directory under -work-dir; the rounds' directories are not deleted
+// (deleting many files slows file creation on ext4 for minutes, which would
+// skew what runs next): remove -work-dir when done.
 package main
 
 import (
@@ -21,8 +41,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,7 +54,7 @@ import (
 )
 
 func main() {
-	cfg, timeout, err := parseFlags(os.Args[1:])
+	cfg, out, timeout, err := parseFlags(os.Args[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -47,8 +69,21 @@ func main() {
 
 	rep, err := ingestbench.Run(ctx, cfg)
 	if rep != nil {
-		if werr := rep.Write(os.Stdout); werr != nil {
+		w := io.Writer(os.Stdout)
+		var f *os.File
+		if out != "" {
+			var ferr error
+			if f, ferr = os.Create(out); ferr != nil {
+				err = errors.Join(err, ferr)
+			} else {
+				w = io.MultiWriter(os.Stdout, f)
+			}
+		}
+		if werr := rep.Write(w); werr != nil {
 			err = errors.Join(err, werr)
+		}
+		if f != nil {
+			err = errors.Join(err, f.Close())
 		}
 	}
 	if err != nil {
@@ -60,22 +95,37 @@ func main() {
 }
 
 // parseFlags is the one place the command reads its flags and environment.
-func parseFlags(args []string) (ingestbench.Config, time.Duration, error) {
+func parseFlags(args []string) (ingestbench.Config, string, time.Duration, error) {
 	fs := flag.NewFlagSet("pipelinebench", flag.ContinueOnError)
 	cfg := ingestbench.Config{
 		DatabaseURL: os.Getenv("DATABASE_URL"),
 		Progress:    os.Stderr,
 	}
 	if cfg.DatabaseURL == "" {
-		cfg.DatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+		cfg.DatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 	}
 	uploadSize, large, small := byteSize(4<<10), byteSize(1<<30), byteSize(1<<20)
-	fs.IntVar(&cfg.Uploads, "n", 2000, "uploads per throughput run")
-	fs.IntVar(&cfg.Concurrency, "c", 16, "concurrent HTTP clients of the throughput runs")
-	fs.IntVar(&cfg.Runs, "runs", 3, "throughput runs (the report shows each, their median and spread); 0 skips them")
-	fs.Var(&uploadSize, "upload-size", "size of each upload of the throughput runs")
+	clients := intList{1, 16, 64, 256}
+	fs.IntVar(&cfg.Uploads, "n", 2000, "uploads of each HTTP phase")
+	fs.Var(&clients, "clients", "comma-separated numbers of concurrent HTTP clients of the HTTP path, a phase each (empty: none)")
+	fs.IntVar(&cfg.AcceptClients, "accept-clients", 64, "concurrent clients of the accept-only phase (0 skips it)")
+	fs.IntVar(&cfg.BulkUploads, "bulk-n", 20000, "request events of the bulk phase (0 skips it)")
+	fs.IntVar(&cfg.Wait, "wait", 30, "the HTTP path's Prefer: wait, in seconds")
+	fs.IntVar(&cfg.Runs, "runs", 3, "rounds, each running every variant once (the report shows the median and the spread); 0 skips them")
+	fs.IntVar(&cfg.Warmup, "warmup", 200, "unmeasured uploads through each round's HTTP pipeline first")
+	fs.IntVar(&cfg.Check, "check", 50, "uploads of each phase checked whole afterwards (rows and objects)")
+	fs.Var(&uploadSize, "upload-size", "size of each upload of the rounds")
 	fs.Var(&large, "size", "size of the memory phase's large upload; 0 skips the phase")
 	fs.Var(&small, "small-size", "size of the memory phase's small upload, to compare with")
+	fs.Func("services-dir", "a variant: a directory of prebuilt ingest, blobwriter and refwriter, or \"tree\" for this tree's (repeatable; default: tree)", func(s string) error {
+		if s == "tree" {
+			s = ""
+		} else if fi, err := os.Stat(s); err != nil || !fi.IsDir() {
+			return fmt.Errorf("%q is not a directory", s)
+		}
+		cfg.ServicesDirs = append(cfg.ServicesDirs, s)
+		return nil
+	})
 	fs.Func("env", "KEY=VALUE setting for every service (repeatable), e.g. -env CONSUMER_CONCURRENCY=16", func(s string) error {
 		if k, _, ok := strings.Cut(s, "="); !ok || k == "" {
 			return errors.New("want KEY=VALUE")
@@ -83,32 +133,68 @@ func parseFlags(args []string) (ingestbench.Config, time.Duration, error) {
 		cfg.Env = append(cfg.Env, s)
 		return nil
 	})
-	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "Postgres URL to create the benchmark's schema in, $DATABASE_URL if set; its pgxpool settings (pool_max_conns, ...) reach the services")
-	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
-	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", time.Minute, "fail a throughput run when a request gets no answer within this long")
-	fs.BoolVar(&cfg.KeepDir, "keep", false, "keep the working directory (binaries, JetStream store, bucket, logs)")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "Postgres URL to create the benchmark's schemas in, $DATABASE_URL if set; its pgxpool settings (pool_max_conns, ...) reach the services")
+	fs.StringVar(&cfg.WorkDir, "work-dir", filepath.Join(os.TempDir(), "blobref-bench-ingest"), "where each run gets a fresh directory; the rounds' are not deleted")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep the memory phase's directories too (large files)")
+	out := fs.String("out", "", "also write the report to this file")
+	timeout := fs.Duration("timeout", 3*time.Hour, "give up after this long")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", time.Minute, "fail a round when a request gets no answer within this long")
 	if err := fs.Parse(args); err != nil {
-		return cfg, 0, err
+		return cfg, "", 0, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, 0, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return cfg, "", 0, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	cfg.Clients = clients
 	cfg.UploadSize, cfg.LargeSize, cfg.SmallSize = int(uploadSize), int64(large), int64(small)
 	if err := cfg.Validate(); err != nil {
-		return cfg, 0, err
+		return cfg, "", 0, err
 	}
 
 	// The report names the command with every setting that shapes the
 	// measurement, defaults included.
 	cmd := []string{"pipelinebench"}
-	for _, name := range []string{"n", "c", "runs", "upload-size", "size", "small-size"} {
+	for _, name := range []string{"n", "clients", "accept-clients", "bulk-n", "wait", "runs", "warmup", "check", "upload-size", "size", "small-size"} {
 		cmd = append(cmd, "-"+name+" "+fs.Lookup(name).Value.String())
+	}
+	for _, dir := range cfg.ServicesDirs {
+		if dir == "" {
+			dir = "tree"
+		}
+		cmd = append(cmd, "-services-dir "+dir)
 	}
 	for _, kv := range cfg.Env {
 		cmd = append(cmd, "-env "+kv)
 	}
 	cfg.Command = strings.Join(cmd, " ")
-	return cfg, *timeout, nil
+	return cfg, *out, *timeout, nil
+}
+
+// intList is a flag holding comma-separated positive numbers.
+type intList []int
+
+func (l *intList) Set(s string) error {
+	var out intList
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return fmt.Errorf("%q is not a positive number", f)
+		}
+		out = append(out, n)
+	}
+	*l = out
+	return nil
+}
+
+func (l *intList) String() string {
+	parts := make([]string, len(*l))
+	for i, n := range *l {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, ",")
 }
 
 // byteSize is a flag holding a size in bytes: a number with an optional

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -28,19 +29,27 @@ func TestByteSize(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	t.Setenv("DATABASE_URL", "postgres://db/x")
-	cfg, timeout, err := parseFlags([]string{"-n", "20", "-size", "2MiB", "-env", "CONSUMER_CONCURRENCY=16"})
+	dir := t.TempDir()
+	cfg, out, timeout, err := parseFlags([]string{"-n", "20", "-size", "2MiB", "-env", "CONSUMER_CONCURRENCY=16",
+		"-services-dir", dir, "-services-dir", "tree", "-clients", "1, 64", "-out", "r.txt"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Uploads != 20 || cfg.Concurrency != 16 || cfg.Runs != 3 || cfg.UploadSize != 4<<10 || cfg.LargeSize != 2<<20 ||
-		cfg.SmallSize != 1<<20 || cfg.DatabaseURL != "postgres://db/x" || timeout <= 0 {
-		t.Errorf("got %+v and timeout %v", cfg, timeout)
+	if cfg.Uploads != 20 || !slices.Equal(cfg.Clients, []int{1, 64}) || cfg.AcceptClients != 64 || cfg.BulkUploads != 20000 ||
+		cfg.Wait != 30 || cfg.Runs != 3 || cfg.UploadSize != 4<<10 || cfg.LargeSize != 2<<20 || cfg.SmallSize != 1<<20 ||
+		cfg.DatabaseURL != "postgres://db/x" || !slices.Equal(cfg.ServicesDirs, []string{dir, ""}) || out != "r.txt" || timeout <= 0 {
+		t.Errorf("got %+v, out %q and timeout %v", cfg, out, timeout)
 	}
-	if want := "pipelinebench -n 20 -c 16 -runs 3 -upload-size 4KiB -size 2MiB -small-size 1MiB -env CONSUMER_CONCURRENCY=16"; cfg.Command != want {
+	want := "pipelinebench -n 20 -clients 1,64 -accept-clients 64 -bulk-n 20000 -wait 30 -runs 3 -warmup 200 -check 50 " +
+		"-upload-size 4KiB -size 2MiB -small-size 1MiB -services-dir " + dir + " -services-dir tree -env CONSUMER_CONCURRENCY=16"
+	if cfg.Command != want {
 		t.Errorf("command: got %q, want %q", cfg.Command, want)
 	}
-	for _, bad := range [][]string{{"-env", "NOVALUE"}, {"-runs", "0", "-size", "0"}, {"extra"}} {
-		if _, _, err := parseFlags(bad); err == nil || strings.Contains(err.Error(), "help") {
+	for _, bad := range [][]string{
+		{"-env", "NOVALUE"}, {"-runs", "0", "-size", "0"}, {"extra"}, {"-clients", "1,0"}, {"-clients", "x"},
+		{"-services-dir", dir + "/missing"}, {"-clients", "", "-accept-clients", "0", "-bulk-n", "0"},
+	} {
+		if _, _, _, err := parseFlags(bad); err == nil || strings.Contains(err.Error(), "help") {
 			t.Errorf("%q: got %v, want an error", bad, err)
 		}
 	}

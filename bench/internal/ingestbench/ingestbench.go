@@ -1,14 +1,23 @@
 // Package ingestbench measures blobref through its HTTP front door, with
-// the whole pipeline running as it would in production (package pipeline):
+// the whole pipeline running as it would in production (package pipeline),
+// next to the bulk path behind it (issue 10):
 //
-//   - throughput: how many small uploads per second ingest accepts and the
-//     pipeline completes, end to end, with the latencies of both;
+//   - the HTTP path: callers that want the reference (Prefer: wait, the
+//     same Idempotency-Key again until 200/201) at several numbers of
+//     concurrent clients, with uploads/s referenced, latencies, retries and
+//     the CPU per upload of every process;
+//   - accept only: callers that stop at 202;
+//   - the bulk path: request events published straight to JetStream, the
+//     CPU per upload the HTTP path is held against;
 //   - memory: the peak RSS of each program while one large upload streams
-//     through it, next to that of a small one, to show whether memory
-//     depends on the upload's size.
+//     through it, next to that of a small one.
 //
-// Run builds the programs, runs both phases and returns a Report; the
-// pipelinebench command prints it.
+// It measures one or more variants (the services built from this tree, or
+// prebuilt elsewhere) in rounds, each round running every variant once, so
+// that old and new binaries meet the machine in the same state. After each
+// phase a sample of the uploads is checked whole: rows and objects.
+//
+// Run returns a Report; the pipelinebench command prints it.
 package ingestbench
 
 import (
@@ -20,63 +29,91 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
+	"github.com/blobref/blobref/bench/internal/load"
 	"github.com/blobref/blobref/bench/internal/machine"
 	"github.com/blobref/blobref/bench/internal/pipeline"
 	"github.com/blobref/blobref/bench/internal/procstat"
 )
 
-// TargetPeakRSS is issue 3's target for ingest's and blobwriter's peak RSS
-// while an upload of any size passes.
-const TargetPeakRSS = 64 << 20
-
 // ingestMaxUpload is ingest's default MAX_UPLOAD_SIZE.
 const ingestMaxUpload = 5 << 30
 
+// services are the programs a variant provides.
+var services = []string{pipeline.Ingest, pipeline.BlobWriter, pipeline.RefWriter}
+
 // Config is what a benchmark run measures and how.
 type Config struct {
-	// Uploads is the number of uploads of a throughput run.
+	// Uploads is the number of uploads of each HTTP phase.
 	Uploads int
-	// Concurrency is the number of HTTP clients sending them at once.
-	Concurrency int
-	// UploadSize is the size of each, in bytes.
+	// Clients are the numbers of concurrent HTTP clients of the HTTP path,
+	// one phase each.
+	Clients []int
+	// AcceptClients is the number of clients of the accept-only phase; 0
+	// skips it.
+	AcceptClients int
+	// BulkUploads is the number of request events of the bulk phase; 0
+	// skips it.
+	BulkUploads int
+	// UploadSize is the size of each upload of those phases, in bytes.
 	UploadSize int
-	// Runs is how many times the throughput phase runs; 0 skips it.
+	// Wait is the Prefer: wait of the HTTP path, in seconds.
+	Wait int
+	// Runs is how many rounds run (each runs every variant once); 0 skips
+	// them.
 	Runs int
+	// Warmup uploads go through each round's pipeline, unmeasured, first.
+	Warmup int
+	// Check is how many uploads of each phase are checked whole.
+	Check int
 	// LargeSize is the size of the memory phase's large upload; 0 skips the
 	// phase.
 	LargeSize int64
 	// SmallSize is the size of its small upload, which shows the memory that
 	// does not depend on the size.
 	SmallSize int64
-	// DatabaseURL is the Postgres the pipeline's schema is created in.
+	// ServicesDirs are the variants: each a directory of prebuilt ingest,
+	// blobwriter and refwriter, or "" for this tree's. None means this
+	// tree's only.
+	ServicesDirs []string
+	// DatabaseURL is the Postgres each pipeline gets a fresh schema in.
 	DatabaseURL string
 	// Env holds KEY=VALUE settings for the services over their defaults.
 	Env []string
 	// Command is the command line the report names.
 	Command string
-	// RequestTimeout bounds each request of the throughput runs (default
-	// 1m): a request that gets no answer fails the run instead of hanging it.
+	// RequestTimeout bounds each request (default 1m): a request that gets
+	// no answer fails the round instead of hanging it.
 	RequestTimeout time.Duration
-	// KeepDir keeps the working directory (binaries, JetStream store,
-	// bucket, logs) instead of removing it.
-	KeepDir bool
+	// WorkDir is where the run gets a fresh directory. The rounds'
+	// directories stay (deleting many files slows the file system down for
+	// minutes); the memory phase's, few and large files, are removed unless
+	// Keep.
+	WorkDir string
+	Keep    bool
 	// Progress receives a line as each step starts (nil: none).
 	Progress io.Writer
 }
 
-// Validate names the first bad setting.
+// Validate names the bad settings.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.Runs < 0 {
-		errs = append(errs, errors.New("runs must not be negative"))
+	if c.Runs < 0 || c.Warmup < 0 || c.Check < 0 || c.AcceptClients < 0 || c.BulkUploads < 0 {
+		errs = append(errs, errors.New("runs, warm-up, check, accept clients and bulk uploads must not be negative"))
 	}
-	if c.Runs > 0 && (c.Uploads < 1 || c.Concurrency < 1 || c.UploadSize < 1) {
-		errs = append(errs, errors.New("uploads, concurrency and upload size must be positive"))
+	if c.Runs > 0 && (c.Uploads < 1 || c.UploadSize < 1 || c.Wait < 1) {
+		errs = append(errs, errors.New("uploads, upload size and wait must be positive"))
+	}
+	for _, n := range c.Clients {
+		if n < 1 {
+			errs = append(errs, fmt.Errorf("%d clients: want at least 1", n))
+		}
+	}
+	if c.Runs > 0 && len(c.Clients) == 0 && c.AcceptClients == 0 && c.BulkUploads == 0 {
+		errs = append(errs, errors.New("rounds without phases: no clients, no accept clients, no bulk uploads"))
 	}
 	if c.LargeSize < 0 || c.LargeSize > 0 && c.SmallSize < 1 {
 		errs = append(errs, errors.New("the large size must not be negative, and the small size must be positive"))
@@ -84,8 +121,8 @@ func (c *Config) Validate() error {
 	if c.Runs == 0 && c.LargeSize == 0 {
 		errs = append(errs, errors.New("nothing to measure: no runs and no large size"))
 	}
-	if c.DatabaseURL == "" {
-		errs = append(errs, errors.New("a database URL is required"))
+	if c.DatabaseURL == "" || c.WorkDir == "" {
+		errs = append(errs, errors.New("a database URL and a work directory are required"))
 	}
 	return errors.Join(errs...)
 }
@@ -105,34 +142,57 @@ type Report struct {
 	Machine machine.Info
 	// ServiceEnv is the services' settings beyond their defaults.
 	ServiceEnv []string
-	// GoVersion built the programs; Source is the tree they came from.
-	GoVersion, Source            string
+	// Dir is the run's directory; TempDir the programs' TMPDIR.
+	Dir, TempDir string
+	// GoVersion built nats-server (and this tree's services).
+	GoVersion                    string
 	NATSVersion, PostgresVersion string
-	Throughput                   []ThroughputRun
+	Variants                     []*Variant
+	Wall                         time.Duration
+}
+
+// Variant is one set of services and what was measured of it.
+type Variant struct {
+	// Name tells the variant apart in the report: "tree", or the base name
+	// of its directory.
+	Name string
+	// Dir is the directory of its prebuilt services, "" for this tree's.
+	Dir string
+	// Source says what the binaries are.
+	Source string
+	bins   pipeline.Binaries
 	// Memory holds the small upload's run, then the large one's.
 	Memory []MemoryRun
+	Rounds []Round
+	// Checked is what the checks after its phases looked at, together.
+	Checked pipeline.Checked
+	// Err is why the variant stopped.
+	Err error
 }
 
-// programs are the processes whose memory a report shows, in its order.
-var programs = []string{pipeline.Ingest, pipeline.BlobWriter, pipeline.RefWriter, pipeline.NATSServer}
+// Round is one round of a variant.
+type Round struct {
+	// Levels are the HTTP path's phases, one per Config.Clients.
+	Levels []Level
+	// Accept is the accept-only phase (nil: skipped).
+	Accept *Level
+	// Bulk is the bulk phase (nil: skipped).
+	Bulk *load.Phase
+}
 
-// bench is one benchmark run's world.
+// bench is one Run's world.
 type bench struct {
-	cfg     Config
-	pipe    *pipeline.Pipeline
-	client  *client
-	tracker *tracker
-	// keyPrefix starts every Idempotency-Key of this run, so that the
-	// upload ids (derived from the keys) are its own: no other benchmark
-	// sharing the database, nor a stale service of an earlier one, can hold
-	// a claim on them.
-	keyPrefix string
+	cfg      Config
+	rep      *Report
+	token    string
+	dirs     int // directories handed out
+	progress func(string, ...any)
 }
 
-// Run builds the programs, starts the pipeline, runs the memory phase and
-// then the throughput phase, and stops the pipeline. It returns the report
-// of what it measured, and with an error also what it measured before the
-// failure.
+// Run builds the programs and measures what cfg asks for: for each variant
+// its memory phase, then the rounds. It returns the report of what it
+// measured, with an error also what it measured before the failure; a
+// variant that fails stops, and the others go on.
 func Run(ctx context.Context, cfg Config) (_ *Report, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ingestbench: %w", err)
@@ -140,118 +200,198 @@ func Run(ctx context.Context, cfg Config) (_ *Report, err error) {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = time.Minute
 	}
-	progress := func(format string, args ...any) {
+	if len(cfg.ServicesDirs) == 0 {
+		cfg.ServicesDirs = []string{""}
+	}
+	var tok [4]byte
+	_, _ = rand.Read(tok[:])
+	b := &bench{cfg: cfg, token: hex.EncodeToString(tok[:])}
+	b.progress = func(format string, args ...any) {
 		if cfg.Progress != nil {
 			fmt.Fprintf(cfg.Progress, "pipelinebench: "+format+"\n", args...)
 		}
 	}
-	rep := &Report{Config: cfg, Machine: machine.Describe(), ServiceEnv: cfg.serviceEnv()}
-
-	dir, err := os.MkdirTemp("", "blobref-bench-")
-	if err != nil {
-		return nil, err
+	start := time.Now()
+	rep := &Report{Config: cfg, Machine: machine.Describe(), ServiceEnv: cfg.serviceEnv(), TempDir: os.TempDir()}
+	b.rep = rep
+	defer func() { rep.Wall = time.Since(start) }()
+	rep.Dir = filepath.Join(cfg.WorkDir, time.Now().Format("20060102-150405")+"-"+b.token)
+	if err := os.MkdirAll(rep.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("ingestbench: %w", err)
 	}
-	defer func() {
-		if cfg.KeepDir {
-			progress("kept %s", dir)
-			return
-		}
-		if rerr := os.RemoveAll(dir); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-	}()
-
-	progress("building nats-server, ingest, blobwriter and refwriter")
-	bins, err := pipeline.Build(ctx, filepath.Join(dir, "bin"))
-	if err != nil {
-		return nil, err
+	b.progress("working in %s (the rounds' directories stay: remove it when done)", rep.Dir)
+	if err := b.build(ctx); err != nil {
+		return rep, err
 	}
-	rep.GoVersion, rep.Source = bins.GoVersion, bins.Source
 
-	progress("starting the pipeline in %s", dir)
-	pipe, err := pipeline.Start(ctx, pipeline.Config{
-		Binaries: bins, Dir: filepath.Join(dir, "run"), DatabaseURL: cfg.DatabaseURL, Env: rep.ServiceEnv,
+	if cfg.LargeSize > 0 {
+		for _, v := range rep.Variants {
+			if err := b.memoryPhase(ctx, v); err != nil {
+				v.Err = fmt.Errorf("memory: %w", err)
+			}
+		}
+	}
+	for run := 1; run <= cfg.Runs; run++ {
+		for _, v := range rep.Variants {
+			if v.Err != nil {
+				continue
+			}
+			r, err := b.round(ctx, v, run)
+			if err != nil {
+				v.Err = fmt.Errorf("round %d: %w", run, err)
+				continue
+			}
+			v.Rounds = append(v.Rounds, r)
+		}
+		if ctx.Err() != nil {
+			return rep, context.Cause(ctx)
+		}
+	}
+	var errs []error
+	for _, v := range rep.Variants {
+		if v.Err != nil {
+			errs = append(errs, fmt.Errorf("ingestbench: %s: %w", v.Name, v.Err))
+		}
+	}
+	return rep, errors.Join(errs...)
+}
+
+// build prepares each variant's binaries.
+func (b *bench) build(ctx context.Context) error {
+	names := map[string]int{}
+	for i, dir := range b.cfg.ServicesDirs {
+		v := &Variant{Name: "tree", Dir: dir}
+		if dir == "" {
+			b.progress("building nats-server, ingest, blobwriter and refwriter")
+		} else {
+			v.Name = filepath.Base(filepath.Clean(dir))
+			b.progress("building nats-server; ingest, blobwriter and refwriter from %s", dir)
+		}
+		if names[v.Name]++; names[v.Name] > 1 {
+			v.Name += "#" + strconv.Itoa(names[v.Name])
+		}
+		bins, err := pipeline.Prepare(ctx, filepath.Join(b.rep.Dir, fmt.Sprintf("bin-%d", i+1)), dir, services...)
+		if err != nil {
+			return err
+		}
+		v.bins, v.Source = bins, bins.Source
+		if dir == "" {
+			v.Source = "this tree, " + bins.Source
+		}
+		b.rep.GoVersion = bins.GoVersion
+		b.rep.Variants = append(b.rep.Variants, v)
+	}
+	return nil
+}
+
+// start starts a pipeline of variant v in a fresh directory (label names
+// it) with services names.
+func (b *bench) start(ctx context.Context, v *Variant, label string, names ...string) (*pipeline.Pipeline, error) {
+	b.dirs++
+	p, err := pipeline.Start(ctx, pipeline.Config{
+		Binaries: v.bins, Dir: filepath.Join(b.rep.Dir, fmt.Sprintf("%02d-%s-%s", b.dirs, label, v.Name)),
+		DatabaseURL: b.cfg.DatabaseURL, Env: b.rep.ServiceEnv, Services: names,
 	})
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		progress("stopping the pipeline")
-		if serr := pipe.Stop(); serr != nil {
-			err = errors.Join(err, serr)
-		}
-	}()
-	rep.NATSVersion, rep.PostgresVersion = pipe.NATSVersion, pipe.PostgresVersion
-
-	nc, err := nats.Connect(pipe.NATSURL)
-	if err != nil {
-		return nil, fmt.Errorf("ingestbench: %w", err)
-	}
-	defer nc.Close()
-	tr, err := track(nc)
-	if err != nil {
-		return nil, fmt.Errorf("ingestbench: %w", err)
-	}
-	defer tr.close()
-	var token [4]byte
-	_, _ = rand.Read(token[:])
-	b := &bench{
-		cfg: cfg, pipe: pipe, client: newClient(pipe.IngestURL, max(cfg.Concurrency, 1)), tracker: tr,
-		keyPrefix: hex.EncodeToString(token[:]) + "-",
-	}
-	defer b.client.close()
-
-	if cfg.LargeSize > 0 {
-		progress("memory: a warm-up upload of %s", formatBytes(cfg.SmallSize))
-		if _, err := b.memory(ctx, "warm-up", cfg.SmallSize); err != nil {
-			return rep, fmt.Errorf("ingestbench: memory: %w", err)
-		}
-		for i, size := range []int64{cfg.SmallSize, cfg.LargeSize} {
-			progress("memory: one upload of %s", formatBytes(size))
-			m, err := b.memory(ctx, fmt.Sprintf("memory-%d", i), size)
-			if err != nil {
-				return rep, fmt.Errorf("ingestbench: memory: %w", err)
-			}
-			rep.Memory = append(rep.Memory, m)
-		}
-	}
-	for run := 1; run <= cfg.Runs; run++ {
-		progress("throughput: run %d of %d, %d uploads of %s", run, cfg.Runs, cfg.Uploads, formatBytes(int64(cfg.UploadSize)))
-		t, err := b.throughput(ctx, run)
-		if err != nil {
-			return rep, fmt.Errorf("ingestbench: throughput run %d: %w", run, err)
-		}
-		rep.Throughput = append(rep.Throughput, t)
-	}
-	return rep, nil
+	b.rep.NATSVersion, b.rep.PostgresVersion = p.NATSVersion, p.PostgresVersion
+	return p, nil
 }
 
-// resetPeaks resets the peak RSS of every program.
-func (b *bench) resetPeaks() error {
-	for _, p := range b.pipe.Processes() {
-		if err := procstat.ResetPeak(p.PID()); err != nil {
-			return fmt.Errorf("%s: %w", p.Name, err)
+// keys is a fresh Idempotency-Key prefix: no two phases of a Run share
+// keys, and no other benchmark sharing the database shares them either.
+func (b *bench) keys(label string) string {
+	b.dirs++
+	return fmt.Sprintf("%s-%s%d-", b.token, label, b.dirs)
+}
+
+// round runs round run of variant v: the HTTP path at each number of
+// clients and accept only on one pipeline, then the bulk path on another
+// (blobwriter and refwriter only).
+func (b *bench) round(ctx context.Context, v *Variant, run int) (Round, error) {
+	var r Round
+	if len(b.cfg.Clients) > 0 || b.cfg.AcceptClients > 0 {
+		if err := b.httpPhases(ctx, v, run, &r); err != nil {
+			return r, err
+		}
+	}
+	if b.cfg.BulkUploads > 0 {
+		b.progress("round %d of %d, %s: bulk, %d request events straight to JetStream", run, b.cfg.Runs, v.Name, b.cfg.BulkUploads)
+		ph, err := b.bulk(ctx, v, run)
+		if err != nil {
+			return r, fmt.Errorf("bulk: %w", err)
+		}
+		r.Bulk = &ph
+	}
+	return r, nil
+}
+
+// httpPhases runs the warm-up, the HTTP path's phases and accept only on
+// one pipeline.
+func (b *bench) httpPhases(ctx context.Context, v *Variant, run int, r *Round) (err error) {
+	p, err := b.start(ctx, v, fmt.Sprintf("round%d-http", run), pipeline.RefWriter, pipeline.BlobWriter, pipeline.Ingest)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, p.Stop()) }()
+	cl := newClient(p.IngestURL, max(slices.Max(append([]int{b.cfg.AcceptClients}, b.cfg.Clients...)), 1))
+	defer cl.close()
+	if b.cfg.Warmup > 0 {
+		b.progress("round %d of %d, %s: warm-up, %d uploads", run, b.cfg.Runs, v.Name, b.cfg.Warmup)
+		if _, err := b.referencedPhase(ctx, p, cl, "warm-up", b.cfg.Warmup, min(16, b.cfg.Warmup), 0); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	for _, clients := range b.cfg.Clients {
+		b.progress("round %d of %d, %s: HTTP path, %d uploads from %d clients", run, b.cfg.Runs, v.Name, b.cfg.Uploads, clients)
+		l, err := b.referencedPhase(ctx, p, cl, fmt.Sprintf("c%d", clients), b.cfg.Uploads, clients, b.cfg.Check)
+		if err != nil {
+			return fmt.Errorf("%d clients: %w", clients, err)
+		}
+		r.Levels = append(r.Levels, l)
+		v.Checked.Uploads += l.Checked.Uploads
+		v.Checked.Objects += l.Checked.Objects
+	}
+	if b.cfg.AcceptClients > 0 {
+		b.progress("round %d of %d, %s: accept only, %d uploads from %d clients", run, b.cfg.Runs, v.Name, b.cfg.Uploads, b.cfg.AcceptClients)
+		l, err := b.acceptPhase(ctx, p, cl, b.cfg.Uploads, b.cfg.AcceptClients)
+		if err != nil {
+			return fmt.Errorf("accept only: %w", err)
+		}
+		r.Accept = &l
+		v.Checked.Uploads += l.Checked.Uploads
+		v.Checked.Objects += l.Checked.Objects
+	}
+	return nil
+}
+
+// resetPeaks resets the peak RSS of every program of p.
+func resetPeaks(p *pipeline.Pipeline) error {
+	for _, pr := range p.Processes() {
+		if err := procstat.ResetPeak(pr.PID()); err != nil {
+			return fmt.Errorf("%s: %w", pr.Name, err)
 		}
 	}
 	return nil
 }
 
 // readMemory reads every program's memory, by name.
-func (b *bench) readMemory() (map[string]procstat.Memory, error) {
+func readMemory(p *pipeline.Pipeline) (map[string]procstat.Memory, error) {
 	out := map[string]procstat.Memory{}
-	for _, p := range b.pipe.Processes() {
-		m, err := procstat.ReadMemory(p.PID())
+	for _, pr := range p.Processes() {
+		m, err := procstat.ReadMemory(pr.PID())
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.Name, errors.Join(err, p.Alive()))
+			return nil, fmt.Errorf("%s: %w", pr.Name, errors.Join(err, pr.Alive()))
 		}
-		out[p.Name] = m
+		out[pr.Name] = m
 	}
 	return out, nil
 }
 
 // peaks returns every program's peak RSS since resetPeaks, by name.
-func (b *bench) peaks() (map[string]int64, error) {
-	mem, err := b.readMemory()
+func peaks(p *pipeline.Pipeline) (map[string]int64, error) {
+	mem, err := readMemory(p)
 	if err != nil {
 		return nil, err
 	}

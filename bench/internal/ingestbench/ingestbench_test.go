@@ -3,12 +3,17 @@ package ingestbench
 import (
 	"bytes"
 	"context"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/blobref/blobref/bench/internal/benchtest"
+	"github.com/blobref/blobref/bench/internal/load"
+	"github.com/blobref/blobref/bench/internal/machine"
+	"github.com/blobref/blobref/bench/internal/pipeline"
+	"github.com/blobref/blobref/bench/internal/procstat"
 
 	"go.uber.org/goleak"
 )
@@ -16,7 +21,8 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestSmoke runs the whole benchmark with tiny sizes, so that it keeps
-// working: the real programs, both phases, the report.
+// working: the real programs, every phase, the checks, the report. It
+// asserts no timing.
 func TestSmoke(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the benchmark reads Linux's /proc")
@@ -24,30 +30,54 @@ func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cfg := Config{
-		Uploads: 20, Concurrency: 2, UploadSize: 4 << 10, Runs: 2,
+		Uploads: 20, Clients: []int{1, 4}, AcceptClients: 4, BulkUploads: 100, UploadSize: 4 << 10, Wait: 30,
+		Runs: 1, Warmup: 5, Check: 5,
 		LargeSize: 2 << 20, SmallSize: 600 << 10, // both over the 512 KiB inline threshold
-		DatabaseURL: benchtest.DatabaseURL(), Command: "smoke test", Progress: benchtest.LogWriter{T: t},
+		DatabaseURL: benchtest.DatabaseURL(), WorkDir: t.TempDir(), Command: "smoke test", Progress: benchtest.LogWriter{T: t},
 	}
 	rep, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-
-	if len(rep.Throughput) != 2 {
-		t.Fatalf("throughput runs: got %d, want 2", len(rep.Throughput))
+	if len(rep.Variants) != 1 || rep.Variants[0].Name != "tree" || len(rep.Variants[0].Rounds) != 1 {
+		t.Fatalf("got %+v, want one variant, this tree, with one round", rep.Variants)
 	}
-	for i, r := range rep.Throughput {
-		if r.Uploads != 20 || r.Rate() <= 0 || r.AcceptElapsed <= 0 || r.Elapsed < r.AcceptElapsed {
-			t.Errorf("run %d: got %d uploads in %v (accepted in %v), want 20 accepted before they all completed", i+1, r.Uploads, r.Elapsed, r.AcceptElapsed)
+	v := rep.Variants[0]
+	rd := v.Rounds[0]
+	if len(rd.Levels) != 2 || rd.Accept == nil || rd.Bulk == nil {
+		t.Fatalf("got %+v, want two HTTP phases, accept only and bulk", rd)
+	}
+	for _, l := range append(rd.Levels, *rd.Accept) {
+		if l.N != 20 || l.Rate() <= 0 || l.Requests < l.N || l.Latency[0] <= 0 || l.Latency[0] > l.Latency[1] || l.Latency[1] > l.Latency[2] {
+			t.Errorf("%d clients: got %d uploads at %.0f/s in %d requests, latencies %v; want 20 in at least 20, 0 < p50 <= p99 <= max",
+				l.Clients, l.N, l.Rate(), l.Requests, l.Latency)
 		}
-		if r.Accept[0] <= 0 || r.Accept[0] > r.Accept[1] || r.Accept[1] > r.Accept[2] || r.Complete[0] < r.Accept[0] {
-			t.Errorf("run %d: got accept latencies %v and completion latencies %v, want 0 < p50 <= p99 <= max", i+1, r.Accept, r.Complete)
+		for _, name := range costed {
+			if l.Per(name).Total() <= 0 {
+				t.Errorf("%d clients: no CPU for %s", l.Clients, name)
+			}
+		}
+		if l.Peak[pipeline.Ingest] <= 0 {
+			t.Errorf("%d clients: no peak RSS for ingest", l.Clients)
+		}
+		if l.Checked != (pipeline.Checked{Uploads: 5, Objects: 5}) {
+			t.Errorf("%d clients: checked %+v, want 5 uploads' rows and objects", l.Clients, l.Checked)
 		}
 	}
-	if len(rep.Memory) != 2 || rep.Memory[0].Size != cfg.SmallSize || rep.Memory[1].Size != cfg.LargeSize {
-		t.Fatalf("memory runs: got %+v, want one of %d bytes and one of %d", rep.Memory, cfg.SmallSize, cfg.LargeSize)
+	if a := rd.Accept; a.Completed < a.Elapsed {
+		t.Errorf("accept only: completed after %v, accepted after %v; want completion last", a.Completed, a.Elapsed)
 	}
-	for _, m := range rep.Memory {
+	if b := rd.Bulk; b.N != 100 || cost(b.Usage, b.N) <= 0 || b.Per(pipeline.Ingest).Total() != 0 {
+		t.Errorf("bulk: got %d uploads costing %v, ingest %v; want 100 with CPU, without ingest", b.N, cost(b.Usage, b.N), b.Per(pipeline.Ingest))
+	}
+	// 4 phases of 5 and the large upload.
+	if v.Checked.Uploads != 20 || v.Checked.Objects != 20 {
+		t.Errorf("checked %+v in all, want 20 uploads' rows and objects", v.Checked)
+	}
+	if len(v.Memory) != 2 || v.Memory[0].Size != cfg.SmallSize || v.Memory[1].Size != cfg.LargeSize {
+		t.Fatalf("memory runs: got %+v, want one of %d bytes and one of %d", v.Memory, cfg.SmallSize, cfg.LargeSize)
+	}
+	for _, m := range v.Memory {
 		for _, name := range programs {
 			if m.Peak[name] <= 0 || m.Peak[name] < m.Before[name] {
 				t.Errorf("%d bytes, %s: got peak RSS %d from %d, want a positive peak no lower than the start", m.Size, name, m.Peak[name], m.Before[name])
@@ -63,25 +93,122 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("report:\n%s", out.String())
-	for _, want := range []string{"command   smoke test", "uploads/s end to end", "median", "spread", "600 KiB", "2 MiB", "ingest", "blobwriter", "< 64 MiB"} {
+	for _, want := range []string{
+		"command   smoke test", "HTTP path: 20 uploads of 4 KiB", "Accept only: 20 uploads from 4 clients", "CPU µs per upload by process",
+		"HTTP, 1 client", "HTTP, 4 clients", "accept only, 4 clients", "bulk, JetStream", "checked after the phases: 20 uploads",
+		"600 KiB", "2 MiB", "< 64 MiB", "1 client, p50 request → 201",
+	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
 }
 
+// TestReport builds a report of two variants over two rounds and checks
+// the figures it derives: the CPU per upload, its ratio to the bulk path's,
+// the targets and the side-by-side comparison.
+func TestReport(t *testing.T) {
+	t.Parallel()
+	const n = 1000 // uploads: CPU in ms over a phase is µs per upload
+	ms := func(d int) procstat.Times { return procstat.Times{User: time.Duration(d) * time.Millisecond} }
+	usage := func(ingest, blobwriter, refwriter, nats, postgres int) procstat.Usage {
+		u := procstat.Usage{CPU: map[string]procstat.Times{
+			pipeline.BlobWriter: ms(blobwriter), pipeline.RefWriter: ms(refwriter), pipeline.NATSServer: ms(nats),
+			pipeline.Postgres: ms(postgres), pipeline.Bench: ms(50),
+		}, Other: 10 * time.Millisecond}
+		if ingest >= 0 {
+			u.CPU[pipeline.Ingest] = ms(ingest)
+		}
+		return u
+	}
+	level := func(clients int, elapsed, p50 time.Duration, u procstat.Usage, ingestRSS int64) Level {
+		return Level{Clients: clients, N: n, Elapsed: elapsed, Latency: [3]time.Duration{p50, 2 * p50, 3 * p50}, Requests: n + n/10,
+			Usage: u, Peak: map[string]int64{pipeline.Ingest: ingestRSS}}
+	}
+	bulk := &load.Phase{Result: load.Result{N: n, Elapsed: time.Second}, Usage: usage(-1, 150, 100, 50, 100)} // 400 µs
+	old := &Variant{Name: "old-76e415e", Source: "prebuilt", Checked: pipeline.Checked{Uploads: 10, Objects: 10}}
+	tree := &Variant{Name: "tree", Source: "this tree", Checked: pipeline.Checked{Uploads: 10, Objects: 10}}
+	for range 2 {
+		old.Rounds = append(old.Rounds, Round{
+			Levels: []Level{
+				level(1, 10*time.Second, 10*time.Millisecond, usage(1000, 900, 300, 400, 900), 30<<20),
+				level(64, 2*time.Second, 100*time.Millisecond, usage(1000, 900, 300, 400, 900), 40<<20), // 3500 µs, 500/s
+				level(256, 2*time.Second, 400*time.Millisecond, usage(1000, 900, 300, 400, 900), 80<<20),
+			},
+			Accept: &Level{Clients: 64, N: n, Elapsed: 1500 * time.Millisecond, Completed: 2 * time.Second, Requests: n, Usage: usage(500, 900, 300, 400, 900)},
+			Bulk:   bulk,
+		})
+		tree.Rounds = append(tree.Rounds, Round{
+			Levels: []Level{
+				level(1, 3*time.Second, 3*time.Millisecond, usage(200, 200, 100, 100, 100), 20<<20),
+				level(64, 400*time.Millisecond, 20*time.Millisecond, usage(200, 200, 100, 100, 100), 30<<20), // 700 µs, 2500/s
+				level(256, 400*time.Millisecond, 80*time.Millisecond, usage(200, 200, 100, 100, 100), 50<<20),
+			},
+			Accept: &Level{Clients: 64, N: n, Elapsed: 200 * time.Millisecond, Completed: 500 * time.Millisecond, Requests: n, Usage: usage(100, 200, 100, 100, 100)},
+			Bulk:   bulk,
+		})
+	}
+	rep := &Report{
+		Config:   Config{Uploads: n, Clients: []int{1, 64, 256}, AcceptClients: 64, BulkUploads: n, UploadSize: 4 << 10, Wait: 30, Runs: 2, Command: "test"},
+		Machine:  machine.Info{CPUs: 2},
+		Variants: []*Variant{old, tree},
+	}
+	var out bytes.Buffer
+	if err := rep.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	t.Logf("report:\n%s", text)
+	old64 := regexp.MustCompile(`(?m)^ +HTTP, 64 clients +1000 +900 +300 +400 +900 +3500 ±0% +8\.75 ±0% +50 +10$`)
+	tree64 := regexp.MustCompile(`(?m)^ +HTTP, 64 clients +200 +200 +100 +100 +100 +700 ±0% +1\.75 ±0% +50 +10$`)
+	bulkRow := regexp.MustCompile(`(?m)^ +bulk, JetStream +- +150 +100 +50 +100 +400 ±0% +1\.00 ±0% +50 +10$`)
+	for name, re := range map[string]*regexp.Regexp{"old at 64 clients": old64, "tree at 64 clients": tree64, "bulk": bulkRow} {
+		if !re.MatchString(text) {
+			t.Errorf("CPU table: no row for %s matching %s", name, re)
+		}
+	}
+	for _, want := range []string{
+		"HTTP CPU per upload at 64 clients ≤ 2× the bulk path's: 8.75×, MISS",
+		"HTTP CPU per upload at 64 clients ≤ 2× the bulk path's: 1.75×, pass",
+		"64 clients with Prefer: wait ≥ 2400 uploads/s referenced: 500, MISS",
+		"64 clients with Prefer: wait ≥ 2400 uploads/s referenced: 2500, pass",
+		"1 client, p50 request → 201 ≤ 4ms: 10.0 ms, MISS", "1 client, p50 request → 201 ≤ 4ms: 3.0 ms, pass",
+		"accept only, 64 clients ≥ 4000 uploads/s accepted: 667, MISS", "accept only, 64 clients ≥ 4000 uploads/s accepted: 5000, pass",
+		"ingest RSS ≤ 64 MiB at 256 clients: peak 80.0 MiB, MISS", "ingest RSS ≤ 64 MiB at 256 clients: peak 50.0 MiB, pass",
+		"tree / old-76e415e",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	for _, re := range []string{
+		`(?m)^ +64 +500 ±0% +100\.0 ±0% +200\.0 ±0% +0\.10 ±0% +40\.0 ±0%$`, // old's HTTP table at 64 clients
+		`(?m)^ +HTTP 64 clients: uploads/s +500 +2500 +5\.00$`,
+		`(?m)^ +HTTP 64 clients: CPU µs/upload +3500 +700 +0\.20$`,
+		`(?m)^ +ingest peak RSS at 256 clients, MiB +80\.0 +50\.0 +0\.62$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(text) {
+			t.Errorf("report lacks a line matching %s", re)
+		}
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
-	good := Config{Uploads: 1, Concurrency: 1, UploadSize: 1, Runs: 1, LargeSize: 2, SmallSize: 1, DatabaseURL: "postgres://x"}
+	good := Config{Uploads: 1, Clients: []int{1}, UploadSize: 1, Wait: 1, Runs: 1, LargeSize: 2, SmallSize: 1, DatabaseURL: "postgres://x", WorkDir: "/tmp"}
 	if err := good.Validate(); err != nil {
 		t.Errorf("got %v, want nil", err)
 	}
 	for name, mutate := range map[string]func(*Config){
 		"nothing to measure": func(c *Config) { c.Runs, c.LargeSize = 0, 0 },
 		"no uploads":         func(c *Config) { c.Uploads = 0 },
-		"no clients":         func(c *Config) { c.Concurrency = 0 },
+		"no phases":          func(c *Config) { c.Clients = nil },
+		"zero clients":       func(c *Config) { c.Clients = []int{0} },
+		"no wait":            func(c *Config) { c.Wait = 0 },
 		"no small size":      func(c *Config) { c.SmallSize = 0 },
 		"no database":        func(c *Config) { c.DatabaseURL = "" },
+		"no work dir":        func(c *Config) { c.WorkDir = "" },
+		"negative check":     func(c *Config) { c.Check = -1 },
 	} {
 		c := good
 		mutate(&c)

@@ -4,11 +4,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/blobref/blobref/bench/internal/load"
+	"github.com/blobref/blobref/bench/internal/pipeline"
 )
 
 // MemoryRun is one upload of the memory phase: Size bytes streamed over
@@ -45,15 +52,59 @@ func (g *generated) Read(p []byte) (int, error) { return g.r.Read(p) }
 // sha256 is the hex SHA-256 of the bytes read so far.
 func (g *generated) sha256() string { return hex.EncodeToString(g.hash.Sum(nil)) }
 
+// memoryPhase runs the memory phase of variant v on a pipeline of its
+// own: an unmeasured warm-up upload of SmallSize, then one of SmallSize and
+// one of LargeSize. The pipeline's directory is removed afterwards (a few
+// large files) unless Keep.
+func (b *bench) memoryPhase(ctx context.Context, v *Variant) (err error) {
+	p, err := b.start(ctx, v, "memory", pipeline.RefWriter, pipeline.BlobWriter, pipeline.Ingest)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(p.BlobDir)
+	defer func() {
+		err = errors.Join(err, p.Stop())
+		if !b.cfg.Keep {
+			err = errors.Join(err, os.RemoveAll(dir))
+		}
+	}()
+	nc, err := nats.Connect(p.NATSURL, nats.Name("bench-tracker"))
+	if err != nil {
+		return fmt.Errorf("ingestbench: %w", err)
+	}
+	defer nc.Close()
+	tracker, err := load.Track(nc)
+	if err != nil {
+		return err
+	}
+	defer tracker.Close()
+	cl := newClient(p.IngestURL, 1)
+	defer cl.close()
+	keys := b.keys("memory")
+	b.progress("%s: memory, a warm-up upload of %s", v.Name, formatBytes(b.cfg.SmallSize))
+	if _, err := memory(ctx, p, cl, tracker, keys+"warm-up", b.cfg.SmallSize); err != nil {
+		return err
+	}
+	for i, size := range []int64{b.cfg.SmallSize, b.cfg.LargeSize} {
+		b.progress("%s: memory, one upload of %s", v.Name, formatBytes(size))
+		m, err := memory(ctx, p, cl, tracker, fmt.Sprintf("%s%d", keys, i), size)
+		if err != nil {
+			return err
+		}
+		v.Memory = append(v.Memory, m)
+	}
+	return nil
+}
+
 // memory uploads size bytes and reports the programs' peak RSS while the
 // upload passed through them. It checks that the bytes arrived whole: the
 // completed event carries their SHA-256 and the object has their size.
-func (b *bench) memory(ctx context.Context, key string, size int64) (MemoryRun, error) {
+func memory(ctx context.Context, p *pipeline.Pipeline, cl *client, tracker *load.Tracker, key string, size int64) (MemoryRun, error) {
 	res := MemoryRun{Size: size}
-	if err := b.resetPeaks(); err != nil {
+	if err := resetPeaks(p); err != nil {
 		return res, err
 	}
-	before, err := b.readMemory()
+	before, err := readMemory(p)
 	if err != nil {
 		return res, err
 	}
@@ -64,29 +115,28 @@ func (b *bench) memory(ctx context.Context, key string, size int64) (MemoryRun, 
 
 	body := generate(byte(len(key)), size)
 	start := time.Now()
-	id, err := b.client.post(ctx, b.keyPrefix+key, body, size)
+	a, err := cl.post(ctx, key, body, size, 0)
 	if err != nil {
 		return res, err
+	}
+	if a.id == "" {
+		return res, fmt.Errorf("upload %s: got %d, want 202", key, a.status)
 	}
 	res.Accepted = time.Since(start)
-	done, err := b.tracker.wait(ctx, []string{id}, b.pipe.Alive)
+	done, err := tracker.Wait(ctx, []string{a.id}, p.Alive, 0)
 	if err != nil {
 		return res, err
 	}
-	res.Completed = done[id].At.Sub(start)
-	if res.Peak, err = b.peaks(); err != nil {
+	res.Completed = done[a.id].At.Sub(start)
+	if res.Peak, err = peaks(p); err != nil {
 		return res, err
 	}
-
-	if got, want := done[id].SHA256, body.sha256(); got != want {
-		return res, fmt.Errorf("upload %s: completed with sha256 %s, want %s (the bytes sent)", key, got, want)
+	want := pipeline.Expected{ID: a.id, Subject: subjectOf(key), ContentType: contentType, Size: size, SHA256: body.sha256()}
+	if got := done[a.id].SHA256; got != want.SHA256 {
+		return res, fmt.Errorf("upload %s: completed with sha256 %s, want %s (the bytes sent)", key, got, want.SHA256)
 	}
-	fi, err := os.Stat(b.pipe.BlobPath(id))
-	if err != nil {
-		return res, fmt.Errorf("upload %s: %w", key, err)
-	}
-	if fi.Size() != size {
-		return res, fmt.Errorf("upload %s: object has %d bytes, want %d", key, fi.Size(), size)
+	if _, err := p.Check(ctx, []pipeline.Expected{want}); err != nil {
+		return res, err
 	}
 	return res, nil
 }

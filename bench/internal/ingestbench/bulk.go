@@ -1,0 +1,59 @@
+package ingestbench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/blobref/blobref/bench/internal/load"
+	"github.com/blobref/blobref/bench/internal/pipeline"
+)
+
+// bulkWindow is the producer's window of unacknowledged publishes in the
+// bulk phase, as in make bench.
+const bulkWindow = 4096
+
+// bulk runs the bulk phase of round run of variant v on a pipeline of
+// blobwriter and refwriter only, as make bench runs them: BulkUploads
+// request events published straight to JetStream as fast as it accepts
+// them, followed to completion, then a sample checked whole.
+func (b *bench) bulk(ctx context.Context, v *Variant, run int) (_ load.Phase, err error) {
+	p, err := b.start(ctx, v, fmt.Sprintf("round%d-bulk", run), pipeline.RefWriter, pipeline.BlobWriter)
+	if err != nil {
+		return load.Phase{}, err
+	}
+	defer func() { err = errors.Join(err, p.Stop()) }()
+	pnc, err := nats.Connect(p.NATSURL, nats.Name("bench-producer"))
+	if err != nil {
+		return load.Phase{}, fmt.Errorf("ingestbench: %w", err)
+	}
+	defer pnc.Close()
+	tnc, err := nats.Connect(p.NATSURL, nats.Name("bench-tracker"))
+	if err != nil {
+		return load.Phase{}, fmt.Errorf("ingestbench: %w", err)
+	}
+	defer tnc.Close()
+	producer, err := load.NewProducer(pnc, bulkWindow)
+	if err != nil {
+		return load.Phase{}, err
+	}
+	tracker, err := load.Track(tnc)
+	if err != nil {
+		return load.Phase{}, err
+	}
+	defer tracker.Close()
+	set, err := load.NewSet(b.keys("bulk"), b.cfg.BulkUploads, b.cfg.UploadSize, uint64(run))
+	if err != nil {
+		return load.Phase{}, err
+	}
+	ph, err := load.Measure(ctx, producer, tracker, p.Meter(), set, "", 0, p.Alive)
+	if err != nil {
+		return load.Phase{}, err
+	}
+	checked, err := p.Check(ctx, set.Sample(b.cfg.Check))
+	v.Checked.Uploads += checked.Uploads
+	v.Checked.Objects += checked.Objects
+	return ph, err
+}
