@@ -88,11 +88,11 @@ torture: ## Crash-safety torture run: kills, NATS and Postgres restarts, then th
 
 .PHONY: bench-ingest
 BENCH_FLAGS ?=
-bench-ingest: ## Benchmark over HTTP: 4 KiB uploads/s end to end, peak RSS of a 1 GiB upload (BENCH_FLAGS)
+bench-ingest: ## Benchmark the HTTP path (issue 10): uploads/s, p50/p99, CPU per upload at 1-256 clients against the bulk path, accept only, peak RSS (BENCH_FLAGS)
 	$(GO) run ./bench/cmd/pipelinebench $(BENCH_FLAGS)
 
 .PHONY: bench
-bench: ## Benchmark the pipeline (issue 6): uploads/s, latency, CPU and RSS for file:// and mem://, floors, ceiling (BENCH_FLAGS)
+bench: ## Benchmark the bulk pipeline (issue 6): uploads/s, latency, CPU and RSS for file:// and mem://, floors held against their stages, ceiling (BENCH_FLAGS)
 	$(GO) run ./bench/cmd/throughput $(BENCH_FLAGS)
 
 .PHONY: bench-backlog
