@@ -232,7 +232,13 @@ func Run(ctx context.Context, cfg Config) (_ *Report, err error) {
 		}
 	}
 	for run := 1; run <= cfg.Runs; run++ {
-		for _, v := range rep.Variants {
+		// Every other round in reverse, so that no variant always runs
+		// right after another.
+		order := slices.Clone(rep.Variants)
+		if run%2 == 0 {
+			slices.Reverse(order)
+		}
+		for _, v := range order {
 			if v.Err != nil {
 				continue
 			}
@@ -344,7 +350,7 @@ func (b *bench) httpPhases(ctx context.Context, v *Variant, run int, r *Round) (
 		}
 	}
 	for _, clients := range b.cfg.Clients {
-		b.progress("round %d of %d, %s: HTTP path, %d uploads from %d clients", run, b.cfg.Runs, v.Name, b.cfg.Uploads, clients)
+		b.progress("round %d of %d, %s: HTTP path, %d uploads from %s", run, b.cfg.Runs, v.Name, b.cfg.Uploads, clientsOf(clients))
 		l, err := b.referencedPhase(ctx, p, cl, fmt.Sprintf("c%d", clients), b.cfg.Uploads, clients, b.cfg.Check)
 		if err != nil {
 			return fmt.Errorf("%d clients: %w", clients, err)
@@ -354,7 +360,7 @@ func (b *bench) httpPhases(ctx context.Context, v *Variant, run int, r *Round) (
 		v.Checked.Objects += l.Checked.Objects
 	}
 	if b.cfg.AcceptClients > 0 {
-		b.progress("round %d of %d, %s: accept only, %d uploads from %d clients", run, b.cfg.Runs, v.Name, b.cfg.Uploads, b.cfg.AcceptClients)
+		b.progress("round %d of %d, %s: accept only, %d uploads from %s", run, b.cfg.Runs, v.Name, b.cfg.Uploads, clientsOf(b.cfg.AcceptClients))
 		l, err := b.acceptPhase(ctx, p, cl, b.cfg.Uploads, b.cfg.AcceptClients)
 		if err != nil {
 			return fmt.Errorf("accept only: %w", err)
@@ -400,6 +406,14 @@ func peaks(p *pipeline.Pipeline) (map[string]int64, error) {
 		out[name] = m.Peak
 	}
 	return out, nil
+}
+
+// clientsOf is "1 client" or "n clients".
+func clientsOf(n int) string {
+	if n == 1 {
+		return "1 client"
+	}
+	return strconv.Itoa(n) + " clients"
 }
 
 // formatBytes writes n with the largest binary unit that divides it, or in

@@ -183,8 +183,9 @@ func TestReport(t *testing.T) {
 	}
 	for _, re := range []string{
 		`(?m)^ +64 +500 ±0% +100\.0 ±0% +200\.0 ±0% +0\.10 ±0% +40\.0 ±0%$`, // old's HTTP table at 64 clients
-		`(?m)^ +HTTP 64 clients: uploads/s +500 +2500 +5\.00$`,
-		`(?m)^ +HTTP 64 clients: CPU µs/upload +3500 +700 +0\.20$`,
+		`(?m)^ +HTTP, 64 clients: uploads/s +500 +2500 +5\.00$`,
+		`(?m)^ +HTTP, 64 clients: CPU µs/upload +3500 +700 +0\.20$`,
+		`(?m)^ +HTTP, 64 clients: CPU × bulk +8\.75 +1\.75 +0\.20$`,
 		`(?m)^ +ingest peak RSS at 256 clients, MiB +80\.0 +50\.0 +0\.62$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {

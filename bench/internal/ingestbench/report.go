@@ -79,8 +79,8 @@ func (r *Report) Write(w io.Writer) error {
 	line("data      %s (the rounds' directories stay: remove it when done)", r.Dir)
 	line("wall time %s", r.Wall.Round(time.Second))
 	if c.Runs > 0 {
-		line("rounds    %d, each running every variant once, in the order above: its HTTP phases on one pipeline", c.Runs)
-		line("          (after %d unmeasured uploads), then its bulk phase on another", c.Warmup)
+		line("rounds    %d, each running every variant once (in the order above, reversed every other round): its HTTP", c.Runs)
+		line("          phases on one pipeline (after %d unmeasured uploads), then its bulk phase on another", c.Warmup)
 		line("figures   median ±spread of the rounds (spread: half the range, in %% of the median)")
 	}
 
@@ -264,18 +264,14 @@ func (r *Report) costRows(v *Variant) []phaseCost {
 		}
 	}
 	for i, clients := range r.Config.Clients {
-		label := fmt.Sprintf("HTTP, %d clients", clients)
-		if clients == 1 {
-			label = "HTTP, 1 client"
-		}
-		add(label, func(rd Round) (procstat.Usage, int, bool) {
+		add("HTTP, "+clientsOf(clients), func(rd Round) (procstat.Usage, int, bool) {
 			if i >= len(rd.Levels) {
 				return procstat.Usage{}, 0, false
 			}
 			return rd.Levels[i].Usage, rd.Levels[i].N, true
 		})
 	}
-	add(fmt.Sprintf("accept only, %d clients", r.Config.AcceptClients), func(rd Round) (procstat.Usage, int, bool) {
+	add("accept only, "+clientsOf(r.Config.AcceptClients), func(rd Round) (procstat.Usage, int, bool) {
 		if rd.Accept == nil {
 			return procstat.Usage{}, 0, false
 		}
@@ -477,17 +473,17 @@ func (r *Report) figures() []figure {
 	}
 	for _, clients := range r.Config.Clients {
 		out = append(out,
-			figure{fmt.Sprintf("HTTP %d clients: uploads/s", clients), "%.0f", func(v *Variant) (float64, bool) { return med(r.level(v, clients), Level.Rate) }},
-			figure{fmt.Sprintf("HTTP %d clients: p50 ms", clients), "%.1f", func(v *Variant) (float64, bool) {
+			figure{"HTTP, " + clientsOf(clients) + ": uploads/s", "%.0f", func(v *Variant) (float64, bool) { return med(r.level(v, clients), Level.Rate) }},
+			figure{"HTTP, " + clientsOf(clients) + ": p50 ms", "%.1f", func(v *Variant) (float64, bool) {
 				return med(r.level(v, clients), func(l Level) float64 { return ms(l.Latency[0]) })
 			}},
-			figure{fmt.Sprintf("HTTP %d clients: p99 ms", clients), "%.1f", func(v *Variant) (float64, bool) {
+			figure{"HTTP, " + clientsOf(clients) + ": p99 ms", "%.1f", func(v *Variant) (float64, bool) {
 				return med(r.level(v, clients), func(l Level) float64 { return ms(l.Latency[1]) })
 			}},
-			figure{fmt.Sprintf("HTTP %d clients: CPU µs/upload", clients), "%.0f", func(v *Variant) (float64, bool) {
+			figure{"HTTP, " + clientsOf(clients) + ": CPU µs/upload", "%.0f", func(v *Variant) (float64, bool) {
 				return med(r.level(v, clients), func(l Level) float64 { return us(cost(l.Usage, l.N)) })
 			}},
-			figure{fmt.Sprintf("HTTP %d clients: CPU × bulk", clients), "%.2f", func(v *Variant) (float64, bool) {
+			figure{"HTTP, " + clientsOf(clients) + ": CPU × bulk", "%.2f", func(v *Variant) (float64, bool) {
 				var ratios []float64
 				i := slices.Index(r.Config.Clients, clients)
 				for _, rd := range v.Rounds {
@@ -503,7 +499,7 @@ func (r *Report) figures() []figure {
 		)
 	}
 	if r.Config.AcceptClients > 0 {
-		out = append(out, figure{fmt.Sprintf("accept only %d clients: accepted/s", r.Config.AcceptClients), "%.0f", func(v *Variant) (float64, bool) {
+		out = append(out, figure{"accept only, " + clientsOf(r.Config.AcceptClients) + ": accepted/s", "%.0f", func(v *Variant) (float64, bool) {
 			return med(v.accepts(), Level.Rate)
 		}})
 	}
