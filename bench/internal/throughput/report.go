@@ -47,7 +47,11 @@ func (r *Report) Write(w io.Writer) error {
 	line("")
 	line("command   %s", c.Command)
 	line("machine   %s", r.Machine)
-	line("tree      %s", r.Source)
+	if c.ServicesDir != "" {
+		line("services  %s", r.Source)
+	} else {
+		line("tree      %s", r.Source)
+	}
 	line("pipeline  nats-server %s (its own process, a fresh store per run), PostgreSQL %s (a fresh schema per run),", r.NATSVersion, r.PostgresVersion)
 	built := "without -race"
 	if r.GoFlags != "" {
