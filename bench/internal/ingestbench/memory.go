@@ -16,6 +16,7 @@ import (
 
 	"github.com/blobref/blobref/bench/internal/load"
 	"github.com/blobref/blobref/bench/internal/pipeline"
+	"github.com/blobref/blobref/bench/internal/procstat"
 )
 
 // MemoryRun is one upload of the memory phase: Size bytes streamed over
@@ -139,4 +140,40 @@ func memory(ctx context.Context, p *pipeline.Pipeline, cl *client, tracker *load
 		return res, err
 	}
 	return res, nil
+}
+
+// resetPeaks resets the peak RSS of every program of p.
+func resetPeaks(p *pipeline.Pipeline) error {
+	for _, pr := range p.Processes() {
+		if err := procstat.ResetPeak(pr.PID()); err != nil {
+			return fmt.Errorf("%s: %w", pr.Name, err)
+		}
+	}
+	return nil
+}
+
+// readMemory reads every program's memory, by name.
+func readMemory(p *pipeline.Pipeline) (map[string]procstat.Memory, error) {
+	out := map[string]procstat.Memory{}
+	for _, pr := range p.Processes() {
+		m, err := procstat.ReadMemory(pr.PID())
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", pr.Name, errors.Join(err, pr.Alive()))
+		}
+		out[pr.Name] = m
+	}
+	return out, nil
+}
+
+// peaks returns every program's peak RSS since resetPeaks, by name.
+func peaks(p *pipeline.Pipeline) (map[string]int64, error) {
+	mem, err := readMemory(p)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int64, len(mem))
+	for name, m := range mem {
+		out[name] = m.Peak
+	}
+	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,31 +17,8 @@ import (
 	"github.com/blobref/blobref/bench/internal/texttable"
 )
 
-// Targets of issues 3 and 10.
-const (
-	TargetPeakRSS      = 64 << 20 // ingest and blobwriter, any upload size; ingest at 256 clients
-	TargetRate64       = 2400     // uploads/s referenced at 64 clients
-	TargetCPUOfBulk    = 2.0      // HTTP CPU per upload at 64 clients, over the bulk path's
-	TargetP50OneClient = 4 * time.Millisecond
-	TargetAcceptRate64 = 4000 // uploads/s accepted at 64 clients
-)
-
-// costed are the processes whose CPU an upload costs blobref, in the
-// report's order; the bench client is the caller's.
-var costed = []string{pipeline.Ingest, pipeline.BlobWriter, pipeline.RefWriter, pipeline.NATSServer, pipeline.Postgres}
-
 // programs are the processes whose memory the report shows, in its order.
 var programs = []string{pipeline.Ingest, pipeline.BlobWriter, pipeline.RefWriter, pipeline.NATSServer}
-
-// cost is the CPU time per upload of the costed processes of usage over n
-// uploads.
-func cost(u procstat.Usage, n int) time.Duration {
-	var sum time.Duration
-	for _, name := range costed {
-		sum += u.Per(name, n).Total()
-	}
-	return sum
-}
 
 // Write prints the report as text: the configuration and the machine, then
 // each variant's tables, then the variants side by side.
@@ -239,116 +217,6 @@ func (r *Report) writeAccept(w io.Writer, line func(string, ...any), v *Variant)
 	t.Write(w)
 }
 
-// phaseCost is one row of the CPU table: a phase's usage and uploads in
-// each round, and its bulk phase's, by round.
-type phaseCost struct {
-	label string
-	usage []procstat.Usage
-	n     []int
-	bulk  []*load.Phase // the same round's bulk phase, nil without one
-}
-
-// costRows are the CPU table's rows of v: each HTTP phase, accept only,
-// and bulk.
-func (r *Report) costRows(v *Variant) []phaseCost {
-	var rows []phaseCost
-	add := func(label string, get func(Round) (procstat.Usage, int, bool)) {
-		row := phaseCost{label: label}
-		for _, rd := range v.Rounds {
-			if u, n, ok := get(rd); ok {
-				row.usage, row.n, row.bulk = append(row.usage, u), append(row.n, n), append(row.bulk, rd.Bulk)
-			}
-		}
-		if len(row.usage) > 0 {
-			rows = append(rows, row)
-		}
-	}
-	for i, clients := range r.Config.Clients {
-		add("HTTP, "+clientsOf(clients), func(rd Round) (procstat.Usage, int, bool) {
-			if i >= len(rd.Levels) {
-				return procstat.Usage{}, 0, false
-			}
-			return rd.Levels[i].Usage, rd.Levels[i].N, true
-		})
-	}
-	add("accept only, "+clientsOf(r.Config.AcceptClients), func(rd Round) (procstat.Usage, int, bool) {
-		if rd.Accept == nil {
-			return procstat.Usage{}, 0, false
-		}
-		return rd.Accept.Usage, rd.Accept.N, true
-	})
-	add("bulk, JetStream", func(rd Round) (procstat.Usage, int, bool) {
-		if rd.Bulk == nil {
-			return procstat.Usage{}, 0, false
-		}
-		return rd.Bulk.Usage, rd.Bulk.N, true
-	})
-	return rows
-}
-
-// median of f over the row's rounds.
-func (p phaseCost) median(f func(u procstat.Usage, n int, bulk *load.Phase) (float64, bool)) stats.Summary {
-	var values []float64
-	for i := range p.usage {
-		if x, ok := f(p.usage[i], p.n[i], p.bulk[i]); ok {
-			values = append(values, x)
-		}
-	}
-	return stats.Summarize(values)
-}
-
-// ratio is the row's total CPU per upload over its round's bulk phase's.
-func ratio(u procstat.Usage, n int, bulk *load.Phase) (float64, bool) {
-	if bulk == nil || cost(bulk.Usage, bulk.N) <= 0 {
-		return 0, false
-	}
-	return float64(cost(u, n)) / float64(cost(bulk.Usage, bulk.N)), true
-}
-
-func (r *Report) writeCPU(w io.Writer, line func(string, ...any), v *Variant) {
-	line("CPU µs per upload by process")
-	var t texttable.Table
-	t.Row(append(append([]string{"  phase"}, costed...), "total", "× bulk", "bench", "other")...)
-	for _, row := range r.costRows(v) {
-		cells := []string{"  " + row.label}
-		for _, name := range costed {
-			s := row.median(func(u procstat.Usage, n int, _ *load.Phase) (float64, bool) {
-				_, ok := u.CPU[name]
-				return us(u.Per(name, n).Total()), ok
-			})
-			cells = append(cells, medianCell(s, "%.0f"))
-		}
-		cells = append(cells,
-			row.median(func(u procstat.Usage, n int, _ *load.Phase) (float64, bool) { return us(cost(u, n)), true }).WithSpread("%.0f"),
-			row.median(ratio).WithSpread("%.2f"),
-			medianCell(row.median(func(u procstat.Usage, n int, _ *load.Phase) (float64, bool) {
-				return us(u.Per(pipeline.Bench, n).Total()), true
-			}), "%.0f"),
-			medianCell(row.median(func(u procstat.Usage, n int, _ *load.Phase) (float64, bool) {
-				return us(u.Other / time.Duration(n)), true
-			}), "%.0f"))
-		t.Row(cells...)
-	}
-	t.Write(w)
-	var lost int
-	for _, rd := range v.Rounds {
-		for _, l := range rd.Levels {
-			lost += l.Usage.Lost[pipeline.Postgres]
-		}
-	}
-	if lost > 0 {
-		line("note: %d Postgres backends exited during the phases; their CPU after the phase began is missing", lost)
-	}
-}
-
-// medianCell is s's median, "-" without values.
-func medianCell(s stats.Summary, format string) string {
-	if s.N == 0 {
-		return "-"
-	}
-	return fmt.Sprintf(format, s.Median)
-}
-
 func (r *Report) writeMemory(w io.Writer, line func(string, ...any), v *Variant) {
 	line("Memory: one upload at a time, streamed over HTTP from a generator (bodies over ingest's INLINE_THRESHOLD,")
 	line("512 KiB by default, travel by claim check); peak RSS (VmHWM of /proc/<pid>/status, reset as the upload")
@@ -405,149 +273,35 @@ func verdict(ok bool) string {
 	return "MISS"
 }
 
-// level is the rounds' phases of v at clients clients (nil when not
-// measured).
-func (r *Report) level(v *Variant, clients int) []Level {
-	i := slices.Index(r.Config.Clients, clients)
-	if i < 0 {
-		return nil
+// clientsOf is "1 client" or "n clients".
+func clientsOf(n int) string {
+	if n == 1 {
+		return "1 client"
 	}
-	return v.levels(i)
+	return strconv.Itoa(n) + " clients"
 }
 
-func (r *Report) writeTargets(line func(string, ...any), v *Variant) {
-	line("targets (issue 10; reported, never asserted; medians):")
-	if ls := r.level(v, 64); len(ls) > 0 {
-		x := summarize(ls, Level.Rate).Median
-		line("  64 clients with Prefer: wait ≥ %d uploads/s referenced: %.0f, %s", TargetRate64, x, verdict(x >= TargetRate64))
-		var ratios []float64
-		for _, rd := range v.Rounds {
-			if i := slices.Index(r.Config.Clients, 64); i < len(rd.Levels) {
-				if x, ok := ratio(rd.Levels[i].Usage, rd.Levels[i].N, rd.Bulk); ok {
-					ratios = append(ratios, x)
-				}
-			}
-		}
-		if s := stats.Summarize(ratios); s.N > 0 {
-			line("  HTTP CPU per upload at 64 clients ≤ %.0f× the bulk path's: %.2f×, %s", TargetCPUOfBulk, s.Median, verdict(s.Median <= TargetCPUOfBulk))
+// formatBytes writes n with the largest binary unit that divides it, or in
+// MiB with a fraction.
+func formatBytes(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return fmt.Sprintf("%d %s", n/u.size, u.name)
 		}
 	}
-	if ls := r.level(v, 1); len(ls) > 0 {
-		x := time.Duration(summarize(ls, func(l Level) float64 { return float64(l.Latency[0]) }).Median)
-		line("  1 client, p50 request → 201 ≤ %s: %.1f ms, %s", TargetP50OneClient, ms(x), verdict(x <= TargetP50OneClient))
+	if n >= 1<<20 {
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	}
-	if ls := v.accepts(); len(ls) > 0 && r.Config.AcceptClients == 64 {
-		x := summarize(ls, Level.Rate).Median
-		line("  accept only, 64 clients ≥ %d uploads/s accepted: %.0f, %s", TargetAcceptRate64, x, verdict(x >= TargetAcceptRate64))
-	}
-	if ls := r.level(v, 256); len(ls) > 0 {
-		var peak int64
-		for _, l := range ls {
-			peak = max(peak, l.Peak[pipeline.Ingest])
-		}
-		line("  ingest RSS ≤ 64 MiB at 256 clients: peak %s, %s", mib(peak), verdict(peak <= TargetPeakRSS))
-	}
-	if len(v.Memory) > 0 {
-		var worst int64
-		for _, m := range v.Memory {
-			worst = max(worst, m.Peak[pipeline.Ingest], m.Peak[pipeline.BlobWriter])
-		}
-		line("  ingest and blobwriter < 64 MiB with an upload of %s: peak %s, %s", formatBytes(v.Memory[len(v.Memory)-1].Size), mib(worst), verdict(worst < TargetPeakRSS))
-	}
+	return fmt.Sprintf("%d B", n)
 }
 
-// figure is one line of the comparison: a median per variant.
-type figure struct {
-	label  string
-	format string
-	value  func(v *Variant) (float64, bool)
-}
-
-func (r *Report) figures() []figure {
-	var out []figure
-	med := func(ls []Level, f func(Level) float64) (float64, bool) {
-		if len(ls) == 0 {
-			return 0, false
-		}
-		return summarize(ls, f).Median, true
+// elapsed writes d in seconds, or milliseconds below one second.
+func elapsed(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
 	}
-	for _, clients := range r.Config.Clients {
-		out = append(out,
-			figure{"HTTP, " + clientsOf(clients) + ": uploads/s", "%.0f", func(v *Variant) (float64, bool) { return med(r.level(v, clients), Level.Rate) }},
-			figure{"HTTP, " + clientsOf(clients) + ": p50 ms", "%.1f", func(v *Variant) (float64, bool) {
-				return med(r.level(v, clients), func(l Level) float64 { return ms(l.Latency[0]) })
-			}},
-			figure{"HTTP, " + clientsOf(clients) + ": p99 ms", "%.1f", func(v *Variant) (float64, bool) {
-				return med(r.level(v, clients), func(l Level) float64 { return ms(l.Latency[1]) })
-			}},
-			figure{"HTTP, " + clientsOf(clients) + ": CPU µs/upload", "%.0f", func(v *Variant) (float64, bool) {
-				return med(r.level(v, clients), func(l Level) float64 { return us(cost(l.Usage, l.N)) })
-			}},
-			figure{"HTTP, " + clientsOf(clients) + ": CPU × bulk", "%.2f", func(v *Variant) (float64, bool) {
-				var ratios []float64
-				i := slices.Index(r.Config.Clients, clients)
-				for _, rd := range v.Rounds {
-					if i < len(rd.Levels) {
-						if x, ok := ratio(rd.Levels[i].Usage, rd.Levels[i].N, rd.Bulk); ok {
-							ratios = append(ratios, x)
-						}
-					}
-				}
-				s := stats.Summarize(ratios)
-				return s.Median, s.N > 0
-			}},
-		)
-	}
-	if r.Config.AcceptClients > 0 {
-		out = append(out, figure{"accept only, " + clientsOf(r.Config.AcceptClients) + ": accepted/s", "%.0f", func(v *Variant) (float64, bool) {
-			return med(v.accepts(), Level.Rate)
-		}})
-	}
-	if r.Config.BulkUploads > 0 {
-		out = append(out, figure{"bulk: CPU µs/upload", "%.0f", func(v *Variant) (float64, bool) {
-			bs := v.bulks()
-			if len(bs) == 0 {
-				return 0, false
-			}
-			return summarize(bs, func(p load.Phase) float64 { return us(cost(p.Usage, p.N)) }).Median, true
-		}})
-	}
-	if slices.Contains(r.Config.Clients, 256) {
-		out = append(out, figure{"ingest peak RSS at 256 clients, MiB", "%.1f", func(v *Variant) (float64, bool) {
-			return med(r.level(v, 256), func(l Level) float64 { return procstat.MiB(l.Peak[pipeline.Ingest]) })
-		}})
-	}
-	return out
-}
-
-func (r *Report) writeComparison(w io.Writer, line func(string, ...any)) {
-	first, last := r.Variants[0], r.Variants[len(r.Variants)-1]
-	line("==== the variants side by side (medians of the rounds) ====")
-	line("%s / %s: the last variant's figure over the first's", last.Name, first.Name)
-	var t texttable.Table
-	header := []string{"  figure"}
-	for _, v := range r.Variants {
-		header = append(header, v.Name)
-	}
-	t.Row(append(header, last.Name+" / "+first.Name)...)
-	for _, f := range r.figures() {
-		cells := []string{"  " + f.label}
-		for _, v := range r.Variants {
-			x, ok := f.value(v)
-			if !ok {
-				cells = append(cells, "-")
-				continue
-			}
-			cells = append(cells, fmt.Sprintf(f.format, x))
-		}
-		a, okA := f.value(first)
-		b, okB := f.value(last)
-		if okA && okB && a != 0 {
-			cells = append(cells, fmt.Sprintf("%.2f", b/a))
-		} else {
-			cells = append(cells, "-")
-		}
-		t.Row(cells...)
-	}
-	t.Write(w)
+	return fmt.Sprintf("%.2f s", d.Seconds())
 }
