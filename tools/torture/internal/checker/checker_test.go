@@ -201,6 +201,17 @@ func violationCases(c1 checker.Upload) []violationCase {
 			},
 		},
 		{
+			name: "dead letter of another request under the same id explains no loss",
+			inject: func(w *world) {
+				w.accept(c1)
+				w.deadLetter(w.request(c1.ID, c1.Subject, other(c1.ID)), events.ReasonConflict)
+			},
+			want: map[string][]string{
+				unexpected: {`c1 reason="conflict" completed=false`},
+				lost:       {"c1 (direct;"},
+			},
+		},
+		{
 			name: "dead letter of a completed upload",
 			inject: func(w *world) {
 				w.deadLetter(w.request(a2.ID, a2.Subject, content(a2.ID)), events.ReasonRetriesExhausted)
