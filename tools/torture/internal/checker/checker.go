@@ -1,9 +1,10 @@
 // Package checker checks the invariants of blobref's design after a run,
 // from the stores' own evidence rather than the services' word: the
 // reference rows, markers and current-reference pointers in Postgres, an
-// audit of every change to upload_refs kept by a trigger the harness
-// installs, the objects in the file:// bucket and how many times each landed
-// (see blobwatch), and the completed events and dead letters in JetStream.
+// audit of every change to upload_refs and subject_refs kept by triggers
+// the harness installs, the objects in the file:// bucket and how many times
+// each landed (see blobwatch), and the completed events and dead letters in
+// JetStream.
 //
 // Given the uploads a run had accepted and the poison events it sent on
 // purpose, it reports per invariant: completed, dead-lettered (by reason,
@@ -51,9 +52,11 @@ type Poison struct {
 	Reason string // the expected dead-letter reason
 }
 
-// AuditDDL creates the audit table and the trigger that records every
-// insert, update and delete on upload_refs, committed with the change that
-// fired it. Install it after the services migrated and before load starts.
+// AuditDDL creates the audit tables and the triggers that record every
+// insert, update and delete on upload_refs, and every move of a subject's
+// current reference in subject_refs (from which reference to which),
+// committed with the change that fired them. Install it after the services
+// migrated and before load starts.
 const AuditDDL = `
 CREATE TABLE IF NOT EXISTS torture_ref_audit (
     id    text        NOT NULL,
@@ -73,6 +76,33 @@ END $$;
 DROP TRIGGER IF EXISTS torture_ref_audit ON upload_refs;
 CREATE TRIGGER torture_ref_audit AFTER INSERT OR UPDATE OR DELETE ON upload_refs
     FOR EACH ROW EXECUTE FUNCTION torture_ref_audit();
+
+CREATE TABLE IF NOT EXISTS torture_subject_audit (
+    seq            bigserial   PRIMARY KEY,
+    subject        text        NOT NULL,
+    op             text        NOT NULL,
+    old_upload_id  text,
+    old_event_time timestamptz,
+    new_upload_id  text,
+    new_event_time timestamptz
+);
+CREATE OR REPLACE FUNCTION torture_subject_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO torture_subject_audit (subject, op, new_upload_id, new_event_time)
+        VALUES (NEW.subject, TG_OP, NEW.upload_id, NEW.event_time);
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO torture_subject_audit (subject, op, old_upload_id, old_event_time, new_upload_id, new_event_time)
+        VALUES (NEW.subject, TG_OP, OLD.upload_id, OLD.event_time, NEW.upload_id, NEW.event_time);
+    ELSE
+        INSERT INTO torture_subject_audit (subject, op, old_upload_id, old_event_time)
+        VALUES (OLD.subject, TG_OP, OLD.upload_id, OLD.event_time);
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS torture_subject_audit ON subject_refs;
+CREATE TRIGGER torture_subject_audit AFTER INSERT OR UPDATE OR DELETE ON subject_refs
+    FOR EACH ROW EXECUTE FUNCTION torture_subject_audit();
 `
 
 // Input is what Check reads.
@@ -100,7 +130,8 @@ type Report struct {
 	// ExpectedDead counts the poison events dead-lettered with the expected
 	// reason, by reason.
 	ExpectedDead map[string]int
-	// Unexpected lists every dead letter not explained by a poison event.
+	// Unexpected lists every dead letter not explained by a poison event,
+	// including those without a reason (Reason "", Error saying why).
 	Unexpected []DeadLetter
 	// PoisonNotDead lists poison events without their expected dead letter.
 	PoisonNotDead []string
@@ -112,7 +143,7 @@ type Report struct {
 	ObjectsRemoved []string // object deleted or moved away
 	Dangling       []string // reference row without its object, or with another object
 	DigestMismatch []string // object or row whose sha256/size is not the upload's
-	Regressions    []string // subjects whose current reference is not their newest completed upload
+	Regressions    []string // subjects whose current reference is not their newest completed upload, or ever moved back or away
 	Inconsistent   []string // other broken expectations (missing markers, wrong row fields, stray objects)
 }
 
@@ -171,10 +202,8 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 		}
 		u, ok := accepted[d.ID]
 		dl := DeadLetter{ID: d.ID, Reason: d.Reason, Step: d.Step, Subject: d.Subject, Error: d.Error, Completed: completed[d.ID]}
-		if ok && u.SHA256 == d.sha {
-			if _, seen := deadOf[d.ID]; !seen {
-				deadOf[d.ID] = d.Reason
-			}
+		if ok && u.SHA256 == d.sha && deadOf[d.ID] == "" {
+			deadOf[d.ID] = d.Reason
 		}
 		r.Unexpected = append(r.Unexpected, dl)
 	}
@@ -216,7 +245,7 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 		switch {
 		case !ok:
 			r.Inconsistent = append(r.Inconsistent, "stray object uploads/"+id)
-		case o.sha != u.SHA256 || (u.Size >= 0 && o.size != u.Size):
+		case o.sha != u.SHA256: // the same SHA-256 is the same bytes, so the same size
 			r.DigestMismatch = append(r.DigestMismatch, fmt.Sprintf("object uploads/%s: sha %s size %d, want %s size %d", id, o.sha, o.size, u.SHA256, u.Size))
 		}
 		if in.Blob.Writes[id] == 0 {
@@ -270,12 +299,17 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 	}
 
 	// The current reference of each subject is its newest completed upload,
-	// ordered as refwriter orders them: (event_time, id) in Postgres.
+	// ordered as refwriter orders them: (event_time, id) in Postgres; and it
+	// never moved back on the way there.
 	regs, err := regressions(ctx, in.DB)
 	if err != nil {
 		return nil, err
 	}
-	r.Regressions = regs
+	back, err := movesBack(ctx, in.DB)
+	if err != nil {
+		return nil, err
+	}
+	r.Regressions = append(regs, back...)
 
 	for _, l := range [][]string{r.Lost, r.DupBlobWrites, r.DupRefInserts, r.RefRewrites, r.ObjectsRemoved, r.Dangling, r.DigestMismatch, r.Regressions, r.Inconsistent, r.PoisonNotDead} {
 		sort.Strings(l)
@@ -361,6 +395,36 @@ func regressions(ctx context.Context, db *pgxpool.Pool) ([]string, error) {
 	return out, rows.Err()
 }
 
+// movesBack lists every change of a subject's current reference, as the
+// audit trigger recorded it, that went back in (event_time, id) order or
+// removed it: what a reader saw then, even if a later event moved it forward
+// again. The comparison runs in Postgres, with refwriter's ordering.
+func movesBack(ctx context.Context, db *pgxpool.Pool) ([]string, error) {
+	rows, err := db.Query(ctx, `
+		SELECT subject, op, coalesce(old_upload_id, ''), coalesce(new_upload_id, '')
+		FROM torture_subject_audit
+		WHERE op = 'DELETE'
+		   OR (op = 'UPDATE' AND (new_event_time, new_upload_id) < (old_event_time, old_upload_id))
+		ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("torture_subject_audit: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var subject, op, from, to string
+		if err := rows.Scan(&subject, &op, &from, &to); err != nil {
+			return nil, err
+		}
+		if op == "DELETE" {
+			out = append(out, fmt.Sprintf("%s: current %q removed", subject, from))
+		} else {
+			out = append(out, fmt.Sprintf("%s: current moved back from %q to %q", subject, from, to))
+		}
+	}
+	return out, rows.Err()
+}
+
 type object struct {
 	sha  string
 	size int64
@@ -435,11 +499,15 @@ func deadLetters(ctx context.Context, js jetstream.JetStream) ([]deadLetter, err
 		if err != nil {
 			return nil, fmt.Errorf("dead letter %d: %w", seq, err)
 		}
+		// The id comes from the dead letter's own subject, dlq.<original
+		// subject>, which every dead letter has, readable or not.
+		id := raw.Subject[strings.LastIndexByte(raw.Subject, '.')+1:]
 		d, err := events.ParseDeadLetter(raw.Header)
 		if err != nil {
-			return nil, fmt.Errorf("dead letter %d: %w", seq, err)
+			// Not a dead letter "with a reason" (invariant 3): reported with
+			// Reason "", and it explains no loss.
+			d = events.DeadLetter{Subject: strings.TrimPrefix(raw.Subject, events.DeadLetterSubject("")), Error: err.Error()}
 		}
-		id := d.Subject[strings.LastIndexByte(d.Subject, '.')+1:]
 		out = append(out, deadLetter{DeadLetter: d, ID: id, sha: raw.Header.Get("ce-sha256")})
 	}
 	return out, nil
