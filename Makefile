@@ -28,7 +28,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-14s %s\n", $$1, $$2 }'
 
 .PHONY: test
-test: ## go vet and go test -race in every workspace module (the test command)
+test: test-tools ## go vet and go test -race in every workspace module (the test command)
 	@$(modules); failed=""; \
 	for dir in $$mods; do \
 		echo "==> $$dir"; \
@@ -36,6 +36,11 @@ test: ## go vet and go test -race in every workspace module (the test command)
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed" >&2; exit 1; fi; \
 	echo "all modules passed"
+
+.PHONY: test-tools
+test-tools: ## Build what the tests run besides Go and Postgres (MinIO, NATS CLI, nats-server) into ~/.cache/blobref
+	@echo "==> test tools (MinIO, the NATS CLI, nats-server): built once, then cached"
+	@$(GO) run ./internal/cmd/testtools
 
 .PHONY: build
 build: ## Static binaries into ./bin: the services, devstack and blobrefctl
