@@ -49,8 +49,14 @@ build: ## Static binaries into ./bin: the services, devstack and blobrefctl
 	CGO_ENABLED=0 $(GO) build $(GO_BUILD_FLAGS) -o $(BIN)/ ./tools/blobrefctl
 
 .PHONY: run
-run: build ## Run the whole pipeline locally (embedded NATS, local Postgres, ./.data)
+run: build ## Run the whole pipeline locally (embedded NATS, local or its own Postgres, ./.data; docs/devstack.md)
 	./$(BIN)/devstack
+
+.PHONY: reset
+reset: ## Clear the local pipeline's state: ./.data and devstack's database, together
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build $(GO_BUILD_FLAGS) -o $(BIN)/ ./tools/devstack
+	./$(BIN)/devstack reset
 
 .PHONY: lint
 lint: ## gofmt (must list nothing) and go vet in every module
@@ -83,7 +89,7 @@ compose-check: ## Validate docker-compose.yml, the Dockerfile and deploy/ with w
 	fi
 
 .PHONY: clean
-clean: ## Remove ./bin (./.data, the local stack's state, stays)
+clean: ## Remove ./bin (./.data, the local stack's state, stays: make reset clears it)
 	rm -rf $(BIN)
 
 .PHONY: torture
