@@ -53,6 +53,9 @@ type Server struct {
 // initdb, or PG_BINDIR when set, or the directory of an initdb on PATH.
 func BinDir() (string, error) {
 	if d := os.Getenv("PG_BINDIR"); d != "" {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err != nil {
+			return "", fmt.Errorf("%w: PG_BINDIR=%s holds no initdb", ErrNoBinaries, d)
+		}
 		return d, nil
 	}
 	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")

@@ -88,21 +88,31 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	cfg.Out = stdout
 	if reset {
 		if err := Reset(ctx, cfg); err != nil {
-			fmt.Fprintf(stderr, "devstack: reset: %v\n", strings.TrimPrefix(err.Error(), "stack: "))
+			fmt.Fprintf(stderr, "devstack: reset: %s\n", message(err))
 			return 1
 		}
 		return 0
 	}
 	st, err := New(cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "devstack: %v\n", err)
+		fmt.Fprintf(stderr, "devstack: %s\n", message(err))
 		return 2
 	}
 	if err := st.Run(ctx); err != nil {
-		fmt.Fprintf(stderr, "devstack: %v\n", err)
+		fmt.Fprintf(stderr, "devstack: %s\n", message(err))
 		return 1
 	}
 	return 0
+}
+
+// message is err's text for the user, without the package's "stack: "
+// prefix on each line.
+func message(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, "stack: ")
+	}
+	return strings.Join(lines, "\n")
 }
 
 // configFromEnv is the one place devstack reads its environment.

@@ -87,7 +87,7 @@ func TestBadDatabaseURL(t *testing.T) {
 				"DEVSTACK_DATA_DIR=" + t.TempDir(), "DEVSTACK_BIN_DIR=" + fakeBin(t, graceful, graceful),
 			}
 			code, stdout, stderr := runMain(t, env)
-			if code != 1 || !strings.Contains(stderr, "devstack: stack: DATABASE_URL "+redact(tc.url)) || !strings.Contains(stderr, tc.want) {
+			if code != 1 || !strings.Contains(stderr, "devstack: DATABASE_URL "+redact(tc.url)) || !strings.Contains(stderr, tc.want) {
 				t.Errorf("exit %d, stderr %q; want 1 and DATABASE_URL's problem (%q)", code, stderr, tc.want)
 			}
 			if strings.Contains(stdout, "started") || strings.Contains(stdout, "NATS with JetStream") {

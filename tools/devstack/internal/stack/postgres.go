@@ -75,7 +75,8 @@ func (s *Stack) openDatabase(ctx context.Context, st *state) (*database, error) 
 	}
 	pg, err := pgserver.Start(ctx, pgserver.Config{Dir: dir, Port: port})
 	if errors.Is(err, pgserver.ErrNoBinaries) {
-		return nil, fmt.Errorf("stack: DATABASE_URL is not set, nothing listens on %s, and there is no Postgres server here to run one: %s; or set DATABASE_URL to a Postgres of yours", s.cfg.PostgresAddr, pgserver.InstallHint)
+		return nil, fmt.Errorf("stack: DATABASE_URL is not set, nothing listens on %s, and there is no Postgres server here to run one (%w): %s; or set DATABASE_URL to a Postgres of yours",
+			s.cfg.PostgresAddr, err, pgserver.InstallHint)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stack: devstack's own Postgres: %w", err)

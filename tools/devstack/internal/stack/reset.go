@@ -60,6 +60,6 @@ func Reset(ctx context.Context, cfg Config) error {
 	if err := os.RemoveAll(cfg.DataDir); err != nil {
 		return fmt.Errorf("stack: %w", err)
 	}
-	out.printf("devstack", "removed %s (JetStream store, blobs, devstack's own Postgres)", cfg.DataDir)
+	out.printf("devstack", "removed %s", cfg.DataDir)
 	return nil
 }

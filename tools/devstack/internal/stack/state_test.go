@@ -229,3 +229,23 @@ func mustPort(t *testing.T, u *url.URL) int {
 	}
 	return p
 }
+
+// Without DATABASE_URL, a Postgres on the Postgres address or server
+// binaries to run one, the stack says how to get them, and stops.
+func TestNoPostgresServer(t *testing.T) {
+	// No t.Parallel: t.Setenv.
+	t.Setenv("PG_BINDIR", t.TempDir())
+	out := &testenv.SyncBuffer{}
+	cfg := fakeConfig(t, fakeBin(t, graceful, graceful), out)
+	cfg.DatabaseURL, cfg.PostgresAddr = "", testenv.FreeAddr(t)
+	r := runStack(t, cfg)
+	err := r.waitExit(t, time.Minute)
+	for _, want := range []string{"nothing listens on " + cfg.PostgresAddr, "holds no initdb", "apt-get install postgresql", "set DATABASE_URL"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Run: got %v, want an error saying %q", err, want)
+		}
+	}
+	if strings.Contains(out.String(), "started") {
+		t.Errorf("the stack started services without a database:\n%s", out.String())
+	}
+}
