@@ -1,6 +1,7 @@
 package buildinfo_test
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,6 +98,19 @@ func TestBinariesAnswerVersion(t *testing.T) {
 		want := regexp.MustCompile(`^` + name + ` \S+, ` + regexp.QuoteMeta(revision) + `.*, go1\.\S+ ` + runtime.GOOS + "/" + runtime.GOARCH + `$`)
 		if !want.MatchString(line) {
 			t.Errorf("%s --version: got %q, want a line matching %s", name, line, want)
+		}
+	}
+
+	// The services take no other argument but -h: one they do not know
+	// stops them, rather than being ignored.
+	for _, name := range []string{"ingest", "blobwriter", "refwriter"} {
+		if out, err := exec.Command(filepath.Join(dir, name), "-h").CombinedOutput(); err != nil || !strings.Contains(string(out), "usage: "+name+" [--version]") {
+			t.Errorf("%s -h: %v, %q; want exit 0 and its usage", name, err, out)
+		}
+		out, err := exec.Command(filepath.Join(dir, name), "--port", "9").CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "unexpected arguments") {
+			t.Errorf("%s --port 9: %v, %q; want exit 2 and unexpected arguments", name, err, out)
 		}
 	}
 }

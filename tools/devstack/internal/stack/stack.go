@@ -165,7 +165,7 @@ type Stack struct {
 	databaseURL string
 	pids        []int
 	apis        []api    // the HTTP APIs of the services started so far
-	metrics     []string // the services' metrics addresses, "name addr"
+	metrics     []string // the services' metrics URLs, "name http://addr"
 }
 
 // api is a service's HTTP API as it was started.
@@ -201,7 +201,7 @@ func New(cfg Config) (*Stack, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	names := []string{"devstack", "nats", "postgres"}
+	names := []string{"devstack", "nats"}
 	for _, svc := range cfg.Services {
 		names = append(names, svc.Name)
 	}
