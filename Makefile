@@ -28,7 +28,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-14s %s\n", $$1, $$2 }'
 
 .PHONY: test
-test: ## go vet and go test -race in every workspace module (the test command)
+test: test-tools ## go vet and go test -race in every workspace module (the test command)
 	@$(modules); failed=""; \
 	for dir in $$mods; do \
 		echo "==> $$dir"; \
@@ -37,6 +37,11 @@ test: ## go vet and go test -race in every workspace module (the test command)
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed" >&2; exit 1; fi; \
 	echo "all modules passed"
 
+.PHONY: test-tools
+test-tools: ## Build what the tests run besides Go and Postgres (MinIO, NATS CLI, nats-server) into ~/.cache/blobref
+	@echo "==> test tools (MinIO, the NATS CLI, nats-server): built once, then cached"
+	@$(GO) run ./internal/cmd/testtools
+
 .PHONY: build
 build: ## Static binaries into ./bin: the services, devstack and blobrefctl
 	@mkdir -p $(BIN)
@@ -44,8 +49,14 @@ build: ## Static binaries into ./bin: the services, devstack and blobrefctl
 	CGO_ENABLED=0 $(GO) build $(GO_BUILD_FLAGS) -o $(BIN)/ ./tools/blobrefctl
 
 .PHONY: run
-run: build ## Run the whole pipeline locally (embedded NATS, local Postgres, ./.data)
+run: build ## Run the whole pipeline locally (embedded NATS, local or its own Postgres, ./.data; docs/devstack.md)
 	./$(BIN)/devstack
+
+.PHONY: reset
+reset: ## Clear the local pipeline's state: ./.data and devstack's database, together
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build $(GO_BUILD_FLAGS) -o $(BIN)/ ./tools/devstack
+	./$(BIN)/devstack reset
 
 .PHONY: lint
 lint: ## gofmt (must list nothing) and go vet in every module
@@ -78,7 +89,7 @@ compose-check: ## Validate docker-compose.yml, the Dockerfile and deploy/ with w
 	fi
 
 .PHONY: clean
-clean: ## Remove ./bin (./.data, the local stack's state, stays)
+clean: ## Remove ./bin (./.data, the local stack's state, stays: make reset clears it)
 	rm -rf $(BIN)
 
 .PHONY: torture

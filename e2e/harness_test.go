@@ -146,9 +146,7 @@ func (p *pipeline) start(name string, extra ...string) *proc {
 	}()
 	p.t.Cleanup(func() {
 		pr.stop(p.t)
-		if p.t.Failed() {
-			p.t.Logf("--- %s (pid %d) log:\n%s", name, cmd.Process.Pid, pr.output())
-		}
+		testenv.ShowLog(p.t, fmt.Sprintf("%s (pid %d)", name, cmd.Process.Pid), pr.output())
 	})
 	pr.awaitReady(p.t)
 	return pr
@@ -168,7 +166,7 @@ func (pr *proc) awaitReady(t *testing.T) {
 	for time.Now().Before(deadline) {
 		select {
 		case <-pr.done:
-			t.Fatalf("%s exited while starting (%v):\n%s", pr.name, pr.err, pr.output())
+			t.Fatalf("%s exited while starting (%v); its log follows", pr.name, pr.err)
 		default:
 		}
 		resp, err := http.Get("http://" + pr.metricsAddr + "/readyz")
@@ -180,7 +178,7 @@ func (pr *proc) awaitReady(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("%s not ready after 60s:\n%s", pr.name, pr.output())
+	t.Fatalf("%s not ready after 60s; its log follows", pr.name)
 }
 
 // stop sends SIGTERM and waits for a clean exit.

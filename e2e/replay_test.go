@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/internal/testtools"
 	"github.com/blobref/blobref/pkg/events"
 )
 
@@ -35,7 +36,7 @@ import (
 const recipeSection = "## Operating with the NATS CLI"
 
 // recipeNATSVersion is the NATS CLI the recipes are written for.
-const recipeNATSVersion = "v0.5.0"
+const recipeNATSVersion = testtools.NATSCLIVersion
 
 // recipe is one ```sh block of the section, under its ### heading.
 type recipe struct {
@@ -145,15 +146,15 @@ var (
 	recipeToolsErr  error
 )
 
-// recipeTools builds blobrefctl (once) and finds the NATS CLI, and returns
-// the PATH the recipes run with.
+// recipeTools builds blobrefctl (once) and finds the NATS CLI (make
+// test-tools installs it; see testtools.NATSCLI), and returns the PATH the
+// recipes run with: both first.
 func recipeTools(t *testing.T) string {
 	t.Helper()
 	recipeToolsOnce.Do(func() {
-		nats, err := exec.LookPath("nats")
+		nats, err := testtools.NATSCLI()
 		if err != nil {
-			recipeToolsErr = fmt.Errorf("the README's NATS CLI recipes need the nats binary, which is not on PATH: "+
-				"go install github.com/nats-io/natscli/nats@%s and put $(go env GOPATH)/bin on PATH (.ci/run does both)", recipeNATSVersion)
+			recipeToolsErr = fmt.Errorf("the README's NATS CLI recipes need the NATS CLI: %w", err)
 			return
 		}
 		if out, err := exec.Command(nats, "--version").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != recipeNATSVersion {
@@ -166,7 +167,12 @@ func recipeTools(t *testing.T) string {
 			recipeToolsErr = err
 			return
 		}
-		recipePath = dir + string(os.PathListSeparator) + filepath.Dir(nats) + string(os.PathListSeparator) + os.Getenv("PATH")
+		// The recipes call it nats, wherever it is and whatever its name.
+		if err := os.Symlink(nats, filepath.Join(dir, "nats")); err != nil {
+			recipeToolsErr = err
+			return
+		}
+		recipePath = dir + string(os.PathListSeparator) + os.Getenv("PATH")
 	})
 	if recipeToolsErr != nil {
 		t.Fatal(recipeToolsErr)

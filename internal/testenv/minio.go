@@ -12,22 +12,13 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/blobref/blobref/internal/testtools"
 )
-
-// MinIOEnv names the environment variable holding the path of the MinIO
-// server binary the S3 tests run. .ci/run builds the binary (step "MinIO
-// server") into the user cache directory and exports this variable; without
-// it, StartMinIO looks in that cache directory, then on PATH.
-const MinIOEnv = "BLOBREF_MINIO"
-
-// minioCacheName is where .ci/run leaves the binary under the user cache
-// directory (a link to the pinned version's binary beside it).
-const minioCacheName = "blobref/minio"
 
 // MinIO is an S3-compatible server on a loopback port, owned by one test,
 // with one bucket created.
@@ -46,10 +37,11 @@ type MinIO struct {
 
 // StartMinIO starts a MinIO server with its data in a temporary directory,
 // waits until it is live and creates bucket; the test's cleanup stops it.
-// A test that cannot find or start the binary fails: it never skips.
+// The binary is testtools.MinIO's (make test-tools builds it). A test that
+// cannot find or start it fails: it never skips.
 func StartMinIO(t testing.TB, bucket string) *MinIO {
 	t.Helper()
-	bin, err := minioBinary()
+	bin, err := testtools.MinIO()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,9 +72,7 @@ func StartMinIO(t testing.TB, bucket string) *MinIO {
 	go func() { _ = m.cmd.Wait(); close(m.done) }()
 	t.Cleanup(func() {
 		m.stop()
-		if t.Failed() {
-			t.Logf("--- minio (pid %d) log:\n%s", m.cmd.Process.Pid, m.log.String())
-		}
+		ShowLog(t, fmt.Sprintf("minio (pid %d)", m.cmd.Process.Pid), m.log.String())
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -102,29 +92,6 @@ func StartMinIO(t testing.TB, bucket string) *MinIO {
 		}
 		sleepCtx(ctx, 100*time.Millisecond)
 	}
-}
-
-// minioBinary finds the server binary: $BLOBREF_MINIO, the copy .ci/run
-// caches, or minio on PATH.
-func minioBinary() (string, error) {
-	if p := os.Getenv(MinIOEnv); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("%s=%s: %w (.ci/run's \"MinIO server\" step builds it)", MinIOEnv, p, err)
-		}
-		return p, nil
-	}
-	cached := "~/.cache/" + minioCacheName
-	if dir, err := os.UserCacheDir(); err == nil {
-		cached = filepath.Join(dir, minioCacheName)
-		if _, err := os.Stat(cached); err == nil {
-			return cached, nil
-		}
-	}
-	if p, err := exec.LookPath("minio"); err == nil {
-		return p, nil
-	}
-	return "", fmt.Errorf("no MinIO server binary for the S3 tests: run .ci/run once (its \"MinIO server\" step builds "+
-		"it with go install into %s and exports %s), or set %s to a minio binary", cached, MinIOEnv, MinIOEnv)
 }
 
 // BlobURL is the gocloud.dev URL of the bucket, for BLOB_URL.

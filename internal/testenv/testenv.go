@@ -50,7 +50,8 @@ jetstream {
 `
 
 // StartNATS starts a JetStream server for the test; the test's cleanup
-// stops it and, if the test failed, shows the end of its log.
+// stops it and, if the test failed, shows its warnings and errors
+// (ShowLog).
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
 	dir := t.TempDir()
@@ -66,9 +67,7 @@ func StartNATS(t testing.TB) *NATS {
 	n.srv = srv
 	t.Cleanup(func() {
 		srv.Stop()
-		if t.Failed() {
-			t.Logf("nats-server's log ends:\n%s", srv.Tail(30))
-		}
+		ShowLog(t, "nats-server", srv.Log())
 	})
 	return n
 }

@@ -7,10 +7,12 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -34,19 +36,22 @@ func TestPipeline(t *testing.T) {
 		}
 	}
 	blobDir := filepath.Join(t.TempDir(), "blobs")
+	// blobwriter's metrics port is taken, as by a node_exporter on 9100: it
+	// gets a free one.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
 	out := &testenv.SyncBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("stack output:\n%s", out.String())
-		}
-	})
+	t.Cleanup(func() { testenv.ShowLog(t, "stack", out.String()) })
 	r := runStack(t, Config{
-		StoreDir:    t.TempDir(),
+		DataDir:     t.TempDir(),
 		DatabaseURL: dbURL,
 		BlobURL:     (&url.URL{Scheme: "file", Path: blobDir, RawQuery: "create_dir=true"}).String(),
 		BinDir:      bin,
 		Services: []Service{
-			{Name: "blobwriter", MetricsAddr: testenv.FreeAddr(t)},
+			{Name: "blobwriter", MetricsAddr: taken.Addr().String()},
 			{Name: "refwriter", MetricsAddr: testenv.FreeAddr(t)},
 			{Name: "ingest", MetricsAddr: testenv.FreeAddr(t), HTTPAddr: "127.0.0.1:0", Env: ingest.Env},
 		},
@@ -57,6 +62,15 @@ func TestPipeline(t *testing.T) {
 	})
 	r.waitReady(t, 3*time.Minute)
 	natsURL := r.st.NATSURL()
+	fallback := regexp.MustCompile(`port \d+ is taken; blobwriter's metrics listens on (127\.0\.0\.1:\d+) instead`).FindStringSubmatch(out.String())
+	if fallback == nil {
+		t.Fatalf("the output does not say where blobwriter's metrics went instead of the taken %s", taken.Addr())
+	}
+	for _, want := range []string{"blobwriter is ready (http://" + fallback[1] + "/readyz)", "metrics (/metrics, /healthz, /readyz): blobwriter http://" + fallback[1]} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
 
 	// The curl command devstack printed, run as printed.
 	var command string

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -16,11 +17,12 @@ import (
 
 // child is one running service process.
 type child struct {
-	name string
-	cmd  *exec.Cmd
-	out  *lineWriter
-	done chan struct{} // closed once the process has exited and its output is flushed
-	err  error         // the exit error; read only after done is closed
+	name        string
+	metricsAddr string // its METRICS_ADDR
+	cmd         *exec.Cmd
+	out         *lineWriter
+	done        chan struct{} // closed once the process has exited and its output is flushed
+	err         error         // the exit error; read only after done is closed
 
 	// Owned by the goroutine running Stack.Run.
 	killed   bool
@@ -30,16 +32,19 @@ type child struct {
 // start starts svc; its exit is sent on exited (buffered for every service).
 func (s *Stack) start(svc Service, exited chan<- *child) (*child, error) {
 	cmd := exec.Command(filepath.Join(s.cfg.BinDir, svc.Name))
+	metricsAddr, err := s.listenAddr(svc.Name, "metrics", svc.MetricsAddr, false)
+	if err != nil {
+		return nil, err
+	}
 	set := map[string]string{
 		"NATS_URL":     s.NATSURL(),
-		"DATABASE_URL": s.cfg.DatabaseURL,
+		"DATABASE_URL": s.DatabaseURL(),
 		"BLOB_URL":     s.cfg.BlobURL,
-		"METRICS_ADDR": svc.MetricsAddr,
+		"METRICS_ADDR": metricsAddr,
 	}
 	httpAddr := ""
 	if svc.HTTPAddr != "" {
-		var err error
-		if httpAddr, err = s.httpAddr(svc); err != nil {
+		if httpAddr, err = s.listenAddr(svc.Name, "API", svc.HTTPAddr, true); err != nil {
 			return nil, err
 		}
 		set["HTTP_ADDR"] = httpAddr
@@ -50,7 +55,7 @@ func (s *Stack) start(svc Service, exited chan<- *child) (*child, error) {
 	}
 	defaults["LOG_FORMAT"] = "text"
 	cmd.Env = childEnv(s.cfg.Env, set, defaults)
-	c := &child{name: svc.Name, cmd: cmd, out: s.out.writer(svc.Name), done: make(chan struct{})}
+	c := &child{name: svc.Name, metricsAddr: metricsAddr, cmd: cmd, out: s.out.writer(svc.Name), done: make(chan struct{})}
 	// One writer for both streams: exec then uses a single pipe, so the
 	// service's lines keep their order.
 	cmd.Stdout, cmd.Stderr = c.out, c.out
@@ -61,14 +66,17 @@ func (s *Stack) start(svc Service, exited chan<- *child) (*child, error) {
 	}
 	s.mu.Lock()
 	s.pids = append(s.pids, cmd.Process.Pid)
+	if _, port, _ := net.SplitHostPort(metricsAddr); port != "0" {
+		s.metrics = append(s.metrics, svc.Name+" http://"+dialAddr(metricsAddr))
+	}
 	if httpAddr != "" {
 		s.apis = append(s.apis, api{service: svc.Name, url: "http://" + dialAddr(httpAddr), env: cmd.Env})
 	}
 	s.mu.Unlock()
 	if httpAddr != "" {
-		s.out.printf("devstack", "started %s (pid %d, METRICS_ADDR %s, HTTP_ADDR %s)", svc.Name, cmd.Process.Pid, svc.MetricsAddr, httpAddr)
+		s.out.printf("devstack", "started %s (pid %d, METRICS_ADDR %s, HTTP_ADDR %s)", svc.Name, cmd.Process.Pid, metricsAddr, httpAddr)
 	} else {
-		s.out.printf("devstack", "started %s (pid %d, METRICS_ADDR %s)", svc.Name, cmd.Process.Pid, svc.MetricsAddr)
+		s.out.printf("devstack", "started %s (pid %d, METRICS_ADDR %s)", svc.Name, cmd.Process.Pid, metricsAddr)
 	}
 	go func() {
 		c.err = cmd.Wait()

@@ -26,12 +26,12 @@ import (
 func TestRestartResumesUnfinishedWork(t *testing.T) {
 	bin := testenv.BuildServices(t, "blobwriter", "refwriter", "ingest")
 	dbURL := freshSchema(t)
-	storeDir := t.TempDir()
+	dataDir := t.TempDir()
 	blobDir := filepath.Join(t.TempDir(), "blobs")
 	blobURL := (&url.URL{Scheme: "file", Path: blobDir, RawQuery: "create_dir=true"}).String()
 	config := func(refEnv map[string]string, out *testenv.SyncBuffer) Config {
 		return Config{
-			StoreDir: storeDir, DatabaseURL: dbURL, BlobURL: blobURL, BinDir: bin,
+			DataDir: dataDir, DatabaseURL: dbURL, BlobURL: blobURL, BinDir: bin,
 			Services: []Service{
 				{Name: "blobwriter", MetricsAddr: testenv.FreeAddr(t)},
 				{Name: "refwriter", MetricsAddr: testenv.FreeAddr(t), Env: refEnv},
@@ -41,11 +41,7 @@ func TestRestartResumesUnfinishedWork(t *testing.T) {
 		}
 	}
 	out := &testenv.SyncBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("stack output:\n%s", out.String())
-		}
-	})
+	t.Cleanup(func() { testenv.ShowLog(t, "stack", out.String()) })
 
 	// First run: the reference step fails every time.
 	r := runStack(t, config(map[string]string{

@@ -1,6 +1,7 @@
 // Package stack runs blobref's whole pipeline on one machine: an embedded
 // JetStream server and the service binaries as child processes, against a
-// local Postgres and a file:// bucket. It is what `make run` starts.
+// local Postgres (the machine's, or a private one it runs) and a file://
+// bucket. It is what `make run` starts; docs/devstack.md is its manual.
 package stack
 
 import (
@@ -64,19 +65,32 @@ func DefaultServices() []Service {
 
 // Config says what the stack runs and where.
 type Config struct {
+	// DataDir holds what the stack keeps across runs: what it remembers
+	// (devstack.json), its lock, and its own Postgres's cluster
+	// (DataDir/postgres). A second stack on the same DataDir stops at once.
+	DataDir string
 	// NATSHost and NATSPort are where the JetStream server listens; port 0
 	// picks a free one.
 	NATSHost string
 	NATSPort int
 	// NATSPortFallback makes a taken NATSPort fall back to a free port
-	// (said in the output) instead of failing.
+	// (said in the output) instead of failing. The port NATS got is
+	// remembered in DataDir and tried first the next time, so that the
+	// NATS_URL a user exported stays right.
 	NATSPortFallback bool
-	// StoreDir is the JetStream store directory.
+	// StoreDir is the JetStream store directory (default DataDir/nats).
 	StoreDir string
-	// DatabaseURL and BlobURL are passed to the services as DATABASE_URL and
-	// BLOB_URL.
+	// DatabaseURL is the services' DATABASE_URL when the user sets one.
+	// Empty: the stack uses a database of its own, Database, on the Postgres
+	// at PostgresAddr when something listens there, or else on a private
+	// Postgres it runs from the machine's binaries (see openDatabase).
 	DatabaseURL string
-	BlobURL     string
+	// PostgresAddr is the machine's Postgres (DefaultPostgresAddr).
+	PostgresAddr string
+	// Database is the name of the stack's own database (DefaultDatabase).
+	Database string
+	// BlobURL is passed to the services as BLOB_URL.
+	BlobURL string
 	// BinDir holds the service binaries.
 	BinDir   string
 	Services []Service
@@ -112,11 +126,14 @@ func (c *Config) validate() error {
 	if c.NATSPort < 0 || c.NATSPort > 65535 {
 		errs = append(errs, fmt.Errorf("stack: NATS port %d is out of range", c.NATSPort))
 	}
-	if c.StoreDir == "" {
-		errs = append(errs, errors.New("stack: a JetStream store directory is required"))
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("stack: a data directory is required"))
 	}
-	if c.DatabaseURL == "" || c.BlobURL == "" {
-		errs = append(errs, errors.New("stack: DATABASE_URL and BLOB_URL are required"))
+	if c.BlobURL == "" {
+		errs = append(errs, errors.New("stack: BLOB_URL is required"))
+	}
+	if _, _, err := net.SplitHostPort(c.PostgresAddr); c.DatabaseURL == "" && err != nil {
+		errs = append(errs, fmt.Errorf("stack: Postgres address %q is not host:port", c.PostgresAddr))
 	}
 	if len(c.Services) == 0 {
 		errs = append(errs, errors.New("stack: no services to run"))
@@ -143,10 +160,12 @@ type Stack struct {
 	out   *output
 	ready chan struct{}
 
-	mu      sync.Mutex
-	natsURL string
-	pids    []int
-	apis    []api // the HTTP APIs of the services started so far
+	mu          sync.Mutex
+	natsURL     string
+	databaseURL string
+	pids        []int
+	apis        []api    // the HTTP APIs of the services started so far
+	metrics     []string // the services' metrics URLs, "name http://addr"
 }
 
 // api is a service's HTTP API as it was started.
@@ -160,6 +179,15 @@ type api struct {
 func New(cfg Config) (*Stack, error) {
 	if cfg.NATSHost == "" {
 		cfg.NATSHost = "127.0.0.1"
+	}
+	if cfg.StoreDir == "" && cfg.DataDir != "" {
+		cfg.StoreDir = filepath.Join(cfg.DataDir, "nats")
+	}
+	if cfg.PostgresAddr == "" {
+		cfg.PostgresAddr = DefaultPostgresAddr
+	}
+	if cfg.Database == "" {
+		cfg.Database = DefaultDatabase
 	}
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 30 * time.Second
@@ -190,6 +218,14 @@ func (s *Stack) NATSURL() string {
 	return s.natsURL
 }
 
+// DatabaseURL is the services' DATABASE_URL; it is set once Postgres is
+// there.
+func (s *Stack) DatabaseURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.databaseURL
+}
+
 // HTTPURL is the base URL of service name's HTTP API (HTTP_ADDR), once it
 // has started; "" if it has none.
 func (s *Stack) HTTPURL(name string) string {
@@ -210,12 +246,40 @@ func (s *Stack) PIDs() []int {
 	return slices.Clone(s.pids)
 }
 
-// Run starts NATS and the services and runs them until ctx is done or a
-// service exits by itself. Then it stops the services (SIGTERM, and SIGKILL
-// after StopTimeout) and shuts NATS down. It returns nil after a stop asked
-// for through ctx with every service exiting cleanly.
+// Run takes the data directory, finds or starts Postgres, starts NATS and
+// the services and runs them until ctx is done or a service exits by
+// itself. Then it stops the services (SIGTERM, and SIGKILL after
+// StopTimeout), shuts NATS down and stops its own Postgres. It returns nil
+// after a stop asked for through ctx with every service exiting cleanly.
 func (s *Stack) Run(ctx context.Context) (err error) {
-	ns, err := s.startNATS()
+	unlock, err := lockDataDir(s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := loadState(s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	db, err := s.openDatabase(ctx, &st)
+	if err != nil {
+		return err
+	}
+	if db.stop != nil {
+		defer func() {
+			if serr := db.stop(); serr != nil {
+				err = errors.Join(err, fmt.Errorf("stack: stop Postgres: %w", serr))
+				return
+			}
+			s.out.printf("devstack", "Postgres stopped")
+		}()
+	}
+	s.mu.Lock()
+	s.databaseURL = db.url
+	s.mu.Unlock()
+	s.out.printf("devstack", "Postgres: %s", db.what)
+
+	ns, err := s.startNATS(&st)
 	if err != nil {
 		return err
 	}
@@ -223,6 +287,9 @@ func (s *Stack) Run(ctx context.Context) (err error) {
 		ns.Stop()
 		s.out.printf("devstack", "NATS stopped")
 	}()
+	if err := st.save(s.cfg.DataDir); err != nil {
+		return err
+	}
 
 	exited := make(chan *child, len(s.cfg.Services))
 	var children []*child
@@ -235,7 +302,7 @@ func (s *Stack) Run(ctx context.Context) (err error) {
 		children = append(children, c)
 	}
 
-	if err := s.waitReady(ctx, exited); err != nil {
+	if err := s.waitReady(ctx, children, exited); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
@@ -254,17 +321,33 @@ func (s *Stack) Run(ctx context.Context) (err error) {
 	}
 }
 
-// startNATS starts the JetStream server.
-func (s *Stack) startNATS() (jetStreamServer, error) {
+// startNATS starts the JetStream server on the configured port or, with
+// fallback, on the port remembered in st, else the configured one, else a
+// free one; st then remembers the port it got.
+func (s *Stack) startNATS(st *state) (jetStreamServer, error) {
 	port := s.cfg.NATSPort
-	if port == 0 {
+	switch {
+	case port == 0:
 		port = server.RANDOM_PORT
-	} else if err := portFree(s.cfg.NATSHost, port); err != nil {
-		if !s.cfg.NATSPortFallback {
+	case !s.cfg.NATSPortFallback:
+		if err := portFree(s.cfg.NATSHost, port); err != nil {
 			return nil, fmt.Errorf("stack: NATS port %d: %w", port, err)
 		}
-		s.out.printf("devstack", "port %d is taken; NATS listens on a free port instead", port)
+	default:
+		candidates := []int{port}
+		if st.NATSPort != 0 && st.NATSPort != port {
+			candidates = []int{st.NATSPort, port}
+		}
 		port = server.RANDOM_PORT
+		for _, p := range candidates {
+			if portFree(s.cfg.NATSHost, p) == nil {
+				port = p
+				break
+			}
+		}
+		if port == server.RANDOM_PORT {
+			s.out.printf("devstack", "%s; NATS listens on a free port instead", takenPorts(candidates))
+		}
 	}
 	if err := os.MkdirAll(s.cfg.StoreDir, 0o755); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
@@ -277,11 +360,32 @@ func (s *Stack) startNATS() (jetStreamServer, error) {
 	if err != nil {
 		return nil, err
 	}
+	if u, err := url.Parse(ns.ClientURL()); err == nil && s.cfg.NATSPortFallback {
+		if p, err := strconv.Atoi(u.Port()); err == nil {
+			if st.NATSPort != 0 && st.NATSPort != p {
+				s.out.printf("devstack", "NATS moved from port %d to %d: export NATS_URL again (below)", st.NATSPort, p)
+			}
+			st.NATSPort = p
+		}
+	}
 	s.mu.Lock()
 	s.natsURL = ns.ClientURL()
 	s.mu.Unlock()
 	s.out.printf("devstack", "NATS with JetStream on %s (store %s)", ns.ClientURL(), s.cfg.StoreDir)
 	return ns, nil
+}
+
+// takenPorts says that ports are taken: "port 4222 is taken" or "ports
+// 4333 and 4222 are taken".
+func takenPorts(ports []int) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(p)
+	}
+	if len(s) == 1 {
+		return "port " + s[0] + " is taken"
+	}
+	return "ports " + strings.Join(s, " and ") + " are taken"
 }
 
 // embeddedNATS starts the JetStream server inside devstack.
@@ -317,34 +421,39 @@ func (e embedded) Stop() {
 	e.WaitForShutdown()
 }
 
-// httpAddr is the HTTP_ADDR svc gets: svc.HTTPAddr, or a free port of its
-// host when that port is taken.
-func (s *Stack) httpAddr(svc Service) (string, error) {
-	host, port, err := net.SplitHostPort(svc.HTTPAddr)
+// listenAddr is the address svc gets for what ("API", "metrics"): addr,
+// or a free port of its host when addr's port is taken, said in the
+// output. Port 0 picks a free port when pick0 is set and stays 0
+// otherwise (the service then picks its own).
+func (s *Stack) listenAddr(svc, what, addr string, pick0 bool) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", err
+	}
+	if port == "0" && !pick0 {
+		return addr, nil
 	}
 	if port != "0" {
 		p, err := strconv.Atoi(port)
 		if err != nil {
-			return "", fmt.Errorf("stack: %s: HTTP port %q: %w", svc.Name, port, err)
+			return "", fmt.Errorf("stack: %s: %s port %q: %w", svc, what, port, err)
 		}
 		if portFree(host, p) == nil {
-			return svc.HTTPAddr, nil
+			return addr, nil
 		}
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
-		return "", fmt.Errorf("stack: %s: no free HTTP port: %w", svc.Name, err)
+		return "", fmt.Errorf("stack: %s: no free %s port: %w", svc, what, err)
 	}
-	addr := ln.Addr().String()
+	free := ln.Addr().String()
 	if err := ln.Close(); err != nil {
-		return "", fmt.Errorf("stack: %s: %w", svc.Name, err)
+		return "", fmt.Errorf("stack: %s: %w", svc, err)
 	}
 	if port != "0" {
-		s.out.printf("devstack", "port %s is taken; %s's API listens on %s instead", port, svc.Name, addr)
+		s.out.printf("devstack", "port %s is taken; %s's %s listens on %s instead", port, svc, what, free)
 	}
-	return addr, nil
+	return free, nil
 }
 
 // portFree reports whether host:port can be listened on.
@@ -358,11 +467,11 @@ func portFree(host string, port int) error {
 
 // waitReady polls each service's /readyz until all answer 200, a service
 // exits, ctx is done or ReadyTimeout passes.
-func (s *Stack) waitReady(ctx context.Context, exited <-chan *child) error {
-	var pending []Service
-	for _, svc := range s.cfg.Services {
-		if _, port, _ := net.SplitHostPort(svc.MetricsAddr); port != "0" {
-			pending = append(pending, svc)
+func (s *Stack) waitReady(ctx context.Context, children []*child, exited <-chan *child) error {
+	var pending []*child
+	for _, c := range children {
+		if _, port, _ := net.SplitHostPort(c.metricsAddr); port != "0" {
+			pending = append(pending, c)
 		}
 	}
 	transport := &http.Transport{DisableKeepAlives: true}
@@ -373,9 +482,9 @@ func (s *Stack) waitReady(ctx context.Context, exited <-chan *child) error {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for len(pending) > 0 {
-		pending = slices.DeleteFunc(pending, func(svc Service) bool {
-			if ready(ctx, client, svc.MetricsAddr) {
-				s.out.printf("devstack", "%s is ready (http://%s/readyz)", svc.Name, dialAddr(svc.MetricsAddr))
+		pending = slices.DeleteFunc(pending, func(c *child) bool {
+			if ready(ctx, client, c.metricsAddr) {
+				s.out.printf("devstack", "%s is ready (http://%s/readyz)", c.name, dialAddr(c.metricsAddr))
 				return true
 			}
 			return false
@@ -389,7 +498,7 @@ func (s *Stack) waitReady(ctx context.Context, exited <-chan *child) error {
 		case c := <-exited:
 			return c.unexpected()
 		case <-deadline.C:
-			return fmt.Errorf("stack: %s not ready after %s", pending[0].Name, s.cfg.ReadyTimeout)
+			return fmt.Errorf("stack: %s not ready after %s", pending[0].name, s.cfg.ReadyTimeout)
 		case <-tick.C:
 		}
 	}
@@ -427,10 +536,15 @@ func (s *Stack) announce() {
 		flag = " -s " + natsURL
 	}
 	demo := DemoUpload("demo1", time.Now())
-	s.out.printf("devstack", "ready: NATS %s, DATABASE_URL %s, BLOB_URL %s", natsURL, redact(s.cfg.DatabaseURL), redact(s.cfg.BlobURL))
+	s.out.printf("devstack", "ready: NATS %s, DATABASE_URL %s, BLOB_URL %s", natsURL, redact(s.DatabaseURL()), redact(s.cfg.BlobURL))
 	s.mu.Lock()
-	apis := slices.Clone(s.apis)
+	apis, metrics := slices.Clone(s.apis), slices.Clone(s.metrics)
 	s.mu.Unlock()
+	if len(metrics) > 0 {
+		s.out.printf("devstack", "metrics (/metrics, /healthz, /readyz): %s", strings.Join(metrics, ", "))
+	}
+	s.out.printf("devstack", "for the NATS CLI and blobrefctl in another shell:")
+	s.out.printf("devstack", "  export NATS_URL=%s", natsURL)
 	nats := "send a first upload with the NATS CLI:"
 	for _, a := range apis {
 		if a.service != "ingest" {

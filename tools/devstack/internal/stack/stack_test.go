@@ -25,7 +25,7 @@ import (
 const (
 	graceful = `#!/bin/sh
 trap 'echo "got SIGTERM"; exit 0' TERM
-echo "started NATS_URL=$NATS_URL LOG_FORMAT=$LOG_FORMAT METRICS_ADDR=$METRICS_ADDR"
+echo "started NATS_URL=$NATS_URL LOG_FORMAT=$LOG_FORMAT METRICS_ADDR=$METRICS_ADDR DATABASE_URL=$DATABASE_URL"
 while :; do sleep 0.05; done
 `
 	crashing = `#!/bin/sh
@@ -55,12 +55,15 @@ func fakeBin(t *testing.T, blobwriter, refwriter string) string {
 	return dir
 }
 
+// fakeConfig runs the fake services in bin on a free NATS port, with a
+// schema of the test database as DATABASE_URL (which devstack checks, and
+// the fake services do not use).
 func fakeConfig(t *testing.T, bin string, out *testenv.SyncBuffer) Config {
 	t.Helper()
 	return Config{
 		NATSPort:    0,
-		StoreDir:    t.TempDir(),
-		DatabaseURL: "postgres://unused",
+		DataDir:     t.TempDir(),
+		DatabaseURL: freshSchema(t),
 		BlobURL:     "mem://",
 		BinDir:      bin,
 		Services: []Service{

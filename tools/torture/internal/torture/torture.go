@@ -44,12 +44,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/internal/natsproc"
+	"github.com/blobref/blobref/internal/pgserver"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/tools/torture/internal/blobwatch"
 	"github.com/blobref/blobref/tools/torture/internal/broker"
 	"github.com/blobref/blobref/tools/torture/internal/checker"
-	"github.com/blobref/blobref/tools/torture/internal/pgserver"
 )
 
 // Config is one run.
@@ -186,7 +186,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	}
 
 	logf("starting private postgres")
-	pg, err := pgserver.Start(ctx)
+	pg, err := pgserver.Start(ctx, pgserver.Config{})
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +227,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 
 	common := []string{
 		"NATS_URL=" + br.URLs(),
-		"DATABASE_URL=" + pg.URL(),
+		"DATABASE_URL=" + pg.URL(""),
 		"BLOB_URL=file://" + bucketDir,
 		fmt.Sprintf("STREAM_REPLICAS=%d", replicas),
 		"LOG_LEVEL=info", "LOG_FORMAT=text",
@@ -246,7 +246,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		return nil, err
 	}
 
-	db, err := pgxpool.New(ctx, pg.URL())
+	db, err := pgxpool.New(ctx, pg.URL(""))
 	if err != nil {
 		return nil, err
 	}
