@@ -101,7 +101,7 @@ func (p *s3Pipeline) objects(ids []string) map[string]string {
 func (p *s3Pipeline) writes() (int, bool) {
 	p.t.Helper()
 	n := 0.0
-	for _, api := range []string{"putobject", "completemultipartupload"} {
+	for _, api := range []string{"PutObject", "CompleteMultipartUpload"} {
 		total, failed := p.minio.Requests(p.t, api)
 		n += total - failed
 	}
