@@ -20,7 +20,8 @@ type azurePipeline struct {
 
 func newAzurePipeline(t *testing.T) *azurePipeline {
 	t.Helper()
-	return &azurePipeline{pipeline: newPipeline(t), az: testenv.StartAzurite(t, "blobref-e2e")}
+	az := testenv.StartAzurite(t, "blobref-e2e") // first: a failed install says so alone
+	return &azurePipeline{pipeline: newPipeline(t), az: az}
 }
 
 // start runs service name with BLOB_URL aimed at the container.

@@ -19,7 +19,8 @@ type gcsPipeline struct {
 
 func newGCSPipeline(t *testing.T) *gcsPipeline {
 	t.Helper()
-	return &gcsPipeline{pipeline: newPipeline(t), gcs: testenv.StartFakeGCS(t, "blobref-e2e")}
+	gcs := testenv.StartFakeGCS(t, "blobref-e2e") // first: a failed build says so alone
+	return &gcsPipeline{pipeline: newPipeline(t), gcs: gcs}
 }
 
 // start runs service name with BLOB_URL aimed at the bucket.
