@@ -116,13 +116,15 @@ func (m *MinIO) Env() []string {
 	}
 }
 
-// Requests returns how many S3 requests of kind api (e.g. "putobject", as
+// Requests returns how many S3 requests of kind api (e.g. "PutObject", as
 // MinIO's metrics name it) the server answered, and how many of those with
-// an error (4xx or 5xx), from its Prometheus metrics.
+// an error (4xx or 5xx), from its Prometheus metrics: the v3 API request
+// metrics, read at each scrape (v2's node metrics are cached for 10s, so a
+// count read soon after another missed the requests in between).
 func (m *MinIO) Requests(t testing.TB, api string) (total, failed float64) {
 	t.Helper()
-	url, label := m.Endpoint+"/minio/v2/metrics/node", fmt.Sprintf("api=%q", api)
-	return ScrapeCounter(t, url, "minio_s3_requests_total", label), ScrapeCounter(t, url, "minio_s3_requests_errors_total", label)
+	url, label := m.Endpoint+"/minio/metrics/v3/api/requests", fmt.Sprintf("name=%q", api)
+	return ScrapeCounter(t, url, "minio_api_requests_total", label), ScrapeCounter(t, url, "minio_api_requests_errors_total", label)
 }
 
 func (m *MinIO) awaitLive(ctx context.Context) error {
