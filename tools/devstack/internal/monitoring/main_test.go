@@ -1,9 +1,11 @@
 package monitoring
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -36,3 +38,7 @@ var (
 	alertsFile    = filepath.Join("deploy", "monitoring", "alerts.yaml")
 	dashboardFile = filepath.Join("deploy", "monitoring", "dashboard.json")
 )
+
+// httpClient is the tests' client: no connection outlives a request, so no
+// goroutine outlives a test.
+var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Minute}
