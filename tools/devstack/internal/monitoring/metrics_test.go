@@ -95,8 +95,8 @@ func TestMetricsExist(t *testing.T) {
 				t.Errorf("%s: %s: got %q, want a problem containing %q", tc.name, tc.expr, got, tc.want)
 			}
 		}
-		// Every query of the files passes, and the same queries with one
-		// metric misspelled do not.
+		// Each query of the files, which passed above, fails with its first
+		// metric misspelled.
 		for _, q := range queries {
 			sels, _ := selectors(mustParse(t, q.expr))
 			name := sels[0].name
@@ -123,6 +123,7 @@ type pipeline struct {
 // logged.
 func (p *pipeline) showLogs(t *testing.T) bool { return t.Failed() && !p.observed }
 
+// startPipeline starts the pipeline and waits until every service is ready.
 func startPipeline(t *testing.T) *pipeline {
 	t.Helper()
 	bin := testenv.BuildServices(t, "ingest", "blobwriter", "refwriter")
