@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/blobref/blobref/internal/buildinfo"
 	"github.com/blobref/blobref/internal/failpoint"
 )
 
@@ -27,10 +28,16 @@ func NewLogger(c *Config, service string) *slog.Logger {
 // Main runs a service: it loads cfg from the environment, arms failpoints,
 // runs run under a context cancelled by SIGINT or SIGTERM, and exits
 // non-zero when run fails. A service's main is one call to Main.
+//
+// A service takes no arguments but --version, which prints how it was built,
+// and -h, which says where its settings come from.
 func Main[C interface {
 	Validator
 	Common() *Config
 }](name string, cfg C, run func(ctx context.Context, cfg C, log *slog.Logger) error) {
+	if len(os.Args) > 1 {
+		os.Exit(arguments(name, os.Args[1:]))
+	}
 	if err := Load(cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(2)
@@ -52,4 +59,21 @@ func Main[C interface {
 		os.Exit(1)
 	}
 	log.Info("stopped")
+}
+
+// arguments answers a service's command line, which only asks for its
+// version or its usage, and returns the exit status.
+func arguments(name string, args []string) int {
+	switch {
+	case len(args) == 1 && buildinfo.IsVersionFlag(args[0]):
+		fmt.Println(buildinfo.Version(name))
+		return 0
+	case len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help"):
+		fmt.Printf("usage: %s [--version]\n\n%s reads its settings from the environment (NATS_URL, DATABASE_URL,\n"+
+			"BLOB_URL, METRICS_ADDR, ...): see the README's Configuration section.\n", name, name)
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %q: it takes only --version or -h, and reads its settings from the environment\n", name, args)
+		return 2
+	}
 }

@@ -30,10 +30,15 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/blobref/blobref/internal/buildinfo"
 	"github.com/blobref/blobref/tools/devstack/internal/stack"
 )
 
 func main() {
+	if len(os.Args) == 2 && buildinfo.IsVersionFlag(os.Args[1]) {
+		fmt.Println(buildinfo.Version("devstack"))
+		return
+	}
 	cfg, err := configFromEnv()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "devstack: %v\n", err)

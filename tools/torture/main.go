@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/blobref/blobref/internal/buildinfo"
 	"github.com/blobref/blobref/tools/torture/internal/torture"
 )
 
@@ -37,7 +38,12 @@ func main() {
 	flag.IntVar(&cfg.Rate, "rate", 0, "new uploads per second, at most")
 	flag.DurationVar(&cfg.Settle, "settle-timeout", 0, "how long the pipeline may take to settle after the load")
 	flag.StringVar(&cfg.Dir, "keep", "", "keep the run's directory (logs, bucket, stores) at this path")
+	version := flag.Bool("version", false, "print how torture was built and exit")
 	flag.Parse()
+	if *version {
+		fmt.Println(buildinfo.Version("torture"))
+		return
+	}
 
 	profile := short
 	if *long {

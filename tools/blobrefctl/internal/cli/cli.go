@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/buildinfo"
 	"github.com/blobref/blobref/internal/service"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/tools/blobrefctl/internal/republish"
@@ -31,33 +32,74 @@ var Reasons = []string{
 	events.ReasonConflict, events.ReasonDigestMismatch, events.ReasonClaimMissing, events.ReasonRetriesExhausted,
 }
 
+// usage is blobrefctl's own help: the commands, one line each.
 const usage = `blobrefctl publishes blobref's events again, as an operator replays them.
 
 Usage:
   blobrefctl replay --subject S (--since T [--until T] | --last) [--dry-run]
-      Publish the events of UPLOADS on subjects matching S again, oldest
-      first, each with its headers and body and a new Nats-Msg-Id. The steps'
-      markers make only the unfinished steps run.
   blobrefctl dlq list [--reason R] [--subject S]
-      List the dead letters in UPLOADS_DLQ.
   blobrefctl dlq redrive [--reason R] [--subject S] [--dry-run]
-      Publish each dead letter's original message again to its original
-      subject (headers but Blobref-Dead-*, a new Nats-Msg-Id), then delete the
-      dead letter once UPLOADS has acked the publish.
+  blobrefctl help [command]     this help, or a command's (as: blobrefctl <command> -h)
+  blobrefctl --version
 
-T is an RFC 3339 time (2025-06-01T12:00:00Z) or a duration ago (90m, 2h).
-S is a subject filter of UPLOADS, e.g. uploads.requested.> or
-uploads.requested.<id>; for dlq, the subject the dead message came from.
-R is one of ` + "%s" + `.
+Commands:
+  replay       publish stored events of UPLOADS again, with new Nats-Msg-Ids
+  dlq list     list the dead letters in UPLOADS_DLQ
+  dlq redrive  publish dead letters again to their original subjects
 
-blobrefctl reads NATS_URL (default nats://127.0.0.1:4222), NATS_CREDS,
+` + connection
+
+// connection says how blobrefctl reaches NATS; every help text ends with it.
+const connection = `blobrefctl reads NATS_URL (default nats://127.0.0.1:4222), NATS_CREDS,
 NATS_NKEY, NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CA, NATS_CERT, NATS_KEY
 and NATS_TLS_FIRST, as the services do.
 `
 
+// commandSpec is one command: its synopsis, what it does and its flags.
+type commandSpec struct {
+	name     string // "replay", "dlq list" or "dlq redrive"
+	synopsis string
+	about    string
+}
+
+var commands = []commandSpec{
+	{
+		name:     "replay",
+		synopsis: "blobrefctl replay --subject S (--since T [--until T] | --last) [--dry-run]",
+		about: `Publish the events of UPLOADS on subjects matching S again, oldest first,
+each with its headers and body and a new Nats-Msg-Id. The steps' markers make
+only the unfinished steps run.
+
+S is a subject filter of UPLOADS, e.g. uploads.requested.> or
+uploads.requested.<id>. T is an RFC 3339 time (2025-06-01T12:00:00Z) or a
+duration ago (90m, 2h).`,
+	},
+	{
+		name:     "dlq list",
+		synopsis: "blobrefctl dlq list [--reason R] [--subject S]",
+		about: `List the dead letters in UPLOADS_DLQ, one line each: sequence, time, reason,
+step, deliveries, subject and error.
+
+S filters the subjects the dead messages came from, e.g. uploads.requested.>
+or uploads.requested.<id> (dlq.<subject> works too). R is one of these reasons:
+  {reasons}`,
+	},
+	{
+		name:     "dlq redrive",
+		synopsis: "blobrefctl dlq redrive [--reason R] [--subject S] [--dry-run]",
+		about: `Publish each dead letter's original message again to its original subject
+(its headers but Blobref-Dead-*, a new Nats-Msg-Id), then delete the dead
+letter once UPLOADS has acked the publish.
+
+S filters the subjects the dead messages came from, e.g. uploads.requested.>
+or uploads.requested.<id> (dlq.<subject> works too). R is one of these reasons:
+  {reasons}`,
+	},
+}
+
 // Command is a parsed command line.
 type Command struct {
-	// Name is "replay", "dlq list" or "dlq redrive".
+	// Name is "replay", "dlq list", "dlq redrive" or "version".
 	Name    string
 	Replay  republish.Replay
 	Redrive republish.Redrive // the filter of "dlq list" too
@@ -67,43 +109,69 @@ type Command struct {
 var errUsage = errors.New("usage")
 
 // Parse parses the arguments after the program name. now is what a duration
-// in --since and --until counts back from. -h prints the usage to stderr and
+// in --since and --until counts back from. A request for help (-h on its
+// own or after a command, or help [command]) writes that help to help and
 // returns flag.ErrHelp.
-func Parse(args []string, now time.Time, stderr io.Writer) (Command, error) {
+func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 	bad := func(format string, a ...any) (Command, error) {
 		return Command{}, fmt.Errorf("%w: "+format, append([]any{errUsage}, a...)...)
 	}
 	if len(args) == 0 {
-		fmt.Fprintf(stderr, usage, strings.Join(Reasons, ", "))
 		return bad("no command")
 	}
-	var c Command
 	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprintf(stderr, usage, strings.Join(Reasons, ", "))
+	case "-h", "-help", "--help":
+		fmt.Fprint(help, usage)
 		return Command{}, flag.ErrHelp
+	case "help":
+		if len(args) == 1 {
+			fmt.Fprint(help, usage)
+			return Command{}, flag.ErrHelp
+		}
+		return Parse(append(slices.Clone(args[1:]), "-h"), now, help)
+	case "-version", "--version", "version":
+		if len(args) > 1 {
+			return bad("unexpected argument %q", args[1])
+		}
+		return Command{Name: "version"}, nil
+	}
+	var spec commandSpec
+	switch args[0] {
 	case "replay":
-		c.Name, args = "replay", args[1:]
+		spec, args = commands[0], args[1:]
 	case "dlq":
+		if len(args) >= 2 && isHelp(args[1]) {
+			writeHelp(help, commands[1], nil)
+			fmt.Fprintln(help)
+			writeHelp(help, commands[2], nil)
+			fmt.Fprint(help, "\n"+connection)
+			return Command{}, flag.ErrHelp
+		}
 		if len(args) < 2 || args[1] != "list" && args[1] != "redrive" {
 			return bad("dlq takes list or redrive")
 		}
-		c.Name, args = "dlq "+args[1], args[2:]
+		spec = commands[1]
+		if args[1] == "redrive" {
+			spec = commands[2]
+		}
+		args = args[2:]
 	default:
 		return bad("unknown command %q (replay, dlq list, dlq redrive)", args[0])
 	}
+	c := Command{Name: spec.name}
 
 	fs := flag.NewFlagSet("blobrefctl "+c.Name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintf(stderr, usage, strings.Join(Reasons, ", ")) }
+	fs.SetOutput(io.Discard) // Main prints the error; help goes to help
+	fs.Usage = func() {}
 	var subject, reason, since, until string
 	var last, dryRun bool
-	fs.StringVar(&subject, "subject", "", "subject filter")
 	if c.Name == "replay" {
+		fs.StringVar(&subject, "subject", "", "replay the events on subjects matching this filter (required)")
 		fs.StringVar(&since, "since", "", "replay the events stored since this time (RFC 3339, or a duration ago)")
 		fs.StringVar(&until, "until", "", "and before this time")
 		fs.BoolVar(&last, "last", false, "replay only the latest event of each subject")
 	} else {
+		fs.StringVar(&subject, "subject", "", "only dead letters of messages from subjects matching this filter")
 		fs.StringVar(&reason, "reason", "", "only dead letters of this reason")
 	}
 	if c.Name != "dlq list" {
@@ -111,6 +179,8 @@ func Parse(args []string, now time.Time, stderr io.Writer) (Command, error) {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			writeHelp(help, spec, fs)
+			fmt.Fprint(help, "\n"+connection)
 			return Command{}, err
 		}
 		return bad("%v", err)
@@ -159,6 +229,22 @@ func Parse(args []string, now time.Time, stderr io.Writer) (Command, error) {
 	}
 	c.Replay = republish.Replay{Selection: sel, DryRun: dryRun}
 	return c, nil
+}
+
+func isHelp(arg string) bool { return arg == "-h" || arg == "-help" || arg == "--help" }
+
+// writeHelp writes a command's help: its synopsis, what it does and, given
+// its flag set, its flags.
+func writeHelp(w io.Writer, spec commandSpec, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: %s\n\n", spec.synopsis)
+	fmt.Fprintln(w, strings.ReplaceAll(spec.about, "{reasons}", strings.Join(Reasons, ", ")))
+	if fs == nil {
+		return
+	}
+	fmt.Fprint(w, "\nFlags (one dash or two):\n")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
 }
 
 // parseTime reads an RFC 3339 time, or a duration before now.
@@ -289,13 +375,20 @@ func (c *config) Validate() error {
 // exit status: 0 when the command succeeded, 1 when it failed, 2 for a
 // command line or configuration it cannot run.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cmd, err := Parse(args, time.Now(), stderr)
+	cmd, err := Parse(args, time.Now(), stdout)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case len(args) == 0:
+		fmt.Fprint(stderr, usage)
+		return 2
 	case err != nil:
 		fmt.Fprintf(stderr, "blobrefctl: %v\n", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
+		fmt.Fprintf(stderr, "blobrefctl -h lists the commands; blobrefctl <command> -h shows one's flags\n")
 		return 2
+	case cmd.Name == "version":
+		fmt.Fprintln(stdout, buildinfo.Version("blobrefctl"))
+		return 0
 	}
 	var cfg config
 	if err := service.Load(&cfg); err != nil {

@@ -107,9 +107,65 @@ func TestParseRefuses(t *testing.T) {
 			t.Errorf("Parse(%q): got %v, want an error with %q", tc.args, err, tc.want)
 		}
 	}
-	var help bytes.Buffer
-	if _, err := cli.Parse([]string{"-h"}, time.Now(), &help); !errors.Is(err, flag.ErrHelp) || !strings.Contains(help.String(), "blobrefctl dlq redrive") {
-		t.Errorf("Parse(-h): got %v and %q, want flag.ErrHelp and the usage", err, help.String())
+}
+
+// Help goes to stdout with exit 0: blobrefctl's own for -h, help and a
+// bare --help; each command's, with its flags, after the command.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want []string // in stdout
+		not  []string // not in stdout
+	}{
+		{[]string{"-h"}, []string{"Usage:\n  blobrefctl replay", "blobrefctl dlq redrive", "NATS_URL"}, []string{"Flags"}},
+		{[]string{"--help"}, []string{"blobrefctl dlq list [--reason R]"}, nil},
+		{[]string{"help"}, []string{"Commands:"}, nil},
+		{[]string{"replay", "-h"}, []string{"Usage: blobrefctl replay --subject S", "-since string", "-last", "-dry-run", "NATS_URL"}, []string{"dlq", "-reason"}},
+		{[]string{"replay", "--subject", "uploads.>", "--help"}, []string{"Usage: blobrefctl replay"}, nil},
+		{[]string{"help", "replay"}, []string{"Usage: blobrefctl replay", "-until string"}, nil},
+		{[]string{"dlq", "list", "-h"}, []string{"Usage: blobrefctl dlq list", "-reason string", "claim_missing"}, []string{"-dry-run", "-since", "redrive"}},
+		{[]string{"dlq", "redrive", "--help"}, []string{"Usage: blobrefctl dlq redrive", "-reason string", "-dry-run"}, []string{"-since"}},
+		{[]string{"help", "dlq", "redrive"}, []string{"Usage: blobrefctl dlq redrive", "-dry-run"}, nil},
+		{[]string{"dlq", "-h"}, []string{"Usage: blobrefctl dlq list", "Usage: blobrefctl dlq redrive"}, []string{"replay"}},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := cli.Main(context.Background(), tc.args, &stdout, &stderr)
+		if code != 0 || stderr.Len() > 0 {
+			t.Errorf("blobrefctl %s: exit %d, stderr %q; want 0 and nothing on stderr", strings.Join(tc.args, " "), code, stderr.String())
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(stdout.String(), want) {
+				t.Errorf("blobrefctl %s: stdout lacks %q:\n%s", strings.Join(tc.args, " "), want, stdout.String())
+			}
+		}
+		for _, not := range tc.not {
+			if strings.Contains(stdout.String(), not) {
+				t.Errorf("blobrefctl %s: stdout has %q, another command's:\n%s", strings.Join(tc.args, " "), not, stdout.String())
+			}
+		}
+	}
+	if _, err := cli.Parse([]string{"replay", "-h"}, time.Now(), io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("Parse(replay -h): got %v, want flag.ErrHelp", err)
+	}
+
+	// No command, or a bad one: the reason on stderr, exit 2, nothing on stdout.
+	for _, args := range [][]string{nil, {"replay", "--bogus"}, {"help", "purge"}} {
+		var stdout, stderr bytes.Buffer
+		if code := cli.Main(context.Background(), args, &stdout, &stderr); code != 2 || stdout.Len() > 0 || stderr.Len() == 0 {
+			t.Errorf("blobrefctl %q: exit %d, stdout %q, stderr %q; want 2, the reason on stderr only", args, code, stdout.String(), stderr.String())
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	for _, arg := range []string{"--version", "-version", "version"} {
+		var stdout, stderr bytes.Buffer
+		code := cli.Main(context.Background(), []string{arg}, &stdout, &stderr)
+		if code != 0 || !regexp.MustCompile(`^blobrefctl \S+, .*go1\.`).MatchString(stdout.String()) {
+			t.Errorf("blobrefctl %s: exit %d, stdout %q, stderr %q; want 0 and blobrefctl's version", arg, code, stdout.String(), stderr.String())
+		}
 	}
 }
 
@@ -166,9 +222,6 @@ func TestMainRunsEachCommand(t *testing.T) {
 		}
 	}
 
-	if code, _, errOut := run("-h"); code != 0 || !strings.Contains(errOut, "Usage:") {
-		t.Errorf("-h: exit %d, %q; want 0 and the usage", code, errOut)
-	}
 	if code, _, errOut := run("replay"); code != 2 || !strings.Contains(errOut, "blobrefctl: --subject is required") {
 		t.Errorf("bad command line: exit %d, %q; want 2 and the reason", code, errOut)
 	}
