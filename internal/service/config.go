@@ -39,7 +39,8 @@ type Config struct {
 	// ShutdownTimeout bounds graceful shutdown after SIGTERM.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
 	// Failpoints arms failpoints for crash tests (see package failpoint).
-	// Never set it in production.
+	// Only test builds (-tags blobref_failpoints) have them; a release
+	// build refuses a non-empty value.
 	Failpoints string `env:"BLOBREF_FAILPOINTS"`
 
 	// StreamReplicas is the replica count of UPLOADS and UPLOADS_DLQ when a
@@ -164,7 +165,7 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		bad("SHUTDOWN_TIMEOUT", "must be positive")
 	}
-	if _, err := failpoint.Parse(c.Failpoints); err != nil {
+	if err := failpoint.Check(c.Failpoints); err != nil {
 		bad("BLOBREF_FAILPOINTS", "%v", err)
 	}
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
