@@ -131,7 +131,9 @@ func TestSetupIsWhatServicesLookUp(t *testing.T) {
 	defer cancel()
 
 	waited := make(chan error, 1)
-	go func() { waited <- service.SetUpStreams(ctx, js, service.SetupOff, events.StreamOptions{}, testenv.Logger(t)) }()
+	go func() {
+		waited <- service.SetUpStreams(ctx, js, service.SetupOff, events.StreamOptions{}, testenv.Logger(t))
+	}()
 	if _, err := js.Stream(ctx, events.StreamName); err == nil {
 		t.Fatal("UPLOADS exists before setup: SetUpStreams with NATS_SETUP=off created it")
 	}

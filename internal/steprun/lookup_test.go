@@ -38,7 +38,9 @@ func TestLookUpConsumerWaitsForSetup(t *testing.T) {
 		Effect: func(_ context.Context, ev *events.Event) (events.Blob, error) {
 			return events.Blob{Key: "uploads/" + ev.ID, Size: int64(len(ev.Data)), SHA256: ev.SHA256, ContentType: ev.ContentType}, nil
 		},
-		Next: func(ev *events.Event, b events.Blob) (*events.Event, error) { return events.NewBlobStored(ev, b, "/test") },
+		Next: func(ev *events.Event, b events.Blob) (*events.Event, error) {
+			return events.NewBlobStored(ev, b, "/test")
+		},
 	}, opts)
 	if err != nil {
 		t.Fatal(err)
