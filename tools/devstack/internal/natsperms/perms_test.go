@@ -178,8 +178,53 @@ func TestIngest(t *testing.T) {
 			_, err := in.js.CreateOrUpdateObjectStore(ctx, service.StagingBucketConfig(stagingBucket, time.Second, 1))
 			return err
 		})
+		in.denied(t, "delete the staging bucket", "Publish", "$JS.API.STREAM.DELETE.OBJ_uploads-staging", func(ctx context.Context) error {
+			return in.js.DeleteObjectStore(ctx, stagingBucket)
+		})
 	})
 	checkUnchanged(t, n)
+}
+
+// TestSetup shows that the setup user, which creates and updates the
+// streams, the staging bucket and the durable consumers, can do nothing
+// else: read or publish events, delete or purge, delete a consumer or make
+// one that reads other subjects.
+func TestSetup(t *testing.T) {
+	t.Parallel()
+	n := startServer(t, confPath(t))
+	s := setUp(t, n.url(), steprun.Options{})
+	setUp(t, n.url(), steprun.Options{AckWait: time.Minute}) // an update
+	adm := connect(t, n.url(), admin)
+	if c, err := adm.js.Consumer(t.Context(), events.StreamName, events.BlobWriterConsumer.Durable); err != nil || c.CachedInfo().Config.AckWait != time.Minute {
+		t.Fatalf("consumer after setup with another ack wait: %v, want it updated to 1m", err)
+	}
+	t.Run("denied", func(t *testing.T) {
+		s.deniedPub(t, events.RequestedSubject(testenv.ID("forged")))
+		s.deniedSub(t, "uploads.>")
+		s.deniedSub(t, "_INBOX.>")
+		s.deniedSub(t, service.DefaultInboxPrefix(blobwriter)+".>")
+		s.denied(t, "read UPLOADS", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.", func(ctx context.Context) error {
+			_, err := s.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{})
+			return err
+		})
+		s.denied(t, "refilter blobwriter's consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.blobwriter.uploads.completed", func(ctx context.Context) error {
+			_, err := s.js.CreateOrUpdateConsumer(ctx, events.StreamName, consumerConfig(events.ConsumerSpec{
+				Durable: events.BlobWriterConsumer.Durable, FilterSubject: "uploads.completed.>",
+			}))
+			return err
+		})
+		s.denied(t, "delete a consumer", "Publish", "$JS.API.CONSUMER.DELETE.UPLOADS.blobwriter", func(ctx context.Context) error {
+			return s.js.DeleteConsumer(ctx, events.StreamName, events.BlobWriterConsumer.Durable)
+		})
+		s.deniedRequest(t, "$JS.API.STREAM.PURGE.UPLOADS", "")
+		s.deniedRequest(t, "$JS.API.STREAM.MSG.GET.UPLOADS_DLQ", `{"seq":1}`)
+		s.denied(t, "delete UPLOADS", "Publish", "$JS.API.STREAM.DELETE.UPLOADS", func(ctx context.Context) error {
+			return s.js.DeleteStream(ctx, events.StreamName)
+		})
+		s.denied(t, "delete the staging bucket", "Publish", "$JS.API.STREAM.DELETE.OBJ_uploads-staging", func(ctx context.Context) error {
+			return s.js.DeleteObjectStore(ctx, stagingBucket)
+		})
+	})
 }
 
 // TestBlobWriter runs the step runtime as user blobwriter on its durable
