@@ -1,14 +1,18 @@
 # syntax=docker/dockerfile:1
 #
-# One Dockerfile for every blobref service:
+# One Dockerfile for every blobref service, and for blobrefctl (the image of
+# the `blobrefctl setup` step that compose and the Kubernetes Job run):
 #
 #   docker build --build-arg SERVICE=blobwriter -t blobref/blobwriter .
 #   docker build --build-arg SERVICE=refwriter --build-arg METRICS_PORT=9102 -t blobref/refwriter .
 #   docker build --build-arg SERVICE=ingest --build-arg METRICS_PORT=9100 -t blobref/ingest .
+#   docker build --build-arg SERVICE=blobrefctl -t blobref/blobrefctl .
 #
 # (ingest's API listens on HTTP_ADDR, :8080 by default, besides the metrics port.)
 #
-# The build command is `make build`'s (same flags, same package path); a test
+# The build command is `make build`'s (same flags, same package paths:
+# services/<name>, else tools/<name>): release binaries, without the
+# failpoints that test builds compile in (-tags blobref_failpoints). A test
 # in tools/devstack/internal/deploycheck keeps the two in step.
 
 ARG GO_VERSION=1.26
@@ -21,9 +25,10 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    test -n "${SERVICE}" && test -f "services/${SERVICE}/main.go" \
-      || { echo "build with --build-arg SERVICE=<a directory under services/>" >&2; exit 1; } \
-    && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/service ./services/${SERVICE}
+    pkg="services/${SERVICE}" && { test -f "${pkg}/main.go" || pkg="tools/${SERVICE}"; } \
+    && test -n "${SERVICE}" && test -f "${pkg}/main.go" \
+      || { echo "build with --build-arg SERVICE=<a directory under services/, or blobrefctl>" >&2; exit 1; } \
+    && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/service "./${pkg}"
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG SERVICE

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -17,10 +19,16 @@ import (
 )
 
 // ConnectNATS connects to NATS as name, retrying until ctx is done, and
-// keeps reconnecting forever once connected.
+// keeps reconnecting forever once connected. Its replies come to
+// c.InboxPrefix, by default DefaultInboxPrefix(name).
 func ConnectNATS(ctx context.Context, c NATSConfig, name string, log *slog.Logger) (*nats.Conn, error) {
+	inbox := c.InboxPrefix
+	if inbox == "" {
+		inbox = DefaultInboxPrefix(name)
+	}
 	opts := []nats.Option{
 		nats.Name(name),
+		nats.CustomInboxPrefix(inbox),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -37,6 +45,12 @@ func ConnectNATS(ctx context.Context, c NATSConfig, name string, log *slog.Logge
 		o, err := nats.NkeyOptionFromSeed(c.NKey)
 		if err != nil {
 			return nil, fmt.Errorf("nats: NATS_NKEY: %w", err)
+		}
+		opts = append(opts, o)
+	case c.User != "" && c.PasswordFile != "":
+		o, err := passwordFile(c.User, c.PasswordFile)
+		if err != nil {
+			return nil, err
 		}
 		opts = append(opts, o)
 	case c.User != "":
@@ -62,8 +76,43 @@ func ConnectNATS(ctx context.Context, c NATSConfig, name string, log *slog.Logge
 	return nc, err
 }
 
-// SetUpStreams creates or updates the streams, retrying until ctx is done.
-func SetUpStreams(ctx context.Context, js jetstream.JetStream, o events.StreamOptions, log *slog.Logger) error {
+// passwordFile authenticates as user with the password in the file at path
+// (NATS_PASSWORD_FILE). The file is read now, so that a missing one stops
+// the service, and again at each reconnect, so that a rotated Secret takes
+// effect without a restart (the last password read stays in use while the
+// file cannot be read).
+func passwordFile(user, path string) (nats.Option, error) {
+	read := func() (string, error) {
+		b, err := os.ReadFile(path)
+		return strings.TrimRight(string(b), "\r\n"), err
+	}
+	pw, err := read()
+	if err != nil {
+		return nil, fmt.Errorf("nats: NATS_PASSWORD_FILE: %w", err)
+	}
+	var mu sync.Mutex
+	return nats.UserInfoHandler(func() (string, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if p, err := read(); err == nil {
+			pw = p
+		}
+		return user, pw
+	}), nil
+}
+
+// SetUpStreams makes sure the streams are there, retrying until ctx is
+// done. With setup SetupAuto it creates or updates them as o describes;
+// with SetupOff it only waits until UPLOADS exists, which `blobrefctl
+// setup` creates (the service's NATS user may not be allowed to).
+func SetUpStreams(ctx context.Context, js jetstream.JetStream, setup string, o events.StreamOptions, log *slog.Logger) error {
+	if setup == SetupOff {
+		what := "look up stream " + events.StreamName + " (NATS_SETUP=off: `blobrefctl setup` creates it)"
+		return Retry(ctx, log, what, func() error {
+			_, err := js.Stream(ctx, events.StreamName)
+			return err
+		})
+	}
 	return Retry(ctx, log, "set up streams", func() error {
 		return events.EnsureStreams(ctx, js, o)
 	})

@@ -38,8 +38,13 @@ type Config struct {
 	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
 	// ShutdownTimeout bounds graceful shutdown after SIGTERM.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
+	// NATSSetup says who creates the streams, the staging bucket and the
+	// durable consumers: SetupAuto (the service, at start-up) or SetupOff
+	// (an operator, with blobrefctl setup; the service only looks them up).
+	NATSSetup string `env:"NATS_SETUP" envDefault:"auto"`
 	// Failpoints arms failpoints for crash tests (see package failpoint).
-	// Never set it in production.
+	// Only test builds (-tags blobref_failpoints) have them; a release
+	// build refuses a non-empty value.
 	Failpoints string `env:"BLOBREF_FAILPOINTS"`
 
 	// StreamReplicas is the replica count of UPLOADS and UPLOADS_DLQ when a
@@ -51,19 +56,74 @@ type Config struct {
 	DLQMaxAge time.Duration `env:"DLQ_MAX_AGE" envDefault:"720h"`
 }
 
+// Setup modes, the values of NATS_SETUP.
+const (
+	// SetupAuto: the service creates or updates what it uses at start-up
+	// (the streams; ingest the staging bucket; a consumer its durable
+	// consumer). Its NATS user needs the rights to.
+	SetupAuto = "auto"
+	// SetupOff: the service only looks them up, and waits until they exist:
+	// `blobrefctl setup` creates them, as an operator step, and the
+	// services' NATS users need no right to create or change them.
+	SetupOff = "off"
+)
+
 // NATSConfig is how a service reaches NATS, with the names users of nats.go
 // and the NATS CLI expect.
 type NATSConfig struct {
-	URL      string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
-	Creds    string `env:"NATS_CREDS"`     // path to a .creds file (JWT + nkey seed)
-	NKey     string `env:"NATS_NKEY"`      // path to an nkey seed file
-	User     string `env:"NATS_USER"`      //
-	Password string `env:"NATS_PASSWORD"`  //
-	Token    string `env:"NATS_TOKEN"`     //
-	CA       string `env:"NATS_CA"`        // PEM file of CAs that sign the server's certificate
-	Cert     string `env:"NATS_CERT"`      // client certificate (mutual TLS)
-	Key      string `env:"NATS_KEY"`       // client key (mutual TLS)
-	TLSFirst bool   `env:"NATS_TLS_FIRST"` // TLS handshake before the INFO protocol
+	URL          string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	Creds        string `env:"NATS_CREDS"`         // path to a .creds file (JWT + nkey seed)
+	NKey         string `env:"NATS_NKEY"`          // path to an nkey seed file
+	User         string `env:"NATS_USER"`          //
+	Password     string `env:"NATS_PASSWORD"`      //
+	PasswordFile string `env:"NATS_PASSWORD_FILE"` // a file holding NATS_PASSWORD (a mounted Secret), read at each connect
+	Token        string `env:"NATS_TOKEN"`         //
+	CA           string `env:"NATS_CA"`            // PEM file of CAs that sign the server's certificate
+	Cert         string `env:"NATS_CERT"`          // client certificate (mutual TLS)
+	Key          string `env:"NATS_KEY"`           // client key (mutual TLS)
+	TLSFirst     bool   `env:"NATS_TLS_FIRST"`     // TLS handshake before the INFO protocol
+	// InboxPrefix is the prefix of the connection's reply subjects (JetStream
+	// API answers, pull deliveries, publish acks): the user's permissions
+	// let it subscribe to its own prefix only, so no service sees another's
+	// replies. Empty means "_INBOX_<name>", name being the service's.
+	InboxPrefix string `env:"NATS_INBOX_PREFIX"`
+}
+
+// DefaultInboxPrefix is the inbox prefix of a connection named name when
+// NATS_INBOX_PREFIX is not set: "_INBOX_" and the name, with characters
+// other than letters, digits, "_" and "-" replaced by "_".
+func DefaultInboxPrefix(name string) string {
+	return "_INBOX_" + strings.Map(func(r rune) rune {
+		if r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return '_'
+	}, name)
+}
+
+// Validate names the first bad setting.
+func (c *NATSConfig) Validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: "+format, append([]any{name}, args...)...))
+	}
+	if c.URL == "" {
+		bad("NATS_URL", "must be set")
+	}
+	if (c.Cert == "") != (c.Key == "") {
+		bad("NATS_CERT", "NATS_CERT and NATS_KEY go together")
+	}
+	if c.Password != "" && c.PasswordFile != "" {
+		bad("NATS_PASSWORD_FILE", "set NATS_PASSWORD or NATS_PASSWORD_FILE, not both")
+	}
+	if c.PasswordFile != "" && c.User == "" {
+		bad("NATS_PASSWORD_FILE", "needs NATS_USER")
+	}
+	if p := c.InboxPrefix; p != "" && (strings.ContainsAny(p, "*> \t\r\n") || strings.HasPrefix(p, ".") ||
+		strings.HasSuffix(p, ".") || strings.Contains(p, "..")) {
+		bad("NATS_INBOX_PREFIX", "%q is not a subject prefix (tokens separated by single dots, no wildcards or spaces)", p)
+	}
+	return errors.Join(errs...)
 }
 
 // ConsumerConfig tunes a step runner; every consumer service embeds it.
@@ -139,11 +199,11 @@ func (c *Config) Validate() error {
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("config: %s: "+format, append([]any{name}, args...)...))
 	}
-	if c.NATS.URL == "" {
-		bad("NATS_URL", "must be set")
+	if err := c.NATS.Validate(); err != nil {
+		errs = append(errs, err)
 	}
-	if (c.NATS.Cert == "") != (c.NATS.Key == "") {
-		bad("NATS_CERT", "NATS_CERT and NATS_KEY go together")
+	if c.NATSSetup != SetupAuto && c.NATSSetup != SetupOff {
+		bad("NATS_SETUP", "%q is not %s or %s", c.NATSSetup, SetupAuto, SetupOff)
 	}
 	if c.DatabaseURL == "" {
 		bad("DATABASE_URL", "must be set")
@@ -164,7 +224,7 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		bad("SHUTDOWN_TIMEOUT", "must be positive")
 	}
-	if _, err := failpoint.Parse(c.Failpoints); err != nil {
+	if err := failpoint.Check(c.Failpoints); err != nil {
 		bad("BLOBREF_FAILPOINTS", "%v", err)
 	}
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {

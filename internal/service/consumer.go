@@ -23,7 +23,8 @@ type Deps struct {
 // RunStep runs a consumer service until ctx is done: it opens Postgres
 // (migrating the schema), connects to NATS, sets up the streams, builds the
 // step with build and runs it under a step runner, with the ops server
-// beside it. Shutdown stops fetching, finishes in-flight messages, drains
+// beside it. With NATS_SETUP=off it creates neither the streams nor its
+// durable consumer: it waits until blobrefctl setup did. Shutdown stops fetching, finishes in-flight messages, drains
 // the NATS connection and then closes the pool.
 func RunStep[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerConfig, log *slog.Logger,
 	build func(Deps) (steprun.Step[R], error)) error {
@@ -52,7 +53,7 @@ func RunStep[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerC
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ops.Run(gctx) })
 	g.Go(func() error {
-		if err := SetUpStreams(gctx, js, cfg.StreamOptions(), log); err != nil {
+		if err := SetUpStreams(gctx, js, cfg.NATSSetup, cfg.StreamOptions(), log); err != nil {
 			return err
 		}
 		step, err := build(Deps{JS: js, Pool: pool, Log: log})
@@ -65,6 +66,7 @@ func RunStep[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerC
 		}
 		opts := cc.RunnerOptions()
 		opts.Logger, opts.Metrics = log, metrics
+		opts.LookUpConsumer = cfg.NATSSetup == SetupOff
 		runner, err := steprun.New(js, marker.NewStore(pool), step, opts)
 		if err != nil {
 			return err

@@ -95,8 +95,13 @@ type Options struct {
 	FetchWait     time.Duration // how long one pull waits for messages [2s]
 	ShutdownGrace time.Duration // how long in-flight side effects may finish after shutdown starts [20s]
 	MaxInlineSize int           // largest inline data accepted [events.DefaultMaxInlineSize]
-	Logger        *slog.Logger  // [slog.Default()]
-	Metrics       *Metrics      // [none]
+	// LookUpConsumer makes the runner look its durable consumer up, and wait
+	// until it exists with DurableConfig's settings, instead of creating or
+	// updating it: an operator step (blobrefctl setup) creates it, and the
+	// service's NATS user needs no right to.
+	LookUpConsumer bool
+	Logger         *slog.Logger // [slog.Default()]
+	Metrics        *Metrics     // [none]
 	// OnOutcome, if set, is called with the outcome of every message once it
 	// is settled (tests observe the runner with it).
 	OnOutcome func(Outcome)
@@ -172,20 +177,28 @@ func New[R any](js jetstream.JetStream, markers *marker.Store, step Step[R], opt
 	}, nil
 }
 
-// ConsumerConfig is the durable consumer the runner creates or updates.
-// Deliveries are unlimited on the server: the runner itself dead-letters a
-// message after MaxDeliveries, so nothing is dropped silently, not even a
-// message that crashes its worker every time.
+// ConsumerConfig is the durable consumer the runner creates or updates:
+// DurableConfig of its step's consumer and its options.
 func (r *Runner[R]) ConsumerConfig() jetstream.ConsumerConfig {
+	return DurableConfig(r.step.Consumer, r.opts)
+}
+
+// DurableConfig is the durable consumer spec that runners with options o
+// read; blobrefctl setup creates the pipeline's with it. Deliveries are
+// unlimited on the server: the runner itself dead-letters a message after
+// MaxDeliveries, so nothing is dropped silently, not even a message that
+// crashes its worker every time.
+func DurableConfig(spec events.ConsumerSpec, o Options) jetstream.ConsumerConfig {
+	o.setDefaults()
 	return jetstream.ConsumerConfig{
-		Durable:       r.step.Consumer.Durable,
-		Description:   "blobref step " + r.step.Name,
-		FilterSubject: r.step.Consumer.FilterSubject,
+		Durable:       spec.Durable,
+		Description:   "blobref step consumer " + spec.Durable,
+		FilterSubject: spec.FilterSubject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       r.opts.AckWait,
+		AckWait:       o.AckWait,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		MaxAckPending: max(1000, 4*r.opts.MaxInFlight),
+		MaxAckPending: max(1000, 4*o.MaxInFlight),
 	}
 }
 
@@ -249,14 +262,36 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 	return nil
 }
 
-// consumer creates or updates the durable consumer. A JetStream that does
-// not answer in time or has no leader yet (a restart, an election) is waited
-// for; an error JetStream answers with, or a permission it refuses, is
-// returned: retrying cannot fix a wrong configuration.
+// consumer creates or updates the durable consumer (with LookUpConsumer,
+// looks it up, waiting until it exists as DurableConfig describes). A
+// JetStream that does not answer in time or has no leader yet (a restart, an
+// election) is waited for; an error JetStream answers with, or a permission
+// it refuses, is returned: retrying cannot fix a wrong configuration.
 func (r *Runner[R]) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	delay := 100 * time.Millisecond
 	for {
-		cons, err := r.js.CreateOrUpdateConsumer(ctx, events.StreamName, r.ConsumerConfig())
+		var cons jetstream.Consumer
+		var err error
+		if r.opts.LookUpConsumer {
+			cons, err = r.js.Consumer(ctx, events.StreamName, r.step.Consumer.Durable)
+			var problem string
+			switch {
+			case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+				problem = "not found"
+			case err == nil && durableSummary(cons.CachedInfo().Config) != durableSummary(r.ConsumerConfig()):
+				problem = "it has " + durableSummary(cons.CachedInfo().Config) + "; this runner wants " +
+					durableSummary(r.ConsumerConfig()) + ": run blobrefctl setup with the same CONSUMER_* settings"
+			}
+			if problem != "" && ctx.Err() == nil {
+				r.opts.Logger.Warn("waiting for the durable consumer, which blobrefctl setup creates", "step", r.step.Name,
+					"consumer", r.step.Consumer.Durable, "problem", problem, "delay", delay)
+				sleep(ctx, delay)
+				delay = min(2*delay, 5*time.Second)
+				continue
+			}
+		} else {
+			cons, err = r.js.CreateOrUpdateConsumer(ctx, events.StreamName, r.ConsumerConfig())
+		}
 		var apiErr *jetstream.APIError
 		switch {
 		case err == nil:
@@ -269,6 +304,12 @@ func (r *Runner[R]) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		sleep(ctx, delay)
 		delay = min(2*delay, 5*time.Second)
 	}
+}
+
+// durableSummary is what a runner needs of its durable consumer's settings.
+func durableSummary(c jetstream.ConsumerConfig) string {
+	return fmt.Sprintf("filter %s, ack %s, ack wait %s, max deliver %d, max ack pending %d",
+		c.FilterSubject, c.AckPolicy, c.AckWait, c.MaxDeliver, c.MaxAckPending)
 }
 
 // fetch pulls up to n messages and hands them to batches as they arrive. A

@@ -3,26 +3,43 @@ package testenv
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
 
+	"github.com/blobref/blobref/internal/failpoint"
 	"github.com/blobref/blobref/internal/freeport"
 )
 
 // Build builds blobref's commands at the given paths of the repository
-// (e.g. "services/blobwriter") into dir with go build, with the race
-// detector when the tests run with it.
+// (e.g. "services/blobwriter") into dir with go build, with failpoints
+// (the build tag failpoint.BuildTag, so that crash tests can arm them with
+// BLOBREF_FAILPOINTS) and with the race detector when the tests run with it.
 func Build(dir string, paths ...string) error {
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	flags := []string{"-tags", failpoint.BuildTag}
 	if RaceEnabled {
-		args = append(args, "-race")
+		flags = append(flags, "-race")
 	}
+	return build(dir, flags, nil, paths)
+}
+
+// BuildRelease builds blobref's commands at the given paths into dir as
+// make build and the Dockerfile do: static, without failpoints or the race
+// detector.
+func BuildRelease(dir string, paths ...string) error {
+	return build(dir, []string{"-trimpath", "-ldflags=-s -w"}, []string{"CGO_ENABLED=0"}, paths)
+}
+
+func build(dir string, flags, env, paths []string) error {
+	args := append([]string{"build", "-o", dir + string(filepath.Separator)}, flags...)
 	for _, p := range paths {
 		args = append(args, "github.com/blobref/blobref/"+p)
 	}
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+	cmd := exec.Command("go", args...)
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %v: %w\n%s", paths, err, out)
 	}
 	return nil

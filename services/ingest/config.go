@@ -24,6 +24,8 @@ const maxInlineThreshold = events.DefaultMaxInlineSize - headerRoom
 
 type config struct {
 	service.Config
+	// StagingConfig names the bucket large bodies are claim-checked in.
+	service.StagingConfig
 
 	// HTTPAddr is where the API listens.
 	HTTPAddr string `env:"HTTP_ADDR" envDefault:":8080"`
@@ -40,12 +42,6 @@ type config struct {
 	// AllowedContentTypes is the allow-list of upload media types;
 	// "type/*" and "*/*" are wildcards.
 	AllowedContentTypes []string `env:"ALLOWED_CONTENT_TYPES" envSeparator:"," envDefault:"image/*,video/*,audio/*,application/pdf,application/octet-stream,text/plain"`
-	// StagingBucket is the JetStream Object Store bucket large bodies are
-	// claim-checked in.
-	StagingBucket string `env:"STAGING_BUCKET" envDefault:"uploads-staging"`
-	// StagingTTL is how long staged bodies are kept: well beyond the
-	// pipeline's retry horizon.
-	StagingTTL time.Duration `env:"STAGING_TTL" envDefault:"72h"`
 	// WaitMax caps Prefer: wait=N; 0 ignores the preference.
 	WaitMax time.Duration `env:"WAIT_MAX" envDefault:"30s"`
 	// RedriveAfter is how long an upload may be pending before a client's
@@ -76,19 +72,13 @@ func (c *config) Validate() error {
 	if _, err := api.ParseMediaTypes(c.AllowedContentTypes); err != nil {
 		bad("ALLOWED_CONTENT_TYPES", "%v", err)
 	}
-	if !events.ValidBucket(c.StagingBucket) {
-		bad("STAGING_BUCKET", "%q is not a bucket name ([A-Za-z0-9_-]+)", c.StagingBucket)
-	}
-	if c.StagingTTL <= 0 {
-		bad("STAGING_TTL", "must be positive")
-	}
 	if c.WaitMax < 0 {
 		bad("WAIT_MAX", "must not be negative")
 	}
 	if c.RedriveAfter <= 0 {
 		bad("REDRIVE_AFTER", "must be positive")
 	}
-	return errors.Join(append(errs, c.Config.Validate())...)
+	return errors.Join(append(errs, c.StagingConfig.Validate(), c.Config.Validate())...)
 }
 
 // byteSize is a size in bytes, read as a number with an optional unit.

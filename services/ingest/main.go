@@ -81,11 +81,16 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ops.Run(gctx) })
 	g.Go(func() error {
-		if err := service.SetUpStreams(gctx, js, cfg.StreamOptions(), log); err != nil {
+		if err := service.SetUpStreams(gctx, js, cfg.NATSSetup, cfg.StreamOptions(), log); err != nil {
 			return err
 		}
-		staging := &uploads.Staging{JS: js, Bucket: cfg.StagingBucket, TTL: cfg.StagingTTL, Replicas: cfg.StreamReplicas}
-		if err := service.Retry(gctx, log, "set up staging bucket", func() error { return staging.Ensure(gctx) }); err != nil {
+		staging := &uploads.Staging{JS: js, Bucket: cfg.StagingBucket, TTL: cfg.StagingTTL, Replicas: cfg.StreamReplicas,
+			LookUp: cfg.NATSSetup == service.SetupOff}
+		what := "set up staging bucket"
+		if staging.LookUp {
+			what = "look up staging bucket " + cfg.StagingBucket + " (NATS_SETUP=off: `blobrefctl setup` creates it)"
+		}
+		if err := service.Retry(gctx, log, what, func() error { return staging.Ensure(gctx) }); err != nil {
 			return err
 		}
 		svc := &uploads.Service{

@@ -1,7 +1,9 @@
 // Command blobrefctl is the operator's companion to the NATS CLI where the
 // CLI alone is awkward: it replays events of the UPLOADS stream with new
 // Nats-Msg-Ids (one upload's request, or everything since a point in time)
-// and lists and re-drives the dead letters of UPLOADS_DLQ. `blobrefctl -h`
+// and lists and re-drives the dead letters of UPLOADS_DLQ. `blobrefctl setup`
+// is the operator step that creates the streams, the staging bucket and the
+// durable consumers for services run with NATS_SETUP=off. `blobrefctl -h`
 // lists the commands; the README's "Operating with the NATS CLI" shows them
 // next to the NATS CLI recipes.
 package main

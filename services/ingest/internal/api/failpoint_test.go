@@ -1,3 +1,5 @@
+//go:build blobref_failpoints
+
 package api_test
 
 import (

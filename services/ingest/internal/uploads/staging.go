@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/service"
 	"github.com/blobref/blobref/pkg/events"
 )
 
@@ -26,6 +27,9 @@ type Staging struct {
 	Bucket   string
 	TTL      time.Duration
 	Replicas int
+	// LookUp makes Ensure (and every later open) only look the bucket up:
+	// blobrefctl setup creates it (NATS_SETUP=off).
+	LookUp bool
 
 	mu    sync.Mutex
 	store jetstream.ObjectStore // nil until opened, or after a failure
@@ -36,20 +40,21 @@ func (s *Staging) DataRef(name string) string {
 	return events.ObjectRef(s.Bucket, name)
 }
 
-// Ensure creates the bucket, or updates its TTL and replicas.
+// Ensure creates the bucket, or updates its TTL and replicas; with LookUp
+// it only looks the bucket up.
 func (s *Staging) Ensure(ctx context.Context) error {
 	_, err := s.ensure(ctx)
 	return err
 }
 
 func (s *Staging) ensure(ctx context.Context) (jetstream.ObjectStore, error) {
-	store, err := s.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      s.Bucket,
-		Description: "blobref ingest: claim-checked upload bodies",
-		TTL:         s.TTL,
-		Replicas:    s.Replicas,
-		Storage:     jetstream.FileStorage,
-	})
+	var store jetstream.ObjectStore
+	var err error
+	if s.LookUp {
+		store, err = s.JS.ObjectStore(ctx, s.Bucket)
+	} else {
+		store, err = s.JS.CreateOrUpdateObjectStore(ctx, service.StagingBucketConfig(s.Bucket, s.TTL, s.Replicas))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("staging bucket %s: %w", s.Bucket, err)
 	}
@@ -59,7 +64,7 @@ func (s *Staging) ensure(ctx context.Context) (jetstream.ObjectStore, error) {
 	return store, nil
 }
 
-// open returns the bucket, creating it if it is missing.
+// open returns the bucket, creating it if it is missing (unless LookUp).
 func (s *Staging) open(ctx context.Context) (jetstream.ObjectStore, error) {
 	s.mu.Lock()
 	store := s.store

@@ -1,6 +1,6 @@
 // Package cli is blobrefctl's command line: it parses a command and its
 // flags, connects to NATS with the settings the services read, and runs the
-// command with package republish.
+// command with package republish, or (setup) with service.Setup.
 package cli
 
 import (
@@ -33,12 +33,14 @@ var Reasons = []string{
 }
 
 // usage is blobrefctl's own help: the commands, one line each.
-const usage = `blobrefctl publishes blobref's events again, as an operator replays them.
+const usage = `blobrefctl sets up blobref's streams and consumers, and publishes its events
+again, as an operator replays them.
 
 Usage:
   blobrefctl replay --subject S (--since T [--until T] | --last) [--dry-run]
   blobrefctl dlq list [--reason R] [--subject S]
   blobrefctl dlq redrive [--reason R] [--subject S] [--dry-run]
+  blobrefctl setup [--timeout D]
   blobrefctl help [command]     this help, or a command's (as: blobrefctl <command> -h)
   blobrefctl --version
 
@@ -46,20 +48,43 @@ Commands:
   replay       publish stored events of UPLOADS again, with new Nats-Msg-Ids
   dlq list     list the dead letters in UPLOADS_DLQ
   dlq redrive  publish dead letters again to their original subjects
+  setup        create or update the streams, the staging bucket and the durable consumers
 
 ` + connection
 
 // connection says how blobrefctl reaches NATS; every help text ends with it.
 const connection = `blobrefctl reads NATS_URL (default nats://127.0.0.1:4222), NATS_CREDS,
-NATS_NKEY, NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CA, NATS_CERT, NATS_KEY
-and NATS_TLS_FIRST, as the services do.
+NATS_NKEY, NATS_USER, NATS_PASSWORD or NATS_PASSWORD_FILE, NATS_TOKEN, NATS_CA,
+NATS_CERT, NATS_KEY, NATS_TLS_FIRST and NATS_INBOX_PREFIX, as the services do.
+`
+
+// setupSettings are the settings setup reads besides the connection's.
+const setupSettings = `setup also reads, with the services' names and defaults, the streams'
+settings (STREAM_REPLICAS, STREAM_MAX_AGE, DLQ_MAX_AGE), the staging bucket's
+(STAGING_BUCKET, STAGING_TTL) and the consumers' (CONSUMER_ACK_WAIT,
+CONSUMER_MAX_IN_FLIGHT). It connects as NATS_USER (the "setup" user of
+deploy/nats/nats.conf) with its replies on NATS_INBOX_PREFIX (_INBOX_setup).
 `
 
 // commandSpec is one command: its synopsis, what it does and its flags.
 type commandSpec struct {
-	name     string // "replay", "dlq list" or "dlq redrive"
+	name     string // "setup", "replay", "dlq list" or "dlq redrive"
 	synopsis string
 	about    string
+}
+
+// setupCommand is setup's help.
+var setupCommand = commandSpec{
+	name:     "setup",
+	synopsis: "blobrefctl setup [--timeout D]",
+	about: `Create, or update to the settings in the environment, what the services use
+and, with NATS_SETUP=off, only look up: the streams UPLOADS and UPLOADS_DLQ,
+the staging bucket and the durable consumers of blobwriter and refwriter.
+Run it before the services start, and again after changing those settings
+(a Kubernetes Job, or compose's one-shot service "setup", does). It is
+idempotent. While NATS or JetStream is not ready, it tries again for D.
+
+` + setupSettings,
 }
 
 var commands = []commandSpec{
@@ -99,11 +124,16 @@ or uploads.requested.<id> (dlq.<subject> works too). R is one of these reasons:
 
 // Command is a parsed command line.
 type Command struct {
-	// Name is "replay", "dlq list", "dlq redrive" or "version".
+	// Name is "setup", "replay", "dlq list", "dlq redrive" or "version".
 	Name    string
 	Replay  republish.Replay
 	Redrive republish.Redrive // the filter of "dlq list" too
+	// Timeout is how long setup keeps trying while NATS is not ready.
+	Timeout time.Duration
 }
+
+// defaultSetupTimeout is setup's --timeout by default.
+const defaultSetupTimeout = 2 * time.Minute
 
 // errUsage marks a command line that does not parse; its text says why.
 var errUsage = errors.New("usage")
@@ -137,6 +167,8 @@ func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 	}
 	var spec commandSpec
 	switch args[0] {
+	case "setup":
+		return parseSetup(args[1:], help)
 	case "replay":
 		spec, args = commands[0], args[1:]
 	case "dlq":
@@ -156,7 +188,7 @@ func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 		}
 		args = args[2:]
 	default:
-		return bad("unknown command %q (replay, dlq list, dlq redrive)", args[0])
+		return bad("unknown command %q (setup, replay, dlq list, dlq redrive)", args[0])
 	}
 	c := Command{Name: spec.name}
 
@@ -228,6 +260,30 @@ func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 		}
 	}
 	c.Replay = republish.Replay{Selection: sel, DryRun: dryRun}
+	return c, nil
+}
+
+// parseSetup parses setup's flags.
+func parseSetup(args []string, help io.Writer) (Command, error) {
+	c := Command{Name: "setup"}
+	fs := flag.NewFlagSet("blobrefctl setup", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.DurationVar(&c.Timeout, "timeout", defaultSetupTimeout, "how long to keep trying while NATS or JetStream is not ready")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			writeHelp(help, setupCommand, fs)
+			fmt.Fprint(help, "\n"+connection)
+			return Command{}, err
+		}
+		return Command{}, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	switch {
+	case fs.NArg() > 0:
+		return Command{}, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	case c.Timeout <= 0:
+		return Command{}, fmt.Errorf("%w: --timeout: must be positive", errUsage)
+	}
 	return c, nil
 }
 
@@ -360,16 +416,50 @@ type config struct {
 }
 
 // Validate names the first bad setting.
-func (c *config) Validate() error {
-	var errs []error
-	if c.NATS.URL == "" {
-		errs = append(errs, errors.New("config: NATS_URL: must be set"))
+func (c *config) Validate() error { return c.NATS.Validate() }
+
+// setup runs `blobrefctl setup`: service.Setup with the configuration in
+// the environment, tried again for timeout while NATS is not ready.
+func setup(ctx context.Context, timeout time.Duration, stdout, stderr io.Writer) int {
+	cfg := service.SetupConfig{}
+	cfg.NATS.InboxPrefix = setupInboxPrefix // unless NATS_INBOX_PREFIX says otherwise
+	if err := service.Load(&cfg); err != nil {
+		fmt.Fprintf(stderr, "blobrefctl: %v\n", err)
+		return 2
 	}
-	if (c.NATS.Cert == "") != (c.NATS.Key == "") {
-		errs = append(errs, errors.New("config: NATS_CERT: NATS_CERT and NATS_KEY go together"))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	nc, err := service.ConnectNATS(ctx, cfg.NATS, "blobrefctl setup", log)
+	if err != nil {
+		fmt.Fprintf(stderr, "blobrefctl: setup: %v\n", err)
+		return 1
 	}
-	return errors.Join(errs...)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		fmt.Fprintf(stderr, "blobrefctl: setup: %v\n", err)
+		return 1
+	}
+	var done []string
+	err = service.Retry(ctx, log, "setup", func() error {
+		done, err = service.Setup(ctx, js, &cfg)
+		return err
+	})
+	for _, line := range done {
+		fmt.Fprintln(stdout, line)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "blobrefctl: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "set up %d streams, the staging bucket and %d consumers\n", 2, len(service.Consumers))
+	return 0
 }
+
+// setupInboxPrefix is setup's NATS_INBOX_PREFIX by default: the setup
+// user of deploy/nats/nats.conf may subscribe to it only.
+const setupInboxPrefix = "_INBOX_setup"
 
 // Main runs blobrefctl with args (without the program name) and returns its
 // exit status: 0 when the command succeeded, 1 when it failed, 2 for a
@@ -389,6 +479,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case cmd.Name == "version":
 		fmt.Fprintln(stdout, buildinfo.Version("blobrefctl"))
 		return 0
+	case cmd.Name == "setup":
+		return setup(ctx, cmd.Timeout, stdout, stderr)
 	}
 	var cfg config
 	if err := service.Load(&cfg); err != nil {

@@ -39,11 +39,22 @@ func loadCompose(t *testing.T, root string) *types.Project {
 func TestCompose(t *testing.T) {
 	root := repoRoot(t)
 	project := loadCompose(t, root)
-	for _, name := range []string{"nats", "postgres", "minio", "createbuckets"} {
+	for _, name := range []string{"nats", "postgres", "minio", "createbuckets", "setup"} {
 		if _, ok := project.Services[name]; !ok {
 			t.Errorf("docker-compose.yml has no service %q", name)
 		}
 	}
+	// A development stack, with development passwords: reachable from this
+	// machine only.
+	for name, sc := range project.Services {
+		for _, p := range sc.Ports {
+			if p.HostIP != "127.0.0.1" {
+				t.Errorf("service %s publishes port %d on %q, want 127.0.0.1", name, p.Target, p.HostIP)
+			}
+		}
+	}
+	checkComposeSetup(t, root, project)
+	checkComposeToken(t, root, project)
 	for _, svc := range services(t, root) {
 		t.Run(svc, func(t *testing.T) {
 			sc, ok := project.Services[svc]
@@ -125,10 +136,17 @@ func checkComposeService(t *testing.T, root string, project *types.Project, svc 
 			dbcfg.Host, dbcfg.Database, dbcfg.User)
 	}
 
+	// The setup service creates the streams and consumers; the service only
+	// looks them up, once it ran.
+	if got := value(sc.Environment, "NATS_SETUP"); got != "off" {
+		t.Errorf("NATS_SETUP: got %q, want off (the setup service creates the streams and consumers)", got)
+	}
+
 	// Start order.
 	want := map[string]string{
 		"nats":     types.ServiceConditionHealthy,
 		"postgres": types.ServiceConditionHealthy,
+		"setup":    types.ServiceConditionCompletedSuccessfully,
 	}
 	if known["BLOB_URL"] {
 		want["createbuckets"] = types.ServiceConditionCompletedSuccessfully
@@ -143,6 +161,63 @@ func checkComposeService(t *testing.T, root string, project *types.Project, svc 
 	}
 	if known["BLOB_URL"] {
 		checkComposeBucket(t, project, sc)
+	}
+}
+
+// checkComposeSetup checks the one-shot service setup: `blobrefctl setup`
+// from the image the Dockerfile builds, as NATS user setup, once NATS is
+// healthy, with nothing set that blobrefctl does not read.
+func checkComposeSetup(t *testing.T, root string, project *types.Project) {
+	t.Helper()
+	sc, ok := project.Services["setup"]
+	if !ok {
+		return
+	}
+	if sc.Build == nil || sc.Build.Dockerfile != "Dockerfile" || value(sc.Build.Args, "SERVICE") != "blobrefctl" {
+		t.Errorf("setup: want the root Dockerfile with build arg SERVICE=blobrefctl, got %+v", sc.Build)
+	}
+	if len(sc.Command) == 0 || sc.Command[0] != "setup" {
+		t.Errorf("setup: command %q, want [setup ...] (blobrefctl setup)", sc.Command)
+	}
+	if got := value(sc.Environment, "NATS_USER"); got != "setup" {
+		t.Errorf("setup: NATS_USER %q, want setup (deploy/nats/nats.conf)", got)
+	}
+	if u, err := url.Parse(value(sc.Environment, "NATS_URL")); err != nil || u.Hostname() != "nats" {
+		t.Errorf("setup: NATS_URL %q, want nats://nats:4222", value(sc.Environment, "NATS_URL"))
+	}
+	if sc.DependsOn["nats"].Condition != types.ServiceConditionHealthy {
+		t.Error("setup: does not wait for nats to be healthy")
+	}
+	var set []string
+	for name := range sc.Environment {
+		set = append(set, name)
+	}
+	slices.Sort(set)
+	checkEnv(t, "docker-compose.yml service setup", envNamesOf(t, root, "tools/blobrefctl"), set)
+}
+
+// checkComposeToken checks ingest's dev token: one the token rules accept
+// (32 characters or more, no placeholder), and the one the curl example at
+// the top of docker-compose.yml sends.
+func checkComposeToken(t *testing.T, root string, project *types.Project) {
+	t.Helper()
+	tokens := value(project.Services["ingest"].Environment, "AUTH_TOKENS")
+	if tokens == "" {
+		t.Fatal("ingest: AUTH_TOKENS is not set")
+	}
+	for _, entry := range strings.Split(tokens, ",") {
+		token, _, _ := strings.Cut(entry, "=")
+		if len(token) < 32 {
+			t.Errorf("ingest: AUTH_TOKENS token %q is %d characters, want at least 32", token, len(token))
+		}
+		for _, placeholder := range []string{"change-me", "changeme", "placeholder", "example", "secret"} {
+			if strings.Contains(strings.ToLower(token), placeholder) {
+				t.Errorf("ingest: AUTH_TOKENS token %q looks like a placeholder (%s)", token, placeholder)
+			}
+		}
+		if !strings.Contains(readFile(t, filepath.Join(root, "docker-compose.yml")), "Bearer "+token) {
+			t.Errorf("docker-compose.yml: the curl example does not send the dev token %q", token)
+		}
 	}
 }
 
@@ -242,7 +317,7 @@ func TestComposeNATS(t *testing.T) {
 	if !srv.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats server did not start")
 	}
-	for _, svc := range services(t, root) {
+	for _, svc := range append(services(t, root), "setup") {
 		env := project.Services[svc].Environment
 		nc, err := natsgo.Connect(srv.ClientURL(), natsgo.UserInfo(value(env, "NATS_USER"), value(env, "NATS_PASSWORD")), natsgo.NoReconnect())
 		if err != nil {

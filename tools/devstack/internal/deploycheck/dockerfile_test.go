@@ -57,16 +57,23 @@ func makeVar(t *testing.T, makefile, name string) string {
 	return strings.TrimSpace(m[1])
 }
 
-// TestDockerfileMatchesMakeBuild checks that the image builds a service as
-// `make build` does: same flags, same package path, static.
+// TestDockerfileMatchesMakeBuild checks that the image builds a service, or
+// blobrefctl, as `make build` does: same flags, same package path, static,
+// and a release build (no -tags: failpoints exist only in test builds).
 func TestDockerfileMatchesMakeBuild(t *testing.T) {
 	root := repoRoot(t)
 	makefile := readFile(t, filepath.Join(root, "Makefile"))
 	flags := makeVar(t, makefile, "GO_BUILD_FLAGS")
+	if strings.Contains(flags, "-tags") {
+		t.Errorf("Makefile GO_BUILD_FLAGS %q has build tags: release builds have none", flags)
+	}
 	services(t, root) // SERVICES name real services
 	buildRecipe := regexp.MustCompile(`(?m)^\tCGO_ENABLED=0 \$\(GO\) build \$\(GO_BUILD_FLAGS\) -o \$\(BIN\)/ \$\(addprefix \./services/,\$\(SERVICES\)\) \./tools/devstack$`)
 	if !buildRecipe.MatchString(makefile) {
 		t.Error("Makefile build recipe is not CGO_ENABLED=0 $(GO) build $(GO_BUILD_FLAGS) -o $(BIN)/ $(addprefix ./services/,$(SERVICES)) ./tools/devstack")
+	}
+	if !strings.Contains(makefile, "\tCGO_ENABLED=0 $(GO) build $(GO_BUILD_FLAGS) -o $(BIN)/ ./tools/blobrefctl\n") {
+		t.Error("Makefile does not build ./tools/blobrefctl with $(GO_BUILD_FLAGS), as the Dockerfile does for the setup image")
 	}
 
 	ins := parseDockerfile(t, readFile(t, filepath.Join(root, "Dockerfile")))
@@ -79,9 +86,16 @@ func TestDockerfileMatchesMakeBuild(t *testing.T) {
 	if len(builds) != 1 {
 		t.Fatalf("Dockerfile: got %d RUN instructions with go build, want 1", len(builds))
 	}
-	want := "CGO_ENABLED=0 go build " + flags + " -o /out/service ./services/${SERVICE}"
-	if !strings.Contains(builds[0].Args, want) {
-		t.Errorf("Dockerfile line %d: the build command is not %q:\n%s", builds[0].Line, want, builds[0].Args)
+	for _, want := range []string{
+		`pkg="services/${SERVICE}"`, `pkg="tools/${SERVICE}"`,
+		`CGO_ENABLED=0 go build ` + flags + ` -o /out/service "./${pkg}"`,
+	} {
+		if !strings.Contains(builds[0].Args, want) {
+			t.Errorf("Dockerfile line %d: the build command has no %q:\n%s", builds[0].Line, want, builds[0].Args)
+		}
+	}
+	if strings.Contains(builds[0].Args, "-tags") {
+		t.Errorf("Dockerfile line %d: build tags in a release image's build:\n%s", builds[0].Line, builds[0].Args)
 	}
 }
 

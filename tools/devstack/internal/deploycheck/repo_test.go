@@ -74,8 +74,17 @@ func services(t *testing.T, root string) []string {
 // configuration it embeds.
 func envNames(t *testing.T, root, service string) map[string]bool {
 	t.Helper()
+	return envNamesOf(t, root, filepath.Join("services", service))
+}
+
+// envNamesOf returns the environment variables the command at dir (e.g.
+// tools/blobrefctl) reads: the `env` struct tags in its own package and in
+// internal/service.
+func envNamesOf(t *testing.T, root, dir string) map[string]bool {
+	t.Helper()
+	service := dir
 	names := map[string]bool{}
-	for _, dir := range []string{filepath.Join(root, "services", service), filepath.Join(root, "internal", "service")} {
+	for _, dir := range []string{filepath.Join(root, dir), filepath.Join(root, "internal", "service")} {
 		fset := token.NewFileSet()
 		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 		if err != nil {
@@ -115,7 +124,7 @@ func envNames(t *testing.T, root, service string) map[string]bool {
 // libraries do: the AWS SDK inside gocloud.dev's s3blob.
 var sdkEnv = map[string]bool{
 	"AWS_ACCESS_KEY_ID": true, "AWS_SECRET_ACCESS_KEY": true, "AWS_SESSION_TOKEN": true,
-	"AWS_REGION": true, "AWS_DEFAULT_REGION": true, "AWS_PROFILE": true,
+	"AWS_REGION": true, "AWS_DEFAULT_REGION": true, "AWS_PROFILE": true, "AWS_SHARED_CREDENTIALS_FILE": true,
 	"GOOGLE_APPLICATION_CREDENTIALS": true,
 	"AZURE_STORAGE_ACCOUNT":          true, "AZURE_STORAGE_KEY": true, "AZURE_STORAGE_SAS_TOKEN": true,
 }

@@ -204,43 +204,6 @@ func checkDisruptionAndScaling(t *testing.T, root string, objs []object, keda bo
 	}
 }
 
-// checkNATSUsers checks that each service connects as its own NATS user of
-// deploy/nats/nats.conf, with the password from a Secret of its own.
-func checkNATSUsers(t *testing.T, root string, objs []object) {
-	t.Helper()
-	conf := natsConf(t, root)
-	secrets := map[string]string{} // Secret -> service
-	for _, o := range objs {
-		if o.Kind != "Deployment" {
-			continue
-		}
-		svc := o.Metadata.Name
-		var user, secret string
-		for _, e := range o.Spec.Template.Spec.Containers[0].Env {
-			switch e.Name {
-			case "NATS_USER":
-				user = e.Value
-			case "NATS_PASSWORD":
-				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
-					secret = e.ValueFrom.SecretKeyRef.Name
-				}
-			}
-		}
-		if user != svc {
-			t.Errorf("Deployment %s: NATS_USER %q, want %q", svc, user, svc)
-		}
-		if _, ok := conf.accounts[user]; !ok {
-			t.Errorf("Deployment %s: NATS user %q is not in deploy/nats/nats.conf", svc, user)
-		}
-		if secret == "" {
-			t.Errorf("Deployment %s: NATS_PASSWORD does not come from a Secret", svc)
-		} else if other, ok := secrets[secret]; ok {
-			t.Errorf("Deployments %s and %s share the NATS password Secret %s", other, svc, secret)
-		}
-		secrets[secret] = svc
-	}
-}
-
 // natsSettings is what the manifests must agree with in deploy/nats/nats.conf.
 type natsSettings struct {
 	accounts map[string]string // user -> account

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
 )
@@ -61,12 +62,9 @@ func TestKEDAFindsTheLag(t *testing.T) {
 		t.Fatal("the example overlay has no ScaledObject")
 	}
 	n := startServer(t, confPath(t))
+	setUp(t, n.url(), steprun.Options{}) // the consumers
 	in := connect(t, n.url(), ingest)
 	bw := connect(t, n.url(), blobwriter)
-	rw := connect(t, n.url(), refwriter)
-	in.ensureStreams(t)
-	createConsumer(t, bw, events.BlobWriterConsumer)
-	createConsumer(t, rw, events.RefWriterConsumer)
 	// 3 requests for blobwriter, 2 blob_stored events for refwriter.
 	for range 3 {
 		ev := request(t, testenv.ID("lag"), []byte("x"), "")
@@ -149,10 +147,13 @@ func scaledObjects(t *testing.T) []scaledObject {
 func TestAckFormatV2(t *testing.T) {
 	t.Parallel()
 	n := startServer(t, confPath(t), "feature_flags { js_ack_fc_v2: true }")
+	setUp(t, n.url(), steprun.Options{})
 	in := connect(t, n.url(), ingest)
 	bw := connect(t, n.url(), blobwriter)
-	bw.ensureStreams(t)
-	cons := createConsumer(t, bw, events.BlobWriterConsumer)
+	cons, err := bw.js.Consumer(t.Context(), events.StreamName, events.BlobWriterConsumer.Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for range 2 {
 		ev := request(t, testenv.ID("v2"), []byte("x"), "")
 		testenv.Publish(t, in.js, ev, ev.ID)

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/internal/marker"
+	"github.com/blobref/blobref/internal/service"
 	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
@@ -32,24 +33,24 @@ const stageChunkSize = 128 << 10
 
 const within = 30 * time.Second
 
-// TestIngest runs what ingest does as user ingest: set up the streams and
-// the staging bucket, stage a body, publish its request, wait for its
-// completion and look up its dead letters; then what it must not do.
+// TestIngest runs what ingest does as user ingest once blobrefctl setup
+// ran: look up the streams and the staging bucket (NATS_SETUP=off), stage a
+// body, publish its request, wait for its completion and look up its dead
+// letters; then what it must not do.
 func TestIngest(t *testing.T) {
 	t.Parallel()
 	n := startServer(t, confPath(t))
+	setUp(t, n.url(), steprun.Options{})
+	setUp(t, n.url(), steprun.Options{}) // again, as every later run does
 	in := connect(t, n.url(), ingest)
 	bw := connect(t, n.url(), blobwriter)
 	rw := connect(t, n.url(), refwriter)
 	ctx := t.Context()
-
-	in.ensureStreams(t) // creates them
-	in.ensureStreams(t) // updates them, as every later start does
-	store := createStaging(t, in)
-	_ = createStaging(t, in)
+	lookUp(t, in)
+	store := openStaging(t, in)
 
 	// Stage a body as ingest does: look it up, put it, and on a retry find
-	// it; delete a stale one.
+	// it.
 	id := testenv.ID("in")
 	if _, err := store.GetInfo(ctx, id); !errors.Is(err, jetstream.ErrObjectNotFound) {
 		t.Fatalf("GetInfo of an unstaged body: got %v, want ErrObjectNotFound", err)
@@ -65,9 +66,6 @@ func TestIngest(t *testing.T) {
 	stale := testenv.ID("stale")
 	if _, err := store.PutBytes(ctx, stale, []byte("stale")); err != nil {
 		t.Fatalf("PutBytes: %v", err)
-	}
-	if err := store.Delete(ctx, stale); err != nil {
-		t.Fatalf("Delete: %v", err)
 	}
 
 	// Publish the request (claim-checked), de-duplicated by its id, and
@@ -118,8 +116,8 @@ func TestIngest(t *testing.T) {
 
 	// Nothing more: no other step's events, no dead letters, no consuming,
 	// no reading the pipeline's events, no deleting, no reading staged
-	// bodies back.
-	createConsumer(t, bw, events.BlobWriterConsumer)
+	// bodies back, no other's replies, no changing the streams, the bucket
+	// or the consumers.
 	t.Run("denied", func(t *testing.T) {
 		in.deniedPub(t, events.BlobStoredSubject(id))
 		in.deniedPub(t, events.CompletedSubject(id))
@@ -157,6 +155,75 @@ func TestIngest(t *testing.T) {
 			_, err := in.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "other"})
 			return err
 		})
+		deniedCommon(t, in)
+		// The staging bucket: purge it whole, or an object's chunks (an
+		// object store delete marks the object deleted, then purges its
+		// chunks: the mark is ingest's to write, the purge is refused, and
+		// the chunks expire with the bucket's TTL), or change it.
+		in.deniedRequest(t, "$JS.API.STREAM.PURGE.OBJ_uploads-staging", "")
+		in.denied(t, "purge the staging bucket", "Publish", "$JS.API.STREAM.PURGE.OBJ_uploads-staging", func(ctx context.Context) error {
+			s, err := in.js.Stream(ctx, "OBJ_"+stagingBucket)
+			if err != nil {
+				return err
+			}
+			return s.Purge(ctx)
+		})
+		in.denied(t, "delete a staged object's chunks", "Publish", "$JS.API.STREAM.PURGE.OBJ_uploads-staging", func(ctx context.Context) error {
+			return store.Delete(ctx, stale)
+		})
+		if _, err := store.GetInfo(t.Context(), stale); !errors.Is(err, jetstream.ErrObjectNotFound) {
+			t.Errorf("a staged object after the refused delete: got %v, want it marked deleted (ErrObjectNotFound)", err)
+		}
+		in.denied(t, "update the staging bucket", "Publish", "$JS.API.STREAM.UPDATE.OBJ_uploads-staging", func(ctx context.Context) error {
+			_, err := in.js.CreateOrUpdateObjectStore(ctx, service.StagingBucketConfig(stagingBucket, time.Second, 1))
+			return err
+		})
+		in.denied(t, "delete the staging bucket", "Publish", "$JS.API.STREAM.DELETE.OBJ_uploads-staging", func(ctx context.Context) error {
+			return in.js.DeleteObjectStore(ctx, stagingBucket)
+		})
+	})
+	checkUnchanged(t, n)
+}
+
+// TestSetup shows that the setup user, which creates and updates the
+// streams, the staging bucket and the durable consumers, can do nothing
+// else: read or publish events, delete or purge, delete a consumer or make
+// one that reads other subjects.
+func TestSetup(t *testing.T) {
+	t.Parallel()
+	n := startServer(t, confPath(t))
+	s := setUp(t, n.url(), steprun.Options{})
+	setUp(t, n.url(), steprun.Options{AckWait: time.Minute}) // an update
+	adm := connect(t, n.url(), admin)
+	if c, err := adm.js.Consumer(t.Context(), events.StreamName, events.BlobWriterConsumer.Durable); err != nil || c.CachedInfo().Config.AckWait != time.Minute {
+		t.Fatalf("consumer after setup with another ack wait: %v, want it updated to 1m", err)
+	}
+	t.Run("denied", func(t *testing.T) {
+		s.deniedPub(t, events.RequestedSubject(testenv.ID("forged")))
+		s.deniedSub(t, "uploads.>")
+		s.deniedSub(t, "_INBOX.>")
+		s.deniedSub(t, service.DefaultInboxPrefix(blobwriter)+".>")
+		s.denied(t, "read UPLOADS", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.", func(ctx context.Context) error {
+			_, err := s.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{})
+			return err
+		})
+		s.denied(t, "refilter blobwriter's consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.blobwriter.uploads.completed", func(ctx context.Context) error {
+			_, err := s.js.CreateOrUpdateConsumer(ctx, events.StreamName, consumerConfig(events.ConsumerSpec{
+				Durable: events.BlobWriterConsumer.Durable, FilterSubject: "uploads.completed.>",
+			}))
+			return err
+		})
+		s.denied(t, "delete a consumer", "Publish", "$JS.API.CONSUMER.DELETE.UPLOADS.blobwriter", func(ctx context.Context) error {
+			return s.js.DeleteConsumer(ctx, events.StreamName, events.BlobWriterConsumer.Durable)
+		})
+		s.deniedRequest(t, "$JS.API.STREAM.PURGE.UPLOADS", "")
+		s.deniedRequest(t, "$JS.API.STREAM.MSG.GET.UPLOADS_DLQ", `{"seq":1}`)
+		s.denied(t, "delete UPLOADS", "Publish", "$JS.API.STREAM.DELETE.UPLOADS", func(ctx context.Context) error {
+			return s.js.DeleteStream(ctx, events.StreamName)
+		})
+		s.denied(t, "delete the staging bucket", "Publish", "$JS.API.STREAM.DELETE.OBJ_uploads-staging", func(ctx context.Context) error {
+			return s.js.DeleteObjectStore(ctx, stagingBucket)
+		})
 	})
 }
 
@@ -168,12 +235,12 @@ func TestIngest(t *testing.T) {
 func TestBlobWriter(t *testing.T) {
 	t.Parallel()
 	n := startServer(t, confPath(t))
+	setUp(t, n.url(), runnerOptions)
 	bw := connect(t, n.url(), blobwriter)
 	in := connect(t, n.url(), ingest)
 	adm := connect(t, n.url(), admin)
-	bw.ensureStreams(t)
-	in.ensureStreams(t)
-	store := createStaging(t, in)
+	lookUp(t, bw)
+	store := openStaging(t, in)
 	ctx := t.Context()
 
 	// Requests as ingest publishes them: inline (the first delivery fails,
@@ -307,7 +374,13 @@ func TestBlobWriter(t *testing.T) {
 		bw.denied(t, "delete a staged body", "Publish", "$O.uploads-staging.M.", func(ctx context.Context) error {
 			return bstore.Delete(ctx, claimID)
 		})
+		bw.denied(t, "create its consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.blobwriter.uploads.requested", func(ctx context.Context) error {
+			_, err := bw.js.CreateOrUpdateConsumer(ctx, events.StreamName, consumerConfig(events.BlobWriterConsumer))
+			return err
+		})
+		deniedCommon(t, bw)
 	})
+	checkUnchanged(t, n)
 }
 
 // TestRefWriter runs the step runtime as user refwriter on its durable
@@ -316,12 +389,12 @@ func TestBlobWriter(t *testing.T) {
 func TestRefWriter(t *testing.T) {
 	t.Parallel()
 	n := startServer(t, confPath(t))
+	setUp(t, n.url(), runnerOptions)
 	rw := connect(t, n.url(), refwriter)
 	bw := connect(t, n.url(), blobwriter)
 	in := connect(t, n.url(), ingest)
 	adm := connect(t, n.url(), admin)
-	rw.ensureStreams(t)
-	bw.ensureStreams(t)
+	lookUp(t, rw)
 
 	ok := blobStored(t, request(t, testenv.ID("ok"), randomBytes(t, 1<<10), ""))
 	conflict := blobStored(t, request(t, testenv.ID("conflict"), randomBytes(t, 1<<10), ""))
@@ -378,7 +451,13 @@ func TestRefWriter(t *testing.T) {
 		rw.denied(t, "delete UPLOADS", "Publish", "$JS.API.STREAM.DELETE.UPLOADS", func(ctx context.Context) error {
 			return rw.js.DeleteStream(ctx, events.StreamName)
 		})
+		rw.denied(t, "create its consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.refwriter.uploads.blob.stored", func(ctx context.Context) error {
+			_, err := rw.js.CreateOrUpdateConsumer(ctx, events.StreamName, consumerConfig(events.RefWriterConsumer))
+			return err
+		})
+		deniedCommon(t, rw)
 	})
+	checkUnchanged(t, n)
 }
 
 // TestAdmin shows that the admin user (whose password the server holds as
@@ -476,36 +555,35 @@ func TestServerLogsViolations(t *testing.T) {
 	}
 }
 
-// createStaging creates or updates the staging bucket as ingest does.
-func createStaging(t testing.TB, c *client) jetstream.ObjectStore {
+// openStaging looks the staging bucket up as ingest does with
+// NATS_SETUP=off.
+func openStaging(t testing.TB, c *client) jetstream.ObjectStore {
 	t.Helper()
-	store, err := c.js.CreateOrUpdateObjectStore(t.Context(), jetstream.ObjectStoreConfig{
-		Bucket:      stagingBucket,
-		Description: "blobref ingest: claim-checked upload bodies",
-		TTL:         72 * time.Hour,
-		Replicas:    1,
-		Storage:     jetstream.FileStorage,
-	})
+	store, err := c.js.ObjectStore(t.Context(), stagingBucket)
 	if err != nil {
 		t.Fatalf("%s: staging bucket: %v", c.user, err)
 	}
 	return store
 }
 
-// consumerConfig is the durable consumer config steprun creates for spec.
-func consumerConfig(spec events.ConsumerSpec) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:       spec.Durable,
-		FilterSubject: spec.FilterSubject,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		MaxAckPending: 1000,
+// lookUp does what a service does at start-up with NATS_SETUP=off: it
+// waits for UPLOADS (service.SetUpStreams), which setup has created.
+func lookUp(t testing.TB, c *client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	if err := service.SetUpStreams(ctx, c.js, service.SetupOff, events.StreamOptions{}, testenv.Logger(t)); err != nil {
+		t.Fatalf("%s: look up the streams: %v", c.user, err)
 	}
 }
 
-// createConsumer creates the durable consumer spec as c.
+// consumerConfig is the durable consumer config blobrefctl setup creates
+// for spec (steprun.DurableConfig with the default options).
+func consumerConfig(spec events.ConsumerSpec) jetstream.ConsumerConfig {
+	return steprun.DurableConfig(spec, steprun.Options{})
+}
+
+// createConsumer creates the durable consumer spec as c (the admin).
 func createConsumer(t testing.TB, c *client, spec events.ConsumerSpec) jetstream.Consumer {
 	t.Helper()
 	cons, err := c.js.CreateOrUpdateConsumer(t.Context(), events.StreamName, consumerConfig(spec))
@@ -515,20 +593,68 @@ func createConsumer(t testing.TB, c *client, spec events.ConsumerSpec) jetstream
 	return cons
 }
 
+// deniedCommon expects what no service may do to be refused to c: read
+// another's replies or deliveries (subscribe to another's inbox prefix, or
+// to every inbox), change a stream (an update to max_age=1s would empty it)
+// or create one.
+func deniedCommon(t *testing.T, c *client) {
+	t.Helper()
+	c.deniedSub(t, "_INBOX.>")
+	for _, other := range []string{ingest, blobwriter, refwriter, setup} {
+		if other != c.user {
+			c.deniedSub(t, service.DefaultInboxPrefix(other)+".>")
+		}
+	}
+	for _, cfg := range []jetstream.StreamConfig{events.StreamConfig(events.StreamOptions{}), events.DLQStreamConfig(events.StreamOptions{})} {
+		cfg.MaxAge = time.Second
+		c.denied(t, "update "+cfg.Name+" to max_age=1s", "Publish", "$JS.API.STREAM.UPDATE."+cfg.Name, func(ctx context.Context) error {
+			_, err := c.js.UpdateStream(ctx, cfg)
+			return err
+		})
+	}
+	c.denied(t, "create a stream", "Publish", "$JS.API.STREAM.CREATE.OTHER", func(ctx context.Context) error {
+		_, err := c.js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER", Subjects: []string{"other.>"}})
+		return err
+	})
+}
+
+// checkUnchanged checks, as the admin, that the streams and the staging
+// bucket still have setup's settings.
+func checkUnchanged(t *testing.T, n *natsServer) {
+	t.Helper()
+	adm := connect(t, n.url(), admin)
+	want := setupConfig(t, steprun.Options{})
+	for name, maxAge := range map[string]time.Duration{
+		events.StreamName: want.StreamMaxAge, events.DLQStreamName: want.DLQMaxAge, "OBJ_" + stagingBucket: want.StagingTTL,
+	} {
+		s, err := adm.js.Stream(t.Context(), name)
+		if err != nil {
+			t.Errorf("stream %s: %v", name, err)
+		} else if got := s.CachedInfo().Config.MaxAge; got != maxAge {
+			t.Errorf("stream %s: max age %s, want setup's %s", name, got, maxAge)
+		}
+	}
+}
+
+// runnerOptions are the step runners' options in these tests.
+var runnerOptions = steprun.Options{
+	Concurrency:    4,
+	AckWait:        1500 * time.Millisecond, // heartbeats every 500ms
+	BackoffBase:    50 * time.Millisecond,
+	BackoffMax:     200 * time.Millisecond,
+	FetchWait:      500 * time.Millisecond,
+	ShutdownGrace:  2 * time.Second,
+	LookUpConsumer: true, // NATS_SETUP=off: setUp(runnerOptions) created it
+}
+
 // runStep runs step under the step runtime as c, with its markers in a
 // Postgres schema of the test's own, until the test ends.
 func runStep[R any](t *testing.T, c *client, step steprun.Step[R]) {
 	t.Helper()
 	pg := testenv.StartPostgres(t)
-	r, err := steprun.New(c.js, marker.NewStore(pg.Pool), step, steprun.Options{
-		Concurrency:   4,
-		AckWait:       1500 * time.Millisecond, // heartbeats every 500ms
-		BackoffBase:   50 * time.Millisecond,
-		BackoffMax:    200 * time.Millisecond,
-		FetchWait:     500 * time.Millisecond,
-		ShutdownGrace: 2 * time.Second,
-		Logger:        testenv.Logger(t),
-	})
+	o := runnerOptions
+	o.Logger = testenv.Logger(t)
+	r, err := steprun.New(c.js, marker.NewStore(pg.Pool), step, o)
 	if err != nil {
 		t.Fatal(err)
 	}

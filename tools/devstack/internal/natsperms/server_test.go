@@ -18,6 +18,8 @@ import (
 
 	"github.com/blobref/blobref/internal/freeport"
 	"github.com/blobref/blobref/internal/natsproc"
+	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/pkg/events"
 )
 
@@ -136,14 +138,16 @@ type client struct {
 	reported   chan struct{} // a token when a violation may have arrived
 }
 
-// connect connects to the server at url as user with its password; the
-// test's cleanup closes the connection.
+// connect connects to the server at url as user with its password and,
+// as the services and blobrefctl do, its replies on the inbox prefix of its
+// own, _INBOX_<user>; the test's cleanup closes the connection.
 func connect(t testing.TB, url, user string, opts ...nats.Option) *client {
 	t.Helper()
 	c := &client{user: user, reported: make(chan struct{}, 1)}
 	opts = append([]nats.Option{
 		nats.Name(user),
 		nats.UserInfo(user, passwords[user]),
+		nats.CustomInboxPrefix(service.DefaultInboxPrefix(user)),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if !errors.Is(err, nats.ErrPermissionViolation) {
 				return
@@ -290,7 +294,7 @@ func (c *client) deniedRequest(t *testing.T, subject, body string) {
 	})
 }
 
-// ensureStreams does what every service does at start-up.
+// ensureStreams does what a service does at start-up with NATS_SETUP=auto.
 func (c *client) ensureStreams(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -298,4 +302,40 @@ func (c *client) ensureStreams(t testing.TB) {
 	if err := events.EnsureStreams(ctx, c.js, events.StreamOptions{}); err != nil {
 		t.Fatalf("%s: EnsureStreams: %v", c.user, err)
 	}
+}
+
+// setUp does what `blobrefctl setup` does, as user setup: it creates the
+// streams, the staging bucket and both durable consumers, these for step
+// runners with options o, as the services with NATS_SETUP=off look them up.
+func setUp(t testing.TB, url string, o steprun.Options, opts ...nats.Option) *client {
+	t.Helper()
+	s := connect(t, url, setup, opts...)
+	cfg := setupConfig(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if done, err := service.Setup(ctx, s.js, cfg); err != nil {
+		t.Fatalf("setup: %v (did %q)", err, done)
+	}
+	s.checkNoViolations(t)
+	return s
+}
+
+// setupConfig is blobrefctl setup's configuration by default, for step
+// runners with options o.
+func setupConfig(t testing.TB, o steprun.Options) *service.SetupConfig {
+	t.Helper()
+	cfg := &service.SetupConfig{}
+	if err := service.Load(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StagingBucket != stagingBucket {
+		t.Fatalf("STAGING_BUCKET by default: got %q, want %q (nats.conf's)", cfg.StagingBucket, stagingBucket)
+	}
+	if o.AckWait > 0 {
+		cfg.AckWait = o.AckWait
+	}
+	if o.MaxInFlight > 0 {
+		cfg.MaxInFlight = o.MaxInFlight
+	}
+	return cfg
 }

@@ -26,7 +26,10 @@ import (
 )
 
 // TestServicesWithTheirUsers runs the real service binaries against a
-// server running nats.conf, each as its own NATS user, and carries uploads
+// server running nats.conf, each as its own NATS user with NATS_SETUP=off,
+// as compose and the Kubernetes manifests run them: they wait until
+// `blobrefctl setup` (the real binary, as user setup) has created the
+// streams, the staging bucket and the consumers. Then it carries uploads
 // through ingest, blobwriter and refwriter: inline and claim-checked,
 // status reads (which look up dead letters), a retry, Prefer: wait, and
 // dead letters from both consumers. The server must refuse none of what
@@ -34,21 +37,45 @@ import (
 func TestServicesWithTheirUsers(t *testing.T) {
 	t.Parallel()
 	bin := testenv.BuildServices(t, "ingest", "blobwriter", "refwriter")
+	if err := testenv.Build(bin, "tools/blobrefctl"); err != nil {
+		t.Fatal(err)
+	}
 	_, dbURL := testenv.NewSchema(t, "perm_")
 	n := startServer(t, confPath(t))
 	blobURL := (&url.URL{Scheme: "file", Path: filepath.Join(t.TempDir(), "blobs"), RawQuery: "create_dir=true"}).String()
 	common := []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "TMPDIR=" + os.TempDir(),
-		"NATS_URL=" + n.url(), "DATABASE_URL=" + dbURL, "LOG_FORMAT=text", "LOG_LEVEL=info",
+		"NATS_URL=" + n.url(), "DATABASE_URL=" + dbURL, "LOG_FORMAT=text", "LOG_LEVEL=info", "NATS_SETUP=off",
 	}
 	as := func(user string, env ...string) []string {
 		return append(append(env, common...), "NATS_USER="+user, "NATS_PASSWORD="+passwords[user])
 	}
+	// blobwriter reads its password from a file, as on Kubernetes.
+	pwFile := filepath.Join(t.TempDir(), "nats-password")
+	writeFile(t, pwFile, passwords[blobwriter]+"\n")
 	api := "http://" + testenv.FreeAddr(t)
 	ing := startService(t, bin, ingest, as(ingest,
 		"HTTP_ADDR="+strings.TrimPrefix(api, "http://"), "METRICS_ADDR="+testenv.FreeAddr(t),
-		"AUTH_TOKENS=perm-token=perm", "INLINE_THRESHOLD=64KiB"))
-	bw := startService(t, bin, blobwriter, as(blobwriter, "BLOB_URL="+blobURL, "METRICS_ADDR="+testenv.FreeAddr(t)))
+		"AUTH_TOKENS="+token+"=perm", "INLINE_THRESHOLD=64KiB"))
+	bw := startService(t, bin, blobwriter, append([]string{
+		"BLOB_URL=" + blobURL, "METRICS_ADDR=" + testenv.FreeAddr(t),
+		"NATS_USER=" + blobwriter, "NATS_PASSWORD_FILE=" + pwFile}, common...))
+
+	// Before setup they wait, not ready, and say what creates what they
+	// wait for.
+	for _, p := range []*process{ing, bw} {
+		p.awaitOutput(t, "blobrefctl setup")
+		if p.ready() {
+			t.Errorf("%s is ready before blobrefctl setup ran", p.name)
+		}
+	}
+	if _, err := connect(t, n.url(), admin).js.Stream(t.Context(), events.StreamName); err == nil {
+		t.Fatal("UPLOADS exists before blobrefctl setup ran: a service created it")
+	}
+	setupOut, err := runSetup(bin, append(common, "NATS_USER="+setup, "NATS_PASSWORD="+passwords[setup]))
+	if err != nil {
+		t.Fatalf("blobrefctl setup: %v\n%s", err, setupOut)
+	}
 	ing.awaitReady(t)
 	bw.awaitReady(t)
 
@@ -121,7 +148,7 @@ func upload(t *testing.T, api, key, contentType string, body []byte, wait int) s
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer perm-token")
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Idempotency-Key", key)
 	req.Header.Set("Content-Type", contentType)
 	if wait > 0 {
@@ -139,7 +166,7 @@ func awaitState(t *testing.T, api, id, state string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Header.Set("Authorization", "Bearer perm-token")
+		req.Header.Set("Authorization", "Bearer "+token)
 		got := do(t, req)
 		if got.State == state {
 			return
@@ -226,6 +253,44 @@ func startService(t *testing.T, bin, name string, env []string) *process {
 		}
 	})
 	return p
+}
+
+// token is ingest's bearer token in these tests: long enough for its rules.
+const token = "perm-token-0123456789abcdef0123456789"
+
+// runSetup runs `blobrefctl setup` from bin with env and returns its output.
+func runSetup(bin string, env []string) (string, error) {
+	cmd := exec.Command(filepath.Join(bin, "blobrefctl"), "setup", "--timeout", "1m")
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// awaitOutput waits until the service has written text.
+func (p *process) awaitOutput(t *testing.T, text string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(p.out.String(), text) {
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no %q in its output after 2m:\n%s", p.name, text, p.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ready reports whether the service's /readyz answers 200 now.
+func (p *process) ready() bool {
+	resp, err := httpClient.Get("http://" + p.metrics + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // awaitReady waits for the service's /readyz to answer 200.

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/blobref/blobref/internal/steprun"
 )
 
 // TestTLS turns on the TLS block of deploy/nats/tls.conf as its comments
@@ -42,6 +44,7 @@ func TestTLS(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "tls.conf"), strings.ReplaceAll(tlsConf, mount, dir+"/"))
 
 	n := startServer(t, filepath.Join(dir, "nats.conf"))
+	setUp(t, n.url(), steprun.Options{}, nats.RootCAs(ca))
 	c := connect(t, n.url(), ingest, nats.RootCAs(ca))
 	if !c.nc.TLSRequired() {
 		t.Error("the server does not require TLS")
@@ -49,7 +52,7 @@ func TestTLS(t *testing.T) {
 	if _, err := c.nc.TLSConnectionState(); err != nil {
 		t.Errorf("connection state: %v", err)
 	}
-	c.ensureStreams(t)
+	lookUp(t, c)
 	c.checkNoViolations(t)
 
 	// Without the CA the server's certificate is not trusted.

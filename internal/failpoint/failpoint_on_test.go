@@ -1,3 +1,5 @@
+//go:build blobref_failpoints
+
 package failpoint
 
 import (
@@ -9,13 +11,13 @@ import (
 
 func TestParseRejectsBadSpecs(t *testing.T) {
 	for _, spec := range []string{"x", "=crash", "a=explode", "a=delay(xyz)", "a=0*crash", "a=101%error", "a=delay(-1s)"} {
-		if _, err := Parse(spec); err == nil {
-			t.Errorf("Parse(%q): got nil error, want one", spec)
+		if err := Check(spec); err == nil {
+			t.Errorf("Check(%q): got nil error, want one", spec)
 		}
 	}
-	m, err := Parse(" a/b=crash ; c=2*error;d=50%delay(10ms);")
+	m, err := parse(" a/b=crash ; c=2*error;d=50%delay(10ms);")
 	if err != nil {
-		t.Fatalf("Parse: %v", err)
+		t.Fatalf("parse: %v", err)
 	}
 	if len(m) != 3 {
 		t.Fatalf("got %d points, want 3", len(m))
