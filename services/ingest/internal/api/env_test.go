@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,6 +64,9 @@ type env struct {
 type options struct {
 	maxUpload int64
 	waitMax   time.Duration
+	// wire, if set, records the service's Postgres round trips and NATS
+	// operations.
+	wire *wire
 }
 
 func setup(t *testing.T, opts ...func(*options)) *env {
@@ -72,8 +76,13 @@ func setup(t *testing.T, opts ...func(*options)) *env {
 		f(&o)
 	}
 	e := &env{t: t, nats: testenv.StartNATS(t), pg: testenv.StartPostgres(t), clock: &clock{now: time.Now()}, reg: prometheus.NewRegistry()}
-	svcNC, svcJS := e.nats.Connect()
 	e.nc, e.js = e.nats.Connect()
+	svcNC, svcJS, pool := e.nc, e.js, e.pg.Pool
+	if o.wire != nil {
+		svcNC, svcJS, pool = e.wired(o.wire)
+	} else {
+		svcNC, svcJS = e.nats.Connect()
+	}
 
 	tokens, err := auth.Load(tokenList, "")
 	if err != nil {
@@ -93,7 +102,7 @@ func setup(t *testing.T, opts ...func(*options)) *env {
 	}
 	e.staging = &uploads.Staging{JS: svcJS, Bucket: "uploads-staging", TTL: time.Hour}
 	e.svc = &uploads.Service{
-		Pool: e.pg.Pool, Markers: marker.NewStore(e.pg.Pool), NC: svcNC, JS: svcJS, Staging: e.staging,
+		Pool: pool, Markers: marker.NewStore(pool), NC: svcNC, JS: svcJS, Staging: e.staging,
 		InlineThreshold: 512 << 10, RedriveAfter: time.Minute, PublishTimeout: time.Second,
 		Now: e.clock.Now, Metrics: uploadMetrics,
 	}
@@ -105,6 +114,32 @@ func setup(t *testing.T, opts ...func(*options)) *env {
 	t.Cleanup(e.srv.Close)
 	t.Cleanup(h.StopWaiting)
 	return e
+}
+
+// wired returns a NATS connection, its JetStream and a Postgres pool of the
+// test's schema whose traffic w records.
+func (e *env) wired(w *wire) (*nats.Conn, jetstream.JetStream, *pgxpool.Pool) {
+	e.t.Helper()
+	nc, err := nats.Connect(e.nats.URL(), nats.SetCustomDialer(w))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cfg, err := pgxpool.ParseConfig(e.pg.URL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cfg.ConnConfig.Tracer = w
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(pool.Close)
+	return nc, js, pool
 }
 
 // clock is the service's clock, moved by the test.
