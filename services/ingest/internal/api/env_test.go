@@ -102,9 +102,15 @@ func setup(t *testing.T, opts ...func(*options)) *env {
 	}
 	e.staging = &uploads.Staging{JS: svcJS, Bucket: "uploads-staging", TTL: time.Hour}
 	e.svc = &uploads.Service{
-		Pool: pool, Markers: marker.NewStore(pool), NC: svcNC, JS: svcJS, Staging: e.staging,
+		Pool: pool, NC: svcNC, JS: svcJS, Staging: e.staging,
 		InlineThreshold: 512 << 10, RedriveAfter: time.Minute, PublishTimeout: time.Second,
 		Now: e.clock.Now, Metrics: uploadMetrics,
+	}
+	testenv.Run(t, e.svc)
+	select {
+	case <-e.svc.Started():
+	case <-time.After(timeout):
+		t.Fatal("the service did not start")
 	}
 	h := api.New(api.Options{
 		Uploads: e.svc, Tokens: tokens, MaxUploadSize: o.maxUpload, AllowedTypes: allowed,
@@ -120,7 +126,8 @@ func setup(t *testing.T, opts ...func(*options)) *env {
 // test's schema whose traffic w records.
 func (e *env) wired(w *wire) (*nats.Conn, jetstream.JetStream, *pgxpool.Pool) {
 	e.t.Helper()
-	nc, err := nats.Connect(e.nats.URL(), nats.SetCustomDialer(w))
+	// No keep-alive PING during a test: only the service's own operations.
+	nc, err := nats.Connect(e.nats.URL(), nats.SetCustomDialer(w), nats.PingInterval(time.Hour))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -345,6 +352,22 @@ func (e *env) awaitRequests(id string, n int) []*events.Event {
 				e.t.Fatalf("request events of %s: got %d, want %d", id, len(evs), n)
 			}
 			return evs
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// awaitRows polls a counting query until it counts n.
+func (e *env) awaitRows(query string, n int, args ...any) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := e.pg.Count(e.t, query, args...)
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s: got %d, want %d", query, got, n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
