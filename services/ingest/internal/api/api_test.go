@@ -529,6 +529,14 @@ func TestPreferWait(t *testing.T) {
 		done <- e.post(upload{key: "wait", body: []byte("wait for me"), header: http.Header{"Prefer": {"respond-async, wait=20"}}})
 	}()
 	req := e.awaitRequests(id, 1)[0]
+	// A completed event of the id with other bytes is not this upload's
+	// completion, and the completion of another upload is not either.
+	other := *req
+	other.Data = []byte("other bytes")
+	other.SHA256 = sha(other.Data)
+	e.publishCompleted(&other)
+	e.post(upload{key: "wait-other", body: []byte("another upload")}).state(t, http.StatusAccepted)
+	e.complete(e.awaitRequests(uploads.ID("alice", "wait-other"), 1)[0], true)
 	ref := e.complete(req, true)
 	var r reply
 	select {
@@ -539,6 +547,9 @@ func TestPreferWait(t *testing.T) {
 	st := r.state(t, http.StatusCreated)
 	if st.State != uploads.StateCompleted || st.Reference == nil || *st.Reference != ref {
 		t.Errorf("201: got %+v, want completed with %+v", st, ref)
+	}
+	if st.Steps.Accepted == nil || st.Steps.Blob == nil || st.Steps.Ref == nil {
+		t.Errorf("201: got steps %+v, want every step", st.Steps)
 	}
 	if got := r.header.Get("Preference-Applied"); got != "wait=10" {
 		t.Errorf("Preference-Applied: got %q, want wait=10 (capped at WAIT_MAX)", got)
@@ -584,6 +595,10 @@ func TestJetStreamDownIs503ThenRetryPublishes(t *testing.T) {
 	if n, published, _ := e.record(id); n != 0 || published {
 		t.Errorf("record after the failed publish: got publish_count %d, published %v; want 0, false", n, published)
 	}
+	// The bytes wait in the record's outbox, and the key is free for a retry.
+	if n := e.pg.Count(t, `SELECT count(*) FROM ingest_uploads WHERE id = $1 AND payload = $2 AND claimed_until IS NULL`, id, body); n != 1 {
+		t.Error("record after the failed publish: want the bytes in the outbox and no claim")
+	}
 
 	e.nats.Restart()
 	deadline := time.Now().Add(timeout)
@@ -606,6 +621,9 @@ func TestJetStreamDownIs503ThenRetryPublishes(t *testing.T) {
 	}
 	if n, published, _ := e.record(id); n != 1 || !published {
 		t.Errorf("record: got publish_count %d, published %v; want 1, true", n, published)
+	}
+	if n := e.pg.Count(t, `SELECT count(*) FROM ingest_uploads WHERE id = $1 AND payload IS NULL`, id); n != 1 {
+		t.Error("record once published: want the outbox cleared")
 	}
 }
 

@@ -433,6 +433,22 @@ func (e *env) complete(req *events.Event, publish bool) events.Reference {
 	return ref
 }
 
+// publishCompleted publishes a completed event of upload req, as refwriter
+// would, without recording anything.
+func (e *env) publishCompleted(req *events.Event) {
+	e.t.Helper()
+	b := events.Blob{Key: "uploads/" + req.ID, Size: int64(len(req.Data)), SHA256: req.SHA256, ContentType: req.ContentType}
+	stored, err := events.NewBlobStored(req, b, "/test/blobwriter")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	completed, err := events.NewCompleted(stored, events.Reference{ID: req.ID, Subject: req.Subject, Blob: b, EventTime: req.Time}, "/test/refwriter")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	testenv.Publish(e.t, e.js, completed, "")
+}
+
 // deadLetter writes a dead letter of upload req's request event the way the
 // step runner does.
 func (e *env) deadLetter(req *events.Event, reason, step string) events.DeadLetter {
