@@ -82,7 +82,7 @@ func (s *Service) flush(jobs []*job) {
 	s.recordPublishes(ctx, jobs)
 	for _, j := range out {
 		if j.published && j.err == nil {
-			s.Metrics.published(!j.insert)
+			s.Metrics.published(j.rec.PublishCount > 0)
 			j.err = inject(j.ctx, "after-publish")
 		}
 	}
