@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -49,7 +50,7 @@ const (
 // env is one test's world: the real API handler over real JetStream and a
 // Postgres schema of its own, served by an httptest server.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	nats    *testenv.NATS
 	nc      *nats.Conn          // the test's own connection
 	js      jetstream.JetStream // the test's own JetStream
@@ -67,9 +68,11 @@ type options struct {
 	// wire, if set, records the service's Postgres round trips and NATS
 	// operations.
 	wire *wire
+	// quiet: the API logs nothing (a benchmark's thousands of requests).
+	quiet bool
 }
 
-func setup(t *testing.T, opts ...func(*options)) *env {
+func setup(t testing.TB, opts ...func(*options)) *env {
 	t.Helper()
 	o := options{maxUpload: 64 << 20, waitMax: 10 * time.Second}
 	for _, f := range opts {
@@ -106,6 +109,10 @@ func setup(t *testing.T, opts ...func(*options)) *env {
 		InlineThreshold: 512 << 10, RedriveAfter: time.Minute, PublishTimeout: time.Second,
 		Now: e.clock.Now, Metrics: uploadMetrics,
 	}
+	logger := testenv.Logger(t)
+	if o.quiet {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	testenv.Run(t, e.svc)
 	select {
 	case <-e.svc.Started():
@@ -114,7 +121,7 @@ func setup(t *testing.T, opts ...func(*options)) *env {
 	}
 	h := api.New(api.Options{
 		Uploads: e.svc, Tokens: tokens, MaxUploadSize: o.maxUpload, AllowedTypes: allowed,
-		WaitMax: o.waitMax, Metrics: apiMetrics, Logger: testenv.Logger(t),
+		WaitMax: o.waitMax, Metrics: apiMetrics, Logger: logger,
 	})
 	e.srv = httptest.NewServer(h)
 	t.Cleanup(e.srv.Close)
@@ -502,6 +509,25 @@ func (e *env) stagingMsgs() uint64 {
 func (e *env) counter(family string, match ...string) float64 {
 	e.t.Helper()
 	return testenv.Counter(e.t, e.reg, family, match...)
+}
+
+// histogram returns the sum and count of a histogram family.
+func (e *env) histogram(family string) (sum, count float64) {
+	e.t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != family {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetHistogram().GetSampleSum()
+			count += float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	return sum, count
 }
 
 func sha(b []byte) string {
