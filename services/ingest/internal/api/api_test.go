@@ -201,6 +201,45 @@ func TestConcurrentSameKeyIs409(t *testing.T) {
 	}
 }
 
+// Requests with one key at once, in one batch or in batches side by side:
+// one records and publishes the upload, each of the others is told the key
+// is busy or resumes it; the request is published once.
+func TestConcurrentSameKeyPublishesOnce(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	const n = 16
+	body := []byte("sent many times at once")
+	replies := make(chan reply, n)
+	for range n {
+		go func() { replies <- e.post(upload{key: "herd", body: body}) }()
+	}
+	accepted := 0
+	for range n {
+		r := <-replies
+		switch r.status {
+		case http.StatusAccepted:
+			accepted++
+			if st := r.state(t, http.StatusAccepted); st.SHA256 != sha(body) || st.Steps.Accepted == nil {
+				t.Errorf("202: got %+v, want the upload accepted", st)
+			}
+		case http.StatusConflict:
+			r.problem(t, http.StatusConflict, "idempotency-key-in-use")
+		default:
+			t.Errorf("concurrent POST: got %d %s, want 202 or 409", r.status, r.body)
+		}
+	}
+	if accepted == 0 {
+		t.Error("no request was accepted")
+	}
+	id := uploads.ID("alice", "herd")
+	if evs, msgIDs := e.requests(id); len(evs) != 1 || msgIDs[0] != id {
+		t.Errorf("request events: got %d (%v), want 1 with Nats-Msg-Id %s", len(evs), msgIDs, id)
+	}
+	if n, published, _ := e.record(id); n != 1 || !published {
+		t.Errorf("record: got publish_count %d, published %v; want 1, true", n, published)
+	}
+}
+
 // An ingest that died holding a key (a claim on a record it had not
 // published yet, or a staging lease) blocks the key with 409 until its hold
 // lapses; then a retry takes over and finishes the upload, published once.
