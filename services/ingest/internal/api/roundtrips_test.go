@@ -60,3 +60,30 @@ func TestRoundTripsOfOneUpload(t *testing.T) {
 		}
 	}
 }
+
+// TestRoundTripsOfARetry counts a retry of a completed upload: the insert
+// that finds the key taken returns the upload as it stands in the same
+// round trip, so the 200 costs one Postgres round trip and nothing on NATS.
+// (Before: the claim, SELECT and the unlock, and with Prefer: wait a SUB
+// and its flush: 3 Postgres and 1 NATS round trips.)
+func TestRoundTripsOfARetry(t *testing.T) {
+	t.Parallel()
+	w := &wire{}
+	e := setup(t, func(o *options) { o.wire = w })
+	body := []byte("retried once completed")
+	e.post(upload{key: "retried", body: body}).state(t, http.StatusAccepted)
+	e.complete(e.awaitRequests(uploads.ID("alice", "retried"), 1)[0], false)
+	e.post(upload{key: "warm-up", body: body}).state(t, http.StatusAccepted)
+
+	m := w.mark()
+	st := e.post(upload{key: "retried", body: body, header: http.Header{"Prefer": {"wait=10"}}}).state(t, http.StatusOK)
+	if st.State != uploads.StateCompleted {
+		t.Errorf("retry: got %+v, want completed", st)
+	}
+	ops := w.since(m)
+	n := count(ops)
+	t.Logf("a retry of a completed upload: %d Postgres round trips, %d NATS operations\n%s", n["pg"], len(ops)-n["pg"], strings.Join(ops, "\n"))
+	if len(ops) != 1 || !strings.HasPrefix(ops[0], "pg WITH v AS") {
+		t.Errorf("got %q, want the one insert that finds the key taken", ops)
+	}
+}
