@@ -6,21 +6,34 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"slices"
 	"time"
 )
 
 // readHead reads the body up to one byte past the inline threshold: all of
-// an inline body.
+// an inline body. With a Content-Length it reads into a buffer of that size
+// (and the one byte that finds the end).
 func (s *Service) readHead(sub Submission) ([]byte, error) {
-	limit := int64(s.InlineThreshold) + 1
-	head := &bytes.Buffer{}
+	limit := s.InlineThreshold + 1
+	n := min(limit, 32<<10)
 	if sub.Size >= 0 {
-		head.Grow(int(min(sub.Size, limit)))
+		n = int(min(sub.Size+1, int64(limit)))
 	}
-	if _, err := head.ReadFrom(io.LimitReader(sub.Body, limit)); err != nil {
-		return nil, &BodyError{Err: err}
+	buf := make([]byte, 0, n)
+	for len(buf) < limit {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(2*cap(buf), limit)-len(buf))
+		}
+		m, err := sub.Body.Read(buf[len(buf):min(cap(buf), limit)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, &BodyError{Err: err}
+		}
 	}
-	return head.Bytes(), nil
+	return buf, nil
 }
 
 // submitInline runs a request whose body travels inline: record and
