@@ -29,6 +29,15 @@ type waiter struct {
 	c  chan *events.Event
 }
 
+// The completed events that may wait for deliver at once (every upload's,
+// not only the waited ones): past them events are dropped, and the waits
+// they would have ended answer 202 when they time out, rather than ingest's
+// memory growing.
+const (
+	pendingEvents = 1 << 16
+	pendingBytes  = 8 << 20
+)
+
 // completedPrefix is the subject of completed events without the id.
 var completedPrefix = events.CompletedSubject("")
 
@@ -36,6 +45,10 @@ var completedPrefix = events.CompletedSubject("")
 func (c *completions) subscribe(nc *nats.Conn) error {
 	sub, err := nc.Subscribe(events.CompletedSubject("*"), c.deliver)
 	if err != nil {
+		return err
+	}
+	if err := sub.SetPendingLimits(pendingEvents, pendingBytes); err != nil {
+		_ = sub.Unsubscribe()
 		return err
 	}
 	c.mu.Lock()
