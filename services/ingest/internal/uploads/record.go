@@ -2,10 +2,13 @@ package uploads
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -119,8 +122,46 @@ LEFT JOIN ingest_uploads u ON u.id = v.id AND ins.id IS NULL` + snapshotJoins
 // insert records the insert jobs of a batch in one round trip. Of two jobs
 // with one key only the first is sent: the other lost to it.
 func (s *Service) insert(ctx context.Context, jobs []*job) {
+	seen := map[string]bool{}
+	var batch []*job
+	for _, j := range jobs {
+		if j.insert && !seen[j.rec.ID] {
+			seen[j.rec.ID] = true
+			batch = append(batch, j)
+		}
+	}
+	if len(batch) > 0 {
+		s.insertBatch(ctx, batch)
+	}
+}
+
+// insertBatch runs recordUploads for jobs of distinct keys. When Postgres
+// refuses the statement for what a job holds, each job is recorded on its
+// own, so that one bad request fails alone.
+func (s *Service) insertBatch(ctx context.Context, jobs []*job) {
+	err := s.insertRows(ctx, jobs)
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		return
+	case errors.As(err, &pgErr) && len(jobs) > 1:
+		for _, j := range jobs {
+			s.insertBatch(ctx, []*job{j})
+		}
+		return
+	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22"): // data exception
+		err = fmt.Errorf("uploads: record upload %s: %w", jobs[0].rec.ID, err)
+	default:
+		err = unavailable("record upload", err)
+	}
+	for _, j := range jobs {
+		j.won, j.snap, j.err = false, nil, err
+	}
+}
+
+// insertRows runs recordUploads for jobs.
+func (s *Service) insertRows(ctx context.Context, jobs []*job) error {
 	var (
-		byID                                                      = map[string]*job{}
 		ids, callers, keys, subjects, types, shas, datarefs, hold []*string
 		sizes                                                     []int64
 		created                                                   []time.Time
@@ -132,13 +173,8 @@ func (s *Service) insert(ctx context.Context, jobs []*job) {
 		}
 		return &v
 	}
+	byID := make(map[string]*job, len(jobs))
 	for _, j := range jobs {
-		if !j.insert {
-			continue
-		}
-		if _, dup := byID[j.rec.ID]; dup {
-			continue // lost, out of sight
-		}
 		byID[j.rec.ID] = j
 		r := j.rec
 		ids, callers, keys = append(ids, &r.ID), append(callers, &r.Caller), append(keys, &r.Key)
@@ -146,39 +182,28 @@ func (s *Service) insert(ctx context.Context, jobs []*job) {
 		datarefs, hold = append(datarefs, str(r.DataRef)), append(hold, str(j.holder))
 		sizes, created, payloads = append(sizes, r.Size), append(created, r.CreatedAt), append(payloads, j.inline)
 	}
-	if len(ids) == 0 {
-		return
-	}
-	err := func() error {
-		rows, err := s.Pool.Query(ctx, recordUploads, ids, callers, keys, subjects, types, sizes, shas, datarefs,
-			created, payloads, hold, s.recordTimeout().Microseconds())
-		if err != nil {
-			return err
-		}
-		var (
-			id  string
-			won bool
-			c   snapshotScan
-		)
-		_, err = pgx.ForEachRow(rows, append([]any{&id, &won}, c.targets()...), func() error {
-			j := byID[id]
-			if j == nil {
-				return fmt.Errorf("recorded upload %s that was not asked for", id)
-			}
-			j.won = won
-			if snap, ok := c.snapshot(); ok && !won {
-				j.snap = &snap
-			}
-			return nil
-		})
-		return err
-	}()
+	rows, err := s.Pool.Query(ctx, recordUploads, ids, callers, keys, subjects, types, sizes, shas, datarefs,
+		created, payloads, hold, s.recordTimeout().Microseconds())
 	if err != nil {
-		err = unavailable("record upload", err)
-		for _, j := range byID {
-			j.won, j.snap, j.err = false, nil, err
-		}
+		return err
 	}
+	var (
+		id  string
+		won bool
+		c   snapshotScan
+	)
+	_, err = pgx.ForEachRow(rows, append([]any{&id, &won}, c.targets()...), func() error {
+		j := byID[id]
+		if j == nil {
+			return fmt.Errorf("recorded upload %s that was not asked for", id)
+		}
+		j.won = won
+		if snap, ok := c.snapshot(); ok && !won {
+			j.snap = &snap
+		}
+		return nil
+	})
+	return err
 }
 
 // publish publishes the request event of each job asynchronously, and waits
