@@ -53,15 +53,15 @@ type job struct {
 	at  time.Time
 	err error
 
-	// published: JetStream has the request; release: the job gave up on an
-	// upload it had claimed, whose claim is cleared.
-	published, release bool
-	ack                jetstream.PubAckFuture
+	// published: JetStream has the request. A job that recorded its upload
+	// and did not publish it gave up on it: its claim is released.
+	published bool
+	ack       jetstream.PubAckFuture
 }
 
 // flush runs one batch: record, publish, record the publishes. The batch
 // runs on a context of its own, which the requests going away cannot
-// cancel; the claims it takes outlive it (claimFor).
+// cancel; the claims it takes outlive it (recordTimeout).
 func (s *Service) flush(jobs []*job) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.recordTimeout())
 	defer cancel()
@@ -75,7 +75,6 @@ func (s *Service) flush(jobs []*job) {
 		}
 		if j.insert {
 			if j.err = inject(j.ctx, "after-record"); j.err != nil {
-				j.release = true
 				continue
 			}
 		}
@@ -216,11 +215,11 @@ func (s *Service) publish(ctx context.Context, jobs []*job) {
 	for _, j := range jobs {
 		msg, err := requestMsg(j.rec, j.inline)
 		if err != nil {
-			j.err, j.release = err, j.insert
+			j.err = err
 			continue
 		}
 		if j.ack, err = s.JS.PublishMsgAsync(msg); err != nil {
-			j.err, j.release = unavailable("publish", err), j.insert
+			j.err = unavailable("publish", err)
 		}
 	}
 	timeout := time.NewTimer(s.publishTimeout())
@@ -240,7 +239,6 @@ func (s *Service) publish(ctx context.Context, jobs []*job) {
 		case <-ctx.Done():
 			j.err = unavailable("publish", ctx.Err())
 		}
-		j.release = !j.published && j.insert
 	}
 	at := s.now()
 	for _, j := range jobs {
@@ -298,7 +296,7 @@ func (s *Service) recordPublishes(ctx context.Context, jobs []*job) {
 		case j.published:
 			at := j.at
 			ids, counts, ats, done = append(ids, j.rec.ID), append(counts, j.rec.PublishCount), append(ats, &at), append(done, j)
-		case j.release:
+		case j.insert && j.won: // gave up: release the claim
 			ids, counts, ats = append(ids, j.rec.ID), append(counts, j.rec.PublishCount), append(ats, nil)
 		}
 	}
