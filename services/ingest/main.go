@@ -14,16 +14,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/blobref/blobref/internal/marker"
 	"github.com/blobref/blobref/internal/service"
 	"github.com/blobref/blobref/services/ingest/internal/api"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
 )
 
-// claimConns is the size of the claims' pool, unless DATABASE_URL sets
-// pool_max_conns: how many uploads ingest receives at once.
-const claimConns = 32
+// poolConns is the size of the Postgres pool, unless DATABASE_URL sets
+// pool_max_conns. No connection is held while a body streams in: a request
+// uses one for a round trip at a time, and batches share them.
+const poolConns = 8
 
 func main() {
 	service.Main("ingest", &config{Config: service.Config{MetricsAddr: ":9100"}}, run)
@@ -38,20 +38,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	pool, err := service.OpenPostgres(ctx, cfg.DatabaseURL, 0, log)
+	pool, err := service.OpenPostgres(ctx, cfg.DatabaseURL, poolConns, log)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	// Claims hold a connection for a whole upload, and the upload queries
-	// Postgres meanwhile: they get a pool of their own, so that uploads in
-	// progress can never starve each other of connections (a deadlock when
-	// one pool served both). Its size bounds the uploads received at once.
-	claims, err := service.NewPool(ctx, cfg.DatabaseURL, claimConns)
-	if err != nil {
-		return err
-	}
-	defer claims.Close()
 	nc, err := service.ConnectNATS(ctx, cfg.NATS, "ingest", log)
 	if err != nil {
 		return err
@@ -60,7 +51,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if max := nc.MaxPayload(); int64(cfg.InlineThreshold)+headerRoom > max {
 		return fmt.Errorf("config: INLINE_THRESHOLD: %d bytes plus headers exceed the server's max_payload of %d", cfg.InlineThreshold, max)
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(30*time.Second))
 	if err != nil {
 		return err
 	}
@@ -78,14 +69,19 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	ops := &service.Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Pprof: cfg.Pprof, Checks: map[string]service.Check{
 		"nats": service.NATSCheck(nc), "postgres": service.PostgresCheck(pool),
 	}}
+	staging := &uploads.Staging{JS: js, Bucket: cfg.StagingBucket, TTL: cfg.StagingTTL, Replicas: cfg.StreamReplicas,
+		LookUp: cfg.NATSSetup == service.SetupOff}
+	svc := &uploads.Service{
+		Pool: pool, NC: nc, JS: js, Staging: staging,
+		InlineThreshold: int(cfg.InlineThreshold), RedriveAfter: cfg.RedriveAfter, Metrics: uploadMetrics,
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ops.Run(gctx) })
+	g.Go(func() error { return svc.Run(gctx) })
 	g.Go(func() error {
 		if err := service.SetUpStreams(gctx, js, cfg.NATSSetup, cfg.StreamOptions(), log); err != nil {
 			return err
 		}
-		staging := &uploads.Staging{JS: js, Bucket: cfg.StagingBucket, TTL: cfg.StagingTTL, Replicas: cfg.StreamReplicas,
-			LookUp: cfg.NATSSetup == service.SetupOff}
 		what := "set up staging bucket"
 		if staging.LookUp {
 			what = "look up staging bucket " + cfg.StagingBucket + " (NATS_SETUP=off: `blobrefctl setup` creates it)"
@@ -93,9 +89,10 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		if err := service.Retry(gctx, log, what, func() error { return staging.Ensure(gctx) }); err != nil {
 			return err
 		}
-		svc := &uploads.Service{
-			Pool: pool, Markers: marker.NewStore(claims), NC: nc, JS: js, Staging: staging,
-			InlineThreshold: int(cfg.InlineThreshold), RedriveAfter: cfg.RedriveAfter, Metrics: uploadMetrics,
+		select {
+		case <-svc.Started():
+		case <-gctx.Done():
+			return nil
 		}
 		h := api.New(api.Options{
 			Uploads: svc, Tokens: tokens, MaxUploadSize: int64(cfg.MaxUploadSize), AllowedTypes: allowed,

@@ -159,8 +159,8 @@ func TestRun(t *testing.T) {
 		t.Errorf("requests_total{code=202}: got %v, want 1", got)
 	}
 
-	// Many uploads at once, more than the query pool has connections: each
-	// holds its claim's connection while it queries, and none may starve.
+	// Many uploads at once, more than the pool has connections: they share
+	// batches and connections, and none may starve.
 	const concurrent = 24
 	codes := make(chan int, concurrent)
 	for i := range concurrent {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/blobref/blobref/internal/marker"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
 )
@@ -149,24 +149,155 @@ func TestSameKeyOtherRequestIs422(t *testing.T) {
 	e.post(upload{token: bobToken, key: "k", body: []byte("second")}).state(t, http.StatusAccepted)
 }
 
+// While a large body with a key streams in, the key is leased: another
+// request with it, large or small, is answered 409 with Retry-After, and
+// no Postgres connection is held meanwhile.
 func TestConcurrentSameKeyIs409(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	id := uploads.ID("alice", "busy")
-	claim, err := marker.NewStore(e.pg.Pool).Claim(context.Background(), id, "ingest")
+	body := randomBytes(2<<20, 9)
+	pr, pw := io.Pipe()
+	first := make(chan reply, 1)
+	go func() { first <- e.post(upload{key: "busy", contentType: "application/octet-stream", stream: pr}) }()
+	if _, err := pw.Write(body[:1<<20]); err != nil { // past the inline threshold: staging
+		t.Fatal(err)
+	}
+	e.awaitRows(`SELECT count(*) FROM ingest_leases WHERE id = $1`, 1, id)
+	// The service shares the pool with the test, which holds none now.
+	if n := e.pg.Pool.Stat().AcquiredConns(); n != 0 {
+		t.Errorf("%d Postgres connections held while a body streams in, want none", n)
+	}
+
+	for name, u := range map[string]upload{
+		"the same bytes": {key: "busy", contentType: "application/octet-stream", body: body},
+		"small bytes":    {key: "busy", body: []byte("x")},
+	} {
+		r := e.post(u)
+		p := r.problem(t, http.StatusConflict, "idempotency-key-in-use", "Idempotency-Key")
+		if p.ID != "" && p.ID != id {
+			t.Errorf("%s: problem id: got %q", name, p.ID)
+		}
+		if r.header.Get("Retry-After") == "" {
+			t.Errorf("%s: 409 without Retry-After", name)
+		}
+	}
+
+	if _, err := pw.Write(body[1<<20:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	st := (<-first).state(t, http.StatusAccepted)
+	if st.Size != int64(len(body)) || st.SHA256 != sha(body) {
+		t.Errorf("first request: got %d bytes with %s, want %d with %s", st.Size, st.SHA256, len(body), sha(body))
+	}
+	if n := e.pg.Count(t, `SELECT count(*) FROM ingest_leases`); n != 0 {
+		t.Errorf("leases once recorded: got %d, want 0", n)
+	}
+	e.post(upload{key: "busy", contentType: "application/octet-stream", body: body}).state(t, http.StatusAccepted)
+	e.post(upload{key: "busy", body: []byte("x")}).problem(t, http.StatusUnprocessableEntity, "idempotency-key-reused", "body")
+	if evs, _ := e.requests(id); len(evs) != 1 {
+		t.Errorf("request events: got %d, want 1", len(evs))
+	}
+}
+
+// Requests with one key at once, in one batch or in batches side by side:
+// one records and publishes the upload, each of the others is told the key
+// is busy or resumes it; the request is published once.
+func TestConcurrentSameKeyPublishesOnce(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	const n = 16
+	body := []byte("sent many times at once")
+	replies := make(chan reply, n)
+	for range n {
+		go func() { replies <- e.post(upload{key: "herd", body: body}) }()
+	}
+	accepted := 0
+	for range n {
+		r := <-replies
+		switch r.status {
+		case http.StatusAccepted:
+			accepted++
+			if st := r.state(t, http.StatusAccepted); st.SHA256 != sha(body) || st.Steps.Accepted == nil {
+				t.Errorf("202: got %+v, want the upload accepted", st)
+			}
+		case http.StatusConflict:
+			r.problem(t, http.StatusConflict, "idempotency-key-in-use")
+		default:
+			t.Errorf("concurrent POST: got %d %s, want 202 or 409", r.status, r.body)
+		}
+	}
+	if accepted == 0 {
+		t.Error("no request was accepted")
+	}
+	id := uploads.ID("alice", "herd")
+	if evs, msgIDs := e.requests(id); len(evs) != 1 || msgIDs[0] != id {
+		t.Errorf("request events: got %d (%v), want 1 with Nats-Msg-Id %s", len(evs), msgIDs, id)
+	}
+	if n, published, _ := e.record(id); n != 1 || !published {
+		t.Errorf("record: got publish_count %d, published %v; want 1, true", n, published)
+	}
+}
+
+// An ingest that died holding a key (a claim on a record it had not
+// published yet, or a staging lease) blocks the key with 409 until its hold
+// lapses; then a retry takes over and finishes the upload, published once.
+func TestHoldOfADeadIngestLapses(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+
+	// Recorded, not published, claimed: it died after recording.
+	body := []byte("recorded by an ingest that died")
+	id := uploads.ID("alice", "claimed")
+	_, err := e.pg.Pool.Exec(ctx, `
+		INSERT INTO ingest_uploads (id, caller, idempotency_key, subject, content_type, size, sha256, created_at, payload, claimed_until)
+		VALUES ($1, 'alice', 'claimed', 'users/42/avatar', 'image/png', $2, $3, $4, $5, now() + interval '1 hour')`,
+		id, len(body), sha(body), e.clock.Now().UTC().Truncate(time.Microsecond), body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := e.post(upload{key: "busy", body: []byte("x")})
-	p := r.problem(t, http.StatusConflict, "idempotency-key-in-use", "Idempotency-Key")
-	if p.ID != "" && p.ID != id {
-		t.Errorf("problem id: got %q", p.ID)
+	e.post(upload{key: "claimed", body: body}).problem(t, http.StatusConflict, "idempotency-key-in-use")
+	e.post(upload{key: "claimed", body: []byte("other")}).problem(t, http.StatusConflict, "idempotency-key-in-use")
+	if _, err := e.pg.Pool.Exec(ctx, `UPDATE ingest_uploads SET claimed_until = now() - interval '1 second' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
 	}
-	if r.header.Get("Retry-After") == "" {
-		t.Error("409 without Retry-After")
+	st := e.post(upload{key: "claimed", body: body}).state(t, http.StatusAccepted)
+	if st.Steps.Accepted == nil || st.SHA256 != sha(body) {
+		t.Errorf("retry after the claim lapsed: got %+v, want it accepted", st)
 	}
-	claim.Release()
-	e.post(upload{key: "busy", body: []byte("x")}).state(t, http.StatusAccepted)
+	if evs, msgIDs := e.requests(id); len(evs) != 1 || msgIDs[0] != id || !bytes.Equal(evs[0].Data, body) {
+		t.Errorf("request events: got %d (%v), want 1 with Nats-Msg-Id %s and the bytes", len(evs), msgIDs, id)
+	}
+	if n, published, _ := e.record(id); n != 1 || !published {
+		t.Errorf("record: got publish_count %d, published %v; want 1, true", n, published)
+	}
+	if n := e.pg.Count(t, `SELECT count(*) FROM ingest_uploads WHERE payload IS NULL AND claimed_until IS NULL AND id = $1`, id); n != 1 {
+		t.Error("record: the outbox or the claim is not cleared once published")
+	}
+
+	// A staging lease: live, it blocks the key; expired, a request takes it
+	// over.
+	large := randomBytes(1<<20, 11)
+	lid := uploads.ID("alice", "leased")
+	if _, err := e.pg.Pool.Exec(ctx, `INSERT INTO ingest_leases (id, holder, expires_at) VALUES ($1, 'dead', now() + interval '1 hour')`, lid); err != nil {
+		t.Fatal(err)
+	}
+	e.post(upload{key: "leased", body: large}).problem(t, http.StatusConflict, "idempotency-key-in-use")
+	e.post(upload{key: "leased", body: []byte("small")}).problem(t, http.StatusConflict, "idempotency-key-in-use")
+	if _, err := e.pg.Pool.Exec(ctx, `UPDATE ingest_leases SET expires_at = now() - interval '1 second' WHERE id = $1`, lid); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.post(upload{key: "leased", body: large}).state(t, http.StatusAccepted); st.SHA256 != sha(large) {
+		t.Errorf("upload after the lease expired: got sha256 %s, want %s", st.SHA256, sha(large))
+	}
+	if n := e.pg.Count(t, `SELECT count(*) FROM ingest_leases`); n != 0 {
+		t.Errorf("leases: got %d, want 0", n)
+	}
+	if evs, _ := e.requests(lid); len(evs) != 1 || evs[0].DataRef == "" {
+		t.Errorf("request events of the large upload: got %d, want 1 with a dataref", len(evs))
+	}
 }
 
 func TestAuthentication(t *testing.T) {
@@ -437,6 +568,14 @@ func TestPreferWait(t *testing.T) {
 		done <- e.post(upload{key: "wait", body: []byte("wait for me"), header: http.Header{"Prefer": {"respond-async, wait=20"}}})
 	}()
 	req := e.awaitRequests(id, 1)[0]
+	// A completed event of the id with other bytes is not this upload's
+	// completion, and the completion of another upload is not either.
+	other := *req
+	other.Data = []byte("other bytes")
+	other.SHA256 = sha(other.Data)
+	e.publishCompleted(&other)
+	e.post(upload{key: "wait-other", body: []byte("another upload")}).state(t, http.StatusAccepted)
+	e.complete(e.awaitRequests(uploads.ID("alice", "wait-other"), 1)[0], true)
 	ref := e.complete(req, true)
 	var r reply
 	select {
@@ -447,6 +586,9 @@ func TestPreferWait(t *testing.T) {
 	st := r.state(t, http.StatusCreated)
 	if st.State != uploads.StateCompleted || st.Reference == nil || *st.Reference != ref {
 		t.Errorf("201: got %+v, want completed with %+v", st, ref)
+	}
+	if st.Steps.Accepted == nil || st.Steps.Blob == nil || st.Steps.Ref == nil {
+		t.Errorf("201: got steps %+v, want every step", st.Steps)
 	}
 	if got := r.header.Get("Preference-Applied"); got != "wait=10" {
 		t.Errorf("Preference-Applied: got %q, want wait=10 (capped at WAIT_MAX)", got)
@@ -492,6 +634,10 @@ func TestJetStreamDownIs503ThenRetryPublishes(t *testing.T) {
 	if n, published, _ := e.record(id); n != 0 || published {
 		t.Errorf("record after the failed publish: got publish_count %d, published %v; want 0, false", n, published)
 	}
+	// The bytes wait in the record's outbox, and the key is free for a retry.
+	if n := e.pg.Count(t, `SELECT count(*) FROM ingest_uploads WHERE id = $1 AND payload = $2 AND claimed_until IS NULL`, id, body); n != 1 {
+		t.Error("record after the failed publish: want the bytes in the outbox and no claim")
+	}
 
 	e.nats.Restart()
 	deadline := time.Now().Add(timeout)
@@ -514,6 +660,9 @@ func TestJetStreamDownIs503ThenRetryPublishes(t *testing.T) {
 	}
 	if n, published, _ := e.record(id); n != 1 || !published {
 		t.Errorf("record: got publish_count %d, published %v; want 1, true", n, published)
+	}
+	if n := e.pg.Count(t, `SELECT count(*) FROM ingest_uploads WHERE id = $1 AND payload IS NULL`, id); n != 1 {
+		t.Error("record once published: want the outbox cleared")
 	}
 }
 

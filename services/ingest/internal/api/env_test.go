@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +50,7 @@ const (
 // env is one test's world: the real API handler over real JetStream and a
 // Postgres schema of its own, served by an httptest server.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	nats    *testenv.NATS
 	nc      *nats.Conn          // the test's own connection
 	js      jetstream.JetStream // the test's own JetStream
@@ -63,17 +65,27 @@ type env struct {
 type options struct {
 	maxUpload int64
 	waitMax   time.Duration
+	// wire, if set, records the service's Postgres round trips and NATS
+	// operations.
+	wire *wire
+	// quiet: the API logs nothing (a benchmark's thousands of requests).
+	quiet bool
 }
 
-func setup(t *testing.T, opts ...func(*options)) *env {
+func setup(t testing.TB, opts ...func(*options)) *env {
 	t.Helper()
 	o := options{maxUpload: 64 << 20, waitMax: 10 * time.Second}
 	for _, f := range opts {
 		f(&o)
 	}
 	e := &env{t: t, nats: testenv.StartNATS(t), pg: testenv.StartPostgres(t), clock: &clock{now: time.Now()}, reg: prometheus.NewRegistry()}
-	svcNC, svcJS := e.nats.Connect()
 	e.nc, e.js = e.nats.Connect()
+	svcNC, svcJS, pool := e.nc, e.js, e.pg.Pool
+	if o.wire != nil {
+		svcNC, svcJS, pool = e.wired(o.wire)
+	} else {
+		svcNC, svcJS = e.nats.Connect()
+	}
 
 	tokens, err := auth.Load(tokenList, "")
 	if err != nil {
@@ -93,18 +105,55 @@ func setup(t *testing.T, opts ...func(*options)) *env {
 	}
 	e.staging = &uploads.Staging{JS: svcJS, Bucket: "uploads-staging", TTL: time.Hour}
 	e.svc = &uploads.Service{
-		Pool: e.pg.Pool, Markers: marker.NewStore(e.pg.Pool), NC: svcNC, JS: svcJS, Staging: e.staging,
+		Pool: pool, NC: svcNC, JS: svcJS, Staging: e.staging,
 		InlineThreshold: 512 << 10, RedriveAfter: time.Minute, PublishTimeout: time.Second,
 		Now: e.clock.Now, Metrics: uploadMetrics,
 	}
+	logger := testenv.Logger(t)
+	if o.quiet {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	testenv.Run(t, e.svc)
+	select {
+	case <-e.svc.Started():
+	case <-time.After(timeout):
+		t.Fatal("the service did not start")
+	}
 	h := api.New(api.Options{
 		Uploads: e.svc, Tokens: tokens, MaxUploadSize: o.maxUpload, AllowedTypes: allowed,
-		WaitMax: o.waitMax, Metrics: apiMetrics, Logger: testenv.Logger(t),
+		WaitMax: o.waitMax, Metrics: apiMetrics, Logger: logger,
 	})
 	e.srv = httptest.NewServer(h)
 	t.Cleanup(e.srv.Close)
 	t.Cleanup(h.StopWaiting)
 	return e
+}
+
+// wired returns a NATS connection, its JetStream and a Postgres pool of the
+// test's schema whose traffic w records.
+func (e *env) wired(w *wire) (*nats.Conn, jetstream.JetStream, *pgxpool.Pool) {
+	e.t.Helper()
+	// No keep-alive PING during a test: only the service's own operations.
+	nc, err := nats.Connect(e.nats.URL(), nats.SetCustomDialer(w), nats.PingInterval(time.Hour))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cfg, err := pgxpool.ParseConfig(e.pg.URL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cfg.ConnConfig.Tracer = w
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(pool.Close)
+	return nc, js, pool
 }
 
 // clock is the service's clock, moved by the test.
@@ -315,6 +364,22 @@ func (e *env) awaitRequests(id string, n int) []*events.Event {
 	}
 }
 
+// awaitRows polls a counting query until it counts n.
+func (e *env) awaitRows(query string, n int, args ...any) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := e.pg.Count(e.t, query, args...)
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s: got %d, want %d", query, got, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // storeBlob records the blob step's marker the way blobwriter does, unless
 // it is there already.
 func (e *env) storeBlob(req *events.Event) events.Blob {
@@ -375,6 +440,22 @@ func (e *env) complete(req *events.Event, publish bool) events.Reference {
 	return ref
 }
 
+// publishCompleted publishes a completed event of upload req, as refwriter
+// would, without recording anything.
+func (e *env) publishCompleted(req *events.Event) {
+	e.t.Helper()
+	b := events.Blob{Key: "uploads/" + req.ID, Size: int64(len(req.Data)), SHA256: req.SHA256, ContentType: req.ContentType}
+	stored, err := events.NewBlobStored(req, b, "/test/blobwriter")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	completed, err := events.NewCompleted(stored, events.Reference{ID: req.ID, Subject: req.Subject, Blob: b, EventTime: req.Time}, "/test/refwriter")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	testenv.Publish(e.t, e.js, completed, "")
+}
+
 // deadLetter writes a dead letter of upload req's request event the way the
 // step runner does.
 func (e *env) deadLetter(req *events.Event, reason, step string) events.DeadLetter {
@@ -428,6 +509,25 @@ func (e *env) stagingMsgs() uint64 {
 func (e *env) counter(family string, match ...string) float64 {
 	e.t.Helper()
 	return testenv.Counter(e.t, e.reg, family, match...)
+}
+
+// histogram returns the sum and count of a histogram family.
+func (e *env) histogram(family string) (sum, count float64) {
+	e.t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != family {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetHistogram().GetSampleSum()
+			count += float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	return sum, count
 }
 
 func sha(b []byte) string {

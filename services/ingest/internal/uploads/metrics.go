@@ -7,6 +7,7 @@ type Metrics struct {
 	publishes   *prometheus.CounterVec
 	stagings    *prometheus.CounterVec
 	stagedBytes prometheus.Counter
+	batches     prometheus.Histogram
 }
 
 // NewMetrics registers the operation's metrics with reg.
@@ -24,8 +25,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "blobref_ingest_staged_bytes_total",
 			Help: "Bytes written to the staging bucket.",
 		}),
+		batches: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "blobref_ingest_batch_size",
+			Help:    "Requests recorded and published together: one Postgres round trip records a batch, another its publishes.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.publishes, m.stagings, m.stagedBytes} {
+	for _, c := range []prometheus.Collector{m.publishes, m.stagings, m.stagedBytes, m.batches} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -58,4 +64,11 @@ func (m *Metrics) staged(reused bool, size int64) {
 	}
 	m.stagings.WithLabelValues("staged").Inc()
 	m.stagedBytes.Add(float64(size))
+}
+
+func (m *Metrics) batch(n int) {
+	if m == nil {
+		return
+	}
+	m.batches.Observe(float64(n))
 }

@@ -90,55 +90,103 @@ type record struct {
 // knows it.
 type snapshot struct {
 	record
+	// busy: the request that recorded the upload is still publishing it
+	// (its claim has not lapsed).
+	busy          bool
 	blobAt, refAt *time.Time
 	ref           *events.Reference
 }
 
 func (s *snapshot) completed() bool { return s.refAt != nil && s.ref != nil }
 
-const selectSnapshot = `
-	SELECT u.id, u.caller, u.idempotency_key, u.subject, u.content_type, u.size, u.sha256,
-	       u.dataref, u.created_at, u.published_at, u.publish_count,
-	       b.created_at, r.created_at,
-	       ref.subject, ref.blob_key, ref.size, ref.sha256, ref.content_type, ref.event_time
-	FROM ingest_uploads u
+// snapshotColumns are the columns a snapshotScan reads: the upload u, the
+// markers b and r of its steps and its reference ref, all left-joined
+// (snapshotJoins), so that each may be NULL.
+const snapshotColumns = `
+	u.id, u.caller, u.idempotency_key, u.subject, u.content_type, u.size, u.sha256,
+	u.dataref, u.created_at, u.published_at, u.publish_count,
+	u.published_at IS NULL AND u.claimed_until > now(),
+	b.created_at, r.created_at,
+	ref.subject, ref.blob_key, ref.size, ref.sha256, ref.content_type, ref.event_time`
+
+const snapshotJoins = `
 	LEFT JOIN step_markers b ON b.upload_id = u.id AND b.step = '` + stepBlob + `'
 	LEFT JOIN step_markers r ON r.upload_id = u.id AND r.step = '` + stepRef + `'
-	LEFT JOIN upload_refs ref ON ref.id = u.id
-	WHERE u.id = $1`
+	LEFT JOIN upload_refs ref ON ref.id = u.id`
+
+const selectSnapshot = `SELECT ` + snapshotColumns + ` FROM ingest_uploads u ` + snapshotJoins + ` WHERE u.id = $1`
+
+// snapshotScan receives the snapshotColumns of a row.
+type snapshotScan struct {
+	id, caller, key, subject, contentType, sha, dataref *string
+	size                                                *int64
+	createdAt, publishedAt                              *time.Time
+	publishCount                                        *int
+	busy                                                *bool
+	blobAt, refAt                                       *time.Time
+	refSubject, refKey, refSHA, refCT                   *string
+	refSize                                             *int64
+	refTime                                             *time.Time
+}
+
+// targets are the Scan destinations of the snapshotColumns.
+func (c *snapshotScan) targets() []any {
+	return []any{
+		&c.id, &c.caller, &c.key, &c.subject, &c.contentType, &c.size, &c.sha,
+		&c.dataref, &c.createdAt, &c.publishedAt, &c.publishCount,
+		&c.busy, &c.blobAt, &c.refAt,
+		&c.refSubject, &c.refKey, &c.refSize, &c.refSHA, &c.refCT, &c.refTime,
+	}
+}
+
+// snapshot returns what was scanned; ok is false when the row had no upload.
+func (c *snapshotScan) snapshot() (snap snapshot, ok bool) {
+	if c.id == nil {
+		return snapshot{}, false
+	}
+	snap.record = record{
+		ID: *c.id, Caller: *c.caller, Key: *c.key, Subject: *c.subject, ContentType: *c.contentType,
+		Size: *c.size, SHA256: *c.sha, CreatedAt: c.createdAt.UTC(), PublishedAt: utc(c.publishedAt),
+		PublishCount: *c.publishCount,
+	}
+	if c.dataref != nil {
+		snap.DataRef = *c.dataref
+	}
+	snap.busy = c.busy != nil && *c.busy
+	snap.blobAt, snap.refAt = utc(c.blobAt), utc(c.refAt)
+	if c.refKey != nil {
+		snap.ref = &events.Reference{
+			ID:        snap.ID,
+			Subject:   *c.refSubject,
+			Blob:      events.Blob{Key: *c.refKey, Size: *c.refSize, SHA256: *c.refSHA, ContentType: *c.refCT},
+			EventTime: c.refTime.UTC(),
+		}
+	}
+	return snap, true
+}
+
+// utc returns a copy of *t in UTC (the scan's targets are reused row after
+// row), or nil.
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
 
 // load reads the snapshot of upload id; ok is false when there is none.
 func (s *Service) load(ctx context.Context, id string) (snap snapshot, ok bool, err error) {
-	var (
-		dataref                        *string
-		refSubject, refKey, refSHA, ct *string
-		refSize                        *int64
-		refTime                        *time.Time
-	)
-	err = s.Pool.QueryRow(ctx, selectSnapshot, id).Scan(
-		&snap.ID, &snap.Caller, &snap.Key, &snap.Subject, &snap.ContentType, &snap.Size, &snap.SHA256,
-		&dataref, &snap.CreatedAt, &snap.PublishedAt, &snap.PublishCount,
-		&snap.blobAt, &snap.refAt,
-		&refSubject, &refKey, &refSize, &refSHA, &ct, &refTime)
+	var c snapshotScan
+	err = s.Pool.QueryRow(ctx, selectSnapshot, id).Scan(c.targets()...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return snapshot{}, false, nil
 	}
 	if err != nil {
 		return snapshot{}, false, unavailable("read upload", err)
 	}
-	if dataref != nil {
-		snap.DataRef = *dataref
-	}
-	if refKey != nil {
-		snap.ref = &events.Reference{
-			ID:        snap.ID,
-			Subject:   *refSubject,
-			Blob:      events.Blob{Key: *refKey, Size: *refSize, SHA256: *refSHA, ContentType: *ct},
-			EventTime: refTime.UTC(),
-		}
-	}
-	snap.CreatedAt = snap.CreatedAt.UTC()
-	return snap, true, nil
+	snap, ok = c.snapshot()
+	return snap, ok, nil
 }
 
 // state turns a snapshot into the client's view, looking up dead letters

@@ -1,0 +1,313 @@
+package uploads
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// A batch of jobs is recorded, published and its publishes recorded
+// together: one Postgres round trip records every new upload of the batch
+// (and decides who owns each key), the request events are published
+// asynchronously and their acknowledgements awaited together, and one more
+// round trip records the publishes.
+const (
+	// batchLanes is how many batches are in flight at once.
+	batchLanes = 4
+	// batchSize is the most jobs in one batch.
+	batchSize = 128
+)
+
+// job is one request's part in a batch: a new upload to record and
+// publish, or a known one to publish again (a retry's re-drive, or the
+// first publish of an upload whose recording request gave up).
+type job struct {
+	// ctx is the request's context for failpoints; the batch has its own.
+	ctx context.Context
+	rec record
+	// inline holds the bytes of an inline upload.
+	inline []byte
+	// insert: record rec first; otherwise rec is recorded and is published
+	// as its PublishCount says.
+	insert bool
+	// holder is the staging lease the record replaces (a staged upload).
+	holder string
+
+	// The outcome.
+	//
+	// won: this job recorded the upload. An insert that lost has the
+	// upload as it was (snap), or none when it was out of sight: recorded
+	// by a concurrent request, or leased by one still staging.
+	won  bool
+	snap *snapshot
+	// at is when JetStream acknowledged the publish.
+	at  time.Time
+	err error
+
+	// published: JetStream has the request. A job that recorded its upload
+	// and did not publish it gave up on it: its claim is released.
+	published bool
+	ack       jetstream.PubAckFuture
+}
+
+// flush runs one batch: record, publish, record the publishes. The batch
+// runs on a context of its own, which the requests going away cannot
+// cancel; the claims it takes outlive it (recordTimeout).
+func (s *Service) flush(jobs []*job) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.recordTimeout())
+	defer cancel()
+	s.Metrics.batch(len(jobs))
+
+	s.insert(ctx, jobs)
+	var out []*job
+	for _, j := range jobs {
+		if j.err != nil || (j.insert && !j.won) {
+			continue
+		}
+		if j.insert {
+			if j.err = inject(j.ctx, "after-record"); j.err != nil {
+				continue
+			}
+		}
+		out = append(out, j)
+	}
+	s.publish(ctx, out)
+	s.recordPublishes(ctx, jobs)
+	for _, j := range out {
+		if j.published && j.err == nil {
+			s.Metrics.published(j.rec.PublishCount > 0)
+			j.err = inject(j.ctx, "after-publish")
+		}
+	}
+}
+
+// recordUploads inserts the new uploads of a batch, with their inline bytes
+// as the outbox and a claim, unless the key is recorded already or leased by
+// another request that is staging its body. It deletes the leases the
+// records replace. For each job it returns whether it won and, if it lost,
+// the upload as it stood.
+const recordUploads = `
+WITH v AS (
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+	                     $7::text[], $8::text[], $9::timestamptz[], $10::bytea[], $11::text[])
+	AS v(id, caller, idempotency_key, subject, content_type, size, sha256, dataref, created_at, payload, holder)
+), freed AS (
+	DELETE FROM ingest_leases l USING v WHERE l.id = v.id AND l.holder = v.holder
+), ins AS (
+	INSERT INTO ingest_uploads (id, caller, idempotency_key, subject, content_type, size, sha256, dataref,
+	                            created_at, payload, claimed_until)
+	SELECT v.id, v.caller, v.idempotency_key, v.subject, v.content_type, v.size, v.sha256, v.dataref,
+	       v.created_at, v.payload, now() + $12::bigint * interval '1 microsecond'
+	FROM v
+	WHERE NOT EXISTS (SELECT FROM ingest_leases l
+	                  WHERE l.id = v.id AND l.expires_at > now() AND l.holder IS DISTINCT FROM v.holder)
+	ON CONFLICT (id) DO NOTHING
+	RETURNING id
+)
+SELECT v.id, ins.id IS NOT NULL, ` + snapshotColumns + `
+FROM v
+LEFT JOIN ins ON ins.id = v.id
+LEFT JOIN ingest_uploads u ON u.id = v.id AND ins.id IS NULL` + snapshotJoins
+
+// insert records the insert jobs of a batch in one round trip. Of two jobs
+// with one key only the first is sent: the other lost to it.
+func (s *Service) insert(ctx context.Context, jobs []*job) {
+	seen := map[string]bool{}
+	var batch []*job
+	for _, j := range jobs {
+		if j.insert && !seen[j.rec.ID] {
+			seen[j.rec.ID] = true
+			batch = append(batch, j)
+		}
+	}
+	if len(batch) > 0 {
+		s.insertBatch(ctx, batch)
+	}
+}
+
+// insertBatch runs recordUploads for jobs of distinct keys. When Postgres
+// refuses the statement for what a job holds, each job is recorded on its
+// own, so that one bad request fails alone.
+func (s *Service) insertBatch(ctx context.Context, jobs []*job) {
+	err := s.insertRows(ctx, jobs)
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		return
+	case errors.As(err, &pgErr) && len(jobs) > 1:
+		for _, j := range jobs {
+			s.insertBatch(ctx, []*job{j})
+		}
+		return
+	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22"): // data exception
+		err = fmt.Errorf("uploads: record upload %s: %w", jobs[0].rec.ID, err)
+	default:
+		err = unavailable("record upload", err)
+	}
+	for _, j := range jobs {
+		j.won, j.snap, j.err = false, nil, err
+	}
+}
+
+// insertRows runs recordUploads for jobs.
+func (s *Service) insertRows(ctx context.Context, jobs []*job) error {
+	var (
+		ids, callers, keys, subjects, types, shas, datarefs, hold []*string
+		sizes                                                     []int64
+		created                                                   []time.Time
+		payloads                                                  [][]byte
+	)
+	str := func(v string) *string {
+		if v == "" {
+			return nil
+		}
+		return &v
+	}
+	byID := make(map[string]*job, len(jobs))
+	for _, j := range jobs {
+		byID[j.rec.ID] = j
+		r := j.rec
+		ids, callers, keys = append(ids, &r.ID), append(callers, &r.Caller), append(keys, &r.Key)
+		subjects, types, shas = append(subjects, &r.Subject), append(types, &r.ContentType), append(shas, &r.SHA256)
+		datarefs, hold = append(datarefs, str(r.DataRef)), append(hold, str(j.holder))
+		sizes, created, payloads = append(sizes, r.Size), append(created, r.CreatedAt), append(payloads, j.inline)
+	}
+	rows, err := s.Pool.Query(ctx, recordUploads, ids, callers, keys, subjects, types, sizes, shas, datarefs,
+		created, payloads, hold, s.recordTimeout().Microseconds())
+	if err != nil {
+		return err
+	}
+	var (
+		id  string
+		won bool
+		c   snapshotScan
+	)
+	_, err = pgx.ForEachRow(rows, append([]any{&id, &won}, c.targets()...), func() error {
+		j := byID[id]
+		if j == nil {
+			return fmt.Errorf("recorded upload %s that was not asked for", id)
+		}
+		j.won = won
+		if snap, ok := c.snapshot(); ok && !won {
+			j.snap = &snap
+		}
+		return nil
+	})
+	return err
+}
+
+// publish publishes the request event of each job asynchronously, and waits
+// for JetStream's acknowledgements together. The first publish of an
+// upload uses its id as Nats-Msg-Id (a retry of a publish that may have
+// landed is de-duplicated); re-drive n is a new message, <id>-<n>. Two
+// requests re-driving one upload at once publish one message id: JetStream
+// keeps one.
+func (s *Service) publish(ctx context.Context, jobs []*job) {
+	for _, j := range jobs {
+		msg, err := requestMsg(j.rec, j.inline)
+		if err != nil {
+			j.err = err
+			continue
+		}
+		if j.ack, err = s.JS.PublishMsgAsync(msg); err != nil {
+			j.err = unavailable("publish", err)
+		}
+	}
+	timeout := time.NewTimer(s.publishTimeout())
+	defer timeout.Stop()
+	for _, j := range jobs {
+		if j.ack == nil {
+			continue
+		}
+		select {
+		case <-j.ack.Ok():
+			j.published = true
+		case err := <-j.ack.Err():
+			j.err = unavailable("publish", err)
+		case <-timeout.C:
+			j.err = unavailable("publish", fmt.Errorf("no acknowledgement within %v", s.publishTimeout()))
+			timeout.Reset(0) // the rest have had as long
+		case <-ctx.Done():
+			j.err = unavailable("publish", ctx.Err())
+		}
+	}
+	at := s.now()
+	for _, j := range jobs {
+		j.at = at
+	}
+}
+
+func requestMsg(rec record, inline []byte) (*nats.Msg, error) {
+	req := events.Request{
+		ID: rec.ID, Source: Source, Subject: rec.Subject, ContentType: rec.ContentType,
+		Time: rec.CreatedAt, SHA256: rec.SHA256,
+	}
+	if rec.DataRef != "" {
+		req.DataRef = rec.DataRef
+	} else {
+		req.Data = inline
+	}
+	ev, err := events.NewRequested(req)
+	if err != nil {
+		return nil, fmt.Errorf("uploads: request event of %s: %w", rec.ID, err)
+	}
+	msgID := rec.ID
+	if rec.PublishCount > 0 {
+		msgID = fmt.Sprintf("%s-%d", rec.ID, rec.PublishCount)
+	}
+	msg, err := ev.Msg(msgID)
+	if err != nil {
+		return nil, fmt.Errorf("uploads: request event of %s: %w", rec.ID, err)
+	}
+	return msg, nil
+}
+
+// recordPublishes records the batch's publishes, clearing the outbox and
+// the claim, and releases the claims of the uploads it gave up on, in one
+// round trip. publish_count moves from the count the publish was made with
+// only: of two requests that re-drove an upload at once, one counts.
+const recordPublishes = `
+UPDATE ingest_uploads u
+SET published_at  = coalesce(v.at, u.published_at),
+    publish_count = u.publish_count + (v.at IS NOT NULL)::int,
+    payload       = CASE WHEN v.at IS NULL THEN u.payload END,
+    claimed_until = NULL
+FROM unnest($1::text[], $2::int[], $3::timestamptz[]) AS v(id, n, at)
+WHERE u.id = v.id AND u.publish_count = v.n`
+
+func (s *Service) recordPublishes(ctx context.Context, jobs []*job) {
+	var (
+		ids    []string
+		counts []int
+		ats    []*time.Time
+		done   []*job
+	)
+	for _, j := range jobs {
+		switch {
+		case j.published:
+			at := j.at
+			ids, counts, ats, done = append(ids, j.rec.ID), append(counts, j.rec.PublishCount), append(ats, &at), append(done, j)
+		case j.insert && j.won: // gave up: release the claim
+			ids, counts, ats = append(ids, j.rec.ID), append(counts, j.rec.PublishCount), append(ats, nil)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	if _, err := s.Pool.Exec(ctx, recordPublishes, ids, counts, ats); err != nil {
+		// JetStream has these requests; a retry publishes them again, and
+		// the Nats-Msg-Id or the markers make that harmless.
+		for _, j := range done {
+			j.err = unavailable("record publish", err)
+		}
+	}
+}
