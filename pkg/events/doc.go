@@ -15,7 +15,7 @@
 //
 // All of them live in the stream UPLOADS (subjects "uploads.>"); dead letters live in
 // UPLOADS_DLQ (subjects "dlq.uploads.>"), which does not overlap it. [EnsureStreams] creates
-// or updates both at start-up. Both are bounded in bytes (4 GiB and 1 GiB by default) and
+// or updates both at start-up. Both are bounded in bytes (1 GiB and 256 MiB by default) and
 // refuse new messages once full instead of dropping old ones; an UPLOADS message is at most
 // the inline limit plus 64 KiB of headers.
 //

@@ -19,10 +19,12 @@ const (
 	// DefaultDuplicates is the JetStream de-duplication window of both streams.
 	DefaultDuplicates = 2 * time.Minute
 	// DefaultMaxBytes is the most UPLOADS stores, so that a flood of uploads cannot fill the
-	// whole JetStream store (which the staging bucket and the dead letters share).
-	DefaultMaxBytes = 4 << 30
+	// whole JetStream store, which the staging bucket and the dead letters share. JetStream
+	// reserves a stream's MaxBytes in the server's store (max_file_store) when it creates
+	// the stream: the defaults leave most of a small server's store to the staging bucket.
+	DefaultMaxBytes = 1 << 30
 	// DefaultDLQMaxBytes is the most UPLOADS_DLQ stores.
-	DefaultDLQMaxBytes = 1 << 30
+	DefaultDLQMaxBytes = 256 << 20
 	// HeaderRoom is what UPLOADS allows an event's headers beside its data: its largest
 	// message is the inline limit plus HeaderRoom. The longest attributes the contract
 	// allows, percent-encoded, take less.

@@ -39,8 +39,8 @@ func TestStreamConfigDefaults(t *testing.T) {
 
 	// Bounded in bytes; full streams refuse new messages rather than drop old ones.
 	dd := events.DLQStreamConfig(events.StreamOptions{})
-	if c.MaxBytes != 4<<30 || dd.MaxBytes != 1<<30 || c.Discard != jetstream.DiscardNew || dd.Discard != jetstream.DiscardNew {
-		t.Errorf("byte limits: UPLOADS %d %v, UPLOADS_DLQ %d %v; want 4 GiB and 1 GiB, both discard new", c.MaxBytes, c.Discard, dd.MaxBytes, dd.Discard)
+	if c.MaxBytes != 1<<30 || dd.MaxBytes != 256<<20 || c.Discard != jetstream.DiscardNew || dd.Discard != jetstream.DiscardNew {
+		t.Errorf("byte limits: UPLOADS %d %v, UPLOADS_DLQ %d %v; want 1 GiB and 256 MiB, both discard new", c.MaxBytes, c.Discard, dd.MaxBytes, dd.Discard)
 	}
 	if want := int32(events.DefaultMaxInlineSize + events.HeaderRoom); c.MaxMsgSize != want {
 		t.Errorf("UPLOADS max message size: got %d, want %d", c.MaxMsgSize, want)
