@@ -47,7 +47,7 @@ func TestServicesWithTheirUsers(t *testing.T) {
 	api := "http://" + testenv.FreeAddr(t)
 	ing := startService(t, bin, ingest, as(ingest,
 		"HTTP_ADDR="+strings.TrimPrefix(api, "http://"), "METRICS_ADDR="+testenv.FreeAddr(t),
-		"AUTH_TOKENS=perm-token=perm", "INLINE_THRESHOLD=64KiB"))
+		"AUTH_TOKENS="+permToken+"=perm", "INLINE_THRESHOLD=64KiB"))
 	bw := startService(t, bin, blobwriter, as(blobwriter, "BLOB_URL="+blobURL, "METRICS_ADDR="+testenv.FreeAddr(t)))
 	ing.awaitReady(t)
 	bw.awaitReady(t)
@@ -111,6 +111,9 @@ type status struct {
 	Reference *events.Reference `json:"reference"`
 }
 
+// permToken is ingest's token in these tests, as strong as ingest wants.
+const permToken = "permZq3vX9pL2mN8rT4wY6bC1dF5gH7jK0"
+
 var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Minute}
 
 // upload POSTs body to ingest with Idempotency-Key key, waiting up to wait
@@ -121,7 +124,7 @@ func upload(t *testing.T, api, key, contentType string, body []byte, wait int) s
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer perm-token")
+	req.Header.Set("Authorization", "Bearer "+permToken)
 	req.Header.Set("Idempotency-Key", key)
 	req.Header.Set("Content-Type", contentType)
 	if wait > 0 {
@@ -139,7 +142,7 @@ func awaitState(t *testing.T, api, id, state string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Header.Set("Authorization", "Bearer perm-token")
+		req.Header.Set("Authorization", "Bearer "+permToken)
 		got := do(t, req)
 		if got.State == state {
 			return
