@@ -29,10 +29,11 @@ const (
 // present; sha256 is 64 lowercase hex characters. Text attributes are valid UTF-8 without
 // control, format, line or paragraph separator characters and without surrounding white
 // space. A requested event has a datacontenttype that follows [CheckContentType] and exactly
-// one of data and dataref (a URI with a scheme). A blob_stored event's data is the JSON of a [Blob] with a key, a size >= 0 and the
-// event's sha256; a completed event's data is the JSON of a [Reference] with the event's id and
-// a blob like that. Their datacontenttype is application/json and they carry no dataref.
-// When Blob or Ref is set, it must equal the parsed data.
+// one of data and dataref (a URI with a scheme). A blob_stored event's data is the JSON of a
+// [Blob] with a key, a size >= 0 and the event's sha256; a completed event's data is the JSON
+// of a [Reference] with the event's id, the event's owner (or none) and a blob like that.
+// Their datacontenttype is application/json and they carry no dataref. When Blob or Ref is
+// set, it must equal the parsed data.
 func (e *Event) Validate(maxInline int) error {
 	if maxInline <= 0 {
 		maxInline = DefaultMaxInlineSize
