@@ -994,13 +994,13 @@ func sampleEvents(t *testing.T) (inline, claim, stored, completed *nats.Msg) {
 	}
 	at := time.Date(2025, 1, 2, 3, 4, 5, 123456000, time.UTC)
 	req, err := events.NewRequested(events.Request{
-		ID: "abc123", Source: "/blobref/ingest", Subject: "users/42/avatar",
+		ID: "abc123", Source: "/blobref/ingest", Owner: "alice", Subject: "users/42/avatar",
 		ContentType: "text/plain", Time: at, Data: []byte("hello"),
 	})
 	inline = msg(req, err, req.ID)
 	cl, err := events.NewRequested(events.Request{
 		ID: "big-001", Source: "/blobref/ingest", Subject: "users/42/video", ContentType: "video/mp4",
-		Time: at, DataRef: "nats-object://blobref-claims/big-001", SHA256: req.SHA256,
+		Time: at, DataRef: "nats-object://uploads-staging/big-001", SHA256: req.SHA256,
 	})
 	claim = msg(cl, err, cl.ID)
 	blob := events.Blob{Key: "uploads/abc123", Size: 5, SHA256: req.SHA256, ContentType: "text/plain"}
@@ -1016,7 +1016,7 @@ func TestContractEventHeaders(t *testing.T) {
 	inline, claim, stored, completed := sampleEvents(t)
 
 	base := []string{events.HeaderMsgID}
-	for _, attr := range []string{"specversion", "id", "source", "type", "subject", "time", "datacontenttype", events.ExtSHA256} {
+	for _, attr := range []string{"specversion", "id", "source", events.ExtOwner, "type", "subject", "time", "datacontenttype", events.ExtSHA256} {
 		base = append(base, events.HeaderPrefix+attr)
 	}
 	for _, c := range []struct {

@@ -88,7 +88,7 @@ type proc struct {
 // The bearer token of the ingest processes the tests start, and the caller
 // it stands for.
 const (
-	ingestToken  = "e2e-token"
+	ingestToken  = "e2eQ7vX9pL2mN8rT4wY6bC1dF5gH7jK0s" // as strong as ingest wants
 	ingestCaller = "e2e"
 )
 

@@ -353,10 +353,12 @@ func TestCurrentReferenceMovesForwardOnly(t *testing.T) {
 	p.checkInvariants([]upload{newer, older, newest})
 }
 
+// current is the current reference of subject of the uploads' owner, their
+// source /e2e.
 func (p *pipeline) current(subject string) string {
 	p.t.Helper()
 	var id string
-	if err := p.pg.Pool.QueryRow(context.Background(), `SELECT upload_id FROM subject_refs WHERE subject = $1`, subject).Scan(&id); err != nil {
+	if err := p.pg.Pool.QueryRow(context.Background(), `SELECT upload_id FROM subject_refs WHERE owner = '/e2e' AND subject = $1`, subject).Scan(&id); err != nil {
 		p.t.Fatalf("current reference of %s: %v", subject, err)
 	}
 	return id

@@ -21,7 +21,8 @@ const (
 	// readmeURL is how every curl example names ingest, so that the test
 	// can aim it at its own (make run's is on localhost:8080).
 	readmeURL = "${BLOBREF_URL:-http://localhost:8080}"
-	// readmeTokens is make run's AUTH_TOKENS (tools/devstack).
+	// readmeTokens is make run's AUTH_TOKENS (tools/devstack), a dev
+	// token ingest takes only with AUTH_ALLOW_WEAK_TOKENS=true.
 	readmeTokens = "dev-token=dev"
 )
 
@@ -60,7 +61,7 @@ func TestReadmeCurlExamples(t *testing.T) {
 	p := newPipeline(t)
 	p.start("blobwriter")
 	p.start("refwriter")
-	in := p.startIngest("", "AUTH_TOKENS="+readmeTokens)
+	in := p.startIngest("", "AUTH_TOKENS="+readmeTokens, "AUTH_ALLOW_WEAK_TOKENS=true")
 	dir := t.TempDir()
 	for _, ex := range examples {
 		var stdout, stderr bytes.Buffer

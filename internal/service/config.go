@@ -54,6 +54,11 @@ type Config struct {
 	StreamMaxAge time.Duration `env:"STREAM_MAX_AGE" envDefault:"168h"`
 	// DLQMaxAge is how long UPLOADS_DLQ keeps dead letters.
 	DLQMaxAge time.Duration `env:"DLQ_MAX_AGE" envDefault:"720h"`
+	// StreamMaxBytes bounds what UPLOADS stores, in bytes; -1 is no bound.
+	// Full, it refuses new events: uploads wait, none is dropped.
+	StreamMaxBytes int64 `env:"STREAM_MAX_BYTES" envDefault:"1073741824"`
+	// DLQMaxBytes bounds what UPLOADS_DLQ stores, in bytes; -1 is no bound.
+	DLQMaxBytes int64 `env:"DLQ_MAX_BYTES" envDefault:"268435456"`
 }
 
 // Setup modes, the values of NATS_SETUP.
@@ -233,12 +238,23 @@ func (c *Config) Validate() error {
 	if c.StreamMaxAge <= 0 || c.DLQMaxAge <= 0 {
 		bad("STREAM_MAX_AGE", "STREAM_MAX_AGE and DLQ_MAX_AGE must be positive")
 	}
+	for _, b := range []struct {
+		name string
+		n    int64
+	}{{"STREAM_MAX_BYTES", c.StreamMaxBytes}, {"DLQ_MAX_BYTES", c.DLQMaxBytes}} {
+		if b.n == 0 || b.n < -1 {
+			bad(b.name, "%d is neither a number of bytes nor -1 (no bound)", b.n)
+		}
+	}
 	return errors.Join(errs...)
 }
 
 // StreamOptions are the stream settings the config asks for.
 func (c *Config) StreamOptions() events.StreamOptions {
-	return events.StreamOptions{Replicas: c.StreamReplicas, MaxAge: c.StreamMaxAge, DLQMaxAge: c.DLQMaxAge}
+	return events.StreamOptions{
+		Replicas: c.StreamReplicas, MaxAge: c.StreamMaxAge, DLQMaxAge: c.DLQMaxAge,
+		MaxBytes: c.StreamMaxBytes, DLQMaxBytes: c.DLQMaxBytes,
+	}
 }
 
 // Validate names the first bad setting.

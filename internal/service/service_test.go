@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/pkg/events"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -36,6 +37,17 @@ func TestLoadDefaults(t *testing.T) {
 	if o := cfg.RunnerOptions(); o.Concurrency != 8 || o.AckWait != cfg.AckWait {
 		t.Errorf("RunnerOptions: got %+v", o)
 	}
+	if o := cfg.StreamOptions(); o.MaxBytes != events.DefaultMaxBytes || o.DLQMaxBytes != events.DefaultDLQMaxBytes {
+		t.Errorf("StreamOptions: got max bytes %d and %d, want the events defaults", o.MaxBytes, o.DLQMaxBytes)
+	}
+	t.Setenv("STREAM_MAX_BYTES", "-1")
+	t.Setenv("DLQ_MAX_BYTES", "1048576")
+	if err := service.Load(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if o := cfg.StreamOptions(); o.MaxBytes != -1 || o.DLQMaxBytes != 1<<20 {
+		t.Errorf("StreamOptions: got max bytes %d and %d, want -1 and 1 MiB", o.MaxBytes, o.DLQMaxBytes)
+	}
 }
 
 func TestLoadNamesTheBadSetting(t *testing.T) {
@@ -48,6 +60,8 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 		"BLOBREF_FAILPOINTS":   "x=explode",
 		"NATS_CERT":            "/tmp/cert.pem",
 		"SHUTDOWN_TIMEOUT":     "soon",
+		"STREAM_MAX_BYTES":     "0",
+		"DLQ_MAX_BYTES":        "-2",
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(name, value)

@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// NewRequested builds and validates a requested event from r. When r.Data is set, the
+// NewRequested builds and validates a requested event from r. An empty r.Owner becomes
+// r.Source: a producer that publishes on its own behalf owns its subjects. When r.Data is set, the
 // sha256 extension is computed from it (and r.SHA256, when given, must match); with r.DataRef
 // r.SHA256 is required. A zero r.Time becomes the current time in UTC, truncated to
 // microseconds (what Postgres keeps). Inline data is limited to [DefaultMaxInlineSize]:
@@ -18,12 +19,16 @@ func NewRequested(r Request) (*Event, error) {
 		ID:          r.ID,
 		Type:        TypeRequested,
 		Source:      r.Source,
+		Owner:       r.Owner,
 		Subject:     r.Subject,
 		Time:        r.Time.UTC(),
 		ContentType: r.ContentType,
 		SHA256:      r.SHA256,
 		DataRef:     r.DataRef,
 		Data:        r.Data,
+	}
+	if e.Owner == "" {
+		e.Owner = r.Source
 	}
 	if r.Time.IsZero() {
 		e.Time = time.Now().UTC().Truncate(time.Microsecond)
@@ -48,7 +53,7 @@ func NewRequested(r Request) (*Event, error) {
 }
 
 // NewBlobStored builds and validates the blob_stored event that follows the requested event
-// req once the bytes are stored as b. It copies ID, Subject, Time and SHA256 from req; source
+// req once the bytes are stored as b. It copies ID, Owner, Subject, Time and SHA256 from req; source
 // is the emitting service's CloudEvents source. Data is the JSON of b and Blob points to a
 // copy of b; b.SHA256 must equal req.SHA256.
 func NewBlobStored(req *Event, b Blob, source string) (*Event, error) {
@@ -63,6 +68,7 @@ func NewBlobStored(req *Event, b Blob, source string) (*Event, error) {
 		ID:          req.ID,
 		Type:        TypeBlobStored,
 		Source:      source,
+		Owner:       req.Owner,
 		Subject:     req.Subject,
 		Time:        req.Time,
 		ContentType: mediaTypeJSON,
@@ -78,13 +84,16 @@ func NewBlobStored(req *Event, b Blob, source string) (*Event, error) {
 }
 
 // NewCompleted builds and validates the completed event that follows the blob_stored event
-// stored once refwriter recorded ref. It copies ID, Subject, Time and SHA256 from stored;
-// source is the emitting service's CloudEvents source. Data is the JSON of ref, Ref points to
-// a copy of ref and Blob to its Blob; ref.ID must equal stored.ID and ref.Blob.SHA256 must
-// equal stored.SHA256.
+// stored once refwriter recorded ref. It copies ID, Owner, Subject, Time and SHA256 from
+// stored; source is the emitting service's CloudEvents source. Data is the JSON of ref, Ref
+// points to a copy of ref and Blob to its Blob; ref.ID must equal stored.ID, ref.Owner
+// stored.Owner (an empty ref.Owner becomes it) and ref.Blob.SHA256 stored.SHA256.
 func NewCompleted(stored *Event, ref Reference, source string) (*Event, error) {
 	if err := checkPrevious(stored, TypeBlobStored); err != nil {
 		return nil, err
+	}
+	if ref.Owner == "" {
+		ref.Owner = stored.Owner
 	}
 	data, err := json.Marshal(ref)
 	if err != nil {
@@ -94,6 +103,7 @@ func NewCompleted(stored *Event, ref Reference, source string) (*Event, error) {
 		ID:          stored.ID,
 		Type:        TypeCompleted,
 		Source:      source,
+		Owner:       stored.Owner,
 		Subject:     stored.Subject,
 		Time:        stored.Time,
 		ContentType: mediaTypeJSON,

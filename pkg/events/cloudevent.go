@@ -22,6 +22,7 @@ func (e *Event) CloudEvent() (event.Event, error) {
 	ce.SetTime(e.Time)
 	ce.SetDataContentType(e.ContentType)
 	ce.SetExtension(ExtSHA256, e.SHA256)
+	ce.SetExtension(ExtOwner, e.Owner)
 	if e.DataRef != "" {
 		ce.SetExtension(ExtDataRef, e.DataRef)
 	}
@@ -49,6 +50,7 @@ func FromCloudEvent(ce event.Event) (*Event, error) {
 		ID:          ce.ID(),
 		Type:        ce.Type(),
 		Source:      ce.Source(),
+		Owner:       ce.Source(),
 		Subject:     ce.Subject(),
 		Time:        ce.Time().UTC(),
 		ContentType: ce.DataContentType(),
@@ -60,7 +62,7 @@ func FromCloudEvent(ce event.Event) (*Event, error) {
 		return nil, fromValidationError(err)
 	}
 	exts := ce.Extensions()
-	for _, name := range []string{ExtSHA256, ExtDataRef} {
+	for _, name := range []string{ExtSHA256, ExtDataRef, ExtOwner} {
 		v, ok := exts[name]
 		if !ok {
 			continue
@@ -69,10 +71,16 @@ func FromCloudEvent(ce event.Event) (*Event, error) {
 		if !ok {
 			return nil, invalidf(ReasonInvalid, name, "not a string")
 		}
-		if name == ExtSHA256 {
+		switch name {
+		case ExtSHA256:
 			e.SHA256 = s
-		} else {
+		case ExtDataRef:
 			e.DataRef = s
+		default:
+			if s == "" {
+				return nil, invalidf(ReasonInvalid, ExtOwner, "empty (leave it out for the source to own the subject)")
+			}
+			e.Owner = s
 		}
 	}
 	if d := ce.Data(); len(d) > 0 {

@@ -52,13 +52,14 @@ func (e *Event) Msg(msgID string) (*nats.Msg, error) {
 	if msgID != "" && !printableASCII(msgID) {
 		return nil, invalidf(ReasonInvalid, HeaderMsgID, "not printable ASCII")
 	}
-	h := make(nats.Header, 10)
+	h := make(nats.Header, 11)
 	set := func(name, value string) {
 		h[HeaderPrefix+name] = []string{encodeHeaderValue(value)}
 	}
 	set(attrSpecVersion, specVersion)
 	set(attrID, e.ID)
 	set(attrSource, e.Source)
+	set(ExtOwner, e.Owner)
 	set(attrType, e.Type)
 	set(attrSubject, e.Subject)
 	set(attrTime, e.Time.UTC().Format(time.RFC3339Nano))
@@ -205,11 +206,18 @@ func (w wire) event() (*Event, error) {
 		ID:          w.attrs[attrID],
 		Type:        w.attrs[attrType],
 		Source:      w.attrs[attrSource],
+		Owner:       w.attrs[attrSource],
 		Subject:     w.attrs[attrSubject],
 		ContentType: w.attrs[attrDataContentType],
 		SHA256:      w.attrs[ExtSHA256],
 		DataRef:     w.attrs[ExtDataRef],
 		Data:        w.data,
+	}
+	if o, ok := w.attrs[ExtOwner]; ok {
+		if o == "" {
+			return nil, invalidf(ReasonInvalid, ExtOwner, "empty (leave it out for the source to own the subject)")
+		}
+		e.Owner = o
 	}
 	if t, ok := w.attrs[attrTime]; ok {
 		tt, err := time.Parse(time.RFC3339Nano, t)
@@ -356,7 +364,7 @@ func parseStructured(body []byte) (wire, error) {
 		}
 		if raw[0] != '"' {
 			switch name {
-			case ExtSHA256, ExtDataRef:
+			case ExtSHA256, ExtDataRef, ExtOwner:
 				return wire{}, invalidf(ReasonInvalid, name, "not a string")
 			case attrSpecVersion, attrID, attrSource, attrType, attrSubject, attrTime, attrDataContentType, "dataschema":
 				return malformed(name, "not a JSON string", nil)

@@ -36,6 +36,7 @@ func TestMsgBinaryRoundTrip(t *testing.T) {
 				"ce-id":              e.ID,
 				"ce-type":            e.Type,
 				"ce-source":          e.Source,
+				"ce-owner":           e.Owner,
 				"ce-subject":         e.Subject,
 				"ce-time":            "2025-01-02T03:04:05.123456Z",
 				"ce-datacontenttype": e.ContentType,
@@ -160,6 +161,17 @@ func TestFromCloudEventErrors(t *testing.T) {
 	ce.SetExtension("sha256", 42)
 	_, err = events.FromCloudEvent(ce)
 	wantInvalid(t, err, events.ReasonInvalid, "sha256")
+
+	ce = base()
+	ce.SetExtension("owner", 42)
+	_, err = events.FromCloudEvent(ce)
+	wantInvalid(t, err, events.ReasonInvalid, "owner")
+
+	ce = base()
+	ce.SetExtension("owner", nil) // removes it: the source owns the subject
+	if e, err := events.FromCloudEvent(ce); err != nil || e.Owner != req.Source {
+		t.Errorf("FromCloudEvent without owner: got %v, %v; want owner %q", e, err, req.Source)
+	}
 
 	ce = base()
 	ce.SetType("other")
@@ -469,6 +481,17 @@ func TestDecodeBinaryErrors(t *testing.T) {
 		{name: "time out of range", mutate: set("ce-time", "0000-01-01T00:00:00%2B01:00"), reason: events.ReasonInvalid, attr: "time"},
 		{name: "subject missing", mutate: del("ce-subject"), reason: events.ReasonInvalid, attr: "subject"},
 		{name: "subject control char", mutate: set("ce-subject", "users%0A42"), reason: events.ReasonInvalid, attr: "subject"},
+		{name: "subject format char", mutate: set("ce-subject", "users/42%E2%80%8B"), reason: events.ReasonInvalid, attr: "subject"},
+		{name: "subject dot-dot segment", mutate: set("ce-subject", "users/42/../43"), reason: events.ReasonInvalid, attr: "subject"},
+		{name: "owner empty", mutate: set("ce-owner", ""), reason: events.ReasonInvalid, attr: "owner"},
+		{name: "owner format char", mutate: set("ce-owner", "ali%E2%80%AEce"), reason: events.ReasonInvalid, attr: "owner"},
+		{name: "owner too long", mutate: set("ce-owner", strings.Repeat("o", events.MaxOwnerLen+1)), reason: events.ReasonInvalid, attr: "owner"},
+		{name: "owner missing and source too long", mutate: func(_ *string, h nats.Header, _ *[]byte) {
+			delete(h, "ce-owner")
+			h.Set("ce-source", "/"+strings.Repeat("s", events.MaxOwnerLen))
+		}, reason: events.ReasonInvalid, attr: "owner"},
+		{name: "completed reference of another owner", base: "completed", mutate: set("ce-owner", "mallory"), reason: events.ReasonInvalid, attr: "data"},
+		{name: "datacontenttype too long", mutate: set("ce-datacontenttype", "text/plain;x="+strings.Repeat("y", events.MaxContentTypeLen)), reason: events.ReasonInvalid, attr: "datacontenttype"},
 		{name: "sha256 missing", mutate: del("ce-sha256"), reason: events.ReasonInvalid, attr: "sha256"},
 		{name: "sha256 upper case", mutate: set("ce-sha256", strings.ToUpper(helloSHA)), reason: events.ReasonInvalid, attr: "sha256"},
 		{name: "datacontenttype missing", mutate: del("ce-datacontenttype"), reason: events.ReasonInvalid, attr: "datacontenttype"},
@@ -548,6 +571,8 @@ func TestDecodeStructuredErrors(t *testing.T) {
 		{"data_base64 not a string", with("data_base64", 5), events.ReasonMalformed, "data_base64"},
 		{"text data not a string", with("data_base64", nil, "data", map[string]any{"a": 1}), events.ReasonMalformed, "data"},
 		{"sha256 not a string", with("sha256", 5), events.ReasonInvalid, "sha256"},
+		{"owner not a string", with("owner", 5), events.ReasonInvalid, "owner"},
+		{"owner empty", with("owner", ""), events.ReasonInvalid, "owner"},
 		{"type unknown", with("type", "x.y"), events.ReasonUnknownType, "type"},
 		{"time missing", with("time", nil), events.ReasonInvalid, "time"},
 		{"time not a string", with("time", 5), events.ReasonMalformed, "time"},

@@ -15,7 +15,9 @@
 //
 // All of them live in the stream UPLOADS (subjects "uploads.>"); dead letters live in
 // UPLOADS_DLQ (subjects "dlq.uploads.>"), which does not overlap it. [EnsureStreams] creates
-// or updates both at start-up.
+// or updates both at start-up. Both are bounded in bytes (1 GiB and 256 MiB by default) and
+// refuse new messages once full instead of dropping old ones; an UPLOADS message is at most
+// the inline limit plus 64 KiB of headers.
 //
 // # Attributes
 //
@@ -25,15 +27,44 @@
 // match the subject's kind. The source names the producer and differs per step.
 //
 //   - specversion "1.0", id, source, type: required.
-//   - subject: required; what the reference belongs to, e.g. "users/42/avatar" (at most 1024
-//     bytes of UTF-8, no control characters, no surrounding white space).
+//   - subject: required; what the reference belongs to, e.g. "users/42/avatar". The rules
+//     ([CheckSubject]): at most 1024 bytes of UTF-8; no control, format (U+200B, U+202E,
+//     U+FEFF, ...), line or paragraph separator characters; no surrounding white space; no
+//     ".." segment between slashes (/ or \).
+//   - owner (extension): who the subject belongs to (see Owners). Optional on requested,
+//     where it defaults to the source; copied unchanged to blob_stored and completed.
 //   - time: required; the upload's event time, set by the producer and copied unchanged to
 //     blob_stored and completed (the current reference of a subject follows it).
 //   - sha256 (extension): required on all three; the lowercase hex SHA-256 of the bytes, the
 //     operation's fingerprint. The same id with another fingerprint is a conflict.
-//   - datacontenttype: requested: the media type of the bytes; blob_stored and completed:
-//     application/json, with a [Blob] and a [Reference] as the payload.
+//   - datacontenttype: requested: the media type of the bytes, at most 256 bytes
+//     ([CheckContentType]); blob_stored and completed: application/json, with a [Blob] and a
+//     [Reference] as the payload.
 //   - dataref (extension): requested only, see Claim check.
+//
+// Text attributes (source, owner, subject, datacontenttype, dataref) are valid UTF-8 without
+// control, format, line or paragraph separator characters and without surrounding white
+// space. A producer applies [CheckSubject] and [CheckContentType] to what its callers send
+// before it records or stages anything, so that the event it publishes later is accepted.
+//
+// # Owners
+//
+// A subject has an owner, and the current reference of a subject is kept per owner and
+// subject: two owners who use the same subject never move each other's reference. The
+// owner is the owner extension attribute. JetStream does not record which NATS user
+// published a message, so the owner is what the producer states: ingest sets the caller its
+// bearer token authenticated; a producer that publishes on its own behalf leaves the
+// attribute out and owns its subjects under its source. ingest's callers are named by
+// [A-Za-z0-9._@-], never with a slash or a colon, so a source such as "/billing" or
+// "urn:billing" cannot be mistaken for one of them.
+//
+// The trust boundary is the right to publish: NATS permissions decide who may publish
+// requested events (and, for the services, blob_stored and completed), and a publisher is
+// trusted to state the owner and the time honestly, as ingest does for its callers. Nobody
+// without that right can act as an owner; whoever has it can. Consumers check what does
+// not depend on that trust: a claim check must name the staging bucket and the event's own
+// id, a blob key must be the configured prefix and the id, and a time more than a few
+// minutes in the future ([Event.CheckTime]) is refused.
 //
 // # Content modes
 //
@@ -68,7 +99,10 @@
 // message (more than [DefaultMaxInlineSize] by default, or the server's max_payload) carries
 // no body: the producer first stores the bytes (in a JetStream Object Store bucket) and sets
 // the dataref extension to a URI naming them; sha256 is then required from the producer. A
-// requested event has exactly one of data and dataref.
+// requested event has exactly one of data and dataref. blobwriter accepts only
+// nats-object://<staging bucket>/<id>: the staging bucket it is configured with and the
+// event's own id, so an event can only bring its own staged bytes. Object Store links are
+// refused; any other dataref is dead-lettered as invalid.
 //
 // # De-duplication
 //
@@ -97,7 +131,8 @@
 //
 // The reasons: malformed (not a decodable CloudEvent: bad percent-encoding, bad JSON, a
 // missing required context attribute, an unsupported specversion), invalid (a CloudEvent that
-// breaks the rules above; the error names the attribute), unknown_type, too_large (inline data
+// breaks the rules above, a dataref other than the event's own staged bytes, a blob key other
+// than the configured one, a time too far in the future; the error names the attribute), unknown_type, too_large (inline data
 // over the decoder's limit), conflict (the id is known with another sha256), digest_mismatch
 // (the bytes do not hash to sha256), retries_exhausted (the last delivery failed) and
 // claim_missing (the bytes a dataref names are gone). The first four are what [Decode]

@@ -36,7 +36,26 @@ const (
 	// ExtDataRef is the extension attribute that carries a claim-check reference (a URI) to
 	// the bytes of a requested event whose data does not travel inline.
 	ExtDataRef = "dataref"
+	// ExtOwner is the extension attribute that names who the subject belongs to: the
+	// current reference is kept per owner and subject. A message without it is owned by
+	// its source; the builders copy it along the chain.
+	ExtOwner = "owner"
 )
+
+// Limits of attribute values, in bytes of UTF-8 (see [CheckSubject], [CheckContentType]).
+const (
+	// MaxSubjectLen is the longest subject.
+	MaxSubjectLen = 1024
+	// MaxOwnerLen is the longest owner. An event without an owner attribute is owned by its
+	// source, which must then be no longer than this either.
+	MaxOwnerLen = 1024
+	// MaxContentTypeLen is the longest datacontenttype, parameters included.
+	MaxContentTypeLen = 256
+)
+
+// DefaultMaxClockSkew is how far in the future an event's time may lie by default before
+// consumers refuse it (see [Event.CheckTime]).
+const DefaultMaxClockSkew = 5 * time.Minute
 
 // DefaultMaxInlineSize is the largest data (message body) a decoder accepts by default.
 // Larger payloads are claim-checked with [ExtDataRef].
@@ -195,6 +214,9 @@ type Blob struct {
 type Reference struct {
 	// ID is the upload id.
 	ID string `json:"id"`
+	// Owner is who the subject belongs to: the event's owner. It is absent from completed
+	// events recorded before owners existed; when present it equals the event's owner.
+	Owner string `json:"owner,omitempty"`
 	// Subject is what the reference belongs to, e.g. "users/42/avatar".
 	Subject string `json:"subject"`
 	// Blob is the object the reference points to.
@@ -213,6 +235,9 @@ type Event struct {
 	Type string
 	// Source is the CloudEvents source (a URI-reference) of the producer.
 	Source string
+	// Owner is the owner extension: who the subject belongs to. Decode sets it to Source
+	// when the message carries none; the builders copy it from the previous event.
+	Owner string
 	// Subject is the CloudEvents subject: what the reference belongs to, e.g. "users/42/avatar".
 	Subject string
 	// Time is the upload's event time: set by the producer on requested (required there),
@@ -252,6 +277,9 @@ type Request struct {
 	ID string
 	// Source is the CloudEvents source of the producer, e.g. "/blobref/ingest".
 	Source string
+	// Owner is who the subject belongs to; "" means Source. ingest sets the authenticated
+	// caller; a producer that publishes on its own behalf leaves it empty.
+	Owner string
 	// Subject is what the reference belongs to, e.g. "users/42/avatar".
 	Subject string
 	// ContentType is the media type of the bytes.

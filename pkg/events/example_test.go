@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -13,11 +14,14 @@ import (
 	"github.com/blobref/blobref/pkg/events"
 )
 
-// A producer builds a requested event and encodes it in binary content mode.
+// A producer builds a requested event and encodes it in binary content mode. ingest uploads
+// on behalf of its authenticated caller, the owner; a producer that leaves Owner empty owns
+// its subjects under its source.
 func ExampleNewRequested() {
 	e, err := events.NewRequested(events.Request{
 		ID:          "abc123",
 		Source:      "/blobref/ingest",
+		Owner:       "alice",
 		Subject:     "users/42/avatar é",
 		ContentType: "text/plain",
 		Time:        time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
@@ -42,6 +46,7 @@ func ExampleNewRequested() {
 	// Nats-Msg-Id: abc123
 	// ce-datacontenttype: text/plain
 	// ce-id: abc123
+	// ce-owner: alice
 	// ce-sha256: 2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824
 	// ce-source: /blobref/ingest
 	// ce-specversion: 1.0
@@ -69,21 +74,21 @@ func ExampleDecode() {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println(e.ID, e.Subject, e.Time.Format(time.RFC3339), e.ContentType, string(e.Data))
+	fmt.Println(e.ID, e.Owner, e.Subject, e.Time.Format(time.RFC3339), e.ContentType, string(e.Data))
 
 	// A message whose id is not the subject's last token is refused, naming the attribute.
 	_, err = events.Decode("uploads.requested.other", header, []byte("hello"))
 	fmt.Println(err, "/", events.ReasonOf(err))
 	// Output:
-	// abc123 users/42/avatar 2025-01-02T03:04:05Z text/plain hello
+	// abc123 /cli users/42/avatar 2025-01-02T03:04:05Z text/plain hello
 	// events: invalid: id: "abc123" does not match the subject token "other" / invalid
 }
 
 // The steps after the request: blobwriter's blob_stored and refwriter's completed copy the
-// upload's id, subject, time and fingerprint.
+// upload's id, owner, subject, time and fingerprint.
 func ExampleNewBlobStored() {
 	req, _ := events.NewRequested(events.Request{
-		ID: "abc123", Source: "/blobref/ingest", Subject: "users/42/avatar", ContentType: "text/plain",
+		ID: "abc123", Source: "/blobref/ingest", Owner: "alice", Subject: "users/42/avatar", ContentType: "text/plain",
 		Time: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC), Data: []byte("hello"),
 	})
 	blob := events.Blob{Key: "uploads/abc123", Size: 5, SHA256: req.SHA256, ContentType: "text/plain"}
@@ -92,18 +97,50 @@ func ExampleNewBlobStored() {
 		fmt.Println(err)
 		return
 	}
-	ref := events.Reference{ID: req.ID, Subject: req.Subject, Blob: blob, EventTime: req.Time}
+	ref := events.Reference{ID: req.ID, Owner: stored.Owner, Subject: req.Subject, Blob: blob, EventTime: req.Time}
 	completed, err := events.NewCompleted(stored, ref, "/blobref/refwriter")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	m, _ := completed.Msg(events.DerivedMsgID("refwriter", events.StreamName, 2))
-	fmt.Println(m.Subject, m.Header.Get("Nats-Msg-Id"))
+	fmt.Println(m.Subject, m.Header.Get("Nats-Msg-Id"), m.Header.Get("ce-owner"))
 	fmt.Printf("%s\n", m.Data)
 	// Output:
-	// uploads.completed.abc123 refwriter/UPLOADS/2
-	// {"id":"abc123","subject":"users/42/avatar","blob":{"key":"uploads/abc123","size":5,"sha256":"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824","contentType":"text/plain"},"eventTime":"2025-01-02T03:04:05Z"}
+	// uploads.completed.abc123 refwriter/UPLOADS/2 alice
+	// {"id":"abc123","owner":"alice","subject":"users/42/avatar","blob":{"key":"uploads/abc123","size":5,"sha256":"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824","contentType":"text/plain"},"eventTime":"2025-01-02T03:04:05Z"}
+}
+
+// A producer checks what a caller sent against the contract before it records or stages
+// anything, so that the event it publishes later cannot be refused.
+func ExampleCheckSubject() {
+	for _, s := range []string{"users/42/avatar", "users/42/../43/avatar", "users/42/\u202egnp.exe"} {
+		fmt.Println(events.CheckSubject(s))
+	}
+	fmt.Println(events.CheckContentType("image/png"))
+	fmt.Println(events.CheckContentType("image/png; x=" + strings.Repeat("y", 300)))
+	// Output:
+	// <nil>
+	// events: invalid: subject: has a ".." segment
+	// events: invalid: subject: contains U+202E, a format character
+	// <nil>
+	// events: invalid: datacontenttype: longer than 256 bytes
+}
+
+// A consumer refuses an event dated too far in the future.
+func ExampleEvent_CheckTime() {
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	e, _ := events.NewRequested(events.Request{
+		ID: "abc123", Source: "/cli", Subject: "users/42/avatar", ContentType: "text/plain",
+		Time: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), Data: []byte("hello"),
+	})
+	err := e.CheckTime(now, events.DefaultMaxClockSkew)
+	fmt.Println(events.ReasonOf(err), err != nil)
+	e.Time = now.Add(time.Minute) // a clock a minute ahead is fine
+	fmt.Println(e.CheckTime(now, events.DefaultMaxClockSkew))
+	// Output:
+	// invalid true
+	// <nil>
 }
 
 // A step that gives up dead-letters the original message with the reason.

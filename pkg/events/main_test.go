@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -81,6 +82,9 @@ func equalEvents(got, want *events.Event) string {
 	if got.Source != want.Source {
 		add("Source", got.Source, want.Source)
 	}
+	if got.Owner != want.Owner {
+		add("Owner", got.Owner, want.Owner)
+	}
 	if got.Subject != want.Subject {
 		add("Subject", got.Subject, want.Subject)
 	}
@@ -107,7 +111,7 @@ func equalEvents(got, want *events.Event) string {
 		add("Ref", got.Ref, want.Ref)
 	case got.Ref != nil:
 		g, w := *got.Ref, *want.Ref
-		if g.ID != w.ID || g.Subject != w.Subject || g.Blob != w.Blob || !g.EventTime.Equal(w.EventTime) {
+		if g.ID != w.ID || g.Owner != w.Owner || g.Subject != w.Subject || g.Blob != w.Blob || !g.EventTime.Equal(w.EventTime) {
 			add("Ref", g, w)
 		}
 	}
@@ -143,7 +147,12 @@ func wantInvalid(t *testing.T, err error, reason, attr string) {
 // runJetStream starts an in-process JetStream server and returns a connection to it.
 func runJetStream(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	opts := natstest.DefaultTestOptions
+	return runJetStreamWith(t, natstest.DefaultTestOptions)
+}
+
+// runJetStreamWith is runJetStream with a server configured by opts.
+func runJetStreamWith(t *testing.T, opts server.Options) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
 	opts.Port = -1
 	opts.JetStream = true
 	opts.StoreDir = t.TempDir()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,6 +18,17 @@ const (
 	DefaultDLQMaxAge = 30 * 24 * time.Hour
 	// DefaultDuplicates is the JetStream de-duplication window of both streams.
 	DefaultDuplicates = 2 * time.Minute
+	// DefaultMaxBytes is the most UPLOADS stores, so that a flood of uploads cannot fill the
+	// whole JetStream store, which the staging bucket and the dead letters share. JetStream
+	// reserves a stream's MaxBytes in the server's store (max_file_store) when it creates
+	// the stream: the defaults leave most of a small server's store to the staging bucket.
+	DefaultMaxBytes = 1 << 30
+	// DefaultDLQMaxBytes is the most UPLOADS_DLQ stores.
+	DefaultDLQMaxBytes = 256 << 20
+	// HeaderRoom is what UPLOADS allows an event's headers beside its data: its largest
+	// message is the inline limit plus HeaderRoom. The longest attributes the contract
+	// allows, percent-encoded, take less.
+	HeaderRoom = 64 << 10
 )
 
 // StreamOptions configures the streams. The zero value is the default.
@@ -31,6 +43,14 @@ type StreamOptions struct {
 	DLQMaxAge time.Duration
 	// Duplicates is the de-duplication window; 0 means DefaultDuplicates.
 	Duplicates time.Duration
+	// MaxBytes bounds what UPLOADS stores; 0 means DefaultMaxBytes, negative no bound.
+	MaxBytes int64
+	// DLQMaxBytes bounds what UPLOADS_DLQ stores; 0 means DefaultDLQMaxBytes, negative no
+	// bound.
+	DLQMaxBytes int64
+	// MaxInlineSize is the inline limit the consumers decode with; UPLOADS refuses a message
+	// larger than it plus HeaderRoom. 0 means DefaultMaxInlineSize.
+	MaxInlineSize int
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
@@ -46,12 +66,40 @@ func (o StreamOptions) withDefaults() StreamOptions {
 	if o.Duplicates <= 0 {
 		o.Duplicates = DefaultDuplicates
 	}
+	o.MaxBytes = byteLimit(o.MaxBytes, DefaultMaxBytes)
+	o.DLQMaxBytes = byteLimit(o.DLQMaxBytes, DefaultDLQMaxBytes)
+	if o.MaxInlineSize <= 0 {
+		o.MaxInlineSize = DefaultMaxInlineSize
+	}
 	return o
+}
+
+// byteLimit is a stream's MaxBytes: n, def for 0, and JetStream's "unlimited" (-1) for
+// negative n.
+func byteLimit(n, def int64) int64 {
+	switch {
+	case n == 0:
+		return def
+	case n < 0:
+		return -1
+	}
+	return n
+}
+
+// maxMsgSize is UPLOADS' largest message: the inline limit and room for the headers.
+func (o StreamOptions) maxMsgSize() int32 {
+	if n := int64(o.MaxInlineSize) + HeaderRoom; n <= math.MaxInt32 {
+		return int32(n)
+	}
+	return -1
 }
 
 // StreamConfig returns the configuration of the UPLOADS stream: subjects "uploads.>", limits
 // retention (every consumer and subscriber sees every event; old events age out after
-// MaxAge) and the de-duplication window that Nats-Msg-Id works in.
+// MaxAge) and the de-duplication window that Nats-Msg-Id works in. It stores at most MaxBytes
+// and refuses new messages once full (discard new): an event is never dropped to make room,
+// so a full stream delays uploads (publishes fail until events age out) and loses none. A
+// message may be as large as the inline limit plus HeaderRoom.
 func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 	o = o.withDefaults()
 	return jetstream.StreamConfig{
@@ -59,7 +107,9 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 		Description: "blobref upload pipeline events (CloudEvents)",
 		Subjects:    []string{StreamSubjects},
 		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
+		Discard:     jetstream.DiscardNew,
+		MaxBytes:    o.MaxBytes,
+		MaxMsgSize:  o.maxMsgSize(),
 		MaxAge:      o.MaxAge,
 		Storage:     o.Storage,
 		Replicas:    o.Replicas,
@@ -68,7 +118,9 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 }
 
 // DLQStreamConfig returns the configuration of the UPLOADS_DLQ stream: subjects
-// "dlq.uploads.>", limits retention with DLQMaxAge.
+// "dlq.uploads.>", limits retention with DLQMaxAge, at most DLQMaxBytes. Once full it refuses
+// new dead letters: the step that gives up on a message then cannot dead-letter it and
+// keeps it in UPLOADS, retried, until there is room.
 func DLQStreamConfig(o StreamOptions) jetstream.StreamConfig {
 	o = o.withDefaults()
 	return jetstream.StreamConfig{
@@ -76,7 +128,8 @@ func DLQStreamConfig(o StreamOptions) jetstream.StreamConfig {
 		Description: "blobref dead letters: the original message plus Blobref-Dead-* headers",
 		Subjects:    []string{DLQSubjects},
 		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
+		Discard:     jetstream.DiscardNew,
+		MaxBytes:    o.DLQMaxBytes,
 		MaxAge:      o.DLQMaxAge,
 		Storage:     o.Storage,
 		Replicas:    o.Replicas,

@@ -2,10 +2,12 @@ package events_test
 
 import (
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -33,6 +35,89 @@ func TestStreamConfigDefaults(t *testing.T) {
 	}
 	if got := events.DLQStreamConfig(events.StreamOptions{}).MaxAge; got != 30*24*time.Hour {
 		t.Errorf("UPLOADS_DLQ default max age: got %v, want 30 days", got)
+	}
+
+	// Bounded in bytes; full streams refuse new messages rather than drop old ones.
+	dd := events.DLQStreamConfig(events.StreamOptions{})
+	if c.MaxBytes != 1<<30 || dd.MaxBytes != 256<<20 || c.Discard != jetstream.DiscardNew || dd.Discard != jetstream.DiscardNew {
+		t.Errorf("byte limits: UPLOADS %d %v, UPLOADS_DLQ %d %v; want 1 GiB and 256 MiB, both discard new", c.MaxBytes, c.Discard, dd.MaxBytes, dd.Discard)
+	}
+	if want := int32(events.DefaultMaxInlineSize + events.HeaderRoom); c.MaxMsgSize != want {
+		t.Errorf("UPLOADS max message size: got %d, want %d", c.MaxMsgSize, want)
+	}
+	o := events.StreamOptions{MaxBytes: 1 << 20, DLQMaxBytes: -5, MaxInlineSize: 4096}
+	if c, d := events.StreamConfig(o), events.DLQStreamConfig(o); c.MaxBytes != 1<<20 || d.MaxBytes != -1 || c.MaxMsgSize != 4096+events.HeaderRoom {
+		t.Errorf("options: UPLOADS max bytes %d, max message %d, UPLOADS_DLQ max bytes %d; want 1 MiB, %d, unlimited",
+			c.MaxBytes, c.MaxMsgSize, d.MaxBytes, 4096+events.HeaderRoom)
+	}
+}
+
+// The largest event the contract allows fits UPLOADS' message size; a larger
+// message is refused. A full stream refuses new messages and keeps the old.
+func TestStreamLimits(t *testing.T) {
+	t.Parallel()
+	opts := natstest.DefaultTestOptions
+	opts.MaxPayload = 2 << 20 // the server's limit is not the one under test
+	_, js := runJetStreamWith(t, opts)
+	ctx := testContext(t)
+
+	// Streams made before the byte limits existed are updated to them.
+	for _, cfg := range []jetstream.StreamConfig{events.StreamConfig(events.StreamOptions{}), events.DLQStreamConfig(events.StreamOptions{})} {
+		cfg.Discard, cfg.MaxBytes, cfg.MaxMsgSize = jetstream.DiscardOld, -1, -1
+		if _, err := js.CreateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const limit = 4 << 20
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{MaxBytes: limit, DLQMaxBytes: limit}); err != nil {
+		t.Fatalf("EnsureStreams over streams without limits: %v", err)
+	}
+
+	long := func(n int) string { return strings.Repeat("\u00e9", n/2) } // percent-encodes to 3 bytes per byte
+	req, err := events.NewRequested(events.Request{
+		ID: strings.Repeat("x", 128), Source: "/" + long(4094), Owner: long(events.MaxOwnerLen),
+		Subject: long(events.MaxSubjectLen), ContentType: `text/plain; x="` + strings.Repeat(" ", events.MaxContentTypeLen-17) + `x"`,
+		Time: testTime, Data: make([]byte, events.DefaultMaxInlineSize),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := req.Msg(strings.Repeat("m", 128))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatalf("the largest event the contract allows: %v", err)
+	}
+	m.Data = append(m.Data, make([]byte, events.HeaderRoom)...)
+	m.Header.Set(events.HeaderMsgID, "bigger")
+	if _, err := js.PublishMsg(ctx, m); err == nil {
+		t.Errorf("a message over the inline limit plus the header room was stored")
+	}
+
+	// Fill UPLOADS: the publish that does not fit is refused, the first message stays.
+	first, err := js.Publish(ctx, "uploads.requested.first", make([]byte, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := false
+	for i := range 8 {
+		if _, err := js.Publish(ctx, "uploads.requested.fill", make([]byte, 1<<20)); err != nil {
+			refused = true
+			break
+		} else if i == 7 {
+			t.Fatalf("8 MiB stored in a stream of %d bytes", limit)
+		}
+	}
+	if !refused {
+		t.Fatal("no publish refused")
+	}
+	s, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetMsg(ctx, first.Sequence); err != nil {
+		t.Errorf("the first message after the stream filled: %v, want it kept", err)
 	}
 }
 

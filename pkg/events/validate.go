@@ -7,14 +7,14 @@ import (
 	"mime"
 	"net/url"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
 
 const (
-	maxSubjectLen = 1024 // bytes, CloudEvents subject attribute
-	maxTextLen    = 4096 // bytes, source, datacontenttype and dataref
-	noLimit       = math.MaxInt
+	maxTextLen = 4096 // bytes, source and dataref
+	noLimit    = math.MaxInt
 
 	mediaTypeJSON = "application/json"
 )
@@ -25,19 +25,69 @@ const (
 //
 // The rules: id, source and type are present (else ReasonMalformed); type is one of the three
 // (else ReasonUnknownType); id is a valid upload id ([ValidID]); source is a URI-reference;
-// subject is present, at most 1024 bytes of UTF-8 without control characters or surrounding
-// white space; time is present; sha256 is 64 lowercase hex characters. A requested event has a
-// datacontenttype that parses as a media type and exactly one of data and dataref (a URI with
-// a scheme). A blob_stored event's data is the JSON of a [Blob] with a key, a size >= 0 and the
-// event's sha256; a completed event's data is the JSON of a [Reference] with the event's id and
-// a blob like that. Their datacontenttype is application/json and they carry no dataref.
-// When Blob or Ref is set, it must equal the parsed data.
+// owner is present, at most [MaxOwnerLen] bytes; subject follows [CheckSubject]; time is
+// present; sha256 is 64 lowercase hex characters. Text attributes are valid UTF-8 without
+// control, format, line or paragraph separator characters and without surrounding white
+// space. A requested event has a datacontenttype that follows [CheckContentType] and exactly
+// one of data and dataref (a URI with a scheme). A blob_stored event's data is the JSON of a
+// [Blob] with a key, a size >= 0 and the event's sha256; a completed event's data is the JSON
+// of a [Reference] with the event's id, the event's owner (or none) and a blob like that.
+// Their datacontenttype is application/json and they carry no dataref. When Blob or Ref is
+// set, it must equal the parsed data.
 func (e *Event) Validate(maxInline int) error {
 	if maxInline <= 0 {
 		maxInline = DefaultMaxInlineSize
 	}
 	_, _, err := e.check(maxInline)
 	return err
+}
+
+// CheckSubject checks a subject attribute against the contract: 1 to [MaxSubjectLen] bytes
+// of valid UTF-8; no control (Cc), format (Cf, e.g. U+200B, U+202E, U+FEFF), line or paragraph
+// separator characters; no leading or trailing white space; and no ".." segment, a segment
+// being what lies between slashes (/ or \). It returns an [*InvalidError] naming the
+// attribute "subject", or nil. Producers apply it before they record or stage anything.
+func CheckSubject(s string) error {
+	if s == "" {
+		return invalidf(ReasonInvalid, attrSubject, "missing")
+	}
+	if err := checkText(attrSubject, s, MaxSubjectLen); err != nil {
+		return err
+	}
+	for seg := range strings.FieldsFuncSeq(s, isSegmentSep) {
+		if seg == ".." {
+			return invalidf(ReasonInvalid, attrSubject, `has a ".." segment`)
+		}
+	}
+	return nil
+}
+
+func isSegmentSep(r rune) bool { return r == '/' || r == '\\' }
+
+// CheckContentType checks a datacontenttype against the contract: at most
+// [MaxContentTypeLen] bytes of text as for every attribute, parsing as a type/subtype media
+// type (parameters allowed). It returns an [*InvalidError] naming the attribute
+// "datacontenttype", or nil. A producer checks the value it will record and send.
+func CheckContentType(ct string) error {
+	if ct == "" {
+		return invalidf(ReasonInvalid, attrDataContentType, "missing")
+	}
+	return checkMediaType(ct)
+}
+
+// CheckTime returns an [*InvalidError] (ReasonInvalid, attribute "time") when e's time lies
+// more than maxSkew after now, or nil. Consumers refuse such an event: dated in the future, it
+// would hold its subject's current reference until then. maxSkew <= 0 means
+// [DefaultMaxClockSkew].
+func (e *Event) CheckTime(now time.Time, maxSkew time.Duration) error {
+	if maxSkew <= 0 {
+		maxSkew = DefaultMaxClockSkew
+	}
+	if ahead := e.Time.Sub(now); ahead > maxSkew {
+		return invalidf(ReasonInvalid, attrTime, "%s is %s in the future, more than the %s allowed",
+			e.Time.UTC().Format(time.RFC3339Nano), ahead.Round(time.Second), maxSkew)
+	}
+	return nil
 }
 
 // check validates e and returns the payload parsed from Data (blob_stored, completed).
@@ -73,7 +123,7 @@ func (e *Event) checkForWire() error {
 		return err
 	}
 	if e.Ref != nil {
-		return checkReference(e.Ref, e.ID, e.SHA256)
+		return checkReference(e.Ref, e.ID, e.Owner, e.SHA256)
 	}
 	return checkBlob(e.Blob, e.SHA256)
 }
@@ -108,10 +158,13 @@ func (e *Event) checkContext(maxInline int) error {
 	if _, err := url.Parse(e.Source); err != nil {
 		return invalidWrap(ReasonInvalid, "source", "not a URI-reference", unwrapURLError(err))
 	}
-	if e.Subject == "" {
-		return invalidf(ReasonInvalid, "subject", "missing")
+	if e.Owner == "" {
+		return invalidf(ReasonInvalid, ExtOwner, "missing")
 	}
-	if err := checkText("subject", e.Subject, maxSubjectLen); err != nil {
+	if err := checkText(ExtOwner, e.Owner, MaxOwnerLen); err != nil {
+		return err
+	}
+	if err := CheckSubject(e.Subject); err != nil {
 		return err
 	}
 	if e.Time.IsZero() {
@@ -211,7 +264,7 @@ func (e *Event) checkCompleted() (*Reference, error) {
 	if err := json.Unmarshal(e.Data, &r); err != nil {
 		return nil, invalidWrap(ReasonInvalid, "data", "not a JSON reference", err)
 	}
-	if err := checkReference(&r, e.ID, e.SHA256); err != nil {
+	if err := checkReference(&r, e.ID, e.Owner, e.SHA256); err != nil {
 		return nil, err
 	}
 	if e.Ref != nil && !sameReference(e.Ref, &r) {
@@ -242,9 +295,12 @@ func (e *Event) checkJSONPayload() error {
 	return nil
 }
 
-func checkReference(r *Reference, id, sha string) error {
+func checkReference(r *Reference, id, owner, sha string) error {
 	if r.ID != id {
 		return invalidf(ReasonInvalid, "data", "reference id %q does not match the event id", clip(r.ID))
+	}
+	if r.Owner != "" && r.Owner != owner {
+		return invalidf(ReasonInvalid, "data", "reference owner %q does not match the event owner", clip(r.Owner))
 	}
 	return checkBlob(&r.Blob, sha)
 }
@@ -262,11 +318,11 @@ func checkBlob(b *Blob, sha string) error {
 }
 
 func sameReference(a, b *Reference) bool {
-	return a.ID == b.ID && a.Subject == b.Subject && a.Blob == b.Blob && a.EventTime.Equal(b.EventTime)
+	return a.ID == b.ID && a.Owner == b.Owner && a.Subject == b.Subject && a.Blob == b.Blob && a.EventTime.Equal(b.EventTime)
 }
 
 func checkMediaType(ct string) error {
-	if err := checkText("datacontenttype", ct, maxTextLen); err != nil {
+	if err := checkText("datacontenttype", ct, MaxContentTypeLen); err != nil {
 		return err
 	}
 	mt, _, err := mime.ParseMediaType(ct)
@@ -279,20 +335,37 @@ func checkMediaType(ct string) error {
 	return nil
 }
 
-// checkText checks a free-text attribute value: at most max bytes of valid UTF-8, no control
-// characters, no leading or trailing white space.
+// checkText checks a free-text attribute value: at most max bytes of valid UTF-8, no control,
+// format, line or paragraph separator characters, no leading or trailing white space.
 func checkText(attr, s string, max int) error {
-	switch {
-	case len(s) > max:
+	if len(s) > max {
 		return invalidf(ReasonInvalid, attr, "longer than %d bytes", max)
-	case !utf8.ValidString(s):
+	}
+	if !utf8.ValidString(s) {
 		return invalidf(ReasonInvalid, attr, "not valid UTF-8")
-	case strings.IndexFunc(s, unicode.IsControl) >= 0:
-		return invalidf(ReasonInvalid, attr, "contains a control character")
-	case strings.TrimSpace(s) != s:
+	}
+	if i := strings.IndexFunc(s, hidden); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(s[i:])
+		what := "a control character"
+		switch {
+		case unicode.Is(unicode.Cf, r):
+			what = "a format character"
+		case unicode.In(r, unicode.Zl, unicode.Zp):
+			what = "a line or paragraph separator"
+		}
+		return invalidf(ReasonInvalid, attr, "contains %U, %s", r, what)
+	}
+	if strings.TrimSpace(s) != s {
 		return invalidf(ReasonInvalid, attr, "leading or trailing white space")
 	}
 	return nil
+}
+
+// hidden reports whether r is a character that text attributes may not hold: a control (Cc)
+// or format (Cf) character, or a line or paragraph separator. They are invisible or reorder
+// what is shown, so two subjects that look alike could differ.
+func hidden(r rune) bool {
+	return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp)
 }
 
 func validSHA256(s string) bool {

@@ -54,6 +54,14 @@ func TestValidateRules(t *testing.T) {
 		{"subject C1 control", "requested", func(e *events.Event) { e.Subject = "users/\u0085x" }, 0, events.ReasonInvalid, "subject"},
 		{"subject DEL", "requested", func(e *events.Event) { e.Subject = "users/\x7f" }, 0, events.ReasonInvalid, "subject"},
 		{"subject leading space", "requested", func(e *events.Event) { e.Subject = " users/42" }, 0, events.ReasonInvalid, "subject"},
+		{"subject dot-dot segment", "blob_stored", func(e *events.Event) { e.Subject = "users/42/../43" }, 0, events.ReasonInvalid, "subject"},
+		{"subject zero width space", "requested", func(e *events.Event) { e.Subject = "users/42\u200b" }, 0, events.ReasonInvalid, "subject"},
+		{"subject bidi override", "completed", func(e *events.Event) { e.Subject = "users/\u202e24" }, 0, events.ReasonInvalid, "subject"},
+		// owner.
+		{"owner missing", "requested", func(e *events.Event) { e.Owner = "" }, 0, events.ReasonInvalid, "owner"},
+		{"owner too long", "blob_stored", func(e *events.Event) { e.Owner = strings.Repeat("o", events.MaxOwnerLen+1) }, 0, events.ReasonInvalid, "owner"},
+		{"owner line separator", "requested", func(e *events.Event) { e.Owner = "ali\u2028ce" }, 0, events.ReasonInvalid, "owner"},
+		{"owner trailing space", "requested", func(e *events.Event) { e.Owner = "alice " }, 0, events.ReasonInvalid, "owner"},
 		// time.
 		{"time missing", "requested", func(e *events.Event) { e.Time = time.Time{} }, 0, events.ReasonInvalid, "time"},
 		{"time missing on blob_stored", "blob_stored", func(e *events.Event) { e.Time = time.Time{} }, 0, events.ReasonInvalid, "time"},
@@ -66,6 +74,9 @@ func TestValidateRules(t *testing.T) {
 		// requested: datacontenttype, data, dataref.
 		{"datacontenttype missing", "requested", func(e *events.Event) { e.ContentType = "" }, 0, events.ReasonInvalid, "datacontenttype"},
 		{"datacontenttype not a media type", "requested", func(e *events.Event) { e.ContentType = "not a type" }, 0, events.ReasonInvalid, "datacontenttype"},
+		{"datacontenttype too long", "requested", func(e *events.Event) {
+			e.ContentType = "text/plain; x=" + strings.Repeat("y", events.MaxContentTypeLen)
+		}, 0, events.ReasonInvalid, "datacontenttype"},
 		{"data and dataref", "requested", func(e *events.Event) { e.DataRef = "nats://bucket/x" }, 0, events.ReasonInvalid, "data"},
 		{"neither data nor dataref", "requested", func(e *events.Event) { e.Data = nil }, 0, events.ReasonInvalid, "data"},
 		{"dataref without scheme", "dataref", func(e *events.Event) { e.DataRef = "bucket/x" }, 0, events.ReasonInvalid, "dataref"},
@@ -90,6 +101,7 @@ func TestValidateRules(t *testing.T) {
 		{"completed id mismatch", "completed", setRef(func(r *events.Reference) { r.ID = "other" }), 0, events.ReasonInvalid, "data"},
 		{"completed sha256 mismatch", "completed", setRef(func(r *events.Reference) { r.Blob.SHA256 = otherSHA }), 0, events.ReasonInvalid, "data"},
 		{"completed key missing", "completed", setRef(func(r *events.Reference) { r.Blob.Key = "" }), 0, events.ReasonInvalid, "data"},
+		{"completed owner mismatch", "completed", setRef(func(r *events.Reference) { r.Owner = "mallory" }), 0, events.ReasonInvalid, "data"},
 		{"completed Ref differs", "completed", func(e *events.Event) { r := *e.Ref; r.Subject = "other"; e.Ref = &r }, 0, events.ReasonInvalid, "data"},
 		{"completed Blob differs", "completed", func(e *events.Event) { e.Blob = &events.Blob{Key: "other"} }, 0, events.ReasonInvalid, "data"},
 	}
@@ -368,5 +380,152 @@ func TestMsgCatchesChangesToABuiltEvent(t *testing.T) {
 			_, err := e.Msg("m")
 			wantInvalid(t, err, events.ReasonInvalid, tc.attr)
 		})
+	}
+}
+
+func TestCheckSubject(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{
+		"users/42/avatar", "users/42 é", "a..b", "users/..x", "x../y", "...", "users/./x", "a//b",
+		"tenant:7/docs/report.pdf", strings.Repeat("s", events.MaxSubjectLen), strings.Repeat("é", events.MaxSubjectLen/2),
+	} {
+		if err := events.CheckSubject(s); err != nil {
+			t.Errorf("CheckSubject(%q): got %v, want nil", s, err)
+		}
+	}
+	for _, s := range []string{
+		"", "..", "../x", "x/..", "a/../b", "a/..", "/..", `a\..\b`, `..\x`, "a/../",
+		strings.Repeat("s", events.MaxSubjectLen+1), strings.Repeat("é", events.MaxSubjectLen/2) + "x",
+		"a\x00", "a\nb", "a\u0085b", "a\x7f", "\u200bx", "x\u200d", "\ufeffx", "a\u202eb", "a\u2066b", "a\u00adb",
+		"a\u2028b", "a\u2029b", "a\U000e0041", " x", "x\t", "\xff",
+	} {
+		wantInvalid(t, events.CheckSubject(s), events.ReasonInvalid, "subject")
+	}
+}
+
+func TestCheckContentType(t *testing.T) {
+	t.Parallel()
+	for _, ct := range []string{
+		"image/png", "text/plain; charset=utf-8", `video/mp4; codecs="avc1.42E01E, mp4a.40.2"`,
+		"application/x-" + strings.Repeat("z", events.MaxContentTypeLen-len("application/x-")),
+	} {
+		if err := events.CheckContentType(ct); err != nil {
+			t.Errorf("CheckContentType(%q): got %v, want nil", ct, err)
+		}
+	}
+	for _, ct := range []string{
+		"", "text", "text/", "/plain", "not a type", "text/plain\n", "text/plain; x=\u200b",
+		"application/x-" + strings.Repeat("z", events.MaxContentTypeLen-len("application/x-")+1),
+		"text/plain; x=" + strings.Repeat("y", 5000),
+	} {
+		wantInvalid(t, events.CheckContentType(ct), events.ReasonInvalid, "datacontenttype")
+	}
+}
+
+func TestCheckTime(t *testing.T) {
+	t.Parallel()
+	req, _, _ := chain(t)
+	now := req.Time
+	for _, tt := range []struct {
+		ahead, skew time.Duration
+		ok          bool
+	}{
+		{-24 * time.Hour, time.Minute, true},
+		{0, time.Minute, true},
+		{time.Minute, time.Minute, true},
+		{time.Minute + time.Microsecond, time.Minute, false},
+		{events.DefaultMaxClockSkew, 0, true},
+		{events.DefaultMaxClockSkew + time.Second, 0, false},
+		{100 * 365 * 24 * time.Hour, time.Hour, false},
+	} {
+		e := *req
+		e.Time = now.Add(tt.ahead)
+		err := e.CheckTime(now, tt.skew)
+		if tt.ok {
+			if err != nil {
+				t.Errorf("%v ahead, skew %v: got %v, want nil", tt.ahead, tt.skew, err)
+			}
+			continue
+		}
+		wantInvalid(t, err, events.ReasonInvalid, "time")
+	}
+}
+
+// The owner is the producer's source unless it names another; the builders
+// copy it down the chain and the completed reference carries it.
+func TestOwnerAlongTheChain(t *testing.T) {
+	t.Parallel()
+	req, stored, completed := chain(t)
+	for _, e := range []*events.Event{req, stored, completed} {
+		if e.Owner != testSource {
+			t.Errorf("%s without an owner: Owner %q, want the source %q", e.Type, e.Owner, testSource)
+		}
+	}
+	if completed.Ref.Owner != testSource {
+		t.Errorf("completed reference: Owner %q, want %q", completed.Ref.Owner, testSource)
+	}
+
+	owned, err := events.NewRequested(events.Request{
+		ID: testID, Source: testSource, Owner: "alice", Subject: testSubject, ContentType: "text/plain",
+		Time: testTime, Data: []byte("hello"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := events.NewBlobStored(owned, *stored.Blob, "/blobref/blobwriter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := events.NewCompleted(st, events.Reference{ID: testID, Subject: testSubject, Blob: *stored.Blob, EventTime: testTime}, "/blobref/refwriter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*events.Event{owned, st, co} {
+		if e.Owner != "alice" {
+			t.Errorf("%s: Owner %q, want alice", e.Type, e.Owner)
+		}
+		m, err := e.Msg(e.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Header.Get("ce-owner"); got != "alice" {
+			t.Errorf("%s: ce-owner %q, want alice", e.Type, got)
+		}
+		back, err := events.Decode(m.Subject, m.Header, m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := equalEvents(back, e); d != "" {
+			t.Errorf("%s round trip: %s", e.Type, d)
+		}
+		// A message without ce-owner is owned by its source.
+		delete(m.Header, "ce-owner")
+		if e.Type != events.TypeCompleted {
+			back, err = events.Decode(m.Subject, m.Header, m.Data)
+			if err != nil || back.Owner != e.Source {
+				t.Errorf("%s without ce-owner: got owner %q (%v), want the source %q", e.Type, back.Owner, err, e.Source)
+			}
+		}
+	}
+	if co.Ref.Owner != "alice" || !strings.Contains(string(co.Data), `"owner":"alice"`) {
+		t.Errorf("completed reference: got %+v %s, want owner alice", co.Ref, co.Data)
+	}
+
+	// A reference of another owner is refused by the builder.
+	ref := *co.Ref
+	ref.Owner = "bob"
+	_, err = events.NewCompleted(st, ref, "/blobref/refwriter")
+	wantInvalid(t, err, events.ReasonInvalid, "data")
+
+	// A completed event recorded before owners carries none in its payload: it still decodes.
+	old := `{"id":"` + testID + `","subject":"` + testSubject + `","blob":` + toJSON(*stored.Blob) + `,"eventTime":"2025-01-02T03:04:05.123456Z"}`
+	m, err := completed.Msg("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(m.Header, "ce-owner")
+	e, err := events.Decode(m.Subject, m.Header, []byte(old))
+	if err != nil || e.Owner != completed.Source || e.Ref.Owner != "" {
+		t.Errorf("completed event from before owners: got %+v, %v; want it decoded, owned by its source", e, err)
 	}
 }

@@ -6,8 +6,10 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/url"
+	"time"
 
 	"gocloud.dev/blob"
 
@@ -25,12 +27,24 @@ type config struct {
 	BlobURL string `env:"BLOB_URL" envDefault:"file:///var/lib/blobref/blobs?create_dir=true"`
 	// BlobKeyPrefix is prepended to the upload id to form the object key.
 	BlobKeyPrefix string `env:"BLOB_KEY_PREFIX" envDefault:"uploads/"`
+	// StagingBucket is the Object Store bucket ingest stages large bodies
+	// in; a claim check must name it and the request's own id.
+	StagingBucket string `env:"STAGING_BUCKET" envDefault:"uploads-staging"`
+	// MaxClockSkew is how far in the future a request's time may lie; a
+	// later one is dead-lettered as invalid.
+	MaxClockSkew time.Duration `env:"MAX_CLOCK_SKEW" envDefault:"5m"`
 }
 
 func (c *config) Validate() error {
 	var errs []error
 	if _, err := url.Parse(c.BlobURL); err != nil || c.BlobURL == "" {
 		errs = append(errs, errors.New("config: BLOB_URL: must be a gocloud.dev bucket URL"))
+	}
+	if !events.ValidBucket(c.StagingBucket) {
+		errs = append(errs, fmt.Errorf("config: STAGING_BUCKET: %q is not a bucket name ([A-Za-z0-9_-]+)", c.StagingBucket))
+	}
+	if c.MaxClockSkew <= 0 {
+		errs = append(errs, errors.New("config: MAX_CLOCK_SKEW: must be positive"))
 	}
 	return errors.Join(append(errs, c.Config.Validate(), c.ConsumerConfig.Validate())...)
 }
@@ -48,7 +62,10 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	log.Info("bucket opened", "blob_url", redact(cfg.BlobURL))
 	return service.RunStep(ctx, "blobwriter", &cfg.Config, &cfg.ConsumerConfig, log,
 		func(d service.Deps) (steprun.Step[events.Blob], error) {
-			w := &blobstore.Writer{Bucket: bucket, Claims: blobstore.ObjectClaims{JS: d.JS}, KeyPrefix: cfg.BlobKeyPrefix}
+			w := &blobstore.Writer{
+				Bucket: bucket, Claims: blobstore.ObjectClaims{JS: d.JS}, KeyPrefix: cfg.BlobKeyPrefix,
+				StagingBucket: cfg.StagingBucket, MaxClockSkew: cfg.MaxClockSkew,
+			}
 			return w.Step(), nil
 		})
 }

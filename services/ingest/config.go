@@ -29,10 +29,15 @@ type config struct {
 
 	// HTTPAddr is where the API listens.
 	HTTPAddr string `env:"HTTP_ADDR" envDefault:":8080"`
-	// AuthTokens are "token=caller[:scope,...]" entries, comma-separated.
+	// AuthTokens are "token=caller[:scopes[:prefixes]]" entries,
+	// comma-separated.
 	AuthTokens string `env:"AUTH_TOKENS"`
-	// AuthTokensFile holds one "token caller [scope,...]" per line.
+	// AuthTokensFile holds one "token caller [scopes [prefixes]]" per line.
 	AuthTokensFile string `env:"AUTH_TOKENS_FILE"`
+	// AuthAllowWeakTokens lets ingest start with weak tokens (shorter than
+	// 32 characters, or placeholders such as dev-token): for a development
+	// machine only.
+	AuthAllowWeakTokens bool `env:"AUTH_ALLOW_WEAK_TOKENS"`
 	// MaxUploadSize is the largest body accepted (bytes, or with KiB, MiB,
 	// GiB, KB, MB, GB).
 	MaxUploadSize byteSize `env:"MAX_UPLOAD_SIZE" envDefault:"5GiB"`
@@ -62,6 +67,9 @@ func (c *config) Validate() error {
 		errs = append(errs, fmt.Errorf("config: %w", err))
 	} else if t.Len() == 0 {
 		bad("AUTH_TOKENS", "no tokens: set AUTH_TOKENS or AUTH_TOKENS_FILE")
+	} else if err := t.Weak(); err != nil && !c.AuthAllowWeakTokens {
+		bad("AUTH_TOKENS", "weak tokens: use %d or more random characters (openssl rand -base64 32), "+
+			"or set AUTH_ALLOW_WEAK_TOKENS=true on a development machine only: %w", auth.MinTokenLen, err)
 	}
 	if c.MaxUploadSize <= 0 {
 		bad("MAX_UPLOAD_SIZE", "must be positive")

@@ -20,8 +20,11 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// testToken is a token strong enough to start with.
+const testToken = "Zq3vX9pL2mN8rT4wY6bC1dF5gH7jK0sA"
+
 func TestLoadDefaults(t *testing.T) {
-	t.Setenv("AUTH_TOKENS", "t0ken=alice")
+	t.Setenv("AUTH_TOKENS", testToken+"=alice")
 	cfg := &config{Config: service.Config{MetricsAddr: ":9100"}}
 	if err := service.Load(cfg); err != nil {
 		t.Fatalf("Load: %v", err)
@@ -52,7 +55,7 @@ func TestByteSize(t *testing.T) {
 func TestLoadNamesTheBadSetting(t *testing.T) {
 	for name, value := range map[string]string{
 		"HTTP_ADDR":             "8080",
-		"AUTH_TOKENS":           "t0ken=alice:admin",
+		"AUTH_TOKENS":           testToken + "=alice:admin",
 		"AUTH_TOKENS_FILE":      "/nonexistent/tokens",
 		"MAX_UPLOAD_SIZE":       "0",
 		"INLINE_THRESHOLD":      "1MiB",
@@ -64,12 +67,29 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			if name != "AUTH_TOKENS" {
-				t.Setenv("AUTH_TOKENS", "t0ken=alice")
+				t.Setenv("AUTH_TOKENS", testToken+"=alice")
 			}
 			t.Setenv(name, value)
 			err := service.Load(&config{})
 			if err == nil || !strings.Contains(err.Error(), name) {
 				t.Errorf("Load with %s=%q: got %v, want an error naming %s", name, value, err, name)
+			}
+		})
+	}
+	// A weak token is refused without repeating it, unless allowed.
+	for _, weak := range []string{"t0ken", "CHANGE-ME", "dev-token"} {
+		t.Run("weak "+weak, func(t *testing.T) {
+			t.Setenv("AUTH_TOKENS", weak+"=alice")
+			err := service.Load(&config{})
+			if err == nil || !strings.Contains(err.Error(), "AUTH_TOKENS") || !strings.Contains(err.Error(), "AUTH_ALLOW_WEAK_TOKENS") {
+				t.Errorf("Load with a weak token: got %v, want an error naming AUTH_TOKENS and AUTH_ALLOW_WEAK_TOKENS", err)
+			}
+			if err != nil && strings.Contains(err.Error(), weak) {
+				t.Errorf("Load with a weak token: the error %q repeats it", err)
+			}
+			t.Setenv("AUTH_ALLOW_WEAK_TOKENS", "true")
+			if err := service.Load(&config{}); err != nil {
+				t.Errorf("Load with a weak token, allowed: %v", err)
 			}
 		})
 	}
@@ -92,7 +112,7 @@ func TestRun(t *testing.T) {
 	httpAddr, metricsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	for k, v := range map[string]string{
 		"NATS_URL": n.URL(), "DATABASE_URL": pg.URL, "HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr,
-		"AUTH_TOKENS": "t0ken=alice", "STAGING_TTL": "1h", "LOG_FORMAT": "text", "SHUTDOWN_TIMEOUT": "10s",
+		"AUTH_TOKENS": testToken + "=alice", "STAGING_TTL": "1h", "LOG_FORMAT": "text", "SHUTDOWN_TIMEOUT": "10s",
 	} {
 		t.Setenv(k, v)
 	}
@@ -120,7 +140,7 @@ func TestRun(t *testing.T) {
 
 	post := func(key string, header ...string) (*http.Response, []byte) {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+httpAddr+"/v1/uploads?subject=users/1/avatar", bytes.NewReader([]byte("hello "+key)))
-		req.Header.Set("Authorization", "Bearer t0ken")
+		req.Header.Set("Authorization", "Bearer "+testToken)
 		req.Header.Set("Idempotency-Key", key)
 		req.Header.Set("Content-Type", "text/plain")
 		for i := 0; i+1 < len(header); i += 2 {
@@ -144,7 +164,7 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	get.Header.Set("Authorization", "Bearer t0ken")
+	get.Header.Set("Authorization", "Bearer "+testToken)
 	gresp, err := http.DefaultClient.Do(get)
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"gocloud.dev/blob"
 
@@ -28,6 +29,12 @@ type config struct {
 	// such as blobwriter's mem://. (An empty BLOB_URL cannot say it: the
 	// environment parser replaces an empty value by the default.)
 	BlobCheck bool `env:"BLOB_CHECK" envDefault:"true"`
+	// BlobKeyPrefix is blobwriter's object key prefix: refwriter refuses a
+	// blob_stored event whose key is not this prefix and the upload id.
+	BlobKeyPrefix string `env:"BLOB_KEY_PREFIX" envDefault:"uploads/"`
+	// MaxClockSkew is how far in the future an event's time may lie; a
+	// later one is dead-lettered as invalid.
+	MaxClockSkew time.Duration `env:"MAX_CLOCK_SKEW" envDefault:"5m"`
 }
 
 // defaults is the configuration before the environment is read.
@@ -36,7 +43,11 @@ func defaults() *config {
 }
 
 func (c *config) Validate() error {
-	return errors.Join(c.Config.Validate(), c.ConsumerConfig.Validate())
+	var errs []error
+	if c.MaxClockSkew <= 0 {
+		errs = append(errs, errors.New("config: MAX_CLOCK_SKEW: must be positive"))
+	}
+	return errors.Join(append(errs, c.Config.Validate(), c.ConsumerConfig.Validate())...)
 }
 
 func main() {
@@ -44,7 +55,7 @@ func main() {
 }
 
 func run(ctx context.Context, cfg *config, log *slog.Logger) error {
-	w := &refstore.Writer{}
+	w := &refstore.Writer{KeyPrefix: cfg.BlobKeyPrefix, MaxClockSkew: cfg.MaxClockSkew}
 	if cfg.BlobCheck {
 		bucket, err := blob.OpenBucket(ctx, cfg.BlobURL)
 		if err != nil {

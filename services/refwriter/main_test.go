@@ -1,7 +1,9 @@
 package main
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/blobref/blobref/internal/service"
 )
@@ -33,5 +35,27 @@ func TestBlobCheck(t *testing.T) {
 				t.Errorf("got BLOB_URL %q, check %v; want %q, %v", cfg.BlobURL, cfg.BlobCheck, tc.wantURL, tc.wantCheck)
 			}
 		})
+	}
+}
+
+// The blob key prefix and the clock skew have defaults, and the skew must be
+// positive.
+func TestKeyPrefixAndClockSkew(t *testing.T) {
+	cfg := defaults()
+	if err := service.Load(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.BlobKeyPrefix != "uploads/" || cfg.MaxClockSkew != 5*time.Minute {
+		t.Errorf("defaults: BLOB_KEY_PREFIX %q, MAX_CLOCK_SKEW %v; want uploads/, 5m", cfg.BlobKeyPrefix, cfg.MaxClockSkew)
+	}
+	t.Setenv("BLOB_KEY_PREFIX", "blobs/")
+	t.Setenv("MAX_CLOCK_SKEW", "1m")
+	cfg = defaults()
+	if err := service.Load(cfg); err != nil || cfg.BlobKeyPrefix != "blobs/" || cfg.MaxClockSkew != time.Minute {
+		t.Errorf("set: got %q %v (%v), want blobs/, 1m", cfg.BlobKeyPrefix, cfg.MaxClockSkew, err)
+	}
+	t.Setenv("MAX_CLOCK_SKEW", "0s")
+	if err := service.Load(defaults()); err == nil || !strings.Contains(err.Error(), "MAX_CLOCK_SKEW") {
+		t.Errorf("MAX_CLOCK_SKEW=0s: got %v, want an error naming it", err)
 	}
 }

@@ -16,7 +16,9 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"strings"
 	"sync"
+	"time"
 
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
@@ -45,11 +47,25 @@ type Claims interface {
 	Open(ctx context.Context, dataref string) (io.ReadCloser, error)
 }
 
+// DefaultStagingBucket is the Object Store bucket claim checks are staged
+// in, as ingest's STAGING_BUCKET default.
+const DefaultStagingBucket = "uploads-staging"
+
 // Writer stores uploads in a bucket.
 type Writer struct {
 	Bucket    Bucket
 	Claims    Claims // nil: claim-checked requests are retried until configured
 	KeyPrefix string // "uploads/" when empty
+	// StagingBucket is the Object Store bucket claim checks must name
+	// [DefaultStagingBucket]: a request's dataref must be
+	// nats-object://<StagingBucket>/<its own id>, so that an event can only
+	// bring the bytes staged for it.
+	StagingBucket string
+	// MaxClockSkew is how far in the future a request's time may lie
+	// [events.DefaultMaxClockSkew]; a later one is refused as invalid.
+	MaxClockSkew time.Duration
+	// Now is the clock [time.Now].
+	Now func() time.Time
 }
 
 // Key is the object key of upload id.
@@ -74,8 +90,13 @@ func (w *Writer) Step() steprun.Step[events.Blob] {
 }
 
 // Store writes the bytes of request ev to the bucket, unless they are there
-// already, and describes the stored object.
+// already, and describes the stored object. A request dated too far in the
+// future, or whose dataref is not its own staged object, is refused as
+// invalid before anything is read or written.
 func (w *Writer) Store(ctx context.Context, ev *events.Event) (events.Blob, error) {
+	if err := w.check(ev); err != nil {
+		return events.Blob{}, err
+	}
 	key := w.Key(ev.ID)
 	if ev.DataRef != "" {
 		// Claim-checked bytes can be large: look for the object before
@@ -170,6 +191,47 @@ func existing(key string, attrs *blob.Attributes, ev *events.Event) (events.Blob
 		return events.Blob{}, steprun.Conflict("object %s exists with sha256 %q, upload %s has %s", key, got, ev.ID, ev.SHA256)
 	}
 	return events.Blob{Key: key, Size: attrs.Size, SHA256: ev.SHA256, ContentType: attrs.ContentType}, nil
+}
+
+// check refuses a request the step must not run: one dated more than
+// MaxClockSkew ahead, or one whose dataref is not
+// nats-object://<StagingBucket>/<id>.
+func (w *Writer) check(ev *events.Event) error {
+	now := time.Now
+	if w.Now != nil {
+		now = w.Now
+	}
+	if err := ev.CheckTime(now(), w.MaxClockSkew); err != nil {
+		return err
+	}
+	if ev.DataRef == "" {
+		return nil
+	}
+	staging := w.StagingBucket
+	if staging == "" {
+		staging = DefaultStagingBucket
+	}
+	bucket, name, err := events.ParseObjectRef(ev.DataRef)
+	switch {
+	case err != nil:
+		return steprun.Permanent(events.ReasonInvalid, err)
+	case bucket != staging:
+		return steprun.Permanent(events.ReasonInvalid,
+			fmt.Errorf("dataref of upload %s names bucket %q, not the staging bucket %q", ev.ID, bucket, staging))
+	case name != ev.ID:
+		return steprun.Permanent(events.ReasonInvalid,
+			fmt.Errorf("dataref of upload %s names object %q, not the upload's own", ev.ID, clip(name)))
+	}
+	return nil
+}
+
+// clip shortens untrusted text quoted in an error.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return strings.ToValidUTF8(s[:max], "") + "..."
 }
 
 func (w *Writer) open(ctx context.Context, ev *events.Event) (io.ReadCloser, error) {

@@ -42,8 +42,6 @@ const (
 	// maxIdleChecks is how many idle checks a reader makes before it gives
 	// up on a chunk that does not come.
 	maxIdleChecks = 3
-	// maxLinks bounds how many Object Store links Open follows.
-	maxLinks = 4
 	// consumerIdle is the inactive threshold of a reader's consumer: the
 	// server removes it if a reader vanishes without Close.
 	consumerIdle = 2 * time.Minute
@@ -66,7 +64,8 @@ type ObjectClaims struct {
 // The reader verifies the object's size and SHA-256 against its info before
 // it returns io.EOF: missing, surplus or altered bytes are an error, never a
 // short read. An object that does not exist, was deleted, or lost its
-// chunks is a PermanentError with reason events.ReasonClaimMissing.
+// chunks is a PermanentError with reason events.ReasonClaimMissing; a link
+// to another object is one with reason events.ReasonInvalid.
 //
 // The reader stops when ctx is done; Close releases its consumer.
 func (c ObjectClaims) Open(ctx context.Context, dataref string) (io.ReadCloser, error) {
@@ -88,7 +87,7 @@ func (c ObjectClaims) Open(ctx context.Context, dataref string) (io.ReadCloser, 
 var (
 	errObjectGone  = errors.New("object was deleted")
 	errChunksGone  = errors.New("object's chunks are missing")
-	errInvalidLink = errors.New("invalid object link")
+	errInvalidLink = errors.New("object store links are refused")
 )
 
 // claimError classifies an error reading dataref.
@@ -126,34 +125,28 @@ type objectInfoer interface {
 	GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error)
 }
 
-// lookup returns the info of the named object, following links to other
-// objects as ObjectStore.Get does.
+// lookup returns the info of the named object. A link to another object is
+// refused: a claim check names the staged bytes of its own upload, and a
+// link would let an object of one name hand over another upload's bytes.
 func (c ObjectClaims) lookup(ctx context.Context, bucket, name string) (objectInfoer, *jetstream.ObjectInfo, error) {
 	ctx, cancel := c.apiContext(ctx)
 	defer cancel()
-	for range maxLinks + 1 {
-		store, err := c.JS.ObjectStore(ctx, bucket)
-		if err != nil {
-			return nil, nil, err
-		}
-		info, err := store.GetInfo(ctx, name)
-		if err != nil {
-			return nil, nil, err
-		}
-		if info.Opts == nil || info.Opts.Link == nil {
-			if info.NUID == "" {
-				return nil, nil, fmt.Errorf("object %s/%s: %w", bucket, name, jetstream.ErrBadObjectMeta)
-			}
-			info.Bucket, info.Name = bucket, name // as read: the stream and meta subject to use
-			return store, info, nil
-		}
-		link := info.Opts.Link
-		if link.Name == "" {
-			return nil, nil, fmt.Errorf("%w: object %s/%s links to a whole bucket", errInvalidLink, bucket, name)
-		}
-		bucket, name = link.Bucket, link.Name
+	store, err := c.JS.ObjectStore(ctx, bucket)
+	if err != nil {
+		return nil, nil, err
 	}
-	return nil, nil, fmt.Errorf("%w: more than %d links", errInvalidLink, maxLinks)
+	info, err := store.GetInfo(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if info.Opts != nil && info.Opts.Link != nil {
+		return nil, nil, fmt.Errorf("%w: object %s/%s is a link", errInvalidLink, bucket, name)
+	}
+	if info.NUID == "" {
+		return nil, nil, fmt.Errorf("object %s/%s: %w", bucket, name, jetstream.ErrBadObjectMeta)
+	}
+	info.Bucket, info.Name = bucket, name // as read: the stream and meta subject to use
+	return store, info, nil
 }
 
 // read starts reading the chunks of the object described by info.

@@ -108,7 +108,7 @@ func TestClaimCheckFailures(t *testing.T) {
 	}{
 		{"missing object", claimCheck(t, "gone", "nats-object://uploads-staging/gone", digest(data)), events.ReasonClaimMissing},
 		{"deleted object", deleted, events.ReasonClaimMissing},
-		{"missing bucket", claimCheck(t, "nobucket", "nats-object://no-such-bucket/nobucket", digest(data)), events.ReasonClaimMissing},
+		{"another bucket", claimCheck(t, "nobucket", "nats-object://no-such-bucket/nobucket", digest(data)), events.ReasonInvalid},
 		{"not a nats-object ref", claimCheck(t, "s3ref", "s3://uploads-staging/s3ref", digest(data)), events.ReasonInvalid},
 		{"no object name", claimCheck(t, "noname", "nats-object://uploads-staging", digest(data)), events.ReasonInvalid},
 		{"invalid bucket name", claimCheck(t, "badbucket", "nats-object://uploads.staging/staged", digest(data)), events.ReasonInvalid},
@@ -119,6 +119,12 @@ func TestClaimCheckFailures(t *testing.T) {
 		if reason, ok := permanentReason(err); !ok || reason != tt.wantReason {
 			t.Errorf("%s: Store got %v, want a PermanentError with reason %s", tt.name, err, tt.wantReason)
 		}
+	}
+	// The configured staging bucket is missing.
+	w := &blobstore.Writer{Bucket: c.bucket, Claims: blobstore.ObjectClaims{JS: c.js}, StagingBucket: "no-such-bucket"}
+	_, err := w.Store(context.Background(), claimCheck(t, "nobucket", "nats-object://no-such-bucket/nobucket", digest(data)))
+	if reason, ok := permanentReason(err); !ok || reason != events.ReasonClaimMissing {
+		t.Errorf("missing staging bucket: Store got %v, want a PermanentError with reason %s", err, events.ReasonClaimMissing)
 	}
 	if got := keys(t, c.bucket); len(got) != 0 {
 		t.Errorf("keys after failed claim checks: got %q, want none", got)
@@ -237,7 +243,9 @@ func TestClaimReaderReadsWholeObjects(t *testing.T) {
 	}
 }
 
-func TestClaimReaderFollowsLinks(t *testing.T) {
+// A link is refused as invalid, whichever object or bucket it points to: a
+// claim check names its upload's own staged bytes, never another's.
+func TestClaimReaderRefusesLinks(t *testing.T) {
 	t.Parallel()
 	c := setupClaims(t)
 	ctx := context.Background()
@@ -260,22 +268,72 @@ func TestClaimReaderFollowsLinks(t *testing.T) {
 	if _, err := c.staging.AddBucketLink(ctx, "bucketlink", other); err != nil {
 		t.Fatal(err)
 	}
-
-	for _, name := range []string{"link", "farlink"} {
-		r := open(t, ctx, blobstore.ObjectClaims{JS: c.js}, name)
-		got, err := io.ReadAll(r)
-		if err != nil || !bytes.Equal(got, data) {
-			t.Errorf("%s: read %d bytes (%v), want the %d bytes of the target", name, len(got), err, len(data))
+	for _, name := range []string{"link", "farlink", "bucketlink"} {
+		r, err := blobstore.ObjectClaims{JS: c.js}.Open(ctx, "nats-object://uploads-staging/"+name)
+		if reason, ok := permanentReason(err); !ok || reason != events.ReasonInvalid {
+			t.Errorf("%s: Open got %v, want a PermanentError with reason %s", name, err, events.ReasonInvalid)
 		}
-		r.Close()
+		if r != nil {
+			r.Close()
+		}
 	}
-	_, err = blobstore.ObjectClaims{JS: c.js}.Open(ctx, "nats-object://uploads-staging/bucketlink")
+	// Through the writer too, for a link named after the upload itself.
+	if _, err := c.staging.AddLink(ctx, "linked", info); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.writer.Store(ctx, claimCheck(t, "linked", "nats-object://uploads-staging/linked", digest(data)))
 	if reason, ok := permanentReason(err); !ok || reason != events.ReasonInvalid {
-		t.Errorf("link to a bucket: Open got %v, want a PermanentError with reason %s", err, events.ReasonInvalid)
+		t.Errorf("Store of a link: got %v, want a PermanentError with reason %s", err, events.ReasonInvalid)
+	}
+	if got := keys(t, c.bucket); len(got) != 0 {
+		t.Errorf("keys: got %q, want none", got)
 	}
 	c.assertNoConsumers(t)
 	if n := c.streamConsumers(t, "OBJ_elsewhere"); n != 0 {
 		t.Errorf("consumers on OBJ_elsewhere: got %d, want 0", n)
+	}
+}
+
+// A dataref must be nats-object://<staging bucket>/<the event's own id>:
+// the staged bytes of another upload, another bucket or another scheme are
+// refused as invalid before anything is read or stored.
+func TestClaimCheckBoundToItsUpload(t *testing.T) {
+	t.Parallel()
+	c := setupClaims(t)
+	ctx := context.Background()
+	victim := []byte("the victim's bytes")
+	c.stage(t, "victim1", victim)
+	other, err := c.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "other-bucket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.PutBytes(ctx, "own1", victim); err != nil {
+		t.Fatal(err)
+	}
+	for name, ev := range map[string]*events.Event{
+		"another upload's object": claimCheck(t, "steal1", "nats-object://uploads-staging/victim1", digest(victim)),
+		"another bucket":          claimCheck(t, "own1", "nats-object://other-bucket/own1", digest(victim)),
+		"a path below the id":     claimCheck(t, "own2", "nats-object://uploads-staging/own2/victim1", digest(victim)),
+		"another scheme":          claimCheck(t, "own3", "s3://uploads-staging/own3", digest(victim)),
+	} {
+		_, err := c.writer.Store(ctx, ev)
+		if reason, ok := permanentReason(err); !ok || reason != events.ReasonInvalid {
+			t.Errorf("%s: Store got %v, want a PermanentError with reason %s", name, err, events.ReasonInvalid)
+		}
+	}
+	if got := keys(t, c.bucket); len(got) != 0 {
+		t.Errorf("keys: got %q, want none", got)
+	}
+	c.assertNoConsumers(t)
+
+	// A writer configured with another staging bucket takes only that one.
+	w := &blobstore.Writer{Bucket: c.bucket, Claims: blobstore.ObjectClaims{JS: c.js}, StagingBucket: "other-bucket"}
+	if _, err := w.Store(ctx, claimCheck(t, "own1", "nats-object://other-bucket/own1", digest(victim))); err != nil {
+		t.Errorf("Store from the configured staging bucket: %v", err)
+	}
+	_, err = w.Store(ctx, c.stage(t, "own4", victim))
+	if reason, ok := permanentReason(err); !ok || reason != events.ReasonInvalid {
+		t.Errorf("uploads-staging for a writer of other-bucket: got %v, want a PermanentError with reason %s", err, events.ReasonInvalid)
 	}
 }
 

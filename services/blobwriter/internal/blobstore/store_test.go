@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/fileblob"
@@ -503,5 +504,40 @@ func testConcurrentReplicas(t *testing.T, s *store) {
 		if got := s.files(); !slices.Equal(got, files) {
 			t.Errorf("files: got %q, want %q", got, files)
 		}
+	}
+}
+
+// A request dated more than the clock skew ahead is refused as invalid and
+// nothing is stored; one within it is stored.
+func TestFutureTimeRefused(t *testing.T) {
+	t.Parallel()
+	s := setup(t, drivers[0])
+	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	s.writer.Now = func() time.Time { return now }
+	for _, tc := range []struct {
+		id     string
+		at     time.Time
+		skew   time.Duration
+		refuse bool
+	}{
+		{"in2099", time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), 0, true},
+		{"in6min", now.Add(6 * time.Minute), 0, true},
+		{"in5min", now.Add(5 * time.Minute), 0, false},
+		{"in1h", now.Add(time.Hour), 2 * time.Hour, false},
+		{"in3h", now.Add(3 * time.Hour), 2 * time.Hour, true},
+		{"yesterday", now.Add(-24 * time.Hour), 0, false},
+	} {
+		s.writer.MaxClockSkew = tc.skew
+		_, err := s.writer.Store(context.Background(), requestOf(t, events.Request{ID: tc.id, ContentType: "image/png", Time: tc.at, Data: []byte(tc.id)}))
+		switch {
+		case tc.refuse && events.ReasonOf(err) != events.ReasonInvalid:
+			t.Errorf("%s: got %v, want an invalid time", tc.id, err)
+		case !tc.refuse && err != nil:
+			t.Errorf("%s: got %v, want it stored", tc.id, err)
+		}
+	}
+	want := []string{"uploads/in1h", "uploads/in5min", "uploads/yesterday"}
+	if got := keys(t, s.bucket.Bucket); !slices.Equal(got, want) {
+		t.Errorf("keys: got %q, want %q", got, want)
 	}
 }

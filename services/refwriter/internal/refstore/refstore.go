@@ -1,12 +1,15 @@
 // Package refstore is refwriter's side effect: it records an upload's
 // reference in Postgres, in the same transaction as the step's marker, and
-// moves the subject's current reference forward in event time only.
+// moves its owner's current reference of the subject forward in event time
+// only. Current references are kept per owner and subject: one owner's
+// upload never moves another's.
 package refstore
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,11 +35,23 @@ type Bucket interface {
 	Attributes(ctx context.Context, key string) (*blob.Attributes, error)
 }
 
+// DefaultKeyPrefix is the object key prefix of uploads, as blobwriter's.
+const DefaultKeyPrefix = "uploads/"
+
 // Writer records references.
 type Writer struct {
 	// Bucket, when set, is checked for the blob before the reference is
 	// written, so that no reference dangles even for a hand-made event.
 	Bucket Bucket
+	// KeyPrefix is blobwriter's object key prefix [DefaultKeyPrefix]: an
+	// event whose blob key is not KeyPrefix + id is refused as invalid, so
+	// that no event can reference another upload's object.
+	KeyPrefix string
+	// MaxClockSkew is how far in the future an event's time may lie
+	// [events.DefaultMaxClockSkew]; a later one is refused as invalid.
+	MaxClockSkew time.Duration
+	// Now is the clock [time.Now].
+	Now func() time.Time
 }
 
 // Step is the pipeline step: blob_stored → reference row → completed.
@@ -47,16 +62,45 @@ func (w *Writer) Step() steprun.Step[events.Reference] {
 		Accepts:  events.TypeBlobStored,
 		Effect:   w.check,
 		InTx:     Insert,
-		Next: func(ev *events.Event, ref events.Reference) (*events.Event, error) {
-			return events.NewCompleted(ev, ref, Source)
-		},
+		Next:     next,
 	}
 }
 
-// check verifies the blob the event describes and returns the reference to
-// record. It writes nothing: the reference commits with the marker, in Insert.
+// next builds the completed event of the recorded reference ref. An event
+// that names another owner or subject than the one recorded under its id is
+// a conflict: it may not re-emit, nor claim, someone else's reference.
+func next(ev *events.Event, ref events.Reference) (*events.Event, error) {
+	if ref.Owner != "" && ref.Owner != ev.Owner || ref.Subject != ev.Subject {
+		return nil, steprun.Conflict("upload %s is recorded for owner %q and subject %q, the event names %q and %q",
+			ev.ID, clip(ref.Owner), clip(ref.Subject), clip(ev.Owner), clip(ev.Subject))
+	}
+	return events.NewCompleted(ev, ref, Source)
+}
+
+// Key is the object key of upload id.
+func (w *Writer) Key(id string) string {
+	if w.KeyPrefix == "" {
+		return DefaultKeyPrefix + id
+	}
+	return w.KeyPrefix + id
+}
+
+// check verifies the event and the blob it describes and returns the
+// reference to record. It writes nothing: the reference commits with the
+// marker, in Insert.
 func (w *Writer) check(ctx context.Context, ev *events.Event) (events.Reference, error) {
+	now := time.Now
+	if w.Now != nil {
+		now = w.Now
+	}
+	if err := ev.CheckTime(now(), w.MaxClockSkew); err != nil {
+		return events.Reference{}, err
+	}
 	b := *ev.Blob
+	if want := w.Key(ev.ID); b.Key != want {
+		return events.Reference{}, steprun.Permanent(events.ReasonInvalid,
+			fmt.Errorf("blob key %q of upload %s is not %q", clip(b.Key), ev.ID, want))
+	}
 	if w.Bucket != nil {
 		attrs, err := w.Bucket.Attributes(ctx, b.Key)
 		if gcerrors.Code(err) == gcerrors.NotFound {
@@ -73,32 +117,44 @@ func (w *Writer) check(ctx context.Context, ev *events.Event) (events.Reference,
 					b.Key, attrs.Size, attrs.Metadata[metadataSHA256], b.Size, b.SHA256))
 		}
 	}
-	return events.Reference{ID: ev.ID, Subject: ev.Subject, Blob: b, EventTime: ev.Time}, nil
+	return events.Reference{ID: ev.ID, Owner: ev.Owner, Subject: ev.Subject, Blob: b, EventTime: ev.Time}, nil
 }
 
-// Insert writes the reference rows of a batch and moves each subject's
-// current reference to the newest of them (event time, then upload id) if it
-// is newer than the current one. It runs in the markers' transaction, in
-// three statements whatever the batch's size. A reference row that exists
-// without its marker (written by hand) is accepted when it holds the same
-// digest and refused as a conflict otherwise.
+// clip shortens untrusted text quoted in an error.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return strings.ToValidUTF8(s[:max], "") + "..."
+}
+
+// Insert writes the reference rows of a batch and moves each owner's current
+// reference of each subject to the newest of them (event time, then upload
+// id) if it is newer than the current one. It runs in the markers'
+// transaction, in three statements whatever the batch's size. A reference
+// row that exists without its marker (written by hand) is accepted when it
+// holds the same digest and subject and the same owner (or none), and
+// refused as a conflict otherwise.
 func Insert(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.Reference]) ([]error, error) {
 	n := len(items)
-	ids, subjects, keys, types, shas := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	ids, owners, subjects, keys := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	types, shas := make([]string, n), make([]string, n)
 	sizes, times := make([]int64, n), make([]time.Time, n)
 	for i, it := range items {
 		ref := it.Result
-		ids[i], subjects[i], keys[i], sizes[i], shas[i], types[i], times[i] =
-			ref.ID, ref.Subject, ref.Blob.Key, ref.Blob.Size, ref.Blob.SHA256, ref.Blob.ContentType, ref.EventTime
+		ids[i], owners[i], subjects[i], keys[i], sizes[i], shas[i], types[i], times[i] =
+			ref.ID, ref.Owner, ref.Subject, ref.Blob.Key, ref.Blob.Size, ref.Blob.SHA256, ref.Blob.ContentType, ref.EventTime
 	}
-	// Rows go in in id order and pointers in subject order, the same lock
-	// order in every transaction: concurrent batches wait, never deadlock.
+	// Rows go in in id order and pointers in (owner, subject) order, the
+	// same lock order in every transaction: concurrent batches wait, never
+	// deadlock.
 	rows, err := tx.Query(ctx, `
-		INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::timestamptz[])
+		INSERT INTO upload_refs (id, owner, subject, blob_key, size, sha256, content_type, event_time)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[])
 		ORDER BY 1
 		ON CONFLICT (id) DO NOTHING
-		RETURNING id`, ids, subjects, keys, sizes, shas, types, times)
+		RETURNING id`, ids, owners, subjects, keys, sizes, shas, types, times)
 	if err != nil {
 		return nil, fmt.Errorf("insert %d references: %w", n, err)
 	}
@@ -117,15 +173,15 @@ func Insert(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.Referenc
 		return nil, nil
 	}
 	_, err = tx.Exec(ctx, `
-		INSERT INTO subject_refs AS cur (subject, upload_id, event_time)
-		SELECT DISTINCT ON (subject) subject, id, event_time
-		FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS t(id, subject, event_time)
-		WHERE id = ANY($4::text[])
-		ORDER BY subject, event_time DESC, id DESC
-		ON CONFLICT (subject) DO UPDATE
+		INSERT INTO subject_refs AS cur (owner, subject, upload_id, event_time)
+		SELECT DISTINCT ON (owner, subject) owner, subject, id, event_time
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS t(id, owner, subject, event_time)
+		WHERE id = ANY($5::text[])
+		ORDER BY owner, subject, event_time DESC, id DESC
+		ON CONFLICT (owner, subject) DO UPDATE
 		SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
 		WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)`,
-		ids, subjects, times, inserted)
+		ids, owners, subjects, times, inserted)
 	if err != nil {
 		return nil, fmt.Errorf("move current references: %w", err)
 	}
@@ -145,34 +201,51 @@ func checkExisting(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.R
 			others = append(others, it.Result.ID)
 		}
 	}
-	rows, err := tx.Query(ctx, `SELECT id, sha256 FROM upload_refs WHERE id = ANY($1::text[])`, others)
+	rows, err := tx.Query(ctx, `SELECT id, owner, subject, sha256 FROM upload_refs WHERE id = ANY($1::text[])`, others)
 	if err != nil {
 		return nil, fmt.Errorf("read references: %w", err)
 	}
-	stored := make(map[string]string, len(others))
-	var id, sha string
-	if _, err := pgx.ForEachRow(rows, []any{&id, &sha}, func() error { stored[id] = sha; return nil }); err != nil {
+	type row struct{ owner, subject, sha string }
+	stored := make(map[string]row, len(others))
+	var (
+		id string
+		r  row
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&id, &r.owner, &r.subject, &r.sha}, func() error { stored[id] = r; return nil }); err != nil {
 		return nil, fmt.Errorf("read references: %w", err)
 	}
 	var errs []error
 	for i, it := range items {
 		ref := it.Result
-		if sha, ok := stored[ref.ID]; ok && !fresh[ref.ID] && sha != ref.Blob.SHA256 {
-			if errs == nil {
-				errs = make([]error, len(items))
-			}
-			errs[i] = steprun.Conflict("reference %s exists with sha256 %s, not %s", ref.ID, sha, ref.Blob.SHA256)
+		r, ok := stored[ref.ID]
+		if !ok || fresh[ref.ID] {
+			continue
 		}
+		var err error
+		switch {
+		case r.sha != ref.Blob.SHA256:
+			err = steprun.Conflict("reference %s exists with sha256 %s, not %s", ref.ID, r.sha, ref.Blob.SHA256)
+		case r.owner != "" && r.owner != ref.Owner || r.subject != ref.Subject:
+			err = steprun.Conflict("reference %s exists for owner %q and subject %q, not %q and %q",
+				ref.ID, clip(r.owner), clip(r.subject), clip(ref.Owner), clip(ref.Subject))
+		default:
+			continue
+		}
+		if errs == nil {
+			errs = make([]error, len(items))
+		}
+		errs[i] = err
 	}
 	return errs, nil
 }
 
-// Current returns the id of the subject's current reference.
+// Current returns the id of owner's current reference of subject, "" when
+// there is none.
 func Current(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
-}, subject string) (string, error) {
+}, owner, subject string) (string, error) {
 	var id string
-	err := q.QueryRow(ctx, `SELECT upload_id FROM subject_refs WHERE subject = $1`, subject).Scan(&id)
+	err := q.QueryRow(ctx, `SELECT upload_id FROM subject_refs WHERE owner = $1 AND subject = $2`, owner, subject).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", nil
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -50,12 +51,22 @@ func openBucket(t *testing.T, url string) *blob.Bucket {
 // t0 is an event time with the microsecond precision Postgres keeps.
 var t0 = time.Date(2026, 3, 4, 5, 6, 7, 123456000, time.UTC)
 
+// testOwner owns the subjects of the events blobStored builds: their source.
+const testOwner = "/test"
+
 // blobStored builds the blob_stored event blobwriter emits once it stored
-// data for upload id of subject, requested at event time at.
+// data for upload id of subject, requested at event time at by a producer
+// on its own behalf.
 func blobStored(t testing.TB, id, subject string, at time.Time, data []byte) *events.Event {
 	t.Helper()
+	return blobStoredBy(t, "", id, subject, at, data)
+}
+
+// blobStoredBy is blobStored for a request made on behalf of owner.
+func blobStoredBy(t testing.TB, owner, id, subject string, at time.Time, data []byte) *events.Event {
+	t.Helper()
 	req, err := events.NewRequested(events.Request{
-		ID: id, Source: "/test", Subject: subject, ContentType: "image/png", Time: at, Data: data,
+		ID: id, Source: "/test", Owner: owner, Subject: subject, ContentType: "image/png", Time: at, Data: data,
 	})
 	if err != nil {
 		t.Fatalf("NewRequested: %v", err)
@@ -85,8 +96,13 @@ func putBlob(t testing.TB, b *blob.Bucket, ev *events.Event, data []byte) {
 // record runs the step for ev as the runner does: the effect (without a
 // bucket check), then the marker with Insert in its transaction.
 func (r *refs) record(ev *events.Event) (won bool, err error) {
+	return r.recordWith(&refstore.Writer{}, ev)
+}
+
+// recordWith is record with the effect of w.
+func (r *refs) recordWith(w *refstore.Writer, ev *events.Event) (won bool, err error) {
 	ctx := context.Background()
-	ref, err := (&refstore.Writer{}).Step().Effect(ctx, ev)
+	ref, err := w.Step().Effect(ctx, ev)
 	if err != nil {
 		return false, fmt.Errorf("effect: %w", err)
 	}
@@ -111,11 +127,17 @@ func (r *refs) mustRecord(t *testing.T, ev *events.Event) {
 	}
 }
 
+// current is testOwner's current reference of subject.
 func (r *refs) current(t *testing.T, subject string) string {
 	t.Helper()
-	id, err := refstore.Current(context.Background(), r.pg.Pool, subject)
+	return r.currentOf(t, testOwner, subject)
+}
+
+func (r *refs) currentOf(t *testing.T, owner, subject string) string {
+	t.Helper()
+	id, err := refstore.Current(context.Background(), r.pg.Pool, owner, subject)
 	if err != nil {
-		t.Fatalf("Current(%s): %v", subject, err)
+		t.Fatalf("Current(%s, %s): %v", owner, subject, err)
 	}
 	return id
 }
@@ -154,14 +176,15 @@ func TestInsertWritesTheReference(t *testing.T) {
 		size                      int64
 		eventTime, created        time.Time
 	)
+	var owner string
 	err := r.pg.Pool.QueryRow(context.Background(), `
-		SELECT id, subject, blob_key, size, sha256, content_type, event_time, created_at
-		FROM upload_refs`).Scan(&id, &subject, &key, &size, &sha, &ct, &eventTime, &created)
+		SELECT id, owner, subject, blob_key, size, sha256, content_type, event_time, created_at
+		FROM upload_refs`).Scan(&id, &owner, &subject, &key, &size, &sha, &ct, &eventTime, &created)
 	if err != nil {
 		t.Fatalf("read row: %v", err)
 	}
-	got := fmt.Sprintf("%s %s %s %d %s %s", id, subject, key, size, sha, ct)
-	want := fmt.Sprintf("u1 users/42/avatar uploads/u1 %d %s image/png", len(data), ev.SHA256)
+	got := fmt.Sprintf("%s %s %s %s %d %s %s", id, owner, subject, key, size, sha, ct)
+	want := fmt.Sprintf("u1 %s users/42/avatar uploads/u1 %d %s image/png", testOwner, len(data), ev.SHA256)
 	if got != want {
 		t.Errorf("row: got %s, want %s", got, want)
 	}
@@ -175,7 +198,7 @@ func TestInsertWritesTheReference(t *testing.T) {
 		t.Errorf("current reference: got %q, want u1", cur)
 	}
 	var curTime time.Time
-	if err := r.pg.Pool.QueryRow(context.Background(), `SELECT event_time FROM subject_refs WHERE subject = $1`, "users/42/avatar").Scan(&curTime); err != nil || !curTime.Equal(t0) {
+	if err := r.pg.Pool.QueryRow(context.Background(), `SELECT event_time FROM subject_refs WHERE owner = $1 AND subject = $2`, testOwner, "users/42/avatar").Scan(&curTime); err != nil || !curTime.Equal(t0) {
 		t.Errorf("subject_refs event_time: got %v (%v), want %v", curTime, err, t0)
 	}
 	if n := r.pg.Count(t, `SELECT count(*) FROM step_markers WHERE upload_id = 'u1' AND step = $1`, refstore.StepName); n != 1 {
@@ -278,6 +301,8 @@ func TestRowAlreadyPresent(t *testing.T) {
 	ctx := context.Background()
 	same := blobStored(t, "same", "users/1/avatar", t0, []byte("same bytes"))
 	other := blobStored(t, "other", "users/2/avatar", t0, []byte("new bytes"))
+	theirs := blobStored(t, "theirs", "users/3/avatar", t0, []byte("their bytes"))
+	moved := blobStored(t, "moved", "users/4/avatar", t0, []byte("moved bytes"))
 	for _, row := range []struct {
 		id, subject, sha string
 	}{
@@ -289,6 +314,24 @@ func TestRowAlreadyPresent(t *testing.T) {
 			VALUES ($1, $2, 'uploads/' || $1, 9, $3, 'image/png', $4)`, row.id, row.subject, row.sha, t0)
 		if err != nil {
 			t.Fatalf("insert by hand: %v", err)
+		}
+	}
+	// Rows of the same digest that belong to another owner or subject.
+	for _, row := range []struct{ id, owner, subject, sha string }{
+		{"theirs", "alice", "users/3/avatar", theirs.SHA256},
+		{"moved", testOwner, "users/9/avatar", moved.SHA256},
+	} {
+		_, err := r.pg.Pool.Exec(ctx, `
+			INSERT INTO upload_refs (id, owner, subject, blob_key, size, sha256, content_type, event_time)
+			VALUES ($1, $2, $3, 'uploads/' || $1, 9, $4, 'image/png', $5)`, row.id, row.owner, row.subject, row.sha, t0)
+		if err != nil {
+			t.Fatalf("insert by hand: %v", err)
+		}
+	}
+	for _, ev := range []*events.Event{theirs, moved} {
+		won, err := r.record(ev)
+		if reason, ok := permanentReason(err); !ok || reason != events.ReasonConflict || won {
+			t.Errorf("%s of another owner or subject: got won=%v err=%v, want a PermanentError with reason %s", ev.ID, won, err, events.ReasonConflict)
 		}
 	}
 	sameXmin := r.xmin(t, "upload_refs", "id = 'same'")
@@ -385,5 +428,119 @@ func TestCheck(t *testing.T) {
 		if ref.ID != want.ID || ref.Subject != want.Subject || ref.Blob != want.Blob || !ref.EventTime.Equal(want.EventTime) {
 			t.Errorf("%s: got %+v, want %+v", tt.name, ref, want)
 		}
+	}
+}
+
+// Two owners who use the same subject each keep their own current
+// reference: neither upload moves the other's.
+func TestOwnersKeepTheirCurrentReferences(t *testing.T) {
+	t.Parallel()
+	r := setup(t)
+	const subject = "users/42/avatar"
+	r.mustRecord(t, blobStoredBy(t, "alice", "a1", subject, t0, []byte("alice 1")))
+	r.mustRecord(t, blobStoredBy(t, "mallory", "m1", subject, t0.Add(time.Hour), []byte("mallory")))
+	if cur := r.currentOf(t, "alice", subject); cur != "a1" {
+		t.Errorf("alice's current reference after mallory's newer upload: got %q, want a1", cur)
+	}
+	if cur := r.currentOf(t, "mallory", subject); cur != "m1" {
+		t.Errorf("mallory's current reference: got %q, want m1", cur)
+	}
+	r.mustRecord(t, blobStoredBy(t, "alice", "a2", subject, t0.Add(2*time.Hour), []byte("alice 2")))
+	if a, m := r.currentOf(t, "alice", subject), r.currentOf(t, "mallory", subject); a != "a2" || m != "m1" {
+		t.Errorf("after alice's newer upload: alice %q, mallory %q; want a2, m1", a, m)
+	}
+	if cur := r.current(t, subject); cur != "" {
+		t.Errorf("current reference of the subject's source owner: got %q, want none", cur)
+	}
+	owners := r.pg.Map(t, `SELECT id, owner FROM upload_refs`)
+	if want := map[string]string{"a1": "alice", "m1": "mallory", "a2": "alice"}; !maps.Equal(owners, want) {
+		t.Errorf("owners of the rows: got %v, want %v", owners, want)
+	}
+}
+
+// The effect refuses, as invalid, a blob other than the upload's own key and
+// an event time too far in the future; nothing is recorded for either.
+func TestCheckRefusesForeignKeysAndFutureTimes(t *testing.T) {
+	t.Parallel()
+	r := setup(t)
+	now := t0
+	clock := func() time.Time { return now }
+	withKey := func(ev *events.Event, key string) *events.Event {
+		t.Helper()
+		b := *ev.Blob
+		b.Key = key
+		req, err := events.NewRequested(events.Request{
+			ID: ev.ID, Source: "/test", Subject: ev.Subject, ContentType: "image/png", Time: ev.Time, DataRef: "nats-object://b/" + ev.ID, SHA256: ev.SHA256,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := events.NewBlobStored(req, b, "/blobref/blobwriter")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		w      *refstore.Writer
+		ev     *events.Event
+		refuse bool
+	}{
+		{"another upload's object", &refstore.Writer{}, withKey(blobStored(t, "k1", "s/1", t0, []byte("1")), "uploads/victim"), true},
+		{"outside the prefix", &refstore.Writer{}, withKey(blobStored(t, "k2", "s/2", t0, []byte("2")), "private/k2"), true},
+		{"the id as a suffix", &refstore.Writer{}, withKey(blobStored(t, "k3", "s/3", t0, []byte("3")), "uploads/x/k3"), true},
+		{"the default prefix under another", &refstore.Writer{KeyPrefix: "blobs/"}, blobStored(t, "k4", "s/4", t0, []byte("4")), true},
+		{"the configured prefix", &refstore.Writer{KeyPrefix: "blobs/"}, withKey(blobStored(t, "k5", "s/5", t0, []byte("5")), "blobs/k5"), false},
+		{"six minutes ahead", &refstore.Writer{Now: clock}, blobStored(t, "t1", "s/t", t0.Add(6*time.Minute), []byte("t1")), true},
+		{"in 2099", &refstore.Writer{Now: clock}, blobStored(t, "t2", "s/t", time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), []byte("t2")), true},
+		{"five minutes ahead", &refstore.Writer{Now: clock}, blobStored(t, "t3", "s/t", t0.Add(5*time.Minute), []byte("t3")), false},
+		{"an hour ahead, an hour allowed", &refstore.Writer{Now: clock, MaxClockSkew: time.Hour}, blobStored(t, "t4", "s/u", t0.Add(time.Hour), []byte("t4")), false},
+	} {
+		won, err := r.recordWith(tc.w, tc.ev)
+		if !tc.refuse {
+			if err != nil || !won {
+				t.Errorf("%s: got won=%v err=%v, want recorded", tc.name, won, err)
+			}
+			continue
+		}
+		if events.ReasonOf(err) != events.ReasonInvalid {
+			if reason, ok := permanentReason(err); !ok || reason != events.ReasonInvalid {
+				t.Errorf("%s: got %v, want a permanent error with reason %s", tc.name, err, events.ReasonInvalid)
+			}
+		}
+		if n := r.pg.Count(t, `SELECT count(*) FROM upload_refs WHERE id = $1`, tc.ev.ID); n != 0 {
+			t.Errorf("%s: %d rows, want none", tc.name, n)
+		}
+	}
+	if cur := r.current(t, "s/t"); cur != "t3" {
+		t.Errorf("current reference of s/t: got %q, want t3 (the future events are not recorded)", cur)
+	}
+}
+
+// The completed event of a recorded reference is refused as a conflict for
+// an event that names another owner or subject under the same id.
+func TestNextRefusesAnotherOwnerOrSubject(t *testing.T) {
+	t.Parallel()
+	next := (&refstore.Writer{}).Step().Next
+	alice := blobStoredBy(t, "alice", "n1", "users/1/avatar", t0, []byte("x"))
+	recorded := events.Reference{ID: "n1", Owner: "alice", Subject: "users/1/avatar", Blob: *alice.Blob, EventTime: t0}
+	if c, err := next(alice, recorded); err != nil || c.Owner != "alice" || c.Ref.Owner != "alice" {
+		t.Fatalf("the recorded owner: got %+v, %v; want a completed event of alice", c, err)
+	}
+	for name, ev := range map[string]*events.Event{
+		"another owner":   blobStoredBy(t, "mallory", "n1", "users/1/avatar", t0, []byte("x")),
+		"another subject": blobStoredBy(t, "alice", "n1", "users/2/avatar", t0, []byte("x")),
+	} {
+		_, err := next(ev, recorded)
+		if reason, ok := permanentReason(err); !ok || reason != events.ReasonConflict {
+			t.Errorf("%s: got %v, want a PermanentError with reason %s", name, err, events.ReasonConflict)
+		}
+	}
+	// A reference recorded before owners carries none: it takes the event's.
+	legacy := recorded
+	legacy.Owner = ""
+	if c, err := next(alice, legacy); err != nil || c.Ref.Owner != "alice" {
+		t.Errorf("a reference recorded without an owner: got %+v, %v; want it completed for alice", c, err)
 	}
 }

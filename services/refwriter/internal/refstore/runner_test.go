@@ -153,7 +153,7 @@ func TestRunnerRecordsEachReferenceOnce(t *testing.T) {
 	for s := range subjects {
 		subject := fmt.Sprintf("users/%d/avatar", s)
 		want := fmt.Sprintf("u%03d", n-subjects+s)
-		if cur, err := refstore.Current(context.Background(), r.pg.Pool, subject); err != nil || cur != want {
+		if cur, err := refstore.Current(context.Background(), r.pg.Pool, testOwner, subject); err != nil || cur != want {
 			t.Errorf("current reference of %s: got %q (%v), want %s", subject, cur, err, want)
 		}
 	}
@@ -190,4 +190,56 @@ func TestRunnerWaitsForTheBlobAndRefusesAWrongOne(t *testing.T) {
 	if n := r.pg.Count(t, `SELECT count(*) FROM step_markers WHERE upload_id = 'wrong'`); n != 0 {
 		t.Errorf("markers of wrong: got %d, want 0", n)
 	}
+}
+
+// Events that try to take what is not theirs end as dead letters and leave
+// the stores as they were: a blob key of another upload, a time in 2099, and
+// another owner's event for an upload already referenced.
+func TestRunnerRefusesHostileEvents(t *testing.T) {
+	t.Parallel()
+	r := setupRunner(t)
+	const subject = "users/42/avatar"
+
+	victim := blobStoredBy(t, "alice", "victim", subject, t0, []byte("victim's bytes"))
+	putBlob(t, r.bucket, victim, []byte("victim's bytes"))
+	testenv.Publish(t, r.js, victim, victim.ID)
+	if got := r.completed.Await(t, 1, timeout); len(got["victim"]) != 1 {
+		t.Fatalf("completed: got %v, want victim", got)
+	}
+	xmins := r.xmins()
+
+	// A blob_stored event of another id that points at the victim's object.
+	req, err := events.NewRequested(events.Request{
+		ID: "thief", Source: "/test", Owner: "mallory", Subject: subject, ContentType: "image/png", Time: t0.Add(time.Hour),
+		DataRef: "nats-object://uploads-staging/thief", SHA256: victim.SHA256,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	thief, err := events.NewBlobStored(req, *victim.Blob, "/blobref/blobwriter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	future := blobStoredBy(t, "mallory", "future", subject, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), []byte("pinned"))
+	putBlob(t, r.bucket, future, []byte("pinned"))
+	// The victim's id again, for another owner.
+	takeover := blobStoredBy(t, "mallory", "victim", subject, t0.Add(time.Hour), []byte("victim's bytes"))
+	for _, ev := range []*events.Event{thief, future, takeover} {
+		testenv.Publish(t, r.js, ev, "")
+	}
+	dead := testenv.AwaitDeadLetters(t, r.js, 3, timeout)
+	for id, want := range map[string]string{"thief": events.ReasonInvalid, "future": events.ReasonInvalid, "victim": events.ReasonConflict} {
+		if d := dead[events.BlobStoredSubject(id)]; d.Reason != want {
+			t.Errorf("%s: dead letter %+v, want reason %s", id, d, want)
+		}
+	}
+	if got := r.xmins(); !maps.Equal(got, xmins) {
+		t.Errorf("reference rows: got %v, want only the victim's, untouched (%v)", got, xmins)
+	}
+	for owner, want := range map[string]string{"alice": "victim", "mallory": ""} {
+		if cur, err := refstore.Current(context.Background(), r.pg.Pool, owner, subject); err != nil || cur != want {
+			t.Errorf("%s's current reference: got %q (%v), want %q", owner, cur, err, want)
+		}
+	}
+	r.completed.None(t, 100*time.Millisecond)
 }

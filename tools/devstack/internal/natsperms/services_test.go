@@ -56,7 +56,7 @@ func TestServicesWithTheirUsers(t *testing.T) {
 	api := "http://" + testenv.FreeAddr(t)
 	ing := startService(t, bin, ingest, as(ingest,
 		"HTTP_ADDR="+strings.TrimPrefix(api, "http://"), "METRICS_ADDR="+testenv.FreeAddr(t),
-		"AUTH_TOKENS="+token+"=perm", "INLINE_THRESHOLD=64KiB"))
+		"AUTH_TOKENS="+permToken+"=perm", "INLINE_THRESHOLD=64KiB"))
 	bw := startService(t, bin, blobwriter, append([]string{
 		"BLOB_URL=" + blobURL, "METRICS_ADDR=" + testenv.FreeAddr(t),
 		"NATS_USER=" + blobwriter, "NATS_PASSWORD_FILE=" + pwFile}, common...))
@@ -138,6 +138,9 @@ type status struct {
 	Reference *events.Reference `json:"reference"`
 }
 
+// permToken is ingest's token in these tests, as strong as ingest wants.
+const permToken = "permZq3vX9pL2mN8rT4wY6bC1dF5gH7jK0"
+
 var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Minute}
 
 // upload POSTs body to ingest with Idempotency-Key key, waiting up to wait
@@ -148,7 +151,7 @@ func upload(t *testing.T, api, key, contentType string, body []byte, wait int) s
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Authorization", "Bearer "+permToken)
 	req.Header.Set("Idempotency-Key", key)
 	req.Header.Set("Content-Type", contentType)
 	if wait > 0 {
@@ -166,7 +169,7 @@ func awaitState(t *testing.T, api, id, state string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Authorization", "Bearer "+permToken)
 		got := do(t, req)
 		if got.State == state {
 			return
@@ -255,8 +258,6 @@ func startService(t *testing.T, bin, name string, env []string) *process {
 	return p
 }
 
-// token is ingest's bearer token in these tests: long enough for its rules.
-const token = "perm-token-0123456789abcdef0123456789"
 
 // runSetup runs `blobrefctl setup` from bin with env and returns its output.
 func runSetup(bin string, env []string) (string, error) {

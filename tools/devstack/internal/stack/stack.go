@@ -28,7 +28,9 @@ import (
 const DefaultNATSPort = 4222
 
 // The dev token `make run` gives ingest (AUTH_TOKENS=dev-token=dev unless
-// AUTH_TOKENS is set), and the caller it stands for.
+// AUTH_TOKENS is set), and the caller it stands for. ingest refuses such a
+// weak token unless AUTH_ALLOW_WEAK_TOKENS is true, which the stack sets: it
+// runs on a development machine.
 const (
 	DevToken  = "dev-token"
 	DevCaller = "dev"
@@ -58,7 +60,7 @@ func DefaultServices() []Service {
 		{Name: "refwriter", MetricsAddr: "127.0.0.1:9102"},
 		{
 			Name: "ingest", MetricsAddr: "127.0.0.1:9100", HTTPAddr: "127.0.0.1:8080",
-			Env: map[string]string{"AUTH_TOKENS": DevToken + "=" + DevCaller},
+			Env: map[string]string{"AUTH_TOKENS": DevToken + "=" + DevCaller, "AUTH_ALLOW_WEAK_TOKENS": "true"},
 		},
 	}
 }

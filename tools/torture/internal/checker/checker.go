@@ -143,7 +143,7 @@ type Report struct {
 	ObjectsRemoved []string // object deleted or moved away
 	Dangling       []string // reference row without its object, or with another object
 	DigestMismatch []string // object or row whose sha256/size is not the upload's
-	Regressions    []string // subjects whose current reference is not their newest completed upload, or ever moved back or away
+	Regressions    []string // (owner, subject) pairs whose current reference is not their newest completed upload, or ever moved back or away
 	Inconsistent   []string // other broken expectations (missing markers, wrong row fields, stray objects)
 }
 
@@ -374,11 +374,12 @@ func readAudit(ctx context.Context, db *pgxpool.Pool) (map[string]map[string]int
 }
 
 func regressions(ctx context.Context, db *pgxpool.Pool) ([]string, error) {
+	// Current references are kept per owner and subject.
 	rows, err := db.Query(ctx, `
-		SELECT coalesce(s.subject, w.subject), coalesce(s.upload_id, ''), coalesce(w.id, '')
+		SELECT coalesce(s.subject, w.subject), coalesce(s.owner, w.owner), coalesce(s.upload_id, ''), coalesce(w.id, '')
 		FROM subject_refs s
-		FULL JOIN (SELECT DISTINCT ON (subject) subject, id FROM upload_refs
-		           ORDER BY subject, event_time DESC, id DESC) w ON w.subject = s.subject
+		FULL JOIN (SELECT DISTINCT ON (owner, subject) owner, subject, id FROM upload_refs
+		           ORDER BY owner, subject, event_time DESC, id DESC) w ON w.owner = s.owner AND w.subject = s.subject
 		WHERE s.upload_id IS DISTINCT FROM w.id`)
 	if err != nil {
 		return nil, fmt.Errorf("subject_refs: %w", err)
@@ -386,11 +387,11 @@ func regressions(ctx context.Context, db *pgxpool.Pool) ([]string, error) {
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		var subject, cur, newest string
-		if err := rows.Scan(&subject, &cur, &newest); err != nil {
+		var subject, owner, cur, newest string
+		if err := rows.Scan(&subject, &owner, &cur, &newest); err != nil {
 			return nil, err
 		}
-		out = append(out, fmt.Sprintf("%s: current %q, newest completed %q", subject, cur, newest))
+		out = append(out, fmt.Sprintf("%s of owner %q: current %q, newest completed %q", subject, owner, cur, newest))
 	}
 	return out, rows.Err()
 }

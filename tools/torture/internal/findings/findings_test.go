@@ -89,7 +89,7 @@ func frozenClaimNode(t *testing.T, withClaim bool) {
 	for {
 		// A stream just created may not serve publishes yet (no responders):
 		// its leader is still being placed.
-		_, err := obs.PutBytes(actx, "c1", claimed)
+		_, err := obs.PutBytes(actx, "claim1", claimed) // a claim check names its own upload
 		if err == nil {
 			break
 		}
@@ -122,6 +122,7 @@ func frozenClaimNode(t *testing.T, withClaim bool) {
 	bw, err := proc.Start("blobwriter", filepath.Join(dir, "blobwriter.log"), filepath.Join(dir, "blobwriter"), []string{
 		"NATS_URL=" + other.URL(), "DATABASE_URL=" + dbURL, "BLOB_URL=file://" + t.TempDir(),
 		"METRICS_ADDR=" + metrics, "STREAM_REPLICAS=3", "CONSUMER_ACK_WAIT=5s", "CONSUMER_BATCH_WAIT=200ms",
+		"STAGING_BUCKET=staging",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +183,7 @@ func frozenClaimNode(t *testing.T, withClaim bool) {
 	}
 
 	viaClaim, err := events.NewRequested(events.Request{ID: "claim1", Source: "/finding", Subject: "s", ContentType: "text/plain",
-		DataRef: "nats-object://staging/c1", SHA256: fmt.Sprintf("%x", sha256Sum(claimed))})
+		DataRef: "nats-object://staging/claim1", SHA256: fmt.Sprintf("%x", sha256Sum(claimed))})
 	if err != nil {
 		t.Fatal(err)
 	}

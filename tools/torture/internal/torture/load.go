@@ -24,9 +24,10 @@ import (
 	"github.com/blobref/blobref/tools/torture/internal/checker"
 )
 
-// The dev token the ingest processes accept, and the caller it stands for.
+// The token the ingest processes accept (as strong as ingest wants), and
+// the caller it stands for.
 const (
-	token  = "dev-token"
+	token  = "tortureZq3vX9pL2mN8rT4wY6bC1dF5gH7"
 	caller = "dev"
 )
 

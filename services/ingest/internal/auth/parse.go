@@ -1,0 +1,190 @@
+package auth
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// Load parses list (the AUTH_TOKENS format) and, if file is not "", the
+// file (the AUTH_TOKENS_FILE format), and returns their tokens. A token
+// configured twice is an error.
+func Load(list, file string) (*Tokens, error) {
+	entries, err := ParseList(list)
+	if err != nil {
+		return nil, err
+	}
+	if file != "" {
+		more, err := ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, more...)
+	}
+	return New(entries)
+}
+
+// ParseList parses the AUTH_TOKENS format.
+func ParseList(s string) ([]Entry, error) {
+	// An element with "=" starts an entry; the elements after it, up to the
+	// next such element, continue its lists.
+	var groups [][]string
+	for elem := range strings.SplitSeq(s, ",") {
+		elem = strings.TrimSpace(elem)
+		switch {
+		case elem == "":
+		case strings.Contains(elem, "="):
+			groups = append(groups, []string{elem})
+		case len(groups) == 0:
+			return nil, errors.New("AUTH_TOKENS: entries are token=caller[:scopes[:prefixes]]")
+		default:
+			groups[len(groups)-1] = append(groups[len(groups)-1], elem)
+		}
+	}
+	out := make([]Entry, 0, len(groups))
+	for n, g := range groups {
+		entry := strings.Join(g, ",")
+		i := strings.LastIndexByte(g[0], '=')
+		e := Entry{Token: entry[:i], where: fmt.Sprintf("AUTH_TOKENS entry %d", n+1)}
+		caller, rest, _ := strings.Cut(entry[i+1:], ":")
+		scopes, prefixes, _ := strings.Cut(rest, ":")
+		e.Caller.Name = caller
+		if err := setLists(&e.Caller, scopes, prefixes); err != nil {
+			return nil, fmt.Errorf("%s: %w", e.where, err)
+		}
+		out = append(out, e)
+	}
+	return finish(out)
+}
+
+// ReadFile parses an AUTH_TOKENS_FILE.
+func ReadFile(path string) ([]Entry, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("AUTH_TOKENS_FILE: %w", err)
+	}
+	defer f.Close()
+	var out []Entry
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		e := Entry{where: fmt.Sprintf("AUTH_TOKENS_FILE %s:%d", path, line)}
+		fields := strings.Fields(text)
+		if len(fields) < 2 || len(fields) > 4 {
+			return nil, fmt.Errorf("%s: want \"token caller [scopes [prefixes]]\"", e.where)
+		}
+		fields = append(fields, "", "")
+		e.Token, e.Caller.Name = fields[0], fields[1]
+		if err := setLists(&e.Caller, fields[2], fields[3]); err != nil {
+			return nil, fmt.Errorf("%s: %w", e.where, err)
+		}
+		out = append(out, e)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("AUTH_TOKENS_FILE: %w", err)
+	}
+	return finish(out)
+}
+
+// setLists sets the scopes and prefixes of c from their comma-separated
+// lists. An empty scope list or "*" is every scope.
+func setLists(c *Caller, scopes, prefixes string) error {
+	if scopes = strings.TrimSpace(scopes); scopes != "" && scopes != "*" {
+		for i, s := range strings.Split(scopes, ",") {
+			if err := addScope(c, s); err != nil {
+				return fmt.Errorf("scope %d: %w", i+1, err)
+			}
+		}
+	}
+	if prefixes = strings.TrimSpace(prefixes); prefixes == "" {
+		return nil
+	}
+	for i, p := range strings.Split(prefixes, ",") {
+		p = strings.TrimSpace(p)
+		if err := events.CheckSubject(p); err != nil {
+			// The contract's message says what is wrong, not what was given.
+			return fmt.Errorf("subject prefix %d is not a subject: %w", i+1, err)
+		}
+		if !slices.Contains(c.Prefixes, p) {
+			c.Prefixes = append(c.Prefixes, p)
+		}
+	}
+	return nil
+}
+
+// finish checks the entries and gives scopeless ones every scope.
+func finish(entries []Entry) ([]Entry, error) {
+	for i := range entries {
+		e := &entries[i]
+		if !validToken(e.Token) {
+			return nil, fmt.Errorf("%s: the token is not a bearer token (RFC 6750 b64token: [A-Za-z0-9-._~+/]+ then any =)", e.where)
+		}
+		if !validCaller(e.Caller.Name) {
+			return nil, fmt.Errorf("%s: the caller is not 1 to 128 characters of [A-Za-z0-9._@-]", e.where)
+		}
+		if len(e.Caller.Scopes) == 0 {
+			e.Caller.Scopes = slices.Clone(allScopes)
+		}
+	}
+	return entries, nil
+}
+
+// addScope adds scope s to c. Its error does not quote s: a misplaced comma
+// can make a token look like a scope.
+func addScope(c *Caller, s string) error {
+	s = strings.TrimSpace(s)
+	if !slices.Contains(allScopes, s) {
+		return fmt.Errorf("not one of %s", strings.Join(allScopes, ", "))
+	}
+	if !c.Can(s) {
+		c.Scopes = append(c.Scopes, s)
+	}
+	return nil
+}
+
+// validToken reports whether s is an RFC 6750 b64token.
+func validToken(s string) bool {
+	body := strings.TrimRight(s, "=")
+	if body == "" {
+		return false
+	}
+	for _, c := range []byte(body) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
+			return false
+		}
+	}
+	return true
+}
+
+func validCaller(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '.' || c == '_' || c == '@' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// BearerToken returns the token of an Authorization header value
+// ("Bearer <token>", scheme case-insensitive); ok is false when it is not one.
+func BearerToken(authorization string) (token string, ok bool) {
+	scheme, token, found := strings.Cut(strings.TrimSpace(authorization), " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
