@@ -4,14 +4,19 @@
 //
 // The runner works on batches. It pulls messages into a bounded in-flight
 // window and groups those that arrive together (up to BatchSize, waiting at
-// most BatchWait for a batch to fill); MaxBatches batches run at once, and
-// while they run the next one grows. For each batch it does, in order:
+// most BatchWait for a batch to fill, and not at all when nothing more is
+// pending); MaxBatches batches run at once, and while they run the next one
+// grows. For each batch it does, in order:
 //
-//	decode → check markers (one query) → claim the rest (one round trip)
+//	decode → look up the markers and claim the unfinished (one round trip)
 //	       → run the side effects (Concurrency at once)
-//	       → record their markers (one transaction, with the step's own writes)
+//	       → record their markers and give up their claims (one transaction,
+//	         with the step's own writes; one round trip without them)
 //	       → publish the next events (asynchronously, Nats-Msg-Id derived from
 //	         each input) → wait for every PubAck → ack the inputs
+//
+// So a batch costs the same few round trips whatever its size, and a batch
+// of one pays for nothing it does not need.
 //
 // An input is acked only after JetStream acknowledged the event it caused. A
 // step whose marker exists skips its side effect and re-emits its recorded
@@ -273,11 +278,13 @@ func (r *Runner[R]) consumer(ctx context.Context) (jetstream.Consumer, error) {
 
 // fetch pulls up to n messages and hands them to batches as they arrive. A
 // batch starts with the first message; it is handed to a worker once it
-// holds BatchSize messages or BatchWait has passed, and a worker is free:
-// at most MaxInFlight/BatchSize batches run at once, and while they all
-// run, the next batch grows. So a light load goes through in small batches
-// after BatchWait, and a heavy one in full batches with no wait. fetch
-// returns how many messages it received; each frees its slot when settled.
+// holds BatchSize messages, or nothing more is pending for the consumer, or
+// BatchWait has passed, and a worker is free: at most MaxInFlight/BatchSize
+// batches run at once, and while they all run, the next batch grows. So a
+// light load goes through in batches of one at once, a moderate one in
+// batches of what arrived together, and a heavy one in full batches with no
+// wait. fetch returns how many messages it received; each frees its slot
+// when settled.
 func (r *Runner[R]) fetch(ctx context.Context, cons jetstream.Consumer, n int, slots chan struct{}, wg *sync.WaitGroup, work context.Context) (int, error) {
 	fctx, cancel := context.WithTimeout(ctx, r.opts.FetchWait)
 	defer cancel()
@@ -287,7 +294,7 @@ func (r *Runner[R]) fetch(ctx context.Context, cons jetstream.Consumer, n int, s
 	}
 	received := 0
 	var (
-		batch []jetstream.Msg
+		batch []*job[R]
 		timer *time.Timer
 		wait  <-chan time.Time // BatchWait of the batch, until it passed
 	)
@@ -312,10 +319,19 @@ func (r *Runner[R]) fetch(ctx context.Context, cons jetstream.Consumer, n int, s
 				continue
 			}
 			received++
-			batch = append(batch, msg)
+			j := &job[R]{msg: msg}
+			j.meta, j.metaErr = msg.Metadata()
+			batch = append(batch, j)
 			if len(batch) == 1 {
-				timer = time.NewTimer(r.opts.BatchWait)
+				if timer == nil {
+					timer = time.NewTimer(r.opts.BatchWait)
+				} else {
+					timer.Reset(r.opts.BatchWait)
+				}
 				wait = timer.C
+			}
+			if j.meta != nil && j.meta.NumPending == 0 {
+				wait = nil // nothing more to wait for
 			}
 		case <-wait:
 			wait = nil
@@ -339,14 +355,15 @@ func (r *Runner[R]) fetch(ctx context.Context, cons jetstream.Consumer, n int, s
 
 // job is one message of a batch on its way through the step.
 type job[R any] struct {
-	msg    jetstream.Msg
-	meta   *jetstream.MsgMetadata
-	ev     *events.Event
-	out    Outcome
-	over   bool          // out is final: later stages leave the job alone
-	marker marker.Marker // the step's marker, once it exists
-	result R             // the side effect's result, until it is recorded
-	next   jetstream.PubAckFuture
+	msg     jetstream.Msg
+	meta    *jetstream.MsgMetadata
+	metaErr error
+	ev      *events.Event
+	out     Outcome
+	over    bool          // out is final: later stages leave the job alone
+	marker  marker.Marker // the step's marker, once it exists
+	result  R             // the side effect's result, until it is recorded
+	next    jetstream.PubAckFuture
 
 	settled atomic.Bool // acked, nakked or dead-lettered
 }
@@ -358,21 +375,17 @@ func (j *job[R]) fail(err error) {
 }
 
 // handle processes one batch and settles each of its messages.
-func (r *Runner[R]) handle(ctx, work context.Context, msgs []jetstream.Msg, slots chan struct{}) {
+func (r *Runner[R]) handle(ctx, work context.Context, jobs []*job[R], slots chan struct{}) {
 	start := time.Now()
-	r.opts.Metrics.inFlightAdd(r.step.Name, len(msgs))
+	r.opts.Metrics.inFlightAdd(r.step.Name, len(jobs))
 	if ctx.Err() != nil {
 		// Shutting down: hand them back at once.
-		for _, msg := range msgs {
-			_ = msg.Nak()
+		for _, j := range jobs {
+			_ = j.msg.Nak()
 			r.opts.Metrics.inFlightAdd(r.step.Name, -1)
 			<-slots
 		}
 		return
-	}
-	jobs := make([]*job[R], len(msgs))
-	for i, msg := range msgs {
-		jobs[i] = &job[R]{msg: msg}
 	}
 	// finish settles jobs whose outcome is final; process calls it for each
 	// part of the batch as soon as that part is over.
@@ -435,10 +448,6 @@ func (r *Runner[R]) process(ctx context.Context, jobs []*job[R], finish func([]*
 		}
 	}()
 	r.decode(jobs)
-	if err := r.check(ctx, jobs); err != nil {
-		failAll(jobs, err)
-		return
-	}
 	claims, err := r.claim(ctx, jobs)
 	if err != nil {
 		failAll(jobs, err)
@@ -452,12 +461,16 @@ func (r *Runner[R]) process(ctx context.Context, jobs []*job[R], finish func([]*
 			ready = append(ready, j) // failed, busy or finished before
 		}
 	}
+	if claims != nil {
+		// Recording a job gives up its claim; the rest (jobs that failed)
+		// are given up here, once the batch is over.
+		defer claims.Release()
+	}
 	r.publish(ctx, ready)
 	finish(ready)
-	if claims == nil {
+	if len(run) == 0 {
 		return
 	}
-	defer claims.Release()
 	r.runEffects(ctx, run, func(group []*job[R]) {
 		r.record(ctx, group, claims)
 		r.publish(ctx, group)
@@ -470,12 +483,11 @@ func (r *Runner[R]) process(ctx context.Context, jobs []*job[R], finish func([]*
 func (r *Runner[R]) decode(jobs []*job[R]) {
 	seen := make(map[string]bool, len(jobs))
 	for _, j := range jobs {
-		meta, err := j.msg.Metadata()
-		if err != nil {
-			j.fail(Permanent(events.ReasonMalformed, fmt.Errorf("not a JetStream message: %w", err)))
+		if j.metaErr != nil {
+			j.fail(Permanent(events.ReasonMalformed, fmt.Errorf("not a JetStream message: %w", j.metaErr)))
 			continue
 		}
-		j.meta = meta
+		meta := j.meta
 		j.out.Deliveries, j.out.Sequence, j.out.Subject = meta.NumDelivered, meta.Sequence.Stream, j.msg.Subject()
 		ev, err := events.Decode(j.msg.Subject(), j.msg.Headers(), j.msg.Data(), events.WithMaxInlineSize(r.opts.MaxInlineSize))
 		if err != nil {
@@ -495,35 +507,13 @@ func (r *Runner[R]) decode(jobs []*job[R]) {
 	}
 }
 
-// check looks up the markers of the batch in one query: a finished step is
-// skipped without taking a claim.
-func (r *Runner[R]) check(ctx context.Context, jobs []*job[R]) error {
-	ids := pendingIDs(jobs)
-	if len(ids) == 0 {
-		return nil
-	}
-	found, err := r.markers.GetMany(ctx, r.step.Name, ids)
-	if err != nil {
-		return err
-	}
-	for _, j := range jobs {
-		if m, ok := found[j.out.UploadID]; ok && !j.over {
-			j.marker, j.out.Kind = m, Skipped
-		}
-	}
-	return nil
-}
-
-// claim takes the claims of the uploads whose marker is missing; nil when
-// there are none. A claim held elsewhere retries the job later: that is not
-// a failure and never dead-letters it.
+// claim looks up the markers of the batch and takes the claims of the
+// uploads whose marker is missing, in one round trip; nil when no job is
+// left to look up. A step whose marker exists is skipped. A claim held
+// elsewhere retries the job later: that is not a failure and never
+// dead-letters it.
 func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, error) {
-	var ids []string
-	for _, j := range jobs {
-		if !j.over && j.out.Kind != Skipped {
-			ids = append(ids, j.out.UploadID)
-		}
-	}
+	ids := pendingIDs(jobs)
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -532,14 +522,14 @@ func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, 
 		return nil, err
 	}
 	for _, j := range jobs {
-		if j.over || j.out.Kind == Skipped {
+		if j.over {
 			continue
 		}
 		switch m, found := claims.Marker(j.out.UploadID); {
-		case !claims.Held(j.out.UploadID):
-			j.out.Kind, j.out.Reason, j.out.Err, j.over = Retried, reasonBusy, marker.ErrBusy, true
 		case found:
 			j.marker, j.out.Kind = m, Skipped
+		case !claims.Held(j.out.UploadID):
+			j.out.Kind, j.out.Reason, j.out.Err, j.over = Retried, reasonBusy, marker.ErrBusy, true
 		case j.meta.NumDelivered > uint64(r.opts.MaxDeliveries):
 			// Earlier deliveries never settled (a crash each time, say):
 			// give up before running it yet again.

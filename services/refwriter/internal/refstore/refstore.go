@@ -79,7 +79,7 @@ func (w *Writer) check(ctx context.Context, ev *events.Event) (events.Reference,
 // Insert writes the reference rows of a batch and moves each subject's
 // current reference to the newest of them (event time, then upload id) if it
 // is newer than the current one. It runs in the markers' transaction, in
-// three statements whatever the batch's size. A reference row that exists
+// one statement whatever the batch's size. A reference row that exists
 // without its marker (written by hand) is accepted when it holds the same
 // digest and refused as a conflict otherwise.
 func Insert(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.Reference]) ([]error, error) {
@@ -93,12 +93,24 @@ func Insert(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.Referenc
 	}
 	// Rows go in in id order and pointers in subject order, the same lock
 	// order in every transaction: concurrent batches wait, never deadlock.
+	// The pointers move to rows inserted by this statement only; the
+	// foreign key sees them, as its check runs at the statement's end.
 	rows, err := tx.Query(ctx, `
-		INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::timestamptz[])
-		ORDER BY 1
-		ON CONFLICT (id) DO NOTHING
-		RETURNING id`, ids, subjects, keys, sizes, shas, types, times)
+		WITH ins AS (
+			INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::timestamptz[])
+			ORDER BY 1
+			ON CONFLICT (id) DO NOTHING
+			RETURNING id, subject, event_time
+		), moved AS (
+			INSERT INTO subject_refs AS cur (subject, upload_id, event_time)
+			SELECT DISTINCT ON (subject) subject, id, event_time FROM ins
+			ORDER BY subject, event_time DESC, id DESC
+			ON CONFLICT (subject) DO UPDATE
+			SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
+			WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)
+		)
+		SELECT id FROM ins`, ids, subjects, keys, sizes, shas, types, times)
 	if err != nil {
 		return nil, fmt.Errorf("insert %d references: %w", n, err)
 	}
@@ -106,28 +118,9 @@ func Insert(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.Referenc
 	if err != nil {
 		return nil, fmt.Errorf("insert %d references: %w", n, err)
 	}
-	var errs []error
 	if len(inserted) < n {
 		// Rows without a marker: written by hand, not by this step.
-		if errs, err = checkExisting(ctx, tx, items, inserted); err != nil || errs != nil {
-			return errs, err
-		}
-	}
-	if len(inserted) == 0 {
-		return nil, nil
-	}
-	_, err = tx.Exec(ctx, `
-		INSERT INTO subject_refs AS cur (subject, upload_id, event_time)
-		SELECT DISTINCT ON (subject) subject, id, event_time
-		FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS t(id, subject, event_time)
-		WHERE id = ANY($4::text[])
-		ORDER BY subject, event_time DESC, id DESC
-		ON CONFLICT (subject) DO UPDATE
-		SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
-		WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)`,
-		ids, subjects, times, inserted)
-	if err != nil {
-		return nil, fmt.Errorf("move current references: %w", err)
+		return checkExisting(ctx, tx, items, inserted)
 	}
 	return nil, nil
 }
