@@ -108,6 +108,7 @@ type Claims struct {
 	step    string
 	held    map[string]bool
 	markers map[string]Marker
+	excused map[Delivery]int
 }
 
 // claimSQL takes the claim on each id whose step has no marker yet, and
@@ -131,6 +132,14 @@ const unlockSQL = `SELECT pg_advisory_unlock(` + lockKey + `) FROM unnest($2::te
 // round trip), so a marker recorded by the previous holder of a claim is
 // always seen.
 func (s *Store) ClaimMany(ctx context.Context, step string, ids []string) (*Claims, error) {
+	return s.ClaimAndCount(ctx, step, ids, nil)
+}
+
+// ClaimAndCount is ClaimMany that also reads, in the same round trip, the
+// excused deliveries of ds (see Excused), for Claims.Excused. It reads them
+// on the claims' connection: a caller that holds claims never needs a
+// second connection to decide whether a message used up its deliveries.
+func (s *Store) ClaimAndCount(ctx context.Context, step string, ids []string, ds []Delivery) (*Claims, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("marker: claim %d of step %s: %w", len(ids), step, err)
@@ -140,6 +149,10 @@ func (s *Store) ClaimMany(ctx context.Context, step string, ids []string) (*Clai
 	var b pgx.Batch
 	b.Queue(claimSQL, step, ids)
 	b.Queue(selectMarkers, step, ids)
+	if len(ds) > 0 {
+		streams, seqs := deliveryArgs(ds)
+		b.Queue(selectExcused, step, streams, seqs)
+	}
 	err = func() error {
 		br := conn.SendBatch(ctx, &b)
 		defer br.Close()
@@ -179,6 +192,14 @@ func (s *Store) ClaimMany(ctx context.Context, step string, ids []string) (*Clai
 		}); err != nil {
 			return err
 		}
+		if len(ds) > 0 {
+			if rows, err = br.Query(); err != nil {
+				return err
+			}
+			if c.excused, err = scanExcused(rows, len(ds)); err != nil {
+				return err
+			}
+		}
 		return br.Close()
 	}()
 	if err != nil {
@@ -192,6 +213,10 @@ func (s *Store) ClaimMany(ctx context.Context, step string, ids []string) (*Clai
 	}
 	return c, nil
 }
+
+// Excused returns the excused deliveries of d, read when the claims were
+// taken (ClaimAndCount).
+func (c *Claims) Excused(d Delivery) int { return c.excused[d] }
 
 // Held reports whether this claim holds upload id.
 func (c *Claims) Held(id string) bool { return c.held[id] }

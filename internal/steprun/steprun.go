@@ -83,6 +83,11 @@ type Step[R any] struct {
 	// Next builds the event to publish once the step is done, from the
 	// consumed event and the recorded result.
 	Next func(ev *events.Event, r R) (*events.Event, error)
+	// Probes are the step's own dependencies (such as "bucket") by name,
+	// each with a probe the runner calls while it is down. The runner
+	// probes Postgres and JetStream itself. The Effect names the
+	// dependency its errors come from with Dependency or Unavailable.
+	Probes map[string]Probe
 }
 
 // Options tune a Runner. Zero values take the defaults in brackets.
@@ -99,9 +104,14 @@ type Options struct {
 	BackoffMax    time.Duration // longest retry delay [5m]
 	FetchWait     time.Duration // how long one pull waits for messages [2s]
 	ShutdownGrace time.Duration // how long in-flight side effects may finish after shutdown starts [20s]
-	MaxInlineSize int           // largest inline data accepted [events.DefaultMaxInlineSize]
-	Logger        *slog.Logger  // [slog.Default()]
-	Metrics       *Metrics      // [none]
+	// ProbeInterval is the first wait before a dependency that is down is
+	// probed, doubled after each failed probe up to ProbeMaxInterval [250ms, 5s].
+	ProbeInterval    time.Duration
+	ProbeMaxInterval time.Duration
+	ProbeTimeout     time.Duration // deadline of one probe [2s]
+	MaxInlineSize    int           // largest inline data accepted [events.DefaultMaxInlineSize]
+	Logger           *slog.Logger  // [slog.Default()]
+	Metrics          *Metrics      // [none]
 	// OnOutcome, if set, is called with the outcome of every message once it
 	// is settled (tests observe the runner with it).
 	OnOutcome func(Outcome)
@@ -131,6 +141,9 @@ func (o *Options) setDefaults() {
 	def(&o.BackoffMax, 5*time.Minute)
 	def(&o.FetchWait, 2*time.Second)
 	def(&o.ShutdownGrace, 20*time.Second)
+	def(&o.ProbeInterval, 250*time.Millisecond)
+	def(&o.ProbeMaxInterval, 5*time.Second)
+	def(&o.ProbeTimeout, 2*time.Second)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -156,6 +169,8 @@ type Runner[R any] struct {
 	opts    Options
 	effects chan struct{} // one token per side effect running
 	batches chan struct{} // one token per batch running
+	breaker *breaker
+	excuses *excuses
 }
 
 // New returns a Runner for step. It checks the step and fills in defaults.
@@ -170,12 +185,28 @@ func New[R any](js jetstream.JetStream, markers *marker.Store, step Step[R], opt
 	}
 	opts.setDefaults()
 	opts.Metrics.expose(step.Name)
+	probes := map[string]Probe{
+		DependencyPostgres: markers.Ping,
+		DependencyJetStream: func(ctx context.Context) error {
+			_, err := js.AccountInfo(ctx)
+			return err
+		},
+	}
+	for name, p := range step.Probes {
+		probes[name] = p
+	}
 	return &Runner[R]{
 		step: step, js: js, markers: markers, opts: opts,
 		effects: make(chan struct{}, opts.Concurrency),
 		batches: make(chan struct{}, opts.MaxBatches()),
+		breaker: newBreaker(step.Name, probes, opts),
+		excuses: newExcuses(step.Name, markers, opts),
 	}, nil
 }
+
+// Unavailable returns the dependencies the runner found down and has not
+// seen back yet, sorted; none while all are up.
+func (r *Runner[R]) Unavailable() []string { return r.breaker.unavailable() }
 
 // ConsumerConfig is the durable consumer the runner creates or updates.
 // Deliveries are unlimited on the server: the runner itself dead-letters a
@@ -220,6 +251,18 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 	})
 	defer stopGrace()
 
+	// The breaker's prober and the excuses' writer outlive the batches,
+	// which report to them until the last one is settled.
+	helpers, stopHelpers := context.WithCancel(context.WithoutCancel(ctx))
+	var hwg sync.WaitGroup
+	hwg.Add(2)
+	go func() { defer hwg.Done(); r.breaker.run(helpers) }()
+	go func() {
+		defer hwg.Done()
+		r.excuses.run(helpers, func() bool { return !r.breaker.isDown(DependencyPostgres) }, r.breaker.changed)
+	}()
+	defer func() { stopHelpers(); hwg.Wait() }()
+
 	// One slot per message in flight: a pull asks for as many messages as
 	// slots are free, so nothing waits in a client buffer while its AckWait
 	// runs, and the window, not the backlog, bounds memory.
@@ -227,6 +270,7 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for ctx.Err() == nil {
+		r.breaker.wait(ctx) // nothing is fetched while a dependency is down
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
@@ -247,6 +291,10 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 			<-slots
 		}
 		if err != nil && ctx.Err() == nil {
+			err = Dependency(DependencyJetStream, err)
+			if o, ok := classify(err); ok && r.breaker.report(ctx, o, err) {
+				continue // the breaker says so, once, and waits for it
+			}
 			r.opts.Logger.Warn("fetch failed", "step", r.step.Name, "error", err)
 			sleep(ctx, time.Second)
 		}
@@ -321,6 +369,10 @@ func (r *Runner[R]) fetch(ctx context.Context, cons jetstream.Consumer, n int, s
 			received++
 			j := &job[R]{msg: msg}
 			j.meta, j.metaErr = msg.Metadata()
+			if r.breaker.paused() {
+				r.handBack(j, slots)
+				continue
+			}
 			batch = append(batch, j)
 			if len(batch) == 1 {
 				if timer == nil {
@@ -353,6 +405,28 @@ func (r *Runner[R]) fetch(ctx context.Context, cons jetstream.Consumer, n int, s
 	return received, nil
 }
 
+// handBack settles a message fetched while a dependency is down without
+// running it: it is retried, and its delivery is excused.
+func (r *Runner[R]) handBack(j *job[R], slots chan struct{}) {
+	start := time.Now()
+	r.opts.Metrics.inFlightAdd(r.step.Name, 1)
+	j.out = r.received(j)
+	dep, _ := r.breaker.excusing()
+	j.out.Kind, j.out.Reason, j.out.Outage = Retried, reasonOutage, dep
+	j.out.Err = fmt.Errorf("not run: %s is down", dep)
+	r.observe(r.settle(j.msg, j.out), start)
+	<-slots
+}
+
+// received is the outcome of a message before anything happened to it.
+func (r *Runner[R]) received(j *job[R]) Outcome {
+	out := Outcome{Subject: j.msg.Subject()}
+	if j.meta != nil {
+		out.Deliveries, out.Stream, out.Sequence = j.meta.NumDelivered, j.meta.Stream, j.meta.Sequence.Stream
+	}
+	return out
+}
+
 // job is one message of a batch on its way through the step.
 type job[R any] struct {
 	msg     jetstream.Msg
@@ -381,8 +455,9 @@ func (r *Runner[R]) handle(ctx, work context.Context, jobs []*job[R], slots chan
 	if ctx.Err() != nil {
 		// Shutting down: hand them back at once.
 		for _, j := range jobs {
-			_ = j.msg.Nak()
-			r.opts.Metrics.inFlightAdd(r.step.Name, -1)
+			j.out = r.received(j)
+			j.out.Kind, j.out.Reason = Retried, reasonShutdown
+			r.observe(r.settle(j.msg, j.out), start)
 			<-slots
 		}
 		return
@@ -483,13 +558,12 @@ func (r *Runner[R]) process(ctx context.Context, jobs []*job[R], finish func([]*
 func (r *Runner[R]) decode(jobs []*job[R]) {
 	seen := make(map[string]bool, len(jobs))
 	for _, j := range jobs {
+		j.out = r.received(j)
 		if j.metaErr != nil {
 			j.fail(Permanent(events.ReasonMalformed, fmt.Errorf("not a JetStream message: %w", j.metaErr)))
 			continue
 		}
-		meta := j.meta
-		j.out.Deliveries, j.out.Sequence, j.out.Subject = meta.NumDelivered, meta.Sequence.Stream, j.msg.Subject()
-		ev, err := events.Decode(j.msg.Subject(), j.msg.Headers(), j.msg.Data(), events.WithMaxInlineSize(r.opts.MaxInlineSize))
+		ev, err := events.Decode(j.out.Subject, j.msg.Headers(), j.msg.Data(), events.WithMaxInlineSize(r.opts.MaxInlineSize))
 		if err != nil {
 			j.fail(err)
 			continue
@@ -517,24 +591,43 @@ func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, 
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	claims, err := r.markers.ClaimMany(ctx, r.step.Name, ids)
+	// Messages at their delivery limit need their excused deliveries: they
+	// are read in the same round trip, on the claims' connection.
+	var ds []marker.Delivery
+	for _, j := range jobs {
+		if !j.over && j.out.Deliveries >= uint64(r.opts.MaxDeliveries) {
+			d := marker.Delivery{Stream: j.out.Stream, Seq: j.out.Sequence}
+			ds = append(ds, d)
+			j.out.Excused, j.out.excusedKnown = uint64(r.excuses.unwritten(d)), true // then the written ones
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	claims, err := r.markers.ClaimAndCount(cctx, r.step.Name, ids, ds)
 	if err != nil {
-		return nil, err
+		for _, j := range jobs {
+			j.out.Excused, j.out.excusedKnown = 0, false // settle reads them, if it must
+		}
+		return nil, Dependency(DependencyPostgres, err)
 	}
 	for _, j := range jobs {
 		if j.over {
 			continue
+		}
+		if j.out.excusedKnown {
+			j.out.Excused += uint64(claims.Excused(marker.Delivery{Stream: j.out.Stream, Seq: j.out.Sequence}))
 		}
 		switch m, found := claims.Marker(j.out.UploadID); {
 		case found:
 			j.marker, j.out.Kind = m, Skipped
 		case !claims.Held(j.out.UploadID):
 			j.out.Kind, j.out.Reason, j.out.Err, j.over = Retried, reasonBusy, marker.ErrBusy, true
-		case j.meta.NumDelivered > uint64(r.opts.MaxDeliveries):
+		case j.out.Deliveries-min(j.out.Deliveries, j.out.Excused) > uint64(r.opts.MaxDeliveries):
 			// Earlier deliveries never settled (a crash each time, say):
-			// give up before running it yet again.
+			// give up before running it yet again. Deliveries an outage
+			// excused do not count.
 			j.fail(Permanent(events.ReasonRetriesExhausted,
-				fmt.Errorf("delivered %d times, the last allowed is %d", j.meta.NumDelivered, r.opts.MaxDeliveries)))
+				fmt.Errorf("delivered %d times (%d excused), the last allowed is %d", j.out.Deliveries, j.out.Excused, r.opts.MaxDeliveries)))
 		}
 	}
 	return claims, nil
@@ -680,7 +773,7 @@ func (r *Runner[R]) record(ctx context.Context, done []*job[R], claims *marker.C
 			continue
 		}
 		if err != nil {
-			failAll(done, err)
+			failAll(done, Dependency(DependencyPostgres, err))
 			return
 		}
 		for i, j := range done {
@@ -729,7 +822,7 @@ func (r *Runner[R]) publish(ctx context.Context, jobs []*job[R]) {
 			continue
 		}
 		if j.next, err = r.js.PublishMsgAsync(nmsg); err != nil {
-			j.fail(fmt.Errorf("publish %s: %w", nmsg.Subject, err))
+			j.fail(Dependency(DependencyJetStream, fmt.Errorf("publish %s: %w", nmsg.Subject, err)))
 		}
 	}
 	for _, j := range jobs {
@@ -739,10 +832,10 @@ func (r *Runner[R]) publish(ctx context.Context, jobs []*job[R]) {
 		select {
 		case <-j.next.Ok():
 		case err := <-j.next.Err():
-			j.fail(fmt.Errorf("publish %s: %w", j.next.Msg().Subject, err))
+			j.fail(Dependency(DependencyJetStream, fmt.Errorf("publish %s: %w", j.next.Msg().Subject, err)))
 			continue
 		case <-pctx.Done():
-			j.fail(fmt.Errorf("publish %s: no acknowledgement: %w", j.next.Msg().Subject, pctx.Err()))
+			j.fail(Dependency(DependencyJetStream, fmt.Errorf("publish %s: no acknowledgement: %w", j.next.Msg().Subject, pctx.Err())))
 			continue
 		}
 		if err := r.inject(pctx, "after-publish"); err != nil {
@@ -792,12 +885,22 @@ func (r *Runner[R]) inject(ctx context.Context, point string) error {
 
 // settle is the one place that turns an outcome into Ack, NakWithDelay or
 // dead letter + Term. A dead letter that cannot be published is retried
-// instead: the message is never terminated without its dead letter.
+// instead: the message is never terminated without its dead letter. A
+// failure that is an outage (see judge) is retried, and its delivery is
+// excused; a message is dead-lettered once it used up MaxDeliveries
+// deliveries that were not excused.
 func (r *Runner[R]) settle(msg jetstream.Msg, out Outcome) Outcome {
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
-	if out.Kind == Retried && out.Reason != reasonBusy && out.Deliveries >= uint64(r.opts.MaxDeliveries) {
-		out.Kind, out.Reason = Dead, events.ReasonRetriesExhausted
+	out = r.judge(ctx, out)
+	if out.Kind == Retried && out.Outage == "" && out.Reason != reasonBusy && out.Reason != reasonShutdown &&
+		out.Deliveries >= uint64(r.opts.MaxDeliveries) {
+		switch counted, err := r.counted(ctx, out); {
+		case err != nil:
+			out.Err = errors.Join(out.Err, err) // not known to be used up: retried
+		case counted >= uint64(r.opts.MaxDeliveries):
+			out.Kind, out.Reason = Dead, events.ReasonRetriesExhausted
+		}
 	}
 	switch out.Kind {
 	case Done, Skipped:
@@ -822,11 +925,55 @@ func (r *Runner[R]) settle(msg jetstream.Msg, out Outcome) Outcome {
 		}
 		return out
 	}
+	if out.Outage != "" && out.Stream != "" {
+		r.excuses.add(marker.Delivery{Stream: out.Stream, Seq: out.Sequence})
+	}
+	if out.Reason == reasonShutdown {
+		// Another replica may take it at once.
+		if err := msg.Nak(); err != nil {
+			out.Err = errors.Join(out.Err, fmt.Errorf("nak: %w", err))
+		}
+		return out
+	}
 	out.Delay = r.backoff(out.Deliveries)
 	if err := msg.NakWithDelay(out.Delay); err != nil {
 		out.Err = errors.Join(out.Err, fmt.Errorf("nak: %w", err))
 	}
 	return out
+}
+
+// judge tells the breaker how a message went, and marks a failure as an
+// outage (Outcome.Outage) when it says a dependency is down, or when it
+// happened while one is: every delivery spent during an outage is excused.
+func (r *Runner[R]) judge(ctx context.Context, out Outcome) Outcome {
+	switch {
+	case out.Kind == Done || out.Kind == Skipped:
+		r.breaker.succeeded()
+	case out.Kind != Retried || out.Outage != "" || out.Reason == reasonBusy || out.Reason == reasonShutdown:
+	default:
+		if o, ok := classify(out.Err); ok && r.breaker.report(ctx, o, out.Err) {
+			out.Outage, out.Reason = o.dependency, reasonOutage
+		} else if dep, ok := r.breaker.excusing(); ok {
+			out.Outage, out.Reason = dep, reasonOutage
+		}
+	}
+	return out
+}
+
+// counted is how many of the message's deliveries count against it: all
+// but those excused. The claim read the excused deliveries of a message
+// that it took at its limit; only one that failed before (its claim
+// failed) is looked up here, with no connection of its batch's held.
+func (r *Runner[R]) counted(ctx context.Context, out Outcome) (uint64, error) {
+	if !out.excusedKnown && out.Stream != "" {
+		d := marker.Delivery{Stream: out.Stream, Seq: out.Sequence}
+		excused, err := r.excuses.counts(ctx, []marker.Delivery{d})
+		if err != nil {
+			return 0, Dependency(DependencyPostgres, fmt.Errorf("excused deliveries: %w", err))
+		}
+		out.Excused = uint64(excused[d])
+	}
+	return out.Deliveries - min(out.Deliveries, out.Excused), nil
 }
 
 func (r *Runner[R]) deadLetter(ctx context.Context, msg jetstream.Msg, out Outcome) error {

@@ -58,10 +58,16 @@ func setup(t *testing.T, opts steprun.Options, effect effectFunc) *harness {
 // newHarness builds the runner without starting it.
 func newHarness(t *testing.T, opts steprun.Options, effect effectFunc) *harness {
 	t.Helper()
-	h := &harness{t: t, calls: map[string]int{}, effect: effect, reg: prometheus.NewRegistry()}
+	return newHarnessOn(t, testenv.StartPostgres(t), nil, opts, effect)
+}
+
+// newHarnessOn builds the runner over pg, with the step's own dependencies
+// probes, without starting it.
+func newHarnessOn(t *testing.T, pg *testenv.Postgres, probes map[string]steprun.Probe, opts steprun.Options, effect effectFunc) *harness {
+	t.Helper()
+	h := &harness{t: t, calls: map[string]int{}, effect: effect, reg: prometheus.NewRegistry(), pg: pg}
 	h.nats = testenv.StartNATS(t)
 	h.nc, h.js = h.nats.Connect()
-	h.pg = testenv.StartPostgres(t)
 	h.stored = testenv.Subscribe(t, h.nc, "uploads.blob.stored.>")
 
 	step := steprun.Step[events.Blob]{
@@ -89,6 +95,7 @@ func newHarness(t *testing.T, opts steprun.Options, effect effectFunc) *harness 
 		Next: func(ev *events.Event, b events.Blob) (*events.Event, error) {
 			return events.NewBlobStored(ev, b, "/test")
 		},
+		Probes: probes,
 	}
 	if opts.Metrics == nil {
 		m, err := steprun.NewMetrics(h.reg)

@@ -39,9 +39,12 @@ type Writer struct {
 	Bucket Bucket
 }
 
+// DependencyBucket names the bucket in outages.
+const DependencyBucket = "bucket"
+
 // Step is the pipeline step: blob_stored → reference row → completed.
 func (w *Writer) Step() steprun.Step[events.Reference] {
-	return steprun.Step[events.Reference]{
+	step := steprun.Step[events.Reference]{
 		Name:     StepName,
 		Consumer: events.RefWriterConsumer,
 		Accepts:  events.TypeBlobStored,
@@ -51,6 +54,20 @@ func (w *Writer) Step() steprun.Step[events.Reference] {
 			return events.NewCompleted(ev, ref, Source)
 		},
 	}
+	if w.Bucket != nil {
+		step.Probes = map[string]steprun.Probe{DependencyBucket: w.probe}
+	}
+	return step
+}
+
+// probe reports whether the bucket answers: it reads the attributes of a
+// key no upload has (upload ids never hold a dot), and finds none.
+func (w *Writer) probe(ctx context.Context) error {
+	_, err := w.Bucket.Attributes(ctx, "uploads/.probe")
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return nil
+	}
+	return err
 }
 
 // check verifies the blob the event describes and returns the reference to
@@ -65,7 +82,8 @@ func (w *Writer) check(ctx context.Context, ev *events.Event) (events.Reference,
 			return events.Reference{}, fmt.Errorf("blob %s of upload %s is not in the bucket", b.Key, ev.ID)
 		}
 		if err != nil {
-			return events.Reference{}, fmt.Errorf("blob %s: %w", b.Key, err)
+			// Down or full is an outage of the bucket, not of the upload.
+			return events.Reference{}, steprun.Dependency(DependencyBucket, fmt.Errorf("blob %s: %w", b.Key, err))
 		}
 		if attrs.Size != b.Size || attrs.Metadata[metadataSHA256] != b.SHA256 {
 			return events.Reference{}, steprun.Permanent(events.ReasonDigestMismatch,
