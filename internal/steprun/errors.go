@@ -205,9 +205,17 @@ func genericOutage(err error) (certain, ok bool) {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return false, true
 	}
-	var netErr net.Error
-	if errors.As(err, &netErr) {
-		return !netErr.Timeout(), true
+	// Not net.Error: every syscall.Errno has its methods, EXDEV too.
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	var timeout interface{ Timeout() bool }
+	switch {
+	case errors.As(err, &opErr):
+		return !opErr.Timeout(), true
+	case errors.As(err, &dnsErr):
+		return !dnsErr.Timeout(), true
+	case errors.As(err, &timeout) && timeout.Timeout():
+		return false, true
 	}
 	var status interface{ HTTPStatusCode() int } // an HTTP service's answer, such as S3's
 	if errors.As(err, &status) {

@@ -265,6 +265,8 @@ func TestErrorsThatMeanADependencyIsDown(t *testing.T) {
 		{"bucket full", steprun.Dependency("bucket", &fs.PathError{Op: "write", Path: "x", Err: syscall.ENOSPC}), "bucket"},
 		{"bucket over quota", steprun.Dependency("bucket", &os.SyscallError{Syscall: "write", Err: syscall.EDQUOT}), "bucket"},
 		{"bucket refused", steprun.Dependency("bucket", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}), "bucket"},
+		{"bucket cannot rename across devices", steprun.Dependency("bucket", &os.LinkError{Op: "rename", Err: syscall.EXDEV}), ""},
+		{"bucket timeout", steprun.Dependency("bucket", &net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}), "bucket"},
 		{"bucket 503", steprun.Dependency("bucket", httpStatusError(503)), "bucket"},
 		{"bucket 404", steprun.Dependency("bucket", httpStatusError(404)), ""},
 	} {

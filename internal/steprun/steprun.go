@@ -26,6 +26,11 @@
 // then terminated. Each message of a batch has its own outcome, and every
 // decision between Ack, NakWithDelay and Term is made in one place, settle.
 //
+// A failure that says a dependency is down or full (see Dependency and
+// Unavailable) is an outage, not the message's: the runner stops fetching,
+// probes the dependency until it answers, and excuses the deliveries spent
+// meanwhile, so that they do not count toward MaxDeliveries.
+//
 // Recording, publishing and acking run on contexts that shutdown cannot
 // cancel, so SIGTERM never falls between a side effect and its marker.
 package steprun
