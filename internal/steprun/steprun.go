@@ -190,23 +190,28 @@ func New[R any](js jetstream.JetStream, markers *marker.Store, step Step[R], opt
 	}
 	opts.setDefaults()
 	opts.Metrics.expose(step.Name)
+	r := &Runner[R]{
+		step: step, js: js, markers: markers, opts: opts,
+		effects: make(chan struct{}, opts.Concurrency),
+		batches: make(chan struct{}, opts.MaxBatches()),
+		excuses: newExcuses(step.Name, markers, opts),
+	}
 	probes := map[string]Probe{
 		DependencyPostgres: markers.Ping,
+		// JetStream answers when it (re)creates the runner's consumer: the
+		// one API request a consumer's NATS user may make besides pulls
+		// (deploy/nats/nats.conf), and one that brings the consumer back
+		// should a restart have lost it.
 		DependencyJetStream: func(ctx context.Context) error {
-			_, err := js.AccountInfo(ctx)
+			_, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, r.ConsumerConfig())
 			return err
 		},
 	}
 	for name, p := range step.Probes {
 		probes[name] = p
 	}
-	return &Runner[R]{
-		step: step, js: js, markers: markers, opts: opts,
-		effects: make(chan struct{}, opts.Concurrency),
-		batches: make(chan struct{}, opts.MaxBatches()),
-		breaker: newBreaker(step.Name, probes, opts),
-		excuses: newExcuses(step.Name, markers, opts),
-	}, nil
+	r.breaker = newBreaker(step.Name, probes, opts)
+	return r, nil
 }
 
 // Unavailable returns the dependencies the runner found down and has not
