@@ -492,29 +492,36 @@ func (r *Runner[R]) handle(ctx, work context.Context, jobs []*job[R], slots chan
 
 // heartbeat tells JetStream the messages of jobs not yet settled are still
 // being worked on, every third of AckWait, until the returned function is
-// called.
-func (r *Runner[R]) heartbeat(jobs []*job[R]) func() {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(r.opts.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				for _, j := range jobs {
-					if !j.settled.Load() {
-						_ = j.msg.InProgress()
-					}
-				}
-			case <-done:
-				return
+// called; no heartbeat is sent after it returned. A timer, not a goroutine,
+// waits in between: most batches end long before their first heartbeat.
+func (r *Runner[R]) heartbeat(jobs []*job[R]) (stop func()) {
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	beat := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		for _, j := range jobs {
+			if !j.settled.Load() {
+				_ = j.msg.InProgress()
 			}
 		}
-	}()
-	return func() { close(done); wg.Wait() }
+		t.Reset(r.opts.AckWait / 3)
+	}
+	mu.Lock()
+	t = time.AfterFunc(r.opts.AckWait/3, beat)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // process runs the step for a batch and leaves each job's outcome in it,
