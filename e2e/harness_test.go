@@ -65,10 +65,16 @@ type pipeline struct {
 
 func newPipeline(t *testing.T) *pipeline {
 	t.Helper()
-	p := &pipeline{t: t, blobDir: t.TempDir()}
+	return newPipelineOn(t, testenv.StartPostgres(t), t.TempDir())
+}
+
+// newPipelineOn is newPipeline with the given Postgres schema (a private
+// server's, say) and blob directory.
+func newPipelineOn(t *testing.T, pg *testenv.Postgres, blobDir string) *pipeline {
+	t.Helper()
+	p := &pipeline{t: t, blobDir: blobDir, pg: pg}
 	p.nats = testenv.StartNATS(t)
 	p.nc, p.js = p.nats.Connect()
-	p.pg = testenv.StartPostgres(t)
 	p.completed = testenv.Subscribe(t, p.nc, "uploads.completed.>")
 	return p
 }

@@ -145,8 +145,9 @@ func TestConcurrentRecordHasOneWinner(t *testing.T) {
 	}
 }
 
-// A batch claims what it can, reads the markers under its claims, records
-// many markers in one transaction and reports the ones others recorded.
+// A batch claims what is not finished and not busy, reads the markers under
+// its claims, records many markers in one transaction, gives up their
+// claims as it commits, and reports the ones others recorded.
 func TestBatchClaimAndRecord(t *testing.T) {
 	t.Parallel()
 	pg := testenv.StartPostgres(t)
@@ -170,13 +171,16 @@ func TestBatchClaimAndRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for id, want := range map[string]bool{"a": true, "b": true, "done": true, "busy": false} {
+	for id, want := range map[string]bool{"a": true, "b": true, "done": false, "busy": false} {
 		if got := cs.Held(id); got != want {
 			t.Errorf("Held(%s): got %v, want %v", id, got, want)
 		}
 	}
 	if m, ok := cs.Marker("done"); !ok || m.Fingerprint != "old" {
 		t.Errorf("Marker(done): got %+v %v, want the recorded one", m, ok)
+	}
+	if n := heldLocks(t, pg); n != 3 {
+		t.Errorf("advisory locks held: got %d, want 3 (busy, a, b; done is finished and needs none)", n)
 	}
 	if _, ok := cs.Marker("a"); ok {
 		t.Error("Marker(a): got one, want none")
@@ -197,14 +201,56 @@ func TestBatchClaimAndRecord(t *testing.T) {
 	if stored[1].Fingerprint != "old" || stored[2].CreatedAt.IsZero() || string(stored[2].Result) != `{"k": 2}` && string(stored[2].Result) != `{"k":2}` {
 		t.Errorf("Record: got %+v, want the old marker of done and b's new one", stored)
 	}
+	if n := heldLocks(t, pg); n != 1 {
+		t.Errorf("advisory locks held after Record: got %d, want 1 (busy; a and b are given up with the commit)", n)
+	}
 	cs.Release()
 	cs.Release()
 	if n := heldLocks(t, pg); n != 1 {
 		t.Errorf("advisory locks held after release: got %d, want 1 (busy; a named twice is unlocked too)", n)
 	}
 
-	// Released: another session gets every claim; locks were taken once
-	// each, even for the id named twice.
+	// Another session finds a and b finished and takes no claim on them.
+	again, err := s.ClaimMany(ctx, "blob", []string{"a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Release()
+	if again.Held("a") || again.Held("b") {
+		t.Error("claims on finished steps: got some, want none")
+	}
+	if m, ok := again.Marker("b"); !ok || m.Fingerprint != "fb" {
+		t.Errorf("Marker(b): got %+v %v, want fb", m, ok)
+	}
+}
+
+// A claim given up without a record (the side effect failed) is free for
+// the next worker, and locks named twice are taken and given up once.
+func TestReleasedClaimIsFree(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	s := marker.NewStore(pg.Pool)
+	ctx := context.Background()
+	cs, err := s.ClaimMany(ctx, "blob", []string{"a", "b", "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := heldLocks(t, pg); n != 2 {
+		t.Errorf("advisory locks held: got %d, want 2", n)
+	}
+	other, err := s.ClaimMany(ctx, "blob", []string{"a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Held("a") || other.Held("b") {
+		t.Error("second claim while held: got some, want none")
+	}
+	other.Release()
+	cs.Release()
+	cs.Release()
+	if n := heldLocks(t, pg); n != 0 {
+		t.Errorf("advisory locks held after release: got %d, want 0", n)
+	}
 	again, err := s.ClaimMany(ctx, "blob", []string{"a", "b"})
 	if err != nil {
 		t.Fatal(err)
@@ -212,9 +258,6 @@ func TestBatchClaimAndRecord(t *testing.T) {
 	defer again.Release()
 	if !again.Held("a") || !again.Held("b") {
 		t.Error("claims after release: want a and b held")
-	}
-	if n := heldLocks(t, pg); n != 3 {
-		t.Errorf("advisory locks held: got %d, want 3 (busy, a, b)", n)
 	}
 }
 
@@ -226,4 +269,56 @@ func heldLocks(t *testing.T, pg *testenv.Postgres) int {
 		SELECT count(*) FROM pg_locks l, unnest(ARRAY['blob/busy', 'blob/a', 'blob/b', 'blob/done']) AS k
 		WHERE l.locktype = 'advisory' AND l.granted
 		AND (l.classid::bigint << 32) | l.objid::bigint = hashtextextended(current_schema() || '/' || k, 0)`)
+}
+
+// A record that fails rolls back, keeps its claims until Release and leaves
+// the connection usable: with the step's writes (inTx fails) and without
+// (the insert itself fails).
+func TestFailedRecordKeepsClaims(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	s := marker.NewStore(pg.Pool)
+	ctx := context.Background()
+	boom := errors.New("boom")
+	for _, tc := range []struct {
+		name string
+		m    marker.Marker
+		inTx func(context.Context, pgx.Tx, []int) error
+		want error
+	}{
+		{"inTx", marker.Marker{UploadID: "a", Step: "blob", Fingerprint: "fa"},
+			func(context.Context, pgx.Tx, []int) error { return boom }, boom},
+		{"insert", marker.Marker{UploadID: "a", Step: "blob", Fingerprint: "fa", Result: json.RawMessage(`not json`)}, nil, nil},
+	} {
+		cs, err := s.ClaimMany(ctx, "blob", []string{"a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = cs.Record(ctx, []marker.Marker{tc.m}, tc.inTx)
+		if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
+			t.Fatalf("%s: Record: got %v, want an error (%v)", tc.name, err, tc.want)
+		}
+		if n := heldLocks(t, pg); n != 1 {
+			t.Errorf("%s: advisory locks held after the failed record: got %d, want 1", tc.name, n)
+		}
+		cs.Release()
+		if n := heldLocks(t, pg); n != 0 {
+			t.Errorf("%s: advisory locks held after release: got %d, want 0", tc.name, n)
+		}
+		if n := pg.Count(t, `SELECT count(*) FROM step_markers`); n != 0 {
+			t.Errorf("%s: markers: got %d, want 0", tc.name, n)
+		}
+	}
+	// The connections went back to the pool outside any transaction.
+	cs, err := s.ClaimMany(ctx, "blob", []string{"a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, won, err := cs.Record(ctx, []marker.Marker{{UploadID: "a", Step: "blob", Fingerprint: "fa"}}, nil); err != nil || !won[0] {
+		t.Fatalf("Record after failures: got won %v, %v; want won", won, err)
+	}
+	cs.Release()
+	if n := heldLocks(t, pg); n != 0 {
+		t.Errorf("advisory locks held at the end: got %d, want 0", n)
+	}
 }

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -47,8 +48,14 @@ func RunStep[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerC
 
 	reg := NewRegistry()
 	ready := make(chan struct{})
+	var down atomic.Pointer[func() []string] // the runner's, once it exists
 	ops := &Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Pprof: cfg.Pprof, Checks: map[string]Check{
 		"nats": NATSCheck(nc), "postgres": PostgresCheck(pool),
+	}, Down: func() []string {
+		if f := down.Load(); f != nil {
+			return (*f)()
+		}
+		return nil
 	}}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ops.Run(gctx) })
@@ -71,6 +78,8 @@ func RunStep[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerC
 		if err != nil {
 			return err
 		}
+		unavailable := runner.Unavailable
+		down.Store(&unavailable)
 		close(ready)
 		log.Info("started", "step", step.Name, "consumer", step.Consumer.Durable, "concurrency", opts.Concurrency,
 			"batch_size", opts.BatchSize, "max_in_flight", opts.MaxInFlight)

@@ -54,6 +54,10 @@ type Ops struct {
 	Ready <-chan struct{}
 	// Pprof serves the runtime profiles under /debug/pprof/ too.
 	Pprof bool
+	// Down, if set, names the dependencies the service found down and has
+	// not seen back (a step runner's circuit breaker): /readyz fails, with
+	// each named "down", while there are any.
+	Down func() []string
 }
 
 // Handler returns the ops HTTP handler.
@@ -87,6 +91,11 @@ func (o *Ops) Handler() http.Handler {
 				continue
 			}
 			status[name] = "ok"
+		}
+		if o.Down != nil {
+			for _, name := range o.Down() {
+				status[name], code = "down", http.StatusServiceUnavailable
+			}
 		}
 		writeStatus(w, code, status)
 	})

@@ -78,12 +78,14 @@ func TestOpsEndpoints(t *testing.T) {
 	ready := make(chan struct{})
 	down := errors.New("down")
 	var dbErr error
+	var depsDown []string
 	ops := &service.Ops{
 		Registry: service.NewRegistry(),
 		Ready:    ready,
 		Checks: map[string]service.Check{
 			"postgres": func(context.Context) error { return dbErr },
 		},
+		Down: func() []string { return depsDown },
 	}
 	srv := httptest.NewServer(ops.Handler())
 	defer srv.Close()
@@ -113,6 +115,10 @@ func TestOpsEndpoints(t *testing.T) {
 	dbErr = down
 	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || body["postgres"] != "unavailable" {
 		t.Errorf("/readyz with postgres down: got %d %v, want 503 naming postgres", code, body)
+	}
+	dbErr, depsDown = nil, []string{"bucket"}
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || body["bucket"] != "down" || body["postgres"] != "ok" {
+		t.Errorf("/readyz with the bucket down: got %d %v, want 503 naming the bucket", code, body)
 	}
 	if code, _ := get("/metrics"); code != http.StatusOK {
 		t.Errorf("/metrics: got %d, want 200", code)

@@ -38,8 +38,15 @@ func (k Kind) String() string {
 	}
 }
 
-// reasonBusy marks a retry because another worker holds the step's claim.
-const reasonBusy = "busy"
+// Reasons of retries that are not failures of the message.
+const (
+	// reasonBusy: another worker holds the step's claim.
+	reasonBusy = "busy"
+	// reasonOutage: a dependency was down; the delivery is excused.
+	reasonOutage = "outage"
+	// reasonShutdown: handed back unprocessed as the runner stopped.
+	reasonShutdown = "shutdown"
+)
 
 // Outcome reports how one message was handled.
 type Outcome struct {
@@ -50,7 +57,16 @@ type Outcome struct {
 	UploadID   string        // empty when the event could not be decoded
 	Subject    string
 	Deliveries uint64
+	Stream     string // the stream of the message
 	Sequence   uint64 // stream sequence of the message
+	// Outage names the dependency that was down when the message failed:
+	// the delivery was excused and does not count toward MaxDeliveries.
+	Outage string
+	// Excused is how many earlier deliveries an outage excused, when the
+	// message reached its delivery limit.
+	Excused uint64
+
+	excusedKnown bool // Excused was read for this delivery
 }
 
 // fail records err as the outcome: permanent errors dead-letter the message,
@@ -77,6 +93,9 @@ func (r *Runner[R]) observe(out Outcome, start time.Time) {
 	if out.Reason != "" {
 		attrs = append(attrs, "reason", out.Reason)
 	}
+	if out.Outage != "" {
+		attrs = append(attrs, "dependency", out.Outage)
+	}
 	if out.Err != nil {
 		attrs = append(attrs, "error", out.Err.Error())
 	}
@@ -85,6 +104,11 @@ func (r *Runner[R]) observe(out Outcome, start time.Time) {
 		log.Error("dead-lettered", attrs...)
 	case out.Kind == Retried && out.Reason == reasonBusy:
 		log.Debug("claimed elsewhere, retrying later", append(attrs, "delay", out.Delay)...)
+	case out.Kind == Retried && out.Outage != "":
+		// The breaker logs the outage once; each message only at debug.
+		log.Debug("dependency down, retrying later", append(attrs, "delay", out.Delay)...)
+	case out.Kind == Retried && out.Reason == reasonShutdown:
+		log.Debug("handed back at shutdown", attrs...)
 	case out.Kind == Retried:
 		log.Warn("retrying", append(attrs, "delay", out.Delay)...)
 	case out.Err != nil:
@@ -103,6 +127,9 @@ type Metrics struct {
 	effects  *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight *prometheus.GaugeVec
+	up       *prometheus.GaugeVec
+	outages  *prometheus.CounterVec
+	excuses  *prometheus.CounterVec
 }
 
 // NewMetrics registers the runner's metrics with reg.
@@ -125,8 +152,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "blobref_step_in_flight",
 			Help: "Messages being handled now, by step.",
 		}, []string{"step"}),
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "blobref_dependency_up",
+			Help: "1 while the step's runner uses the dependency, 0 while it is down (the runner fetches nothing) or on trial after it answered its probe.",
+		}, []string{"step", "dependency"}),
+		outages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "blobref_dependency_outages_total",
+			Help: "Times the step's runner found the dependency down.",
+		}, []string{"step", "dependency"}),
+		excuses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "blobref_step_excused_deliveries_total",
+			Help: "Deliveries that failed while a dependency was down, by step: they do not count toward CONSUMER_MAX_DELIVERIES.",
+		}, []string{"step"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.effects, m.duration, m.inFlight} {
+	for _, c := range []prometheus.Collector{m.messages, m.effects, m.duration, m.inFlight, m.up, m.outages, m.excuses} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -148,6 +187,34 @@ func (m *Metrics) expose(step string) {
 	}
 	m.effects.WithLabelValues(step)
 	m.inFlight.WithLabelValues(step)
+	m.excuses.WithLabelValues(step)
+}
+
+// dependencyUp sets whether dep of step is up.
+func (m *Metrics) dependencyUp(step, dep string, up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.up.WithLabelValues(step, dep).Set(v)
+	m.outages.WithLabelValues(step, dep)
+}
+
+// outage counts dep of step going down.
+func (m *Metrics) outage(step, dep string) {
+	if m != nil {
+		m.outages.WithLabelValues(step, dep).Inc()
+	}
+}
+
+// excused counts one excused delivery of step.
+func (m *Metrics) excused(step string) {
+	if m != nil {
+		m.excuses.WithLabelValues(step).Inc()
+	}
 }
 
 // inFlightAdd moves the in-flight gauge of step by n.

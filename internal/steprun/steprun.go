@@ -4,14 +4,19 @@
 //
 // The runner works on batches. It pulls messages into a bounded in-flight
 // window and groups those that arrive together (up to BatchSize, waiting at
-// most BatchWait for a batch to fill); MaxBatches batches run at once, and
-// while they run the next one grows. For each batch it does, in order:
+// most BatchWait for a batch to fill, and not at all when nothing more is
+// pending); MaxBatches batches run at once, and while they run the next one
+// grows. For each batch it does, in order:
 //
-//	decode → check markers (one query) → claim the rest (one round trip)
+//	decode → look up the markers and claim the unfinished (one round trip)
 //	       → run the side effects (Concurrency at once)
-//	       → record their markers (one transaction, with the step's own writes)
+//	       → record their markers and give up their claims (one transaction,
+//	         with the step's own writes; one round trip without them)
 //	       → publish the next events (asynchronously, Nats-Msg-Id derived from
 //	         each input) → wait for every PubAck → ack the inputs
+//
+// So a batch costs the same few round trips whatever its size, and a batch
+// of one pays for nothing it does not need.
 //
 // An input is acked only after JetStream acknowledged the event it caused. A
 // step whose marker exists skips its side effect and re-emits its recorded
@@ -20,6 +25,11 @@
 // deliveries, is published to the dead-letter stream with its reason and
 // then terminated. Each message of a batch has its own outcome, and every
 // decision between Ack, NakWithDelay and Term is made in one place, settle.
+//
+// A failure that says a dependency is down or full (see Dependency and
+// Unavailable) is an outage, not the message's: the runner stops fetching,
+// probes the dependency until it answers, and excuses the deliveries spent
+// meanwhile, so that they do not count toward MaxDeliveries.
 //
 // Recording, publishing and acking run on contexts that shutdown cannot
 // cancel, so SIGTERM never falls between a side effect and its marker.
@@ -78,6 +88,11 @@ type Step[R any] struct {
 	// Next builds the event to publish once the step is done, from the
 	// consumed event and the recorded result.
 	Next func(ev *events.Event, r R) (*events.Event, error)
+	// Probes are the step's own dependencies (such as "bucket") by name,
+	// each with a probe the runner calls while it is down. The runner
+	// probes Postgres and JetStream itself. The Effect names the
+	// dependency its errors come from with Dependency or Unavailable.
+	Probes map[string]Probe
 }
 
 // Options tune a Runner. Zero values take the defaults in brackets.
@@ -94,7 +109,12 @@ type Options struct {
 	BackoffMax    time.Duration // longest retry delay [5m]
 	FetchWait     time.Duration // how long one pull waits for messages [2s]
 	ShutdownGrace time.Duration // how long in-flight side effects may finish after shutdown starts [20s]
-	MaxInlineSize int           // largest inline data accepted [events.DefaultMaxInlineSize]
+	// ProbeInterval is the first wait before a dependency that is down is
+	// probed, doubled after each failed probe up to ProbeMaxInterval [250ms, 5s].
+	ProbeInterval    time.Duration
+	ProbeMaxInterval time.Duration
+	ProbeTimeout     time.Duration // deadline of one probe [2s]
+	MaxInlineSize    int           // largest inline data accepted [events.DefaultMaxInlineSize]
 	// LookUpConsumer makes the runner look its durable consumer up, and wait
 	// until it exists with DurableConfig's settings, instead of creating or
 	// updating it: an operator step (blobrefctl setup) creates it, and the
@@ -131,6 +151,9 @@ func (o *Options) setDefaults() {
 	def(&o.BackoffMax, 5*time.Minute)
 	def(&o.FetchWait, 2*time.Second)
 	def(&o.ShutdownGrace, 20*time.Second)
+	def(&o.ProbeInterval, 250*time.Millisecond)
+	def(&o.ProbeMaxInterval, 5*time.Second)
+	def(&o.ProbeTimeout, 2*time.Second)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -156,6 +179,8 @@ type Runner[R any] struct {
 	opts    Options
 	effects chan struct{} // one token per side effect running
 	batches chan struct{} // one token per batch running
+	breaker *breaker
+	excuses *excuses
 }
 
 // New returns a Runner for step. It checks the step and fills in defaults.
@@ -170,12 +195,38 @@ func New[R any](js jetstream.JetStream, markers *marker.Store, step Step[R], opt
 	}
 	opts.setDefaults()
 	opts.Metrics.expose(step.Name)
-	return &Runner[R]{
+	r := &Runner[R]{
 		step: step, js: js, markers: markers, opts: opts,
 		effects: make(chan struct{}, opts.Concurrency),
 		batches: make(chan struct{}, opts.MaxBatches()),
-	}, nil
+		excuses: newExcuses(step.Name, markers, opts),
+	}
+	probes := map[string]Probe{
+		DependencyPostgres: markers.Ping,
+		// JetStream answers when it hands over the runner's consumer: its
+		// info when an operator step creates it (LookUpConsumer: the one API
+		// request a consumer's NATS user may make besides pulls, see
+		// deploy/nats/nats.conf), otherwise its (re)creation, which also
+		// brings the consumer back should a restart have lost it.
+		DependencyJetStream: func(ctx context.Context) error {
+			if opts.LookUpConsumer {
+				_, err := js.Consumer(ctx, events.StreamName, step.Consumer.Durable)
+				return err
+			}
+			_, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, r.ConsumerConfig())
+			return err
+		},
+	}
+	for name, p := range step.Probes {
+		probes[name] = p
+	}
+	r.breaker = newBreaker(step.Name, probes, opts)
+	return r, nil
 }
+
+// Unavailable returns the dependencies the runner found down and has not
+// seen back yet, sorted; none while all are up.
+func (r *Runner[R]) Unavailable() []string { return r.breaker.unavailable() }
 
 // ConsumerConfig is the durable consumer the runner creates or updates:
 // DurableConfig of its step's consumer and its options.
@@ -228,6 +279,18 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 	})
 	defer stopGrace()
 
+	// The breaker's prober and the excuses' writer outlive the batches,
+	// which report to them until the last one is settled.
+	helpers, stopHelpers := context.WithCancel(context.WithoutCancel(ctx))
+	var hwg sync.WaitGroup
+	hwg.Add(2)
+	go func() { defer hwg.Done(); r.breaker.run(helpers) }()
+	go func() {
+		defer hwg.Done()
+		r.excuses.run(helpers, func() bool { return !r.breaker.isDown(DependencyPostgres) }, r.breaker.changed)
+	}()
+	defer func() { stopHelpers(); hwg.Wait() }()
+
 	// One slot per message in flight: a pull asks for as many messages as
 	// slots are free, so nothing waits in a client buffer while its AckWait
 	// runs, and the window, not the backlog, bounds memory.
@@ -235,6 +298,7 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for ctx.Err() == nil {
+		r.breaker.wait(ctx) // nothing is fetched while a dependency is down
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
@@ -255,6 +319,10 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 			<-slots
 		}
 		if err != nil && ctx.Err() == nil {
+			err = Dependency(DependencyJetStream, err)
+			if o, ok := classify(err); ok && r.breaker.report(ctx, o, err) {
+				continue // the breaker says so, once, and waits for it
+			}
 			r.opts.Logger.Warn("fetch failed", "step", r.step.Name, "error", err)
 			sleep(ctx, time.Second)
 		}
@@ -314,11 +382,13 @@ func durableSummary(c jetstream.ConsumerConfig) string {
 
 // fetch pulls up to n messages and hands them to batches as they arrive. A
 // batch starts with the first message; it is handed to a worker once it
-// holds BatchSize messages or BatchWait has passed, and a worker is free:
-// at most MaxInFlight/BatchSize batches run at once, and while they all
-// run, the next batch grows. So a light load goes through in small batches
-// after BatchWait, and a heavy one in full batches with no wait. fetch
-// returns how many messages it received; each frees its slot when settled.
+// holds BatchSize messages, or nothing more is pending for the consumer, or
+// BatchWait has passed, and a worker is free: at most MaxInFlight/BatchSize
+// batches run at once, and while they all run, the next batch grows. So a
+// light load goes through in batches of one at once, a moderate one in
+// batches of what arrived together, and a heavy one in full batches with no
+// wait. fetch returns how many messages it received; each frees its slot
+// when settled.
 func (r *Runner[R]) fetch(ctx context.Context, cons jetstream.Consumer, n int, slots chan struct{}, wg *sync.WaitGroup, work context.Context) (int, error) {
 	fctx, cancel := context.WithTimeout(ctx, r.opts.FetchWait)
 	defer cancel()
@@ -328,7 +398,7 @@ func (r *Runner[R]) fetch(ctx context.Context, cons jetstream.Consumer, n int, s
 	}
 	received := 0
 	var (
-		batch []jetstream.Msg
+		batch []*job[R]
 		timer *time.Timer
 		wait  <-chan time.Time // BatchWait of the batch, until it passed
 	)
@@ -353,10 +423,23 @@ func (r *Runner[R]) fetch(ctx context.Context, cons jetstream.Consumer, n int, s
 				continue
 			}
 			received++
-			batch = append(batch, msg)
+			j := &job[R]{msg: msg}
+			j.meta, j.metaErr = msg.Metadata()
+			if r.breaker.paused() {
+				r.handBack(j, slots)
+				continue
+			}
+			batch = append(batch, j)
 			if len(batch) == 1 {
-				timer = time.NewTimer(r.opts.BatchWait)
+				if timer == nil {
+					timer = time.NewTimer(r.opts.BatchWait)
+				} else {
+					timer.Reset(r.opts.BatchWait)
+				}
 				wait = timer.C
+			}
+			if j.meta != nil && j.meta.NumPending == 0 {
+				wait = nil // nothing more to wait for
 			}
 		case <-wait:
 			wait = nil
@@ -378,16 +461,39 @@ func (r *Runner[R]) fetch(ctx context.Context, cons jetstream.Consumer, n int, s
 	return received, nil
 }
 
+// handBack settles a message fetched while a dependency is down without
+// running it: it is retried, and its delivery is excused.
+func (r *Runner[R]) handBack(j *job[R], slots chan struct{}) {
+	start := time.Now()
+	r.opts.Metrics.inFlightAdd(r.step.Name, 1)
+	j.out = r.received(j)
+	dep, _ := r.breaker.excusing()
+	j.out.Kind, j.out.Reason, j.out.Outage = Retried, reasonOutage, dep
+	j.out.Err = fmt.Errorf("not run: %s is down", dep)
+	r.observe(r.settle(j.msg, j.out), start)
+	<-slots
+}
+
+// received is the outcome of a message before anything happened to it.
+func (r *Runner[R]) received(j *job[R]) Outcome {
+	out := Outcome{Subject: j.msg.Subject()}
+	if j.meta != nil {
+		out.Deliveries, out.Stream, out.Sequence = j.meta.NumDelivered, j.meta.Stream, j.meta.Sequence.Stream
+	}
+	return out
+}
+
 // job is one message of a batch on its way through the step.
 type job[R any] struct {
-	msg    jetstream.Msg
-	meta   *jetstream.MsgMetadata
-	ev     *events.Event
-	out    Outcome
-	over   bool          // out is final: later stages leave the job alone
-	marker marker.Marker // the step's marker, once it exists
-	result R             // the side effect's result, until it is recorded
-	next   jetstream.PubAckFuture
+	msg     jetstream.Msg
+	meta    *jetstream.MsgMetadata
+	metaErr error
+	ev      *events.Event
+	out     Outcome
+	over    bool          // out is final: later stages leave the job alone
+	marker  marker.Marker // the step's marker, once it exists
+	result  R             // the side effect's result, until it is recorded
+	next    jetstream.PubAckFuture
 
 	settled atomic.Bool // acked, nakked or dead-lettered
 }
@@ -399,21 +505,18 @@ func (j *job[R]) fail(err error) {
 }
 
 // handle processes one batch and settles each of its messages.
-func (r *Runner[R]) handle(ctx, work context.Context, msgs []jetstream.Msg, slots chan struct{}) {
+func (r *Runner[R]) handle(ctx, work context.Context, jobs []*job[R], slots chan struct{}) {
 	start := time.Now()
-	r.opts.Metrics.inFlightAdd(r.step.Name, len(msgs))
+	r.opts.Metrics.inFlightAdd(r.step.Name, len(jobs))
 	if ctx.Err() != nil {
 		// Shutting down: hand them back at once.
-		for _, msg := range msgs {
-			_ = msg.Nak()
-			r.opts.Metrics.inFlightAdd(r.step.Name, -1)
+		for _, j := range jobs {
+			j.out = r.received(j)
+			j.out.Kind, j.out.Reason = Retried, reasonShutdown
+			r.observe(r.settle(j.msg, j.out), start)
 			<-slots
 		}
 		return
-	}
-	jobs := make([]*job[R], len(msgs))
-	for i, msg := range msgs {
-		jobs[i] = &job[R]{msg: msg}
 	}
 	// finish settles jobs whose outcome is final; process calls it for each
 	// part of the batch as soon as that part is over.
@@ -435,29 +538,36 @@ func (r *Runner[R]) handle(ctx, work context.Context, msgs []jetstream.Msg, slot
 
 // heartbeat tells JetStream the messages of jobs not yet settled are still
 // being worked on, every third of AckWait, until the returned function is
-// called.
-func (r *Runner[R]) heartbeat(jobs []*job[R]) func() {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(r.opts.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				for _, j := range jobs {
-					if !j.settled.Load() {
-						_ = j.msg.InProgress()
-					}
-				}
-			case <-done:
-				return
+// called; no heartbeat is sent after it returned. A timer, not a goroutine,
+// waits in between: most batches end long before their first heartbeat.
+func (r *Runner[R]) heartbeat(jobs []*job[R]) (stop func()) {
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	beat := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		for _, j := range jobs {
+			if !j.settled.Load() {
+				_ = j.msg.InProgress()
 			}
 		}
-	}()
-	return func() { close(done); wg.Wait() }
+		t.Reset(r.opts.AckWait / 3)
+	}
+	mu.Lock()
+	t = time.AfterFunc(r.opts.AckWait/3, beat)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // process runs the step for a batch and leaves each job's outcome in it,
@@ -476,10 +586,6 @@ func (r *Runner[R]) process(ctx context.Context, jobs []*job[R], finish func([]*
 		}
 	}()
 	r.decode(jobs)
-	if err := r.check(ctx, jobs); err != nil {
-		failAll(jobs, err)
-		return
-	}
 	claims, err := r.claim(ctx, jobs)
 	if err != nil {
 		failAll(jobs, err)
@@ -493,12 +599,16 @@ func (r *Runner[R]) process(ctx context.Context, jobs []*job[R], finish func([]*
 			ready = append(ready, j) // failed, busy or finished before
 		}
 	}
+	if claims != nil {
+		// Recording a job gives up its claim; the rest (jobs that failed)
+		// are given up here, once the batch is over.
+		defer claims.Release()
+	}
 	r.publish(ctx, ready)
 	finish(ready)
-	if claims == nil {
+	if len(run) == 0 {
 		return
 	}
-	defer claims.Release()
 	r.runEffects(ctx, run, func(group []*job[R]) {
 		r.record(ctx, group, claims)
 		r.publish(ctx, group)
@@ -511,14 +621,12 @@ func (r *Runner[R]) process(ctx context.Context, jobs []*job[R], finish func([]*
 func (r *Runner[R]) decode(jobs []*job[R]) {
 	seen := make(map[string]bool, len(jobs))
 	for _, j := range jobs {
-		meta, err := j.msg.Metadata()
-		if err != nil {
-			j.fail(Permanent(events.ReasonMalformed, fmt.Errorf("not a JetStream message: %w", err)))
+		j.out = r.received(j)
+		if j.metaErr != nil {
+			j.fail(Permanent(events.ReasonMalformed, fmt.Errorf("not a JetStream message: %w", j.metaErr)))
 			continue
 		}
-		j.meta = meta
-		j.out.Deliveries, j.out.Sequence, j.out.Subject = meta.NumDelivered, meta.Sequence.Stream, j.msg.Subject()
-		ev, err := events.Decode(j.msg.Subject(), j.msg.Headers(), j.msg.Data(), events.WithMaxInlineSize(r.opts.MaxInlineSize))
+		ev, err := events.Decode(j.out.Subject, j.msg.Headers(), j.msg.Data(), events.WithMaxInlineSize(r.opts.MaxInlineSize))
 		if err != nil {
 			j.fail(err)
 			continue
@@ -536,56 +644,53 @@ func (r *Runner[R]) decode(jobs []*job[R]) {
 	}
 }
 
-// check looks up the markers of the batch in one query: a finished step is
-// skipped without taking a claim.
-func (r *Runner[R]) check(ctx context.Context, jobs []*job[R]) error {
-	ids := pendingIDs(jobs)
-	if len(ids) == 0 {
-		return nil
-	}
-	found, err := r.markers.GetMany(ctx, r.step.Name, ids)
-	if err != nil {
-		return err
-	}
-	for _, j := range jobs {
-		if m, ok := found[j.out.UploadID]; ok && !j.over {
-			j.marker, j.out.Kind = m, Skipped
-		}
-	}
-	return nil
-}
-
-// claim takes the claims of the uploads whose marker is missing; nil when
-// there are none. A claim held elsewhere retries the job later: that is not
-// a failure and never dead-letters it.
+// claim looks up the markers of the batch and takes the claims of the
+// uploads whose marker is missing, in one round trip; nil when no job is
+// left to look up. A step whose marker exists is skipped. A claim held
+// elsewhere retries the job later: that is not a failure and never
+// dead-letters it.
 func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, error) {
-	var ids []string
-	for _, j := range jobs {
-		if !j.over && j.out.Kind != Skipped {
-			ids = append(ids, j.out.UploadID)
-		}
-	}
+	ids := pendingIDs(jobs)
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	claims, err := r.markers.ClaimMany(ctx, r.step.Name, ids)
+	// Messages at their delivery limit need their excused deliveries: they
+	// are read in the same round trip, on the claims' connection.
+	var ds []marker.Delivery
+	for _, j := range jobs {
+		if !j.over && j.out.Deliveries >= uint64(r.opts.MaxDeliveries) {
+			d := marker.Delivery{Stream: j.out.Stream, Seq: j.out.Sequence}
+			ds = append(ds, d)
+			j.out.Excused, j.out.excusedKnown = uint64(r.excuses.unwritten(d)), true // then the written ones
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	claims, err := r.markers.ClaimAndCount(cctx, r.step.Name, ids, ds)
 	if err != nil {
-		return nil, err
+		for _, j := range jobs {
+			j.out.Excused, j.out.excusedKnown = 0, false // settle reads them, if it must
+		}
+		return nil, Dependency(DependencyPostgres, err)
 	}
 	for _, j := range jobs {
-		if j.over || j.out.Kind == Skipped {
+		if j.over {
 			continue
 		}
+		if j.out.excusedKnown {
+			j.out.Excused += uint64(claims.Excused(marker.Delivery{Stream: j.out.Stream, Seq: j.out.Sequence}))
+		}
 		switch m, found := claims.Marker(j.out.UploadID); {
-		case !claims.Held(j.out.UploadID):
-			j.out.Kind, j.out.Reason, j.out.Err, j.over = Retried, reasonBusy, marker.ErrBusy, true
 		case found:
 			j.marker, j.out.Kind = m, Skipped
-		case j.meta.NumDelivered > uint64(r.opts.MaxDeliveries):
+		case !claims.Held(j.out.UploadID):
+			j.out.Kind, j.out.Reason, j.out.Err, j.over = Retried, reasonBusy, marker.ErrBusy, true
+		case j.out.Deliveries-min(j.out.Deliveries, j.out.Excused) > uint64(r.opts.MaxDeliveries):
 			// Earlier deliveries never settled (a crash each time, say):
-			// give up before running it yet again.
+			// give up before running it yet again. Deliveries an outage
+			// excused do not count.
 			j.fail(Permanent(events.ReasonRetriesExhausted,
-				fmt.Errorf("delivered %d times, the last allowed is %d", j.meta.NumDelivered, r.opts.MaxDeliveries)))
+				fmt.Errorf("delivered %d times (%d excused), the last allowed is %d", j.out.Deliveries, j.out.Excused, r.opts.MaxDeliveries)))
 		}
 	}
 	return claims, nil
@@ -731,7 +836,7 @@ func (r *Runner[R]) record(ctx context.Context, done []*job[R], claims *marker.C
 			continue
 		}
 		if err != nil {
-			failAll(done, err)
+			failAll(done, Dependency(DependencyPostgres, err))
 			return
 		}
 		for i, j := range done {
@@ -780,7 +885,7 @@ func (r *Runner[R]) publish(ctx context.Context, jobs []*job[R]) {
 			continue
 		}
 		if j.next, err = r.js.PublishMsgAsync(nmsg); err != nil {
-			j.fail(fmt.Errorf("publish %s: %w", nmsg.Subject, err))
+			j.fail(Dependency(DependencyJetStream, fmt.Errorf("publish %s: %w", nmsg.Subject, err)))
 		}
 	}
 	for _, j := range jobs {
@@ -790,10 +895,10 @@ func (r *Runner[R]) publish(ctx context.Context, jobs []*job[R]) {
 		select {
 		case <-j.next.Ok():
 		case err := <-j.next.Err():
-			j.fail(fmt.Errorf("publish %s: %w", j.next.Msg().Subject, err))
+			j.fail(Dependency(DependencyJetStream, fmt.Errorf("publish %s: %w", j.next.Msg().Subject, err)))
 			continue
 		case <-pctx.Done():
-			j.fail(fmt.Errorf("publish %s: no acknowledgement: %w", j.next.Msg().Subject, pctx.Err()))
+			j.fail(Dependency(DependencyJetStream, fmt.Errorf("publish %s: no acknowledgement: %w", j.next.Msg().Subject, pctx.Err())))
 			continue
 		}
 		if err := r.inject(pctx, "after-publish"); err != nil {
@@ -843,12 +948,22 @@ func (r *Runner[R]) inject(ctx context.Context, point string) error {
 
 // settle is the one place that turns an outcome into Ack, NakWithDelay or
 // dead letter + Term. A dead letter that cannot be published is retried
-// instead: the message is never terminated without its dead letter.
+// instead: the message is never terminated without its dead letter. A
+// failure that is an outage (see judge) is retried, and its delivery is
+// excused; a message is dead-lettered once it used up MaxDeliveries
+// deliveries that were not excused.
 func (r *Runner[R]) settle(msg jetstream.Msg, out Outcome) Outcome {
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
-	if out.Kind == Retried && out.Reason != reasonBusy && out.Deliveries >= uint64(r.opts.MaxDeliveries) {
-		out.Kind, out.Reason = Dead, events.ReasonRetriesExhausted
+	out = r.judge(ctx, out)
+	if out.Kind == Retried && out.Outage == "" && out.Reason != reasonBusy && out.Reason != reasonShutdown &&
+		out.Deliveries >= uint64(r.opts.MaxDeliveries) {
+		switch counted, err := r.counted(ctx, out); {
+		case err != nil:
+			out.Err = errors.Join(out.Err, err) // not known to be used up: retried
+		case counted >= uint64(r.opts.MaxDeliveries):
+			out.Kind, out.Reason = Dead, events.ReasonRetriesExhausted
+		}
 	}
 	switch out.Kind {
 	case Done, Skipped:
@@ -873,11 +988,55 @@ func (r *Runner[R]) settle(msg jetstream.Msg, out Outcome) Outcome {
 		}
 		return out
 	}
+	if out.Outage != "" && out.Stream != "" {
+		r.excuses.add(marker.Delivery{Stream: out.Stream, Seq: out.Sequence})
+	}
+	if out.Reason == reasonShutdown {
+		// Another replica may take it at once.
+		if err := msg.Nak(); err != nil {
+			out.Err = errors.Join(out.Err, fmt.Errorf("nak: %w", err))
+		}
+		return out
+	}
 	out.Delay = r.backoff(out.Deliveries)
 	if err := msg.NakWithDelay(out.Delay); err != nil {
 		out.Err = errors.Join(out.Err, fmt.Errorf("nak: %w", err))
 	}
 	return out
+}
+
+// judge tells the breaker how a message went, and marks a failure as an
+// outage (Outcome.Outage) when it says a dependency is down, or when it
+// happened while one is: every delivery spent during an outage is excused.
+func (r *Runner[R]) judge(ctx context.Context, out Outcome) Outcome {
+	switch {
+	case out.Kind == Done || out.Kind == Skipped:
+		r.breaker.succeeded()
+	case out.Kind != Retried || out.Outage != "" || out.Reason == reasonBusy || out.Reason == reasonShutdown:
+	default:
+		if o, ok := classify(out.Err); ok && r.breaker.report(ctx, o, out.Err) {
+			out.Outage, out.Reason = o.dependency, reasonOutage
+		} else if dep, ok := r.breaker.excusing(); ok {
+			out.Outage, out.Reason = dep, reasonOutage
+		}
+	}
+	return out
+}
+
+// counted is how many of the message's deliveries count against it: all
+// but those excused. The claim read the excused deliveries of a message
+// that it took at its limit; only one that failed before (its claim
+// failed) is looked up here, with no connection of its batch's held.
+func (r *Runner[R]) counted(ctx context.Context, out Outcome) (uint64, error) {
+	if !out.excusedKnown && out.Stream != "" {
+		d := marker.Delivery{Stream: out.Stream, Seq: out.Sequence}
+		excused, err := r.excuses.counts(ctx, []marker.Delivery{d})
+		if err != nil {
+			return 0, Dependency(DependencyPostgres, fmt.Errorf("excused deliveries: %w", err))
+		}
+		out.Excused = uint64(excused[d])
+	}
+	return out.Deliveries - min(out.Deliveries, out.Excused), nil
 }
 
 func (r *Runner[R]) deadLetter(ctx context.Context, msg jetstream.Msg, out Outcome) error {

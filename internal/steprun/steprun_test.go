@@ -58,10 +58,16 @@ func setup(t *testing.T, opts steprun.Options, effect effectFunc) *harness {
 // newHarness builds the runner without starting it.
 func newHarness(t *testing.T, opts steprun.Options, effect effectFunc) *harness {
 	t.Helper()
-	h := &harness{t: t, calls: map[string]int{}, effect: effect, reg: prometheus.NewRegistry()}
+	return newHarnessOn(t, testenv.StartPostgres(t), nil, opts, effect)
+}
+
+// newHarnessOn builds the runner over pg, with the step's own dependencies
+// probes, without starting it.
+func newHarnessOn(t *testing.T, pg *testenv.Postgres, probes map[string]steprun.Probe, opts steprun.Options, effect effectFunc) *harness {
+	t.Helper()
+	h := &harness{t: t, calls: map[string]int{}, effect: effect, reg: prometheus.NewRegistry(), pg: pg}
 	h.nats = testenv.StartNATS(t)
 	h.nc, h.js = h.nats.Connect()
-	h.pg = testenv.StartPostgres(t)
 	h.stored = testenv.Subscribe(t, h.nc, "uploads.blob.stored.>")
 
 	step := steprun.Step[events.Blob]{
@@ -89,6 +95,7 @@ func newHarness(t *testing.T, opts steprun.Options, effect effectFunc) *harness 
 		Next: func(ev *events.Event, b events.Blob) (*events.Event, error) {
 			return events.NewBlobStored(ev, b, "/test")
 		},
+		Probes: probes,
 	}
 	if opts.Metrics == nil {
 		m, err := steprun.NewMetrics(h.reg)
@@ -101,7 +108,9 @@ func newHarness(t *testing.T, opts steprun.Options, effect effectFunc) *harness 
 	if opts.BackoffBase == 0 {
 		opts.BackoffBase, opts.BackoffMax = 10*time.Millisecond, 50*time.Millisecond
 	}
-	opts.FetchWait = 200 * time.Millisecond
+	if opts.FetchWait == 0 {
+		opts.FetchWait = 200 * time.Millisecond
+	}
 	var err error
 	h.runner, err = steprun.New(h.js, marker.NewStore(h.pg.Pool), step, opts)
 	if err != nil {
@@ -538,11 +547,13 @@ func TestRunWaitsForJetStreamAtStart(t *testing.T) {
 
 // At most MaxBatches batches run at once; while they run, the messages
 // that arrive wait and go on together, as one batch, when a worker is free.
+// (One pull lasts the whole test: a pull that ended while the messages
+// arrive would split them between two, whatever the workers do.)
 func TestBatchesGrowWhileWorkersAreBusy(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	var started atomic.Int32
-	h := newHarness(t, steprun.Options{BatchSize: 64, MaxInFlight: 128, BatchWait: time.Millisecond},
+	h := newHarness(t, steprun.Options{BatchSize: 64, MaxInFlight: 128, BatchWait: time.Millisecond, FetchWait: time.Minute},
 		func(ctx context.Context, ev *events.Event, _ int) error {
 			started.Add(1)
 			if strings.HasPrefix(ev.ID, "slow") {
@@ -644,4 +655,19 @@ func TestSlowSideEffectDoesNotHoldItsBatch(t *testing.T) {
 	if len(groups) != 2 || len(groups[0]) != n || !slices.Equal(groups[1], []string{"slow"}) {
 		t.Errorf("recorded groups %v, want the %d fast uploads together, then slow alone", groups, n)
 	}
+}
+
+// A message with nothing pending behind it goes at once: it does not wait
+// BatchWait for company that is not coming, nor for its pull to end. (With
+// an hour of each, a runner that waited would not finish within the
+// test's deadline.)
+func TestLoneMessageDoesNotWaitForItsBatch(t *testing.T) {
+	t.Parallel()
+	h := setup(t, steprun.Options{BatchSize: 64, BatchWait: time.Hour, FetchWait: time.Hour}, nil)
+	for i := range 3 {
+		id := fmt.Sprintf("lone%d", i)
+		h.publish(id, []byte(id), id)
+		h.stored.Await(t, 1, timeout)
+	}
+	h.awaitOutcome("done", 3)
 }

@@ -38,6 +38,32 @@ func Counter(t testing.TB, g prometheus.Gatherer, family string, match ...string
 	return sum
 }
 
+// Gauge returns the sum of the samples of gauge family in g whose labels
+// include each of match, as Counter does for counters.
+func Gauge(t testing.TB, g prometheus.Gatherer, family string, match ...string) float64 {
+	t.Helper()
+	families, err := g.Gather()
+	if err != nil {
+		t.Fatalf("gather metrics: %v", err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != family {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]bool{}
+			for _, l := range m.GetLabel() {
+				labels[fmt.Sprintf("%s=%q", l.GetName(), l.GetValue())] = true
+			}
+			if matchAll(match, func(s string) bool { return labels[s] }) {
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
 // ScrapeCounter is Counter over the text exposition served at url, e.g. a
 // service's /metrics: the sum of the samples of family whose line contains
 // each of match.

@@ -30,9 +30,12 @@ type MinIO struct {
 	SecretKey string
 	Dir       string // the server's data directory
 
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  SyncBuffer
+	t             testing.TB
+	bin           string
+	addr, console string
+	cmd           *exec.Cmd
+	done          chan struct{}
+	log           SyncBuffer
 }
 
 // StartMinIO starts a MinIO server with its data in a temporary directory,
@@ -51,11 +54,42 @@ func StartMinIO(t testing.TB, bucket string) *MinIO {
 		AccessKey: "blobref-test",
 		SecretKey: "blobref-test-secret",
 		Dir:       t.TempDir(),
-		done:      make(chan struct{}),
+		t:         t,
+		bin:       bin,
+		addr:      FreeAddr(t),
+		console:   FreeAddr(t),
 	}
-	addr, console := FreeAddr(t), FreeAddr(t)
-	m.Endpoint = "http://" + addr
-	m.cmd = exec.Command(bin, "server", m.Dir, "--address", addr, "--console-address", console, "--quiet")
+	m.Endpoint = "http://" + m.addr
+	t.Cleanup(func() {
+		m.stop()
+		ShowLog(t, "minio", m.log.String())
+	})
+	ctx := m.launch()
+	defer ctx.cancel()
+	// Live is not yet ready for requests: retry the bucket's creation until
+	// the object layer is up.
+	for {
+		err := m.createBucket(ctx)
+		if err == nil {
+			return m
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("minio: create bucket %s: %v\n%s", bucket, err, m.log.String())
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+}
+
+type launchContext struct {
+	context.Context
+	cancel context.CancelFunc
+}
+
+// launch starts the server process and waits until it is live.
+func (m *MinIO) launch() launchContext {
+	m.t.Helper()
+	m.done = make(chan struct{})
+	m.cmd = exec.Command(m.bin, "server", m.Dir, "--address", m.addr, "--console-address", m.console, "--quiet")
 	m.cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+m.AccessKey,
 		"MINIO_ROOT_PASSWORD="+m.SecretKey,
@@ -67,28 +101,40 @@ func StartMinIO(t testing.TB, bucket string) *MinIO {
 	)
 	m.cmd.Stdout, m.cmd.Stderr = &m.log, &m.log
 	if err := m.cmd.Start(); err != nil {
-		t.Fatalf("start minio %s: %v", bin, err)
+		m.t.Fatalf("start minio %s: %v", m.bin, err)
 	}
-	go func() { _ = m.cmd.Wait(); close(m.done) }()
-	t.Cleanup(func() {
-		m.stop()
-		ShowLog(t, fmt.Sprintf("minio (pid %d)", m.cmd.Process.Pid), m.log.String())
-	})
-
+	cmd, done := m.cmd, m.done
+	go func() { _ = cmd.Wait(); close(done) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	if err := m.awaitLive(ctx); err != nil {
-		t.Fatalf("minio on %s: %v\n%s", addr, err, m.log.String())
+		cancel()
+		m.t.Fatalf("minio on %s: %v\n%s", m.addr, err, m.log.String())
 	}
-	// Live is not yet ready for requests: retry the bucket's creation until
-	// the object layer is up.
+	return launchContext{ctx, cancel}
+}
+
+// Stop stops the server (an outage of the bucket); Start brings it back
+// on the same address with the same data.
+func (m *MinIO) Stop() { m.stop() }
+
+// Start starts the server again after Stop and waits until it serves the
+// bucket.
+func (m *MinIO) Start() {
+	m.t.Helper()
+	ctx := m.launch()
+	defer ctx.cancel()
 	for {
-		err := m.createBucket(ctx)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodHead, m.Endpoint+"/"+m.Bucket, nil)
+		m.sign(req, time.Now().UTC())
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
-			return m
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("minio: create bucket %s: %v\n%s", bucket, err, m.log.String())
+			m.t.Fatalf("minio: bucket %s not served after a restart: %v\n%s", m.Bucket, err, m.log.String())
 		}
 		sleepCtx(ctx, 100*time.Millisecond)
 	}
@@ -204,6 +250,9 @@ func hmacSHA256(key []byte, data string) []byte {
 
 // stop sends SIGTERM and waits for the server to exit, killing it after 10s.
 func (m *MinIO) stop() {
+	if m.cmd == nil {
+		return
+	}
 	select {
 	case <-m.done:
 		return

@@ -76,6 +76,10 @@ func (w *Writer) Key(id string) string {
 	return w.KeyPrefix + id
 }
 
+// DependencyBucket names the bucket in outages: the runner pauses while it
+// is down and probes it with Probe.
+const DependencyBucket = "bucket"
+
 // Step is the pipeline step: requested → blob stored → blob_stored.
 func (w *Writer) Step() steprun.Step[events.Blob] {
 	return steprun.Step[events.Blob]{
@@ -86,8 +90,23 @@ func (w *Writer) Step() steprun.Step[events.Blob] {
 		Next: func(ev *events.Event, b events.Blob) (*events.Event, error) {
 			return events.NewBlobStored(ev, b, Source)
 		},
+		Probes: map[string]steprun.Probe{DependencyBucket: w.Probe},
 	}
 }
+
+// Probe reports whether the bucket answers: it reads the attributes of a
+// key no upload has (upload ids never hold a dot), and finds none.
+func (w *Writer) Probe(ctx context.Context) error {
+	_, err := w.Bucket.Attributes(ctx, w.Key(".probe"))
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return nil
+	}
+	return err
+}
+
+// bucketErr attributes err to the bucket: an error that says it is down or
+// full is an outage, not the upload's failure.
+func bucketErr(err error) error { return steprun.Dependency(DependencyBucket, err) }
 
 // Store writes the bytes of request ev to the bucket, unless they are there
 // already, and describes the stored object. A request dated too far in the
@@ -107,7 +126,7 @@ func (w *Writer) Store(ctx context.Context, ev *events.Event) (events.Blob, erro
 		case err == nil:
 			return existing(key, attrs, ev)
 		case gcerrors.Code(err) != gcerrors.NotFound:
-			return events.Blob{}, fmt.Errorf("blob %s: %w", key, err)
+			return events.Blob{}, bucketErr(fmt.Errorf("blob %s: %w", key, err))
 		}
 	}
 
@@ -127,14 +146,19 @@ func (w *Writer) Store(ctx context.Context, ev *events.Event) (events.Blob, erro
 		IfNotExist:  true,
 	})
 	if err != nil {
-		return events.Blob{}, fmt.Errorf("blob %s: %w", key, err)
+		return events.Blob{}, bucketErr(fmt.Errorf("blob %s: %w", key, err))
 	}
 	h := sha256.New()
-	n, err := copyBytes(bw, io.TeeReader(src, h))
+	in := &source{r: io.TeeReader(src, h), claimChecked: ev.DataRef != ""}
+	n, err := copyBytes(bw, in)
 	if err != nil {
 		abort()
 		_ = bw.Close()
-		return events.Blob{}, fmt.Errorf("blob %s: copy: %w", key, err)
+		err = fmt.Errorf("blob %s: copy: %w", key, err)
+		if in.err == nil {
+			err = bucketErr(err) // the bucket refused the bytes
+		}
+		return events.Blob{}, err
 	}
 	if sum := hex.EncodeToString(h.Sum(nil)); sum != ev.SHA256 {
 		abort()
@@ -147,13 +171,33 @@ func (w *Writer) Store(ctx context.Context, ev *events.Event) (events.Blob, erro
 			// Another writer stored it first.
 			attrs, aerr := w.Bucket.Attributes(ctx, key)
 			if aerr != nil {
-				return events.Blob{}, fmt.Errorf("blob %s: %w", key, aerr)
+				return events.Blob{}, bucketErr(fmt.Errorf("blob %s: %w", key, aerr))
 			}
 			return existing(key, attrs, ev)
 		}
-		return events.Blob{}, fmt.Errorf("blob %s: %w", key, err)
+		return events.Blob{}, bucketErr(fmt.Errorf("blob %s: %w", key, err))
 	}
 	return events.Blob{Key: key, Size: n, SHA256: ev.SHA256, ContentType: ct}, nil
+}
+
+// source reads the bytes to store and keeps the error reading them failed
+// with: a copy that fails without one failed in the bucket. Claim-checked
+// bytes come from JetStream.
+type source struct {
+	r            io.Reader
+	claimChecked bool
+	err          error
+}
+
+func (s *source) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		if s.claimChecked {
+			err = steprun.Dependency(steprun.DependencyJetStream, err)
+		}
+		s.err = err
+	}
+	return n, err
 }
 
 // copyBuffers holds the buffers bytes are copied through.
@@ -241,5 +285,6 @@ func (w *Writer) open(ctx context.Context, ev *events.Event) (io.ReadCloser, err
 	if w.Claims == nil {
 		return nil, fmt.Errorf("upload %s is claim-checked (%s) and no claim store is configured", ev.ID, ev.DataRef)
 	}
-	return w.Claims.Open(ctx, ev.DataRef)
+	r, err := w.Claims.Open(ctx, ev.DataRef)
+	return r, steprun.Dependency(steprun.DependencyJetStream, err)
 }

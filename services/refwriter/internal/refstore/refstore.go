@@ -54,9 +54,12 @@ type Writer struct {
 	Now func() time.Time
 }
 
+// DependencyBucket names the bucket in outages.
+const DependencyBucket = "bucket"
+
 // Step is the pipeline step: blob_stored → reference row → completed.
 func (w *Writer) Step() steprun.Step[events.Reference] {
-	return steprun.Step[events.Reference]{
+	step := steprun.Step[events.Reference]{
 		Name:     StepName,
 		Consumer: events.RefWriterConsumer,
 		Accepts:  events.TypeBlobStored,
@@ -64,6 +67,20 @@ func (w *Writer) Step() steprun.Step[events.Reference] {
 		InTx:     Insert,
 		Next:     next,
 	}
+	if w.Bucket != nil {
+		step.Probes = map[string]steprun.Probe{DependencyBucket: w.probe}
+	}
+	return step
+}
+
+// probe reports whether the bucket answers: it reads the attributes of a
+// key no upload has (upload ids never hold a dot), and finds none.
+func (w *Writer) probe(ctx context.Context) error {
+	_, err := w.Bucket.Attributes(ctx, "uploads/.probe")
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return nil
+	}
+	return err
 }
 
 // next builds the completed event of the recorded reference ref. An event
@@ -109,7 +126,8 @@ func (w *Writer) check(ctx context.Context, ev *events.Event) (events.Reference,
 			return events.Reference{}, fmt.Errorf("blob %s of upload %s is not in the bucket", b.Key, ev.ID)
 		}
 		if err != nil {
-			return events.Reference{}, fmt.Errorf("blob %s: %w", b.Key, err)
+			// Down or full is an outage of the bucket, not of the upload.
+			return events.Reference{}, steprun.Dependency(DependencyBucket, fmt.Errorf("blob %s: %w", b.Key, err))
 		}
 		if attrs.Size != b.Size || attrs.Metadata[metadataSHA256] != b.SHA256 {
 			return events.Reference{}, steprun.Permanent(events.ReasonDigestMismatch,
@@ -132,10 +150,10 @@ func clip(s string) string {
 // Insert writes the reference rows of a batch and moves each owner's current
 // reference of each subject to the newest of them (event time, then upload
 // id) if it is newer than the current one. It runs in the markers'
-// transaction, in three statements whatever the batch's size. A reference
-// row that exists without its marker (written by hand) is accepted when it
-// holds the same digest and subject and the same owner (or none), and
-// refused as a conflict otherwise.
+// transaction, in one statement whatever the batch's size. A reference row
+// that exists without its marker (written by hand) is accepted when it holds
+// the same digest and subject and the same owner (or none), and refused as a
+// conflict otherwise.
 func Insert(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.Reference]) ([]error, error) {
 	n := len(items)
 	ids, owners, subjects, keys := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -148,13 +166,24 @@ func Insert(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.Referenc
 	}
 	// Rows go in in id order and pointers in (owner, subject) order, the
 	// same lock order in every transaction: concurrent batches wait, never
-	// deadlock.
+	// deadlock. The pointers move to rows inserted by this statement only;
+	// the foreign key sees them, as its check runs at the statement's end.
 	rows, err := tx.Query(ctx, `
-		INSERT INTO upload_refs (id, owner, subject, blob_key, size, sha256, content_type, event_time)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[])
-		ORDER BY 1
-		ON CONFLICT (id) DO NOTHING
-		RETURNING id`, ids, owners, subjects, keys, sizes, shas, types, times)
+		WITH ins AS (
+			INSERT INTO upload_refs (id, owner, subject, blob_key, size, sha256, content_type, event_time)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[])
+			ORDER BY 1
+			ON CONFLICT (id) DO NOTHING
+			RETURNING id, owner, subject, event_time
+		), moved AS (
+			INSERT INTO subject_refs AS cur (owner, subject, upload_id, event_time)
+			SELECT DISTINCT ON (owner, subject) owner, subject, id, event_time FROM ins
+			ORDER BY owner, subject, event_time DESC, id DESC
+			ON CONFLICT (owner, subject) DO UPDATE
+			SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
+			WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)
+		)
+		SELECT id FROM ins`, ids, owners, subjects, keys, sizes, shas, types, times)
 	if err != nil {
 		return nil, fmt.Errorf("insert %d references: %w", n, err)
 	}
@@ -162,28 +191,9 @@ func Insert(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.Referenc
 	if err != nil {
 		return nil, fmt.Errorf("insert %d references: %w", n, err)
 	}
-	var errs []error
 	if len(inserted) < n {
 		// Rows without a marker: written by hand, not by this step.
-		if errs, err = checkExisting(ctx, tx, items, inserted); err != nil || errs != nil {
-			return errs, err
-		}
-	}
-	if len(inserted) == 0 {
-		return nil, nil
-	}
-	_, err = tx.Exec(ctx, `
-		INSERT INTO subject_refs AS cur (owner, subject, upload_id, event_time)
-		SELECT DISTINCT ON (owner, subject) owner, subject, id, event_time
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS t(id, owner, subject, event_time)
-		WHERE id = ANY($5::text[])
-		ORDER BY owner, subject, event_time DESC, id DESC
-		ON CONFLICT (owner, subject) DO UPDATE
-		SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
-		WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)`,
-		ids, owners, subjects, times, inserted)
-	if err != nil {
-		return nil, fmt.Errorf("move current references: %w", err)
+		return checkExisting(ctx, tx, items, inserted)
 	}
 	return nil, nil
 }
