@@ -411,7 +411,7 @@ func insert(ctx context.Context, pool *pgxpool.Pool, batch []*events.Event) erro
 	n := len(batch)
 	var (
 		markerID, markerStep, markerFP, markerResult []string
-		id, subject, key, sha, ct                    = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		id, owner, subject, key, sha, ct             = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		size                                         = make([]int64, n)
 		at                                           = make([]time.Time, n)
 	)
@@ -425,7 +425,7 @@ func insert(ctx context.Context, pool *pgxpool.Pool, batch []*events.Event) erro
 		markerStep = append(markerStep, "blob", "ref")
 		markerFP = append(markerFP, ev.SHA256, ev.SHA256)
 		markerResult = append(markerResult, blobJSON, string(ev.Data))
-		id[i], subject[i], key[i], sha[i], ct[i] = ref.ID, ref.Subject, ref.Blob.Key, ref.Blob.SHA256, ref.Blob.ContentType
+		id[i], owner[i], subject[i], key[i], sha[i], ct[i] = ref.ID, ref.Owner, ref.Subject, ref.Blob.Key, ref.Blob.SHA256, ref.Blob.ContentType
 		size[i], at[i] = ref.Blob.Size, ref.EventTime
 	}
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
@@ -435,19 +435,25 @@ func insert(ctx context.Context, pool *pgxpool.Pool, batch []*events.Event) erro
 			ON CONFLICT (upload_id, step) DO NOTHING`, markerID, markerStep, markerFP, markerResult); err != nil {
 			return fmt.Errorf("markers: %w", err)
 		}
+		// refwriter's one statement: the rows, then each (owner, subject)'s
+		// current reference from the rows inserted.
 		if _, err := tx.Exec(ctx, `
-			INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::timestamptz[])
-			ON CONFLICT (id) DO NOTHING`, id, subject, key, size, sha, ct, at); err != nil {
+			WITH ins AS (
+				INSERT INTO upload_refs (id, owner, subject, blob_key, size, sha256, content_type, event_time)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[])
+				ORDER BY 1
+				ON CONFLICT (id) DO NOTHING
+				RETURNING id, owner, subject, event_time
+			), moved AS (
+				INSERT INTO subject_refs AS cur (owner, subject, upload_id, event_time)
+				SELECT DISTINCT ON (owner, subject) owner, subject, id, event_time FROM ins
+				ORDER BY owner, subject, event_time DESC, id DESC
+				ON CONFLICT (owner, subject) DO UPDATE
+				SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
+				WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)
+			)
+			SELECT count(*) FROM ins`, id, owner, subject, key, size, sha, ct, at); err != nil {
 			return fmt.Errorf("references: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO subject_refs AS cur (subject, upload_id, event_time)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
-			ON CONFLICT (subject) DO UPDATE
-			SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
-			WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)`, subject, id, at); err != nil {
-			return fmt.Errorf("current references: %w", err)
 		}
 		return nil
 	})

@@ -56,7 +56,7 @@ func (p *Pipeline) Check(ctx context.Context, want []Expected) (Checked, error) 
 		res, err := c.Query(ctx, `
 			SELECT r.id, r.subject, r.blob_key, r.size, r.sha256, r.content_type, s.upload_id,
 				(SELECT count(*) FROM `+s+`.step_markers m WHERE m.upload_id = r.id AND m.step IN ('blob', 'ref'))
-			FROM `+s+`.upload_refs r LEFT JOIN `+s+`.subject_refs s ON s.subject = r.subject
+			FROM `+s+`.upload_refs r LEFT JOIN `+s+`.subject_refs s ON s.owner = r.owner AND s.subject = r.subject
 			WHERE r.id = ANY($1)`, ids)
 		if err != nil {
 			return fmt.Errorf("pipeline: check: %w", err)
