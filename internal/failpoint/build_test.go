@@ -30,7 +30,7 @@ func TestReleaseBuildRefusesFailpoints(t *testing.T) {
 	}
 	env := []string{
 		"BLOBREF_FAILPOINTS=ingest/after-stage=crash",
-		"AUTH_TOKENS=" + strings.Repeat("k", 40) + "=alice",
+		"AUTH_TOKENS=fpZ7q2Xv9Lm4Np8Rt3Wy6Bc1Df5Gh0Jk=alice",
 		// Nothing listens at these: a service that starts keeps retrying
 		// and touches no database.
 		"DATABASE_URL=postgres://postgres@" + testenv.FreeAddr(t) + "/none?sslmode=disable&connect_timeout=1",

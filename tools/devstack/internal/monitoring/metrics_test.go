@@ -136,7 +136,7 @@ func startPipeline(t *testing.T) *pipeline {
 		"NATS_URL=" + natsURL, "DATABASE_URL=" + dbURL, "LOG_FORMAT=text", "LOG_LEVEL=info",
 	}
 	p.services = []*process{
-		p.startService(t, bin, "ingest", append(common, "HTTP_ADDR="+strings.TrimPrefix(p.api, "http://"), "AUTH_TOKENS=mon-token=mon")),
+		p.startService(t, bin, "ingest", append(common, "HTTP_ADDR="+strings.TrimPrefix(p.api, "http://"), "AUTH_TOKENS=monZ7q2Xv9Lm4Np8Rt3Wy6Bc1Df5Gh0Jk=mon")),
 		p.startService(t, bin, "blobwriter", append(common, "BLOB_URL="+blobURL)),
 		p.startService(t, bin, "refwriter", append(common, "BLOB_URL="+blobURL)),
 	}
@@ -181,7 +181,7 @@ func (p *pipeline) upload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer mon-token")
+	req.Header.Set("Authorization", "Bearer monZ7q2Xv9Lm4Np8Rt3Wy6Bc1Df5Gh0Jk")
 	req.Header.Set("Idempotency-Key", "monitoring-1")
 	req.Header.Set("Content-Type", "text/plain")
 	req.Header.Set("Prefer", fmt.Sprintf("wait=%d", int(within.Seconds())))
