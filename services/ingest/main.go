@@ -34,6 +34,13 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if cfg.AuthAllowWeakTokens {
+		if weak := tokens.Weak(); weak != nil {
+			log.Warn("serving with weak tokens (AUTH_ALLOW_WEAK_TOKENS=true): for a development machine only", "weak", weak.Error())
+		} else {
+			log.Warn("AUTH_ALLOW_WEAK_TOKENS=true: ingest would start with weak tokens; for a development machine only")
+		}
+	}
 	allowed, err := api.ParseMediaTypes(cfg.AllowedContentTypes)
 	if err != nil {
 		return err
@@ -72,7 +79,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	staging := &uploads.Staging{JS: js, Bucket: cfg.StagingBucket, TTL: cfg.StagingTTL, Replicas: cfg.StreamReplicas,
 		LookUp: cfg.NATSSetup == service.SetupOff}
 	svc := &uploads.Service{
-		Pool: pool, NC: nc, JS: js, Staging: staging,
+		Pool: uploads.BoundedPool(pool, cfg.DatabaseAcquireTimeout), NC: nc, JS: js, Staging: staging,
+		Quota:           &uploads.StagedQuota{Limit: int64(cfg.CallerMaxStagedBytes), Hold: cfg.CallerStagedHold},
 		InlineThreshold: int(cfg.InlineThreshold), RedriveAfter: cfg.RedriveAfter, Metrics: uploadMetrics,
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -96,7 +104,9 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		}
 		h := api.New(api.Options{
 			Uploads: svc, Tokens: tokens, MaxUploadSize: int64(cfg.MaxUploadSize), AllowedTypes: allowed,
-			WaitMax: cfg.WaitMax, Metrics: apiMetrics, Logger: log,
+			WaitMax: cfg.WaitMax, Metrics: apiMetrics, Logger: log, ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+			Body:   api.BodyTimeouts{Idle: cfg.BodyReadTimeout, MinRate: int64(cfg.BodyMinRate)},
+			Limits: api.CallerLimits{MaxConcurrent: cfg.CallerMaxConcurrent, Rate: cfg.CallerRate, Burst: cfg.CallerBurst},
 		})
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {

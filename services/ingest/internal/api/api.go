@@ -1,6 +1,7 @@
-// Package api is ingest's HTTP front door: POST /v1/uploads and
-// GET /v1/uploads/{id}, with bearer-token authentication, request
-// validation, size limits, Prefer: wait, and every error answered as
+// Package api is ingest's HTTP front door: POST /v1/uploads,
+// GET /v1/uploads/{id} and GET /v1/references, with bearer-token
+// authentication, subject prefixes, request validation, size limits, body
+// timeouts, per-caller limits, Prefer: wait, and every error answered as
 // application/problem+json by one function (problemFor).
 package api
 
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
 )
@@ -22,6 +24,7 @@ import (
 type Uploads interface {
 	Submit(ctx context.Context, sub uploads.Submission) (uploads.Result, error)
 	Status(ctx context.Context, caller, id string) (uploads.State, error)
+	CurrentReference(ctx context.Context, owner, subject string) (events.Reference, error)
 }
 
 // Authenticator maps bearer tokens to callers.
@@ -39,6 +42,12 @@ type Options struct {
 	AllowedTypes MediaTypes
 	// WaitMax caps Prefer: wait; 0 ignores the preference.
 	WaitMax time.Duration
+	// Body says how a request body must keep arriving.
+	Body BodyTimeouts
+	// Limits bound each caller's requests.
+	Limits CallerLimits
+	// ReadHeaderTimeout bounds the wait for a request's headers [10s].
+	ReadHeaderTimeout time.Duration
 	// Metrics, if set, counts requests and bytes.
 	Metrics *Metrics
 	// Logger logs one line per request [slog.Default()].
@@ -47,8 +56,9 @@ type Options struct {
 
 // API is the HTTP handler of the ingest API.
 type API struct {
-	opts Options
-	mux  *http.ServeMux
+	opts   Options
+	mux    *http.ServeMux
+	limits *limiter
 	// quit ends every Prefer: wait early when the server shuts down.
 	quit        context.Context
 	stopWaiting context.CancelFunc
@@ -58,6 +68,8 @@ type API struct {
 const (
 	// UploadsPath is the collection uploads are POSTed to.
 	UploadsPath = "/v1/uploads"
+	// ReferencesPath answers a caller's current reference of a subject.
+	ReferencesPath = "/v1/references"
 )
 
 // New returns the API handler.
@@ -65,10 +77,11 @@ func New(opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	a := &API{opts: opts, mux: http.NewServeMux()}
+	a := &API{opts: opts, mux: http.NewServeMux(), limits: newLimiter(opts.Limits)}
 	a.quit, a.stopWaiting = context.WithCancel(context.Background())
 	a.mux.HandleFunc("POST "+UploadsPath, a.postUpload)
 	a.mux.HandleFunc("GET "+UploadsPath+"/{id}", a.getUpload)
+	a.mux.HandleFunc("GET "+ReferencesPath, a.getReference)
 	return a
 }
 
@@ -150,10 +163,26 @@ func (a *API) authenticate(r *http.Request, scope string) (auth.Caller, error) {
 		return auth.Caller{}, &authError{invalid: true}
 	}
 	infoOf(r).caller = caller.Name
+	if err := a.limits.allow(caller.Name); err != nil {
+		return auth.Caller{}, err
+	}
 	if !caller.Can(scope) {
 		return auth.Caller{}, &scopeError{scope: scope}
 	}
 	return caller, nil
+}
+
+// subjectOf reads the subject query parameter of r, checks it against the
+// event contract (400) and the caller's subject prefixes (403).
+func subjectOf(r *http.Request, caller auth.Caller) (string, error) {
+	subject, err := checkSubject(r.URL.Query()["subject"])
+	if err != nil {
+		return "", err
+	}
+	if err := caller.CheckSubject(subject); err != nil {
+		return "", err
+	}
+	return subject, nil
 }
 
 // postUpload is POST /v1/uploads?subject=...: the body is the bytes.
@@ -163,9 +192,19 @@ func (a *API) postUpload(w http.ResponseWriter, r *http.Request) {
 		a.writeProblem(w, r, err)
 		return
 	}
+	done, err := a.limits.startUpload(caller.Name)
+	if err != nil {
+		a.writeProblem(w, r, err)
+		return
+	}
+	defer done()
 	subject, subjErr := checkSubject(r.URL.Query()["subject"])
 	key, keyErr := parseKey(r.Header.Values("Idempotency-Key"))
 	if err := joinParams(subjErr, keyErr); err != nil {
+		a.writeProblem(w, r, err)
+		return
+	}
+	if err := caller.CheckSubject(subject); err != nil {
 		a.writeProblem(w, r, err)
 		return
 	}
@@ -186,7 +225,9 @@ func (a *API) postUpload(w http.ResponseWriter, r *http.Request) {
 	id := uploads.ID(caller.Name, key)
 	info.id = id
 
-	body := &countingReader{r: http.MaxBytesReader(w, r.Body, a.opts.MaxUploadSize)}
+	guarded := guardBody(w, r.Body, a.opts.Body)
+	info.body = guarded
+	body := &countingReader{r: http.MaxBytesReader(w, guarded, a.opts.MaxUploadSize)}
 	res, err := a.opts.Uploads.Submit(r.Context(), uploads.Submission{
 		Caller: caller.Name, Key: key, Subject: subject, ContentType: contentType,
 		Body: body, Size: r.ContentLength, Wait: wait, Interrupt: a.quit,
@@ -227,6 +268,28 @@ func (a *API) getUpload(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
+// getReference is GET /v1/references?subject=S: the caller's current
+// reference of S.
+func (a *API) getReference(w http.ResponseWriter, r *http.Request) {
+	caller, err := a.authenticate(r, auth.ScopeRead)
+	if err != nil {
+		a.writeProblem(w, r, err)
+		return
+	}
+	subject, err := subjectOf(r, caller)
+	if err != nil {
+		a.writeProblem(w, r, err)
+		return
+	}
+	ref, err := a.opts.Uploads.CurrentReference(r.Context(), caller.Name, subject)
+	if err != nil {
+		a.writeProblem(w, r, err)
+		return
+	}
+	infoOf(r).id = ref.ID
+	writeJSON(w, http.StatusOK, ref)
+}
+
 // joinParams merges the invalid parameters of errs into one error.
 func joinParams(errs ...error) error {
 	var all paramError
@@ -260,6 +323,7 @@ type requestInfo struct {
 	id, caller string
 	bytes      int64
 	err        error
+	body       *guardedBody // the body of an upload, once read through
 }
 
 type infoKey struct{}

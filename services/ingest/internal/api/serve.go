@@ -17,11 +17,16 @@ import (
 // lets in-flight requests finish within shutdownTimeout, after which it
 // closes the connections that are left.
 func Serve(ctx context.Context, ln net.Listener, a *API, shutdownTimeout time.Duration) error {
+	readHeader := a.opts.ReadHeaderTimeout
+	if readHeader <= 0 {
+		readHeader = 10 * time.Second
+	}
 	srv := &http.Server{
 		Handler: a,
-		// No ReadTimeout or WriteTimeout: a body may take long to arrive, and
-		// Prefer: wait holds the answer back. Headers must come quickly.
-		ReadHeaderTimeout: 10 * time.Second,
+		// No ReadTimeout or WriteTimeout: a large body may take long to
+		// arrive (BodyTimeouts bound how slowly), and Prefer: wait holds the
+		// answer back. Headers must come quickly.
+		ReadHeaderTimeout: readHeader,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.opts.Logger.Handler(), slog.LevelWarn),
 	}
