@@ -101,10 +101,14 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, route := a.mux.Handler(r)
 	if route == "" {
 		route = "unmatched"
+	}
+	done := a.opts.Metrics.start(route)
+	if route == "unmatched" {
 		a.unmatched(rec, r)
 	} else {
 		a.mux.ServeHTTP(rec, r)
 	}
+	done()
 	a.opts.Metrics.observe(route, rec.status(), time.Since(start), info.bytes)
 
 	attrs := []slog.Attr{
