@@ -35,11 +35,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	if cfg.AuthAllowWeakTokens {
-		if weak := tokens.Weak(); weak != nil {
-			log.Warn("serving with weak tokens (AUTH_ALLOW_WEAK_TOKENS=true): for a development machine only", "weak", weak.Error())
-		} else {
-			log.Warn("AUTH_ALLOW_WEAK_TOKENS=true: ingest would start with weak tokens; for a development machine only")
-		}
+		warnWeakTokens(log, tokens)
 	}
 	allowed, err := api.ParseMediaTypes(cfg.AllowedContentTypes)
 	if err != nil {
@@ -117,6 +113,16 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return api.Serve(gctx, ln, h, cfg.ShutdownTimeout)
 	})
 	return g.Wait()
+}
+
+// warnWeakTokens says, once at start-up, that AUTH_ALLOW_WEAK_TOKENS is
+// set, and where the weak tokens are configured (never the tokens).
+func warnWeakTokens(log *slog.Logger, tokens *auth.Tokens) {
+	if weak := tokens.Weak(); weak != nil {
+		log.Warn("serving with weak tokens (AUTH_ALLOW_WEAK_TOKENS=true): for a development machine only", "weak", weak.Error())
+		return
+	}
+	log.Warn("AUTH_ALLOW_WEAK_TOKENS=true: ingest would start with weak tokens; for a development machine only")
 }
 
 // drain drains nc, which flushes what is pending, and waits a while for it

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/blobref/blobref/internal/service"
 	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/services/ingest/internal/auth"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -111,6 +113,30 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 			t.Errorf("Load without tokens: got %v, want an error naming AUTH_TOKENS", err)
 		}
 	})
+}
+
+// AUTH_ALLOW_WEAK_TOKENS is warned of at start-up, with where the weak
+// tokens are configured and never the tokens.
+func TestWeakTokensWarning(t *testing.T) {
+	t.Parallel()
+	for list, want := range map[string]string{
+		"dev-token=dev," + testToken + "=alice": "AUTH_TOKENS entry 1: the token is a known placeholder",
+		testToken + "=alice":                    "AUTH_ALLOW_WEAK_TOKENS=true",
+	} {
+		tokens, err := auth.Load(list, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		warnWeakTokens(slog.New(slog.NewTextHandler(&buf, nil)), tokens)
+		out := buf.String()
+		if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "AUTH_ALLOW_WEAK_TOKENS") || !strings.Contains(out, want) {
+			t.Errorf("warning for %q: got %q, want a warning naming AUTH_ALLOW_WEAK_TOKENS and %q", list, out, want)
+		}
+		if strings.Contains(out, "dev-token") || strings.Contains(out, testToken) {
+			t.Errorf("warning for %q: %q repeats a token", list, out)
+		}
+	}
 }
 
 // TestRun runs the service as main does, against an in-process JetStream
