@@ -7,9 +7,7 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -176,19 +174,6 @@ func (a *API) authenticate(r *http.Request, scope string) (auth.Caller, error) {
 	return caller, nil
 }
 
-// subjectOf reads the subject query parameter of r, checks it against the
-// event contract (400) and the caller's subject prefixes (403).
-func subjectOf(r *http.Request, caller auth.Caller) (string, error) {
-	subject, err := checkSubject(r.URL.Query()["subject"])
-	if err != nil {
-		return "", err
-	}
-	if err := caller.CheckSubject(subject); err != nil {
-		return "", err
-	}
-	return subject, nil
-}
-
 // postUpload is POST /v1/uploads?subject=...: the body is the bytes.
 func (a *API) postUpload(w http.ResponseWriter, r *http.Request) {
 	caller, err := a.authenticate(r, auth.ScopeUpload)
@@ -272,28 +257,6 @@ func (a *API) getUpload(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
-// getReference is GET /v1/references?subject=S: the caller's current
-// reference of S.
-func (a *API) getReference(w http.ResponseWriter, r *http.Request) {
-	caller, err := a.authenticate(r, auth.ScopeRead)
-	if err != nil {
-		a.writeProblem(w, r, err)
-		return
-	}
-	subject, err := subjectOf(r, caller)
-	if err != nil {
-		a.writeProblem(w, r, err)
-		return
-	}
-	ref, err := a.opts.Uploads.CurrentReference(r.Context(), caller.Name, subject)
-	if err != nil {
-		a.writeProblem(w, r, err)
-		return
-	}
-	infoOf(r).id = ref.ID
-	writeJSON(w, http.StatusOK, ref)
-}
-
 // joinParams merges the invalid parameters of errs into one error.
 func joinParams(errs ...error) error {
 	var all paramError
@@ -307,19 +270,6 @@ func joinParams(errs ...error) error {
 		return nil
 	}
 	return &all
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
 }
 
 // requestInfo is what a handler learns about a request, for its log line.
@@ -338,67 +288,4 @@ func infoOf(r *http.Request) *requestInfo {
 		return &requestInfo{}
 	}
 	return info
-}
-
-// statusRecorder remembers the status a handler answered with.
-type statusRecorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusRecorder) Write(p []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(p)
-}
-
-func (s *statusRecorder) status() int {
-	if s.code == 0 {
-		return http.StatusOK
-	}
-	return s.code
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-// captureWriter holds a small response instead of sending it.
-type captureWriter struct {
-	header http.Header
-	code   int
-	body   []byte
-}
-
-func (c *captureWriter) Header() http.Header { return c.header }
-func (c *captureWriter) WriteHeader(code int) {
-	if c.code == 0 {
-		c.code = code
-	}
-}
-func (c *captureWriter) Write(p []byte) (int, error) {
-	if c.code == 0 {
-		c.code = http.StatusOK
-	}
-	c.body = append(c.body, p...)
-	return len(p), nil
-}
-
-// countingReader counts the bytes read through it.
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
