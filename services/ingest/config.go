@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -39,8 +40,9 @@ type config struct {
 	// machine only.
 	AuthAllowWeakTokens bool `env:"AUTH_ALLOW_WEAK_TOKENS"`
 	// MaxUploadSize is the largest body accepted (bytes, or with KiB, MiB,
-	// GiB, KB, MB, GB).
-	MaxUploadSize byteSize `env:"MAX_UPLOAD_SIZE" envDefault:"5GiB"`
+	// GiB, KB, MB, GB): well below what the staging bucket and the
+	// JetStream store hold, so that no single upload can fill them.
+	MaxUploadSize byteSize `env:"MAX_UPLOAD_SIZE" envDefault:"1GiB"`
 	// InlineThreshold is the largest body that travels inline in the event;
 	// larger ones are staged in STAGING_BUCKET.
 	InlineThreshold byteSize `env:"INLINE_THRESHOLD" envDefault:"512KiB"`
@@ -52,6 +54,35 @@ type config struct {
 	// RedriveAfter is how long an upload may be pending before a client's
 	// retry publishes its request again.
 	RedriveAfter time.Duration `env:"REDRIVE_AFTER" envDefault:"30s"`
+
+	// ReadHeaderTimeout bounds the wait for a request's headers.
+	ReadHeaderTimeout time.Duration `env:"HTTP_READ_HEADER_TIMEOUT" envDefault:"10s"`
+	// BodyReadTimeout is the longest wait for the next bytes of a body
+	// (408 past it); 0 disables it and BodyMinRate.
+	BodyReadTimeout time.Duration `env:"BODY_READ_TIMEOUT" envDefault:"30s"`
+	// BodyMinRate is the slowest a body may arrive, bytes per second (408
+	// below it, past BODY_READ_TIMEOUT of grace); 0 disables it.
+	BodyMinRate byteSize `env:"BODY_MIN_RATE" envDefault:"1KiB"`
+	// DatabaseAcquireTimeout is the longest a request waits for a Postgres
+	// connection (503 past it); 0 waits without end.
+	DatabaseAcquireTimeout time.Duration `env:"DATABASE_ACQUIRE_TIMEOUT" envDefault:"2s"`
+	// CallerMaxConcurrent is the most uploads one caller may have in
+	// progress at once, per ingest process (429 past it); 0 is no limit.
+	CallerMaxConcurrent int `env:"CALLER_MAX_CONCURRENT" envDefault:"64"`
+	// CallerRate is the requests per second one caller may send on
+	// average, per ingest process (429 past it); 0 is no limit.
+	CallerRate float64 `env:"CALLER_RATE" envDefault:"200"`
+	// CallerBurst is how many requests a caller may send at once above
+	// CALLER_RATE.
+	CallerBurst int `env:"CALLER_BURST" envDefault:"400"`
+	// CallerMaxStagedBytes is the most bytes of large bodies one caller may
+	// have staged and not yet stored, per ingest process (429 past it); 0
+	// is no limit.
+	CallerMaxStagedBytes byteSize `env:"CALLER_MAX_STAGED_BYTES" envDefault:"2GiB"`
+	// CallerStagedHold is the longest a recorded upload's staged bytes
+	// count against its caller's quota when ingest does not see it
+	// complete.
+	CallerStagedHold time.Duration `env:"CALLER_STAGED_HOLD" envDefault:"15m"`
 }
 
 // Validate names each bad setting.
@@ -85,6 +116,29 @@ func (c *config) Validate() error {
 	}
 	if c.RedriveAfter <= 0 {
 		bad("REDRIVE_AFTER", "must be positive")
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		bad("HTTP_READ_HEADER_TIMEOUT", "must be positive")
+	}
+	for name, d := range map[string]time.Duration{"BODY_READ_TIMEOUT": c.BodyReadTimeout, "DATABASE_ACQUIRE_TIMEOUT": c.DatabaseAcquireTimeout} {
+		if d < 0 {
+			bad(name, "must not be negative")
+		}
+	}
+	if c.CallerMaxConcurrent < 0 {
+		bad("CALLER_MAX_CONCURRENT", "must not be negative")
+	}
+	if c.CallerRate < 0 || math.IsNaN(c.CallerRate) || math.IsInf(c.CallerRate, 0) {
+		bad("CALLER_RATE", "must be a number of requests per second, 0 or more")
+	}
+	if c.CallerRate > 0 && c.CallerBurst < 1 {
+		bad("CALLER_BURST", "must be at least 1 when CALLER_RATE is set")
+	}
+	if c.CallerMaxStagedBytes > 0 && c.CallerMaxStagedBytes < c.MaxUploadSize {
+		bad("CALLER_MAX_STAGED_BYTES", "%d is less than MAX_UPLOAD_SIZE (%d): an upload that size could never be staged", c.CallerMaxStagedBytes, c.MaxUploadSize)
+	}
+	if c.CallerStagedHold <= 0 {
+		bad("CALLER_STAGED_HOLD", "must be positive")
 	}
 	return errors.Join(append(errs, c.StagingConfig.Validate(), c.Config.Validate())...)
 }

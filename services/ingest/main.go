@@ -34,6 +34,9 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if cfg.AuthAllowWeakTokens {
+		warnWeakTokens(log, tokens)
+	}
 	allowed, err := api.ParseMediaTypes(cfg.AllowedContentTypes)
 	if err != nil {
 		return err
@@ -72,7 +75,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	staging := &uploads.Staging{JS: js, Bucket: cfg.StagingBucket, TTL: cfg.StagingTTL, Replicas: cfg.StreamReplicas,
 		LookUp: cfg.NATSSetup == service.SetupOff}
 	svc := &uploads.Service{
-		Pool: pool, NC: nc, JS: js, Staging: staging,
+		Pool: uploads.BoundedPool(pool, cfg.DatabaseAcquireTimeout), NC: nc, JS: js, Staging: staging,
+		Quota:           &uploads.StagedQuota{Limit: int64(cfg.CallerMaxStagedBytes), Hold: cfg.CallerStagedHold},
 		InlineThreshold: int(cfg.InlineThreshold), RedriveAfter: cfg.RedriveAfter, Metrics: uploadMetrics,
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -96,7 +100,9 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		}
 		h := api.New(api.Options{
 			Uploads: svc, Tokens: tokens, MaxUploadSize: int64(cfg.MaxUploadSize), AllowedTypes: allowed,
-			WaitMax: cfg.WaitMax, Metrics: apiMetrics, Logger: log,
+			WaitMax: cfg.WaitMax, Metrics: apiMetrics, Logger: log, ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+			Body:   api.BodyTimeouts{Idle: cfg.BodyReadTimeout, MinRate: int64(cfg.BodyMinRate)},
+			Limits: api.CallerLimits{MaxConcurrent: cfg.CallerMaxConcurrent, Rate: cfg.CallerRate, Burst: cfg.CallerBurst},
 		})
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
@@ -107,6 +113,16 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return api.Serve(gctx, ln, h, cfg.ShutdownTimeout)
 	})
 	return g.Wait()
+}
+
+// warnWeakTokens says, once at start-up, that AUTH_ALLOW_WEAK_TOKENS is
+// set, and where the weak tokens are configured (never the tokens).
+func warnWeakTokens(log *slog.Logger, tokens *auth.Tokens) {
+	if weak := tokens.Weak(); weak != nil {
+		log.Warn("serving with weak tokens (AUTH_ALLOW_WEAK_TOKENS=true): for a development machine only", "weak", weak.Error())
+		return
+	}
+	log.Warn("AUTH_ALLOW_WEAK_TOKENS=true: ingest would start with weak tokens; for a development machine only")
 }
 
 // drain drains nc, which flushes what is pending, and waits a while for it

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/blobref/blobref/internal/service"
 	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/services/ingest/internal/auth"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -29,9 +31,12 @@ func TestLoadDefaults(t *testing.T) {
 	if err := service.Load(cfg); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	if cfg.HTTPAddr != ":8080" || cfg.MetricsAddr != ":9100" || cfg.MaxUploadSize != 5<<30 || cfg.InlineThreshold != 512<<10 ||
+	if cfg.HTTPAddr != ":8080" || cfg.MetricsAddr != ":9100" || cfg.MaxUploadSize != 1<<30 || cfg.InlineThreshold != 512<<10 ||
 		cfg.StagingBucket != "uploads-staging" || cfg.StagingTTL != 72*time.Hour || cfg.WaitMax != 30*time.Second ||
-		cfg.RedriveAfter != 30*time.Second || !slices.Contains(cfg.AllowedContentTypes, "image/*") {
+		cfg.RedriveAfter != 30*time.Second || !slices.Contains(cfg.AllowedContentTypes, "image/*") ||
+		cfg.ReadHeaderTimeout != 10*time.Second || cfg.BodyReadTimeout != 30*time.Second || cfg.BodyMinRate != 1<<10 ||
+		cfg.DatabaseAcquireTimeout != 2*time.Second || cfg.CallerMaxConcurrent != 64 || cfg.CallerRate != 200 ||
+		cfg.CallerBurst != 400 || cfg.CallerMaxStagedBytes != 2<<30 || cfg.CallerStagedHold != 15*time.Minute {
 		t.Errorf("defaults: got %+v", cfg)
 	}
 }
@@ -54,16 +59,25 @@ func TestByteSize(t *testing.T) {
 
 func TestLoadNamesTheBadSetting(t *testing.T) {
 	for name, value := range map[string]string{
-		"HTTP_ADDR":             "8080",
-		"AUTH_TOKENS":           testToken + "=alice:admin",
-		"AUTH_TOKENS_FILE":      "/nonexistent/tokens",
-		"MAX_UPLOAD_SIZE":       "0",
-		"INLINE_THRESHOLD":      "1MiB",
-		"ALLOWED_CONTENT_TYPES": "images",
-		"STAGING_BUCKET":        "uploads.staging",
-		"STAGING_TTL":           "0s",
-		"WAIT_MAX":              "-1s",
-		"REDRIVE_AFTER":         "0s",
+		"HTTP_ADDR":                "8080",
+		"AUTH_TOKENS":              testToken + "=alice:admin",
+		"AUTH_TOKENS_FILE":         "/nonexistent/tokens",
+		"MAX_UPLOAD_SIZE":          "0",
+		"INLINE_THRESHOLD":         "1MiB",
+		"ALLOWED_CONTENT_TYPES":    "images",
+		"STAGING_BUCKET":           "uploads.staging",
+		"STAGING_TTL":              "0s",
+		"WAIT_MAX":                 "-1s",
+		"REDRIVE_AFTER":            "0s",
+		"HTTP_READ_HEADER_TIMEOUT": "0s",
+		"BODY_READ_TIMEOUT":        "-1s",
+		"BODY_MIN_RATE":            "slow",
+		"DATABASE_ACQUIRE_TIMEOUT": "-1s",
+		"CALLER_MAX_CONCURRENT":    "-1",
+		"CALLER_RATE":              "-5",
+		"CALLER_BURST":             "0",
+		"CALLER_MAX_STAGED_BYTES":  "1MiB",
+		"CALLER_STAGED_HOLD":       "0s",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if name != "AUTH_TOKENS" {
@@ -99,6 +113,30 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 			t.Errorf("Load without tokens: got %v, want an error naming AUTH_TOKENS", err)
 		}
 	})
+}
+
+// AUTH_ALLOW_WEAK_TOKENS is warned of at start-up, with where the weak
+// tokens are configured and never the tokens.
+func TestWeakTokensWarning(t *testing.T) {
+	t.Parallel()
+	for list, want := range map[string]string{
+		"dev-token=dev," + testToken + "=alice": "AUTH_TOKENS entry 1: the token is a known placeholder",
+		testToken + "=alice":                    "AUTH_ALLOW_WEAK_TOKENS=true",
+	} {
+		tokens, err := auth.Load(list, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		warnWeakTokens(slog.New(slog.NewTextHandler(&buf, nil)), tokens)
+		out := buf.String()
+		if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "AUTH_ALLOW_WEAK_TOKENS") || !strings.Contains(out, want) {
+			t.Errorf("warning for %q: got %q, want a warning naming AUTH_ALLOW_WEAK_TOKENS and %q", list, out, want)
+		}
+		if strings.Contains(out, "dev-token") || strings.Contains(out, testToken) {
+			t.Errorf("warning for %q: %q repeats a token", list, out)
+		}
+	}
 }
 
 // TestRun runs the service as main does, against an in-process JetStream

@@ -39,7 +39,7 @@ import (
 )
 
 // ingestMaxUpload is ingest's default MAX_UPLOAD_SIZE.
-const ingestMaxUpload = 5 << 30
+const ingestMaxUpload = 1 << 30
 
 // services are the programs a variant provides.
 var services = []string{pipeline.Ingest, pipeline.BlobWriter, pipeline.RefWriter}
@@ -126,11 +126,13 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// serviceEnv is Env, after what the benchmark itself needs.
+// serviceEnv is Env, after what the benchmark itself needs: its clients
+// are one caller, as many as a phase has at once and as fast as ingest
+// answers, which ingest's per-caller limits are there to stop.
 func (c *Config) serviceEnv() []string {
-	var env []string
+	env := []string{"CALLER_MAX_CONCURRENT=0", "CALLER_RATE=0"}
 	if c.LargeSize > ingestMaxUpload {
-		env = append(env, "MAX_UPLOAD_SIZE="+strconv.FormatInt(c.LargeSize, 10))
+		env = append(env, "MAX_UPLOAD_SIZE="+strconv.FormatInt(c.LargeSize, 10), "CALLER_MAX_STAGED_BYTES=0")
 	}
 	return append(env, c.Env...)
 }

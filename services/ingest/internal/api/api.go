@@ -1,19 +1,19 @@
-// Package api is ingest's HTTP front door: POST /v1/uploads and
-// GET /v1/uploads/{id}, with bearer-token authentication, request
-// validation, size limits, Prefer: wait, and every error answered as
+// Package api is ingest's HTTP front door: POST /v1/uploads,
+// GET /v1/uploads/{id} and GET /v1/references, with bearer-token
+// authentication, subject prefixes, request validation, size limits, body
+// timeouts, per-caller limits, Prefer: wait, and every error answered as
 // application/problem+json by one function (problemFor).
 package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
 )
@@ -22,6 +22,7 @@ import (
 type Uploads interface {
 	Submit(ctx context.Context, sub uploads.Submission) (uploads.Result, error)
 	Status(ctx context.Context, caller, id string) (uploads.State, error)
+	CurrentReference(ctx context.Context, owner, subject string) (events.Reference, error)
 }
 
 // Authenticator maps bearer tokens to callers.
@@ -39,6 +40,12 @@ type Options struct {
 	AllowedTypes MediaTypes
 	// WaitMax caps Prefer: wait; 0 ignores the preference.
 	WaitMax time.Duration
+	// Body says how a request body must keep arriving.
+	Body BodyTimeouts
+	// Limits bound each caller's requests.
+	Limits CallerLimits
+	// ReadHeaderTimeout bounds the wait for a request's headers [10s].
+	ReadHeaderTimeout time.Duration
 	// Metrics, if set, counts requests and bytes.
 	Metrics *Metrics
 	// Logger logs one line per request [slog.Default()].
@@ -47,8 +54,9 @@ type Options struct {
 
 // API is the HTTP handler of the ingest API.
 type API struct {
-	opts Options
-	mux  *http.ServeMux
+	opts   Options
+	mux    *http.ServeMux
+	limits *limiter
 	// quit ends every Prefer: wait early when the server shuts down.
 	quit        context.Context
 	stopWaiting context.CancelFunc
@@ -58,6 +66,8 @@ type API struct {
 const (
 	// UploadsPath is the collection uploads are POSTed to.
 	UploadsPath = "/v1/uploads"
+	// ReferencesPath answers a caller's current reference of a subject.
+	ReferencesPath = "/v1/references"
 )
 
 // New returns the API handler.
@@ -65,10 +75,11 @@ func New(opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	a := &API{opts: opts, mux: http.NewServeMux()}
+	a := &API{opts: opts, mux: http.NewServeMux(), limits: newLimiter(opts.Limits)}
 	a.quit, a.stopWaiting = context.WithCancel(context.Background())
 	a.mux.HandleFunc("POST "+UploadsPath, a.postUpload)
 	a.mux.HandleFunc("GET "+UploadsPath+"/{id}", a.getUpload)
+	a.mux.HandleFunc("GET "+ReferencesPath, a.getReference)
 	return a
 }
 
@@ -88,10 +99,14 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, route := a.mux.Handler(r)
 	if route == "" {
 		route = "unmatched"
+	}
+	done := a.opts.Metrics.start(route)
+	if route == "unmatched" {
 		a.unmatched(rec, r)
 	} else {
 		a.mux.ServeHTTP(rec, r)
 	}
+	done()
 	a.opts.Metrics.observe(route, rec.status(), time.Since(start), info.bytes)
 
 	attrs := []slog.Attr{
@@ -150,6 +165,9 @@ func (a *API) authenticate(r *http.Request, scope string) (auth.Caller, error) {
 		return auth.Caller{}, &authError{invalid: true}
 	}
 	infoOf(r).caller = caller.Name
+	if err := a.limits.allow(caller.Name); err != nil {
+		return auth.Caller{}, err
+	}
 	if !caller.Can(scope) {
 		return auth.Caller{}, &scopeError{scope: scope}
 	}
@@ -163,9 +181,19 @@ func (a *API) postUpload(w http.ResponseWriter, r *http.Request) {
 		a.writeProblem(w, r, err)
 		return
 	}
+	done, err := a.limits.startUpload(caller.Name)
+	if err != nil {
+		a.writeProblem(w, r, err)
+		return
+	}
+	defer done()
 	subject, subjErr := checkSubject(r.URL.Query()["subject"])
 	key, keyErr := parseKey(r.Header.Values("Idempotency-Key"))
 	if err := joinParams(subjErr, keyErr); err != nil {
+		a.writeProblem(w, r, err)
+		return
+	}
+	if err := caller.CheckSubject(subject); err != nil {
 		a.writeProblem(w, r, err)
 		return
 	}
@@ -186,7 +214,9 @@ func (a *API) postUpload(w http.ResponseWriter, r *http.Request) {
 	id := uploads.ID(caller.Name, key)
 	info.id = id
 
-	body := &countingReader{r: http.MaxBytesReader(w, r.Body, a.opts.MaxUploadSize)}
+	guarded := guardBody(w, r.Body, a.opts.Body)
+	info.body = guarded
+	body := &countingReader{r: http.MaxBytesReader(w, guarded, a.opts.MaxUploadSize)}
 	res, err := a.opts.Uploads.Submit(r.Context(), uploads.Submission{
 		Caller: caller.Name, Key: key, Subject: subject, ContentType: contentType,
 		Body: body, Size: r.ContentLength, Wait: wait, Interrupt: a.quit,
@@ -242,24 +272,12 @@ func joinParams(errs ...error) error {
 	return &all
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
-}
-
 // requestInfo is what a handler learns about a request, for its log line.
 type requestInfo struct {
 	id, caller string
 	bytes      int64
 	err        error
+	body       *guardedBody // the body of an upload, once read through
 }
 
 type infoKey struct{}
@@ -270,67 +288,4 @@ func infoOf(r *http.Request) *requestInfo {
 		return &requestInfo{}
 	}
 	return info
-}
-
-// statusRecorder remembers the status a handler answered with.
-type statusRecorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusRecorder) Write(p []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(p)
-}
-
-func (s *statusRecorder) status() int {
-	if s.code == 0 {
-		return http.StatusOK
-	}
-	return s.code
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-// captureWriter holds a small response instead of sending it.
-type captureWriter struct {
-	header http.Header
-	code   int
-	body   []byte
-}
-
-func (c *captureWriter) Header() http.Header { return c.header }
-func (c *captureWriter) WriteHeader(code int) {
-	if c.code == 0 {
-		c.code = code
-	}
-}
-func (c *captureWriter) Write(p []byte) (int, error) {
-	if c.code == 0 {
-		c.code = http.StatusOK
-	}
-	c.body = append(c.body, p...)
-	return len(p), nil
-}
-
-// countingReader counts the bytes read through it.
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }

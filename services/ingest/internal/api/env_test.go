@@ -43,8 +43,10 @@ const (
 	bobToken      = "bob-token"
 	readerToken   = "reader-token"
 	uploaderToken = "uploader-token"
+	carolToken    = "carol-token"
 	tokenList     = aliceToken + "=alice," + bobToken + "=bob:upload,read," +
-		readerToken + "=reader:read," + uploaderToken + "=uploader:upload"
+		readerToken + "=reader:read," + uploaderToken + "=uploader:upload," +
+		carolToken + "=carol::users/7/,teams/1/"
 )
 
 // env is one test's world: the real API handler over real JetStream and a
@@ -60,6 +62,8 @@ type env struct {
 	reg     *prometheus.Registry
 	svc     *uploads.Service
 	staging *uploads.Staging
+	// svcPool is the service's own pool, when options.poolConns sets one.
+	svcPool *pgxpool.Pool
 }
 
 type options struct {
@@ -70,6 +74,14 @@ type options struct {
 	wire *wire
 	// quiet: the API logs nothing (a benchmark's thousands of requests).
 	quiet bool
+	// body, limits and quota are the API's and the service's limits.
+	body   api.BodyTimeouts
+	limits api.CallerLimits
+	quota  *uploads.StagedQuota
+	// poolConns, if set, is the size of the service's own Postgres pool,
+	// whose waits last at most poolWait.
+	poolConns int32
+	poolWait  time.Duration
 }
 
 func setup(t testing.TB, opts ...func(*options)) *env {
@@ -85,6 +97,13 @@ func setup(t testing.TB, opts ...func(*options)) *env {
 		svcNC, svcJS, pool = e.wired(o.wire)
 	} else {
 		svcNC, svcJS = e.nats.Connect()
+	}
+	if o.poolConns > 0 {
+		pool = e.pool(o.poolConns)
+		e.svcPool = pool
+	}
+	if o.poolWait == 0 {
+		o.poolWait = timeout
 	}
 
 	tokens, err := auth.Load(tokenList, "")
@@ -105,7 +124,7 @@ func setup(t testing.TB, opts ...func(*options)) *env {
 	}
 	e.staging = &uploads.Staging{JS: svcJS, Bucket: "uploads-staging", TTL: time.Hour}
 	e.svc = &uploads.Service{
-		Pool: pool, NC: svcNC, JS: svcJS, Staging: e.staging,
+		Pool: uploads.BoundedPool(pool, o.poolWait), NC: svcNC, JS: svcJS, Staging: e.staging, Quota: o.quota,
 		InlineThreshold: 512 << 10, RedriveAfter: time.Minute, PublishTimeout: time.Second,
 		Now: e.clock.Now, Metrics: uploadMetrics,
 	}
@@ -121,7 +140,7 @@ func setup(t testing.TB, opts ...func(*options)) *env {
 	}
 	h := api.New(api.Options{
 		Uploads: e.svc, Tokens: tokens, MaxUploadSize: o.maxUpload, AllowedTypes: allowed,
-		WaitMax: o.waitMax, Metrics: apiMetrics, Logger: logger,
+		WaitMax: o.waitMax, Metrics: apiMetrics, Logger: logger, Body: o.body, Limits: o.limits,
 	})
 	e.srv = httptest.NewServer(h)
 	t.Cleanup(e.srv.Close)
@@ -154,6 +173,23 @@ func (e *env) wired(w *wire) (*nats.Conn, jetstream.JetStream, *pgxpool.Pool) {
 	}
 	e.t.Cleanup(pool.Close)
 	return nc, js, pool
+}
+
+// pool returns a Postgres pool of the test's schema with at most conns
+// connections.
+func (e *env) pool(conns int32) *pgxpool.Pool {
+	e.t.Helper()
+	cfg, err := pgxpool.ParseConfig(e.pg.URL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cfg.MaxConns = conns
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(pool.Close)
+	return pool
 }
 
 // clock is the service's clock, moved by the test.
@@ -190,6 +226,7 @@ type reply struct {
 	status int
 	header http.Header
 	body   []byte
+	close  bool // the server closes the connection after it
 }
 
 func (e *env) post(u upload) reply {
@@ -255,7 +292,7 @@ func (e *env) do(req *http.Request) reply {
 	if err != nil {
 		e.t.Fatalf("%s %s: reading the answer: %v", req.Method, req.URL.Path, err)
 	}
-	return reply{status: resp.StatusCode, header: resp.Header, body: body}
+	return reply{status: resp.StatusCode, header: resp.Header, body: body, close: resp.Close}
 }
 
 // state checks that the reply has status and a JSON state, and returns it.
@@ -415,16 +452,25 @@ func (e *env) complete(req *events.Event, publish bool) events.Reference {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	ref := events.Reference{ID: req.ID, Subject: req.Subject, Blob: b, EventTime: req.Time}
+	ref := events.Reference{ID: req.ID, Owner: req.Owner, Subject: req.Subject, Blob: b, EventTime: req.Time}
 	result, _ := json.Marshal(ref)
 	_, won, err := marker.NewStore(e.pg.Pool).Record(context.Background(),
 		marker.Marker{UploadID: req.ID, Step: "ref", Fingerprint: req.SHA256, Result: result},
 		func(ctx context.Context, tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, `
-				INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time)
-				VALUES ($1, $2, $3, $4, $5, $6, $7)
+				INSERT INTO upload_refs (id, owner, subject, blob_key, size, sha256, content_type, event_time)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 				ON CONFLICT (id) DO NOTHING`,
-				ref.ID, ref.Subject, ref.Blob.Key, ref.Blob.Size, ref.Blob.SHA256, ref.Blob.ContentType, ref.EventTime)
+				ref.ID, ref.Owner, ref.Subject, ref.Blob.Key, ref.Blob.Size, ref.Blob.SHA256, ref.Blob.ContentType, ref.EventTime)
+			if err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `
+				INSERT INTO subject_refs AS cur (owner, subject, upload_id, event_time) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (owner, subject) DO UPDATE
+				SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
+				WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)`,
+				ref.Owner, ref.Subject, ref.ID, ref.EventTime)
 			return err
 		})
 	if err != nil || !won {
@@ -449,7 +495,7 @@ func (e *env) publishCompleted(req *events.Event) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	completed, err := events.NewCompleted(stored, events.Reference{ID: req.ID, Subject: req.Subject, Blob: b, EventTime: req.Time}, "/test/refwriter")
+	completed, err := events.NewCompleted(stored, events.Reference{ID: req.ID, Owner: req.Owner, Subject: req.Subject, Blob: b, EventTime: req.Time}, "/test/refwriter")
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -465,7 +511,8 @@ func (e *env) deadLetter(req *events.Event, reason, step string) events.DeadLett
 		e.t.Fatal(err)
 	}
 	d := events.DeadLetter{
-		Reason: reason, Step: step, Error: "the claim-checked bytes are gone",
+		// A dependency's error, as a step may record it.
+		Reason: reason, Step: step, Error: `blob: writing uploads/x: dial tcp 10.1.2.3:9000: connect: connection refused; postgres://blobref:password@db`,
 		Subject: msg.Subject, Stream: events.StreamName, Deliveries: 1, Sequence: 1,
 		Time: time.Now().UTC(),
 	}

@@ -7,7 +7,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 
+	"github.com/blobref/blobref/services/ingest/internal/auth"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
 )
 
@@ -20,6 +23,10 @@ const ProblemContentType = "application/problem+json"
 
 // retryAfter is the Retry-After of 409 and 503 answers, in seconds.
 const retryAfter = 1
+
+// retryAfterQuota is the Retry-After of a staging quota exceeded, in
+// seconds: the quota frees up as the caller's uploads complete.
+const retryAfterQuota = 5
 
 // Problem is an RFC 9457 problem details object.
 type Problem struct {
@@ -36,6 +43,8 @@ type Problem struct {
 	Allowed []string `json:"allowed,omitempty"`
 	// ID is the upload id the problem concerns (409, 422).
 	ID string `json:"id,omitempty"`
+	// Prefixes are the subject prefixes the token may use (403).
+	Prefixes []string `json:"prefixes,omitempty"`
 
 	header http.Header // response headers that go with it
 }
@@ -59,6 +68,7 @@ type (
 	mediaTypeError struct {
 		contentType string
 		allowed     []string
+		rule        string // the event contract's rule it breaks, if that is why
 	}
 	// tooLargeError: the announced body is over the limit (413).
 	tooLargeError struct{ limit int64 }
@@ -78,7 +88,10 @@ func (e *authError) Error() string {
 func (e *scopeError) Error() string { return "token lacks scope " + e.scope }
 func (e *paramError) Error() string { return fmt.Sprintf("invalid request: %v", e.params) }
 func (e *mediaTypeError) Error() string {
-	return fmt.Sprintf("content type %q not allowed", e.contentType)
+	if e.rule != "" {
+		return fmt.Sprintf("content type %q: %s", clip(e.contentType), e.rule)
+	}
+	return fmt.Sprintf("content type %q not allowed", clip(e.contentType))
 }
 func (e *tooLargeError) Error() string { return fmt.Sprintf("body larger than %d bytes", e.limit) }
 func (e *routeError) Error() string    { return http.StatusText(e.status) }
@@ -102,6 +115,11 @@ func problemFor(err error, limit int64) Problem {
 		mismatch    *uploads.MismatchError
 		bodyErr     *uploads.BodyError
 		unavailErr  *uploads.UnavailableError
+		subjectErr  *auth.SubjectError
+		requestErr  *uploads.RequestError
+		slowErr     *SlowBodyError
+		limitErr    *LimitError
+		quotaErr    *uploads.QuotaError
 	)
 	switch {
 	case errors.As(err, &authErr):
@@ -119,6 +137,31 @@ func problemFor(err error, limit int64) Problem {
 			fmt.Sprintf("the token does not grant the %q scope", scopeErr.scope))
 		p.header.Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="blobref", error="insufficient_scope", scope=%q`, scopeErr.scope))
 		return p
+	case errors.As(err, &limitErr):
+		p := newProblem(http.StatusTooManyRequests, "too-many-requests", "Too many requests",
+			"this caller sends "+limitErr.What+"; retry after Retry-After seconds")
+		p.header.Set("Retry-After", strconv.Itoa(retryAfterSeconds(limitErr.RetryAfter)))
+		return p
+	case errors.As(err, &subjectErr):
+		p := newProblem(http.StatusForbidden, "subject-forbidden", "Subject forbidden",
+			"the token may use subjects under "+strings.Join(subjectErr.Prefixes, ", ")+" only")
+		p.Prefixes = subjectErr.Prefixes
+		return p
+	case errors.As(err, &slowErr):
+		return newProblem(http.StatusRequestTimeout, "request-timeout", "Request timeout",
+			"the body stopped arriving, or arrived too slowly; send it again with the same Idempotency-Key")
+	case errors.As(err, &quotaErr):
+		p := newProblem(http.StatusTooManyRequests, "staging-quota-exceeded", "Staging quota exceeded",
+			fmt.Sprintf("this caller's large uploads in progress would exceed its quota of %d bytes; retry once some have completed", quotaErr.Limit))
+		p.MaxSize = quotaErr.Limit
+		p.header.Set("Retry-After", strconv.Itoa(retryAfterQuota))
+		return p
+	case errors.As(err, &requestErr):
+		name := paramOfAttribute(requestErr.Attribute)
+		p := newProblem(http.StatusBadRequest, "invalid-request", "Invalid request",
+			"invalid "+name+": "+requestErr.Msg)
+		p.InvalidParams = []InvalidParam{{Name: name, Reason: requestErr.Msg}}
+		return p
 	case errors.As(err, &paramErr):
 		names := make([]string, len(paramErr.params))
 		for i, ip := range paramErr.params {
@@ -134,9 +177,12 @@ func problemFor(err error, limit int64) Problem {
 		return p
 	case errors.As(err, &mediaErr):
 		p := newProblem(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type",
-			fmt.Sprintf("Content-Type %q is not accepted", mediaErr.contentType))
-		if mediaErr.contentType == "" {
+			fmt.Sprintf("Content-Type %q is not accepted", clip(mediaErr.contentType)))
+		switch {
+		case mediaErr.contentType == "":
 			p.Detail = "a Content-Type is required"
+		case mediaErr.rule != "":
+			p.Detail = "the Content-Type is not accepted: " + mediaErr.rule
 		}
 		p.Allowed = mediaErr.allowed
 		p.header.Set("Accept-Post", strings.Join(mediaErr.allowed, ", "))
@@ -155,6 +201,8 @@ func problemFor(err error, limit int64) Problem {
 		return p
 	case errors.Is(err, uploads.ErrNotFound):
 		return newProblem(http.StatusNotFound, "not-found", "Not found", "no upload with this id")
+	case errors.Is(err, uploads.ErrNoReference):
+		return newProblem(http.StatusNotFound, "not-found", "Not found", "this caller has no current reference of the subject")
 	case errors.Is(err, uploads.ErrBusy):
 		p := newProblem(http.StatusConflict, "idempotency-key-in-use", "Idempotency key in use",
 			"a request with this Idempotency-Key is being processed; retry when it has finished")
@@ -169,6 +217,11 @@ func problemFor(err error, limit int64) Problem {
 	case errors.As(err, &bodyErr):
 		return newProblem(http.StatusBadRequest, "incomplete-body", "Incomplete body",
 			"the body could not be read to its end; send it again")
+	case errors.Is(err, uploads.ErrOverloaded):
+		p := newProblem(http.StatusServiceUnavailable, "overloaded", "Service overloaded",
+			"too many requests are in progress right now; retry with the same Idempotency-Key")
+		p.header.Set("Retry-After", strconv.Itoa(retryAfter))
+		return p
 	case errors.Is(err, uploads.ErrStaleStaging), errors.As(err, &unavailErr):
 		p := newProblem(http.StatusServiceUnavailable, "unavailable", "Service unavailable",
 			"the upload could not be handed to the pipeline right now; retry with the same Idempotency-Key")
@@ -188,6 +241,7 @@ func newProblem(status int, slug, title, detail string) Problem {
 func (a *API) writeProblem(w http.ResponseWriter, r *http.Request, err error) {
 	p := problemFor(err, a.opts.MaxUploadSize)
 	p.Instance = r.URL.Path
+	abandonBody(w, r)
 	for k, v := range p.header {
 		w.Header()[k] = v
 	}
@@ -200,4 +254,50 @@ func (a *API) writeProblem(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
 	w.WriteHeader(p.Status)
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// paramOfAttribute names the part of a request an event attribute comes
+// from.
+func paramOfAttribute(attr string) string {
+	switch attr {
+	case "subject":
+		return "subject"
+	case "datacontenttype":
+		return "Content-Type"
+	case "id":
+		return "Idempotency-Key"
+	case "":
+		return "request"
+	}
+	return attr
+}
+
+// abandonBody makes the server give up on what is left of r's body: the
+// answer closes the connection, and nothing more is read from it, so that
+// a client that keeps its body coming cannot hold the request after its
+// answer.
+func abandonBody(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	if b := infoOf(r).body; b != nil && b.state == bodyRead {
+		return
+	}
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+}
+
+// clip shortens a client's value quoted in a problem to at most 64 bytes
+// of valid UTF-8.
+func clip(s string) string {
+	const max = 64
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= max {
+		return s
+	}
+	i := max
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "..."
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"mime"
 	"strconv"
@@ -57,8 +58,8 @@ func parseKey(values []string) (string, error) {
 	return v, nil
 }
 
-// checkSubject checks subject against the event contract's rules, the way
-// the request event will be validated.
+// checkSubject checks the subject query parameter against the event
+// contract (events.CheckSubject), as the request event will be checked.
 func checkSubject(values []string) (string, error) {
 	switch len(values) {
 	case 0:
@@ -67,14 +68,10 @@ func checkSubject(values []string) (string, error) {
 	default:
 		return "", invalid("subject", "given more than once")
 	}
-	_, err := events.NewRequested(events.Request{
-		ID: "probe", Source: "/blobref/ingest", Subject: values[0], ContentType: "application/octet-stream",
-		DataRef: "nats-object://probe/probe", SHA256: strings.Repeat("0", 64), Time: time.Unix(0, 0),
-	})
-	if ie, ok := err.(*events.InvalidError); ok && ie.Attribute == "subject" {
-		return "", invalid("subject", ie.Msg)
-	}
-	if err != nil {
+	if err := events.CheckSubject(values[0]); err != nil {
+		if ie, ok := errors.AsType[*events.InvalidError](err); ok {
+			return "", invalid("subject", ie.Msg)
+		}
 		return "", invalid("subject", "not acceptable")
 	}
 	return values[0], nil
@@ -120,8 +117,9 @@ func (m MediaTypes) Allows(mt string) bool {
 }
 
 // checkContentType parses the Content-Type header and checks it against
-// the allow-list. It returns the media type normalised (lower-case type,
-// parameters kept).
+// the allow-list and the event contract (events.CheckContentType: its
+// length and characters). It returns the media type normalised
+// (lower-case type, parameters kept): what is recorded and sent.
 func (m MediaTypes) checkContentType(value string) (string, error) {
 	if strings.TrimSpace(value) == "" {
 		return "", &mediaTypeError{allowed: m}
@@ -130,10 +128,18 @@ func (m MediaTypes) checkContentType(value string) (string, error) {
 	if err != nil || !m.Allows(mt) {
 		return "", &mediaTypeError{contentType: value, allowed: m}
 	}
+	ct := mt
 	if f := mime.FormatMediaType(mt, params); f != "" {
-		return f, nil
+		ct = f
 	}
-	return mt, nil
+	if err := events.CheckContentType(ct); err != nil {
+		why := "not acceptable"
+		if ie, ok := errors.AsType[*events.InvalidError](err); ok {
+			why = ie.Msg
+		}
+		return "", &mediaTypeError{contentType: value, allowed: m, rule: why}
+	}
+	return ct, nil
 }
 
 // parseWait reads the wait preference of Prefer headers (RFC 7240, e.g.

@@ -17,11 +17,16 @@ import (
 // lets in-flight requests finish within shutdownTimeout, after which it
 // closes the connections that are left.
 func Serve(ctx context.Context, ln net.Listener, a *API, shutdownTimeout time.Duration) error {
+	readHeader := a.opts.ReadHeaderTimeout
+	if readHeader <= 0 {
+		readHeader = 10 * time.Second
+	}
 	srv := &http.Server{
 		Handler: a,
-		// No ReadTimeout or WriteTimeout: a body may take long to arrive, and
-		// Prefer: wait holds the answer back. Headers must come quickly.
-		ReadHeaderTimeout: 10 * time.Second,
+		// No ReadTimeout or WriteTimeout: a large body may take long to
+		// arrive (BodyTimeouts bound how slowly), and Prefer: wait holds the
+		// answer back. Headers must come quickly.
+		ReadHeaderTimeout: readHeader,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.opts.Logger.Handler(), slog.LevelWarn),
 	}
@@ -49,6 +54,7 @@ func Serve(ctx context.Context, ln net.Listener, a *API, shutdownTimeout time.Du
 // Metrics counts the API's requests and the bytes uploaded.
 type Metrics struct {
 	requests *prometheus.CounterVec
+	inFlight *prometheus.GaugeVec
 	duration *prometheus.HistogramVec
 	bytes    prometheus.Counter
 }
@@ -60,6 +66,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "blobref_ingest_requests_total",
 			Help: "HTTP requests answered, by route and status code.",
 		}, []string{"route", "code"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "blobref_ingest_requests_in_flight",
+			Help: "HTTP requests being handled, by route: slow bodies and Prefer: wait among them.",
+		}, []string{"route"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "blobref_ingest_request_duration_seconds",
 			Help:    "Time to answer an HTTP request, by route.",
@@ -70,12 +80,22 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Bytes of upload bodies received.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.bytes} {
+	for _, c := range []prometheus.Collector{m.requests, m.inFlight, m.duration, m.bytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// start counts a request of route in flight until the returned func runs.
+func (m *Metrics) start(route string) func() {
+	if m == nil {
+		return func() {}
+	}
+	g := m.inFlight.WithLabelValues(route)
+	g.Inc()
+	return g.Dec
 }
 
 func (m *Metrics) observe(route string, code int, d time.Duration, bytes int64) {

@@ -18,6 +18,9 @@ import (
 // no round trip, and the completion cannot be missed (the subscription and
 // the request's publish share one connection, in order).
 type completions struct {
+	// completed, if set, is told of every completed event's upload id.
+	completed func(id string)
+
 	mu      sync.Mutex
 	sub     *nats.Subscription
 	waiting map[string][]*waiter
@@ -109,6 +112,9 @@ func (c *completions) done(w *waiter) {
 // request waits for.
 func (c *completions) deliver(msg *nats.Msg) {
 	id := strings.TrimPrefix(msg.Subject, completedPrefix)
+	if c.completed != nil {
+		c.completed(id)
+	}
 	c.mu.Lock()
 	ws := append([]*waiter(nil), c.waiting[id]...)
 	c.mu.Unlock()

@@ -19,7 +19,39 @@ var (
 	// ErrStaleStaging: an earlier attempt with this key staged other bytes
 	// and never got recorded; they were removed, and a retry stages afresh.
 	ErrStaleStaging = errors.New("uploads: an unfinished earlier attempt with this key staged other bytes; retry")
+	// ErrOverloaded: every Postgres connection stayed in use for as long as
+	// a request may wait for one (see BoundedPool); it comes wrapped in an
+	// *UnavailableError.
+	ErrOverloaded = errors.New("uploads: every Postgres connection is in use")
+	// ErrNoReference: the caller has no current reference of the subject.
+	ErrNoReference = errors.New("uploads: no current reference")
 )
+
+// RequestError is a request that breaks a rule of the event contract: the
+// request event it would make could never be published. Nothing is
+// recorded or staged for it.
+type RequestError struct {
+	// Attribute is the event attribute at fault: "subject",
+	// "datacontenttype", "id", "owner".
+	Attribute string
+	// Msg says what is wrong with it.
+	Msg string
+}
+
+func (e *RequestError) Error() string {
+	return "uploads: the request breaks the event contract: " + e.Attribute + ": " + e.Msg
+}
+
+// QuotaError is a large body that would take its caller past its quota of
+// staged bytes (see StagedQuota).
+type QuotaError struct {
+	// Limit is the quota, in bytes.
+	Limit int64
+}
+
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("uploads: the caller's staged bytes would exceed its quota of %d", e.Limit)
+}
 
 // MismatchError is returned when an idempotency key is reused for a
 // different request: other bytes, subject or content type.

@@ -63,12 +63,36 @@ type Step struct {
 	At time.Time `json:"at"`
 }
 
-// DeadLetter is why a step gave up on an upload.
+// DeadLetter is why a step gave up on an upload: the dead letter's reason
+// and step, and a message that says what the reason means. The step's own
+// error text, which may come from a dependency, is not shown to callers:
+// it stays in the dead letter (Blobref-Dead-Error) and the step's log, for
+// operators.
 type DeadLetter struct {
-	Reason string    `json:"reason"`
-	Step   string    `json:"step"`
-	Error  string    `json:"error,omitempty"`
-	At     time.Time `json:"at"`
+	Reason  string    `json:"reason"`
+	Step    string    `json:"step"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+// deadLetterMessages say what each dead-letter reason means to a caller.
+var deadLetterMessages = map[string]string{
+	events.ReasonMalformed:        "the request event could not be decoded",
+	events.ReasonInvalid:          "the request event breaks a rule of the event contract",
+	events.ReasonUnknownType:      "the event is not of a type the step consumes",
+	events.ReasonTooLarge:         "the inline bytes are larger than the pipeline accepts",
+	events.ReasonConflict:         "the upload id is already recorded for other bytes, another owner or another subject",
+	events.ReasonDigestMismatch:   "the bytes do not match their sha256",
+	events.ReasonClaimMissing:     "the staged bytes were gone before they were stored",
+	events.ReasonRetriesExhausted: "the step failed on every delivery it was allowed and gave up",
+}
+
+// deadLetterMessage is the message of reason.
+func deadLetterMessage(reason string) string {
+	if m, ok := deadLetterMessages[reason]; ok {
+		return m
+	}
+	return "the step gave up on the upload"
 }
 
 // record is a row of ingest_uploads.
@@ -107,7 +131,7 @@ const snapshotColumns = `
 	u.dataref, u.created_at, u.published_at, u.publish_count,
 	u.published_at IS NULL AND u.claimed_until > now(),
 	b.created_at, r.created_at,
-	ref.subject, ref.blob_key, ref.size, ref.sha256, ref.content_type, ref.event_time`
+	ref.owner, ref.subject, ref.blob_key, ref.size, ref.sha256, ref.content_type, ref.event_time`
 
 const snapshotJoins = `
 	LEFT JOIN step_markers b ON b.upload_id = u.id AND b.step = '` + stepBlob + `'
@@ -124,7 +148,7 @@ type snapshotScan struct {
 	publishCount                                        *int
 	busy                                                *bool
 	blobAt, refAt                                       *time.Time
-	refSubject, refKey, refSHA, refCT                   *string
+	refOwner, refSubject, refKey, refSHA, refCT         *string
 	refSize                                             *int64
 	refTime                                             *time.Time
 }
@@ -135,7 +159,7 @@ func (c *snapshotScan) targets() []any {
 		&c.id, &c.caller, &c.key, &c.subject, &c.contentType, &c.size, &c.sha,
 		&c.dataref, &c.createdAt, &c.publishedAt, &c.publishCount,
 		&c.busy, &c.blobAt, &c.refAt,
-		&c.refSubject, &c.refKey, &c.refSize, &c.refSHA, &c.refCT, &c.refTime,
+		&c.refOwner, &c.refSubject, &c.refKey, &c.refSize, &c.refSHA, &c.refCT, &c.refTime,
 	}
 }
 
@@ -157,6 +181,7 @@ func (c *snapshotScan) snapshot() (snap snapshot, ok bool) {
 	if c.refKey != nil {
 		snap.ref = &events.Reference{
 			ID:        snap.ID,
+			Owner:     *c.refOwner,
 			Subject:   *c.refSubject,
 			Blob:      events.Blob{Key: *c.refKey, Size: *c.refSize, SHA256: *c.refSHA, ContentType: *c.refCT},
 			EventTime: c.refTime.UTC(),
@@ -247,7 +272,7 @@ func (s *Service) deadLetter(ctx context.Context, snap snapshot) (*DeadLetter, e
 			at = raw.Time.UTC()
 		}
 		if latest == nil || at.After(latest.At) {
-			latest = &DeadLetter{Reason: d.Reason, Step: d.Step, Error: d.Error, At: at}
+			latest = &DeadLetter{Reason: d.Reason, Step: d.Step, Message: deadLetterMessage(d.Reason), At: at}
 		}
 	}
 	if latest != nil && snap.PublishedAt != nil && latest.At.Before(*snap.PublishedAt) {

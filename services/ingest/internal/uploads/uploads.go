@@ -35,12 +35,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -63,10 +63,14 @@ func ID(caller, key string) string {
 // Service runs uploads. Its clients are built by the caller; Run must run
 // for Prefer: wait to be honoured.
 type Service struct {
-	Pool    *pgxpool.Pool
+	// Pool is Postgres: a *pgxpool.Pool, or BoundedPool of one so that no
+	// request waits for a connection without end.
+	Pool    DB
 	NC      *nats.Conn // core NATS, for the completed events
 	JS      jetstream.JetStream
 	Staging *Staging
+	// Quota, if set, bounds each caller's staged bytes in flight.
+	Quota *StagedQuota
 	// InlineThreshold is the largest body that travels inline in the event.
 	InlineThreshold int
 	// RedriveAfter is how long an upload may be pending before a retry
@@ -93,6 +97,7 @@ func (s *Service) init() {
 	s.once.Do(func() {
 		s.started = make(chan struct{})
 		s.batches = newBatcher(batchLanes, batchSize, s.flush)
+		s.completions.completed = s.Quota.stored
 	})
 }
 
@@ -105,6 +110,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("uploads: subscribe to completed events: %w", err)
 	}
 	defer s.completions.unsubscribe()
+	defer s.Quota.close()
 	close(s.started)
 	tick := time.NewTicker(leaseSweep)
 	defer tick.Stop()
@@ -174,11 +180,31 @@ func (s *Service) recordTimeout() time.Duration { return s.publishTimeout() + 5*
 // Submit runs a POST: it creates the upload or resumes it, and answers with
 // its state once JetStream has acknowledged the request event.
 //
-// Errors: ErrBusy, ErrEmptyBody, ErrStaleStaging, *MismatchError,
-// *BodyError and *UnavailableError; any other is a bug.
-func (s *Service) Submit(ctx context.Context, sub Submission) (Result, error) {
+// Before it reads the body it checks the request against the event
+// contract, and charges a large body to the caller's quota.
+//
+// Errors: ErrBusy, ErrEmptyBody, ErrStaleStaging, *RequestError,
+// *QuotaError, *MismatchError, *BodyError and *UnavailableError; any other
+// is a bug.
+func (s *Service) Submit(ctx context.Context, sub Submission) (res Result, err error) {
 	s.init()
 	id := ID(sub.Caller, sub.Key)
+	if err := checkRequest(id, sub); err != nil {
+		return Result{}, err
+	}
+	c, err := s.Quota.open(sub.Caller, sub.Size, s.InlineThreshold)
+	if err != nil {
+		return Result{}, err
+	}
+	sub.Body = c.reader(sub.Body, sub.Size, s.InlineThreshold)
+	defer func() {
+		// A staged upload this request recorded counts until it is stored.
+		if err == nil && res.Created && res.State.State != StateCompleted && res.State.Size > int64(s.InlineThreshold) {
+			c.hold(id)
+		} else {
+			c.release()
+		}
+	}()
 	// Wait before anything is published, so that the completion cannot be
 	// missed.
 	var w *waiter
@@ -190,7 +216,6 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	var res Result
 	if len(head) <= s.InlineThreshold {
 		res, err = s.submitInline(ctx, id, sub, head)
 	} else {
@@ -220,6 +245,24 @@ func (s *Service) Status(ctx context.Context, caller, id string) (State, error) 
 		return State{}, ErrNotFound
 	}
 	return s.state(ctx, snap)
+}
+
+// checkRequest applies the event contract's rules to what the request event
+// of upload id will carry, before anything is recorded or staged: a request
+// that passes can be published. The bytes are not known yet; a placeholder
+// stands in for them.
+func checkRequest(id string, sub Submission) error {
+	_, err := events.NewRequested(events.Request{
+		ID: id, Source: Source, Owner: sub.Caller, Subject: sub.Subject, ContentType: sub.ContentType,
+		Data: []byte{0}, Time: time.Unix(0, 0),
+	})
+	if ie, ok := errors.AsType[*events.InvalidError](err); ok {
+		return &RequestError{Attribute: ie.Attribute, Msg: ie.Msg}
+	}
+	if err != nil {
+		return &RequestError{Msg: err.Error()}
+	}
+	return nil
 }
 
 // inject runs the failpoint ingest/<point>. An injected error is a
