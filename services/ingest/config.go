@@ -52,6 +52,12 @@ type config struct {
 	// RedriveAfter is how long an upload may be pending before a client's
 	// retry publishes its request again.
 	RedriveAfter time.Duration `env:"REDRIVE_AFTER" envDefault:"30s"`
+	// CompleterInterval is how often the completer looks for uploads nobody
+	// is finishing.
+	CompleterInterval time.Duration `env:"COMPLETER_INTERVAL" envDefault:"30s"`
+	// CompleterHorizon is how long an upload may be pending after its
+	// publish before the completer publishes its request again.
+	CompleterHorizon time.Duration `env:"COMPLETER_HORIZON" envDefault:"15m"`
 }
 
 // Validate names each bad setting.
@@ -85,6 +91,12 @@ func (c *config) Validate() error {
 	}
 	if c.RedriveAfter <= 0 {
 		bad("REDRIVE_AFTER", "must be positive")
+	}
+	if c.CompleterInterval <= 0 {
+		bad("COMPLETER_INTERVAL", "must be positive")
+	}
+	if c.CompleterHorizon < c.RedriveAfter || c.CompleterHorizon <= 0 {
+		bad("COMPLETER_HORIZON", "%v is shorter than REDRIVE_AFTER (%v)", c.CompleterHorizon, c.RedriveAfter)
 	}
 	return errors.Join(append(errs, c.StagingConfig.Validate(), c.Config.Validate())...)
 }

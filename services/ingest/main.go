@@ -65,6 +65,10 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	completerMetrics, err := uploads.NewCompleterMetrics(reg)
+	if err != nil {
+		return err
+	}
 	ready := make(chan struct{})
 	ops := &service.Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Pprof: cfg.Pprof, Checks: map[string]service.Check{
 		"nats": service.NATSCheck(nc), "postgres": service.PostgresCheck(pool),
@@ -75,9 +79,19 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		Pool: pool, NC: nc, JS: js, Staging: staging,
 		InlineThreshold: int(cfg.InlineThreshold), RedriveAfter: cfg.RedriveAfter, Metrics: uploadMetrics,
 	}
+	completer := &uploads.Completer{Service: svc, Interval: cfg.CompleterInterval, Horizon: cfg.CompleterHorizon,
+		Metrics: completerMetrics, Logger: log}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ops.Run(gctx) })
 	g.Go(func() error { return svc.Run(gctx) })
+	g.Go(func() error {
+		select { // once the streams and the staging bucket are there
+		case <-ready:
+			return completer.Run(gctx)
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	g.Go(func() error {
 		if err := service.SetUpStreams(gctx, js, cfg.NATSSetup, cfg.StreamOptions(), log); err != nil {
 			return err

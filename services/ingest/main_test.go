@@ -31,7 +31,8 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	if cfg.HTTPAddr != ":8080" || cfg.MetricsAddr != ":9100" || cfg.MaxUploadSize != 5<<30 || cfg.InlineThreshold != 512<<10 ||
 		cfg.StagingBucket != "uploads-staging" || cfg.StagingTTL != 72*time.Hour || cfg.WaitMax != 30*time.Second ||
-		cfg.RedriveAfter != 30*time.Second || !slices.Contains(cfg.AllowedContentTypes, "image/*") {
+		cfg.RedriveAfter != 30*time.Second || cfg.CompleterInterval != 30*time.Second || cfg.CompleterHorizon != 15*time.Minute ||
+		!slices.Contains(cfg.AllowedContentTypes, "image/*") {
 		t.Errorf("defaults: got %+v", cfg)
 	}
 }
@@ -64,6 +65,8 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 		"STAGING_TTL":           "0s",
 		"WAIT_MAX":              "-1s",
 		"REDRIVE_AFTER":         "0s",
+		"COMPLETER_INTERVAL":    "0s",
+		"COMPLETER_HORIZON":     "10s",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if name != "AUTH_TOKENS" {
