@@ -132,7 +132,7 @@ func (c *Completer) round(ctx context.Context) (roundResult, error) {
 	var done []*candidate
 	defer func() {
 		c.release(ctx, done)
-		c.Metrics.round(res)
+		c.Metrics.roundDone(res)
 	}()
 	stop := time.Now().Add(c.claimTTL() / 2)
 	for time.Now().Before(stop) {
@@ -246,6 +246,7 @@ func (c *Completer) resume(ctx context.Context, cand *candidate) {
 	var inline []byte
 	if err == nil && st.State != StateCompleted && st.State != StateFailed {
 		cand.found = true
+		c.Metrics.found(cand.kind)
 		inline, err = c.body(lctx, cand)
 	}
 	cancel()
@@ -268,6 +269,7 @@ func (c *Completer) resume(ctx context.Context, cand *candidate) {
 		return
 	}
 	cand.resumed = true
+	c.Metrics.resumed(cand.kind)
 	attrs := []any{"publish", cand.snap.PublishCount + 1, "created_at", cand.snap.CreatedAt}
 	if cand.snap.PublishedAt != nil {
 		attrs = append(attrs, "pending_for", j.at.Sub(*cand.snap.PublishedAt).Round(time.Second))
@@ -359,10 +361,9 @@ func (c *Completer) release(ctx context.Context, done []*candidate) {
 
 // CompleterMetrics counts what the completer finds and resumes.
 type CompleterMetrics struct {
-	rounds  prometheus.Counter
-	found   *prometheus.CounterVec
-	resumed *prometheus.CounterVec
-	backlog *prometheus.GaugeVec
+	rounds                   prometheus.Counter
+	foundTotal, resumedTotal *prometheus.CounterVec
+	backlog                  *prometheus.GaugeVec
 }
 
 // NewCompleterMetrics registers the completer's metrics with reg.
@@ -372,11 +373,11 @@ func NewCompleterMetrics(reg prometheus.Registerer) (*CompleterMetrics, error) {
 			Name: "blobref_ingest_completer_rounds_total",
 			Help: "Rounds the completer ran, failed ones included.",
 		}),
-		found: prometheus.NewCounterVec(prometheus.CounterOpts{
+		foundTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "blobref_ingest_completer_found_total",
 			Help: "Uploads the completer found nobody finishing, by kind: unpublished (JetStream never acknowledged the request) or stalled (pending past the horizon).",
 		}, []string{"kind"}),
-		resumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+		resumedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "blobref_ingest_completer_resumed_total",
 			Help: "Uploads whose request the completer published again (JetStream acknowledged it), by kind.",
 		}, []string{"kind"}),
@@ -385,26 +386,37 @@ func NewCompleterMetrics(reg prometheus.Registerer) (*CompleterMetrics, error) {
 			Help: "Uploads the completer's last round found nobody finishing, by kind.",
 		}, []string{"kind"}),
 	}
-	for _, c := range []prometheus.Collector{m.rounds, m.found, m.resumed, m.backlog} {
+	for _, c := range []prometheus.Collector{m.rounds, m.foundTotal, m.resumedTotal, m.backlog} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	for _, kind := range []string{KindUnpublished, KindStalled} {
-		m.found.WithLabelValues(kind)
-		m.resumed.WithLabelValues(kind)
+		m.foundTotal.WithLabelValues(kind)
+		m.resumedTotal.WithLabelValues(kind)
 		m.backlog.WithLabelValues(kind)
 	}
 	return m, nil
 }
 
-func (m *CompleterMetrics) round(res roundResult) {
+func (m *CompleterMetrics) found(kind string) {
+	if m != nil {
+		m.foundTotal.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *CompleterMetrics) resumed(kind string) {
+	if m != nil {
+		m.resumedTotal.WithLabelValues(kind).Inc()
+	}
+}
+
+// roundDone sets the backlog to what the round found, and counts the round.
+func (m *CompleterMetrics) roundDone(res roundResult) {
 	if m == nil {
 		return
 	}
 	for _, kind := range []string{KindUnpublished, KindStalled} {
-		m.found.WithLabelValues(kind).Add(float64(res.found[kind]))
-		m.resumed.WithLabelValues(kind).Add(float64(res.resumed[kind]))
 		m.backlog.WithLabelValues(kind).Set(float64(res.found[kind]))
 	}
 	m.rounds.Inc()
