@@ -256,7 +256,9 @@ func (c *Completer) resume(ctx context.Context, cand *candidate) {
 		log.Warn("cannot resume upload: its client must send the bytes again", "error", err)
 		return
 	case err != nil:
-		log.Warn("cannot resume upload", "error", err)
+		if ctx.Err() == nil { // not a shutdown
+			log.Warn("cannot resume upload", "error", err)
+		}
 		return
 	case !cand.found:
 		cand.later = st.State == StateFailed && cand.kind == KindStalled
@@ -375,7 +377,7 @@ func NewCompleterMetrics(reg prometheus.Registerer) (*CompleterMetrics, error) {
 		}),
 		foundTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "blobref_ingest_completer_found_total",
-			Help: "Uploads the completer found nobody finishing, by kind: unpublished (JetStream never acknowledged the request) or stalled (pending past the horizon).",
+			Help: "Uploads the completer found nobody finishing, by kind: unpublished (JetStream never acknowledged the request) or stalled (pending past the horizon); an upload counts in each round that finds it.",
 		}, []string{"kind"}),
 		resumedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "blobref_ingest_completer_resumed_total",
