@@ -83,6 +83,12 @@ type config struct {
 	// count against its caller's quota when ingest does not see it
 	// complete.
 	CallerStagedHold time.Duration `env:"CALLER_STAGED_HOLD" envDefault:"15m"`
+	// CompleterInterval is how often the completer looks for uploads nobody
+	// is finishing.
+	CompleterInterval time.Duration `env:"COMPLETER_INTERVAL" envDefault:"30s"`
+	// CompleterHorizon is how long an upload may be pending after its
+	// publish before the completer publishes its request again.
+	CompleterHorizon time.Duration `env:"COMPLETER_HORIZON" envDefault:"15m"`
 }
 
 // Validate names each bad setting.
@@ -139,6 +145,12 @@ func (c *config) Validate() error {
 	}
 	if c.CallerStagedHold <= 0 {
 		bad("CALLER_STAGED_HOLD", "must be positive")
+	}
+	if c.CompleterInterval <= 0 {
+		bad("COMPLETER_INTERVAL", "must be positive")
+	}
+	if c.CompleterHorizon < c.RedriveAfter || c.CompleterHorizon <= 0 {
+		bad("COMPLETER_HORIZON", "%v is shorter than REDRIVE_AFTER (%v)", c.CompleterHorizon, c.RedriveAfter)
 	}
 	return errors.Join(append(errs, c.StagingConfig.Validate(), c.Config.Validate())...)
 }

@@ -68,6 +68,10 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	completerMetrics, err := uploads.NewCompleterMetrics(reg)
+	if err != nil {
+		return err
+	}
 	ready := make(chan struct{})
 	ops := &service.Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Pprof: cfg.Pprof, Checks: map[string]service.Check{
 		"nats": service.NATSCheck(nc), "postgres": service.PostgresCheck(pool),
@@ -79,9 +83,19 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		Quota:           &uploads.StagedQuota{Limit: int64(cfg.CallerMaxStagedBytes), Hold: cfg.CallerStagedHold},
 		InlineThreshold: int(cfg.InlineThreshold), RedriveAfter: cfg.RedriveAfter, Metrics: uploadMetrics,
 	}
+	completer := &uploads.Completer{Service: svc, Interval: cfg.CompleterInterval, Horizon: cfg.CompleterHorizon,
+		Metrics: completerMetrics, Logger: log}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ops.Run(gctx) })
 	g.Go(func() error { return svc.Run(gctx) })
+	g.Go(func() error {
+		select { // once the streams and the staging bucket are there
+		case <-ready:
+			return completer.Run(gctx)
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	g.Go(func() error {
 		if err := service.SetUpStreams(gctx, js, cfg.NATSSetup, cfg.StreamOptions(), log); err != nil {
 			return err

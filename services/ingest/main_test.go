@@ -36,7 +36,8 @@ func TestLoadDefaults(t *testing.T) {
 		cfg.RedriveAfter != 30*time.Second || !slices.Contains(cfg.AllowedContentTypes, "image/*") ||
 		cfg.ReadHeaderTimeout != 10*time.Second || cfg.BodyReadTimeout != 30*time.Second || cfg.BodyMinRate != 1<<10 ||
 		cfg.DatabaseAcquireTimeout != 2*time.Second || cfg.CallerMaxConcurrent != 64 || cfg.CallerRate != 200 ||
-		cfg.CallerBurst != 400 || cfg.CallerMaxStagedBytes != 2<<30 || cfg.CallerStagedHold != 15*time.Minute {
+		cfg.CallerBurst != 400 || cfg.CallerMaxStagedBytes != 2<<30 || cfg.CallerStagedHold != 15*time.Minute ||
+		cfg.CompleterInterval != 30*time.Second || cfg.CompleterHorizon != 15*time.Minute {
 		t.Errorf("defaults: got %+v", cfg)
 	}
 }
@@ -78,6 +79,8 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 		"CALLER_BURST":             "0",
 		"CALLER_MAX_STAGED_BYTES":  "1MiB",
 		"CALLER_STAGED_HOLD":       "0s",
+		"COMPLETER_INTERVAL":       "0s",
+		"COMPLETER_HORIZON":        "10s",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if name != "AUTH_TOKENS" {

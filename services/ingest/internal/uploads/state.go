@@ -123,6 +123,9 @@ type snapshot struct {
 
 func (s *snapshot) completed() bool { return s.refAt != nil && s.ref != nil }
 
+// snapshotCompleted is completed in SQL, over the snapshotJoins.
+const snapshotCompleted = `(r.created_at IS NOT NULL AND ref.id IS NOT NULL)`
+
 // snapshotColumns are the columns a snapshotScan reads: the upload u, the
 // markers b and r of its steps and its reference ref, all left-joined
 // (snapshotJoins), so that each may be NULL.

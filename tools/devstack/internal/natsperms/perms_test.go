@@ -90,6 +90,19 @@ func TestIngest(t *testing.T) {
 	if msg, err := done.NextMsg(within); err != nil || msg.Subject != events.CompletedSubject(id) {
 		t.Fatalf("completed event: got %v, %v, want one on %s", msg, err, events.CompletedSubject(id))
 	}
+	// The completer reads a stalled upload's request back, to publish it
+	// again.
+	uploads, err := in.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatalf("stream %s: %v", events.StreamName, err)
+	}
+	req, err := uploads.GetLastMsgForSubject(ctx, events.RequestedSubject(id))
+	if err != nil {
+		t.Fatalf("read back the request of %s: %v", id, err)
+	}
+	if back, err := events.Decode(req.Subject, req.Header, req.Data); err != nil || back.DataRef != ev.DataRef {
+		t.Fatalf("read back the request of %s: got %+v, %v, want the one published", id, back, err)
+	}
 
 	// Status: the latest dead letter of each of the upload's events.
 	dlq, err := in.js.Stream(ctx, events.DLQStreamName)
@@ -114,8 +127,8 @@ func TestIngest(t *testing.T) {
 	in.checkNoViolations(t)
 	n.checkNoViolations(t)
 
-	// Nothing more: no other step's events, no dead letters, no consuming,
-	// no reading the pipeline's events, no deleting, no reading staged
+	// Nothing more: no other step's events, no dead letters, no consuming
+	// the pipeline's events, no deleting, no reading staged
 	// bodies back, no other's replies, no changing the streams, the bucket
 	// or the consumers.
 	t.Run("denied", func(t *testing.T) {
@@ -139,7 +152,6 @@ func TestIngest(t *testing.T) {
 			_, err := in.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{})
 			return err
 		})
-		in.deniedRequest(t, "$JS.API.STREAM.MSG.GET.UPLOADS", `{"last_by_subj":"uploads.requested.`+id+`"}`)
 		in.deniedRequest(t, "$JS.API.STREAM.PURGE.UPLOADS_DLQ", "")
 		in.denied(t, "delete UPLOADS", "Publish", "$JS.API.STREAM.DELETE.UPLOADS", func(ctx context.Context) error {
 			return in.js.DeleteStream(ctx, events.StreamName)
