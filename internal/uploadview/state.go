@@ -42,7 +42,7 @@ func (f *facts) known() bool {
 
 // upload computes the upload's state, steps and timeline from f.
 func (f *facts) upload() Upload {
-	u := Upload{ID: f.id, Size: -1, DeadLetters: f.letters, Events: f.messages, Reference: f.ref}
+	u := Upload{ID: f.id, Size: -1, Ingest: f.record, DeadLetters: f.letters, Events: f.messages, Reference: f.ref}
 	if u.DeadLetters == nil {
 		u.DeadLetters = []Letter{}
 	}
