@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/blobref/blobref/pkg/events"
@@ -83,8 +84,7 @@ func (f *facts) upload() Upload {
 
 	for _, m := range f.messages {
 		if m.Stream == events.StreamName {
-			timeline = append(timeline, Entry{At: m.Stored, Kind: EntryEvent, What: m.Subject,
-				Detail: fmt.Sprintf("%s #%d, Nats-Msg-Id %s", m.Stream, m.Seq, firstHeader(m.Header, events.HeaderMsgID))})
+			timeline = append(timeline, Entry{At: m.Stored, Kind: EntryEvent, What: m.Subject, Detail: eventDetail(m)})
 		}
 	}
 	for _, l := range f.letters {
@@ -166,6 +166,20 @@ func (f *facts) failedBy() *Letter {
 	}
 	l := *latest
 	return &l
+}
+
+// eventDetail says where an event is and, from its Nats-Msg-Id, who
+// published it again: a re-drive of a dead letter, or a replay.
+func eventDetail(m Message) string {
+	id := firstHeader(m.Header, events.HeaderMsgID)
+	d := fmt.Sprintf("%s #%d, Nats-Msg-Id %s", m.Stream, m.Seq, id)
+	switch {
+	case strings.HasPrefix(id, "redrive/"):
+		d += ": a re-drive of dead letter " + strings.ReplaceAll(strings.TrimPrefix(id, "redrive/"), "/", " #")
+	case strings.HasPrefix(id, "replay-"):
+		d += ": a replay"
+	}
+	return d
 }
 
 func letterDetail(l Letter) string {

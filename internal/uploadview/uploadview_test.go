@@ -3,6 +3,7 @@ package uploadview_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -115,10 +116,13 @@ func TestGetShowsADeadLetterUntilTheRequestIsPublishedAgain(t *testing.T) {
 		t.Errorf("dead-lettered: the timeline ends with %+v, want the dead letter", last)
 	}
 
-	u.publish()
+	testenv.Publish(t, w.js, u.req, fmt.Sprintf("redrive/UPLOADS_DLQ/%d", seq)) // as blobrefctl dlq redrive does
 	got = w.get("up-2")
 	if got.State != uploadview.StatePending || got.DeadLetter != nil || len(got.DeadLetters) != 1 {
 		t.Errorf("published again: got %s, failed by %+v, %d letters; want pending, the letter kept but not failing it", got.State, got.DeadLetter, len(got.DeadLetters))
+	}
+	if last := got.Timeline[len(got.Timeline)-1]; last.Kind != uploadview.EntryEvent || !strings.HasSuffix(last.Detail, fmt.Sprintf("a re-drive of dead letter UPLOADS_DLQ #%d", seq)) {
+		t.Errorf("published again: the timeline ends with %+v, want the re-drive", last)
 	}
 }
 

@@ -84,7 +84,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/consumers", s.api(ScopeRead, s.consumers))
 	mux.Handle("GET /api/dead-letters", s.api(ScopeRead, s.deadLetters))
 	mux.Handle("POST /api/dead-letters/{seq}/redrive", s.api(ScopeOperate, s.redrive))
-	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "no such API", r.Method+" "+r.URL.Path+" is not part of the console's API")
 	}))
 	return secure(mux)

@@ -25,8 +25,7 @@ function el(tag, attrs, ...children) {
 function main() { return document.getElementById("main"); }
 
 function show(...nodes) {
-  const m = main();
-  m.replaceChildren(...nodes);
+  main().replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false));
 }
 
 function flash(text, isError) {
@@ -241,7 +240,7 @@ async function refreshUpload(id, state) {
 function deadBanner(l) {
   return el("div", { class: "banner", id: "dead-letter", "data-reason": l.reason },
     el("strong", {}, `Dead-lettered: ${l.reason}`),
-    ` by step ${l.step} after ${l.deliveries} deliveries, ${fmtTime(l.at)} (${l.subject}, UPLOADS_DLQ #${l.seq})`,
+    ` by step ${l.step} after ${l.deliveries} ${l.deliveries === 1 ? "delivery" : "deliveries"}, ${fmtTime(l.at)} (${l.subject}, UPLOADS_DLQ #${l.seq})`,
     l.error ? el("pre", {}, l.error) : null,
     can("operate") ? redriveButton(l, () => route()) : el("p", { class: "muted" }, "Re-driving needs a token with the operate scope."));
 }
