@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"os"
 	"io"
 	"regexp"
 	"strings"
@@ -17,10 +19,21 @@ import (
 	"github.com/blobref/blobref/internal/uploadview"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/tools/blobrefctl/internal/cli"
+	"github.com/blobref/blobref/tools/blobrefctl/internal/pipelinetest"
 	"github.com/blobref/blobref/tools/blobrefctl/internal/republish"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pipelinetest.Cleanup()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 func TestParse(t *testing.T) {
 	t.Parallel()
