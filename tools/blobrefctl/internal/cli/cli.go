@@ -1,6 +1,7 @@
 // Package cli is blobrefctl's command line: it parses a command and its
-// flags, connects to NATS with the settings the services read, and runs the
-// command with package republish, or (setup) with service.Setup.
+// flags, connects to NATS (and for stuck and console to Postgres) with the
+// settings the services read, and runs the command with package republish,
+// package uploadview, package console, or (setup) with service.Setup.
 package cli
 
 import (
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -19,7 +21,9 @@ import (
 
 	"github.com/blobref/blobref/internal/buildinfo"
 	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/internal/uploadview"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/tools/blobrefctl/internal/console"
 	"github.com/blobref/blobref/tools/blobrefctl/internal/republish"
 )
 
@@ -33,13 +37,16 @@ var Reasons = []string{
 }
 
 // usage is blobrefctl's own help: the commands, one line each.
-const usage = `blobrefctl sets up blobref's streams and consumers, and publishes its events
-again, as an operator replays them.
+const usage = `blobrefctl sets up blobref's streams and consumers, publishes its events
+again, as an operator replays them, lists the uploads that are stuck and
+serves the operators' web console.
 
 Usage:
   blobrefctl replay --subject S (--since T [--until T] | --last) [--dry-run]
-  blobrefctl dlq list [--reason R] [--subject S]
-  blobrefctl dlq redrive [--reason R] [--subject S] [--dry-run]
+  blobrefctl dlq list [--reason R] [--subject S] [--seq N]
+  blobrefctl dlq redrive [--reason R] [--subject S] [--seq N] [--dry-run]
+  blobrefctl stuck [--older-than D] [--limit N] [--json]
+  blobrefctl console [--addr A] [--tokens-file F]
   blobrefctl setup [--timeout D]
   blobrefctl help [command]     this help, or a command's (as: blobrefctl <command> -h)
   blobrefctl --version
@@ -48,6 +55,8 @@ Commands:
   replay       publish stored events of UPLOADS again, with new Nats-Msg-Ids
   dlq list     list the dead letters in UPLOADS_DLQ
   dlq redrive  publish dead letters again to their original subjects
+  stuck        list the uploads that have not completed, and why
+  console      serve the operators' web console (uploads, consumers, dead letters)
   setup        create or update the streams, the staging bucket and the durable consumers
 
 ` + connection
@@ -56,6 +65,8 @@ Commands:
 const connection = `blobrefctl reads NATS_URL (default nats://127.0.0.1:4222), NATS_CREDS,
 NATS_NKEY, NATS_USER, NATS_PASSWORD or NATS_PASSWORD_FILE, NATS_TOKEN, NATS_CA,
 NATS_CERT, NATS_KEY, NATS_TLS_FIRST and NATS_INBOX_PREFIX, as the services do.
+stuck and console also read DATABASE_URL, the services' Postgres, in
+read-only transactions.
 `
 
 // setupSettings are the settings setup reads besides the connection's.
@@ -101,35 +112,43 @@ duration ago (90m, 2h).`,
 	},
 	{
 		name:     "dlq list",
-		synopsis: "blobrefctl dlq list [--reason R] [--subject S]",
+		synopsis: "blobrefctl dlq list [--reason R] [--subject S] [--seq N]",
 		about: `List the dead letters in UPLOADS_DLQ, one line each: sequence, time, reason,
 step, deliveries, subject and error.
 
 S filters the subjects the dead messages came from, e.g. uploads.requested.>
-or uploads.requested.<id> (dlq.<subject> works too). R is one of these reasons:
+or uploads.requested.<id> (dlq.<subject> works too). N is the sequence of one
+dead letter in UPLOADS_DLQ (the SEQ column). R is one of these reasons:
   {reasons}`,
 	},
 	{
 		name:     "dlq redrive",
-		synopsis: "blobrefctl dlq redrive [--reason R] [--subject S] [--dry-run]",
+		synopsis: "blobrefctl dlq redrive [--reason R] [--subject S] [--seq N] [--dry-run]",
 		about: `Publish each dead letter's original message again to its original subject
 (its headers but Blobref-Dead-*, a new Nats-Msg-Id), then delete the dead
 letter once UPLOADS has acked the publish.
 
 S filters the subjects the dead messages came from, e.g. uploads.requested.>
-or uploads.requested.<id> (dlq.<subject> works too). R is one of these reasons:
+or uploads.requested.<id> (dlq.<subject> works too). N is the sequence of one
+dead letter in UPLOADS_DLQ (see dlq list). R is one of these reasons:
   {reasons}`,
 	},
 }
 
 // Command is a parsed command line.
 type Command struct {
-	// Name is "setup", "replay", "dlq list", "dlq redrive" or "version".
+	// Name is "setup", "replay", "dlq list", "dlq redrive", "stuck",
+	// "console" or "version".
 	Name    string
 	Replay  republish.Replay
 	Redrive republish.Redrive // the filter of "dlq list" too
 	// Timeout is how long setup keeps trying while NATS is not ready.
 	Timeout time.Duration
+	// Stuck is what stuck lists; JSON prints it as JSON.
+	Stuck uploadview.StuckQuery
+	JSON  bool
+	// Console is how console serves; empty fields take the environment's.
+	Console ConsoleFlags
 }
 
 // defaultSetupTimeout is setup's --timeout by default.
@@ -169,6 +188,10 @@ func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 	switch args[0] {
 	case "setup":
 		return parseSetup(args[1:], help)
+	case "stuck":
+		return parseStuck(args[1:], help)
+	case "console":
+		return parseConsole(args[1:], help)
 	case "replay":
 		spec, args = commands[0], args[1:]
 	case "dlq":
@@ -188,7 +211,7 @@ func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 		}
 		args = args[2:]
 	default:
-		return bad("unknown command %q (setup, replay, dlq list, dlq redrive)", args[0])
+		return bad("unknown command %q (replay, dlq list, dlq redrive, stuck, console, setup)", args[0])
 	}
 	c := Command{Name: spec.name}
 
@@ -197,6 +220,7 @@ func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 	fs.Usage = func() {}
 	var subject, reason, since, until string
 	var last, dryRun bool
+	var seq uint64
 	if c.Name == "replay" {
 		fs.StringVar(&subject, "subject", "", "replay the events on subjects matching this filter (required)")
 		fs.StringVar(&since, "since", "", "replay the events stored since this time (RFC 3339, or a duration ago)")
@@ -205,6 +229,7 @@ func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 	} else {
 		fs.StringVar(&subject, "subject", "", "only dead letters of messages from subjects matching this filter")
 		fs.StringVar(&reason, "reason", "", "only dead letters of this reason")
+		fs.Uint64Var(&seq, "seq", 0, "only the dead letter at this sequence of UPLOADS_DLQ")
 	}
 	if c.Name != "dlq list" {
 		fs.BoolVar(&dryRun, "dry-run", false, "show what would be published; publish and delete nothing")
@@ -228,7 +253,7 @@ func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 		if subject != "" && !strings.HasPrefix(subject, "uploads.") && !strings.HasPrefix(subject, "dlq.uploads.") {
 			return bad("--subject: %q is not a subject of UPLOADS (uploads.>) or UPLOADS_DLQ (dlq.uploads.>)", subject)
 		}
-		c.Redrive = republish.Redrive{DeadLetterFilter: republish.DeadLetterFilter{Subject: subject, Reason: reason}, DryRun: dryRun}
+		c.Redrive = republish.Redrive{DeadLetterFilter: uploadview.DeadLetterFilter{Subject: subject, Reason: reason, Seq: seq}, DryRun: dryRun}
 		return c, nil
 	}
 
@@ -352,7 +377,7 @@ func (c Command) list(ctx context.Context, js jetstream.JetStream, w io.Writer) 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tDEAD AT\tREASON\tSTEP\tDELIVERIES\tSUBJECT\tERROR")
 	n := 0
-	err := republish.ListDeadLetters(ctx, js, c.Redrive.DeadLetterFilter, func(l republish.Letter) error {
+	err := uploadview.DeadLetters(ctx, js, c.Redrive.DeadLetterFilter, func(l uploadview.Letter) error {
 		n++
 		reason, msg := l.Reason, l.Error
 		if l.Err != nil {
@@ -409,14 +434,35 @@ func plural(n int, word string) string {
 	return word + "s"
 }
 
-// config is blobrefctl's configuration: how to reach NATS, read from the
-// same variables as the services'.
+// config is blobrefctl's configuration: how to reach NATS and Postgres,
+// read from the same variables as the services', and the console's
+// settings.
 type config struct {
 	NATS service.NATSConfig
+	// DatabaseURL is the services' Postgres, which stuck and console read.
+	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"`
+	// ConsoleAddr is where console listens unless --addr says otherwise.
+	ConsoleAddr string `env:"CONSOLE_ADDR" envDefault:"127.0.0.1:8090"`
+	// ConsoleTokens and ConsoleTokensFile are the console's bearer tokens
+	// (see console.LoadTokens); --tokens-file replaces the file.
+	ConsoleTokens     string `env:"CONSOLE_TOKENS"`
+	ConsoleTokensFile string `env:"CONSOLE_TOKENS_FILE"`
 }
 
 // Validate names the first bad setting.
-func (c *config) Validate() error { return c.NATS.Validate() }
+func (c *config) Validate() error {
+	var errs []error
+	if err := c.NATS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("config: DATABASE_URL: must be set"))
+	}
+	if _, _, err := net.SplitHostPort(c.ConsoleAddr); err != nil {
+		errs = append(errs, fmt.Errorf("config: CONSOLE_ADDR: %q is not host:port", c.ConsoleAddr))
+	}
+	return errors.Join(errs...)
+}
 
 // setup runs `blobrefctl setup`: service.Setup with the configuration in
 // the environment, tried again for timeout while NATS is not ready.
@@ -487,7 +533,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "blobrefctl: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	level := slog.LevelWarn
+	var srv *console.Server
+	if cmd.Name == "console" {
+		level = slog.LevelInfo // who re-drove what
+		if srv, err = cmd.Console.server(&cfg); err != nil {
+			fmt.Fprintf(stderr, "blobrefctl: console: %v\n", err)
+			return 2
+		}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	nc, err := service.ConnectNATS(cctx, cfg.NATS, "blobrefctl", log)
 	cancel()
@@ -501,9 +556,34 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "blobrefctl: %v\n", err)
 		return 1
 	}
-	if err := cmd.Run(ctx, js, stdout); err != nil {
+	switch cmd.Name {
+	case "stuck", "console":
+		err = withView(ctx, cfg.DatabaseURL, js, func(v *uploadview.View) error {
+			if cmd.Name == "stuck" {
+				return cmd.stuck(ctx, v, stdout)
+			}
+			srv.View, srv.JS, srv.Log = v, js, log
+			return cmd.Console.serve(ctx, srv, &cfg, stdout)
+		})
+	default:
+		err = cmd.Run(ctx, js, stdout)
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "blobrefctl: %s: %v\n", cmd.Name, err)
 		return 1
 	}
 	return 0
+}
+
+// withView opens a read-only pool on databaseURL and calls fn with a view
+// of it and js.
+func withView(ctx context.Context, databaseURL string, js jetstream.JetStream, fn func(*uploadview.View) error) error {
+	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	pool, err := uploadview.OpenPool(cctx, databaseURL)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return fn(&uploadview.View{Pool: pool, JS: js})
 }

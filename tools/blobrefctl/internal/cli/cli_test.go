@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,12 +16,24 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/internal/uploadview"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/tools/blobrefctl/internal/cli"
+	"github.com/blobref/blobref/tools/blobrefctl/internal/pipelinetest"
 	"github.com/blobref/blobref/tools/blobrefctl/internal/republish"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pipelinetest.Cleanup()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 func TestParse(t *testing.T) {
 	t.Parallel()
@@ -55,11 +69,31 @@ func TestParse(t *testing.T) {
 		},
 		{
 			[]string{"dlq", "list", "--reason", "conflict", "--subject", "uploads.requested.>"},
-			cli.Command{Name: "dlq list", Redrive: republish.Redrive{DeadLetterFilter: republish.DeadLetterFilter{Reason: "conflict", Subject: "uploads.requested.>"}}},
+			cli.Command{Name: "dlq list", Redrive: republish.Redrive{DeadLetterFilter: uploadview.DeadLetterFilter{Reason: "conflict", Subject: "uploads.requested.>"}}},
 		},
 		{
 			[]string{"dlq", "redrive", "--reason", "claim_missing", "--dry-run"},
-			cli.Command{Name: "dlq redrive", Redrive: republish.Redrive{DryRun: true, DeadLetterFilter: republish.DeadLetterFilter{Reason: "claim_missing"}}},
+			cli.Command{Name: "dlq redrive", Redrive: republish.Redrive{DryRun: true, DeadLetterFilter: uploadview.DeadLetterFilter{Reason: "claim_missing"}}},
+		},
+		{
+			[]string{"dlq", "redrive", "--seq", "42"},
+			cli.Command{Name: "dlq redrive", Redrive: republish.Redrive{DeadLetterFilter: uploadview.DeadLetterFilter{Seq: 42}}},
+		},
+		{
+			[]string{"stuck"},
+			cli.Command{Name: "stuck", Stuck: uploadview.StuckQuery{OlderThan: 5 * time.Minute, Limit: 100}},
+		},
+		{
+			[]string{"stuck", "--older-than", "0s", "--limit=7", "--json"},
+			cli.Command{Name: "stuck", Stuck: uploadview.StuckQuery{Limit: 7}, JSON: true},
+		},
+		{
+			[]string{"console"},
+			cli.Command{Name: "console"},
+		},
+		{
+			[]string{"console", "--addr", ":0", "--tokens-file", "/etc/blobref/console-tokens"},
+			cli.Command{Name: "console", Console: cli.ConsoleFlags{Addr: ":0", TokensFile: "/etc/blobref/console-tokens"}},
 		},
 	} {
 		got, err := cli.Parse(tc.args, now, io.Discard)
@@ -76,6 +110,7 @@ func TestParse(t *testing.T) {
 func equal(a, b cli.Command) bool {
 	sa, sb := a.Replay.Selection, b.Replay.Selection
 	return a.Name == b.Name && a.Replay.DryRun == b.Replay.DryRun && a.Redrive == b.Redrive &&
+		a.Stuck == b.Stuck && a.JSON == b.JSON && a.Console == b.Console &&
 		sa.Subject == sb.Subject && sa.Last == sb.Last && sa.Since.Equal(sb.Since) && sa.Until.Equal(sb.Until)
 }
 
@@ -101,6 +136,12 @@ func TestParseRefuses(t *testing.T) {
 		{[]string{"dlq", "list", "--dry-run"}, "flag provided but not defined"},
 		{[]string{"dlq", "redrive", "--reason", "conflicts"}, `--reason: "conflicts" is not one of`},
 		{[]string{"dlq", "redrive", "--subject", "orders.>"}, "not a subject of UPLOADS"},
+		{[]string{"dlq", "redrive", "--seq", "-1"}, "invalid value"},
+		{[]string{"stuck", "--older-than", "-1m"}, "--older-than: must not be negative"},
+		{[]string{"stuck", "--limit", "0"}, "--limit: must be at least 1"},
+		{[]string{"stuck", "extra"}, `unexpected argument "extra"`},
+		{[]string{"console", "--addr", "8090"}, `--addr: "8090" is not host:port`},
+		{[]string{"console", "--reason", "x"}, "flag provided but not defined"},
 	} {
 		_, err := cli.Parse(tc.args, time.Now(), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -128,6 +169,9 @@ func TestHelp(t *testing.T) {
 		{[]string{"dlq", "redrive", "--help"}, []string{"Usage: blobrefctl dlq redrive", "-reason string", "-dry-run"}, []string{"-since"}},
 		{[]string{"help", "dlq", "redrive"}, []string{"Usage: blobrefctl dlq redrive", "-dry-run"}, nil},
 		{[]string{"dlq", "-h"}, []string{"Usage: blobrefctl dlq list", "Usage: blobrefctl dlq redrive"}, []string{"replay"}},
+		{[]string{"stuck", "-h"}, []string{"Usage: blobrefctl stuck", "not_referenced", "-older-than duration", "-json", "DATABASE_URL"}, []string{"-dry-run", "-addr"}},
+		{[]string{"help", "console"}, []string{"Usage: blobrefctl console", "-tokens-file string", "CONSOLE_TOKENS", "operate", "DATABASE_URL"}, []string{"-older-than"}},
+		{[]string{"-h"}, []string{"blobrefctl stuck [--older-than D]", "blobrefctl console [--addr A]"}, nil},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := cli.Main(context.Background(), tc.args, &stdout, &stderr)

@@ -1,3 +1,17 @@
+// Package republish publishes stored pipeline events again: a replay of
+// events of the UPLOADS stream (those since a point in time, or the latest of
+// each subject) and a re-drive of the dead letters in UPLOADS_DLQ to the
+// subjects they came from. It reads the streams with package streamscan and
+// the dead letters with package uploadview.
+//
+// A republished message is a new message: its original subject, headers and
+// body, but a fresh Nats-Msg-Id, so JetStream does not drop it as a duplicate
+// and the steps derive new ids for what they emit. The steps' markers make
+// it run only the side effects that have not finished; the finished ones are
+// skipped and their recorded results emitted again.
+//
+// A scan stops at the last message the stream held when it began, so a
+// replay never replays its own republished messages.
 package republish
 
 import (
@@ -13,8 +27,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/streamscan"
+	"github.com/blobref/blobref/internal/uploadview"
 	"github.com/blobref/blobref/pkg/events"
 )
+
+// opTimeout bounds one request to JetStream: a publish, a delete.
+const opTimeout = 10 * time.Second
+
+// Selection picks messages of a stream (see streamscan).
+type Selection = streamscan.Selection
 
 // Replay publishes events of the UPLOADS stream again.
 type Replay struct {
@@ -54,7 +76,10 @@ func (r Replay) Run(ctx context.Context, js jetstream.JetStream, report func(Rep
 		run = hex.EncodeToString(b[:])
 	}
 	n := 0
-	err := scan(ctx, js, events.StreamName, r.Selection, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) error {
+	if r.Subject == "" {
+		return 0, errors.New("republish: no subject") // Subjects are for readers
+	}
+	err := streamscan.Scan(ctx, js, events.StreamName, r.Selection, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) error {
 		rep := Replayed{
 			Subject: msg.Subject(), Seq: meta.Sequence.Stream, Stored: meta.Timestamp,
 			MsgID: events.DerivedMsgID("replay-"+run, meta.Stream, meta.Sequence.Stream),
@@ -103,80 +128,9 @@ func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
-// DeadLetterFilter picks dead letters in UPLOADS_DLQ.
-type DeadLetterFilter struct {
-	// Subject filters the original subjects, e.g. "uploads.requested.>" or
-	// "uploads.requested.<id>"; empty means all. The dead-letter subject
-	// "dlq.<subject>" is accepted too.
-	Subject string
-	// Reason is the dead-letter reason (events.Reason*); empty means any.
-	Reason string
-}
-
-func (f DeadLetterFilter) selection() Selection {
-	switch {
-	case f.Subject == "":
-		return Selection{Subject: events.DLQSubjects}
-	case strings.HasPrefix(f.Subject, "dlq."):
-		return Selection{Subject: f.Subject}
-	}
-	return Selection{Subject: events.DeadLetterSubject(f.Subject)}
-}
-
-// Letter is a dead letter in UPLOADS_DLQ.
-type Letter struct {
-	// Seq is its sequence in UPLOADS_DLQ, Stored when it was stored.
-	Seq    uint64
-	Stored time.Time
-	// DeadLetter is what its Blobref-Dead-* headers say. Subject is the
-	// original subject, from the dead letter's own subject when the header
-	// is missing.
-	events.DeadLetter
-	// Err is why the headers could not be read; the letter is then not one
-	// the pipeline wrote, and it is never re-driven.
-	Err error
-}
-
-// letter reads a message of UPLOADS_DLQ.
-func letter(msg jetstream.Msg, meta *jetstream.MsgMetadata) Letter {
-	l := Letter{Seq: meta.Sequence.Stream, Stored: meta.Timestamp}
-	l.DeadLetter, l.Err = events.ParseDeadLetter(msg.Headers())
-	orig, ok := strings.CutPrefix(msg.Subject(), "dlq.")
-	switch {
-	case l.Err != nil:
-	case !ok:
-		l.Err = fmt.Errorf("subject %s is not dlq.<original subject>", msg.Subject())
-	case l.Subject == "":
-		l.Subject = orig
-	case l.Subject != orig:
-		l.Err = fmt.Errorf("%s %q does not match the subject %s", events.HeaderDeadSubject, l.Subject, msg.Subject())
-	}
-	if l.Subject == "" {
-		l.Subject = orig
-	}
-	return l
-}
-
-// ListDeadLetters calls fn for each dead letter that f picks, oldest first.
-// Letters whose headers cannot be read are listed too (with Err set) unless f
-// names a reason.
-func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFilter, fn func(Letter) error) error {
-	return deadLetters(ctx, js, f, func(l Letter, _ jetstream.Msg) error { return fn(l) })
-}
-
-func deadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFilter, fn func(Letter, jetstream.Msg) error) error {
-	return scan(ctx, js, events.DLQStreamName, f.selection(), func(msg jetstream.Msg, meta *jetstream.MsgMetadata) error {
-		l := letter(msg, meta)
-		if f.Reason != "" && (l.Err != nil || l.Reason != f.Reason) {
-			return nil
-		}
-		return fn(l, msg)
-	})
-}
-
 // Redrive publishes dead letters again to the subjects they came from.
 type Redrive struct {
-	DeadLetterFilter
+	uploadview.DeadLetterFilter
 	// DryRun reports what would be re-driven; it publishes and deletes
 	// nothing.
 	DryRun bool
@@ -184,7 +138,7 @@ type Redrive struct {
 
 // Redriven reports a dead letter that a Redrive re-drove, or would have.
 type Redriven struct {
-	Letter
+	uploadview.Letter
 	// MsgID is the Nats-Msg-Id of the republished message.
 	MsgID string
 	// NewSeq is its sequence in UPLOADS; 0 in a dry run or when JetStream
@@ -210,37 +164,64 @@ func (r Redrive) Run(ctx context.Context, js jetstream.JetStream, report func(Re
 		return 0, fmt.Errorf("stream %s: %w", events.DLQStreamName, err)
 	}
 	n := 0
-	err = deadLetters(ctx, js, r.DeadLetterFilter, func(l Letter, msg jetstream.Msg) error {
-		rep := Redriven{Letter: l, MsgID: events.DerivedMsgID("redrive", events.DLQStreamName, l.Seq)}
-		if l.Err != nil {
-			rep.Skipped = l.Err
-			if report != nil {
-				report(rep)
-			}
+	redrive := func(subject string, header nats.Header, body []byte, seq uint64, stored time.Time) error {
+		l := uploadview.ReadLetter(subject, header, seq, stored)
+		if !r.Picks(l, subject) {
 			return nil
 		}
-		if !r.DryRun {
-			ack, err := publish(ctx, js, l.Subject, msg.Headers(), msg.Data(), rep.MsgID)
-			if err != nil {
-				return fmt.Errorf("re-drive %s #%d to %s: %w (the dead letter stays)", events.DLQStreamName, l.Seq, l.Subject, err)
-			}
-			rep.Duplicate = ack.Duplicate
-			if !ack.Duplicate {
-				rep.NewSeq = ack.Sequence
-			}
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
-			err = dlq.DeleteMsg(dctx, l.Seq)
-			cancel()
-			if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-				return fmt.Errorf("re-drove %s #%d to %s as %s, but could not delete it: %w (run again to delete it; the publish is de-duplicated within the window)",
-					events.DLQStreamName, l.Seq, l.Subject, rep.MsgID, err)
-			}
+		rep, err := r.redrive(ctx, js, dlq, l, header, body)
+		if err != nil {
+			return err
 		}
-		n++
+		if rep.Skipped == nil {
+			n++
+		}
 		if report != nil {
 			report(rep)
 		}
 		return nil
+	}
+	if r.Seq != 0 {
+		raw, err := dlq.GetMsg(ctx, r.Seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("stream %s: message %d: %w", events.DLQStreamName, r.Seq, err)
+		}
+		err = redrive(raw.Subject, raw.Header, raw.Data, raw.Sequence, raw.Time)
+		return n, err
+	}
+	err = streamscan.Scan(ctx, js, events.DLQStreamName, r.Selection(), func(msg jetstream.Msg, meta *jetstream.MsgMetadata) error {
+		return redrive(msg.Subject(), msg.Headers(), msg.Data(), meta.Sequence.Stream, meta.Timestamp)
 	})
 	return n, err
+}
+
+// redrive re-drives one dead letter l, whose message has header and body.
+func (r Redrive) redrive(ctx context.Context, js jetstream.JetStream, dlq jetstream.Stream, l uploadview.Letter, header nats.Header, body []byte) (Redriven, error) {
+	rep := Redriven{Letter: l, MsgID: events.DerivedMsgID("redrive", events.DLQStreamName, l.Seq)}
+	if l.Err != nil {
+		rep.Skipped = l.Err
+		return rep, nil
+	}
+	if r.DryRun {
+		return rep, nil
+	}
+	ack, err := publish(ctx, js, l.Subject, header, body, rep.MsgID)
+	if err != nil {
+		return rep, fmt.Errorf("re-drive %s #%d to %s: %w (the dead letter stays)", events.DLQStreamName, l.Seq, l.Subject, err)
+	}
+	rep.Duplicate = ack.Duplicate
+	if !ack.Duplicate {
+		rep.NewSeq = ack.Sequence
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+	err = dlq.DeleteMsg(dctx, l.Seq)
+	cancel()
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return rep, fmt.Errorf("re-drove %s #%d to %s as %s, but could not delete it: %w (run again to delete it; the publish is de-duplicated within the window)",
+			events.DLQStreamName, l.Seq, l.Subject, rep.MsgID, err)
+	}
+	return rep, nil
 }

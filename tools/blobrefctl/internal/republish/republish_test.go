@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/internal/uploadview"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/tools/blobrefctl/internal/republish"
 )
@@ -301,7 +302,7 @@ func TestRedriveRepublishesTheOriginalThenDeletesTheDeadLetter(t *testing.T) {
 	foreignSeq, _ := e.publish(&nats.Msg{Subject: "dlq.uploads.requested.x", Data: []byte("?")})
 
 	var got []republish.Redriven
-	n, err := republish.Redrive{DeadLetterFilter: republish.DeadLetterFilter{Reason: events.ReasonClaimMissing}}.Run(
+	n, err := republish.Redrive{DeadLetterFilter: uploadview.DeadLetterFilter{Reason: events.ReasonClaimMissing}}.Run(
 		context.Background(), e.js, func(r republish.Redriven) { got = append(got, r) })
 	if err != nil {
 		t.Fatalf("Run: %v", err)
@@ -337,7 +338,7 @@ func TestRedriveRepublishesTheOriginalThenDeletesTheDeadLetter(t *testing.T) {
 
 	// By original subject; then everything, which skips what blobref did
 	// not write.
-	n, err = republish.Redrive{DeadLetterFilter: republish.DeadLetterFilter{Subject: "uploads.requested.b"}}.Run(context.Background(), e.js, nil)
+	n, err = republish.Redrive{DeadLetterFilter: uploadview.DeadLetterFilter{Subject: "uploads.requested.b"}}.Run(context.Background(), e.js, nil)
 	if n != 1 || err != nil {
 		t.Errorf("re-drive of uploads.requested.b: got %d, %v, want 1, nil", n, err)
 	}
@@ -408,41 +409,35 @@ func TestRedriveKeepsTheDeadLetterWhenThePublishFails(t *testing.T) {
 	}
 }
 
-func TestListDeadLettersFilters(t *testing.T) {
+// A re-drive of one sequence re-drives that letter only; a sequence that
+// holds none, or one the filter's reason does not pick, re-drives nothing.
+func TestRedriveOfOneSequence(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	aSeq := e.deadLetter(e.request("a", "a"), events.ReasonClaimMissing)
-	bSeq := e.deadLetter(e.request("b", "b"), events.ReasonConflict)
-	xSeq, _ := e.publish(&nats.Msg{Subject: "dlq.uploads.requested.x", Data: []byte("?")})
+	bSeq := e.deadLetter(e.request("b", "b"), events.ReasonClaimMissing)
 
-	list := func(f republish.DeadLetterFilter) []republish.Letter {
-		t.Helper()
-		var out []republish.Letter
-		if err := republish.ListDeadLetters(context.Background(), e.js, f, func(l republish.Letter) error {
-			out = append(out, l)
-			return nil
-		}); err != nil {
-			t.Fatalf("ListDeadLetters(%+v): %v", f, err)
+	for _, f := range []uploadview.DeadLetterFilter{
+		{Seq: bSeq + 10},
+		{Seq: bSeq, Reason: events.ReasonConflict},
+		{Seq: bSeq, Subject: "uploads.requested.a"},
+	} {
+		if n, err := (republish.Redrive{DeadLetterFilter: f}).Run(context.Background(), e.js, nil); n != 0 || err != nil {
+			t.Errorf("%+v: got %d, %v, want 0, nil", f, n, err)
 		}
-		return out
 	}
-	all := list(republish.DeadLetterFilter{})
-	if len(all) != 3 || all[0].Seq != aSeq || all[1].Seq != bSeq || all[2].Seq != xSeq {
-		t.Fatalf("all: got %+v", all)
+	var got []republish.Redriven
+	n, err := republish.Redrive{DeadLetterFilter: uploadview.DeadLetterFilter{Seq: bSeq}}.Run(
+		context.Background(), e.js, func(r republish.Redriven) { got = append(got, r) })
+	if err != nil || n != 1 || len(got) != 1 || got[0].Seq != bSeq || got[0].Subject != "uploads.requested.b" || got[0].NewSeq == 0 {
+		t.Fatalf("re-drive of #%d: got %d, %v, %+v", bSeq, n, err, got)
 	}
-	if l := all[0]; l.Reason != events.ReasonClaimMissing || l.Step != "blob" || l.Subject != "uploads.requested.a" || l.Error != "it failed" || l.Err != nil {
-		t.Errorf("a: got %+v", l)
+	var left []uint64
+	for _, raw := range e.messages(events.DLQStreamName) {
+		left = append(left, raw.Sequence)
 	}
-	if l := all[2]; l.Err == nil || l.Subject != "uploads.requested.x" {
-		t.Errorf("foreign message: got %+v, want Err set and its subject", l)
-	}
-	if got := list(republish.DeadLetterFilter{Reason: events.ReasonConflict}); len(got) != 1 || got[0].Seq != bSeq {
-		t.Errorf("conflict: got %+v, want b", got)
-	}
-	for _, s := range []string{"uploads.requested.a", "dlq.uploads.requested.a"} {
-		if got := list(republish.DeadLetterFilter{Subject: s}); len(got) != 1 || got[0].Seq != aSeq {
-			t.Errorf("subject %s: got %+v, want a", s, got)
-		}
+	if !slices.Equal(left, []uint64{aSeq}) {
+		t.Errorf("UPLOADS_DLQ holds %v, want [%d]", left, aSeq)
 	}
 }
 

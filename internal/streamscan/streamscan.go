@@ -1,17 +1,12 @@
-// Package republish publishes stored pipeline events again: a replay of
-// events of the UPLOADS stream (those since a point in time, or the latest of
-// each subject) and a re-drive of the dead letters in UPLOADS_DLQ to the
-// subjects they came from.
+// Package streamscan reads the messages of a JetStream stream that a
+// selection picks (subjects, a time range, or the latest of each subject),
+// oldest first, without acknowledging or changing anything: blobrefctl's
+// replays and re-drives, and package uploadview, read the pipeline's streams
+// with it.
 //
-// A republished message is a new message: its original subject, headers and
-// body, but a fresh Nats-Msg-Id, so JetStream does not drop it as a duplicate
-// and the steps derive new ids for what they emit. The steps' markers make
-// it run only the side effects that have not finished; the finished ones are
-// skipped and their recorded results emitted again.
-//
-// A scan stops at the last message the stream held when it began, so a
-// replay never replays its own republished messages.
-package republish
+// A scan stops at the last message the stream held when it began, so a scan
+// that publishes into the stream it reads never reads its own messages.
+package streamscan
 
 import (
 	"context"
@@ -30,15 +25,20 @@ const (
 	// inactiveThreshold is how long the server keeps a scan's consumer after
 	// the scan stops pulling (it deletes the consumer itself when done).
 	inactiveThreshold = time.Minute
-	// opTimeout bounds one request to JetStream: a publish, a delete.
+	// opTimeout bounds the deletion of a scan's consumer.
 	opTimeout = 10 * time.Second
 )
+
+// Stop, returned by a Visit, ends the scan early without an error.
+var Stop = errors.New("streamscan: stop")
 
 // Selection picks messages of a stream.
 type Selection struct {
 	// Subject is the subject filter, wildcards allowed, e.g.
 	// "uploads.requested.>".
 	Subject string
+	// Subjects are several subject filters, in place of Subject.
+	Subjects []string
 	// Since selects the messages stored at or after it; zero means from the
 	// first message.
 	Since time.Time
@@ -48,29 +48,43 @@ type Selection struct {
 	// Last selects only the latest message of each subject that Subject
 	// matches. It excludes Since.
 	Last bool
+	// HeadersOnly reads the messages' headers without their bodies (a
+	// header Nats-Msg-Size then holds each body's size).
+	HeadersOnly bool
 }
 
-func (s Selection) validate() error {
+// Validate says what is wrong with s, if anything.
+func (s Selection) Validate() error {
 	switch {
-	case s.Subject == "":
-		return errors.New("republish: no subject")
+	case s.Subject == "" && len(s.Subjects) == 0:
+		return errors.New("streamscan: no subject")
+	case s.Subject != "" && len(s.Subjects) > 0:
+		return errors.New("streamscan: Subject and Subjects exclude each other")
 	case s.Last && !s.Since.IsZero():
-		return errors.New("republish: the latest message of each subject (Last) and Since exclude each other")
+		return errors.New("streamscan: the latest message of each subject (Last) and Since exclude each other")
 	case !s.Since.IsZero() && !s.Until.IsZero() && !s.Since.Before(s.Until):
-		return fmt.Errorf("republish: Since %s is not before Until %s", s.Since.Format(time.RFC3339Nano), s.Until.Format(time.RFC3339Nano))
+		return fmt.Errorf("streamscan: Since %s is not before Until %s", s.Since.Format(time.RFC3339Nano), s.Until.Format(time.RFC3339Nano))
 	}
 	return nil
 }
 
-// visit is called for each selected message, oldest first.
-type visit func(msg jetstream.Msg, meta *jetstream.MsgMetadata) error
+func (s Selection) filter() string {
+	if s.Subject != "" {
+		return s.Subject
+	}
+	return fmt.Sprint(s.Subjects)
+}
 
-// scan calls fn for each message of stream that sel selects, oldest first,
-// up to the last message the stream held when scan began. It reads them
+// Visit is called for each selected message, oldest first. Returning Stop
+// ends the scan; another error ends it with that error.
+type Visit func(msg jetstream.Msg, meta *jetstream.MsgMetadata) error
+
+// Scan calls fn for each message of stream that sel selects, oldest first,
+// up to the last message the stream held when Scan began. It reads them
 // through an ephemeral pull consumer without acks, which it deletes when it
 // returns.
-func scan(ctx context.Context, js jetstream.JetStream, stream string, sel Selection, fn visit) error {
-	if err := sel.validate(); err != nil {
+func Scan(ctx context.Context, js jetstream.JetStream, stream string, sel Selection, fn Visit) error {
+	if err := sel.Validate(); err != nil {
 		return err
 	}
 	s, err := js.Stream(ctx, stream)
@@ -87,10 +101,12 @@ func scan(ctx context.Context, js jetstream.JetStream, stream string, sel Select
 	}
 
 	cfg := jetstream.ConsumerConfig{
-		Description:       "blobrefctl scan",
+		Description:       "blobref scan",
 		FilterSubject:     sel.Subject,
+		FilterSubjects:    sel.Subjects,
 		AckPolicy:         jetstream.AckNonePolicy,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		HeadersOnly:       sel.HeadersOnly,
 		InactiveThreshold: inactiveThreshold,
 		MemoryStorage:     true,
 		Replicas:          1,
@@ -104,7 +120,7 @@ func scan(ctx context.Context, js jetstream.JetStream, stream string, sel Select
 	}
 	cons, err := s.CreateConsumer(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("stream %s: read %s: %w", stream, sel.Subject, err)
+		return fmt.Errorf("stream %s: read %s: %w", stream, sel.filter(), err)
 	}
 	name := cons.CachedInfo().Name
 	defer func() {
@@ -121,12 +137,12 @@ func scan(ctx context.Context, js jetstream.JetStream, stream string, sel Select
 		}
 		batch, err := cons.Fetch(int(min(pending, fetchBatch)), jetstream.FetchMaxWait(fetchWait))
 		if err != nil {
-			return fmt.Errorf("stream %s: read %s: %w", stream, sel.Subject, err)
+			return fmt.Errorf("stream %s: read %s: %w", stream, sel.filter(), err)
 		}
 		done, got := false, 0
 		var ferr error
 		// Drain the whole batch even after the end or an error, so that no
-		// fetch outlives scan.
+		// fetch outlives Scan.
 		for msg := range batch.Messages() {
 			got++
 			if done || ferr != nil {
@@ -148,6 +164,9 @@ func scan(ctx context.Context, js jetstream.JetStream, stream string, sel Select
 			pending = meta.NumPending
 			done = meta.Sequence.Stream == upTo
 		}
+		if errors.Is(ferr, Stop) {
+			return nil
+		}
 		if ferr != nil {
 			return ferr
 		}
@@ -155,13 +174,13 @@ func scan(ctx context.Context, js jetstream.JetStream, stream string, sel Select
 			return nil
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			return fmt.Errorf("stream %s: read %s: %w", stream, sel.Subject, err)
+			return fmt.Errorf("stream %s: read %s: %w", stream, sel.filter(), err)
 		}
 		if got == 0 {
 			// Nothing came: the rest may have been deleted or aged out.
 			ci, err := cons.Info(ctx)
 			if err != nil {
-				return fmt.Errorf("stream %s: read %s: %w", stream, sel.Subject, err)
+				return fmt.Errorf("stream %s: read %s: %w", stream, sel.filter(), err)
 			}
 			pending = ci.NumPending
 		}
