@@ -258,7 +258,6 @@ func startService(t *testing.T, bin, name string, env []string) *process {
 	return p
 }
 
-
 // runSetup runs `blobrefctl setup` from bin with env and returns its output.
 func runSetup(bin string, env []string) (string, error) {
 	cmd := exec.Command(filepath.Join(bin, "blobrefctl"), "setup", "--timeout", "1m")
