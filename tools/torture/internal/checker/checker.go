@@ -79,6 +79,7 @@ CREATE TRIGGER torture_ref_audit AFTER INSERT OR UPDATE OR DELETE ON upload_refs
 
 CREATE TABLE IF NOT EXISTS torture_subject_audit (
     seq            bigserial   PRIMARY KEY,
+    owner          text        NOT NULL,
     subject        text        NOT NULL,
     op             text        NOT NULL,
     old_upload_id  text,
@@ -89,14 +90,14 @@ CREATE TABLE IF NOT EXISTS torture_subject_audit (
 CREATE OR REPLACE FUNCTION torture_subject_audit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO torture_subject_audit (subject, op, new_upload_id, new_event_time)
-        VALUES (NEW.subject, TG_OP, NEW.upload_id, NEW.event_time);
+        INSERT INTO torture_subject_audit (owner, subject, op, new_upload_id, new_event_time)
+        VALUES (NEW.owner, NEW.subject, TG_OP, NEW.upload_id, NEW.event_time);
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO torture_subject_audit (subject, op, old_upload_id, old_event_time, new_upload_id, new_event_time)
-        VALUES (NEW.subject, TG_OP, OLD.upload_id, OLD.event_time, NEW.upload_id, NEW.event_time);
+        INSERT INTO torture_subject_audit (owner, subject, op, old_upload_id, old_event_time, new_upload_id, new_event_time)
+        VALUES (NEW.owner, NEW.subject, TG_OP, OLD.upload_id, OLD.event_time, NEW.upload_id, NEW.event_time);
     ELSE
-        INSERT INTO torture_subject_audit (subject, op, old_upload_id, old_event_time)
-        VALUES (OLD.subject, TG_OP, OLD.upload_id, OLD.event_time);
+        INSERT INTO torture_subject_audit (owner, subject, op, old_upload_id, old_event_time)
+        VALUES (OLD.owner, OLD.subject, TG_OP, OLD.upload_id, OLD.event_time);
     END IF;
     RETURN NULL;
 END $$;
@@ -396,13 +397,13 @@ func regressions(ctx context.Context, db *pgxpool.Pool) ([]string, error) {
 	return out, rows.Err()
 }
 
-// movesBack lists every change of a subject's current reference, as the
+// movesBack lists every change of an (owner, subject)'s current reference, as the
 // audit trigger recorded it, that went back in (event_time, id) order or
 // removed it: what a reader saw then, even if a later event moved it forward
 // again. The comparison runs in Postgres, with refwriter's ordering.
 func movesBack(ctx context.Context, db *pgxpool.Pool) ([]string, error) {
 	rows, err := db.Query(ctx, `
-		SELECT subject, op, coalesce(old_upload_id, ''), coalesce(new_upload_id, '')
+		SELECT subject, owner, op, coalesce(old_upload_id, ''), coalesce(new_upload_id, '')
 		FROM torture_subject_audit
 		WHERE op = 'DELETE'
 		   OR (op = 'UPDATE' AND (new_event_time, new_upload_id) < (old_event_time, old_upload_id))
@@ -413,14 +414,14 @@ func movesBack(ctx context.Context, db *pgxpool.Pool) ([]string, error) {
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		var subject, op, from, to string
-		if err := rows.Scan(&subject, &op, &from, &to); err != nil {
+		var subject, owner, op, from, to string
+		if err := rows.Scan(&subject, &owner, &op, &from, &to); err != nil {
 			return nil, err
 		}
 		if op == "DELETE" {
-			out = append(out, fmt.Sprintf("%s: current %q removed", subject, from))
+			out = append(out, fmt.Sprintf("%s of owner %q: current %q removed", subject, owner, from))
 		} else {
-			out = append(out, fmt.Sprintf("%s: current moved back from %q to %q", subject, from, to))
+			out = append(out, fmt.Sprintf("%s of owner %q: current moved back from %q to %q", subject, owner, from, to))
 		}
 	}
 	return out, rows.Err()

@@ -484,7 +484,7 @@ func violationCases(c1 checker.Upload) []violationCase {
 				w.storeRef(rowOf(a3), a3.SHA256, false)
 				w.publishCompleted(a3)
 			},
-			want:      map[string][]string{regressions: {`s/a: current "a2", newest completed "a3"`}},
+			want:      map[string][]string{regressions: {`s/a of owner "": current "a2", newest completed "a3"`}},
 			completed: 1,
 		},
 		{
@@ -497,7 +497,7 @@ func violationCases(c1 checker.Upload) []violationCase {
 				w.storeRef(rowOf(u2), u2.SHA256, false)
 				w.publishCompleted(u2)
 			},
-			want:      map[string][]string{regressions: {`s/u: current "u1", newest completed "u2"`}},
+			want:      map[string][]string{regressions: {`s/u of owner "": current "u1", newest completed "u2"`}},
 			completed: 2,
 		},
 		{
@@ -508,7 +508,7 @@ func violationCases(c1 checker.Upload) []violationCase {
 				w.storeRef(rowOf(c1), c1.SHA256, false)
 				w.publishCompleted(c1)
 			},
-			want:      map[string][]string{regressions: {`s/c: current "", newest completed "c1"`}},
+			want:      map[string][]string{regressions: {`s/c of owner "": current "", newest completed "c1"`}},
 			completed: 1,
 		},
 		{
@@ -516,7 +516,7 @@ func violationCases(c1 checker.Upload) []violationCase {
 			inject: func(w *world) {
 				w.exec(`UPDATE subject_refs SET upload_id = 'b1', event_time = $1 WHERE subject = 's/a'`, a2.Time.Add(time.Hour))
 			},
-			want: map[string][]string{regressions: {`s/a: current "b1", newest completed "a2"`}},
+			want: map[string][]string{regressions: {`s/a of owner "": current "b1", newest completed "a2"`}},
 		},
 		{
 			name: "current reference moved back",
@@ -524,8 +524,8 @@ func violationCases(c1 checker.Upload) []violationCase {
 				w.exec(`UPDATE subject_refs SET upload_id = 'a1', event_time = $1 WHERE subject = 's/a'`, a1.Time)
 			},
 			want: map[string][]string{regressions: {
-				`s/a: current moved back from "a2" to "a1"`,
-				`s/a: current "a1", newest completed "a2"`,
+				`s/a of owner "": current moved back from "a2" to "a1"`,
+				`s/a of owner "": current "a1", newest completed "a2"`,
 			}},
 		},
 		{
@@ -534,7 +534,7 @@ func violationCases(c1 checker.Upload) []violationCase {
 				w.exec(`UPDATE subject_refs SET upload_id = 'a1', event_time = $1 WHERE subject = 's/a'`, a1.Time)
 				w.complete(a3)
 			},
-			want:      map[string][]string{regressions: {`s/a: current moved back from "a2" to "a1"`}},
+			want:      map[string][]string{regressions: {`s/a of owner "": current moved back from "a2" to "a1"`}},
 			completed: 1,
 		},
 		{
@@ -543,14 +543,14 @@ func violationCases(c1 checker.Upload) []violationCase {
 				w.exec(`UPDATE subject_refs SET upload_id = 't1' WHERE subject = 's/t'`)
 				w.exec(`UPDATE subject_refs SET upload_id = 't2' WHERE subject = 's/t'`)
 			},
-			want: map[string][]string{regressions: {`s/t: current moved back from "t2" to "t1"`}},
+			want: map[string][]string{regressions: {`s/t of owner "": current moved back from "t2" to "t1"`}},
 		},
 		{
 			name:   "current reference removed",
 			inject: func(w *world) { w.exec(`DELETE FROM subject_refs WHERE subject = 's/b'`) },
 			want: map[string][]string{regressions: {
-				`s/b: current "b1" removed`,
-				`s/b: current "", newest completed "b1"`,
+				`s/b of owner "": current "b1" removed`,
+				`s/b of owner "": current "", newest completed "b1"`,
 			}},
 		},
 	}

@@ -185,8 +185,8 @@ func (w *world) storeRef(r refRow, fp string, move bool) {
 			return nil
 		}
 		_, err := tx.Exec(w.ctx, `
-			INSERT INTO subject_refs AS cur (subject, upload_id, event_time) VALUES ($1, $2, $3)
-			ON CONFLICT (subject) DO UPDATE
+			INSERT INTO subject_refs AS cur (owner, subject, upload_id, event_time) VALUES ('', $1, $2, $3)
+			ON CONFLICT (owner, subject) DO UPDATE
 			SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
 			WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)`, r.subject, r.id, r.at)
 		return err
