@@ -38,8 +38,8 @@ test: test-tools ## go vet and go test -race in every workspace module (the test
 	echo "all modules passed"
 
 .PHONY: test-tools
-test-tools: ## Build what the tests run besides Go and Postgres (MinIO, NATS CLI, nats-server) into ~/.cache/blobref
-	@echo "==> test tools (MinIO, the NATS CLI, nats-server): built once, then cached"
+test-tools: ## Install what the tests run besides Go and Postgres (MinIO, NATS CLI, nats-server, fake-gcs-server, Azurite) into ~/.cache/blobref
+	@echo "==> test tools (MinIO, the NATS CLI, nats-server, fake-gcs-server, Azurite): installed once per version, then cached"
 	@$(GO) run ./internal/cmd/testtools
 
 .PHONY: build

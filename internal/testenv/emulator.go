@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -86,25 +85,4 @@ func (e *emulator) stop() {
 		_ = e.cmd.Process.Kill()
 		<-e.done
 	}
-}
-
-// lookTool finds a program on PATH or says how to install it.
-func lookTool(name, install string) (string, error) {
-	p, err := exec.LookPath(name)
-	if err != nil {
-		return "", fmt.Errorf("%s is not on PATH (%s): %w", name, install, err)
-	}
-	return p, nil
-}
-
-// runIn runs a command in dir with extra environment and returns its error
-// with its output.
-func runIn(dir string, env []string, name string, args ...string) error {
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return nil
 }

@@ -1,7 +1,8 @@
-// Command testtools builds or installs the programs blobref's tests run
-// besides Go and Postgres (MinIO, the NATS CLI, nats-server) into
-// ~/.cache/blobref, saying what it does; see package testtools. `make
-// test-tools` runs it, and `make test` runs that first.
+// Command testtools installs the programs blobref's tests run besides Go
+// and Postgres (MinIO, the NATS CLI, nats-server, fake-gcs-server, Azurite)
+// into ~/.cache/blobref, saying what it does and how long it took; see
+// package testtools. `make test-tools` runs it, and `make test` runs that
+// first.
 package main
 
 import (
