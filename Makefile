@@ -71,8 +71,20 @@ tidy: ## go mod tidy in every module (GOWORK=off: siblings come through replace 
 	for dir in $$mods; do echo "==> $$dir"; (cd "$$dir" && GOWORK=off $(GO) mod tidy); done
 
 .PHONY: fuzz
-fuzz: ## Fuzz the event decoder for FUZZTIME (default 30s)
-	cd pkg/events && $(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) .
+fuzz: ## Run every fuzz target (the event decoder, ingest's request parsing, ...) for FUZZTIME each (default 30s)
+	@$(modules); \
+	files=$$(grep -rlE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(' $$mods | sort); \
+	[ -n "$$files" ] || { echo "no fuzz targets found" >&2; exit 1; }; \
+	n=0; failed=""; \
+	for file in $$files; do \
+		dir=$$(dirname "$$file"); dir=$${dir#$$PWD/}; \
+		for target in $$(sed -nE 's/^func (Fuzz[A-Za-z0-9_]*)\(.*/\1/p' "$$file"); do \
+			echo "==> $$dir $$target for $(FUZZTIME)"; n=$$((n + 1)); \
+			if ! (cd "$$dir" && $(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) .); then failed="$$failed $$dir:$$target"; fi; \
+		done; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed (the failing inputs are under testdata/fuzz/)" >&2; exit 1; fi; \
+	echo "fuzzed $$n targets for $(FUZZTIME) each"
 
 .PHONY: compose-check
 compose-check: ## Validate docker-compose.yml, the Dockerfile and deploy/ with what runs here
