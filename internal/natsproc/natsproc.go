@@ -113,11 +113,12 @@ func (s *Server) start() error {
 		args = append([]string{"-c", s.cfg.ConfigFile}, args...)
 	}
 	args = append(args, s.cfg.Args...)
-	log, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	log, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("natsproc: %w", err)
 	}
 	defer log.Close() // the child has its own descriptor
+	// #nosec G204 -- the nats-server testtools built, with the caller's flags
 	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = sysProcAttr()

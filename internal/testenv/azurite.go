@@ -67,7 +67,7 @@ func StartAzurite(t testing.TB, container string) *Azurite {
 		t.Fatalf("azurite on %s: %v\n%s", a.Host, err, a.proc.tail(40))
 	}
 	resp := a.do(t, http.MethodPut, "", url.Values{"restype": {"container"}})
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("azurite: create container %s: %s", container, resp.Status)
 	}

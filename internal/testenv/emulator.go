@@ -27,7 +27,7 @@ type emulator struct {
 
 func startEmulator(t testing.TB, name, bin string, args ...string) *emulator {
 	t.Helper()
-	e := &emulator{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	e := &emulator{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})} // #nosec G204 -- an emulator testtools installed
 	e.cmd.Stdout, e.cmd.Stderr = &e.log, &e.log
 	if err := e.cmd.Start(); err != nil {
 		t.Fatalf("start %s %s: %v", name, bin, err)
@@ -52,7 +52,7 @@ func (e *emulator) awaitHTTP(ctx context.Context, url string) error {
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			return nil
 		}
 		if ctx.Err() != nil {
