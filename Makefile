@@ -59,11 +59,49 @@ reset: ## Clear the local pipeline's state: ./.data and devstack's database, tog
 	./$(BIN)/devstack reset
 
 .PHONY: lint
-lint: ## gofmt (must list nothing) and go vet in every module
+lint: gosec vulncheck ## gofmt (must list nothing), go vet, gosec and govulncheck in every module
 	@$(modules); \
 	unformatted=$$(gofmt -l $$mods); \
 	if [ -n "$$unformatted" ]; then echo "gofmt -w these files:" >&2; echo "$$unformatted" >&2; exit 1; fi; \
 	for dir in $$mods; do echo "==> vet $$dir"; (cd "$$dir" && $(GO) vet ./...); done
+
+# gosec and govulncheck are pinned in internal/testtools and installed into
+# ~/.cache/blobref the first time (go run ./internal/cmd/testtools -path).
+TESTTOOL = $(GO) run ./internal/cmd/testtools -path
+
+.PHONY: gosec
+gosec: ## gosec over every module's code (tests aside): no finding, and every #nosec names its rules and says why (#nosec G204 -- why)
+	@$(modules); \
+	gosec=$$($(TESTTOOL) gosec); failed=""; \
+	for dir in $$mods; do \
+		echo "==> gosec $${dir#$$PWD/}"; \
+		(cd "$$dir" && "$$gosec" -quiet -color=false -nosec-require-rules -nosec-require-justification ./...) || failed="$$failed $${dir#$$PWD/}"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "gosec: findings in:$$failed (fix them, or suppress one with // #nosec G… -- why)" >&2; exit 1; fi
+
+# govulncheck's database: VULNDB=<url> names a mirror (https:// or file://).
+VULNDB ?= https://vuln.go.dev
+
+.PHONY: vulncheck
+vulncheck: ## govulncheck in every module where its database (VULNDB, default https://vuln.go.dev) is reachable; a known vulnerability fails
+	@db='$(VULNDB)'; \
+	if command -v curl >/dev/null 2>&1 && ! probe=$$(curl -fsS -m 15 -o /dev/null "$$db/index/db.json" 2>&1); then \
+		echo "==> govulncheck: SKIPPED, not run: its vulnerability database $$db is not reachable from here ($$probe)."; \
+		echo "    Run make vulncheck where it is, or name a reachable mirror: make vulncheck VULNDB=<url>."; \
+		exit 0; \
+	fi; \
+	$(modules); \
+	govulncheck=$$($(TESTTOOL) govulncheck); failed=""; \
+	for dir in $$mods; do \
+		echo "==> govulncheck $${dir#$$PWD/} (database $$db)"; rc=0; \
+		(cd "$$dir" && "$$govulncheck" -db "$$db" ./...) || rc=$$?; \
+		case $$rc in \
+			0) ;; \
+			3) failed="$$failed $${dir#$$PWD/}" ;; \
+			*) echo "govulncheck could not check $${dir#$$PWD/} (exit $$rc): see above" >&2; exit 1 ;; \
+		esac; \
+	done; \
+	if [ -n "$$failed" ]; then echo "govulncheck: known vulnerabilities reach the code of:$$failed" >&2; exit 1; fi
 
 .PHONY: tidy
 tidy: ## go mod tidy in every module (GOWORK=off: siblings come through replace directives)

@@ -87,7 +87,7 @@ func (t *tool) resolve() (entry, error) {
 // name whole, by a rename, never half-written.
 func (t *tool) ensure(ctx context.Context, e entry, w io.Writer) error {
 	dir, base := filepath.Dir(e.path), filepath.Base(e.path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("testtools: %w", err)
 	}
 	unlock, err := lock(filepath.Join(dir, ".lock-"+base), func() {
@@ -111,9 +111,6 @@ func (t *tool) ensure(ctx context.Context, e entry, w io.Writer) error {
 		return fmt.Errorf("testtools: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	if err := os.Chmod(tmp, 0o755); err != nil { // it may become the entry
-		return fmt.Errorf("testtools: %w", err)
-	}
 
 	how := t.how(e.version)
 	fmt.Fprintf(w, "  %s: %s into %s (%s)\n", e.label, how, dir, t.took)
@@ -122,11 +119,6 @@ func (t *tool) ensure(ctx context.Context, e entry, w io.Writer) error {
 	if err != nil {
 		fmt.Fprintf(w, "  %s: failed after %s\n", e.label, since(start))
 		return fmt.Errorf("testtools: %s: %s: %w", e.label, how, err)
-	}
-	if built != tmp {
-		if err := os.Chmod(built, 0o755); err != nil {
-			return fmt.Errorf("testtools: %w", err)
-		}
 	}
 	if err := os.Rename(built, e.path); err != nil && !exists(e.exe) {
 		// Where there is no lock, another process may have renamed its

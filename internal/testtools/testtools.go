@@ -2,9 +2,10 @@
 // and Postgres, each pinned to one version: a MinIO server (the S3 tests),
 // fake-gcs-server (the gs:// tests), Azurite (the azblob:// tests), the
 // NATS CLI (the README's recipes) and nats-server (every JetStream test,
-// see natsproc). It is the one place that knows their versions and how to
-// install them, into the user's cache directory, ~/.cache/blobref, one
-// entry per version.
+// see natsproc); and the checkers make lint runs, gosec and govulncheck.
+// It is the one place that knows their versions and how to install them,
+// into the user's cache directory, ~/.cache/blobref, one entry per
+// version.
 //
 // `make test-tools` (which `make test` runs first) installs every one up
 // front with Install. A test finds its tool with the function named after
@@ -16,9 +17,12 @@ package testtools
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 )
 
 // CacheDir is where the tools are kept: blobref under the user's cache
@@ -58,13 +62,26 @@ func Azurite() (string, error) { return azurite.find() }
 // has none. It must run inside the workspace.
 func NATSServer() (string, error) { return natsServer.find() }
 
+// Path returns the binary named name ("minio", "nats", "nats-server",
+// "fake-gcs-server", "azurite-blob", or the checkers make lint runs,
+// "gosec" and "govulncheck") as the function for that tool finds it,
+// installing the pinned version when there is none.
+func Path(name string) (string, error) {
+	t, ok := byName[name]
+	if !ok {
+		names := slices.Sorted(maps.Keys(byName))
+		return "", fmt.Errorf("testtools: no tool %q; the tools are %s", name, strings.Join(names, ", "))
+	}
+	return t.find()
+}
+
 // find returns the tool's binary: the one its variable names, the cached
 // one, the one on PATH, or else the one it installs now, saying so on
 // stderr (a test's output).
 func (t *tool) find() (string, error) {
 	if t.env != "" {
 		if p := os.Getenv(t.env); p != "" {
-			if _, err := os.Stat(p); err != nil {
+			if _, err := os.Stat(p); err != nil { // #nosec G703 -- the variable names the binary its user chose to run
 				return "", fmt.Errorf("testtools: %s=%s: %w", t.env, p, err)
 			}
 			return p, nil
@@ -82,7 +99,11 @@ func (t *tool) find() (string, error) {
 			return p, nil
 		}
 	}
-	fmt.Fprintf(os.Stderr, "testtools: %s is not installed: installing it now, once per machine (make test-tools installs every test tool up front)\n", e.label)
+	upfront := ""
+	if slices.Contains(all, t) {
+		upfront = " (make test-tools installs every test tool up front)"
+	}
+	fmt.Fprintf(os.Stderr, "testtools: %s is not installed: installing it now, once per machine%s\n", e.label, upfront)
 	if err := t.ensure(context.Background(), e, os.Stderr); err != nil {
 		return "", err
 	}

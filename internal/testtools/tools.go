@@ -27,6 +27,14 @@ const (
 	AzuriteVersion = "3.35.0"
 )
 
+// The pinned versions of the checkers make lint runs, and their packages.
+const (
+	GosecPackage       = "github.com/securego/gosec/v2/cmd/gosec"
+	GosecVersion       = "v2.30.0"
+	GovulncheckPackage = "golang.org/x/vuln/cmd/govulncheck"
+	GovulncheckVersion = "v1.10.0"
+)
+
 // NATSServerModule is the module nats-server is built from, at the version
 // the workspace requires (go list -m), not a pinned one: the tests run the
 // server blobref is built against.
@@ -57,8 +65,25 @@ type tool struct {
 	fill func(ctx context.Context, tmp, v string) (string, error)
 }
 
-// all is every tool, in the order Install reports them.
+// all is every tool the tests run, in the order Install reports them.
 var all = []*tool{minio, natsCLI, natsServer, fakeGCS, azurite}
+
+// byName is every tool, test tools and checkers, by the name of its
+// binary, for Path.
+var byName = map[string]*tool{
+	"minio": minio, "nats": natsCLI, "nats-server": natsServer, "fake-gcs-server": fakeGCS,
+	"azurite-blob": azurite, "gosec": gosec, "govulncheck": govulncheck,
+}
+
+var gosec = &tool{
+	name: "gosec", took: "a few minutes cold", version: pinned(GosecVersion), entry: "gosec",
+	how: goInstallHow(GosecPackage), fill: goInstall(GosecPackage, "gosec", false),
+}
+
+var govulncheck = &tool{
+	name: "govulncheck", took: "a few minutes cold", version: pinned(GovulncheckVersion), entry: "govulncheck",
+	how: goInstallHow(GovulncheckPackage), fill: goInstall(GovulncheckPackage, "govulncheck", false),
+}
 
 var minio = &tool{
 	name: "MinIO server", env: MinIOEnv, onPath: "minio", took: "about five minutes",
@@ -151,7 +176,7 @@ func goInstall(pkg, exe string, dir bool) func(context.Context, string, string) 
 // run runs a command in dir ("" for the current one) with extra
 // environment, and returns its error with its output.
 func run(ctx context.Context, dir string, env []string, name string, args ...string) error {
-	cmd := exec.CommandContext(ctx, name, args...)
+	cmd := exec.CommandContext(ctx, name, args...) // #nosec G204 -- go or npm, installing a pinned tool
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
