@@ -41,8 +41,8 @@ test: test-tools ## go vet and go test -race in every workspace module (the test
 	echo "all modules passed"
 
 .PHONY: test-tools
-test-tools: ## Build what the tests run besides Go and Postgres (MinIO, NATS CLI, nats-server) into ~/.cache/blobref
-	@echo "==> test tools (MinIO, the NATS CLI, nats-server): built once, then cached"
+test-tools: ## Install what the tests run besides Go and Postgres (MinIO, NATS CLI, nats-server, fake-gcs-server, Azurite) into ~/.cache/blobref
+	@echo "==> test tools (MinIO, the NATS CLI, nats-server, fake-gcs-server, Azurite): installed once per version, then cached"
 	@$(GO) run ./internal/cmd/testtools
 
 .PHONY: build
@@ -62,11 +62,49 @@ reset: ## Clear the local pipeline's state: ./.data and devstack's database, tog
 	./$(BIN)/devstack reset
 
 .PHONY: lint
-lint: ## gofmt (must list nothing) and go vet in every module
+lint: gosec vulncheck ## gofmt (must list nothing), go vet, gosec and govulncheck in every module
 	@$(modules); \
 	unformatted=$$(gofmt -l $$mods); \
 	if [ -n "$$unformatted" ]; then echo "gofmt -w these files:" >&2; echo "$$unformatted" >&2; exit 1; fi; \
 	for dir in $$mods; do echo "==> vet $$dir"; (cd "$$dir" && $(GO) vet ./... && $(GO) vet $(TEST_TAGS) ./...); done
+
+# gosec and govulncheck are pinned in internal/testtools and installed into
+# ~/.cache/blobref the first time (go run ./internal/cmd/testtools -path).
+TESTTOOL = $(GO) run ./internal/cmd/testtools -path
+
+.PHONY: gosec
+gosec: ## gosec over every module's code (tests aside): no finding, and every #nosec names its rules and says why (#nosec G204 -- why)
+	@$(modules); \
+	gosec=$$($(TESTTOOL) gosec); failed=""; \
+	for dir in $$mods; do \
+		echo "==> gosec $${dir#$$PWD/}"; \
+		(cd "$$dir" && "$$gosec" -quiet -color=false -nosec-require-rules -nosec-require-justification ./...) || failed="$$failed $${dir#$$PWD/}"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "gosec: findings in:$$failed (fix them, or suppress one with // #nosec G… -- why)" >&2; exit 1; fi
+
+# govulncheck's database: VULNDB=<url> names a mirror (https:// or file://).
+VULNDB ?= https://vuln.go.dev
+
+.PHONY: vulncheck
+vulncheck: ## govulncheck in every module where its database (VULNDB, default https://vuln.go.dev) is reachable; a known vulnerability fails
+	@db='$(VULNDB)'; \
+	if command -v curl >/dev/null 2>&1 && ! probe=$$(curl -fsS -m 15 -o /dev/null "$$db/index/db.json" 2>&1); then \
+		echo "==> govulncheck: SKIPPED, not run: its vulnerability database $$db is not reachable from here ($$probe)."; \
+		echo "    Run make vulncheck where it is, or name a reachable mirror: make vulncheck VULNDB=<url>."; \
+		exit 0; \
+	fi; \
+	$(modules); \
+	govulncheck=$$($(TESTTOOL) govulncheck); failed=""; \
+	for dir in $$mods; do \
+		echo "==> govulncheck $${dir#$$PWD/} (database $$db)"; rc=0; \
+		(cd "$$dir" && "$$govulncheck" -db "$$db" ./...) || rc=$$?; \
+		case $$rc in \
+			0) ;; \
+			3) failed="$$failed $${dir#$$PWD/}" ;; \
+			*) echo "govulncheck could not check $${dir#$$PWD/} (exit $$rc): see above" >&2; exit 1 ;; \
+		esac; \
+	done; \
+	if [ -n "$$failed" ]; then echo "govulncheck: known vulnerabilities reach the code of:$$failed" >&2; exit 1; fi
 
 .PHONY: tidy
 tidy: ## go mod tidy in every module (GOWORK=off: siblings come through replace directives)
@@ -74,8 +112,20 @@ tidy: ## go mod tidy in every module (GOWORK=off: siblings come through replace 
 	for dir in $$mods; do echo "==> $$dir"; (cd "$$dir" && GOWORK=off $(GO) mod tidy); done
 
 .PHONY: fuzz
-fuzz: ## Fuzz the event decoder for FUZZTIME (default 30s)
-	cd pkg/events && $(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) .
+fuzz: ## Run every fuzz target (the event decoder, ingest's request parsing, ...) for FUZZTIME each (default 30s)
+	@$(modules); \
+	files=$$(grep -rlE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(' $$mods | sort); \
+	[ -n "$$files" ] || { echo "no fuzz targets found" >&2; exit 1; }; \
+	n=0; failed=""; \
+	for file in $$files; do \
+		dir=$$(dirname "$$file"); dir=$${dir#$$PWD/}; \
+		for target in $$(sed -nE 's/^func (Fuzz[A-Za-z0-9_]*)\(.*/\1/p' "$$file"); do \
+			echo "==> $$dir $$target for $(FUZZTIME)"; n=$$((n + 1)); \
+			if ! (cd "$$dir" && $(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) .); then failed="$$failed $$dir:$$target"; fi; \
+		done; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed (the failing inputs are under testdata/fuzz/)" >&2; exit 1; fi; \
+	echo "fuzzed $$n targets for $(FUZZTIME) each"
 
 .PHONY: compose-check
 compose-check: ## Validate docker-compose.yml, the Dockerfile and deploy/ with what runs here

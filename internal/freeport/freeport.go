@@ -49,7 +49,7 @@ func Port() (int, error) {
 		return 0, fmt.Errorf("freeport: %w", err)
 	}
 	n := high - low
-	start := rand.IntN(n)
+	start := rand.IntN(n) // #nosec G404 -- spreads processes over the range; a port is no secret
 	for i := range 200 {
 		port := low + (start+i)%n
 		if reserved[port] != nil {
@@ -61,10 +61,10 @@ func Port() (int, error) {
 		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
-			f.Close()
+			_ = f.Close()
 			continue
 		}
-		ln.Close()
+		_ = ln.Close()
 		reserved[port] = f
 		return port, nil
 	}
@@ -83,12 +83,12 @@ func Addr() (string, error) {
 // lock takes an exclusive, non-blocking lock on path. The kernel releases it
 // when the process exits, however it exits.
 func lock(path string) (*os.File, bool) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600) // #nosec G304 -- a lock file in freeport's own directory
 	if err != nil {
 		return nil, false
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, false
 	}
 	return f, true

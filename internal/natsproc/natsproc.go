@@ -25,10 +25,11 @@ import (
 	"time"
 
 	"github.com/blobref/blobref/internal/freeport"
+	"github.com/blobref/blobref/internal/testtools"
 )
 
 // Module is the Go module the server is built from.
-const Module = "github.com/nats-io/nats-server/v2"
+const Module = testtools.NATSServerModule
 
 // How long a server may take to accept connections, and to stop after
 // SIGTERM before it is killed.
@@ -37,65 +38,11 @@ const (
 	stopTimeout  = 10 * time.Second
 )
 
-var binary struct {
-	once sync.Once
-	path string
-	err  error
-}
-
 // Binary returns a nats-server executable of the module version the
-// workspace requires, building it the first time (about a minute on a cold
-// build cache) into the user's cache directory, where later test processes
-// find it. It must run inside the workspace.
-func Binary() (string, error) {
-	binary.once.Do(func() { binary.path, binary.err = build() })
-	return binary.path, binary.err
-}
-
-func build() (string, error) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", Module).Output()
-	if err != nil {
-		return "", fmt.Errorf("natsproc: version of %s: %w%s", Module, err, stderrOf(err))
-	}
-	version := strings.TrimSpace(string(out))
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	dir := filepath.Join(cache, "blobref")
-	path := filepath.Join(dir, "nats-server-"+version)
-	if _, err := os.Stat(path); err == nil {
-		return path, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("natsproc: %w", err)
-	}
-	// Build beside the final name and rename: test processes building at
-	// the same time each get a whole binary.
-	tmp, err := os.CreateTemp(dir, ".nats-server-*")
-	if err != nil {
-		return "", fmt.Errorf("natsproc: %w", err)
-	}
-	tmp.Close()
-	defer os.Remove(tmp.Name())
-	// Never with -race: what runs is the server as it ships.
-	cmd := exec.Command("go", "build", "-trimpath", "-o", tmp.Name(), Module)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("natsproc: go build %s: %w\n%s", Module, err, b)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return "", fmt.Errorf("natsproc: %w", err)
-	}
-	return path, nil
-}
-
-func stderrOf(err error) string {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) && len(ee.Stderr) > 0 {
-		return ": " + strings.TrimSpace(string(ee.Stderr))
-	}
-	return ""
-}
+// workspace requires, built the first time (about a minute on a cold build
+// cache) into the user's cache directory, where later processes find it
+// (see testtools.NATSServer). It must run inside the workspace.
+func Binary() (string, error) { return testtools.NATSServer() }
 
 // Config is how a server is started.
 type Config struct {
@@ -166,11 +113,12 @@ func (s *Server) start() error {
 		args = append([]string{"-c", s.cfg.ConfigFile}, args...)
 	}
 	args = append(args, s.cfg.Args...)
-	log, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	log, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("natsproc: %w", err)
 	}
 	defer log.Close() // the child has its own descriptor
+	// #nosec G204 -- the nats-server testtools built, with the caller's flags
 	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = sysProcAttr()

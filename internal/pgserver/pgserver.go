@@ -53,7 +53,7 @@ type Server struct {
 // initdb, or PG_BINDIR when set, or the directory of an initdb on PATH.
 func BinDir() (string, error) {
 	if d := os.Getenv("PG_BINDIR"); d != "" {
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err != nil {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err != nil { // #nosec G703 -- PG_BINDIR is its user's choice of Postgres
 			return "", fmt.Errorf("%w: PG_BINDIR=%s holds no initdb", ErrNoBinaries, d)
 		}
 		return d, nil
@@ -96,7 +96,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	fail := func(err error) (*Server, error) {
 		if s.temp {
-			os.RemoveAll(s.Dir)
+			_ = os.RemoveAll(s.Dir)
 		}
 		return nil, err
 	}
@@ -120,7 +120,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(err)
 	}
 	if err := s.pgctl(ctx, "start"); err != nil {
-		s.Stop()
+		_ = s.Stop() // the start's error says what went wrong
 		return nil, err
 	}
 	return s, nil
@@ -225,9 +225,9 @@ func (s *Server) run(ctx context.Context, tool string, args ...string) error {
 	path := filepath.Join(s.bin, tool)
 	var cmd *exec.Cmd
 	if s.asUser != "" {
-		cmd = exec.CommandContext(ctx, "runuser", append([]string{"-u", s.asUser, "--", path}, args...)...)
+		cmd = exec.CommandContext(ctx, "runuser", append([]string{"-u", s.asUser, "--", path}, args...)...) // #nosec G204 -- a Postgres program of BinDir
 	} else {
-		cmd = exec.CommandContext(ctx, path, args...)
+		cmd = exec.CommandContext(ctx, path, args...) // #nosec G204 -- a Postgres program of BinDir
 	}
 	cmd.Dir = s.Dir
 	// pg_ctl's server must not share the caller's stdout: it outlives the

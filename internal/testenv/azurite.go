@@ -11,18 +11,14 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
 	"time"
-)
 
-// AzuriteVersion is the release of the npm package azurite, Microsoft's
-// Azure Storage emulator, that the azblob:// tests run: the last whose
-// declared engines include Node.js 20, the machine's.
-const AzuriteVersion = "3.35.0"
+	"github.com/blobref/blobref/internal/testtools"
+)
 
 // The account Azurite serves by default, and its well-known key.
 const (
@@ -32,27 +28,6 @@ const (
 
 // azuriteAPIVersion is the x-ms-version of testenv's own requests.
 const azuriteAPIVersion = "2021-08-06"
-
-var azuriteTool = &cachedTool{
-	name:     "azurite-" + AzuriteVersion,
-	what:     "installing azurite@" + AzuriteVersion + " with npm install --prefix",
-	duration: "under 2 minutes",
-	fill: func(tmp string) (string, error) {
-		const install = "Azurite runs on Node.js; install Node.js 18 or later with npm, e.g. apt-get install nodejs npm"
-		if _, err := lookTool("node", install); err != nil {
-			return "", err
-		}
-		if _, err := lookTool("npm", install); err != nil {
-			return "", err
-		}
-		err := runIn(tmp, nil, "npm", "install", "--prefix", tmp, "--no-audit", "--no-fund",
-			"--no-update-notifier", "--loglevel=error", "azurite@"+AzuriteVersion)
-		if err != nil {
-			return "", err
-		}
-		return tmp, nil
-	},
-}
 
 // Azurite is an Azure Blob Storage emulator on a loopback port, owned by
 // one test, with one container created. It keeps the blobs in a directory
@@ -65,13 +40,13 @@ type Azurite struct {
 	proc *emulator
 }
 
-// StartAzurite starts Azurite's blob service, installing it on first use
-// into the user's cache directory, and creates container; the test's
-// cleanup stops it. A test that cannot install or start it fails: it never
-// skips.
+// StartAzurite starts Azurite's blob service and creates container; the
+// test's cleanup stops it. The program is testtools.Azurite's (make
+// test-tools installs it, else the first test that needs it does). A test
+// that cannot find or start it fails: it never skips.
 func StartAzurite(t testing.TB, container string) *Azurite {
 	t.Helper()
-	dir, err := azuriteTool.get()
+	bin, err := testtools.Azurite()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +56,7 @@ func StartAzurite(t testing.TB, container string) *Azurite {
 		t.Fatal(err)
 	}
 	// Not --silent: the access log on stdout is what Writes counts.
-	a.proc = startEmulator(t, "azurite", filepath.Join(dir, "node_modules", ".bin", "azurite-blob"),
+	a.proc = startEmulator(t, "azurite", bin,
 		"--blobHost", "127.0.0.1", "--blobPort", port, "--location", a.Dir,
 		"--skipApiVersionCheck", // the Go SDK may be newer than the emulator
 		"--disableTelemetry",
@@ -92,7 +67,7 @@ func StartAzurite(t testing.TB, container string) *Azurite {
 		t.Fatalf("azurite on %s: %v\n%s", a.Host, err, a.proc.tail(40))
 	}
 	resp := a.do(t, http.MethodPut, "", url.Values{"restype": {"container"}})
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("azurite: create container %s: %s", container, resp.Status)
 	}

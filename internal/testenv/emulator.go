@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -28,7 +27,7 @@ type emulator struct {
 
 func startEmulator(t testing.TB, name, bin string, args ...string) *emulator {
 	t.Helper()
-	e := &emulator{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	e := &emulator{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})} // #nosec G204 -- an emulator testtools installed
 	e.cmd.Stdout, e.cmd.Stderr = &e.log, &e.log
 	if err := e.cmd.Start(); err != nil {
 		t.Fatalf("start %s %s: %v", name, bin, err)
@@ -53,7 +52,7 @@ func (e *emulator) awaitHTTP(ctx context.Context, url string) error {
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -86,25 +85,4 @@ func (e *emulator) stop() {
 		_ = e.cmd.Process.Kill()
 		<-e.done
 	}
-}
-
-// lookTool finds a program on PATH or says how to install it.
-func lookTool(name, install string) (string, error) {
-	p, err := exec.LookPath(name)
-	if err != nil {
-		return "", fmt.Errorf("%s is not on PATH (%s): %w", name, install, err)
-	}
-	return p, nil
-}
-
-// runIn runs a command in dir with extra environment and returns its error
-// with its output.
-func runIn(dir string, env []string, name string, args ...string) error {
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return nil
 }

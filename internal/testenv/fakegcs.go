@@ -8,30 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
+
+	"github.com/blobref/blobref/internal/testtools"
 )
-
-// FakeGCSVersion is the release of github.com/fsouza/fake-gcs-server, a
-// Google Cloud Storage emulator, that the gs:// tests run.
-const FakeGCSVersion = "v1.56.1"
-
-var fakeGCSTool = &cachedTool{
-	name:     "fake-gcs-server-" + FakeGCSVersion,
-	what:     "building github.com/fsouza/fake-gcs-server@" + FakeGCSVersion + " with go install",
-	duration: "about 11 minutes, most of it downloading modules; 30 s with them downloaded",
-	fill: func(tmp string) (string, error) {
-		// Outside the workspace: the server builds with the dependency
-		// versions it was released with, not blobref's.
-		env := []string{"GOBIN=" + tmp, "GOWORK=off", "CGO_ENABLED=0"}
-		if err := runIn(tmp, env, "go", "install", "github.com/fsouza/fake-gcs-server@"+FakeGCSVersion); err != nil {
-			return "", err
-		}
-		return filepath.Join(tmp, "fake-gcs-server"), nil
-	},
-}
 
 // FakeGCS is a Google Cloud Storage emulator (fake-gcs-server) on a
 // loopback port, owned by one test, with one bucket created. It keeps the
@@ -44,12 +26,13 @@ type FakeGCS struct {
 	proc *emulator
 }
 
-// StartFakeGCS starts fake-gcs-server, building it on first use into the
-// user's cache directory, and creates bucket; the test's cleanup stops it.
-// A test that cannot build or start it fails: it never skips.
+// StartFakeGCS starts fake-gcs-server and creates bucket; the test's
+// cleanup stops it. The binary is testtools.FakeGCS's (make test-tools
+// installs it, else the first test that needs it does). A test that cannot
+// find or start it fails: it never skips.
 func StartFakeGCS(t testing.TB, bucket string) *FakeGCS {
 	t.Helper()
-	bin, err := fakeGCSTool.get()
+	bin, err := testtools.FakeGCS()
 	if err != nil {
 		t.Fatal(err)
 	}

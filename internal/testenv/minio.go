@@ -40,8 +40,9 @@ type MinIO struct {
 
 // StartMinIO starts a MinIO server with its data in a temporary directory,
 // waits until it is live and creates bucket; the test's cleanup stops it.
-// The binary is testtools.MinIO's (make test-tools builds it). A test that
-// cannot find or start it fails: it never skips.
+// The binary is testtools.MinIO's (make test-tools installs it, else the
+// first test that needs it does). A test that cannot find or start it
+// fails: it never skips.
 func StartMinIO(t testing.TB, bucket string) *MinIO {
 	t.Helper()
 	bin, err := testtools.MinIO()

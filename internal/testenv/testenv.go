@@ -56,7 +56,7 @@ func StartNATS(t testing.TB) *NATS {
 	t.Helper()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, []byte(natsConf), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(natsConf), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	n := &NATS{t: t, StoreDir: filepath.Join(dir, "store")}

@@ -2,125 +2,149 @@ package testtools
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"sync"
 	"time"
-
-	"github.com/blobref/blobref/internal/natsproc"
 )
 
-// Install makes sure the cache holds the pinned MinIO server and NATS CLI
-// and the nats-server of the workspace's module version, building or
-// installing what is missing, and says on w what it does. It must run
-// inside the workspace (nats-server's version comes from go.work).
-// Concurrent Installs (two `make test`s) take turns on a lock per tool, so
-// each tool is built once; a binary appears under its final name whole, by
-// a rename, never half-written.
-func Install(ctx context.Context, w io.Writer) error {
+// Install makes sure the cache holds every tool the tests run (MinIO,
+// the NATS CLI, nats-server, fake-gcs-server, Azurite), installing the
+// missing ones side by side, and says on w what it does and how long each
+// took. It must run inside the workspace (nats-server's version comes from
+// go.work). It installs every tool it can and returns the failures
+// together.
+func Install(ctx context.Context, w io.Writer) error { return install(ctx, w, all) }
+
+func install(ctx context.Context, w io.Writer, tools []*tool) error {
 	dir, err := CacheDir()
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("testtools: %w", err)
-	}
-	fmt.Fprintf(w, "test tools in %s\n", dir)
-
-	minio, err := MinIOPath()
-	if err != nil {
-		return err
-	}
-	if err := install(ctx, w, tool{
-		name: "MinIO server " + MinIOVersion, pkg: MinIOPackage + "@" + MinIOVersion,
-		path: minio, exe: "minio", took: "about five minutes",
-	}); err != nil {
-		return err
-	}
-	cli, err := NATSCLIPath()
-	if err != nil {
-		return err
-	}
-	if err := install(ctx, w, tool{
-		name: "NATS CLI " + NATSCLIVersion, pkg: NATSCLIPackage + "@" + NATSCLIVersion,
-		path: filepath.Dir(cli), exe: "nats", dir: true, took: "about a minute",
-	}); err != nil {
-		return err
-	}
-
+	fmt.Fprintf(w, "test tools in %s, each installed once per version:\n", dir)
 	start := time.Now()
-	fmt.Fprintf(w, "  nats-server (%s at the workspace's version): ", natsproc.Module)
-	bin, err := natsproc.Binary()
-	if err != nil {
-		fmt.Fprintln(w, "failed")
+	var errs []error
+	var missing []func() error
+	sw := &syncWriter{w: w}
+	for _, t := range tools {
+		e, err := t.resolve()
+		switch {
+		case err != nil:
+			fmt.Fprintf(w, "  %s: %v\n", t.name, err)
+			errs = append(errs, err)
+		case exists(e.exe):
+			fmt.Fprintf(w, "  %s: cached (%s)\n", e.label, e.exe)
+		default:
+			missing = append(missing, func() error { return t.ensure(ctx, e, sw) })
+		}
+	}
+	// Side by side: the downloads of one overlap the builds of another.
+	results := make([]error, len(missing))
+	var wg sync.WaitGroup
+	for i, ensure := range missing {
+		wg.Go(func() { results[i] = ensure() })
+	}
+	wg.Wait()
+	if err := errors.Join(append(errs, results...)...); err != nil {
+		fmt.Fprintf(w, "test tools: failed after %s\n", since(start))
 		return err
 	}
-	fmt.Fprintf(w, "%s (%s)\n", bin, since(start))
+	fmt.Fprintf(w, "test tools ready in %s\n", since(start))
 	return nil
 }
 
-// tool is a program installed with go install.
-type tool struct {
-	name string // what the output calls it
-	pkg  string // what go install installs: package@version
-	path string // the cached binary, or with dir its directory
-	exe  string // the name go install gives the binary
-	dir  bool   // path is a directory holding exe
-	took string // how long a build usually takes
+// An entry is a version of a tool in the cache.
+type entry struct {
+	version string
+	label   string // the tool's name and version
+	path    string // the cache entry
+	exe     string // the binary, path itself or inside it
 }
 
-func install(ctx context.Context, w io.Writer, t tool) error {
-	if _, err := os.Stat(t.path); err == nil {
-		fmt.Fprintf(w, "  %s: cached (%s)\n", t.name, t.path)
-		return nil
+func (t *tool) resolve() (entry, error) {
+	v, err := t.version()
+	if err != nil {
+		return entry{}, err
 	}
-	cache := filepath.Dir(t.path)
-	unlock, err := lock(filepath.Join(cache, ".lock-"+t.exe), func() {
-		fmt.Fprintf(w, "  %s: waiting for another process that builds it\n", t.name)
+	dir, err := CacheDir()
+	if err != nil {
+		return entry{}, err
+	}
+	e := entry{version: v, label: t.name + " " + v, path: filepath.Join(dir, t.entry+"-"+v)}
+	e.exe = e.path
+	if t.exe != "" {
+		e.exe = filepath.Join(e.path, t.exe)
+	}
+	return e, nil
+}
+
+// ensure installs the entry e of t unless it is there, saying on w what it
+// does. Processes installing one entry at once take turns on a lock beside
+// it (the later ones then find it installed), and it appears under its
+// name whole, by a rename, never half-written.
+func (t *tool) ensure(ctx context.Context, e entry, w io.Writer) error {
+	dir, base := filepath.Dir(e.path), filepath.Base(e.path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("testtools: %w", err)
+	}
+	unlock, err := lock(filepath.Join(dir, ".lock-"+base), func() {
+		fmt.Fprintf(w, "  %s: waiting for another process that installs it\n", e.label)
 	})
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if _, err := os.Stat(t.path); err == nil { // built while we waited
-		fmt.Fprintf(w, "  %s: cached (%s)\n", t.name, t.path)
+	if exists(e.exe) {
+		fmt.Fprintf(w, "  %s: installed by another process (%s)\n", e.label, e.exe)
 		return nil
 	}
-	// Left by a build that was interrupted: only lock holders create them.
-	stale, _ := filepath.Glob(filepath.Join(cache, ".build-"+t.exe+"-*"))
+	// Left by an install that was interrupted: only lock holders make them.
+	stale, _ := filepath.Glob(filepath.Join(dir, ".build-"+base+"-*"))
 	for _, d := range stale {
 		_ = os.RemoveAll(d)
 	}
-	tmp, err := os.MkdirTemp(cache, ".build-"+t.exe+"-")
+	tmp, err := os.MkdirTemp(dir, ".build-"+base+"-")
 	if err != nil {
 		return fmt.Errorf("testtools: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 
+	how := t.how(e.version)
+	fmt.Fprintf(w, "  %s: %s into %s (%s)\n", e.label, how, dir, t.took)
 	start := time.Now()
-	fmt.Fprintf(w, "  %s: go install %s into %s (%s, once)\n", t.name, t.pkg, cache, t.took)
-	cmd := exec.CommandContext(ctx, "go", "install", t.pkg)
-	// GOWORK=off: a tool's own go.mod decides its dependencies, not
-	// blobref's workspace. GOTOOLCHAIN=local: the Go that runs the tests.
-	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "CGO_ENABLED=0", "GOWORK=off", "GOTOOLCHAIN=local", "GOFLAGS=-trimpath")
-	cmd.Dir = tmp
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("testtools: go install %s: %w\n%s", t.pkg, err, out)
+	built, err := t.fill(ctx, tmp, e.version)
+	if err != nil {
+		fmt.Fprintf(w, "  %s: failed after %s\n", e.label, since(start))
+		return fmt.Errorf("testtools: %s: %s: %w", e.label, how, err)
 	}
-	built, final := filepath.Join(tmp, t.exe), t.path
-	if t.dir {
-		built, final = tmp, t.path // the directory holding the binary
-	}
-	if err := os.Chmod(built, 0o755); err != nil {
+	if err := os.Rename(built, e.path); err != nil && !exists(e.exe) {
+		// Where there is no lock, another process may have renamed its
+		// copy first (a directory is not replaced): that one is used.
 		return fmt.Errorf("testtools: %w", err)
 	}
-	if err := os.Rename(built, final); err != nil {
-		return fmt.Errorf("testtools: %w", err)
-	}
-	fmt.Fprintf(w, "  %s: built in %s (%s)\n", t.name, since(start), t.path)
+	fmt.Fprintf(w, "  %s: installed in %s (%s)\n", e.label, since(start), e.exe)
 	return nil
 }
 
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
 func since(start time.Time) string { return time.Since(start).Round(100 * time.Millisecond).String() }
+
+// syncWriter lets installs running side by side write whole lines (one
+// Fprintf is one Write) to one writer.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}

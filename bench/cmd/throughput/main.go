@@ -63,7 +63,7 @@ func main() {
 		var f *os.File
 		if out != "" {
 			var ferr error
-			if f, ferr = os.Create(out); ferr != nil {
+			if f, ferr = os.Create(out); ferr != nil { // #nosec G304 G703 -- the file -out names
 				err = errors.Join(err, ferr)
 			} else {
 				w = io.MultiWriter(os.Stdout, f)

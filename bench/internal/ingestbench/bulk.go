@@ -44,7 +44,7 @@ func (b *bench) bulk(ctx context.Context, v *Variant, run int) (_ load.Phase, er
 		return load.Phase{}, err
 	}
 	defer tracker.Close()
-	set, err := load.NewSet(b.keys("bulk"), b.cfg.BulkUploads, b.cfg.UploadSize, uint64(run))
+	set, err := load.NewSet(b.keys("bulk"), b.cfg.BulkUploads, b.cfg.UploadSize, uint64(run)) // #nosec G115 -- a run number, from 0 up
 	if err != nil {
 		return load.Phase{}, err
 	}

@@ -217,7 +217,7 @@ func Run(ctx context.Context, cfg Config) (_ *Report, err error) {
 	b.rep = rep
 	defer func() { rep.Wall = time.Since(start) }()
 	rep.Dir = filepath.Join(cfg.WorkDir, time.Now().Format("20060102-150405")+"-"+b.token)
-	if err := os.MkdirAll(rep.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(rep.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("ingestbench: %w", err)
 	}
 	b.progress("working in %s (the rounds' directories stay: remove it when done)", rep.Dir)

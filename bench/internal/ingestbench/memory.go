@@ -114,7 +114,7 @@ func memory(ctx context.Context, p *pipeline.Pipeline, cl *client, tracker *load
 		res.Before[name] = m.RSS
 	}
 
-	body := generate(byte(len(key)), size)
+	body := generate(byte(len(key)), size) // #nosec G115 -- only seeds test data: truncation is fine
 	start := time.Now()
 	a, err := cl.post(ctx, key, body, size, 0)
 	if err != nil {

@@ -7,6 +7,7 @@ package load
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -50,7 +51,9 @@ const idDigits = 8
 // fingerprint. Every upload has its own CloudEvent subject.
 func NewSet(prefix string, n, size int, seed uint64) (*Set, error) {
 	block := make([]byte, size)
-	rng := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16), byte(seed >> 24)})
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	rng := rand.NewChaCha8(key)
 	_, _ = rng.Read(block)
 	s := &Set{Prefix: prefix, Uploads: make([]Upload, n)}
 	for i := range n {

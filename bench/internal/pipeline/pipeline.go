@@ -109,7 +109,7 @@ func Start(ctx context.Context, cfg Config) (_ *Pipeline, err error) {
 		}
 	}()
 	for _, dir := range []string{p.BlobDir, filepath.Join(cfg.Dir, "nats"), filepath.Join(cfg.Dir, "logs")} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("pipeline: %w", err)
 		}
 	}
@@ -161,7 +161,7 @@ func (p *Pipeline) startNATS(ctx context.Context) error {
 	store := filepath.Join(p.cfg.Dir, "nats")
 	conf := filepath.Join(p.cfg.Dir, "nats.conf")
 	text := fmt.Sprintf("server_name: blobref-bench\nlisten: %q\nmax_payload: 8MB\njetstream {\n  store_dir: %q\n}\n", addr, store)
-	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
 	pr, err := startProcess(NATSServer, p.cfg.Binaries.Path(NATSServer), []string{"-c", conf}, baseEnv(), p.logPath(NATSServer))

@@ -223,7 +223,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	b.rep = rep
 	defer func() { rep.Wall = time.Since(rep.Started) }()
 	rep.Dir = filepath.Join(cfg.WorkDir, time.Now().Format("20060102-150405")+"-"+b.token)
-	if err := os.MkdirAll(rep.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(rep.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("throughput: %w", err)
 	}
 	b.progress("working in %s (nothing is deleted: remove it when done)", rep.Dir)
@@ -328,7 +328,7 @@ func (b *bench) prefix(label string) string {
 // floors measures round run of the floors into f, each in a fresh
 // nats-server, schema and bucket directory.
 func (b *bench) floors(ctx context.Context, run int, f *FloorResults) (err error) {
-	set, err := load.NewSet(b.prefix("f"), b.cfg.Uploads, b.cfg.Size, uint64(run))
+	set, err := load.NewSet(b.prefix("f"), b.cfg.Uploads, b.cfg.Size, uint64(run)) // #nosec G115 -- a run number, from 0 up
 	if err != nil {
 		return err
 	}
@@ -446,7 +446,7 @@ func (b *bench) pipelineRun(ctx context.Context, bucket string, rate float64, re
 			return RunResult{}, fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	set, err := load.NewSet(b.prefix("u"), b.cfg.Uploads, b.cfg.Size, uint64(b.runs))
+	set, err := load.NewSet(b.prefix("u"), b.cfg.Uploads, b.cfg.Size, uint64(b.runs)) // #nosec G115 -- a count of runs, from 0 up
 	if err != nil {
 		return RunResult{}, err
 	}
@@ -589,7 +589,7 @@ watch:
 	if err != nil {
 		return res, err
 	}
-	res.Left = info.NumPending + uint64(info.NumAckPending)
+	res.Left = info.NumPending + uint64(info.NumAckPending) // #nosec G115 -- a count, never negative
 	return res, nil
 }
 

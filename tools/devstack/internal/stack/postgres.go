@@ -102,7 +102,7 @@ func listening(addr string) bool {
 	if err != nil {
 		return false
 	}
-	c.Close()
+	_ = c.Close()
 	return true
 }
 

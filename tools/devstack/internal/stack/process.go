@@ -31,7 +31,7 @@ type child struct {
 
 // start starts svc; its exit is sent on exited (buffered for every service).
 func (s *Stack) start(svc Service, exited chan<- *child) (*child, error) {
-	cmd := exec.Command(filepath.Join(s.cfg.BinDir, svc.Name))
+	cmd := exec.Command(filepath.Join(s.cfg.BinDir, svc.Name)) // #nosec G204 -- a service make build put in BinDir
 	metricsAddr, err := s.listenAddr(svc.Name, "metrics", svc.MetricsAddr, false)
 	if err != nil {
 		return nil, err

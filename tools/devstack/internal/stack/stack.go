@@ -351,7 +351,7 @@ func (s *Stack) startNATS(st *state) (jetStreamServer, error) {
 			s.out.printf("devstack", "%s; NATS listens on a free port instead", takenPorts(candidates))
 		}
 	}
-	if err := os.MkdirAll(s.cfg.StoreDir, 0o755); err != nil {
+	if err := os.MkdirAll(s.cfg.StoreDir, 0o750); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
 	serve := s.cfg.serveNATS
@@ -552,9 +552,9 @@ func (s *Stack) announce() {
 		if a.service != "ingest" {
 			continue
 		}
-		token, which := "$TOKEN", "one of your AUTH_TOKENS"
+		token, which := "$TOKEN", "one of your AUTH_TOKENS" // #nosec G101 -- a placeholder the user fills in
 		if v := lookupEnv(a.env, "AUTH_TOKENS"); v == DevToken+"="+DevCaller {
-			token, which = DevToken, "the dev token"
+			token, which = DevToken, "the dev token" // #nosec G101 -- the public dev token of a local stack
 		}
 		s.out.printf("devstack", "ingest's API is on %s; send a first upload over HTTP (%s):", a.url, which)
 		s.out.printf("devstack", "  %s", DemoCurl(a.url, token))

@@ -27,7 +27,7 @@ type state struct {
 
 func loadState(dataDir string) (state, error) {
 	var st state
-	b, err := os.ReadFile(filepath.Join(dataDir, stateFile))
+	b, err := os.ReadFile(filepath.Join(dataDir, stateFile)) // #nosec G304 -- the state file in the data directory devstack was given
 	if errors.Is(err, os.ErrNotExist) {
 		return st, nil
 	}
@@ -52,7 +52,7 @@ func (st state) save(dataDir string) error {
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return fmt.Errorf("stack: %w", err)
 	}
 	if err := tmp.Close(); err != nil {

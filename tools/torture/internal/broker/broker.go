@@ -56,7 +56,7 @@ func Start(ctx context.Context, bin, dir string, size int) (*Broker, error) {
 			return nil, err
 		}
 		n.logPath = filepath.Join(dir, n.Name+".log")
-		if err := os.MkdirAll(n.StoreDir, 0o755); err != nil {
+		if err := os.MkdirAll(n.StoreDir, 0o750); err != nil {
 			return nil, err
 		}
 		b.Nodes = append(b.Nodes, n)

@@ -194,7 +194,7 @@ func (f *fleet) awaitReady(timeout time.Duration) error {
 		for {
 			resp, err := http.Get("http://" + s.metricsAddr + "/readyz")
 			if err == nil {
-				resp.Body.Close()
+				_ = resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
 					break
 				}

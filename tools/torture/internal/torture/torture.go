@@ -153,7 +153,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(cfg.Log, "%s %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
 	}
-	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 1))
+	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 1)) // #nosec G115 G404 -- faults reproducible from the run's seed, no secret
 	res = &Result{Config: cfg, PGRestarts: map[string]int{}}
 
 	dir := cfg.Dir
@@ -166,13 +166,13 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	if !cfg.Keep {
 		defer func() {
 			if err == nil && len(res.Failed()) == 0 {
-				os.RemoveAll(dir)
+				_ = os.RemoveAll(dir)
 			}
 		}()
 	}
 	logDir, bucketDir := filepath.Join(dir, "logs"), filepath.Join(dir, "bucket")
 	for _, d := range []string{logDir, filepath.Join(bucketDir, "uploads")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, err
 		}
 	}
@@ -192,7 +192,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	}
 	defer func() {
 		_ = copyFile(pg.LogPath(), filepath.Join(logDir, "postgres.log"))
-		pg.Stop()
+		_ = pg.Stop() // its log, copied above, says what went wrong
 	}()
 	nodes := 1
 	replicas := 1
@@ -234,7 +234,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		"CONSUMER_ACK_WAIT=5s", "CONSUMER_BACKOFF_BASE=100ms", "CONSUMER_BACKOFF_MAX=2s",
 		"CONSUMER_MAX_DELIVERIES=50", "SHUTDOWN_TIMEOUT=10s",
 	}
-	fl, err := newFleet(binDir, logDir, cfg.Replicas, common, logf, rand.New(rand.NewPCG(uint64(cfg.Seed), 2)))
+	fl, err := newFleet(binDir, logDir, cfg.Replicas, common, logf, rand.New(rand.NewPCG(uint64(cfg.Seed), 2))) // #nosec G115 G404 -- faults reproducible from the run's seed, no secret
 	if err != nil {
 		return nil, err
 	}
@@ -340,7 +340,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 // this binary has it) into dir, unless they are there. nats-server comes
 // from natsproc.Binary.
 func BuildBinaries(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
 	missing := false
@@ -433,11 +433,11 @@ func outstanding(ctx context.Context, js jetstream.JetStream, ld *load) (open in
 }
 
 func copyFile(from, to string) error {
-	b, err := os.ReadFile(from)
+	b, err := os.ReadFile(from) // #nosec G304 -- a log of the run's
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(to, b, 0o644)
+	return os.WriteFile(to, b, 0o600) // #nosec G703 -- into the run's own directory
 }
 
 // chaos runs the run's kills and restarts, spaced by random pauses.
