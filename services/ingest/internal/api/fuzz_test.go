@@ -50,14 +50,6 @@ func acceptedByContract(t *testing.T, subject, contentType string) {
 	}
 }
 
-// clip shortens s for a failure message.
-func clip(s string) string {
-	if len(s) <= 100 {
-		return s
-	}
-	return s[:80] + "…(" + strconv.Itoa(len(s)) + " bytes)"
-}
-
 // refusedParam fails unless err is a 400 naming param alone.
 func refusedParam(t *testing.T, err error, param string) {
 	t.Helper()

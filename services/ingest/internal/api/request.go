@@ -90,7 +90,8 @@ func ParseMediaTypes(list []string) (MediaTypes, error) {
 			continue
 		}
 		typ, sub, ok := strings.Cut(s, "/")
-		if !ok || typ == "" || sub == "" || (typ == "*" && sub != "*") {
+		wild := strings.Contains(typ, "*") || strings.Contains(sub, "*")
+		if !ok || typ == "" || sub == "" || wild && sub != "*" || strings.Contains(typ, "*") && typ != "*" {
 			return nil, fmt.Errorf("%q is not type/subtype, type/* or */*", s)
 		}
 		if _, _, err := mime.ParseMediaType(strings.ReplaceAll(s, "*", "x")); err != nil {
@@ -107,7 +108,10 @@ func ParseMediaTypes(list []string) (MediaTypes, error) {
 // Allows reports whether the media type mt (lower case, no parameters) is
 // on the list.
 func (m MediaTypes) Allows(mt string) bool {
-	typ, _, _ := strings.Cut(mt, "/")
+	typ, sub, ok := strings.Cut(mt, "/")
+	if !ok || typ == "" || sub == "" {
+		return false // a type without a subtype is no media type
+	}
 	for _, a := range m {
 		if a == "*/*" || a == mt || (strings.HasSuffix(a, "/*") && a[:len(a)-2] == typ) {
 			return true

@@ -69,6 +69,7 @@ func TestMediaTypes(t *testing.T) {
 	for mt, want := range map[string]bool{
 		"image/png": true, "image/svg+xml": true, "application/pdf": true, "text/plain": true,
 		"text/html": false, "application/octet-stream": false, "imagex/png": false,
+		"image": false, "image/": false, // a type without a subtype is no media type
 	} {
 		if got := m.Allows(mt); got != want {
 			t.Errorf("Allows(%q): got %v, want %v", mt, got, want)
@@ -78,7 +79,7 @@ func TestMediaTypes(t *testing.T) {
 	if !all.Allows("application/x-anything") {
 		t.Error("*/* does not allow everything")
 	}
-	for _, bad := range [][]string{{"image"}, {"*/png"}, {"image/"}, {}, {"a b/c"}} {
+	for _, bad := range [][]string{{"image"}, {"*/png"}, {"image/"}, {}, {"a b/c"}, {"0/0*"}, {"image/x*"}, {"ima*/*"}} {
 		if _, err := ParseMediaTypes(bad); err == nil {
 			t.Errorf("ParseMediaTypes(%q): got no error", bad)
 		}
