@@ -152,7 +152,7 @@ func (p *pipeline) startNATS(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, []byte("max_payload: 8MB\njetstream {\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}\n"), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte("max_payload: 8MB\njetstream {\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	port, err := freeport.Port()
