@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/blobref/blobref/internal/failpoint"
+	"github.com/blobref/blobref/pkg/step/failpoint"
 	"github.com/blobref/blobref/internal/freeport"
 )
 

@@ -23,8 +23,9 @@ import (
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
 
-	"github.com/blobref/blobref/internal/steprun"
+	"github.com/blobref/blobref/internal/bucketdep"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 )
 
 // StepName is the step's name in markers, metrics and failpoints.
@@ -78,35 +79,31 @@ func (w *Writer) Key(id string) string {
 
 // DependencyBucket names the bucket in outages: the runner pauses while it
 // is down and probes it with Probe.
-const DependencyBucket = "bucket"
+const DependencyBucket = bucketdep.Name
 
 // Step is the pipeline step: requested → blob stored → blob_stored.
-func (w *Writer) Step() steprun.Step[events.Blob] {
-	return steprun.Step[events.Blob]{
+func (w *Writer) Step() step.Step[events.Blob] {
+	return step.Step[events.Blob]{
 		Name:     StepName,
-		Consumer: events.BlobWriterConsumer,
-		Accepts:  events.TypeRequested,
+		Consumes: events.BlobWriterConsumer.Consumes,
+		Durable:  events.BlobWriterConsumer.Durable,
 		Effect:   w.Store,
-		Next: func(ev *events.Event, b events.Blob) (*events.Event, error) {
+		Emit: func(ev *events.Event, b events.Blob) (*events.Event, error) {
 			return events.NewBlobStored(ev, b, Source)
 		},
-		Probes: map[string]steprun.Probe{DependencyBucket: w.Probe},
+		Probes: map[string]step.Probe{DependencyBucket: w.Probe},
 	}
 }
 
 // Probe reports whether the bucket answers: it reads the attributes of a
 // key no upload has (upload ids never hold a dot), and finds none.
 func (w *Writer) Probe(ctx context.Context) error {
-	_, err := w.Bucket.Attributes(ctx, w.Key(".probe"))
-	if gcerrors.Code(err) == gcerrors.NotFound {
-		return nil
-	}
-	return err
+	return bucketdep.Probe(w.Bucket, w.Key(".probe"))(ctx)
 }
 
 // bucketErr attributes err to the bucket: an error that says it is down or
 // full is an outage, not the upload's failure.
-func bucketErr(err error) error { return steprun.Dependency(DependencyBucket, err) }
+func bucketErr(err error) error { return bucketdep.Err(err) }
 
 // Store writes the bytes of request ev to the bucket, unless they are there
 // already, and describes the stored object. A request dated too far in the
@@ -163,7 +160,7 @@ func (w *Writer) Store(ctx context.Context, ev *events.Event) (events.Blob, erro
 	if sum := hex.EncodeToString(h.Sum(nil)); sum != ev.SHA256 {
 		abort()
 		_ = bw.Close()
-		return events.Blob{}, steprun.Permanent(events.ReasonDigestMismatch,
+		return events.Blob{}, step.Permanent(events.ReasonDigestMismatch,
 			fmt.Errorf("bytes of %s have sha256 %s, the event says %s", ev.ID, sum, ev.SHA256))
 	}
 	if err := bw.Close(); err != nil {
@@ -193,7 +190,7 @@ func (s *source) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
 	if err != nil && err != io.EOF {
 		if s.claimChecked {
-			err = steprun.Dependency(steprun.DependencyJetStream, err)
+			err = step.Dependency(step.DependencyJetStream, err)
 		}
 		s.err = err
 	}
@@ -232,7 +229,7 @@ func storedContentType(ct string) string {
 // conflict when it holds other bytes.
 func existing(key string, attrs *blob.Attributes, ev *events.Event) (events.Blob, error) {
 	if got := attrs.Metadata[MetadataSHA256]; got != ev.SHA256 {
-		return events.Blob{}, steprun.Conflict("object %s exists with sha256 %q, upload %s has %s", key, got, ev.ID, ev.SHA256)
+		return events.Blob{}, step.Conflict("object %s exists with sha256 %q, upload %s has %s", key, got, ev.ID, ev.SHA256)
 	}
 	return events.Blob{Key: key, Size: attrs.Size, SHA256: ev.SHA256, ContentType: attrs.ContentType}, nil
 }
@@ -258,12 +255,12 @@ func (w *Writer) check(ev *events.Event) error {
 	bucket, name, err := events.ParseObjectRef(ev.DataRef)
 	switch {
 	case err != nil:
-		return steprun.Permanent(events.ReasonInvalid, err)
+		return step.Permanent(events.ReasonInvalid, err)
 	case bucket != staging:
-		return steprun.Permanent(events.ReasonInvalid,
+		return step.Permanent(events.ReasonInvalid,
 			fmt.Errorf("dataref of upload %s names bucket %q, not the staging bucket %q", ev.ID, bucket, staging))
 	case name != ev.ID:
-		return steprun.Permanent(events.ReasonInvalid,
+		return step.Permanent(events.ReasonInvalid,
 			fmt.Errorf("dataref of upload %s names object %q, not the upload's own", ev.ID, clip(name)))
 	}
 	return nil
@@ -286,5 +283,5 @@ func (w *Writer) open(ctx context.Context, ev *events.Event) (io.ReadCloser, err
 		return nil, fmt.Errorf("upload %s is claim-checked (%s) and no claim store is configured", ev.ID, ev.DataRef)
 	}
 	r, err := w.Claims.Open(ctx, ev.DataRef)
-	return r, steprun.Dependency(steprun.DependencyJetStream, err)
+	return r, step.Dependency(step.DependencyJetStream, err)
 }

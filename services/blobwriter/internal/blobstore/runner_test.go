@@ -10,14 +10,13 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/blobref/blobref/internal/marker"
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 	"github.com/blobref/blobref/services/blobwriter/internal/blobstore"
 )
 
-// runner is blobwriter's step run by the real steprun.Runner over an
+// runner is blobwriter's step run by the real step.Runner over an
 // in-process JetStream server and a Postgres schema of its own, writing to a
 // counting file:// bucket.
 type runner struct {
@@ -41,7 +40,7 @@ func setupRunner(t *testing.T) *runner {
 	}
 
 	w := &blobstore.Writer{Bucket: r.bucket, Claims: blobstore.ObjectClaims{JS: js}}
-	run, err := steprun.New(js, marker.NewStore(r.pg.Pool), w.Step(), steprun.Options{
+	run, err := step.NewRunner(js, r.pg.Pool, w.Step(), step.Options{
 		Concurrency: 8,
 		BackoffBase: 10 * time.Millisecond,
 		BackoffMax:  50 * time.Millisecond,

@@ -21,8 +21,8 @@ import (
 	_ "gocloud.dev/blob/fileblob"
 	_ "gocloud.dev/blob/memblob"
 
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 	"github.com/blobref/blobref/services/blobwriter/internal/blobstore"
 )
 
@@ -157,7 +157,7 @@ func requestOf(t testing.TB, r events.Request) *events.Event {
 
 // permanentReason returns the reason of the PermanentError in err's chain.
 func permanentReason(err error) (string, bool) {
-	var perm *steprun.PermanentError
+	var perm *step.PermanentError
 	if errors.As(err, &perm) {
 		return perm.Reason, true
 	}

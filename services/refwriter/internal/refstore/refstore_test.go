@@ -18,9 +18,9 @@ import (
 	_ "gocloud.dev/blob/memblob"
 
 	"github.com/blobref/blobref/internal/marker"
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 	"github.com/blobref/blobref/services/refwriter/internal/refstore"
 )
 
@@ -113,7 +113,7 @@ func (r *refs) recordWith(w *refstore.Writer, ev *events.Event) (won bool, err e
 	_, won, err = r.markers.Record(ctx, marker.Marker{
 		UploadID: ev.ID, Step: refstore.StepName, Fingerprint: ev.SHA256, Result: raw,
 	}, func(ctx context.Context, tx pgx.Tx) error {
-		errs, err := refstore.Insert(ctx, tx, []steprun.Item[events.Reference]{{Event: ev, Result: ref}})
+		errs, err := refstore.Insert(ctx, tx, []step.Item[events.Reference]{{Event: ev, Result: ref}})
 		return errors.Join(append(errs, err)...)
 	})
 	return won, err
@@ -157,7 +157,7 @@ func digest(b []byte) string {
 }
 
 func permanentReason(err error) (string, bool) {
-	var perm *steprun.PermanentError
+	var perm *step.PermanentError
 	if errors.As(err, &perm) {
 		return perm.Reason, true
 	}
@@ -395,7 +395,7 @@ func TestCheck(t *testing.T) {
 	checked := (&refstore.Writer{Bucket: r.bucket}).Step().Effect
 	tests := []struct {
 		name      string
-		effect    steprun.Effect[events.Reference]
+		effect    step.Effect[events.Reference]
 		ev        *events.Event
 		permanent string // "" with wantErr: a transient error
 		wantErr   bool
@@ -522,7 +522,7 @@ func TestCheckRefusesForeignKeysAndFutureTimes(t *testing.T) {
 // an event that names another owner or subject under the same id.
 func TestNextRefusesAnotherOwnerOrSubject(t *testing.T) {
 	t.Parallel()
-	next := (&refstore.Writer{}).Step().Next
+	next := (&refstore.Writer{}).Step().Emit
 	alice := blobStoredBy(t, "alice", "n1", "users/1/avatar", t0, []byte("x"))
 	recorded := events.Reference{ID: "n1", Owner: "alice", Subject: "users/1/avatar", Blob: *alice.Blob, EventTime: t0}
 	if c, err := next(alice, recorded); err != nil || c.Owner != "alice" || c.Ref.Owner != "alice" {

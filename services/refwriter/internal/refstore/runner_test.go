@@ -11,14 +11,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"gocloud.dev/blob"
 
-	"github.com/blobref/blobref/internal/marker"
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 	"github.com/blobref/blobref/services/refwriter/internal/refstore"
 )
 
-// runner is refwriter's step run by the real steprun.Runner over an
+// runner is refwriter's step run by the real step.Runner over an
 // in-process JetStream server and a Postgres schema of its own, checking
 // blobs in a file:// bucket.
 type runner struct {
@@ -29,7 +28,7 @@ type runner struct {
 	completed *testenv.Events // uploads.completed.>
 
 	mu       sync.Mutex
-	outcomes map[string][]steprun.Outcome // by upload id
+	outcomes map[string][]step.Outcome // by upload id
 }
 
 // timeout bounds every wait for the runner.
@@ -44,11 +43,11 @@ func setupRunner(t *testing.T) *runner {
 		pg:        testenv.StartPostgres(t),
 		bucket:    openBucket(t, "file://"+t.TempDir()),
 		completed: testenv.Subscribe(t, nc, "uploads.completed.>"),
-		outcomes:  map[string][]steprun.Outcome{},
+		outcomes:  map[string][]step.Outcome{},
 	}
 
 	w := &refstore.Writer{Bucket: r.bucket}
-	run, err := steprun.New(js, marker.NewStore(r.pg.Pool), w.Step(), steprun.Options{
+	run, err := step.NewRunner(js, r.pg.Pool, w.Step(), step.Options{
 		Concurrency: 8,
 		BackoffBase: 10 * time.Millisecond,
 		BackoffMax:  50 * time.Millisecond,
@@ -64,14 +63,14 @@ func setupRunner(t *testing.T) *runner {
 }
 
 // observe records the outcome of every message.
-func (r *runner) observe(out steprun.Outcome) {
+func (r *runner) observe(out step.Outcome) {
 	r.mu.Lock()
 	r.outcomes[out.UploadID] = append(r.outcomes[out.UploadID], out)
 	r.mu.Unlock()
 }
 
 // awaitOutcome polls until a message of id ended with kind.
-func (r *runner) awaitOutcome(id string, kind steprun.Kind) {
+func (r *runner) awaitOutcome(id string, kind step.Kind) {
 	r.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -167,7 +166,7 @@ func TestRunnerWaitsForTheBlobAndRefusesAWrongOne(t *testing.T) {
 	// The event overtook the blob: retried until the blob is there.
 	late := blobStored(t, "late", "users/1/avatar", t0, data)
 	testenv.Publish(t, r.js, late, late.ID)
-	r.awaitOutcome("late", steprun.Retried)
+	r.awaitOutcome("late", step.Retried)
 	if n := r.pg.Count(t, `SELECT count(*) FROM upload_refs`); n != 0 {
 		t.Fatalf("reference rows before the blob exists: got %d, want 0", n)
 	}

@@ -1,0 +1,522 @@
+// Package marker stores per-step completion markers in Postgres: the record
+// that one step of one upload finished, with the fingerprint it ran for and
+// the result it produced.
+//
+// The protocol is check, then do, then record, never mark first:
+//
+//	claims, _ := store.ClaimMany(ctx, step, ids) // one round trip
+//	defer claims.Release()
+//	for each id: if claims.Marker(id) exists, re-emit its result;
+//	             else if claims.Held(id) (exclusive across replicas), do it
+//	results := doSideEffects()
+//	stored, won, _ := claims.Record(ctx, markers, writesInSameTx) // and release
+//
+// Record inserts with ON CONFLICT DO NOTHING; what it inserted says who won.
+// Writes that must commit atomically with the markers (reference rows) run
+// inside the same transaction. Every operation works on a batch of uploads
+// in a constant number of round trips; Claim and Record on one upload are
+// the batch of one. ClaimMany is one round trip; Record is one more, or two
+// plus the step's own statements when the step writes in the transaction.
+package marker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/blobref/blobref/pkg/step/internal/pglock"
+)
+
+// ErrBusy is returned by Claim when another process holds the claim.
+var ErrBusy = errors.New("marker: step is being run by another worker")
+
+// Marker records that Step finished for UploadID.
+type Marker struct {
+	UploadID    string
+	Step        string
+	Fingerprint string          // the upload's sha256
+	Result      json.RawMessage // the step's result, re-emitted on a repeat
+	CreatedAt   time.Time
+}
+
+// Store reads and writes markers in the step_markers table.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// NewStore returns a Store over pool. The schema must be migrated.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+const selectMarkers = `
+	SELECT upload_id, fingerprint, result, created_at FROM step_markers
+	WHERE step = $1 AND upload_id = ANY($2::text[])`
+
+// Get returns the marker of step for id; ok is false when there is none.
+func (s *Store) Get(ctx context.Context, id, step string) (m Marker, ok bool, err error) {
+	found, err := s.GetMany(ctx, step, []string{id})
+	m, ok = found[id]
+	return m, ok, err
+}
+
+// GetMany returns the markers of step that exist for ids, by upload id, in
+// one query.
+func (s *Store) GetMany(ctx context.Context, step string, ids []string) (map[string]Marker, error) {
+	found, err := getMany(ctx, s.pool, step, ids)
+	if err != nil {
+		return nil, fmt.Errorf("marker: get %d of step %s: %w", len(ids), step, err)
+	}
+	return found, nil
+}
+
+func getMany(ctx context.Context, q querier, step string, ids []string) (map[string]Marker, error) {
+	found := make(map[string]Marker, len(ids))
+	if len(ids) == 0 {
+		return found, nil
+	}
+	rows, err := q.Query(ctx, selectMarkers, step, ids)
+	if err != nil {
+		return nil, err
+	}
+	m := Marker{Step: step}
+	_, err = pgx.ForEachRow(rows, []any{&m.UploadID, &m.Fingerprint, &m.Result, &m.CreatedAt}, func() error {
+		m.Result = append(json.RawMessage(nil), m.Result...)
+		found[m.UploadID] = m
+		return nil
+	})
+	return found, err
+}
+
+// Claims is the exclusive right, across every process sharing the schema,
+// to run one step of a set of uploads: session advisory locks (package
+// pglock) in the step's namespace, held on one pooled connection until the
+// markers are recorded or Release.
+type Claims struct {
+	store   *Store
+	locks   *pglock.Set
+	step    string
+	markers map[string]Marker
+	excused map[Delivery]int
+}
+
+// claimSQL takes the claim on each id whose step has no marker yet, and
+// returns the marker of each that has one: a finished step needs no claim.
+// CASE, unlike AND, guarantees the lock is only tried when no marker was
+// seen.
+var claimSQL = `
+	SELECT t.id, m.fingerprint, m.result, m.created_at,
+		CASE WHEN m.upload_id IS NULL THEN ` + pglock.TryLockSQL("$1", "t.id") + ` ELSE false END
+	FROM unnest($2::text[]) AS t(id)
+	LEFT JOIN step_markers m ON m.step = $1 AND m.upload_id = t.id`
+
+// ClaimMany looks up the markers of step for ids and takes the claim on
+// each id that has none, in one round trip. Marker reports the markers of
+// the finished ids, which need no claim; Held reports the claims it got. It
+// never waits for a claim another worker holds. The claims' markers are
+// read again after the locks are taken (a second statement of the same
+// round trip), so a marker recorded by the previous holder of a claim is
+// always seen.
+func (s *Store) ClaimMany(ctx context.Context, step string, ids []string) (*Claims, error) {
+	return s.ClaimAndCount(ctx, step, ids, nil)
+}
+
+// ClaimAndCount is ClaimMany that also reads, in the same round trip, the
+// excused deliveries of ds (see Excused), for Claims.Excused. It reads them
+// on the claims' connection: a caller that holds claims never needs a
+// second connection to decide whether a message used up its deliveries.
+func (s *Store) ClaimAndCount(ctx context.Context, step string, ids []string, ds []Delivery) (*Claims, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("marker: claim %d of step %s: %w", len(ids), step, err)
+	}
+	ids = unique(ids) // a lock taken twice would need two unlocks
+	c := &Claims{store: s, locks: pglock.NewSet(conn, step, len(ids)), step: step, markers: make(map[string]Marker)}
+	var b pgx.Batch
+	b.Queue(claimSQL, step, ids)
+	b.Queue(selectMarkers, step, ids)
+	if len(ds) > 0 {
+		streams, seqs := deliveryArgs(ds)
+		b.Queue(selectExcused, step, streams, seqs)
+	}
+	err = func() error {
+		br := conn.SendBatch(ctx, &b)
+		defer br.Close()
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		var (
+			id      string
+			fp      *string
+			result  []byte
+			created *time.Time
+			locked  bool
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&id, &fp, &result, &created, &locked}, func() error {
+			switch {
+			case locked:
+				c.locks.Add(id)
+			case fp != nil:
+				c.markers[id] = Marker{UploadID: id, Step: step, Fingerprint: *fp, Result: append(json.RawMessage(nil), result...), CreatedAt: *created}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		rows, err = br.Query()
+		if err != nil {
+			return err
+		}
+		m := Marker{Step: step}
+		if _, err := pgx.ForEachRow(rows, []any{&m.UploadID, &m.Fingerprint, &m.Result, &m.CreatedAt}, func() error {
+			if c.locks.Held(m.UploadID) {
+				m.Result = append(json.RawMessage(nil), m.Result...)
+				c.markers[m.UploadID] = m
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if len(ds) > 0 {
+			if rows, err = br.Query(); err != nil {
+				return err
+			}
+			if c.excused, err = scanExcused(rows, len(ds)); err != nil {
+				return err
+			}
+		}
+		return br.Close()
+	}()
+	if err != nil {
+		// Some locks may be held: never hand this connection back.
+		c.locks.Discard()
+		return nil, fmt.Errorf("marker: claim %d of step %s: %w", len(ids), step, err)
+	}
+	c.locks.Forget(nil) // with no claim held, nothing is recorded under one
+	return c, nil
+}
+
+// Excused returns the excused deliveries of d, read when the claims were
+// taken (ClaimAndCount).
+func (c *Claims) Excused(d Delivery) int { return c.excused[d] }
+
+// Held reports whether this claim holds upload id.
+func (c *Claims) Held(id string) bool { return c.locks.Held(id) }
+
+// Marker returns the marker of upload id, if it has one: recorded before
+// the claim, or by the previous holder of a claim held now.
+func (c *Claims) Marker(id string) (Marker, bool) {
+	m, ok := c.markers[id]
+	return m, ok
+}
+
+// Record inserts the markers ms, skipping those whose (UploadID, Step)
+// exists, in one transaction on the claim's connection, and then gives up
+// the claims on their ids. inTx (if not nil) runs in the same transaction
+// with the indexes into ms this call inserted, and everything commits
+// together or not at all. Record returns, for each of ms, the marker now
+// stored and whether this call inserted it.
+//
+// Without inTx, the whole of it is one round trip; with it, two besides
+// inTx's own: the transaction begins together with the markers' insert,
+// and commits together with the claims' release. The claims are given up
+// only once the markers are committed, so the next holder sees them.
+func (c *Claims) Record(ctx context.Context, ms []Marker, inTx func(ctx context.Context, tx pgx.Tx, won []int) error) ([]Marker, []bool, error) {
+	conn := c.locks.Conn()
+	if conn == nil {
+		return nil, nil, fmt.Errorf("marker: record under claims on step %s: no claim held", c.step)
+	}
+	var ids []string
+	for _, m := range ms {
+		if m.Step == c.step {
+			ids = append(ids, m.UploadID)
+		}
+	}
+	release := c.locks.HeldOf(ids)
+	stored, won, err := record(ctx, conn.Conn(), ms, inTx, c.locks, release)
+	if errors.Is(err, errConnLost) {
+		c.locks.Discard()
+		return nil, nil, err
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	c.locks.Forget(release) // no claim left: the connection goes back
+	return stored, won, nil
+}
+
+// Release gives up the claims still held. It is safe to call more than
+// once; it costs a round trip only when Record did not give them all up.
+func (c *Claims) Release() { c.locks.Release() }
+
+// Claim is the claim on one step of one upload: a batch of one.
+type Claim struct {
+	claims *Claims
+	id     string
+}
+
+// Claim takes the claim on (id, step) and reads its marker under it. It
+// returns ErrBusy at once when another worker holds the claim. A step
+// already finished needs no claim: Claim then holds none, and Marker
+// returns the step's marker.
+func (s *Store) Claim(ctx context.Context, id, step string) (*Claim, error) {
+	cs, err := s.ClaimMany(ctx, step, []string{id})
+	if err != nil {
+		return nil, err
+	}
+	if _, done := cs.Marker(id); !cs.Held(id) && !done {
+		cs.Release()
+		return nil, ErrBusy
+	}
+	return &Claim{claims: cs, id: id}, nil
+}
+
+// Marker returns the marker read when the claim was taken.
+func (c *Claim) Marker() (Marker, bool) { return c.claims.Marker(c.id) }
+
+// Record inserts m unless a marker for its (UploadID, Step) exists. When it
+// inserts, inTx (if not nil) runs in the same transaction, and both commit
+// together. It returns the marker now stored, and won = true when it was this
+// call's. When another writer won, inTx does not run and nothing is written.
+func (c *Claim) Record(ctx context.Context, m Marker, inTx func(context.Context, pgx.Tx) error) (Marker, bool, error) {
+	if !c.claims.Held(c.id) {
+		return c.claims.store.Record(ctx, m, inTx)
+	}
+	stored, won, err := c.claims.Record(ctx, []Marker{m}, oneTx(inTx))
+	if err != nil {
+		return Marker{}, false, err
+	}
+	return stored[0], won[0], nil
+}
+
+// Release gives up the claim. It is safe to call more than once.
+func (c *Claim) Release() { c.claims.Release() }
+
+// Record is Claim.Record without a claim, for callers that rely on the
+// marker's primary key alone.
+func (s *Store) Record(ctx context.Context, m Marker, inTx func(context.Context, pgx.Tx) error) (Marker, bool, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return Marker{}, false, fmt.Errorf("marker: record %s/%s: %w", m.UploadID, m.Step, err)
+	}
+	// A connection left inside a transaction is closed by Release.
+	defer conn.Release()
+	stored, won, err := record(ctx, conn.Conn(), []Marker{m}, oneTx(inTx), nil, nil)
+	if err != nil {
+		return Marker{}, false, err
+	}
+	return stored[0], won[0], nil
+}
+
+// oneTx adapts the inTx of one marker to that of a batch: it runs only
+// when the marker was inserted.
+func oneTx(inTx func(context.Context, pgx.Tx) error) func(context.Context, pgx.Tx, []int) error {
+	if inTx == nil {
+		return nil
+	}
+	return func(ctx context.Context, tx pgx.Tx, won []int) error {
+		if len(won) == 0 {
+			return nil
+		}
+		return inTx(ctx, tx)
+	}
+}
+
+// insertMarkers inserts markers, in one order everywhere so that concurrent
+// inserts take the primary key's locks in one order, and returns those it
+// inserted.
+const insertMarkers = `
+	INSERT INTO step_markers (upload_id, step, fingerprint, result)
+	SELECT id, step, fp, result::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(id, step, fp, result)
+	ORDER BY id, step
+	ON CONFLICT (upload_id, step) DO NOTHING
+	RETURNING upload_id, step, created_at`
+
+// errConnLost reports a failure that left the connection unusable (it is
+// closed, or stuck inside a transaction that could not be rolled back).
+var errConnLost = errors.New("marker: connection lost")
+
+// record inserts ms in one transaction on conn, runs inTx in it, commits,
+// and then gives up the locks of release in locks. The transaction
+// begins in the markers' round trip and ends in the release's; without
+// inTx, it all is one round trip. A failure rolls back and leaves the
+// claims held; when even that fails, the error wraps errConnLost.
+func record(ctx context.Context, conn *pgx.Conn, ms []Marker, inTx func(context.Context, pgx.Tx, []int) error, locks *pglock.Set, release []string) ([]Marker, []bool, error) {
+	stored, won := make([]Marker, len(ms)), make([]bool, len(ms))
+	if len(ms) == 0 {
+		return stored, won, nil
+	}
+	what := fmt.Sprintf("%s/%s", ms[0].UploadID, ms[0].Step)
+	if len(ms) > 1 {
+		what = fmt.Sprintf("%d markers", len(ms))
+	}
+	ids, steps, fps, results := make([]string, len(ms)), make([]string, len(ms)), make([]string, len(ms)), make([]string, len(ms))
+	index := make(map[[2]string]int, len(ms))
+	for i, m := range ms {
+		if len(m.Result) == 0 {
+			m.Result = json.RawMessage("null")
+		}
+		stored[i] = m
+		ids[i], steps[i], fps[i], results[i] = m.UploadID, m.Step, m.Fingerprint, string(m.Result)
+		index[[2]string{m.UploadID, m.Step}] = i
+	}
+	fail := func(err error) ([]Marker, []bool, error) {
+		return nil, nil, rollback(conn, fmt.Errorf("marker: record %s: %w", what, err))
+	}
+
+	var b pgx.Batch
+	b.BeginTx(pgx.TxOptions{})
+	b.Queue(insertMarkers, ids, steps, fps, results)
+	if inTx == nil {
+		queueCommit(&b, locks, release)
+	}
+	br := conn.SendBatch(ctx, &b)
+	tx := br.Tx()
+	var wonIdx []int
+	err := func() error {
+		if _, err := br.Exec(); err != nil { // begin
+			return err
+		}
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		var (
+			id, step string
+			created  time.Time
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&id, &step, &created}, func() error {
+			i := index[[2]string{id, step}]
+			stored[i].CreatedAt, won[i] = created, true
+			wonIdx = append(wonIdx, i)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if inTx == nil {
+			return readCommit(br, len(release) > 0)
+		}
+		return nil
+	}()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if inTx != nil {
+		if len(wonIdx) < len(ms) {
+			if err := readLosers(ctx, tx, stored, won); err != nil {
+				return fail(err)
+			}
+		}
+		if err := inTx(ctx, tx, wonIdx); err != nil {
+			return nil, nil, rollback(conn, err)
+		}
+		var b pgx.Batch
+		queueCommit(&b, locks, release)
+		br := conn.SendBatch(ctx, &b)
+		err := readCommit(br, len(release) > 0)
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fail(fmt.Errorf("commit: %w", err))
+		}
+		return stored, won, nil
+	}
+	if len(wonIdx) < len(ms) {
+		// Other writers won these; report what they recorded.
+		if err := readLosers(ctx, conn, stored, won); err != nil {
+			return nil, nil, fmt.Errorf("marker: record %s: %w", what, err)
+		}
+	}
+	return stored, won, nil
+}
+
+// queueCommit queues the commit and, after it, the release of the locks on
+// ids: the next holder of a claim sees the committed marker.
+func queueCommit(b *pgx.Batch, locks *pglock.Set, ids []string) {
+	b.Queue("COMMIT")
+	if len(ids) > 0 {
+		locks.QueueUnlock(b, ids)
+	}
+}
+
+// readCommit reads the results queueCommit queued. A commit that fails
+// leaves the transaction aborted, and the release does not run.
+func readCommit(br pgx.BatchResults, unlock bool) error {
+	if _, err := br.Exec(); err != nil {
+		return err
+	}
+	if unlock {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rollback ends the transaction on conn, if one is open, after err; if it
+// cannot, the connection is lost, and so are the claims it holds.
+func rollback(conn *pgx.Conn, err error) error {
+	if conn.IsClosed() {
+		return fmt.Errorf("%w (%w)", err, errConnLost)
+	}
+	if conn.PgConn().TxStatus() == 'I' {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, rerr := conn.Exec(ctx, "ROLLBACK"); rerr != nil {
+		return fmt.Errorf("%w (rollback: %w, %w)", err, rerr, errConnLost)
+	}
+	return err
+}
+
+// readLosers replaces the markers this call did not insert by the stored ones.
+func readLosers(ctx context.Context, q querier, stored []Marker, won []bool) error {
+	byStep := map[string][]string{}
+	for i, m := range stored {
+		if !won[i] {
+			byStep[m.Step] = append(byStep[m.Step], m.UploadID)
+		}
+	}
+	for step, ids := range byStep {
+		found, err := getMany(ctx, q, step, ids)
+		if err != nil {
+			return err
+		}
+		for i, m := range stored {
+			if won[i] || m.Step != step {
+				continue
+			}
+			existing, ok := found[m.UploadID]
+			if !ok {
+				return fmt.Errorf("conflicting marker %s/%s vanished", m.UploadID, step)
+			}
+			stored[i] = existing
+		}
+	}
+	return nil
+}
+
+func unique(ids []string) []string {
+	seen := make(map[string]bool, len(ids))
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
