@@ -12,28 +12,28 @@ import (
 // Probe reports whether a dependency answers: nil when it does.
 type Probe func(ctx context.Context) error
 
-// stage is where a dependency stands for the runner.
-type stage int
+// depState is where a dependency stands for the runner.
+type depState int
 
 const (
-	// stageUp: in use.
-	stageUp stage = iota
-	// stageDown: an outage was seen and the probe has not passed since;
+	// depUp: in use.
+	depUp depState = iota
+	// depDown: an outage was seen and the probe has not passed since;
 	// the runner fetches nothing.
-	stageDown
-	// stageTrial: the probe passed; the runner fetches again, and the
+	depDown
+	// depTrial: the probe passed; the runner fetches again, and the
 	// dependency is up once a message succeeds or trialWindow passes
 	// without an outage. One more outage sends it back down without a new
 	// log line: a store that answers probes while still full (no space for
 	// the uploads themselves) is one outage, not many.
-	stageTrial
+	depTrial
 )
 
 // dependency is the circuit of one dependency.
 type dependency struct {
 	name  string
 	probe Probe // nil: the dependency is tried again after its cool-down
-	stage stage
+	state depState
 	since time.Time     // when it went down
 	wait  time.Duration // cool-down before the next probe
 	next  time.Time     // when to probe (down) or to call it up (trial)
@@ -56,7 +56,7 @@ type breaker struct {
 	down   atomic.Int32 // dependencies down: no fetching
 	mu     sync.Mutex
 	deps   map[string]*dependency
-	change chan struct{} // closed and replaced on every change of stage
+	change chan struct{} // closed and replaced on every change of state
 }
 
 func newBreaker(step string, probes map[string]Probe, o Options) *breaker {
@@ -93,12 +93,12 @@ func (b *breaker) dep(name string) *dependency {
 func (b *breaker) report(ctx context.Context, o outage, err error) bool {
 	b.mu.Lock()
 	d := b.dep(o.dependency)
-	switch d.stage {
-	case stageDown:
+	switch d.state {
+	case depDown:
 		b.mu.Unlock()
 		return true
-	case stageTrial:
-		b.setStage(d, stageDown, time.Now())
+	case depTrial:
+		b.setState(d, depDown, time.Now())
 		d.wait = min(2*d.wait, b.maxWait)
 		d.next = time.Now().Add(d.wait)
 		b.mu.Unlock()
@@ -113,11 +113,11 @@ func (b *breaker) report(ctx context.Context, o outage, err error) bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if d.stage == stageUp {
+	if d.state == depUp {
 		now := time.Now()
 		d.since, d.wait = now, b.firstWait
 		d.next = now.Add(d.wait)
-		b.setStage(d, stageDown, now)
+		b.setState(d, depDown, now)
 		b.metrics.outage(b.step, d.name)
 		b.log.Error("dependency down: pausing until it is back", "step", b.step, "dependency", d.name, "error", err.Error())
 	}
@@ -134,7 +134,7 @@ func (b *breaker) succeeded() {
 	defer b.mu.Unlock()
 	now := time.Now()
 	for _, d := range b.deps {
-		if d.stage == stageTrial {
+		if d.state == depTrial {
 			b.setUp(d, now)
 		}
 	}
@@ -142,34 +142,34 @@ func (b *breaker) succeeded() {
 
 // setUp ends d's outage. b.mu is held.
 func (b *breaker) setUp(d *dependency, now time.Time) {
-	b.setStage(d, stageUp, now)
+	b.setState(d, depUp, now)
 	b.log.Info("dependency back: resuming", "step", b.step, "dependency", d.name,
 		"down_for", now.Sub(d.since).Round(time.Millisecond).String())
 }
 
-// setStage moves d to s and wakes whoever waits for a change. b.mu is held.
-func (b *breaker) setStage(d *dependency, s stage, now time.Time) {
-	if d.stage == s {
+// setState moves d to s and wakes whoever waits for a change. b.mu is held.
+func (b *breaker) setState(d *dependency, s depState, now time.Time) {
+	if d.state == s {
 		return
 	}
-	count := func(s stage) (notUp, down int32) {
+	count := func(s depState) (notUp, down int32) {
 		switch s {
-		case stageDown:
+		case depDown:
 			return 1, 1
-		case stageTrial:
+		case depTrial:
 			return 1, 0
 		}
 		return 0, 0
 	}
-	n0, d0 := count(d.stage)
+	n0, d0 := count(d.state)
 	n1, d1 := count(s)
 	b.notUp.Add(n1 - n0)
 	b.down.Add(d1 - d0)
-	d.stage = s
-	if s == stageTrial {
+	d.state = s
+	if s == depTrial {
 		d.next = now.Add(b.trialWindow)
 	}
-	b.metrics.dependencyUp(b.step, d.name, s == stageUp)
+	b.metrics.dependencyUp(b.step, d.name, s == depUp)
 	close(b.change)
 	b.change = make(chan struct{})
 }
@@ -183,7 +183,7 @@ func (b *breaker) excusing() (string, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, name := range b.sortedNames() {
-		if b.deps[name].stage != stageUp {
+		if b.deps[name].state != depUp {
 			return name, true
 		}
 	}
@@ -198,10 +198,10 @@ func (b *breaker) isDown(name string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	d, ok := b.deps[name]
-	return ok && d.stage == stageDown
+	return ok && d.state == depDown
 }
 
-// changed returns a channel closed at the next change of stage.
+// changed returns a channel closed at the next change of state.
 func (b *breaker) changed() <-chan struct{} {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -220,7 +220,7 @@ func (b *breaker) unavailable() []string {
 	defer b.mu.Unlock()
 	var out []string
 	for _, name := range b.sortedNames() {
-		if b.deps[name].stage != stageUp {
+		if b.deps[name].state != depUp {
 			out = append(out, name)
 		}
 	}
@@ -274,7 +274,7 @@ func (b *breaker) run(ctx context.Context) {
 		next := now.Add(time.Hour)
 		for _, d := range b.deps {
 			switch {
-			case d.stage == stageUp:
+			case d.state == depUp:
 				continue
 			case !d.next.After(now):
 				due = append(due, d)
@@ -302,24 +302,24 @@ func (b *breaker) run(ctx context.Context) {
 // advance probes d if it is down, or calls it up if its trial passed.
 func (b *breaker) advance(ctx context.Context, d *dependency) {
 	b.mu.Lock()
-	st, probe := d.stage, d.probe
+	st, probe := d.state, d.probe
 	b.mu.Unlock()
 	var err error
-	if st == stageDown && probe != nil {
+	if st == depDown && probe != nil {
 		err = b.try(ctx, probe)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := time.Now()
 	switch {
-	case d.stage != st:
+	case d.state != st:
 		// changed while probing: look again
-	case st == stageTrial:
+	case st == depTrial:
 		b.setUp(d, now)
 	case err != nil:
 		d.wait = min(2*d.wait, b.maxWait)
 		d.next = now.Add(d.wait)
 	default:
-		b.setStage(d, stageTrial, now)
+		b.setState(d, depTrial, now)
 	}
 }

@@ -9,7 +9,7 @@
 //	for each id: if claims.Marker(id) exists, re-emit its result;
 //	             else if claims.Held(id) (exclusive across replicas), do it
 //	results := doSideEffects()
-//	stored, won, _ := claims.Record(ctx, markers, writesInSameTx) // and release
+//	stored, won, refused, _ := claims.Record(ctx, markers, writesInSameTx) // and release
 //
 // Record inserts with ON CONFLICT DO NOTHING; what it inserted says who won.
 // Writes that must commit atomically with the markers (reference rows) run
@@ -218,39 +218,87 @@ func (c *Claims) Marker(id string) (Marker, bool) {
 	return m, ok
 }
 
+// InTx writes, in the transaction that records markers, what must commit
+// with them: won are the indexes of the markers this transaction inserted.
+// It returns nil, or one error per index of won: an item with an error is
+// refused, and the transaction is rolled back and run again without it.
+type InTx func(ctx context.Context, tx pgx.Tx, won []int) ([]error, error)
+
 // Record inserts the markers ms, skipping those whose (UploadID, Step)
 // exists, in one transaction on the claim's connection, and then gives up
 // the claims on their ids. inTx (if not nil) runs in the same transaction
 // with the indexes into ms this call inserted, and everything commits
-// together or not at all. Record returns, for each of ms, the marker now
-// stored and whether this call inserted it.
+// together or not at all. When inTx refuses markers, the transaction is
+// rolled back and run again without them, until it refuses none: a refused
+// marker is not stored, and its claim stays held (until Release).
+//
+// Record returns, for each of ms, the marker now stored and whether this
+// call inserted it; refused is nil, or holds, for each of ms, the error
+// inTx refused it with (nil for the others).
 //
 // Without inTx, the whole of it is one round trip; with it, two besides
 // inTx's own: the transaction begins together with the markers' insert,
 // and commits together with the claims' release. The claims are given up
 // only once the markers are committed, so the next holder sees them.
-func (c *Claims) Record(ctx context.Context, ms []Marker, inTx func(ctx context.Context, tx pgx.Tx, won []int) error) ([]Marker, []bool, error) {
+func (c *Claims) Record(ctx context.Context, ms []Marker, inTx InTx) (stored []Marker, won []bool, refused []error, err error) {
 	conn := c.locks.Conn()
 	if conn == nil {
-		return nil, nil, fmt.Errorf("marker: record under claims on step %s: no claim held", c.step)
+		return nil, nil, nil, fmt.Errorf("marker: record under claims on step %s: no claim held", c.step)
 	}
-	var ids []string
-	for _, m := range ms {
-		if m.Step == c.step {
-			ids = append(ids, m.UploadID)
+	stored, won = make([]Marker, len(ms)), make([]bool, len(ms))
+	left := make([]int, len(ms)) // the indexes into ms still to record
+	for i := range left {
+		left[i] = i
+	}
+	for len(left) > 0 {
+		batch, ids := make([]Marker, len(left)), make([]string, 0, len(left))
+		for k, i := range left {
+			batch[k] = ms[i]
+			if ms[i].Step == c.step {
+				ids = append(ids, ms[i].UploadID)
+			}
 		}
+		release := c.locks.HeldOf(ids)
+		var attempt InTx // inTx, with indexes into ms
+		if inTx != nil {
+			attempt = func(ctx context.Context, tx pgx.Tx, w []int) ([]error, error) {
+				into := make([]int, len(w))
+				for k, i := range w {
+					into[k] = left[i]
+				}
+				return inTx(ctx, tx, into)
+			}
+		}
+		s, w, r, err := record(ctx, conn.Conn(), batch, attempt, c.locks, release)
+		if errors.Is(err, errConnLost) {
+			c.locks.Discard()
+			return nil, nil, nil, err
+		}
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if r != nil { // rolled back: again, without the refused
+			if refused == nil {
+				refused = make([]error, len(ms))
+			}
+			kept := left[:0]
+			for k, i := range left {
+				if r[k] != nil {
+					refused[i] = r[k]
+				} else {
+					kept = append(kept, i)
+				}
+			}
+			left = kept
+			continue
+		}
+		for k, i := range left {
+			stored[i], won[i] = s[k], w[k]
+		}
+		c.locks.Forget(release) // no claim left: the connection goes back
+		break
 	}
-	release := c.locks.HeldOf(ids)
-	stored, won, err := record(ctx, conn.Conn(), ms, inTx, c.locks, release)
-	if errors.Is(err, errConnLost) {
-		c.locks.Discard()
-		return nil, nil, err
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	c.locks.Forget(release) // no claim left: the connection goes back
-	return stored, won, nil
+	return stored, won, refused, nil
 }
 
 // Release gives up the claims still held. It is safe to call more than
@@ -290,7 +338,7 @@ func (c *Claim) Record(ctx context.Context, m Marker, inTx func(context.Context,
 	if !c.claims.Held(c.id) {
 		return c.claims.store.Record(ctx, m, inTx)
 	}
-	stored, won, err := c.claims.Record(ctx, []Marker{m}, oneTx(inTx))
+	stored, won, _, err := c.claims.Record(ctx, []Marker{m}, oneTx(inTx))
 	if err != nil {
 		return Marker{}, false, err
 	}
@@ -309,7 +357,7 @@ func (s *Store) Record(ctx context.Context, m Marker, inTx func(context.Context,
 	}
 	// A connection left inside a transaction is closed by Release.
 	defer conn.Release()
-	stored, won, err := record(ctx, conn.Conn(), []Marker{m}, oneTx(inTx), nil, nil)
+	stored, won, _, err := record(ctx, conn.Conn(), []Marker{m}, oneTx(inTx), nil, nil)
 	if err != nil {
 		return Marker{}, false, err
 	}
@@ -318,15 +366,15 @@ func (s *Store) Record(ctx context.Context, m Marker, inTx func(context.Context,
 
 // oneTx adapts the inTx of one marker to that of a batch: it runs only
 // when the marker was inserted.
-func oneTx(inTx func(context.Context, pgx.Tx) error) func(context.Context, pgx.Tx, []int) error {
+func oneTx(inTx func(context.Context, pgx.Tx) error) InTx {
 	if inTx == nil {
 		return nil
 	}
-	return func(ctx context.Context, tx pgx.Tx, won []int) error {
+	return func(ctx context.Context, tx pgx.Tx, won []int) ([]error, error) {
 		if len(won) == 0 {
-			return nil
+			return nil, nil
 		}
-		return inTx(ctx, tx)
+		return nil, inTx(ctx, tx)
 	}
 }
 
@@ -345,14 +393,16 @@ const insertMarkers = `
 var errConnLost = errors.New("marker: connection lost")
 
 // record inserts ms in one transaction on conn, runs inTx in it, commits,
-// and then gives up the locks of release in locks. The transaction
+// and then gives up the locks of release in locks. When inTx refuses some
+// of ms, it rolls back and returns, for each of ms, the error it refused
+// it with (nil for the others), and no markers. The transaction
 // begins in the markers' round trip and ends in the release's; without
 // inTx, it all is one round trip. A failure rolls back and leaves the
 // claims held; when even that fails, the error wraps errConnLost.
-func record(ctx context.Context, conn *pgx.Conn, ms []Marker, inTx func(context.Context, pgx.Tx, []int) error, locks *pglock.Set, release []string) ([]Marker, []bool, error) {
+func record(ctx context.Context, conn *pgx.Conn, ms []Marker, inTx InTx, locks *pglock.Set, release []string) ([]Marker, []bool, []error, error) {
 	stored, won := make([]Marker, len(ms)), make([]bool, len(ms))
 	if len(ms) == 0 {
-		return stored, won, nil
+		return stored, won, nil, nil
 	}
 	what := fmt.Sprintf("%s/%s", ms[0].UploadID, ms[0].Step)
 	if len(ms) > 1 {
@@ -368,8 +418,8 @@ func record(ctx context.Context, conn *pgx.Conn, ms []Marker, inTx func(context.
 		ids[i], steps[i], fps[i], results[i] = m.UploadID, m.Step, m.Fingerprint, string(m.Result)
 		index[[2]string{m.UploadID, m.Step}] = i
 	}
-	fail := func(err error) ([]Marker, []bool, error) {
-		return nil, nil, rollback(conn, fmt.Errorf("marker: record %s: %w", what, err))
+	fail := func(err error) ([]Marker, []bool, []error, error) {
+		return nil, nil, nil, rollback(conn, fmt.Errorf("marker: record %s: %w", what, err))
 	}
 
 	var b pgx.Batch
@@ -418,28 +468,51 @@ func record(ctx context.Context, conn *pgx.Conn, ms []Marker, inTx func(context.
 				return fail(err)
 			}
 		}
-		if err := inTx(ctx, tx, wonIdx); err != nil {
-			return nil, nil, rollback(conn, err)
+		errs, err := inTx(ctx, tx, wonIdx)
+		if err != nil {
+			return nil, nil, nil, rollback(conn, err)
+		}
+		if refused := refusals(errs, wonIdx, len(ms)); refused != nil {
+			if err := abort(conn); err != nil {
+				return nil, nil, nil, fmt.Errorf("marker: record %s: %w", what, err)
+			}
+			return nil, nil, refused, nil
 		}
 		var b pgx.Batch
 		queueCommit(&b, locks, release)
 		br := conn.SendBatch(ctx, &b)
-		err := readCommit(br, len(release) > 0)
+		err = readCommit(br, len(release) > 0)
 		if cerr := br.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
 			return fail(fmt.Errorf("commit: %w", err))
 		}
-		return stored, won, nil
+		return stored, won, nil, nil
 	}
 	if len(wonIdx) < len(ms) {
 		// Other writers won these; report what they recorded.
 		if err := readLosers(ctx, conn, stored, won); err != nil {
-			return nil, nil, fmt.Errorf("marker: record %s: %w", what, err)
+			return nil, nil, nil, fmt.Errorf("marker: record %s: %w", what, err)
 		}
 	}
-	return stored, won, nil
+	return stored, won, nil, nil
+}
+
+// refusals maps the errors inTx returned for the inserted markers won to
+// the indexes of all n markers; nil when it refused none.
+func refusals(errs []error, won []int, n int) []error {
+	var out []error
+	for k, err := range errs {
+		if err == nil || k >= len(won) {
+			continue
+		}
+		if out == nil {
+			out = make([]error, n)
+		}
+		out[won[k]] = err
+	}
+	return out
 }
 
 // queueCommit queues the commit and, after it, the release of the locks on
@@ -468,18 +541,28 @@ func readCommit(br pgx.BatchResults, unlock bool) error {
 // rollback ends the transaction on conn, if one is open, after err; if it
 // cannot, the connection is lost, and so are the claims it holds.
 func rollback(conn *pgx.Conn, err error) error {
+	if aerr := abort(conn); aerr != nil {
+		return fmt.Errorf("%w (%w)", err, aerr)
+	}
+	return err
+}
+
+// abort rolls back the transaction open on conn, if any. An error says the
+// connection is lost (it wraps errConnLost): closed, or stuck in the
+// transaction.
+func abort(conn *pgx.Conn) error {
 	if conn.IsClosed() {
-		return fmt.Errorf("%w (%w)", err, errConnLost)
+		return errConnLost
 	}
 	if conn.PgConn().TxStatus() == 'I' {
-		return err
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, rerr := conn.Exec(ctx, "ROLLBACK"); rerr != nil {
-		return fmt.Errorf("%w (rollback: %w, %w)", err, rerr, errConnLost)
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		return fmt.Errorf("rollback: %w, %w", err, errConnLost)
 	}
-	return err
+	return nil
 }
 
 // readLosers replaces the markers this call did not insert by the stored ones.

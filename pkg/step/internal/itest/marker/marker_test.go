@@ -187,13 +187,13 @@ func TestBatchClaimAndRecord(t *testing.T) {
 	}
 
 	var inTxWon []int
-	stored, won, err := cs.Record(ctx, []marker.Marker{
+	stored, won, refused, err := cs.Record(ctx, []marker.Marker{
 		{UploadID: "a", Step: "blob", Fingerprint: "fa"},
 		{UploadID: "done", Step: "blob", Fingerprint: "new"},
 		{UploadID: "b", Step: "blob", Fingerprint: "fb", Result: json.RawMessage(`{"k":2}`)},
-	}, func(_ context.Context, _ pgx.Tx, w []int) error { inTxWon = w; return nil })
-	if err != nil {
-		t.Fatal(err)
+	}, func(_ context.Context, _ pgx.Tx, w []int) ([]error, error) { inTxWon = w; return nil, nil })
+	if err != nil || refused != nil {
+		t.Fatalf("Record: got %v, refused %v; want neither", err, refused)
 	}
 	if !won[0] || won[1] || !won[2] || len(inTxWon) != 2 {
 		t.Fatalf("Record: got won %v, inTx with %v; want a and b won", won, inTxWon)
@@ -283,18 +283,18 @@ func TestFailedRecordKeepsClaims(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		m    marker.Marker
-		inTx func(context.Context, pgx.Tx, []int) error
+		inTx marker.InTx
 		want error
 	}{
 		{"inTx", marker.Marker{UploadID: "a", Step: "blob", Fingerprint: "fa"},
-			func(context.Context, pgx.Tx, []int) error { return boom }, boom},
+			func(context.Context, pgx.Tx, []int) ([]error, error) { return nil, boom }, boom},
 		{"insert", marker.Marker{UploadID: "a", Step: "blob", Fingerprint: "fa", Result: json.RawMessage(`not json`)}, nil, nil},
 	} {
 		cs, err := s.ClaimMany(ctx, "blob", []string{"a"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, err = cs.Record(ctx, []marker.Marker{tc.m}, tc.inTx)
+		_, _, _, err = cs.Record(ctx, []marker.Marker{tc.m}, tc.inTx)
 		if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
 			t.Fatalf("%s: Record: got %v, want an error (%v)", tc.name, err, tc.want)
 		}
@@ -314,11 +314,63 @@ func TestFailedRecordKeepsClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, won, err := cs.Record(ctx, []marker.Marker{{UploadID: "a", Step: "blob", Fingerprint: "fa"}}, nil); err != nil || !won[0] {
+	if _, won, _, err := cs.Record(ctx, []marker.Marker{{UploadID: "a", Step: "blob", Fingerprint: "fa"}}, nil); err != nil || !won[0] {
 		t.Fatalf("Record after failures: got won %v, %v; want won", won, err)
 	}
 	cs.Release()
 	if n := heldLocks(t, pg); n != 0 {
 		t.Errorf("advisory locks held at the end: got %d, want 0", n)
+	}
+}
+
+// The step's writes may refuse some of a batch: Record rolls back and
+// records the others in a transaction of their own, the refused are not
+// stored, and their claims stay held until Release.
+func TestRecordWithoutTheRefused(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	s := marker.NewStore(pg.Pool)
+	ctx := context.Background()
+	cs, err := s.ClaimMany(ctx, "blob", []string{"a", "b", "busy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	no := errors.New("not busy")
+	var calls [][]int
+	stored, won, refused, err := cs.Record(ctx, []marker.Marker{
+		{UploadID: "a", Step: "blob", Fingerprint: "fa"},
+		{UploadID: "busy", Step: "blob", Fingerprint: "fc"},
+		{UploadID: "b", Step: "blob", Fingerprint: "fb"},
+	}, func(_ context.Context, _ pgx.Tx, w []int) ([]error, error) {
+		calls = append(calls, w)
+		errs := make([]error, len(w))
+		for k, i := range w {
+			if i == 1 {
+				errs[k] = no
+			}
+		}
+		return errs, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(refused) != 3 || refused[0] != nil || !errors.Is(refused[1], no) || refused[2] != nil {
+		t.Errorf("refused: got %v, want busy's error only", refused)
+	}
+	if !won[0] || won[1] || !won[2] || stored[0].UploadID != "a" || stored[2].UploadID != "b" {
+		t.Errorf("Record: got won %v, stored %+v; want a and b won", won, stored)
+	}
+	if len(calls) != 2 || len(calls[0]) != 3 || len(calls[1]) != 2 {
+		t.Errorf("inTx calls: got %v, want all three, then the two it accepted", calls)
+	}
+	if got := pg.Map(t, `SELECT upload_id, fingerprint FROM step_markers`); len(got) != 2 || got["a"] != "fa" || got["b"] != "fb" {
+		t.Errorf("markers: got %v, want a and b", got)
+	}
+	if n := heldLocks(t, pg); n != 1 {
+		t.Errorf("advisory locks held after Record: got %d, want 1 (busy's)", n)
+	}
+	cs.Release()
+	if n := heldLocks(t, pg); n != 0 {
+		t.Errorf("advisory locks held after release: got %d, want 0", n)
 	}
 }
