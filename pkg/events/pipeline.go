@@ -20,6 +20,16 @@ const (
 	SourceRefWriter = "/blobref/refwriter"
 )
 
+// Stored objects: blobwriter stores the bytes of upload id at DefaultKeyPrefix + id (or under
+// the prefix it is configured with), with their sha256 in the object's metadata under
+// MetadataSHA256; refwriter checks both before it references the object.
+const (
+	// DefaultKeyPrefix is the object key prefix of uploads.
+	DefaultKeyPrefix = "uploads/"
+	// MetadataSHA256 is the object metadata key holding the lowercase hex SHA-256 of the bytes.
+	MetadataSHA256 = "sha256"
+)
+
 // ConsumerSpec names a step of the pipeline and the durable consumer it reads. Operators use
 // these names.
 type ConsumerSpec struct {

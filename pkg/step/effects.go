@@ -68,7 +68,7 @@ func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], flush func([
 // runEffect runs the side effect of one claimed job, with its deadline, and
 // leaves it effected with its result, or failed.
 func (r *Runner[R]) runEffect(ctx context.Context, j *job[R]) {
-	if err := r.inject(ctx, "before-effect"); err != nil {
+	if err := r.inject(ctx, pointBeforeEffect); err != nil {
 		j.fail(err)
 		return
 	}
@@ -83,7 +83,7 @@ func (r *Runner[R]) runEffect(ctx context.Context, j *job[R]) {
 	j.result = result
 	j.to(stageEffected)
 	// From here on the side effect is done: nothing may cancel its record.
-	if err := r.inject(context.WithoutCancel(ctx), "after-effect"); err != nil {
+	if err := r.inject(context.WithoutCancel(ctx), pointAfterEffect); err != nil {
 		j.fail(err)
 	}
 }

@@ -53,6 +53,7 @@ func (r *Runner[R]) window(ctx, work context.Context, cons jetstream.Consumer) {
 			sleep(ctx, time.Second)
 		}
 	}
+	r.opts.Logger.Info("stopping: fetching no more, finishing the messages in flight", "step", r.step.Name)
 }
 
 // fetch pulls up to n messages and hands them to batches as they arrive. A
@@ -103,6 +104,7 @@ func (r *Runner[R]) fetch(ctx, work context.Context, cons jetstream.Consumer, n 
 				continue
 			}
 			batch = append(batch, j)
+			r.opts.Metrics.inFlightAdd(r.step.Name, 1) // in a batch: in the runner's hands
 			if len(batch) == 1 {
 				if timer == nil {
 					timer = time.NewTimer(r.opts.BatchWait)
@@ -142,13 +144,13 @@ func (r *Runner[R]) received(msg jetstream.Msg, slots chan struct{}) *job[R] {
 	if j.meta != nil {
 		j.out.Deliveries, j.out.Stream, j.out.Sequence = j.meta.NumDelivered, j.meta.Stream, j.meta.Sequence.Stream
 	}
-	r.opts.Metrics.inFlightAdd(r.step.Name, 1)
 	return j
 }
 
 // handBack settles a message fetched while a dependency is down without
 // running it: it is retried, and its delivery is excused.
 func (r *Runner[R]) handBack(j *job[R]) {
+	r.opts.Metrics.inFlightAdd(r.step.Name, 1)
 	dep, _ := r.breaker.excusing()
 	j.retry(reasonOutage, fmt.Errorf("not run: %s is down", dep))
 	j.out.Outage = dep

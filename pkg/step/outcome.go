@@ -150,7 +150,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"step", "outcome"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "blobref_step_in_flight",
-			Help: "Messages fetched and not yet settled, by step: the in-flight window (at most CONSUMER_MAX_IN_FLIGHT per process).",
+			Help: "Messages fetched and not yet settled, by step: those in a batch, whether it runs or waits for a worker.",
 		}, []string{"step"}),
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "blobref_dependency_up",

@@ -21,7 +21,7 @@ func (r *Runner[R]) record(ctx context.Context, group []*job[R], claims *marker.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	for _, j := range in(group, stageEffected) {
-		if err := r.inject(rctx, "before-marker"); err != nil {
+		if err := r.inject(rctx, pointBeforeMarker); err != nil {
 			j.fail(err)
 		}
 	}
@@ -67,7 +67,7 @@ func (r *Runner[R]) record(ctx context.Context, group []*job[R], claims *marker.
 		} else {
 			j.to(stageSkipped)
 		}
-		if err := r.inject(rctx, "after-marker"); err != nil {
+		if err := r.inject(rctx, pointAfterMarker); err != nil {
 			j.fail(err)
 		}
 	}
@@ -102,7 +102,7 @@ func (r *Runner[R]) emit(ctx context.Context, jobs []*job[R]) {
 			j.fail(err)
 			continue
 		}
-		if err := r.inject(pctx, "before-publish"); err != nil {
+		if err := r.inject(pctx, pointBeforePublish); err != nil {
 			j.fail(err)
 			continue
 		}
@@ -127,7 +127,7 @@ func (r *Runner[R]) emit(ctx context.Context, jobs []*job[R]) {
 			j.fail(Dependency(DependencyJetStream, fmt.Errorf("publish %s: no acknowledgement: %w", j.next.Msg().Subject, pctx.Err())))
 			continue
 		}
-		if err := r.inject(pctx, "after-publish"); err != nil {
+		if err := r.inject(pctx, pointAfterPublish); err != nil {
 			j.fail(err)
 		}
 	}

@@ -172,6 +172,30 @@ func (r *Runner[R]) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	}
 }
 
+// The failpoints of a step, in the order a message meets them: each is
+// named "<step>/<point>" (see package failpoint).
+const (
+	pointBeforeEffect  = "before-effect"
+	pointAfterEffect   = "after-effect"
+	pointBeforeMarker  = "before-marker"
+	pointAfterMarker   = "after-marker"
+	pointBeforePublish = "before-publish"
+	pointAfterPublish  = "after-publish"
+	pointBeforeAck     = "before-ack"
+)
+
+// Failpoints returns the names of the failpoints the runner of the step
+// named step injects, in the order a message meets them, such as
+// "blob/after-effect": crash tests arm them (BLOBREF_FAILPOINTS).
+func Failpoints(step string) []string {
+	points := []string{pointBeforeEffect, pointAfterEffect, pointBeforeMarker, pointAfterMarker,
+		pointBeforePublish, pointAfterPublish, pointBeforeAck}
+	for i, p := range points {
+		points[i] = step + "/" + p
+	}
+	return points
+}
+
 // inject runs the failpoint point of the step (see package failpoint).
 func (r *Runner[R]) inject(ctx context.Context, point string) error {
 	return failpoint.Inject(ctx, r.step.Name+"/"+point)

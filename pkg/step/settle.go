@@ -70,7 +70,7 @@ func (r *Runner[R]) decide(ctx context.Context, msg jetstream.Msg, out Outcome) 
 	}
 	switch out.Kind {
 	case Done, Skipped:
-		if err := r.inject(ctx, "before-ack"); err != nil {
+		if err := r.inject(ctx, pointBeforeAck); err != nil {
 			out.Kind, out.Err = Retried, err
 			break
 		}

@@ -38,7 +38,9 @@ type Config struct {
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
 	// LogFormat is json or text.
 	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
-	// ShutdownTimeout bounds graceful shutdown after SIGTERM.
+	// ShutdownTimeout bounds graceful shutdown after SIGTERM. A consumer
+	// gives its in-flight side effects ShutdownGrace(ShutdownTimeout) to
+	// finish, and the rest to record, publish and ack what finished.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
 	// NATSSetup says who creates the streams, the staging bucket and the
 	// durable consumers: SetupAuto (the service, at start-up) or SetupOff
@@ -49,18 +51,39 @@ type Config struct {
 	// build refuses a non-empty value.
 	Failpoints string `env:"BLOBREF_FAILPOINTS"`
 
-	// StreamReplicas is the replica count of UPLOADS and UPLOADS_DLQ when a
-	// service creates them (3 on a JetStream cluster).
-	StreamReplicas int `env:"STREAM_REPLICAS" envDefault:"1"`
-	// StreamMaxAge is how long UPLOADS keeps events for replay.
-	StreamMaxAge time.Duration `env:"STREAM_MAX_AGE" envDefault:"168h"`
-	// DLQMaxAge is how long UPLOADS_DLQ keeps dead letters.
-	DLQMaxAge time.Duration `env:"DLQ_MAX_AGE" envDefault:"720h"`
-	// StreamMaxBytes bounds what UPLOADS stores, in bytes; -1 is no bound.
-	// Full, it refuses new events: uploads wait, none is dropped.
-	StreamMaxBytes int64 `env:"STREAM_MAX_BYTES" envDefault:"1073741824"`
-	// DLQMaxBytes bounds what UPLOADS_DLQ stores, in bytes; -1 is no bound.
-	DLQMaxBytes int64 `env:"DLQ_MAX_BYTES" envDefault:"268435456"`
+	// The streams' settings, when a service creates them. Their defaults
+	// are package events' (DefaultMaxAge, ...), filled in by Load.
+
+	// StreamReplicas is the replica count of UPLOADS and UPLOADS_DLQ (3 on a
+	// JetStream cluster) [1].
+	StreamReplicas int `env:"STREAM_REPLICAS"`
+	// StreamMaxAge is how long UPLOADS keeps events for replay [168h].
+	StreamMaxAge time.Duration `env:"STREAM_MAX_AGE"`
+	// DLQMaxAge is how long UPLOADS_DLQ keeps dead letters [720h].
+	DLQMaxAge time.Duration `env:"DLQ_MAX_AGE"`
+	// StreamMaxBytes bounds what UPLOADS stores, in bytes; -1 is no bound
+	// [1 GiB]. Full, it refuses new events: uploads wait, none is dropped.
+	StreamMaxBytes int64 `env:"STREAM_MAX_BYTES"`
+	// DLQMaxBytes bounds what UPLOADS_DLQ stores, in bytes; -1 is no bound
+	// [256 MiB].
+	DLQMaxBytes int64 `env:"DLQ_MAX_BYTES"`
+}
+
+// streamDefaults are the stream settings Load fills in when the service set
+// none: package events' defaults.
+func streamDefaults() Config {
+	return Config{
+		StreamReplicas: 1, StreamMaxAge: events.DefaultMaxAge, DLQMaxAge: events.DefaultDLQMaxAge,
+		StreamMaxBytes: events.DefaultMaxBytes, DLQMaxBytes: events.DefaultDLQMaxBytes,
+	}
+}
+
+// ShutdownGrace is how long, of a graceful shutdown bounded by timeout, a
+// consumer's in-flight side effects may finish: all of it but what
+// recording, publishing and acking them takes (5s, or half of a shorter
+// timeout). Those that outlast it are handed back.
+func ShutdownGrace(timeout time.Duration) time.Duration {
+	return timeout - min(5*time.Second, timeout/2)
 }
 
 // Setup modes, the values of NATS_SETUP.
@@ -108,7 +131,7 @@ func DefaultInboxPrefix(name string) string {
 	}, name)
 }
 
-// Validate names the first bad setting.
+// Validate names each bad setting.
 func (c *NATSConfig) Validate() error {
 	var errs []error
 	bad := func(name, format string, args ...any) {
@@ -133,27 +156,44 @@ func (c *NATSConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ConsumerConfig tunes a step runner; every consumer service embeds it.
+// ConsumerConfig tunes a step runner; every consumer service embeds it. Its
+// fields are step.Options' of the same names, and take their defaults
+// (step.DefaultOptions), which Load fills in: the runtime and the
+// environment have one set of defaults.
 type ConsumerConfig struct {
-	Concurrency   int           `env:"CONSUMER_CONCURRENCY" envDefault:"8"`
-	BatchSize     int           `env:"CONSUMER_BATCH_SIZE" envDefault:"64"`
-	BatchWait     time.Duration `env:"CONSUMER_BATCH_WAIT" envDefault:"2ms"`
-	StragglerWait time.Duration `env:"CONSUMER_STRAGGLER_WAIT" envDefault:"1s"`
-	MaxInFlight   int           `env:"CONSUMER_MAX_IN_FLIGHT" envDefault:"256"`
-	AckWait       time.Duration `env:"CONSUMER_ACK_WAIT" envDefault:"30s"`
-	MaxDeliveries int           `env:"CONSUMER_MAX_DELIVERIES" envDefault:"20"`
-	StepTimeout   time.Duration `env:"CONSUMER_STEP_TIMEOUT" envDefault:"5m"`
-	BackoffBase   time.Duration `env:"CONSUMER_BACKOFF_BASE" envDefault:"1s"`
-	BackoffMax    time.Duration `env:"CONSUMER_BACKOFF_MAX" envDefault:"5m"`
-	MaxInlineSize int           `env:"MAX_INLINE_SIZE" envDefault:"1048576"`
+	Concurrency   int           `env:"CONSUMER_CONCURRENCY"`
+	BatchSize     int           `env:"CONSUMER_BATCH_SIZE"`
+	BatchWait     time.Duration `env:"CONSUMER_BATCH_WAIT"`
+	StragglerWait time.Duration `env:"CONSUMER_STRAGGLER_WAIT"`
+	MaxInFlight   int           `env:"CONSUMER_MAX_IN_FLIGHT"`
+	AckWait       time.Duration `env:"CONSUMER_ACK_WAIT"`
+	MaxDeliveries int           `env:"CONSUMER_MAX_DELIVERIES"`
+	StepTimeout   time.Duration `env:"CONSUMER_STEP_TIMEOUT"`
+	BackoffBase   time.Duration `env:"CONSUMER_BACKOFF_BASE"`
+	BackoffMax    time.Duration `env:"CONSUMER_BACKOFF_MAX"`
+	MaxInlineSize int           `env:"MAX_INLINE_SIZE"`
+}
+
+// DefaultConsumerConfig is the consumer configuration of the runtime's
+// defaults (step.DefaultOptions).
+func DefaultConsumerConfig() ConsumerConfig {
+	o := step.DefaultOptions()
+	return ConsumerConfig{
+		Concurrency: o.Concurrency, BatchSize: o.BatchSize, BatchWait: o.BatchWait, StragglerWait: o.StragglerWait,
+		MaxInFlight: o.MaxInFlight, AckWait: o.AckWait, MaxDeliveries: o.MaxDeliveries, StepTimeout: o.StepTimeout,
+		BackoffBase: o.BackoffBase, BackoffMax: o.BackoffMax, MaxInlineSize: o.MaxInlineSize,
+	}
 }
 
 // Validator is implemented by service configs.
 type Validator interface{ Validate() error }
 
 // Load fills cfg, a pointer to a service config, from the environment and
-// validates it. Fields already set are defaults for unset variables.
+// validates it. Fields already set are defaults for unset variables; the
+// fields of an embedded ConsumerConfig and the stream settings of a Config
+// that the service left zero take the runtime's defaults first.
 func Load(cfg Validator) error {
+	fillDefaults(reflect.ValueOf(cfg))
 	if err := env.Parse(cfg); err != nil {
 		var agg env.AggregateError
 		if !errors.As(err, &agg) {
@@ -174,6 +214,44 @@ func Load(cfg Validator) error {
 		return errors.Join(errs...)
 	}
 	return cfg.Validate()
+}
+
+// fillDefaults gives the zero fields of every ConsumerConfig in v (a
+// pointer to a config struct, or a struct field) the runtime's defaults,
+// and the zero stream settings of every Config the events defaults.
+func fillDefaults(v reflect.Value) {
+	for v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct || !v.CanSet() {
+		return
+	}
+	switch v.Type() {
+	case reflect.TypeFor[ConsumerConfig]():
+		fillZero(v, reflect.ValueOf(DefaultConsumerConfig()))
+		return
+	case reflect.TypeFor[Config]():
+		fillZero(v, reflect.ValueOf(streamDefaults()))
+		return
+	}
+	for i := range v.NumField() {
+		if v.Type().Field(i).IsExported() {
+			fillDefaults(v.Field(i).Addr())
+		}
+	}
+}
+
+// fillZero sets each zero field of v to that of def, whose zero fields it
+// leaves alone.
+func fillZero(v, def reflect.Value) {
+	for i := range v.NumField() {
+		if f := v.Field(i); f.IsZero() && !def.Field(i).IsZero() && f.CanSet() {
+			f.Set(def.Field(i))
+		}
+	}
 }
 
 // envName finds the variable that fills the struct field named field, in t
@@ -200,7 +278,7 @@ func envName(t reflect.Type, field string) string {
 	return ""
 }
 
-// Validate names the first bad setting.
+// Validate names each bad setting.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(name, format string, args ...any) {
@@ -259,7 +337,7 @@ func (c *Config) StreamOptions() events.StreamOptions {
 	}
 }
 
-// Validate names the first bad setting.
+// Validate names each bad setting.
 func (c *ConsumerConfig) Validate() error {
 	var errs []error
 	if c.Concurrency < 1 || c.Concurrency > 1024 {

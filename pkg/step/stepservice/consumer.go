@@ -2,6 +2,7 @@ package stepservice
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -39,8 +40,8 @@ func WithMigrate(migrate func(context.Context, *pgxpool.Pool) error) RunOption {
 // builds the step with build and runs it under a step runner, with the ops
 // server beside it. With NATS_SETUP=off it creates neither the streams nor
 // its durable consumer: it waits until blobrefctl setup did. Shutdown stops
-// fetching, finishes in-flight messages, drains the NATS connection and then
-// closes the pool.
+// fetching, finishes in-flight messages (within SHUTDOWN_TIMEOUT, see
+// ShutdownGrace), drains the NATS connection and then closes the pool.
 func Run[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerConfig, log *slog.Logger,
 	build func(Deps) (step.Step[R], error), opts ...RunOption) error {
 	o := runOptions{migrate: step.Migrate}
@@ -90,6 +91,7 @@ func Run[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerConfi
 			return err
 		}
 		opts := cc.RunnerOptions()
+		opts.ShutdownGrace = ShutdownGrace(cfg.ShutdownTimeout)
 		opts.Logger, opts.Metrics = log, metrics
 		opts.LookUpConsumer = cfg.NATSSetup == SetupOff
 		runner, err := step.NewRunner(js, pool, s, opts)
@@ -104,4 +106,25 @@ func Run[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerConfi
 		return runner.Run(gctx)
 	})
 	return g.Wait()
+}
+
+// StepConfig is the configuration of a consumer service that has no
+// settings of its own: Config and ConsumerConfig.
+type StepConfig struct {
+	Config
+	ConsumerConfig
+}
+
+// Validate names each bad setting.
+func (c *StepConfig) Validate() error {
+	return errors.Join(c.Config.Validate(), c.ConsumerConfig.Validate())
+}
+
+// MainStep is the whole main of a consumer service named name that has no
+// settings of its own: it reads StepConfig from the environment and runs
+// the step build returns (see Main and Run).
+func MainStep[R any](name string, build func(Deps) (step.Step[R], error), opts ...RunOption) {
+	Main(name, &StepConfig{}, func(ctx context.Context, cfg *StepConfig, log *slog.Logger) error {
+		return Run(ctx, name, &cfg.Config, &cfg.ConsumerConfig, log, build, opts...)
+	})
 }

@@ -70,7 +70,7 @@ func arguments(name string, args []string) int {
 		return 0
 	case len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help"):
 		fmt.Printf("usage: %s [--version]\n\n%s reads its settings from the environment (NATS_URL, DATABASE_URL,\n"+
-			"BLOB_URL, METRICS_ADDR, ...): see the README's Configuration section.\n", name, name)
+			"METRICS_ADDR, CONSUMER_*, ...): see its documentation.\n", name, name)
 		return 0
 	default:
 		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %q: it takes only --version or -h, and reads its settings from the environment\n", name, args)

@@ -4,15 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 	"github.com/blobref/blobref/pkg/step/stepservice"
 )
 
@@ -160,5 +163,40 @@ func TestDefaultInboxPrefix(t *testing.T) {
 		if got := stepservice.DefaultInboxPrefix(name); got != want {
 			t.Errorf("DefaultInboxPrefix(%q): got %q, want %q", name, got, want)
 		}
+	}
+}
+
+// The environment's defaults are the runtime's: a config loaded from an
+// empty environment gives the runner exactly step.DefaultOptions, and the
+// streams package events' defaults.
+func TestDefaultsAreTheRuntimes(t *testing.T) {
+	cfg := &testConfig{}
+	if err := stepservice.Load(cfg); err != nil {
+		t.Fatal(err)
+	}
+	got, want := cfg.RunnerOptions(), step.DefaultOptions()
+	want.ShutdownGrace, want.ProbeInterval, want.ProbeMaxInterval, want.ProbeTimeout, want.FetchWait = 0, 0, 0, 0, 0
+	if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) {
+		t.Errorf("RunnerOptions from an empty environment:\n got %+v\nwant %+v", got, want)
+	}
+	if o := cfg.StreamOptions(); o.Replicas != 1 || o.MaxAge != events.DefaultMaxAge || o.DLQMaxAge != events.DefaultDLQMaxAge {
+		t.Errorf("StreamOptions from an empty environment: got %+v, want the events defaults", o)
+	}
+	if g := stepservice.ShutdownGrace(cfg.ShutdownTimeout); g != step.DefaultOptions().ShutdownGrace {
+		t.Errorf("ShutdownGrace of the default SHUTDOWN_TIMEOUT (%s): got %s, want the runtime's %s", cfg.ShutdownTimeout, g, step.DefaultOptions().ShutdownGrace)
+	}
+	for timeout, want := range map[time.Duration]time.Duration{25 * time.Second: 20 * time.Second, 10 * time.Second: 5 * time.Second, 2 * time.Second: time.Second} {
+		if got := stepservice.ShutdownGrace(timeout); got != want {
+			t.Errorf("ShutdownGrace(%s): got %s, want %s", timeout, got, want)
+		}
+	}
+	t.Setenv("CONSUMER_BATCH_SIZE", "16")
+	t.Setenv("SHUTDOWN_TIMEOUT", "10s")
+	cfg = &testConfig{ConsumerConfig: stepservice.ConsumerConfig{Concurrency: 3}}
+	if err := stepservice.Load(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.BatchSize != 16 || cfg.Concurrency != 3 || cfg.MaxInFlight != 256 || cfg.ShutdownTimeout != 10*time.Second {
+		t.Errorf("Load: got %+v, want the environment's batch size, the service's concurrency and the default window", cfg)
 	}
 }

@@ -28,14 +28,8 @@ import (
 	"github.com/blobref/blobref/pkg/step"
 )
 
-// StepName is the step's name in markers, metrics and failpoints.
-const StepName = "blob"
-
-// Source is the CloudEvents source of the blob_stored events it emits.
-const Source = "/blobref/blobwriter"
-
 // MetadataSHA256 is the object metadata key holding the bytes' SHA-256.
-const MetadataSHA256 = "sha256"
+const MetadataSHA256 = events.MetadataSHA256
 
 // Bucket is the part of *blob.Bucket the writer uses.
 type Bucket interface {
@@ -56,7 +50,7 @@ const DefaultStagingBucket = "uploads-staging"
 type Writer struct {
 	Bucket    Bucket
 	Claims    Claims // nil: claim-checked requests are retried until configured
-	KeyPrefix string // "uploads/" when empty
+	KeyPrefix string // events.DefaultKeyPrefix when empty
 	// StagingBucket is the Object Store bucket claim checks must name
 	// [DefaultStagingBucket]: a request's dataref must be
 	// nats-object://<StagingBucket>/<its own id>, so that an event can only
@@ -72,7 +66,7 @@ type Writer struct {
 // Key is the object key of upload id.
 func (w *Writer) Key(id string) string {
 	if w.KeyPrefix == "" {
-		return "uploads/" + id
+		return events.DefaultKeyPrefix + id
 	}
 	return w.KeyPrefix + id
 }
@@ -84,12 +78,12 @@ const DependencyBucket = bucketdep.Name
 // Step is the pipeline step: requested → blob stored → blob_stored.
 func (w *Writer) Step() step.Step[events.Blob] {
 	return step.Step[events.Blob]{
-		Name:     StepName,
+		Name:     events.BlobWriterConsumer.Step,
 		Consumes: events.BlobWriterConsumer.Consumes,
 		Durable:  events.BlobWriterConsumer.Durable,
 		Effect:   w.Store,
 		Emit: func(ev *events.Event, b events.Blob) (*events.Event, error) {
-			return events.NewBlobStored(ev, b, Source)
+			return events.NewBlobStored(ev, b, events.SourceBlobWriter)
 		},
 		Probes: map[string]step.Probe{DependencyBucket: w.Probe},
 	}

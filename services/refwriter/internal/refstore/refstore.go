@@ -21,30 +21,18 @@ import (
 	"github.com/blobref/blobref/pkg/step"
 )
 
-// StepName is the step's name in markers, metrics and failpoints.
-const StepName = "ref"
-
-// Source is the CloudEvents source of the completed events it emits.
-const Source = "/blobref/refwriter"
-
-// metadataSHA256 is the object metadata key blobwriter stores the digest in.
-const metadataSHA256 = "sha256"
-
 // Bucket is the part of *blob.Bucket the writer reads: it checks that a
 // blob is really there before referencing it.
 type Bucket interface {
 	Attributes(ctx context.Context, key string) (*blob.Attributes, error)
 }
 
-// DefaultKeyPrefix is the object key prefix of uploads, as blobwriter's.
-const DefaultKeyPrefix = "uploads/"
-
 // Writer records references.
 type Writer struct {
 	// Bucket, when set, is checked for the blob before the reference is
 	// written, so that no reference dangles even for a hand-made event.
 	Bucket Bucket
-	// KeyPrefix is blobwriter's object key prefix [DefaultKeyPrefix]: an
+	// KeyPrefix is blobwriter's object key prefix [events.DefaultKeyPrefix]: an
 	// event whose blob key is not KeyPrefix + id is refused as invalid, so
 	// that no event can reference another upload's object.
 	KeyPrefix string
@@ -61,7 +49,7 @@ const DependencyBucket = bucketdep.Name
 // Step is the pipeline step: blob_stored → reference row → completed.
 func (w *Writer) Step() step.Step[events.Reference] {
 	s := step.Step[events.Reference]{
-		Name:     StepName,
+		Name:     events.RefWriterConsumer.Step,
 		Consumes: events.RefWriterConsumer.Consumes,
 		Durable:  events.RefWriterConsumer.Durable,
 		Effect:   w.check,
@@ -82,13 +70,13 @@ func next(ev *events.Event, ref events.Reference) (*events.Event, error) {
 		return nil, step.Conflict("upload %s is recorded for owner %q and subject %q, the event names %q and %q",
 			ev.ID, clip(ref.Owner), clip(ref.Subject), clip(ev.Owner), clip(ev.Subject))
 	}
-	return events.NewCompleted(ev, ref, Source)
+	return events.NewCompleted(ev, ref, events.SourceRefWriter)
 }
 
 // Key is the object key of upload id.
 func (w *Writer) Key(id string) string {
 	if w.KeyPrefix == "" {
-		return DefaultKeyPrefix + id
+		return events.DefaultKeyPrefix + id
 	}
 	return w.KeyPrefix + id
 }
@@ -120,10 +108,10 @@ func (w *Writer) check(ctx context.Context, ev *events.Event) (events.Reference,
 			// Down or full is an outage of the bucket, not of the upload.
 			return events.Reference{}, bucketdep.Err(fmt.Errorf("blob %s: %w", b.Key, err))
 		}
-		if attrs.Size != b.Size || attrs.Metadata[metadataSHA256] != b.SHA256 {
+		if attrs.Size != b.Size || attrs.Metadata[events.MetadataSHA256] != b.SHA256 {
 			return events.Reference{}, step.Permanent(events.ReasonDigestMismatch,
 				fmt.Errorf("blob %s holds %d bytes with sha256 %q, the event says %d bytes with %s",
-					b.Key, attrs.Size, attrs.Metadata[metadataSHA256], b.Size, b.SHA256))
+					b.Key, attrs.Size, attrs.Metadata[events.MetadataSHA256], b.Size, b.SHA256))
 		}
 	}
 	return events.Reference{ID: ev.ID, Owner: ev.Owner, Subject: ev.Subject, Blob: b, EventTime: ev.Time}, nil

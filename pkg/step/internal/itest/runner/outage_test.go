@@ -40,7 +40,7 @@ func budget(o step.Options) time.Duration {
 func (h *harness) awaitUnavailable(want ...string) {
 	h.t.Helper()
 	deadline := time.Now().Add(timeout)
-	for got := h.runner.Unavailable(); !slices.Equal(got, want); got = h.runner.Unavailable() {
+	for got := h.Runner.Unavailable(); !slices.Equal(got, want); got = h.Runner.Unavailable() {
 		if time.Now().After(deadline) {
 			h.t.Fatalf("dependencies down: got %v, want %v", got, want)
 		}
@@ -68,7 +68,7 @@ func TestPostgresOutageIsWaitedFor(t *testing.T) {
 		}
 		return nil
 	})
-	h.start()
+	h.Start()
 	for i := range 3 {
 		h.publish(fmt.Sprintf("before%d", i), []byte("x"), "")
 	}
@@ -144,7 +144,7 @@ func TestStepDependencyOutages(t *testing.T) {
 				}
 				return nil
 			})
-			h.start()
+			h.Start()
 			const n = 10
 			for i := range n {
 				h.publish(fmt.Sprintf("u%02d", i), []byte{byte(i)}, "")
@@ -194,9 +194,9 @@ func TestFailuresWithDependenciesUpStillDeadLetter(t *testing.T) {
 		}
 		return nil
 	})
-	h.start()
+	h.Start()
 	h.publish("slow", []byte("s"), "")
-	d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("slow"), timeout)
+	d, _ := h.AwaitDeadLetter(events.RequestedSubject("slow"))
 	if d.Reason != events.ReasonRetriesExhausted || d.Deliveries != uint64(o.MaxDeliveries) {
 		t.Errorf("dead letter: got %+v, want retries_exhausted after %d deliveries", d, o.MaxDeliveries)
 	}
@@ -204,7 +204,7 @@ func TestFailuresWithDependenciesUpStillDeadLetter(t *testing.T) {
 		t.Errorf("outages: got %v, want 0", c)
 	}
 	h.publish("bad", []byte("b"), "")
-	if d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("bad"), timeout); d.Reason != events.ReasonDigestMismatch {
+	if d, _ := h.AwaitDeadLetter(events.RequestedSubject("bad")); d.Reason != events.ReasonDigestMismatch {
 		t.Errorf("bad: got reason %q, want digest_mismatch", d.Reason)
 	}
 }

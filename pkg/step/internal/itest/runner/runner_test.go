@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +22,7 @@ import (
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/steptest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -30,27 +33,27 @@ const timeout = 20 * time.Second
 // effectFunc lets each test decide what the side effect does per upload id.
 type effectFunc func(ctx context.Context, ev *events.Event, call int) error
 
+// harness runs a blob-like step under steptest: its side effect counts its
+// calls per upload id and does what the test's effect says.
 type harness struct {
-	t       *testing.T
-	nats    *testenv.NATS
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	pg      *testenv.Postgres
-	reg     *prometheus.Registry
-	stored  *testenv.Events // uploads.blob.stored.>
-	mu      sync.Mutex
-	calls   map[string]int
-	effect  effectFunc
-	inTx    func(items []step.Item[events.Blob]) []error // set before start
-	runner  *step.Runner[events.Blob]
-	stopped chan struct{}
-	cancel  context.CancelFunc
+	*steptest.Harness[events.Blob]
+	t      *testing.T
+	nats   *testenv.NATS
+	js     jetstream.JetStream
+	pg     *testenv.Postgres
+	reg    *prometheus.Registry
+	logs   *testenv.SyncBuffer // what the runner logged
+	stored *steptest.Events    // what the step emitted: blob_stored events
+	mu     sync.Mutex
+	calls  map[string]int
+	effect effectFunc
+	inTx   func(items []step.Item[events.Blob]) []error // set before start
 }
 
 func setup(t *testing.T, opts step.Options, effect effectFunc) *harness {
 	t.Helper()
 	h := newHarness(t, opts, effect)
-	h.start()
+	h.Start()
 	return h
 }
 
@@ -64,10 +67,9 @@ func newHarness(t *testing.T, opts step.Options, effect effectFunc) *harness {
 // probes, without starting it.
 func newHarnessOn(t *testing.T, pg *testenv.Postgres, probes map[string]step.Probe, opts step.Options, effect effectFunc) *harness {
 	t.Helper()
-	h := &harness{t: t, calls: map[string]int{}, effect: effect, reg: prometheus.NewRegistry(), pg: pg}
+	h := &harness{t: t, calls: map[string]int{}, effect: effect, reg: prometheus.NewRegistry(), pg: pg, logs: &testenv.SyncBuffer{}}
 	h.nats = testenv.StartNATS(t)
-	h.nc, h.js = h.nats.Connect()
-	h.stored = testenv.Subscribe(t, h.nc, "uploads.blob.stored.>")
+	_, h.js = h.nats.Connect()
 
 	s := step.Step[events.Blob]{
 		Name:     "blob",
@@ -103,40 +105,11 @@ func newHarnessOn(t *testing.T, pg *testenv.Postgres, probes map[string]step.Pro
 		}
 		opts.Metrics = m
 	}
-	opts.Logger = testenv.Logger(t)
-	if opts.BackoffBase == 0 {
-		opts.BackoffBase, opts.BackoffMax = 10*time.Millisecond, 50*time.Millisecond
-	}
-	if opts.FetchWait == 0 {
-		opts.FetchWait = 200 * time.Millisecond
-	}
-	var err error
-	h.runner, err = step.NewRunner(h.js, h.pg.Pool, s, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if h.cancel != nil {
-			h.stop()
-		}
-	})
+	opts.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), h.logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h.Harness = steptest.New(t, h.js, h.pg.Pool, s, opts)
+	h.Timeout = timeout
+	h.stored = h.Emitted()
 	return h
-}
-
-func (h *harness) start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel, h.stopped = cancel, make(chan struct{})
-	go func() {
-		defer close(h.stopped)
-		if err := h.runner.Run(ctx); err != nil {
-			h.t.Errorf("Run: %v", err)
-		}
-	}()
-}
-
-func (h *harness) stop() {
-	h.cancel()
-	<-h.stopped
 }
 
 func (h *harness) callsOf(id string) int {
@@ -155,25 +128,32 @@ func (h *harness) publish(id string, data []byte, msgID string) {
 	if err != nil {
 		h.t.Fatalf("NewRequested: %v", err)
 	}
-	testenv.Publish(h.t, h.js, ev, msgID)
+	h.Publish(ev, msgID)
+}
+
+// awaitLog waits until the runner logged text.
+func (h *harness) awaitLog(text string) {
+	h.t.Helper()
+	awaitLog(h.t, h.logs, text)
+}
+
+// awaitInFlight waits until blobref_step_in_flight says n messages are in
+// the runner's hands: fetched, and in a batch, not yet settled.
+func (h *harness) awaitInFlight(n float64) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for got := h.gauge("blobref_step_in_flight"); got != n; got = h.gauge("blobref_step_in_flight") {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("messages in flight: got %v, want %v", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // count reads blobref_step_messages_total{step="blob",outcome=outcome}.
 func (h *harness) count(outcome string) float64 {
 	h.t.Helper()
 	return testenv.Counter(h.t, h.reg, "blobref_step_messages_total", `step="blob"`, fmt.Sprintf("outcome=%q", outcome))
-}
-
-// awaitOutcome polls the metrics until step "blob" counted n of outcome.
-func (h *harness) awaitOutcome(outcome string, n float64) {
-	h.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for h.count(outcome) < n {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("got %v %s outcomes, want %v", h.count(outcome), outcome, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestRunsEachStepOnceAndReemitsOnRepeat(t *testing.T) {
@@ -207,8 +187,8 @@ func TestRunsEachStepOnceAndReemitsOnRepeat(t *testing.T) {
 			t.Errorf("%s: re-emitted %d events, want 1 with the recorded result", id, len(again[id]))
 		}
 	}
-	h.awaitOutcome("done", n)
-	h.awaitOutcome("skipped", n)
+	h.AwaitCount(step.Done, n)
+	h.AwaitCount(step.Skipped, n)
 	if n := h.pg.Count(t, `SELECT count(*) FROM step_markers WHERE step = 'blob'`); n != 50 {
 		t.Errorf("markers: got %d, want 50", n)
 	}
@@ -238,7 +218,7 @@ func TestLastDeliveryIsDeadLettered(t *testing.T) {
 		return errors.New("always down")
 	})
 	h.publish("doomed", []byte("x"), "doomed")
-	d, body := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("doomed"), timeout)
+	d, body := h.AwaitDeadLetter(events.RequestedSubject("doomed"))
 	if d.Reason != events.ReasonRetriesExhausted || d.Step != "blob" || d.Deliveries != 3 {
 		t.Errorf("dead letter: got %+v, want retries_exhausted at step blob after 3 deliveries", d)
 	}
@@ -262,14 +242,14 @@ func TestPermanentErrorsAndConflictsAreDeadLettered(t *testing.T) {
 		return nil
 	})
 	h.publish("bad", []byte("x"), "bad")
-	if d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("bad"), timeout); d.Reason != events.ReasonDigestMismatch {
+	if d, _ := h.AwaitDeadLetter(events.RequestedSubject("bad")); d.Reason != events.ReasonDigestMismatch {
 		t.Errorf("got reason %q, want %q", d.Reason, events.ReasonDigestMismatch)
 	}
 
 	h.publish("same", []byte("original"), "same")
 	h.stored.Await(t, 1, timeout)
 	h.publish("same", []byte("different"), "same-2")
-	d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("same"), timeout)
+	d, _ := h.AwaitDeadLetter(events.RequestedSubject("same"))
 	if d.Reason != events.ReasonConflict {
 		t.Errorf("got reason %q, want conflict", d.Reason)
 	}
@@ -284,7 +264,7 @@ func TestPoisonDoesNotBlockTheEventsBehindIt(t *testing.T) {
 	h := setup(t, step.Options{Concurrency: 1}, nil)
 	testenv.PublishMsg(t, h.js, &nats.Msg{Subject: events.RequestedSubject("junk"), Data: []byte("not a cloudevent")})
 	h.publish("fine", []byte("x"), "fine")
-	d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("junk"), timeout)
+	d, _ := h.AwaitDeadLetter(events.RequestedSubject("junk"))
 	if d.Reason != events.ReasonMalformed {
 		t.Errorf("got reason %q, want malformed", d.Reason)
 	}
@@ -334,9 +314,9 @@ func TestPanicWhileRecordingIsRetried(t *testing.T) {
 	for i := range 5 {
 		h.publish(fmt.Sprintf("p%d", i), []byte{byte(i)}, "")
 	}
-	h.start()
+	h.Start()
 	h.stored.AwaitIDs(t, 6, timeout)
-	h.awaitOutcome("done", 6)
+	h.AwaitCount(step.Done, 6)
 	if c := h.pg.Count(t, `SELECT count(*) FROM step_markers`); c != 6 {
 		t.Errorf("markers: got %d, want 6", c)
 	}
@@ -353,15 +333,15 @@ func TestShutdownFinishesInFlightWork(t *testing.T) {
 	})
 	h.publish("slow", []byte("x"), "slow")
 	<-started
-	h.cancel() // SIGTERM arrives while the side effect runs
-	time.Sleep(50 * time.Millisecond)
+	stopped := h.Shutdown() // SIGTERM arrives while the side effect runs
+	h.awaitLog("fetching no more")
 	close(release)
-	<-h.stopped
+	<-stopped
 	if n := h.pg.Count(t, `SELECT count(*) FROM step_markers WHERE upload_id = 'slow'`); n != 1 {
 		t.Errorf("markers after shutdown: got %d, want 1 (the finished side effect is recorded)", n)
 	}
 	h.stored.Await(t, 1, timeout)
-	h.start() // the cleanup stops it again
+	h.Start() // the cleanup stops it again
 }
 
 func TestShutdownHandsBackWorkThatOutlivesTheGrace(t *testing.T) {
@@ -381,11 +361,11 @@ func TestShutdownHandsBackWorkThatOutlivesTheGrace(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	h.stop()
+	h.Stop()
 	if n := h.pg.Count(t, `SELECT count(*) FROM step_markers WHERE upload_id = 'stuck'`); n != 0 {
 		t.Fatalf("markers: got %d, want 0 (the side effect did not finish)", n)
 	}
-	h.start()
+	h.Start()
 	h.stored.Await(t, 1, timeout)
 }
 
@@ -396,7 +376,7 @@ func TestCrashLoopingMessageIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, step.Options{MaxDeliveries: 2, AckWait: time.Second}, nil)
 	ctx := context.Background()
-	cons, err := h.js.CreateOrUpdateConsumer(ctx, events.StreamName, h.runner.ConsumerConfig())
+	cons, err := h.js.CreateOrUpdateConsumer(ctx, events.StreamName, h.Runner.ConsumerConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,8 +395,8 @@ func TestCrashLoopingMessageIsDeadLettered(t *testing.T) {
 			t.Fatalf("delivery %d: got %d messages, want 1", i+1, got)
 		}
 	}
-	h.start()
-	d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("crashy"), timeout)
+	h.Start()
+	d, _ := h.AwaitDeadLetter(events.RequestedSubject("crashy"))
 	if d.Reason != events.ReasonRetriesExhausted || d.Deliveries != 3 {
 		t.Errorf("dead letter: got %+v, want retries_exhausted on delivery 3", d)
 	}
@@ -439,7 +419,7 @@ func TestHeartbeatsKeepLongStepsAlive(t *testing.T) {
 	})
 	h.publish("long", []byte("x"), "long")
 	h.stored.Await(t, 1, timeout)
-	h.awaitOutcome("done", 1)
+	h.AwaitCount(step.Done, 1)
 	if c := h.callsOf("long"); c != 1 {
 		t.Errorf("effect ran %d times, want 1", c)
 	}
@@ -486,12 +466,12 @@ func TestBatchSettlesEachMessageOnItsOwn(t *testing.T) {
 	for _, id := range []string{"bad", "flaky", "refused", "twice", "twice"} {
 		h.publish(id, []byte(id), "")
 	}
-	h.start()
+	h.Start()
 
-	if d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("refused"), timeout); d.Reason != events.ReasonConflict {
+	if d, _ := h.AwaitDeadLetter(events.RequestedSubject("refused")); d.Reason != events.ReasonConflict {
 		t.Errorf("refused: got reason %q, want conflict", d.Reason)
 	}
-	if d, _ := testenv.AwaitDeadLetter(t, h.js, events.RequestedSubject("bad"), timeout); d.Reason != events.ReasonDigestMismatch {
+	if d, _ := h.AwaitDeadLetter(events.RequestedSubject("bad")); d.Reason != events.ReasonDigestMismatch {
 		t.Errorf("bad: got reason %q, want digest_mismatch", d.Reason)
 	}
 	got := h.stored.AwaitIDs(t, n+2, timeout) // the 40, flaky and twice (whose second copy re-emits too)
@@ -500,8 +480,8 @@ func TestBatchSettlesEachMessageOnItsOwn(t *testing.T) {
 			t.Errorf("%s: no blob_stored event", id)
 		}
 	}
-	h.awaitOutcome("done", n+2)
-	h.awaitOutcome("skipped", 1) // the second copy of twice, redelivered
+	h.AwaitCount(step.Done, n+2)
+	h.AwaitCount(step.Skipped, 1) // the second copy of twice, redelivered
 	for i := range n {
 		if c := h.callsOf(fmt.Sprintf("u%03d", i)); c != 1 {
 			t.Errorf("u%03d: effect ran %d times, want 1", i, c)
@@ -532,13 +512,8 @@ func TestRunWaitsForJetStreamAtStart(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, step.Options{}, nil)
 	h.nats.Shutdown()
-	h.start()
-	time.Sleep(300 * time.Millisecond)
-	select {
-	case <-h.stopped:
-		t.Fatal("Run returned while JetStream was down; want it to wait")
-	default:
-	}
+	h.Start()
+	h.awaitLog("consumer not created yet, retrying") // it runs, and waits
 	h.nats.Restart()
 	h.publish("late", []byte("x"), "late")
 	h.stored.Await(t, 1, timeout)
@@ -575,7 +550,7 @@ func TestBatchesGrowWhileWorkersAreBusy(t *testing.T) {
 		mu.Unlock()
 		return nil
 	}
-	h.start()
+	h.Start()
 	for i := range 2 { // two batches of one, both held by their side effect
 		h.publish(fmt.Sprintf("slow%d", i), []byte("x"), "")
 		for deadline := time.Now().Add(timeout); started.Load() != int32(i+1); time.Sleep(time.Millisecond) {
@@ -584,9 +559,12 @@ func TestBatchesGrowWhileWorkersAreBusy(t *testing.T) {
 			}
 		}
 	}
-	for i := range 10 { // each alone, well apart: without busy workers, ten batches
+	// Each alone: published once the one before it is in the runner's
+	// hands, with nothing pending behind it. Without busy workers, each
+	// would be a batch of its own.
+	for i := range 10 {
 		h.publish(fmt.Sprintf("fast%d", i), []byte("y"), "")
-		time.Sleep(5 * time.Millisecond)
+		h.awaitInFlight(float64(2 + i + 1))
 	}
 	if n := started.Load(); n != 2 {
 		t.Errorf("side effects started while both workers were busy: got %d, want 2", n)
@@ -634,25 +612,33 @@ func TestSlowSideEffectDoesNotHoldItsBatch(t *testing.T) {
 	for i := range n {
 		h.publish(fmt.Sprintf("f%02d", i), []byte{byte(i)}, "")
 	}
-	h.start()
+	h.Start()
 
-	got := h.stored.AwaitIDs(t, n, 5*time.Second) // while slow is still running
+	// slow runs until released: all the others get through before it.
+	got := h.stored.AwaitIDs(t, n, timeout)
 	if len(got["slow"]) != 0 {
 		t.Fatalf("slow emitted before its side effect ended")
 	}
-	h.awaitOutcome("done", n)
+	h.AwaitCount(step.Done, n)
+	mu.Lock()
+	before := slices.Concat(groups...)
+	mu.Unlock()
 	close(release)
 	if got := h.stored.AwaitIDs(t, 1, timeout); len(got["slow"]) != 1 {
 		t.Fatalf("after the release got %v, want slow's blob_stored", got)
 	}
-	h.awaitOutcome("done", n+1)
+	h.AwaitCount(step.Done, n+1)
 	if c := h.pg.Count(t, `SELECT count(*) FROM step_markers`); c != n+1 {
 		t.Errorf("markers: got %d, want %d", c, n+1)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(groups) != 2 || len(groups[0]) != n || !slices.Equal(groups[1], []string{"slow"}) {
-		t.Errorf("recorded groups %v, want the %d fast uploads together, then slow alone", groups, n)
+	slices.Sort(before)
+	if len(before) != n || slices.Contains(before, "slow") {
+		t.Errorf("recorded before the release: %v, want the %d fast uploads", before, n)
+	}
+	if last := groups[len(groups)-1]; !slices.Equal(last, []string{"slow"}) {
+		t.Errorf("recorded groups %v, want slow alone, last", groups)
 	}
 }
 
@@ -668,5 +654,5 @@ func TestLoneMessageDoesNotWaitForItsBatch(t *testing.T) {
 		h.publish(id, []byte(id), id)
 		h.stored.Await(t, 1, timeout)
 	}
-	h.awaitOutcome("done", 3)
+	h.AwaitCount(step.Done, 3)
 }
