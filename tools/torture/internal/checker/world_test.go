@@ -17,7 +17,7 @@ import (
 
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
-	"github.com/blobref/blobref/tools/torture/internal/blobwatch"
+	"github.com/blobref/blobref/internal/blobwatch"
 	"github.com/blobref/blobref/tools/torture/internal/checker"
 )
 

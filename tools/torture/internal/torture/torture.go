@@ -47,7 +47,7 @@ import (
 	"github.com/blobref/blobref/internal/pgserver"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
-	"github.com/blobref/blobref/tools/torture/internal/blobwatch"
+	"github.com/blobref/blobref/internal/blobwatch"
 	"github.com/blobref/blobref/tools/torture/internal/broker"
 	"github.com/blobref/blobref/tools/torture/internal/checker"
 )

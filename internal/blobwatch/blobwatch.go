@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package blobwatch counts the writes of objects into a file:// bucket's
 // directory with inotify, as evidence independent of the services' own
 // word: how many times each object landed.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package blobwatch_test
 
 import (
@@ -9,7 +11,7 @@ import (
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
 
-	"github.com/blobref/blobref/tools/torture/internal/blobwatch"
+	"github.com/blobref/blobref/internal/blobwatch"
 )
 
 // TestCountsEachObjectLanding writes through fileblob as blobwriter does
