@@ -29,8 +29,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/internal/blobwatch"
+	"github.com/blobref/blobref/pkg/events"
 )
 
 // Upload is one upload the run had accepted: ingest answered 2xx, or
