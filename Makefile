@@ -14,7 +14,7 @@ BIN := bin
 # (tools/devstack/internal/deploycheck checks that they match).
 SERVICES := ingest blobwriter refwriter
 GO_BUILD_FLAGS := -trimpath -ldflags='-s -w'
-# Tests build with failpoints (package internal/failpoint), which release
+# Tests build with failpoints (package pkg/step/failpoint), which release
 # builds leave out; vet sees the same files.
 TEST_TAGS := -tags blobref_failpoints
 TEST_FLAGS := -race -count=1 -timeout 20m $(TEST_TAGS)

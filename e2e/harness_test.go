@@ -1,6 +1,6 @@
 // Package e2e tests the real service binaries end to end: blobwriter,
-// refwriter and ingest run as processes against an in-process JetStream
-// server, a Postgres schema of the test's own and a file:// bucket, and
+// refwriter and ingest run as processes against a JetStream server (a
+// nats-server process of the test's own), a Postgres schema of the test's own and a file:// bucket, and
 // every test checks the invariants of the design against the stores
 // themselves.
 package e2e

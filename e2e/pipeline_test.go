@@ -73,7 +73,7 @@ func TestEveryUploadCompletesOnceAndRepublishReemits(t *testing.T) {
 func TestRefwriterCatchesUpAndRepublishResumes(t *testing.T) {
 	t.Parallel()
 	p := newPipeline(t)
-	p.start("blobwriter")
+	bw := p.start("blobwriter")
 
 	uploads := make([]upload, 50)
 	for i := range uploads {
@@ -86,10 +86,12 @@ func TestRefwriterCatchesUpAndRepublishResumes(t *testing.T) {
 	}
 	objects := p.statObjects(ids(uploads))
 
-	// Republish half of them while only their blob step is done.
+	// Republish half of them while only their blob step is done: blobwriter
+	// skips each (its marker exists), re-emitting the recorded result.
 	for _, u := range uploads[:25] {
 		p.publish(u, "")
 	}
+	bw.awaitMetric(t, 25, "blobref_step_messages_total", `step="blob"`, `outcome="skipped"`)
 	p.awaitMarkers("blob", 50)
 
 	rw := p.start("refwriter")

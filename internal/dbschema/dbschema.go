@@ -1,10 +1,12 @@
 // Package dbschema holds blobref's Postgres schema as versioned migrations
-// embedded in every binary, and applies them at start-up.
+// embedded in every binary, and applies them at start-up: first the step
+// runtime's tables (step.Migrate: step_markers, excused_deliveries), then
+// blobref's own (upload_refs, subject_refs, ingest's tables).
 //
 // Migrations are applied with goose under a Postgres advisory lock of the
-// schema's own, so many replicas starting at once migrate exactly once. The schema is the one named
-// first in the connection's search_path, which lets tests give each test its
-// own schema.
+// schema's own, so many replicas starting at once migrate exactly once. The
+// schema is the one named first in the connection's search_path, which lets
+// tests give each test its own schema.
 package dbschema
 
 import (
@@ -17,6 +19,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+
+	"github.com/blobref/blobref/pkg/step"
 )
 
 //go:embed migrations/*.sql
@@ -31,9 +35,12 @@ func Migrations() fs.FS {
 	return sub
 }
 
-// Migrate applies every pending migration. It is safe to call from many
-// processes at once.
+// Migrate applies every pending migration: the step tables', then
+// blobref's. It is safe to call from many processes at once.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	if err := step.Migrate(ctx, pool); err != nil {
+		return fmt.Errorf("dbschema: %w", err)
+	}
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
 	// One lock per schema: migrating one schema never waits for another.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/blobref/blobref/internal/dbschema"
 	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/pkg/step"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -38,6 +39,9 @@ func TestOwnersMigration(t *testing.T) {
 	defer db.Close()
 	p, err := goose.NewProvider(goose.DialectPostgres, db, dbschema.Migrations())
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := step.Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.UpTo(ctx, ownersVersion-1); err != nil {

@@ -7,8 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 )
 
 // SetupConfig is what `blobrefctl setup` reads, with the names the services
@@ -50,7 +50,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, c *SetupConfig) ([]strin
 	}
 	done = append(done, fmt.Sprintf("object store %s: ttl %s, replicas %d", bucket.Bucket, bucket.TTL, bucket.Replicas))
 	for _, spec := range Consumers {
-		cc := steprun.DurableConfig(spec, c.RunnerOptions())
+		cc := step.DurableConfig(spec, c.RunnerOptions())
 		if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, cc); err != nil {
 			return done, fmt.Errorf("consumer %s: %w", spec.Durable, err)
 		}

@@ -9,8 +9,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/blobref/blobref/internal/failpoint"
 	"github.com/blobref/blobref/internal/freeport"
+	"github.com/blobref/blobref/pkg/step/failpoint"
 )
 
 // Build builds blobref's commands at the given paths of the repository

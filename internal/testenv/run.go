@@ -13,7 +13,7 @@ func Logger(t testing.TB) *slog.Logger {
 }
 
 // Runner is a component that works until its context is done, such as a
-// steprun.Runner.
+// step.Runner.
 type Runner interface {
 	Run(ctx context.Context) error
 }

@@ -57,7 +57,7 @@ func NewRequested(r Request) (*Event, error) {
 // is the emitting service's CloudEvents source. Data is the JSON of b and Blob points to a
 // copy of b; b.SHA256 must equal req.SHA256.
 func NewBlobStored(req *Event, b Blob, source string) (*Event, error) {
-	if err := checkPrevious(req, TypeRequested); err != nil {
+	if err := checkPrevious(req, blobStoredType.Follows); err != nil {
 		return nil, err
 	}
 	data, err := json.Marshal(b)
@@ -76,7 +76,7 @@ func NewBlobStored(req *Event, b Blob, source string) (*Event, error) {
 		Data:        data,
 		Blob:        &b,
 	}
-	e.encoded = &encoded{data: bytes.Clone(data), blob: b}
+	e.encoded = &encoded{typ: TypeBlobStored, data: bytes.Clone(data), blob: b}
 	if err := e.checkForWire(); err != nil { // b as it is: Data is its own JSON
 		return nil, err
 	}
@@ -89,7 +89,7 @@ func NewBlobStored(req *Event, b Blob, source string) (*Event, error) {
 // points to a copy of ref and Blob to its Blob; ref.ID must equal stored.ID, ref.Owner
 // stored.Owner (an empty ref.Owner becomes it) and ref.Blob.SHA256 stored.SHA256.
 func NewCompleted(stored *Event, ref Reference, source string) (*Event, error) {
-	if err := checkPrevious(stored, TypeBlobStored); err != nil {
+	if err := checkPrevious(stored, completedType.Follows); err != nil {
 		return nil, err
 	}
 	if ref.Owner == "" {
@@ -113,18 +113,58 @@ func NewCompleted(stored *Event, ref Reference, source string) (*Event, error) {
 	}
 	e.Blob = &e.Ref.Blob
 	kept := ref // e.Ref points to ref itself
-	e.encoded = &encoded{data: bytes.Clone(data), blob: ref.Blob, ref: &kept}
+	e.encoded = &encoded{typ: TypeCompleted, data: bytes.Clone(data), blob: ref.Blob, ref: &kept}
 	if err := e.checkForWire(); err != nil { // ref as it is: Data is its own JSON
 		return nil, err
 	}
 	return e, nil
 }
 
+// Follow builds and validates the event of declared type typ that follows prev, the event a
+// step consumed: it copies ID, Owner, Subject, Time and SHA256 from prev, and its source is
+// the emitting service's. data is the event's data, not copied: a payload in the type's
+// ContentType, or, for a type without one, bytes of prev's datacontenttype. When the type
+// declares what it Follows, prev must be of that type. The typed payload of a built-in type
+// (Blob, Ref) is parsed from data.
+func Follow(prev *Event, typ, source string, data []byte) (*Event, error) {
+	t := lookup(typ)
+	if t == nil {
+		return nil, invalidf(ReasonUnknownType, "type", "%q is not a declared event type", clip(typ))
+	}
+	if prev == nil {
+		return nil, invalidf(ReasonInvalid, "type", "no previous event")
+	}
+	if err := checkPrevious(prev, t.Follows); err != nil {
+		return nil, err
+	}
+	e := &Event{
+		ID:          prev.ID,
+		Type:        typ,
+		Source:      source,
+		Owner:       prev.Owner,
+		Subject:     prev.Subject,
+		Time:        prev.Time,
+		ContentType: t.ContentType,
+		SHA256:      prev.SHA256,
+		Data:        data,
+	}
+	if e.ContentType == "" {
+		e.ContentType = prev.ContentType
+	}
+	b, r, err := e.check(noLimit)
+	if err != nil {
+		return nil, err
+	}
+	e.Blob, e.Ref = b, r
+	return e, nil
+}
+
+// checkPrevious checks that prev is an event of type typ; "" allows any.
 func checkPrevious(prev *Event, typ string) error {
 	if prev == nil {
 		return invalidf(ReasonInvalid, "type", "no previous event")
 	}
-	if prev.Type != typ {
+	if typ != "" && prev.Type != typ {
 		return invalidf(ReasonInvalid, "type", "previous event is %q, want %q", clip(prev.Type), typ)
 	}
 	return nil

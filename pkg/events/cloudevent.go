@@ -7,9 +7,9 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 )
 
-// CloudEvent validates e and converts it to the sdk-go event model. A requested event's inline
-// bytes are binary data (data_base64 in the JSON format); the JSON payload of blob_stored and
-// completed is JSON data. sdk-go may normalise the source (it stores a parsed URI-reference).
+// CloudEvent validates e and converts it to the sdk-go event model. The data of a type without
+// a ContentType (a requested event's inline bytes) is binary data (data_base64 in the JSON
+// format); the payload of a type with one (the JSON of blob_stored and completed) is data. sdk-go may normalise the source (it stores a parsed URI-reference).
 func (e *Event) CloudEvent() (event.Event, error) {
 	if _, _, err := e.check(noLimit); err != nil {
 		return event.Event{}, err
@@ -28,7 +28,7 @@ func (e *Event) CloudEvent() (event.Event, error) {
 	}
 	if len(e.Data) > 0 {
 		ce.DataEncoded = slices.Clone(e.Data)
-		ce.DataBase64 = e.Type == TypeRequested
+		ce.DataBase64 = lookup(e.Type).ContentType == ""
 	}
 	if err := ce.Validate(); err != nil {
 		return event.Event{}, fromValidationError(err)

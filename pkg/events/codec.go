@@ -112,9 +112,9 @@ func WithMaxInlineSize(n int) DecodeOption {
 // ReasonMalformed. Headers without the ce- prefix (Nats-Msg-Id, the dead-letter headers) are
 // not attributes. Unknown extension attributes are ignored.
 //
-// On top of [Event.Validate], the id must equal the last token of subject and the type must
-// match the subject's kind (uploads.requested.<id>, uploads.blob.stored.<id>,
-// uploads.completed.<id>). Errors are [*InvalidError]s. Decode copies what it keeps; it never
+// On top of [Event.Validate], the subject must be the type's SubjectPrefix followed by the id
+// (uploads.requested.<id>, uploads.blob.stored.<id>, uploads.completed.<id>, or the subjects
+// of another declared type). Errors are [*InvalidError]s. Decode copies what it keeps; it never
 // panics, and what it allocates is bounded by the size of its input.
 func Decode(subject string, header nats.Header, data []byte, opts ...DecodeOption) (*Event, error) {
 	o := decodeOptions{maxInline: DefaultMaxInlineSize}
@@ -169,11 +169,11 @@ func structuredLimit(maxInline int) int {
 }
 
 func checkSubject(subject, typ, id string) error {
-	kind, rest, ok := subjectType(subject)
+	t, rest, ok := typeOfSubject(subject)
 	if !ok {
 		return invalidf(ReasonInvalid, attrType, "subject %q is not an upload event subject", clip(subject))
 	}
-	if kind != typ {
+	if t.Type != typ {
 		return invalidf(ReasonInvalid, attrType, "%s does not match subject %q", typ, clip(subject))
 	}
 	if rest != id {

@@ -21,7 +21,7 @@ const maxDeadErrorLen = 1024
 type DeadLetter struct {
 	// Reason is one of the Reason constants.
 	Reason string
-	// Step names the step that gave up, e.g. "blobwriter".
+	// Step names the step that gave up, e.g. [StepBlob].
 	Step string
 	// Error is the error text; DeadLetterMsg truncates it to 1 KiB and makes it header-safe.
 	Error string

@@ -19,6 +19,26 @@
 // refuse new messages once full instead of dropping old ones; an UPLOADS message is at most
 // the inline limit plus 64 KiB of headers.
 //
+// # Event types
+//
+// Each type is declared once, as an [EventType]: its CloudEvents type, the subject prefix its
+// events are published under (the subject is the prefix and the upload id), its content type
+// and the check of its data. Subjects, encoding, decoding, validation and the builders read
+// the declaration; the three types above are declared so too. A service that adds a type of
+// its own (a scan verdict, a thumbnail, ...) declares it with [Register] or [MustRegister] at
+// start-up, builds its events with [Follow] and publishes them on UPLOADS like the others:
+//
+//	events.MustRegister(events.EventType{
+//		Type:          "io.example.upload.scanned.v1",
+//		SubjectPrefix: "uploads.scanned.",
+//		ContentType:   "application/json",
+//		Follows:       events.TypeBlobStored,
+//		Check:         checkVerdict, // returns events.Invalid("data", ...) for bad data
+//	})
+//
+// The pipeline's own steps, their durable consumers and the sources of their events are named
+// once too: [BlobWriterConsumer], [RefWriterConsumer], [StepBlob], [SourceIngest], ...
+//
 // # Attributes
 //
 // Events are CloudEvents 1.0. <id> is the upload id and the idempotency key of the whole

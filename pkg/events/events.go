@@ -2,7 +2,6 @@ package events
 
 import (
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -78,7 +77,8 @@ const (
 const (
 	// HeaderDeadReason carries the dead-letter reason, one of the Reason constants.
 	HeaderDeadReason = "Blobref-Dead-Reason"
-	// HeaderDeadStep names the pipeline step that gave up: "blob" (blobwriter) or "ref" (refwriter).
+	// HeaderDeadStep names the step that gave up: [StepBlob] (blobwriter), [StepRef] (refwriter) or
+	// another consumer's step.
 	HeaderDeadStep = "Blobref-Dead-Step"
 	// HeaderDeadDeliveries is the number of deliveries of the original message.
 	HeaderDeadDeliveries = "Blobref-Dead-Deliveries"
@@ -117,25 +117,23 @@ const (
 )
 
 const (
-	requestedPrefix  = "uploads.requested."
-	blobStoredPrefix = "uploads.blob.stored."
-	completedPrefix  = "uploads.completed."
-	dlqPrefix        = "dlq."
+	streamPrefix = "uploads."
+	dlqPrefix    = "dlq."
 
 	maxIDLen = 128
 )
 
 // RequestedSubject returns the subject of the requested event of upload id:
 // "uploads.requested.<id>".
-func RequestedSubject(id string) string { return requestedPrefix + id }
+func RequestedSubject(id string) string { return requestedType.Subject(id) }
 
 // BlobStoredSubject returns the subject of the blob_stored event of upload id:
 // "uploads.blob.stored.<id>".
-func BlobStoredSubject(id string) string { return blobStoredPrefix + id }
+func BlobStoredSubject(id string) string { return blobStoredType.Subject(id) }
 
 // CompletedSubject returns the subject of the completed event of upload id:
 // "uploads.completed.<id>".
-func CompletedSubject(id string) string { return completedPrefix + id }
+func CompletedSubject(id string) string { return completedType.Subject(id) }
 
 // DeadLetterSubject returns the subject a dead letter of a message published on subject
 // goes to: "dlq." + subject.
@@ -159,35 +157,18 @@ func isIDByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
 }
 
-// SubjectFor returns the subject an event of type typ and upload id id is published on.
-// It returns an [*InvalidError] for an unknown type or an invalid id.
+// SubjectFor returns the subject an event of type typ and upload id id is published on: the
+// type's SubjectPrefix and the id. It returns an [*InvalidError] for a type that is not
+// declared (see [EventType]) or an invalid id.
 func SubjectFor(typ, id string) (string, error) {
 	if !ValidID(id) {
 		return "", invalidf(ReasonInvalid, "id", "not 1 to 128 characters of [A-Za-z0-9_-]")
 	}
-	switch typ {
-	case TypeRequested:
-		return RequestedSubject(id), nil
-	case TypeBlobStored:
-		return BlobStoredSubject(id), nil
-	case TypeCompleted:
-		return CompletedSubject(id), nil
+	t := lookup(typ)
+	if t == nil {
+		return "", invalidf(ReasonUnknownType, "type", "%q is not a declared event type", clip(typ))
 	}
-	return "", invalidf(ReasonUnknownType, "type", "%q is not a blobref event type", clip(typ))
-}
-
-// subjectType returns the event type whose subjects look like subject, and the rest of the
-// subject after the kind prefix (the id, for a well-formed subject).
-func subjectType(subject string) (typ, rest string, ok bool) {
-	switch {
-	case strings.HasPrefix(subject, requestedPrefix):
-		return TypeRequested, subject[len(requestedPrefix):], true
-	case strings.HasPrefix(subject, blobStoredPrefix):
-		return TypeBlobStored, subject[len(blobStoredPrefix):], true
-	case strings.HasPrefix(subject, completedPrefix):
-		return TypeCompleted, subject[len(completedPrefix):], true
-	}
-	return "", "", false
+	return t.Subject(id), nil
 }
 
 // DerivedMsgID returns the Nats-Msg-Id a consumer step uses for the event it emits after
@@ -225,13 +206,13 @@ type Reference struct {
 	EventTime time.Time `json:"eventTime"`
 }
 
-// Event is a decoded, validated blobref event of any of the three types.
+// Event is a decoded, validated blobref event of any declared type (see [EventType]).
 //
-// For all three types the CloudEvents id is the upload id; the source differs per producer.
+// For every type the CloudEvents id is the upload id; the source differs per producer.
 type Event struct {
 	// ID is the upload id and the CloudEvents id.
 	ID string
-	// Type is one of TypeRequested, TypeBlobStored, TypeCompleted.
+	// Type is a declared event type, such as TypeRequested, TypeBlobStored or TypeCompleted.
 	Type string
 	// Source is the CloudEvents source (a URI-reference) of the producer.
 	Source string
@@ -263,9 +244,10 @@ type Event struct {
 	encoded *encoded
 }
 
-// encoded is a builder's payload: a private copy of the JSON it encoded and
-// the values it encoded it from.
+// encoded is a builder's payload: the type it built, a private copy of the
+// JSON it encoded and the values it encoded it from.
 type encoded struct {
+	typ  string
 	data []byte
 	blob Blob
 	ref  *Reference // completed only

@@ -160,18 +160,3 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	}
 	return err
 }
-
-// ConsumerSpec names a durable consumer of the pipeline. Operators use these names.
-type ConsumerSpec struct {
-	// Durable is the durable consumer name.
-	Durable string
-	// FilterSubject is the subject filter on UPLOADS.
-	FilterSubject string
-}
-
-var (
-	// BlobWriterConsumer is blobwriter's consumer of requested events.
-	BlobWriterConsumer = ConsumerSpec{Durable: "blobwriter", FilterSubject: "uploads.requested.>"}
-	// RefWriterConsumer is refwriter's consumer of blob_stored events.
-	RefWriterConsumer = ConsumerSpec{Durable: "refwriter", FilterSubject: "uploads.blob.stored.>"}
-)

@@ -2,7 +2,6 @@ package events
 
 import (
 	"bytes"
-	"encoding/json"
 	"math"
 	"mime"
 	"net/url"
@@ -23,17 +22,19 @@ const (
 // attribute at fault, or nil. Inline data larger than maxInline bytes is ReasonTooLarge;
 // maxInline <= 0 means [DefaultMaxInlineSize].
 //
-// The rules: id, source and type are present (else ReasonMalformed); type is one of the three
-// (else ReasonUnknownType); id is a valid upload id ([ValidID]); source is a URI-reference;
+// The rules: id, source and type are present (else ReasonMalformed); type is declared (see
+// [EventType]; else ReasonUnknownType); id is a valid upload id ([ValidID]); source is a URI-reference;
 // owner is present, at most [MaxOwnerLen] bytes; subject follows [CheckSubject]; time is
 // present; sha256 is 64 lowercase hex characters. Text attributes are valid UTF-8 without
 // control, format, line or paragraph separator characters and without surrounding white
-// space. A requested event has a datacontenttype that follows [CheckContentType] and exactly
-// one of data and dataref (a URI with a scheme). A blob_stored event's data is the JSON of a
-// [Blob] with a key, a size >= 0 and the event's sha256; a completed event's data is the JSON
-// of a [Reference] with the event's id, the event's owner (or none) and a blob like that.
-// Their datacontenttype is application/json and they carry no dataref. When Blob or Ref is
-// set, it must equal the parsed data.
+// space. The data follows its type's declaration: an event of a type without a ContentType
+// (requested) has a datacontenttype that follows [CheckContentType] and, when the type allows
+// a dataref, exactly one of data and dataref (a URI with a scheme); an event of a type with a
+// ContentType has that datacontenttype, a payload and no dataref, and passes the type's
+// Check. A blob_stored event's data is the JSON of a [Blob] with a key, a size >= 0 and the
+// event's sha256; a completed event's data is the JSON of a [Reference] with the event's id,
+// the event's owner (or none) and a blob like that. When Blob or Ref is set, it must equal
+// the parsed data; events of other types have neither.
 func (e *Event) Validate(maxInline int) error {
 	if maxInline <= 0 {
 		maxInline = DefaultMaxInlineSize
@@ -95,19 +96,7 @@ func (e *Event) check(maxInline int) (*Blob, *Reference, error) {
 	if err := e.checkContext(maxInline); err != nil {
 		return nil, nil, err
 	}
-	switch e.Type {
-	case TypeRequested:
-		return nil, nil, e.checkRequested()
-	case TypeBlobStored:
-		b, err := e.checkBlobStored()
-		return b, nil, err
-	default: // TypeCompleted; checkHead rejected the others.
-		r, err := e.checkCompleted()
-		if err != nil {
-			return nil, nil, err
-		}
-		return &r.Blob, r, nil
-	}
+	return lookup(e.Type).checkData(e) // checkContext found the type declared
 }
 
 // checkForWire is check for an event about to be encoded. A payload that a
@@ -130,16 +119,14 @@ func (e *Event) checkForWire() error {
 
 // holds reports whether e still carries exactly the payload c describes.
 func (c *encoded) holds(e *Event) bool {
-	if c == nil || e.ContentType != mediaTypeJSON || e.DataRef != "" || e.Blob == nil || *e.Blob != c.blob || !bytes.Equal(e.Data, c.data) {
+	if c == nil || e.Type != c.typ || e.ContentType != mediaTypeJSON || e.DataRef != "" || e.Blob == nil ||
+		*e.Blob != c.blob || !bytes.Equal(e.Data, c.data) {
 		return false
 	}
-	switch e.Type {
-	case TypeBlobStored:
-		return c.ref == nil && e.Ref == nil
-	case TypeCompleted:
-		return c.ref != nil && e.Ref != nil && e.Blob == &e.Ref.Blob && sameReference(e.Ref, c.ref)
+	if c.ref == nil {
+		return e.Ref == nil
 	}
-	return false
+	return e.Ref != nil && e.Blob == &e.Ref.Blob && sameReference(e.Ref, c.ref)
 }
 
 // checkContext checks everything but the payload of a blob_stored or
@@ -195,130 +182,13 @@ func (e *Event) checkHead() error {
 	case e.Type == "":
 		return invalidf(ReasonMalformed, "type", "missing")
 	}
-	switch e.Type {
-	case TypeRequested, TypeBlobStored, TypeCompleted:
-	default:
-		return invalidf(ReasonUnknownType, "type", "%q is not a blobref event type", clip(e.Type))
+	if lookup(e.Type) == nil {
+		return invalidf(ReasonUnknownType, "type", "%q is not a declared event type", clip(e.Type))
 	}
 	if !ValidID(e.ID) {
 		return invalidf(ReasonInvalid, "id", "not 1 to 128 characters of [A-Za-z0-9_-]")
 	}
 	return nil
-}
-
-func (e *Event) checkRequested() error {
-	if e.ContentType == "" {
-		return invalidf(ReasonInvalid, "datacontenttype", "missing")
-	}
-	if err := checkMediaType(e.ContentType); err != nil {
-		return err
-	}
-	switch {
-	case len(e.Data) > 0 && e.DataRef != "":
-		return invalidf(ReasonInvalid, "data", "data and dataref both set")
-	case len(e.Data) == 0 && e.DataRef == "":
-		return invalidf(ReasonInvalid, "data", "neither data nor dataref")
-	case e.DataRef != "":
-		if err := checkText(ExtDataRef, e.DataRef, maxTextLen); err != nil {
-			return err
-		}
-		u, err := url.Parse(e.DataRef)
-		if err != nil {
-			return invalidWrap(ReasonInvalid, ExtDataRef, "not a URI", unwrapURLError(err))
-		}
-		if u.Scheme == "" {
-			return invalidf(ReasonInvalid, ExtDataRef, "not a URI: no scheme")
-		}
-	}
-	if e.Blob != nil || e.Ref != nil {
-		return invalidf(ReasonInvalid, "data", "a requested event has no blob or reference payload")
-	}
-	return nil
-}
-
-func (e *Event) checkBlobStored() (*Blob, error) {
-	if err := e.checkJSONPayload(); err != nil {
-		return nil, err
-	}
-	var b Blob
-	if err := json.Unmarshal(e.Data, &b); err != nil {
-		return nil, invalidWrap(ReasonInvalid, "data", "not a JSON blob", err)
-	}
-	if err := checkBlob(&b, e.SHA256); err != nil {
-		return nil, err
-	}
-	if e.Blob != nil && *e.Blob != b {
-		return nil, invalidf(ReasonInvalid, "data", "Blob does not match the payload")
-	}
-	if e.Ref != nil {
-		return nil, invalidf(ReasonInvalid, "data", "a blob_stored event has no reference payload")
-	}
-	return &b, nil
-}
-
-func (e *Event) checkCompleted() (*Reference, error) {
-	if err := e.checkJSONPayload(); err != nil {
-		return nil, err
-	}
-	var r Reference
-	if err := json.Unmarshal(e.Data, &r); err != nil {
-		return nil, invalidWrap(ReasonInvalid, "data", "not a JSON reference", err)
-	}
-	if err := checkReference(&r, e.ID, e.Owner, e.SHA256); err != nil {
-		return nil, err
-	}
-	if e.Ref != nil && !sameReference(e.Ref, &r) {
-		return nil, invalidf(ReasonInvalid, "data", "Ref does not match the payload")
-	}
-	if e.Blob != nil && *e.Blob != r.Blob {
-		return nil, invalidf(ReasonInvalid, "data", "Blob does not match the payload")
-	}
-	return &r, nil
-}
-
-func (e *Event) checkJSONPayload() error {
-	if e.DataRef != "" {
-		return invalidf(ReasonInvalid, ExtDataRef, "only a requested event may carry a dataref")
-	}
-	if e.ContentType == "" {
-		return invalidf(ReasonInvalid, "datacontenttype", "missing")
-	}
-	if err := checkMediaType(e.ContentType); err != nil {
-		return err
-	}
-	if mt, _, _ := mime.ParseMediaType(e.ContentType); mt != mediaTypeJSON {
-		return invalidf(ReasonInvalid, "datacontenttype", "%q is not %s", clip(e.ContentType), mediaTypeJSON)
-	}
-	if len(e.Data) == 0 {
-		return invalidf(ReasonInvalid, "data", "missing payload")
-	}
-	return nil
-}
-
-func checkReference(r *Reference, id, owner, sha string) error {
-	if r.ID != id {
-		return invalidf(ReasonInvalid, "data", "reference id %q does not match the event id", clip(r.ID))
-	}
-	if r.Owner != "" && r.Owner != owner {
-		return invalidf(ReasonInvalid, "data", "reference owner %q does not match the event owner", clip(r.Owner))
-	}
-	return checkBlob(&r.Blob, sha)
-}
-
-func checkBlob(b *Blob, sha string) error {
-	switch {
-	case b.Key == "":
-		return invalidf(ReasonInvalid, "data", "blob key missing")
-	case b.Size < 0:
-		return invalidf(ReasonInvalid, "data", "blob size %d is negative", b.Size)
-	case b.SHA256 != sha:
-		return invalidf(ReasonInvalid, "data", "blob sha256 does not match the event sha256")
-	}
-	return nil
-}
-
-func sameReference(a, b *Reference) bool {
-	return a.ID == b.ID && a.Owner == b.Owner && a.Subject == b.Subject && a.Blob == b.Blob && a.EventTime.Equal(b.EventTime)
 }
 
 func checkMediaType(ct string) error {

@@ -108,19 +108,14 @@ require (
 require (
 	github.com/blobref/blobref/internal v0.0.0-00010101000000-000000000000
 	github.com/blobref/blobref/pkg/events v0.0.0-00010101000000-000000000000
+	github.com/blobref/blobref/pkg/step v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 )
 
-require (
-	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
-	github.com/google/go-tpm v0.9.8 // indirect
-	github.com/minio/highwayhash v1.0.4 // indirect
-	github.com/nats-io/jwt/v2 v2.8.2 // indirect
-	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
-	go.uber.org/goleak v1.3.0
-)
+require go.uber.org/goleak v1.3.0
 
 replace (
 	github.com/blobref/blobref/internal => ../../internal
 	github.com/blobref/blobref/pkg/events => ../../pkg/events
+	github.com/blobref/blobref/pkg/step => ../../pkg/step
 )

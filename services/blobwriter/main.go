@@ -14,15 +14,16 @@ import (
 	"gocloud.dev/blob"
 
 	_ "github.com/blobref/blobref/internal/blobdrivers"
-	"github.com/blobref/blobref/internal/service"
-	"github.com/blobref/blobref/internal/steprun"
+	"github.com/blobref/blobref/internal/dbschema"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/stepservice"
 	"github.com/blobref/blobref/services/blobwriter/internal/blobstore"
 )
 
 type config struct {
-	service.Config
-	service.ConsumerConfig
+	stepservice.Config
+	stepservice.ConsumerConfig
 	// BlobURL is the gocloud.dev bucket URL uploads are stored in.
 	BlobURL string `env:"BLOB_URL" envDefault:"file:///var/lib/blobref/blobs?create_dir=true"`
 	// BlobKeyPrefix is prepended to the upload id to form the object key.
@@ -50,7 +51,7 @@ func (c *config) Validate() error {
 }
 
 func main() {
-	service.Main("blobwriter", &config{Config: service.Config{MetricsAddr: ":9101"}}, run)
+	stepservice.Main("blobwriter", &config{Config: stepservice.Config{MetricsAddr: ":9101"}}, run)
 }
 
 func run(ctx context.Context, cfg *config, log *slog.Logger) error {
@@ -60,14 +61,14 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	defer bucket.Close()
 	log.Info("bucket opened", "blob_url", redact(cfg.BlobURL))
-	return service.RunStep(ctx, "blobwriter", &cfg.Config, &cfg.ConsumerConfig, log,
-		func(d service.Deps) (steprun.Step[events.Blob], error) {
+	return stepservice.Run(ctx, "blobwriter", &cfg.Config, &cfg.ConsumerConfig, log,
+		func(d stepservice.Deps) (step.Step[events.Blob], error) {
 			w := &blobstore.Writer{
 				Bucket: bucket, Claims: blobstore.ObjectClaims{JS: d.JS}, KeyPrefix: cfg.BlobKeyPrefix,
 				StagingBucket: cfg.StagingBucket, MaxClockSkew: cfg.MaxClockSkew,
 			}
 			return w.Step(), nil
-		})
+		}, stepservice.WithMigrate(dbschema.Migrate))
 }
 
 // redact drops credentials a bucket URL may carry.

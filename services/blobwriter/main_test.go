@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/pkg/step/stepservice"
 )
 
 func load(t *testing.T, env map[string]string) (*config, error) {
@@ -14,7 +14,7 @@ func load(t *testing.T, env map[string]string) (*config, error) {
 		t.Setenv(k, v)
 	}
 	cfg := &config{}
-	return cfg, service.Load(cfg)
+	return cfg, stepservice.Load(cfg)
 }
 
 // The staging bucket and the clock skew have the defaults ingest and

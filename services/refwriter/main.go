@@ -13,15 +13,16 @@ import (
 	"gocloud.dev/blob"
 
 	_ "github.com/blobref/blobref/internal/blobdrivers"
-	"github.com/blobref/blobref/internal/service"
-	"github.com/blobref/blobref/internal/steprun"
+	"github.com/blobref/blobref/internal/dbschema"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/stepservice"
 	"github.com/blobref/blobref/services/refwriter/internal/refstore"
 )
 
 type config struct {
-	service.Config
-	service.ConsumerConfig
+	stepservice.Config
+	stepservice.ConsumerConfig
 	// BlobURL is the bucket blobwriter stores in; refwriter checks each blob
 	// there before referencing it.
 	BlobURL string `env:"BLOB_URL" envDefault:"file:///var/lib/blobref/blobs?create_dir=true"`
@@ -39,7 +40,7 @@ type config struct {
 
 // defaults is the configuration before the environment is read.
 func defaults() *config {
-	return &config{Config: service.Config{MetricsAddr: ":9102"}}
+	return &config{Config: stepservice.Config{MetricsAddr: ":9102"}}
 }
 
 func (c *config) Validate() error {
@@ -51,7 +52,7 @@ func (c *config) Validate() error {
 }
 
 func main() {
-	service.Main("refwriter", defaults(), run)
+	stepservice.Main("refwriter", defaults(), run)
 }
 
 func run(ctx context.Context, cfg *config, log *slog.Logger) error {
@@ -64,6 +65,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		defer bucket.Close()
 		w.Bucket = bucket
 	}
-	return service.RunStep(ctx, "refwriter", &cfg.Config, &cfg.ConsumerConfig, log,
-		func(service.Deps) (steprun.Step[events.Reference], error) { return w.Step(), nil })
+	return stepservice.Run(ctx, "refwriter", &cfg.Config, &cfg.ConsumerConfig, log,
+		func(stepservice.Deps) (step.Step[events.Reference], error) { return w.Step(), nil },
+		stepservice.WithMigrate(dbschema.Migrate))
 }

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/pkg/step/stepservice"
 )
 
 // BLOB_CHECK=false turns the bucket check off; by default the blob is
@@ -28,7 +28,7 @@ func TestBlobCheck(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			cfg := defaults()
-			if err := service.Load(cfg); err != nil {
+			if err := stepservice.Load(cfg); err != nil {
 				t.Fatal(err)
 			}
 			if cfg.BlobURL != tc.wantURL || cfg.BlobCheck != tc.wantCheck {
@@ -42,7 +42,7 @@ func TestBlobCheck(t *testing.T) {
 // positive.
 func TestKeyPrefixAndClockSkew(t *testing.T) {
 	cfg := defaults()
-	if err := service.Load(cfg); err != nil {
+	if err := stepservice.Load(cfg); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.BlobKeyPrefix != "uploads/" || cfg.MaxClockSkew != 5*time.Minute {
@@ -51,11 +51,11 @@ func TestKeyPrefixAndClockSkew(t *testing.T) {
 	t.Setenv("BLOB_KEY_PREFIX", "blobs/")
 	t.Setenv("MAX_CLOCK_SKEW", "1m")
 	cfg = defaults()
-	if err := service.Load(cfg); err != nil || cfg.BlobKeyPrefix != "blobs/" || cfg.MaxClockSkew != time.Minute {
+	if err := stepservice.Load(cfg); err != nil || cfg.BlobKeyPrefix != "blobs/" || cfg.MaxClockSkew != time.Minute {
 		t.Errorf("set: got %q %v (%v), want blobs/, 1m", cfg.BlobKeyPrefix, cfg.MaxClockSkew, err)
 	}
 	t.Setenv("MAX_CLOCK_SKEW", "0s")
-	if err := service.Load(defaults()); err == nil || !strings.Contains(err.Error(), "MAX_CLOCK_SKEW") {
+	if err := stepservice.Load(defaults()); err == nil || !strings.Contains(err.Error(), "MAX_CLOCK_SKEW") {
 		t.Errorf("MAX_CLOCK_SKEW=0s: got %v, want an error naming it", err)
 	}
 }

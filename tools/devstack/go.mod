@@ -36,6 +36,8 @@ require (
 	github.com/aws/smithy-go v1.28.1 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/blang/semver/v4 v4.0.0 // indirect
+	github.com/blobref/blobref/pkg/step v0.0.0-00010101000000-000000000000 // indirect
+	github.com/caarlos0/env/v11 v11.4.2 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/cloudevents/sdk-go/v2 v2.16.2 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
@@ -144,4 +146,5 @@ require (
 replace (
 	github.com/blobref/blobref/internal => ../../internal
 	github.com/blobref/blobref/pkg/events => ../../pkg/events
+	github.com/blobref/blobref/pkg/step => ../../pkg/step
 )

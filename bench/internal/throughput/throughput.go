@@ -100,7 +100,7 @@ type Config struct {
 	Progress io.Writer
 }
 
-// Validate names the first bad setting.
+// Validate names each bad setting.
 func (c *Config) Validate() error {
 	var errs []error
 	if c.Uploads < 1 || c.Size < 1 || c.Runs < 1 {

@@ -1,18 +1,6 @@
 -- +goose Up
--- excused_deliveries counts, per step and stream message, the deliveries
--- that failed because a dependency was down or full. A message is
--- dead-lettered after CONSUMER_MAX_DELIVERIES deliveries that were not
--- excused, so an outage delays work without using up its retries. The
--- runner writes a row only for a message an outage touched, and reads it
--- only when the message reaches its delivery limit.
-CREATE TABLE excused_deliveries (
-    step       text        NOT NULL,
-    stream     text        NOT NULL,
-    seq        bigint      NOT NULL CHECK (seq > 0),
-    excused    integer     NOT NULL CHECK (excused > 0),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (step, stream, seq)
-);
+-- excused_deliveries is the step runtime's table: see 00001_markers.sql.
+SELECT 1;
 
 -- +goose Down
-DROP TABLE excused_deliveries;
+SELECT 1;

@@ -54,10 +54,11 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// BenchmarkClaimCheckedStore stages one object of -claimsize bytes in an
-// in-process JetStream Object Store and stores it, claim-checked, into a
-// file:// bucket through Writer.Store. Besides MB/s it reports, sampled every
-// millisecond while the object is read and less their value just before:
+// BenchmarkClaimCheckedStore stages one object of -claimsize bytes in a
+// JetStream Object Store (on a nats-server process of its own) and stores
+// it, claim-checked, into a file:// bucket through Writer.Store. Besides
+// MB/s it reports, sampled every millisecond while the object is read and
+// less their value just before:
 //
 //   - peak-heap-MiB, the highest HeapInuse: what is held plus the garbage
 //     GC pacing lets pile up (up to about the live heap at GOGC=100);

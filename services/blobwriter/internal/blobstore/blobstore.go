@@ -23,18 +23,13 @@ import (
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
 
-	"github.com/blobref/blobref/internal/steprun"
+	"github.com/blobref/blobref/internal/bucketdep"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 )
 
-// StepName is the step's name in markers, metrics and failpoints.
-const StepName = "blob"
-
-// Source is the CloudEvents source of the blob_stored events it emits.
-const Source = "/blobref/blobwriter"
-
 // MetadataSHA256 is the object metadata key holding the bytes' SHA-256.
-const MetadataSHA256 = "sha256"
+const MetadataSHA256 = events.MetadataSHA256
 
 // Bucket is the part of *blob.Bucket the writer uses.
 type Bucket interface {
@@ -55,7 +50,7 @@ const DefaultStagingBucket = "uploads-staging"
 type Writer struct {
 	Bucket    Bucket
 	Claims    Claims // nil: claim-checked requests are retried until configured
-	KeyPrefix string // "uploads/" when empty
+	KeyPrefix string // events.DefaultKeyPrefix when empty
 	// StagingBucket is the Object Store bucket claim checks must name
 	// [DefaultStagingBucket]: a request's dataref must be
 	// nats-object://<StagingBucket>/<its own id>, so that an event can only
@@ -71,42 +66,38 @@ type Writer struct {
 // Key is the object key of upload id.
 func (w *Writer) Key(id string) string {
 	if w.KeyPrefix == "" {
-		return "uploads/" + id
+		return events.DefaultKeyPrefix + id
 	}
 	return w.KeyPrefix + id
 }
 
 // DependencyBucket names the bucket in outages: the runner pauses while it
 // is down and probes it with Probe.
-const DependencyBucket = "bucket"
+const DependencyBucket = bucketdep.Name
 
 // Step is the pipeline step: requested → blob stored → blob_stored.
-func (w *Writer) Step() steprun.Step[events.Blob] {
-	return steprun.Step[events.Blob]{
-		Name:     StepName,
-		Consumer: events.BlobWriterConsumer,
-		Accepts:  events.TypeRequested,
+func (w *Writer) Step() step.Step[events.Blob] {
+	return step.Step[events.Blob]{
+		Name:     events.BlobWriterConsumer.Step,
+		Consumes: events.BlobWriterConsumer.Consumes,
+		Durable:  events.BlobWriterConsumer.Durable,
 		Effect:   w.Store,
-		Next: func(ev *events.Event, b events.Blob) (*events.Event, error) {
-			return events.NewBlobStored(ev, b, Source)
+		Emit: func(ev *events.Event, b events.Blob) (*events.Event, error) {
+			return events.NewBlobStored(ev, b, events.SourceBlobWriter)
 		},
-		Probes: map[string]steprun.Probe{DependencyBucket: w.Probe},
+		Probes: map[string]step.Probe{DependencyBucket: w.Probe},
 	}
 }
 
 // Probe reports whether the bucket answers: it reads the attributes of a
 // key no upload has (upload ids never hold a dot), and finds none.
 func (w *Writer) Probe(ctx context.Context) error {
-	_, err := w.Bucket.Attributes(ctx, w.Key(".probe"))
-	if gcerrors.Code(err) == gcerrors.NotFound {
-		return nil
-	}
-	return err
+	return bucketdep.Probe(w.Bucket, w.Key(".probe"))(ctx)
 }
 
 // bucketErr attributes err to the bucket: an error that says it is down or
 // full is an outage, not the upload's failure.
-func bucketErr(err error) error { return steprun.Dependency(DependencyBucket, err) }
+func bucketErr(err error) error { return bucketdep.Err(err) }
 
 // Store writes the bytes of request ev to the bucket, unless they are there
 // already, and describes the stored object. A request dated too far in the
@@ -163,7 +154,7 @@ func (w *Writer) Store(ctx context.Context, ev *events.Event) (events.Blob, erro
 	if sum := hex.EncodeToString(h.Sum(nil)); sum != ev.SHA256 {
 		abort()
 		_ = bw.Close()
-		return events.Blob{}, steprun.Permanent(events.ReasonDigestMismatch,
+		return events.Blob{}, step.Permanent(events.ReasonDigestMismatch,
 			fmt.Errorf("bytes of %s have sha256 %s, the event says %s", ev.ID, sum, ev.SHA256))
 	}
 	if err := bw.Close(); err != nil {
@@ -193,7 +184,7 @@ func (s *source) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
 	if err != nil && err != io.EOF {
 		if s.claimChecked {
-			err = steprun.Dependency(steprun.DependencyJetStream, err)
+			err = step.Dependency(step.DependencyJetStream, err)
 		}
 		s.err = err
 	}
@@ -232,7 +223,7 @@ func storedContentType(ct string) string {
 // conflict when it holds other bytes.
 func existing(key string, attrs *blob.Attributes, ev *events.Event) (events.Blob, error) {
 	if got := attrs.Metadata[MetadataSHA256]; got != ev.SHA256 {
-		return events.Blob{}, steprun.Conflict("object %s exists with sha256 %q, upload %s has %s", key, got, ev.ID, ev.SHA256)
+		return events.Blob{}, step.Conflict("object %s exists with sha256 %q, upload %s has %s", key, got, ev.ID, ev.SHA256)
 	}
 	return events.Blob{Key: key, Size: attrs.Size, SHA256: ev.SHA256, ContentType: attrs.ContentType}, nil
 }
@@ -258,12 +249,12 @@ func (w *Writer) check(ev *events.Event) error {
 	bucket, name, err := events.ParseObjectRef(ev.DataRef)
 	switch {
 	case err != nil:
-		return steprun.Permanent(events.ReasonInvalid, err)
+		return step.Permanent(events.ReasonInvalid, err)
 	case bucket != staging:
-		return steprun.Permanent(events.ReasonInvalid,
+		return step.Permanent(events.ReasonInvalid,
 			fmt.Errorf("dataref of upload %s names bucket %q, not the staging bucket %q", ev.ID, bucket, staging))
 	case name != ev.ID:
-		return steprun.Permanent(events.ReasonInvalid,
+		return step.Permanent(events.ReasonInvalid,
 			fmt.Errorf("dataref of upload %s names object %q, not the upload's own", ev.ID, clip(name)))
 	}
 	return nil
@@ -286,5 +277,5 @@ func (w *Writer) open(ctx context.Context, ev *events.Event) (io.ReadCloser, err
 		return nil, fmt.Errorf("upload %s is claim-checked (%s) and no claim store is configured", ev.ID, ev.DataRef)
 	}
 	r, err := w.Claims.Open(ctx, ev.DataRef)
-	return r, steprun.Dependency(steprun.DependencyJetStream, err)
+	return r, step.Dependency(step.DependencyJetStream, err)
 }

@@ -8,23 +8,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/blobref/blobref/internal/marker"
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/steptest"
 	"github.com/blobref/blobref/services/blobwriter/internal/blobstore"
 )
 
-// runner is blobwriter's step run by the real steprun.Runner over an
-// in-process JetStream server and a Postgres schema of its own, writing to a
+// runner is blobwriter's step run by the real runner (package steptest)
+// over a JetStream server and a Postgres schema of its own, writing to a
 // counting file:// bucket.
 type runner struct {
-	js     jetstream.JetStream
+	*steptest.Harness[events.Blob]
 	pg     *testenv.Postgres
 	bucket *countingBucket
-	stored *testenv.Events // uploads.blob.stored.>
+	stored *steptest.Events // what the step emitted: blob_stored events
 }
 
 // timeout bounds every wait for the runner.
@@ -32,26 +30,16 @@ const timeout = 30 * time.Second
 
 func setupRunner(t *testing.T) *runner {
 	t.Helper()
-	nc, js := testenv.StartNATS(t).Connect()
+	_, js := testenv.StartNATS(t).Connect()
 	r := &runner{
-		js:     js,
 		pg:     testenv.StartPostgres(t),
 		bucket: &countingBucket{Bucket: openBucket(t, "file://"+t.TempDir())},
-		stored: testenv.Subscribe(t, nc, "uploads.blob.stored.>"),
 	}
-
 	w := &blobstore.Writer{Bucket: r.bucket, Claims: blobstore.ObjectClaims{JS: js}}
-	run, err := steprun.New(js, marker.NewStore(r.pg.Pool), w.Step(), steprun.Options{
-		Concurrency: 8,
-		BackoffBase: 10 * time.Millisecond,
-		BackoffMax:  50 * time.Millisecond,
-		FetchWait:   200 * time.Millisecond,
-		Logger:      testenv.Logger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Run(t, run)
+	r.Harness = steptest.New(t, js, r.pg.Pool, w.Step(), step.Options{Concurrency: 8})
+	r.Timeout = timeout
+	r.stored = r.Emitted()
+	r.Start()
 	return r
 }
 
@@ -62,7 +50,7 @@ func TestRunnerWritesEachBlobOnce(t *testing.T) {
 	reqs := make([]*events.Event, n)
 	for i := range n {
 		reqs[i] = request(t, fmt.Sprintf("u%03d", i), fmt.Appendf(nil, "bytes of upload %d", i))
-		testenv.Publish(t, r.js, reqs[i], reqs[i].ID)
+		r.Publish(reqs[i], reqs[i].ID)
 	}
 	first := r.stored.Await(t, n, timeout)
 	if len(first) != n {
@@ -82,7 +70,7 @@ func TestRunnerWritesEachBlobOnce(t *testing.T) {
 	// Republish every request as a new message: each result is emitted again,
 	// nothing is written again.
 	for _, req := range reqs {
-		testenv.Publish(t, r.js, req, "")
+		r.Publish(req, "")
 	}
 	again := r.stored.Await(t, n, timeout)
 	for _, req := range reqs {
@@ -93,7 +81,7 @@ func TestRunnerWritesEachBlobOnce(t *testing.T) {
 	if w := r.bucket.writes.Load(); w != n {
 		t.Errorf("writes after republishing: got %d, want %d", w, n)
 	}
-	if got := r.pg.Count(t, `SELECT count(*) FROM step_markers WHERE step = $1`, blobstore.StepName); got != n {
+	if got := r.pg.Count(t, `SELECT count(*) FROM step_markers WHERE step = $1`, events.StepBlob); got != n {
 		t.Errorf("step markers: got %d, want %d", got, n)
 	}
 	if got := len(keys(t, r.bucket.Bucket)); got != n {
@@ -122,10 +110,10 @@ func TestRunnerDeadLettersWhatNoRetryCanFix(t *testing.T) {
 
 	good := request(t, "good", []byte("fine"))
 	for _, ev := range []*events.Event{conflict, lying, missing, good} {
-		testenv.Publish(t, r.js, ev, ev.ID)
+		r.Publish(ev, ev.ID)
 	}
 
-	dead := testenv.AwaitDeadLetters(t, r.js, 3, timeout)
+	dead := r.AwaitDeadLetters(3)
 	for _, tt := range []struct {
 		id, reason string
 	}{
@@ -134,8 +122,8 @@ func TestRunnerDeadLettersWhatNoRetryCanFix(t *testing.T) {
 		{"unstaged", events.ReasonClaimMissing},
 	} {
 		d, ok := dead[events.RequestedSubject(tt.id)]
-		if !ok || d.Reason != tt.reason || d.Step != blobstore.StepName {
-			t.Errorf("%s: got dead letter %+v (found %v), want reason %s at step %s", tt.id, d, ok, tt.reason, blobstore.StepName)
+		if !ok || d.Reason != tt.reason || d.Step != events.StepBlob {
+			t.Errorf("%s: got dead letter %+v (found %v), want reason %s at step %s", tt.id, d, ok, tt.reason, events.StepBlob)
 		}
 	}
 	if evs := r.stored.Await(t, 1, timeout); len(evs["good"]) != 1 {

@@ -16,18 +16,10 @@ import (
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
 
-	"github.com/blobref/blobref/internal/steprun"
+	"github.com/blobref/blobref/internal/bucketdep"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 )
-
-// StepName is the step's name in markers, metrics and failpoints.
-const StepName = "ref"
-
-// Source is the CloudEvents source of the completed events it emits.
-const Source = "/blobref/refwriter"
-
-// metadataSHA256 is the object metadata key blobwriter stores the digest in.
-const metadataSHA256 = "sha256"
 
 // Bucket is the part of *blob.Bucket the writer reads: it checks that a
 // blob is really there before referencing it.
@@ -35,15 +27,12 @@ type Bucket interface {
 	Attributes(ctx context.Context, key string) (*blob.Attributes, error)
 }
 
-// DefaultKeyPrefix is the object key prefix of uploads, as blobwriter's.
-const DefaultKeyPrefix = "uploads/"
-
 // Writer records references.
 type Writer struct {
 	// Bucket, when set, is checked for the blob before the reference is
 	// written, so that no reference dangles even for a hand-made event.
 	Bucket Bucket
-	// KeyPrefix is blobwriter's object key prefix [DefaultKeyPrefix]: an
+	// KeyPrefix is blobwriter's object key prefix [events.DefaultKeyPrefix]: an
 	// event whose blob key is not KeyPrefix + id is refused as invalid, so
 	// that no event can reference another upload's object.
 	KeyPrefix string
@@ -55,32 +44,22 @@ type Writer struct {
 }
 
 // DependencyBucket names the bucket in outages.
-const DependencyBucket = "bucket"
+const DependencyBucket = bucketdep.Name
 
 // Step is the pipeline step: blob_stored → reference row → completed.
-func (w *Writer) Step() steprun.Step[events.Reference] {
-	step := steprun.Step[events.Reference]{
-		Name:     StepName,
-		Consumer: events.RefWriterConsumer,
-		Accepts:  events.TypeBlobStored,
+func (w *Writer) Step() step.Step[events.Reference] {
+	s := step.Step[events.Reference]{
+		Name:     events.RefWriterConsumer.Step,
+		Consumes: events.RefWriterConsumer.Consumes,
+		Durable:  events.RefWriterConsumer.Durable,
 		Effect:   w.check,
 		InTx:     Insert,
-		Next:     next,
+		Emit:     next,
 	}
 	if w.Bucket != nil {
-		step.Probes = map[string]steprun.Probe{DependencyBucket: w.probe}
+		s.Probes = map[string]step.Probe{DependencyBucket: bucketdep.Probe(w.Bucket, w.Key(".probe"))}
 	}
-	return step
-}
-
-// probe reports whether the bucket answers: it reads the attributes of a
-// key no upload has (upload ids never hold a dot), and finds none.
-func (w *Writer) probe(ctx context.Context) error {
-	_, err := w.Bucket.Attributes(ctx, "uploads/.probe")
-	if gcerrors.Code(err) == gcerrors.NotFound {
-		return nil
-	}
-	return err
+	return s
 }
 
 // next builds the completed event of the recorded reference ref. An event
@@ -88,16 +67,16 @@ func (w *Writer) probe(ctx context.Context) error {
 // a conflict: it may not re-emit, nor claim, someone else's reference.
 func next(ev *events.Event, ref events.Reference) (*events.Event, error) {
 	if ref.Owner != "" && ref.Owner != ev.Owner || ref.Subject != ev.Subject {
-		return nil, steprun.Conflict("upload %s is recorded for owner %q and subject %q, the event names %q and %q",
+		return nil, step.Conflict("upload %s is recorded for owner %q and subject %q, the event names %q and %q",
 			ev.ID, clip(ref.Owner), clip(ref.Subject), clip(ev.Owner), clip(ev.Subject))
 	}
-	return events.NewCompleted(ev, ref, Source)
+	return events.NewCompleted(ev, ref, events.SourceRefWriter)
 }
 
 // Key is the object key of upload id.
 func (w *Writer) Key(id string) string {
 	if w.KeyPrefix == "" {
-		return DefaultKeyPrefix + id
+		return events.DefaultKeyPrefix + id
 	}
 	return w.KeyPrefix + id
 }
@@ -115,7 +94,7 @@ func (w *Writer) check(ctx context.Context, ev *events.Event) (events.Reference,
 	}
 	b := *ev.Blob
 	if want := w.Key(ev.ID); b.Key != want {
-		return events.Reference{}, steprun.Permanent(events.ReasonInvalid,
+		return events.Reference{}, step.Permanent(events.ReasonInvalid,
 			fmt.Errorf("blob key %q of upload %s is not %q", clip(b.Key), ev.ID, want))
 	}
 	if w.Bucket != nil {
@@ -127,12 +106,12 @@ func (w *Writer) check(ctx context.Context, ev *events.Event) (events.Reference,
 		}
 		if err != nil {
 			// Down or full is an outage of the bucket, not of the upload.
-			return events.Reference{}, steprun.Dependency(DependencyBucket, fmt.Errorf("blob %s: %w", b.Key, err))
+			return events.Reference{}, bucketdep.Err(fmt.Errorf("blob %s: %w", b.Key, err))
 		}
-		if attrs.Size != b.Size || attrs.Metadata[metadataSHA256] != b.SHA256 {
-			return events.Reference{}, steprun.Permanent(events.ReasonDigestMismatch,
+		if attrs.Size != b.Size || attrs.Metadata[events.MetadataSHA256] != b.SHA256 {
+			return events.Reference{}, step.Permanent(events.ReasonDigestMismatch,
 				fmt.Errorf("blob %s holds %d bytes with sha256 %q, the event says %d bytes with %s",
-					b.Key, attrs.Size, attrs.Metadata[metadataSHA256], b.Size, b.SHA256))
+					b.Key, attrs.Size, attrs.Metadata[events.MetadataSHA256], b.Size, b.SHA256))
 		}
 	}
 	return events.Reference{ID: ev.ID, Owner: ev.Owner, Subject: ev.Subject, Blob: b, EventTime: ev.Time}, nil
@@ -154,7 +133,7 @@ func clip(s string) string {
 // that exists without its marker (written by hand) is accepted when it holds
 // the same digest and subject and the same owner (or none), and refused as a
 // conflict otherwise.
-func Insert(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.Reference]) ([]error, error) {
+func Insert(ctx context.Context, tx pgx.Tx, items []step.Item[events.Reference]) ([]error, error) {
 	n := len(items)
 	ids, owners, subjects, keys := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	types, shas := make([]string, n), make([]string, n)
@@ -200,7 +179,7 @@ func Insert(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.Referenc
 
 // checkExisting compares the rows Insert did not insert with the items:
 // one error per item (nil when there is no conflict), or nil if none.
-func checkExisting(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.Reference], inserted []string) ([]error, error) {
+func checkExisting(ctx context.Context, tx pgx.Tx, items []step.Item[events.Reference], inserted []string) ([]error, error) {
 	fresh := make(map[string]bool, len(inserted))
 	for _, id := range inserted {
 		fresh[id] = true
@@ -234,9 +213,9 @@ func checkExisting(ctx context.Context, tx pgx.Tx, items []steprun.Item[events.R
 		var err error
 		switch {
 		case r.sha != ref.Blob.SHA256:
-			err = steprun.Conflict("reference %s exists with sha256 %s, not %s", ref.ID, r.sha, ref.Blob.SHA256)
+			err = step.Conflict("reference %s exists with sha256 %s, not %s", ref.ID, r.sha, ref.Blob.SHA256)
 		case r.owner != "" && r.owner != ref.Owner || r.subject != ref.Subject:
-			err = steprun.Conflict("reference %s exists for owner %q and subject %q, not %q and %q",
+			err = step.Conflict("reference %s exists for owner %q and subject %q, not %q and %q",
 				ref.ID, clip(r.owner), clip(r.subject), clip(ref.Owner), clip(ref.Subject))
 		default:
 			continue

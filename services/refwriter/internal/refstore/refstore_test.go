@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -12,30 +11,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/fileblob"
 	_ "gocloud.dev/blob/memblob"
 
-	"github.com/blobref/blobref/internal/marker"
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/steptest"
 	"github.com/blobref/blobref/services/refwriter/internal/refstore"
 )
 
-// refs is what a refstore test needs: a Postgres schema of its own with its
-// marker store, and a bucket for the blobs the references point to.
+// refs is what a refstore test needs: a Postgres schema of its own, and a
+// bucket for the blobs the references point to.
 type refs struct {
-	pg      *testenv.Postgres
-	markers *marker.Store
-	bucket  *blob.Bucket
+	pg     *testenv.Postgres
+	bucket *blob.Bucket
 }
 
 func setup(t *testing.T) *refs {
 	t.Helper()
-	pg := testenv.StartPostgres(t)
-	return &refs{pg: pg, markers: marker.NewStore(pg.Pool), bucket: openBucket(t, "mem://")}
+	return &refs{pg: testenv.StartPostgres(t), bucket: openBucket(t, "mem://")}
 }
 
 func openBucket(t *testing.T, url string) *blob.Bucket {
@@ -93,30 +89,17 @@ func putBlob(t testing.TB, b *blob.Bucket, ev *events.Event, data []byte) {
 	}
 }
 
-// record runs the step for ev as the runner does: the effect (without a
-// bucket check), then the marker with Insert in its transaction.
+// record runs the step for ev as the runner does (steptest.Work): the
+// effect (without a bucket check), then the marker with Insert in its
+// transaction. won says it recorded the marker.
 func (r *refs) record(ev *events.Event) (won bool, err error) {
 	return r.recordWith(&refstore.Writer{}, ev)
 }
 
 // recordWith is record with the effect of w.
 func (r *refs) recordWith(w *refstore.Writer, ev *events.Event) (won bool, err error) {
-	ctx := context.Background()
-	ref, err := w.Step().Effect(ctx, ev)
-	if err != nil {
-		return false, fmt.Errorf("effect: %w", err)
-	}
-	raw, err := json.Marshal(ref)
-	if err != nil {
-		return false, err
-	}
-	_, won, err = r.markers.Record(ctx, marker.Marker{
-		UploadID: ev.ID, Step: refstore.StepName, Fingerprint: ev.SHA256, Result: raw,
-	}, func(ctx context.Context, tx pgx.Tx) error {
-		errs, err := refstore.Insert(ctx, tx, []steprun.Item[events.Reference]{{Event: ev, Result: ref}})
-		return errors.Join(append(errs, err)...)
-	})
-	return won, err
+	done, err := steptest.Work(context.Background(), r.pg.Pool, w.Step(), ev)
+	return err == nil && done.Kind == step.Done, err
 }
 
 // mustRecord records ev and fails the test unless it wins.
@@ -157,7 +140,7 @@ func digest(b []byte) string {
 }
 
 func permanentReason(err error) (string, bool) {
-	var perm *steprun.PermanentError
+	var perm *step.PermanentError
 	if errors.As(err, &perm) {
 		return perm.Reason, true
 	}
@@ -201,7 +184,7 @@ func TestInsertWritesTheReference(t *testing.T) {
 	if err := r.pg.Pool.QueryRow(context.Background(), `SELECT event_time FROM subject_refs WHERE owner = $1 AND subject = $2`, testOwner, "users/42/avatar").Scan(&curTime); err != nil || !curTime.Equal(t0) {
 		t.Errorf("subject_refs event_time: got %v (%v), want %v", curTime, err, t0)
 	}
-	if n := r.pg.Count(t, `SELECT count(*) FROM step_markers WHERE upload_id = 'u1' AND step = $1`, refstore.StepName); n != 1 {
+	if n := r.pg.Count(t, `SELECT count(*) FROM step_markers WHERE upload_id = 'u1' AND step = $1`, events.StepRef); n != 1 {
 		t.Errorf("markers: got %d, want 1", n)
 	}
 	if cur := r.current(t, "users/nobody/avatar"); cur != "" {
@@ -395,7 +378,7 @@ func TestCheck(t *testing.T) {
 	checked := (&refstore.Writer{Bucket: r.bucket}).Step().Effect
 	tests := []struct {
 		name      string
-		effect    steprun.Effect[events.Reference]
+		effect    step.Effect[events.Reference]
 		ev        *events.Event
 		permanent string // "" with wantErr: a transient error
 		wantErr   bool
@@ -522,7 +505,7 @@ func TestCheckRefusesForeignKeysAndFutureTimes(t *testing.T) {
 // an event that names another owner or subject under the same id.
 func TestNextRefusesAnotherOwnerOrSubject(t *testing.T) {
 	t.Parallel()
-	next := (&refstore.Writer{}).Step().Next
+	next := (&refstore.Writer{}).Step().Emit
 	alice := blobStoredBy(t, "alice", "n1", "users/1/avatar", t0, []byte("x"))
 	recorded := events.Reference{ID: "n1", Owner: "alice", Subject: "users/1/avatar", Blob: *alice.Blob, EventTime: t0}
 	if c, err := next(alice, recorded); err != nil || c.Owner != "alice" || c.Ref.Owner != "alice" {

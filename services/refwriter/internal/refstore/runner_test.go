@@ -4,32 +4,27 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"gocloud.dev/blob"
 
-	"github.com/blobref/blobref/internal/marker"
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/steptest"
 	"github.com/blobref/blobref/services/refwriter/internal/refstore"
 )
 
-// runner is refwriter's step run by the real steprun.Runner over an
-// in-process JetStream server and a Postgres schema of its own, checking
-// blobs in a file:// bucket.
+// runner is refwriter's step run by the real runner (package steptest)
+// over a JetStream server and a Postgres schema of its own, checking blobs
+// in a file:// bucket.
 type runner struct {
+	*steptest.Harness[events.Reference]
 	t         *testing.T
-	js        jetstream.JetStream
 	pg        *testenv.Postgres
 	bucket    *blob.Bucket
-	completed *testenv.Events // uploads.completed.>
-
-	mu       sync.Mutex
-	outcomes map[string][]steprun.Outcome // by upload id
+	completed *steptest.Events // what the step emitted: completed events
 }
 
 // timeout bounds every wait for the runner.
@@ -37,57 +32,14 @@ const timeout = 30 * time.Second
 
 func setupRunner(t *testing.T) *runner {
 	t.Helper()
-	nc, js := testenv.StartNATS(t).Connect()
-	r := &runner{
-		t:         t,
-		js:        js,
-		pg:        testenv.StartPostgres(t),
-		bucket:    openBucket(t, "file://"+t.TempDir()),
-		completed: testenv.Subscribe(t, nc, "uploads.completed.>"),
-		outcomes:  map[string][]steprun.Outcome{},
-	}
-
+	_, js := testenv.StartNATS(t).Connect()
+	r := &runner{t: t, pg: testenv.StartPostgres(t), bucket: openBucket(t, "file://"+t.TempDir())}
 	w := &refstore.Writer{Bucket: r.bucket}
-	run, err := steprun.New(js, marker.NewStore(r.pg.Pool), w.Step(), steprun.Options{
-		Concurrency: 8,
-		BackoffBase: 10 * time.Millisecond,
-		BackoffMax:  50 * time.Millisecond,
-		FetchWait:   200 * time.Millisecond,
-		Logger:      testenv.Logger(t),
-		OnOutcome:   r.observe,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Run(t, run)
+	r.Harness = steptest.New(t, js, r.pg.Pool, w.Step(), step.Options{Concurrency: 8})
+	r.Timeout = timeout
+	r.completed = r.Emitted()
+	r.Start()
 	return r
-}
-
-// observe records the outcome of every message.
-func (r *runner) observe(out steprun.Outcome) {
-	r.mu.Lock()
-	r.outcomes[out.UploadID] = append(r.outcomes[out.UploadID], out)
-	r.mu.Unlock()
-}
-
-// awaitOutcome polls until a message of id ended with kind.
-func (r *runner) awaitOutcome(id string, kind steprun.Kind) {
-	r.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		r.mu.Lock()
-		outs := r.outcomes[id]
-		r.mu.Unlock()
-		for _, o := range outs {
-			if o.Kind == kind {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("%s: got outcomes %v, want one %s", id, outs, kind)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // xmins returns the xmin of every reference row by id.
@@ -111,7 +63,7 @@ func TestRunnerRecordsEachReferenceOnce(t *testing.T) {
 		// subject must end on its last id, in whatever order they are handled.
 		evs[i] = blobStored(t, id, fmt.Sprintf("users/%d/avatar", i%subjects), t0.Add(time.Duration(i)*time.Second), data)
 		putBlob(t, r.bucket, evs[i], data)
-		testenv.Publish(t, r.js, evs[i], id)
+		r.Publish(evs[i], id)
 	}
 	first := r.completed.Await(t, n, timeout)
 	for _, ev := range evs {
@@ -136,7 +88,7 @@ func TestRunnerRecordsEachReferenceOnce(t *testing.T) {
 	// Republish every event as a new message: completed is emitted again,
 	// no row is written again.
 	for _, ev := range evs {
-		testenv.Publish(t, r.js, ev, "")
+		r.Publish(ev, "")
 	}
 	again := r.completed.Await(t, n, timeout)
 	for _, ev := range evs {
@@ -147,7 +99,7 @@ func TestRunnerRecordsEachReferenceOnce(t *testing.T) {
 	if got := r.xmins(); !maps.Equal(got, xmins) {
 		t.Errorf("reference rows were rewritten: xmin got %v, want %v", got, xmins)
 	}
-	if got := r.pg.Count(t, `SELECT count(*) FROM step_markers WHERE step = $1`, refstore.StepName); got != n {
+	if got := r.pg.Count(t, `SELECT count(*) FROM step_markers WHERE step = $1`, events.StepRef); got != n {
 		t.Errorf("step markers: got %d, want %d", got, n)
 	}
 	for s := range subjects {
@@ -166,8 +118,8 @@ func TestRunnerWaitsForTheBlobAndRefusesAWrongOne(t *testing.T) {
 
 	// The event overtook the blob: retried until the blob is there.
 	late := blobStored(t, "late", "users/1/avatar", t0, data)
-	testenv.Publish(t, r.js, late, late.ID)
-	r.awaitOutcome("late", steprun.Retried)
+	r.Publish(late, late.ID)
+	r.AwaitOutcome("late", step.Retried)
 	if n := r.pg.Count(t, `SELECT count(*) FROM upload_refs`); n != 0 {
 		t.Fatalf("reference rows before the blob exists: got %d, want 0", n)
 	}
@@ -179,10 +131,10 @@ func TestRunnerWaitsForTheBlobAndRefusesAWrongOne(t *testing.T) {
 	// A blob that holds other bytes is never referenced.
 	wrong := blobStored(t, "wrong", "users/2/avatar", t0, data)
 	putBlob(t, r.bucket, wrong, []byte("truncated"))
-	testenv.Publish(t, r.js, wrong, wrong.ID)
-	d := testenv.AwaitDeadLetters(t, r.js, 1, timeout)[events.BlobStoredSubject("wrong")]
-	if d.Reason != events.ReasonDigestMismatch || d.Subject != events.BlobStoredSubject("wrong") || d.Step != refstore.StepName {
-		t.Errorf("dead letter: got %+v, want %s of %s at step %s", d, events.ReasonDigestMismatch, events.BlobStoredSubject("wrong"), refstore.StepName)
+	r.Publish(wrong, wrong.ID)
+	d := r.AwaitDeadLetters(1)[events.BlobStoredSubject("wrong")]
+	if d.Reason != events.ReasonDigestMismatch || d.Subject != events.BlobStoredSubject("wrong") || d.Step != events.StepRef {
+		t.Errorf("dead letter: got %+v, want %s of %s at step %s", d, events.ReasonDigestMismatch, events.BlobStoredSubject("wrong"), events.StepRef)
 	}
 	if n := r.pg.Count(t, `SELECT count(*) FROM upload_refs WHERE id = 'wrong'`); n != 0 {
 		t.Errorf("reference rows of wrong: got %d, want 0", n)
@@ -202,7 +154,7 @@ func TestRunnerRefusesHostileEvents(t *testing.T) {
 
 	victim := blobStoredBy(t, "alice", "victim", subject, t0, []byte("victim's bytes"))
 	putBlob(t, r.bucket, victim, []byte("victim's bytes"))
-	testenv.Publish(t, r.js, victim, victim.ID)
+	r.Publish(victim, victim.ID)
 	if got := r.completed.Await(t, 1, timeout); len(got["victim"]) != 1 {
 		t.Fatalf("completed: got %v, want victim", got)
 	}
@@ -225,9 +177,9 @@ func TestRunnerRefusesHostileEvents(t *testing.T) {
 	// The victim's id again, for another owner.
 	takeover := blobStoredBy(t, "mallory", "victim", subject, t0.Add(time.Hour), []byte("victim's bytes"))
 	for _, ev := range []*events.Event{thief, future, takeover} {
-		testenv.Publish(t, r.js, ev, "")
+		r.Publish(ev, "")
 	}
-	dead := testenv.AwaitDeadLetters(t, r.js, 3, timeout)
+	dead := r.AwaitDeadLetters(3)
 	for id, want := range map[string]string{"thief": events.ReasonInvalid, "future": events.ReasonInvalid, "victim": events.ReasonConflict} {
 		if d := dead[events.BlobStoredSubject(id)]; d.Reason != want {
 			t.Errorf("%s: dead letter %+v, want reason %s", id, d, want)

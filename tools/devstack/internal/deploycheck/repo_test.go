@@ -70,21 +70,21 @@ func services(t *testing.T, root string) []string {
 }
 
 // envNames returns the environment variables a service reads: the `env`
-// struct tags in its own package and in internal/service, the shared
-// configuration it embeds.
+// struct tags in its own package and in the shared configuration it embeds
+// (internal/service and the step runtime's pkg/step/stepservice).
 func envNames(t *testing.T, root, service string) map[string]bool {
 	t.Helper()
 	return envNamesOf(t, root, filepath.Join("services", service))
 }
 
 // envNamesOf returns the environment variables the command at dir (e.g.
-// tools/blobrefctl) reads: the `env` struct tags in its own package and in
-// internal/service.
+// tools/blobrefctl) reads: the `env` struct tags in its own package, in
+// internal/service and in pkg/step/stepservice.
 func envNamesOf(t *testing.T, root, dir string) map[string]bool {
 	t.Helper()
 	service := dir
 	names := map[string]bool{}
-	for _, dir := range []string{filepath.Join(root, dir), filepath.Join(root, "internal", "service")} {
+	for _, dir := range []string{filepath.Join(root, dir), filepath.Join(root, "internal", "service"), filepath.Join(root, "pkg", "step", "stepservice")} {
 		fset := token.NewFileSet()
 		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 		if err != nil {

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -16,12 +15,15 @@ import (
 )
 
 // consumers are the durable JetStream consumers of the consumer services
-// (those whose main runs a step, service.RunStep), by service: what their
-// KEDA ScaledObjects must name.
+// (those whose main runs a step: stepservice.Run or MainStep), by service:
+// what their KEDA ScaledObjects must name.
 var consumers = map[string]events.ConsumerSpec{
 	"blobwriter": events.BlobWriterConsumer,
 	"refwriter":  events.RefWriterConsumer,
 }
+
+// runsStep finds, in a service's main, the call that runs a step.
+var runsStep = regexp.MustCompile(`\bstepservice\.(Run|MainStep)(\[[^\]]*\])?\(|\bservice\.RunStep\(`)
 
 type (
 	// hpa is a HorizontalPodAutoscaler (autoscaling/v2).
@@ -143,7 +145,7 @@ func checkDisruptionAndScaling(t *testing.T, root string, objs []object, keda bo
 			}
 
 			spec, known := consumers[svc]
-			consumer := strings.Contains(readFile(t, filepath.Join(root, "services", svc, "main.go")), "service.RunStep(")
+			consumer := runsStep.MatchString(readFile(t, filepath.Join(root, "services", svc, "main.go")))
 			if consumer && !known {
 				t.Fatalf("services/%s runs a step, but this test does not know its durable consumer", svc)
 			}

@@ -29,8 +29,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/blobwatch"
 	"github.com/blobref/blobref/pkg/events"
-	"github.com/blobref/blobref/tools/torture/internal/blobwatch"
 )
 
 // Upload is one upload the run had accepted: ingest answered 2xx, or
@@ -287,7 +287,7 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 			if !hasRow {
 				r.Inconsistent = append(r.Inconsistent, u.ID+": completed event without a reference row")
 			}
-			for _, step := range []string{"blob", "ref"} {
+			for _, step := range []string{events.StepBlob, events.StepRef} {
 				if fp, ok := markers[u.ID+"/"+step]; !ok || fp != u.SHA256 {
 					r.Inconsistent = append(r.Inconsistent, fmt.Sprintf("%s: completed, %s marker %q, want fingerprint %s", u.ID, step, fp, u.SHA256))
 				}

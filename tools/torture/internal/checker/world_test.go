@@ -15,9 +15,9 @@ import (
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
 
+	"github.com/blobref/blobref/internal/blobwatch"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
-	"github.com/blobref/blobref/tools/torture/internal/blobwatch"
 	"github.com/blobref/blobref/tools/torture/internal/checker"
 )
 

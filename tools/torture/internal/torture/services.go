@@ -12,25 +12,18 @@ import (
 	"time"
 
 	"github.com/blobref/blobref/internal/freeport"
+	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 	"github.com/blobref/blobref/tools/torture/internal/proc"
 )
 
 // Failpoints are the points a restarted service may be armed to crash at:
-// every boundary of every step, and ingest's between staging, recording and
-// publishing. blob/before-marker and ref/before-marker are listed ahead of
-// the runtime that fires them; a name no code injects never fires.
+// every boundary of every step (the runtime's, step.Failpoints), and
+// ingest's between staging, recording and publishing.
 var Failpoints = map[string][]string{
-	"blobwriter": stepPoints("blob"),
-	"refwriter":  stepPoints("ref"),
+	"blobwriter": step.Failpoints(events.StepBlob),
+	"refwriter":  step.Failpoints(events.StepRef),
 	"ingest":     {"ingest/after-stage", "ingest/after-record", "ingest/after-publish"},
-}
-
-func stepPoints(step string) []string {
-	var out []string
-	for _, p := range []string{"before-effect", "after-effect", "before-marker", "after-marker", "before-publish", "after-publish", "before-ack"} {
-		out = append(out, step+"/"+p)
-	}
-	return out
 }
 
 // slot is one replica of a service: the process running it now, restarted

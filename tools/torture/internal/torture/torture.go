@@ -43,11 +43,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/blobwatch"
 	"github.com/blobref/blobref/internal/natsproc"
 	"github.com/blobref/blobref/internal/pgserver"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
-	"github.com/blobref/blobref/tools/torture/internal/blobwatch"
 	"github.com/blobref/blobref/tools/torture/internal/broker"
 	"github.com/blobref/blobref/tools/torture/internal/checker"
 )

@@ -1,0 +1,51 @@
+package events
+
+// The pipeline's steps and producers, each named once: the steps' names (in markers, metrics,
+// failpoints and the Blobref-Dead-Step header of dead letters), the durable consumers they
+// read and the CloudEvents sources of the events they publish.
+const (
+	// StepBlob is blobwriter's step: it stores the bytes of a requested upload.
+	StepBlob = "blob"
+	// StepRef is refwriter's step: it records the reference of a stored blob.
+	StepRef = "ref"
+)
+
+// Sources of the events blobref's services publish.
+const (
+	// SourceIngest is the source of the requested events ingest publishes.
+	SourceIngest = "/blobref/ingest"
+	// SourceBlobWriter is the source of the blob_stored events blobwriter publishes.
+	SourceBlobWriter = "/blobref/blobwriter"
+	// SourceRefWriter is the source of the completed events refwriter publishes.
+	SourceRefWriter = "/blobref/refwriter"
+)
+
+// Stored objects: blobwriter stores the bytes of upload id at DefaultKeyPrefix + id (or under
+// the prefix it is configured with), with their sha256 in the object's metadata under
+// MetadataSHA256; refwriter checks both before it references the object.
+const (
+	// DefaultKeyPrefix is the object key prefix of uploads.
+	DefaultKeyPrefix = "uploads/"
+	// MetadataSHA256 is the object metadata key holding the lowercase hex SHA-256 of the bytes.
+	MetadataSHA256 = "sha256"
+)
+
+// ConsumerSpec names a step of the pipeline and the durable consumer it reads. Operators use
+// these names.
+type ConsumerSpec struct {
+	// Step is the step's name.
+	Step string
+	// Consumes is the event type the step consumes.
+	Consumes string
+	// Durable is the durable consumer name.
+	Durable string
+	// FilterSubject is the subject filter on UPLOADS: the filter of the type it consumes.
+	FilterSubject string
+}
+
+var (
+	// BlobWriterConsumer is blobwriter's consumer of requested events.
+	BlobWriterConsumer = ConsumerSpec{Step: StepBlob, Consumes: TypeRequested, Durable: "blobwriter", FilterSubject: requestedType.Filter()}
+	// RefWriterConsumer is refwriter's consumer of blob_stored events.
+	RefWriterConsumer = ConsumerSpec{Step: StepRef, Consumes: TypeBlobStored, Durable: "refwriter", FilterSubject: blobStoredType.Filter()}
+)

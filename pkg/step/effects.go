@@ -1,0 +1,89 @@
+package step
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// runEffects runs the side effects of jobs, Concurrency at once across the
+// runner, and hands the jobs to flush in groups as their effects end: all
+// of them together when they end within StragglerWait of the start, or of
+// the previous group; otherwise those that ended, so that one slow side
+// effect (a large upload) does not hold the rest of its batch.
+func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], flush func([]*job[R])) {
+	ended := make(chan *job[R], len(jobs))
+	go func() {
+		for _, j := range jobs {
+			select {
+			case r.effects <- struct{}{}:
+			case <-ctx.Done():
+				j.fail(ctx.Err())
+				ended <- j
+				continue
+			}
+			go func() {
+				defer func() { ended <- j }()
+				defer func() { <-r.effects }()
+				defer func() {
+					if p := recover(); p != nil {
+						j.retry("panic", fmt.Errorf("panic: %v", p))
+					}
+				}()
+				r.runEffect(ctx, j)
+			}()
+		}
+	}()
+	left := len(jobs)
+	defer func() {
+		if p := recover(); p != nil {
+			for ; left > 0; left-- {
+				<-ended // no side effect outlives the batch's handling
+			}
+			panic(p)
+		}
+	}()
+	t := time.NewTimer(r.opts.StragglerWait)
+	defer t.Stop()
+	var group []*job[R]
+	for left > 0 {
+		select {
+		case j := <-ended:
+			left--
+			group = append(group, j)
+			if left > 0 {
+				continue
+			}
+		case <-t.C:
+			t.Reset(r.opts.StragglerWait)
+			if len(group) == 0 {
+				continue
+			}
+		}
+		flush(group)
+		group = nil
+	}
+}
+
+// runEffect runs the side effect of one claimed job, with its deadline, and
+// leaves it effected with its result, or failed.
+func (r *Runner[R]) runEffect(ctx context.Context, j *job[R]) {
+	if err := r.inject(ctx, pointBeforeEffect); err != nil {
+		j.fail(err)
+		return
+	}
+	ectx, cancel := context.WithTimeout(ctx, r.opts.StepTimeout)
+	result, err := r.step.Effect(ectx, j.ev)
+	cancel()
+	if err != nil {
+		j.fail(err)
+		return
+	}
+	r.opts.Metrics.effectDone(r.step.Name)
+	j.result = result
+	j.to(stageEffected)
+	// From here on the side effect is done: nothing may cancel its record.
+	if err := r.inject(context.WithoutCancel(ctx), pointAfterEffect); err != nil {
+		j.fail(err)
+	}
+}

@@ -1,0 +1,76 @@
+package stepservice_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/blobref/blobref/internal/natsproc"
+	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/pkg/step/stepservice"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// A service's connection gets its replies on its own inbox prefix, and
+// authenticates with the password in NATS_PASSWORD_FILE, read again when it
+// reconnects: here against a server whose user may subscribe to nothing
+// but that prefix, and whose password changes while the service is away.
+func TestConnectNATSOwnInboxAndPasswordFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	conf, pwFile := filepath.Join(dir, "nats.conf"), filepath.Join(dir, "password")
+	writeConf := func(password string) {
+		t.Helper()
+		c := `jetstream { store_dir: "` + filepath.Join(dir, "store") + `" }
+accounts { A { jetstream: enabled, users: [
+  {user: svc, password: ` + password + `, permissions: {publish: ["$JS.API.>"], subscribe: ["_INBOX_svc.>"]}}
+] } }
+`
+		if err := os.WriteFile(conf, []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConf("first0password")
+	srv, err := natsproc.Start(natsproc.Config{ConfigFile: conf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	nc, err := stepservice.ConnectNATS(ctx, stepservice.NATSConfig{URL: srv.URL(), User: "svc", PasswordFile: pwFile}, "svc", testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A JetStream request: its answer comes to the inbox, which the server
+	// delivers only on _INBOX_svc.
+	if _, err := js.AccountInfo(ctx); err != nil {
+		t.Fatalf("account info through _INBOX_svc: %v", err)
+	}
+
+	writeConf("second0password")
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.FlushTimeout(30 * time.Second); err != nil {
+		t.Fatalf("after the password changed: %v", err)
+	}
+	if _, err := js.AccountInfo(ctx); err != nil {
+		t.Fatalf("account info after reconnecting with the new password: %v", err)
+	}
+}

@@ -1,0 +1,94 @@
+// Package marker stores per-step completion markers in Postgres: the record
+// that one step of one upload finished, with the fingerprint it ran for and
+// the result it produced.
+//
+// The protocol is check, then do, then record, never mark first:
+//
+//	claims, _ := store.ClaimMany(ctx, step, ids) // one round trip
+//	defer claims.Release()
+//	for each id: if claims.Marker(id) exists, re-emit its result;
+//	             else if claims.Held(id) (exclusive across replicas), do it
+//	results := doSideEffects()
+//	stored, won, refused, _ := claims.Record(ctx, markers, writesInSameTx) // and release
+//
+// Record inserts with ON CONFLICT DO NOTHING; what it inserted says who won.
+// Writes that must commit atomically with the markers (reference rows) run
+// inside the same transaction. Every operation works on a batch of uploads
+// in a constant number of round trips; Claim and Record on one upload are
+// the batch of one. ClaimMany is one round trip; Record is one more, or two
+// plus the step's own statements when the step writes in the transaction.
+package marker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ErrBusy is returned by Claim when another process holds the claim.
+var ErrBusy = errors.New("marker: step is being run by another worker")
+
+// Marker records that Step finished for UploadID.
+type Marker struct {
+	UploadID    string
+	Step        string
+	Fingerprint string          // the upload's sha256
+	Result      json.RawMessage // the step's result, re-emitted on a repeat
+	CreatedAt   time.Time
+}
+
+// Store reads and writes markers in the step_markers table.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// NewStore returns a Store over pool. The schema must be migrated.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+const selectMarkers = `
+	SELECT upload_id, fingerprint, result, created_at FROM step_markers
+	WHERE step = $1 AND upload_id = ANY($2::text[])`
+
+// Get returns the marker of step for id; ok is false when there is none.
+func (s *Store) Get(ctx context.Context, id, step string) (m Marker, ok bool, err error) {
+	found, err := s.GetMany(ctx, step, []string{id})
+	m, ok = found[id]
+	return m, ok, err
+}
+
+// GetMany returns the markers of step that exist for ids, by upload id, in
+// one query.
+func (s *Store) GetMany(ctx context.Context, step string, ids []string) (map[string]Marker, error) {
+	found, err := getMany(ctx, s.pool, step, ids)
+	if err != nil {
+		return nil, fmt.Errorf("marker: get %d of step %s: %w", len(ids), step, err)
+	}
+	return found, nil
+}
+
+func getMany(ctx context.Context, q querier, step string, ids []string) (map[string]Marker, error) {
+	found := make(map[string]Marker, len(ids))
+	if len(ids) == 0 {
+		return found, nil
+	}
+	rows, err := q.Query(ctx, selectMarkers, step, ids)
+	if err != nil {
+		return nil, err
+	}
+	m := Marker{Step: step}
+	_, err = pgx.ForEachRow(rows, []any{&m.UploadID, &m.Fingerprint, &m.Result, &m.CreatedAt}, func() error {
+		m.Result = append(json.RawMessage(nil), m.Result...)
+		found[m.UploadID] = m
+		return nil
+	})
+	return found, err
+}

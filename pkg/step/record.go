@@ -1,0 +1,141 @@
+package step
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step/internal/marker"
+)
+
+// record writes the markers of the effected jobs of group, with the step's
+// own writes, in one transaction that gives up their claims; the items the
+// step refuses fail with their error, and the transaction runs without them
+// (marker.Claims.Record). Each job ends done (its marker recorded here),
+// skipped (another worker's was there) or failed.
+func (r *Runner[R]) record(ctx context.Context, group []*job[R], claims *marker.Claims) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	for _, j := range in(group, stageEffected) {
+		if err := r.inject(rctx, pointBeforeMarker); err != nil {
+			j.fail(err)
+		}
+	}
+	done := in(group, stageEffected)
+	if len(done) == 0 {
+		return
+	}
+	ms := make([]marker.Marker, len(done))
+	for i, j := range done {
+		raw, err := json.Marshal(j.result)
+		if err != nil {
+			failAll(done, fmt.Errorf("encode result: %w", err))
+			return
+		}
+		ms[i] = marker.Marker{UploadID: j.ev.ID, Step: r.step.Name, Fingerprint: j.ev.SHA256, Result: raw}
+	}
+	var inTx marker.InTx
+	if r.step.InTx != nil {
+		inTx = func(ctx context.Context, tx pgx.Tx, won []int) ([]error, error) {
+			if len(won) == 0 {
+				return nil, nil
+			}
+			items := make([]Item[R], len(won))
+			for k, i := range won {
+				items[k] = Item[R]{Event: done[i].ev, Result: done[i].result}
+			}
+			return r.step.InTx(ctx, tx, items)
+		}
+	}
+	stored, won, refused, err := claims.Record(rctx, ms, inTx)
+	if err != nil {
+		failAll(done, Dependency(DependencyPostgres, err))
+		return
+	}
+	for i, j := range done {
+		if refused != nil && refused[i] != nil {
+			j.fail(refused[i])
+			continue
+		}
+		j.marker = stored[i]
+		if won[i] {
+			j.to(stageDone)
+		} else {
+			j.to(stageSkipped)
+		}
+		if err := r.inject(rctx, pointAfterMarker); err != nil {
+			j.fail(err)
+		}
+	}
+}
+
+// emit publishes the event of every job whose marker exists (done or
+// skipped), all at once, and waits for JetStream to acknowledge each; a
+// step without Emit publishes nothing. A job whose marker holds another
+// fingerprint than its event is a conflict.
+func (r *Runner[R]) emit(ctx context.Context, jobs []*job[R]) {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	var sent []*job[R]
+	for _, j := range jobs {
+		if !j.is(stageDone) && !j.is(stageSkipped) {
+			continue
+		}
+		if j.marker.Fingerprint != j.ev.SHA256 {
+			j.fail(Conflict("upload %s was recorded with sha256 %s, this event has %s", j.ev.ID, j.marker.Fingerprint, j.ev.SHA256))
+			continue
+		}
+		if r.step.Emit == nil {
+			continue // the step ends the chain
+		}
+		var result R
+		if err := json.Unmarshal(j.marker.Result, &result); err != nil {
+			j.fail(fmt.Errorf("marker %s/%s holds a bad result: %w", j.ev.ID, r.step.Name, err))
+			continue
+		}
+		next, err := r.step.Emit(j.ev, result)
+		if err != nil {
+			j.fail(err)
+			continue
+		}
+		if err := r.inject(pctx, pointBeforePublish); err != nil {
+			j.fail(err)
+			continue
+		}
+		nmsg, err := next.Msg(r.msgID(j.meta))
+		if err != nil {
+			j.fail(err)
+			continue
+		}
+		if j.next, err = r.js.PublishMsgAsync(nmsg); err != nil {
+			j.fail(Dependency(DependencyJetStream, fmt.Errorf("publish %s: %w", nmsg.Subject, err)))
+			continue
+		}
+		sent = append(sent, j)
+	}
+	for _, j := range sent {
+		select {
+		case <-j.next.Ok():
+		case err := <-j.next.Err():
+			j.fail(Dependency(DependencyJetStream, fmt.Errorf("publish %s: %w", j.next.Msg().Subject, err)))
+			continue
+		case <-pctx.Done():
+			j.fail(Dependency(DependencyJetStream, fmt.Errorf("publish %s: no acknowledgement: %w", j.next.Msg().Subject, pctx.Err())))
+			continue
+		}
+		if err := r.inject(pctx, pointAfterPublish); err != nil {
+			j.fail(err)
+		}
+	}
+}
+
+// msgID derives the Nats-Msg-Id of the event emitted for an input message:
+// a redelivery of the same message cannot emit twice, while a republished
+// input (a new stream sequence) flows on.
+func (r *Runner[R]) msgID(meta *jetstream.MsgMetadata) string {
+	return events.DerivedMsgID(r.step.Name, meta.Stream, meta.Sequence.Stream)
+}

@@ -1,0 +1,111 @@
+// Package step is blobref's consumer runtime: it runs one side effect for each
+// message of a durable JetStream pull consumer, so that a redelivered or
+// republished event runs only the steps not yet finished. Another team's
+// service adds a side effect to the pipeline with it: a Step declares the
+// effect, a Runner runs it (package stepservice makes it a service, package
+// steptest tests it against real servers).
+//
+// The runner works on batches. It pulls messages into a bounded in-flight
+// window and groups those that arrive together (up to BatchSize, waiting at
+// most BatchWait for a batch to fill, and not at all when nothing more is
+// pending); MaxBatches batches run at once, and while they run the next one
+// grows. For each batch it does, in order:
+//
+//	decode → look up the markers and claim the unfinished (one round trip)
+//	       → run the side effects (Concurrency at once)
+//	       → record their markers and give up their claims (one transaction,
+//	         with the step's own writes; one round trip without them)
+//	       → publish the events they emit, if any (asynchronously, Nats-Msg-Id
+//	         derived from each input) → wait for every PubAck → ack the inputs
+//
+// So a batch costs the same few round trips whatever its size, and a batch
+// of one pays for nothing it does not need.
+//
+// An input is acked only after JetStream acknowledged the event it caused. A
+// step whose marker exists skips its side effect and re-emits its recorded
+// result; a step that emits nothing (Emit nil) ends the chain. A transient
+// failure is handed back with NakWithDelay and a growing back-off; an
+// invalid or conflicting event, or one that used up its deliveries, is
+// published to the dead-letter stream with its reason and then terminated.
+// Each message of a batch has its own outcome, and every decision between
+// Ack, Nak, NakWithDelay and Term is made in one place, settle.
+//
+// The runtime is one file per stage: the fetch window (fetch.go), the batch
+// and the stages of its messages (batch.go), the side effects (effects.go),
+// recording and emitting (record.go) and settling (settle.go).
+//
+// A failure that says a dependency is down or full (see Dependency and
+// Unavailable) is an outage, not the message's: the runner stops fetching,
+// probes the dependency until it answers, and excuses the deliveries spent
+// meanwhile, so that they do not count toward MaxDeliveries.
+//
+// Recording, publishing and acking run on contexts that shutdown cannot
+// cancel, so SIGTERM never falls between a side effect and its marker.
+package step
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// Effect is the side effect of a step: a plain function from the consumed
+// event to the result that its marker records.
+type Effect[R any] func(ctx context.Context, ev *events.Event) (R, error)
+
+// Item is a side effect done and about to be recorded: the event and the
+// result its marker records.
+type Item[R any] struct {
+	Event  *events.Event
+	Result R
+}
+
+// Step declares one side effect: what it consumes, the effect itself, and
+// what it emits once done.
+type Step[R any] struct {
+	// Name identifies the step in markers, metrics, logs, failpoints and
+	// dead letters.
+	Name string
+	// Consumes is the event type the step consumes. Its durable consumer
+	// reads the type's subjects (events.EventType.Filter): the type must be
+	// declared (events.Register) before the runner is made.
+	Consumes string
+	// Durable names the durable consumer the step reads [Name].
+	Durable string
+	// Effect performs the side effect of one event. It must be safe to run
+	// again after a crash that left it done but unrecorded (deterministic
+	// keys, conditional writes). The runner runs several at once.
+	Effect Effect[R]
+	// InTx, if set, writes what must commit atomically with the markers. It
+	// runs in the markers' transaction with the items whose markers this
+	// runner inserted, all of a batch at once. It returns nil or one error
+	// per item: items with an error are left out (and settled with it) and
+	// the transaction runs again without them. Its own error fails the batch.
+	InTx func(ctx context.Context, tx pgx.Tx, items []Item[R]) ([]error, error)
+	// Emit, if set, builds the event to publish once the step is done, from
+	// the consumed event and the recorded result: an event of any declared
+	// type (events.Follow builds one). A step without Emit ends the chain.
+	Emit func(ev *events.Event, r R) (*events.Event, error)
+	// Probes are the step's own dependencies (such as "bucket") by name,
+	// each with a probe the runner calls while it is down. The runner
+	// probes Postgres and JetStream itself. The Effect names the
+	// dependency its errors come from with Dependency or Unavailable.
+	Probes map[string]Probe
+}
+
+// Consumer is the durable consumer the step reads: Durable (or Name) on the
+// subjects of the type it consumes.
+func (s Step[R]) Consumer() (events.ConsumerSpec, error) {
+	t, ok := events.Lookup(s.Consumes)
+	if !ok {
+		return events.ConsumerSpec{}, fmt.Errorf("step: step %s consumes %q, which is not a declared event type", s.Name, s.Consumes)
+	}
+	durable := s.Durable
+	if durable == "" {
+		durable = s.Name
+	}
+	return events.ConsumerSpec{Step: s.Name, Consumes: s.Consumes, Durable: durable, FilterSubject: t.Filter()}, nil
+}

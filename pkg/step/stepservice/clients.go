@@ -1,0 +1,177 @@
+package stepservice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blobref/blobref/pkg/events"
+)
+
+// ConnectNATS connects to NATS as name, retrying until ctx is done, and
+// keeps reconnecting forever once connected. Its replies come to
+// c.InboxPrefix, by default DefaultInboxPrefix(name).
+func ConnectNATS(ctx context.Context, c NATSConfig, name string, log *slog.Logger) (*nats.Conn, error) {
+	inbox := c.InboxPrefix
+	if inbox == "" {
+		inbox = DefaultInboxPrefix(name)
+	}
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.CustomInboxPrefix(inbox),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	switch {
+	case c.Creds != "":
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	case c.NKey != "":
+		o, err := nats.NkeyOptionFromSeed(c.NKey)
+		if err != nil {
+			return nil, fmt.Errorf("nats: NATS_NKEY: %w", err)
+		}
+		opts = append(opts, o)
+	case c.User != "" && c.PasswordFile != "":
+		o, err := passwordFile(c.User, c.PasswordFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, o)
+	case c.User != "":
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	case c.Token != "":
+		opts = append(opts, nats.Token(c.Token))
+	}
+	if c.CA != "" {
+		opts = append(opts, nats.RootCAs(c.CA))
+	}
+	if c.Cert != "" {
+		opts = append(opts, nats.ClientCert(c.Cert, c.Key))
+	}
+	if c.TLSFirst {
+		opts = append(opts, nats.TLSHandshakeFirst())
+	}
+	var nc *nats.Conn
+	err := Retry(ctx, log, "connect to nats", func() error {
+		var err error
+		nc, err = nats.Connect(c.URL, opts...)
+		return err
+	})
+	return nc, err
+}
+
+// passwordFile authenticates as user with the password in the file at path
+// (NATS_PASSWORD_FILE). The file is read now, so that a missing one stops
+// the service, and again at each reconnect, so that a rotated Secret takes
+// effect without a restart (the last password read stays in use while the
+// file cannot be read).
+func passwordFile(user, path string) (nats.Option, error) {
+	read := func() (string, error) {
+		b, err := os.ReadFile(path)
+		return strings.TrimRight(string(b), "\r\n"), err
+	}
+	pw, err := read()
+	if err != nil {
+		return nil, fmt.Errorf("nats: NATS_PASSWORD_FILE: %w", err)
+	}
+	var mu sync.Mutex
+	return nats.UserInfoHandler(func() (string, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if p, err := read(); err == nil {
+			pw = p
+		}
+		return user, pw
+	}), nil
+}
+
+// SetUpStreams makes sure the streams are there, retrying until ctx is
+// done. With setup SetupAuto it creates or updates them as o describes;
+// with SetupOff it only waits until UPLOADS exists, which `blobrefctl
+// setup` creates (the service's NATS user may not be allowed to).
+func SetUpStreams(ctx context.Context, js jetstream.JetStream, setup string, o events.StreamOptions, log *slog.Logger) error {
+	if setup == SetupOff {
+		what := "look up stream " + events.StreamName + " (NATS_SETUP=off: `blobrefctl setup` creates it)"
+		return Retry(ctx, log, what, func() error {
+			_, err := js.Stream(ctx, events.StreamName)
+			return err
+		})
+	}
+	return Retry(ctx, log, "set up streams", func() error {
+		return events.EnsureStreams(ctx, js, o)
+	})
+}
+
+// NewPool opens a Postgres pool of at least minConns connections, unless
+// the URL sets pool_max_conns itself.
+func NewPool(ctx context.Context, url string, minConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: DATABASE_URL: %w", err)
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = max(cfg.MaxConns, minConns)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return pool, nil
+}
+
+// OpenPostgres opens a pool (see NewPool) and applies the schema's
+// migrations with migrate (such as step.Migrate), retrying until ctx is
+// done.
+func OpenPostgres(ctx context.Context, url string, minConns int32, migrate func(context.Context, *pgxpool.Pool) error, log *slog.Logger) (*pgxpool.Pool, error) {
+	pool, err := NewPool(ctx, url, minConns)
+	if err != nil {
+		return nil, err
+	}
+	err = Retry(ctx, log, "migrate postgres", func() error {
+		return migrate(ctx, pool)
+	})
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// Retry calls fn until it succeeds or ctx is done, backing off up to 5s
+// between attempts and logging each failure.
+func Retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+	delay := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", what, errors.Join(err, ctx.Err()))
+		}
+		log.Warn("retrying", "what", what, "error", err, "delay", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s: %w", what, errors.Join(err, ctx.Err()))
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
