@@ -1,8 +1,8 @@
 package buildinfo_test
 
 import (
+	debugbuildinfo "debug/buildinfo"
 	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -37,21 +37,32 @@ func TestBinariesAnswerVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	revision := "no VCS revision"
-	if root, err := exec.Command("git", "rev-parse", "--show-toplevel").Output(); err == nil {
-		if fi, err := os.Stat(filepath.Join(strings.TrimSpace(string(root)), ".git")); err == nil && fi.IsDir() {
-			head, err := exec.Command("git", "rev-parse", "HEAD").Output()
-			if err != nil {
-				t.Fatal(err)
-			}
-			revision = "revision " + strings.TrimSpace(string(head)) + " ("
-		}
+	// The go command stamps the checkout's revision unless it cannot (no
+	// Git, a worktree) or is told not to (-buildvcs=false, which some
+	// machines set in GOFLAGS): what the binary must say follows what it
+	// carries, and what it carries must be this checkout's HEAD.
+	head := ""
+	if out, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
+		head = strings.TrimSpace(string(out))
 	}
 	for name := range binaries {
 		out, err := exec.Command(filepath.Join(dir, name), "--version").CombinedOutput()
 		if err != nil {
 			t.Errorf("%s --version: %v\n%s", name, err, out)
 			continue
+		}
+		info, err := debugbuildinfo.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		revision := "no VCS revision"
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				if s.Value != head {
+					t.Errorf("%s carries revision %s, the checkout is at %q", name, s.Value, head)
+				}
+				revision = "revision " + s.Value + " ("
+			}
 		}
 		line := strings.TrimSpace(string(out))
 		want := regexp.MustCompile(`^` + name + ` \S+, ` + regexp.QuoteMeta(revision) + `.*, go1\.\S+ ` + runtime.GOOS + "/" + runtime.GOARCH + `$`)
