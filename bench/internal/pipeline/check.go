@@ -53,10 +53,22 @@ func (p *Pipeline) Check(ctx context.Context, want []Expected) (Checked, error) 
 	rows := map[string]row{}
 	err := p.withAdmin(ctx, func(c *pgx.Conn) error {
 		s := pgx.Identifier{p.Schema}.Sanitize()
+		// Before owners (migration 00010, issue 11) subject_refs was keyed
+		// by subject alone; an older build's schema (-services-dir) is
+		// checked as that build wrote it.
+		var owned bool
+		if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT FROM information_schema.columns
+			WHERE table_schema = $1 AND table_name = 'subject_refs' AND column_name = 'owner')`, p.Schema).Scan(&owned); err != nil {
+			return fmt.Errorf("pipeline: check: %w", err)
+		}
+		join := "s.subject = r.subject"
+		if owned {
+			join = "s.owner = r.owner AND " + join
+		}
 		res, err := c.Query(ctx, `
 			SELECT r.id, r.subject, r.blob_key, r.size, r.sha256, r.content_type, s.upload_id,
 				(SELECT count(*) FROM `+s+`.step_markers m WHERE m.upload_id = r.id AND m.step IN ('blob', 'ref'))
-			FROM `+s+`.upload_refs r LEFT JOIN `+s+`.subject_refs s ON s.owner = r.owner AND s.subject = r.subject
+			FROM `+s+`.upload_refs r LEFT JOIN `+s+`.subject_refs s ON `+join+`
 			WHERE r.id = ANY($1)`, ids)
 		if err != nil {
 			return fmt.Errorf("pipeline: check: %w", err)
