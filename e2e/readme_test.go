@@ -1,23 +1,28 @@
 package e2e
 
-// The README's curl examples run here exactly as written, in the README's
-// order, against ingest and the consumers started as `make run` starts
-// them (the dev token), and each answer must be the one the README shows
-// after the example.
+// The curl examples of the README and of docs/*.md run here exactly as
+// written, each file's in its order, against ingest and the consumers
+// started as `make run` starts them (the dev token), and each answer must
+// be the one the file shows after the example. Each file runs against a
+// pipeline of its own, as a reader who follows one page from a fresh
+// `make run` would.
 
 import (
 	"bufio"
 	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 )
 
 const (
-	readmePath = "../README.md"
+	// docsRoot is the repository's root, where README.md and docs/ are.
+	docsRoot = ".."
 	// readmeURL is how every curl example names ingest, so that the test
 	// can aim it at its own (make run's is on localhost:8080).
 	readmeURL = "${BLOBREF_URL:-http://localhost:8080}"
@@ -26,22 +31,50 @@ const (
 	readmeTokens = "dev-token=dev"
 )
 
+// docFiles returns the documentation whose examples the tests run:
+// README.md, then docs/*.md in name order, as paths relative to the
+// repository's root.
+func docFiles(t *testing.T) []string {
+	t.Helper()
+	docs, err := filepath.Glob(filepath.Join(docsRoot, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) == 0 {
+		t.Fatalf("no docs/*.md under %s", docsRoot)
+	}
+	files := []string{"README.md"}
+	for _, d := range docs {
+		rel, err := filepath.Rel(docsRoot, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, filepath.ToSlash(rel))
+	}
+	slices.Sort(files[1:])
+	return files
+}
+
 // fence is a fenced code block of a Markdown file.
 type fence struct {
-	lang string
-	text string
-	line int // of the opening fence
+	file    string // relative to the repository's root
+	heading string // the nearest heading above it, without its #s
+	lang    string
+	text    string
+	line    int // of the opening fence
 }
 
-// example is a shell block with curl and the answer the README shows for
+// where names a fence's place for a failure message.
+func (f fence) where() string { return f.file + " line " + strconv.Itoa(f.line) }
+
+// example is a shell block with curl and the answer its file shows for
 // it: the block after it, in http.
 type example struct {
-	script string
-	line   int
-	want   response
+	fence
+	want response
 }
 
-// response is an HTTP answer: as curl -i prints it, or as the README shows
+// response is an HTTP answer: as curl -i prints it, or as a doc shows
 // it.
 type response struct {
 	status int
@@ -49,15 +82,29 @@ type response struct {
 	body   string
 }
 
-func TestReadmeCurlExamples(t *testing.T) {
+func TestDocCurlExamples(t *testing.T) {
 	t.Parallel()
 	for _, tool := range []string{"bash", "curl"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("the README's examples need %s: %v", tool, err)
+			t.Fatalf("the docs' examples need %s: %v", tool, err)
 		}
 	}
-	examples := readmeExamples(t)
+	byFile := docExamples(t)
+	for _, file := range docFiles(t) {
+		examples := byFile[file]
+		if len(examples) == 0 {
+			continue
+		}
+		t.Run(file, func(t *testing.T) {
+			t.Parallel()
+			runCurlExamples(t, examples)
+		})
+	}
+}
 
+// runCurlExamples runs one file's examples in order against a pipeline of
+// their own.
+func runCurlExamples(t *testing.T, examples []example) {
 	p := newPipeline(t)
 	p.start("blobwriter")
 	p.start("refwriter")
@@ -65,37 +112,37 @@ func TestReadmeCurlExamples(t *testing.T) {
 	dir := t.TempDir()
 	for _, ex := range examples {
 		var stdout, stderr bytes.Buffer
-		cmd := exec.Command("bash", "-euo", "pipefail", "-c", ex.script)
+		cmd := exec.Command("bash", "-euo", "pipefail", "-c", ex.text)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "BLOBREF_URL=http://"+in.httpAddr)
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Run(); err != nil {
-			t.Fatalf("README line %d: %v\n%s\n%s%s", ex.line, err, ex.script, stdout.String(), stderr.String())
+			t.Fatalf("%s: %v\n%s\n%s%s", ex.where(), err, ex.text, stdout.String(), stderr.String())
 		}
 		got, ok := parseCurl(stdout.String())
 		if !ok {
-			t.Fatalf("README line %d: no HTTP answer in the output of\n%s\n%s%s", ex.line, ex.script, stdout.String(), stderr.String())
+			t.Fatalf("%s: no HTTP answer in the output of\n%s\n%s%s", ex.where(), ex.text, stdout.String(), stderr.String())
 		}
 		checkAnswer(t, ex, got, stdout.String())
 	}
 }
 
-// checkAnswer compares the answer an example got with the one the README
+// checkAnswer compares the answer an example got with the one its file
 // shows: the status, each header shown (its value too unless it has an
 // ellipsis), and the body's "state" and problem "type".
 func checkAnswer(t *testing.T, ex example, got response, output string) {
 	t.Helper()
 	if got.status != ex.want.status {
-		t.Errorf("README line %d: got status %d, want %d as the README shows:\n%s", ex.line, got.status, ex.want.status, output)
+		t.Errorf("%s: got status %d, want %d as shown:\n%s", ex.where(), got.status, ex.want.status, output)
 		return
 	}
 	for _, h := range ex.want.header {
 		v, found := got.get(h[0])
 		switch {
 		case !found:
-			t.Errorf("README line %d: the answer has no %s header, which the README shows:\n%s", ex.line, h[0], output)
+			t.Errorf("%s: the answer has no %s header, which the doc shows:\n%s", ex.where(), h[0], output)
 		case !strings.Contains(h[1], "…") && v != h[1]:
-			t.Errorf("README line %d: %s: got %q, README shows %q", ex.line, h[0], v, h[1])
+			t.Errorf("%s: %s: got %q, the doc shows %q", ex.where(), h[0], v, h[1])
 		}
 	}
 	for _, key := range []string{"state", "type"} {
@@ -105,44 +152,45 @@ func checkAnswer(t *testing.T, ex example, got response, output string) {
 			continue
 		}
 		if g := re.FindStringSubmatch(got.body); g == nil || g[1] != want[1] {
-			t.Errorf("README line %d: body %s: got %v, README shows %q:\n%s", ex.line, key, g, want[1], output)
+			t.Errorf("%s: body %s: got %v, the doc shows %q:\n%s", ex.where(), key, g, want[1], output)
 		}
 	}
 }
 
-// readmeExamples returns the README's shell blocks that run curl, each
-// with the answer shown after it. A curl example that does not use
-// readmeURL, or has no answer after it, fails the test.
-func readmeExamples(t *testing.T) []example {
+// docExamples returns, by file, the shell blocks of docFiles that run
+// curl, each with the answer shown after it. A curl example that does not
+// use readmeURL, or has no answer after it, fails the test, as do docs
+// without any.
+func docExamples(t *testing.T) map[string][]example {
 	t.Helper()
-	text, err := os.ReadFile(readmePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fences := parseFences(string(text))
-	var out []example
+	out := map[string][]example{}
+	n := 0
 	curl := regexp.MustCompile(`(^|[\s;|&(])curl\s`)
-	for i, f := range fences {
-		if f.lang != "sh" || !curl.MatchString(f.text) {
-			continue
+	for _, file := range docFiles(t) {
+		fences := docFences(t, file)
+		for i, f := range fences {
+			if f.lang != "sh" || !curl.MatchString(f.text) {
+				continue
+			}
+			if !strings.Contains(f.text, readmeURL) {
+				t.Errorf("%s: a curl example that does not name ingest as %s, so the test cannot aim it at its own:\n%s", f.where(), readmeURL, f.text)
+				continue
+			}
+			if i+1 == len(fences) || fences[i+1].lang != "http" {
+				t.Errorf("%s: a curl example without the answer it gets (a ```http block) after it", f.where())
+				continue
+			}
+			want, ok := parseShown(fences[i+1].text)
+			if !ok {
+				t.Errorf("%s: the ```http block does not start with a status line", fences[i+1].where())
+				continue
+			}
+			out[file] = append(out[file], example{fence: f, want: want})
+			n++
 		}
-		if !strings.Contains(f.text, readmeURL) {
-			t.Errorf("README line %d: a curl example that does not name ingest as %s, so the test cannot aim it at its own:\n%s", f.line, readmeURL, f.text)
-			continue
-		}
-		if i+1 == len(fences) || fences[i+1].lang != "http" {
-			t.Errorf("README line %d: a curl example without the answer it gets (a ```http block) after it", f.line)
-			continue
-		}
-		want, ok := parseShown(fences[i+1].text)
-		if !ok {
-			t.Errorf("README line %d: the ```http block does not start with a status line", fences[i+1].line)
-			continue
-		}
-		out = append(out, example{script: f.text, line: f.line, want: want})
 	}
-	if len(out) == 0 && !t.Failed() {
-		t.Fatalf("%s has no curl examples (```sh blocks with curl)", readmePath)
+	if n == 0 && !t.Failed() {
+		t.Fatalf("README.md and docs/*.md have no curl examples (```sh blocks with curl)")
 	}
 	if t.Failed() {
 		t.FailNow()
@@ -150,20 +198,34 @@ func readmeExamples(t *testing.T) []example {
 	return out
 }
 
-// parseFences returns the fenced code blocks of a Markdown text, with the
-// indentation of the fence (inside a list item) removed from their lines.
-func parseFences(text string) []fence {
+// docFences reads file (relative to the repository's root) and returns its
+// fenced code blocks.
+func docFences(t *testing.T, file string) []fence {
+	t.Helper()
+	text, err := os.ReadFile(filepath.Join(docsRoot, filepath.FromSlash(file)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parseFences(file, string(text))
+}
+
+// parseFences returns the fenced code blocks of a Markdown text, each with
+// the heading it is under, and with the indentation of the fence (inside a
+// list item) removed from their lines.
+func parseFences(file, text string) []fence {
 	var out []fence
 	var cur *fence
-	indent := ""
+	indent, heading := "", ""
 	sc := bufio.NewScanner(strings.NewReader(text))
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()
 		trimmed := strings.TrimLeft(line, " ")
 		if cur == nil {
 			if rest, ok := strings.CutPrefix(trimmed, "```"); ok {
-				cur = &fence{lang: strings.TrimSpace(rest), line: n}
+				cur = &fence{file: file, heading: heading, lang: strings.TrimSpace(rest), line: n}
 				indent = line[:len(line)-len(trimmed)]
+			} else if strings.HasPrefix(line, "#") {
+				heading = strings.TrimSpace(strings.TrimLeft(line, "#"))
 			}
 			continue
 		}
@@ -177,7 +239,7 @@ func parseFences(text string) []fence {
 	return out
 }
 
-// parseShown parses an answer as the README shows it.
+// parseShown parses an answer as a doc shows it.
 func parseShown(text string) (response, bool) {
 	head, body, _ := strings.Cut(text, "\n\n")
 	lines := strings.Split(head, "\n")

@@ -1,17 +1,17 @@
 package e2e
 
-// The recipes of the README's "Operating with the NATS CLI" run here exactly
-// as written, with the real NATS CLI and blobrefctl, against a running
-// pipeline. Each recipe (the one ```sh block under a ### heading of that
-// section) has a test below, named by its heading, that sets up the
-// situation the recipe is for, runs it, and checks that it did what the
-// README says and that only the steps that had not finished ran.
+// The NATS CLI and blobrefctl recipes of the README and docs/*.md (the
+// recipes of docs/operations.md) run here exactly as written, with the real
+// NATS CLI and blobrefctl, against a running pipeline. A recipe is a ```sh
+// block that runs nats or blobrefctl, one per heading; each has a test
+// below, named by its heading, that sets up the situation the recipe is
+// for, runs it, and checks that it did what the doc says and that only the
+// steps that had not finished ran.
 //
-// A recipe reads only the placeholders the section documents, from the
-// environment: NATS_URL (the test's server), ID and SINCE.
+// A recipe reads only the placeholders docs/operations.md documents, from
+// the environment: NATS_URL (the test's server), ID and SINCE.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -32,18 +32,15 @@ import (
 	"github.com/blobref/blobref/pkg/events"
 )
 
-// recipeSection is the README section whose recipes run here.
-const recipeSection = "## Operating with the NATS CLI"
-
 // recipeNATSVersion is the NATS CLI the recipes are written for.
 const recipeNATSVersion = testtools.NATSCLIVersion
 
-// recipe is one ```sh block of the section, under its ### heading.
-type recipe struct {
-	heading string
-	script  string
-	line    int // of the opening fence in the README
-}
+// recipeCommand matches a shell block that runs the NATS CLI or blobrefctl.
+var recipeCommand = regexp.MustCompile(`(?m)(^|[;&|(]|\$\()\s*(nats|(\./bin/)?blobrefctl)(\s|$)`)
+
+// recipe is a ```sh block of README.md or docs/*.md that runs nats or
+// blobrefctl, under its heading.
+type recipe struct{ fence }
 
 // recipeTests are the tests of the recipes, by heading. A recipe without a
 // test, or a test without its recipe, fails TestReplayRecipes.
@@ -59,13 +56,13 @@ var recipeTests = map[string]func(t *testing.T, r recipe){
 
 func TestReplayRecipes(t *testing.T) {
 	t.Parallel()
-	recipes := readmeRecipes(t)
+	recipes := docRecipes(t)
 	recipeTools(t) // fail once, here, when a tool is missing
 	seen := map[string]bool{}
 	for _, r := range recipes {
 		test, ok := recipeTests[r.heading]
 		if !ok {
-			t.Errorf("README line %d: the recipe %q has no test in e2e/replay_test.go (recipeTests)", r.line, r.heading)
+			t.Errorf("%s: the recipe under %q has no test in e2e/replay_test.go (recipeTests)", r.where(), r.heading)
 			continue
 		}
 		seen[r.heading] = true
@@ -76,63 +73,44 @@ func TestReplayRecipes(t *testing.T) {
 	}
 	for h := range recipeTests {
 		if !seen[h] {
-			t.Errorf("recipeTests tests the recipe %q, which the README's %q no longer has", h, recipeSection)
+			t.Errorf("recipeTests tests the recipe %q, which README.md and docs/*.md no longer have", h)
 		}
 	}
 }
 
-// readmeRecipes returns the recipes of recipeSection: exactly one ```sh
-// block under each ### heading.
-func readmeRecipes(t *testing.T) []recipe {
+// docRecipes returns the recipes of README.md and docs/*.md: the ```sh
+// blocks that run nats or blobrefctl, at most one under each heading, the
+// headings unique. A block of another shell language that runs them fails
+// the test (it would not run here); an unlabelled block is an
+// illustration, not a recipe.
+func docRecipes(t *testing.T) []recipe {
 	t.Helper()
-	text, err := os.ReadFile(readmePath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []recipe
-	in, heading, found := false, "", false
-	var cur *recipe
-	sc := bufio.NewScanner(bytes.NewReader(text))
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if cur != nil {
-			if strings.HasPrefix(strings.TrimSpace(line), "```") {
-				out = append(out, *cur)
-				cur = nil
-			} else {
-				cur.script += line + "\n"
+	byHeading := map[string]recipe{}
+	for _, file := range docFiles(t) {
+		for _, f := range docFences(t, file) {
+			if !recipeCommand.MatchString(f.text) {
+				continue
 			}
-			continue
-		}
-		switch {
-		case line == recipeSection:
-			in, found = true, true
-		case in && strings.HasPrefix(line, "## "):
-			in = false
-		case !in:
-		case strings.HasPrefix(line, "### "):
-			heading = strings.TrimSpace(strings.TrimPrefix(line, "### "))
-		case strings.HasPrefix(line, "```"):
-			lang := strings.TrimSpace(strings.TrimPrefix(line, "```"))
-			if lang != "sh" {
-				t.Errorf("README line %d: a ```%s block in %q; its recipes are ```sh blocks", n, lang, recipeSection)
+			switch f.lang {
+			case "sh":
+			case "bash", "shell", "console", "zsh":
+				t.Errorf("%s: a ```%s block that runs nats or blobrefctl; recipes are ```sh blocks, which the tests run", f.where(), f.lang)
+				continue
+			default:
+				continue
 			}
-			if heading == "" {
-				t.Errorf("README line %d: a recipe before the first ### heading of %q", n, recipeSection)
+			if prev, ok := byHeading[f.heading]; ok {
+				t.Errorf("%s: a second recipe under %q (the first at %s): one ```sh block per heading", f.where(), f.heading, prev.where())
+				continue
 			}
-			for _, r := range out {
-				if r.heading == heading {
-					t.Errorf("README line %d: a second recipe under %q: one ```sh block per heading", n, heading)
-				}
-			}
-			cur = &recipe{heading: heading, line: n}
+			r := recipe{f}
+			byHeading[f.heading] = r
+			out = append(out, r)
 		}
 	}
-	if !found {
-		t.Fatalf("%s has no section %q", readmePath, recipeSection)
-	}
-	if len(out) == 0 {
-		t.Fatalf("%s: %q has no recipes", readmePath, recipeSection)
+	if len(out) == 0 && !t.Failed() {
+		t.Fatalf("README.md and docs/*.md have no recipes (```sh blocks that run nats or blobrefctl)")
 	}
 	if t.Failed() {
 		t.FailNow()
@@ -154,13 +132,13 @@ func recipeTools(t *testing.T) string {
 	recipeToolsOnce.Do(func() {
 		nats, err := testtools.NATSCLI()
 		if err != nil {
-			recipeToolsErr = fmt.Errorf("the README's NATS CLI recipes need the NATS CLI: %w", err)
+			recipeToolsErr = fmt.Errorf("the docs' NATS CLI recipes need the NATS CLI: %w", err)
 			return
 		}
 		if out, err := exec.Command(nats, "--version").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != recipeNATSVersion {
 			// The recipes are written for and checked with this version; others
 			// are run all the same.
-			fmt.Fprintf(os.Stderr, "e2e: %s is NATS CLI %q, the README's recipes are written for %s\n", nats, strings.TrimSpace(string(out)), recipeNATSVersion)
+			fmt.Fprintf(os.Stderr, "e2e: %s is NATS CLI %q, the docs' recipes are written for %s\n", nats, strings.TrimSpace(string(out)), recipeNATSVersion)
 		}
 		dir := filepath.Join(binDir, "recipe-tools")
 		if err := testenv.Build(dir, "tools/blobrefctl"); err != nil {
@@ -203,15 +181,15 @@ func (p *pipeline) runRecipe(r recipe, vars map[string]string) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", r.script)
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", r.text)
 	cmd.Dir = p.t.TempDir()
 	cmd.Env = env
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		p.t.Fatalf("README line %d (%s): %v\n%s\nwith %v:\n%s", r.line, r.heading, err, r.script, vars, out.String())
+		p.t.Fatalf("%s (%s): %v\n%s\nwith %v:\n%s", r.where(), r.heading, err, r.text, vars, out.String())
 	}
-	p.t.Logf("README line %d (%s) with %v:\n%s", r.line, r.heading, vars, out.String())
+	p.t.Logf("%s (%s) with %v:\n%s", r.where(), r.heading, vars, out.String())
 	return out.String()
 }
 

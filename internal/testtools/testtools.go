@@ -1,8 +1,8 @@
 // Package testtools provides the programs blobref's tests run besides Go
 // and Postgres, each pinned to one version: a MinIO server (the S3 tests),
 // fake-gcs-server (the gs:// tests), Azurite (the azblob:// tests), the
-// NATS CLI (the README's recipes) and nats-server (every JetStream test,
-// see natsproc); and the checkers make lint runs, gosec and govulncheck.
+// NATS CLI (the recipes of docs/operations.md) and nats-server (every
+// JetStream test, see natsproc); and the checkers make lint runs, gosec and govulncheck.
 // It is the one place that knows their versions and how to install them,
 // into the user's cache directory, ~/.cache/blobref, one entry per
 // version.

@@ -4,7 +4,7 @@
 // and lists and re-drives the dead letters of UPLOADS_DLQ. `blobrefctl setup`
 // is the operator step that creates the streams, the staging bucket and the
 // durable consumers for services run with NATS_SETUP=off. `blobrefctl -h`
-// lists the commands; the README's "Operating with the NATS CLI" shows them
+// lists the commands; docs/operations.md shows them
 // next to the NATS CLI recipes.
 package main
 

@@ -620,6 +620,12 @@ func TestPreferWait(t *testing.T) {
 	if st := r.state(t, http.StatusOK); st.State != uploads.StateCompleted || r.header.Get("Preference-Applied") != "" {
 		t.Errorf("retry of a completed upload: got %+v, Preference-Applied %q", st, r.header.Get("Preference-Applied"))
 	}
+	// wait=0 (as docs/api.md says) is no wait: 202 at once, without
+	// Preference-Applied.
+	r = e.post(upload{key: "wait-0", body: []byte("do not wait for me"), header: http.Header{"Prefer": {"wait=0"}}})
+	if st := r.state(t, http.StatusAccepted); st.State != uploads.StatePending || r.header.Get("Preference-Applied") != "" {
+		t.Errorf("wait=0: got %+v, Preference-Applied %q; want pending and no Preference-Applied", st, r.header.Get("Preference-Applied"))
+	}
 }
 
 func TestJetStreamDownIs503ThenRetryPublishes(t *testing.T) {
