@@ -517,7 +517,7 @@ func TestDecodeBinaryErrors(t *testing.T) {
 		{name: "traceparent 00 with more", mutate: set("ce-traceparent", testTraceParent+"-x"), reason: events.ReasonInvalid, attr: "traceparent"},
 		{name: "traceparent empty", mutate: set("ce-traceparent", ""), reason: events.ReasonInvalid, attr: "traceparent"},
 		{name: "tracestate without traceparent", mutate: set("ce-tracestate", "k=v"), reason: events.ReasonInvalid, attr: "tracestate"},
-		{name: "tracestate too long", mutate: traced("k="+strings.Repeat("v", events.MaxTraceStateLen)), reason: events.ReasonInvalid, attr: "tracestate"},
+		{name: "tracestate too long", mutate: traced("k=" + strings.Repeat("v", events.MaxTraceStateLen)), reason: events.ReasonInvalid, attr: "tracestate"},
 		{name: "tracestate not key=value", mutate: traced("k=v,oops"), reason: events.ReasonInvalid, attr: "tracestate"},
 		{name: "tracestate control character", mutate: traced("k=v%0A"), reason: events.ReasonInvalid, attr: "tracestate"},
 		{name: "tracestate 33 members", mutate: traced(strings.Repeat("k=v,", 32) + "k=v"), reason: events.ReasonInvalid, attr: "tracestate"},
