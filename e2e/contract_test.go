@@ -998,6 +998,7 @@ func sampleEvents(t *testing.T) (inline, claim, stored, completed *nats.Msg) {
 	req, err := events.NewRequested(events.Request{
 		ID: "abc123", Source: "/blobref/ingest", Owner: "alice", Subject: "users/42/avatar",
 		ContentType: "text/plain", Time: at, Data: []byte("hello"),
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", TraceState: "rojo=00f067aa0ba902b7",
 	})
 	inline = msg(req, err, req.ID)
 	cl, err := events.NewRequested(events.Request{
@@ -1018,7 +1019,8 @@ func TestContractEventHeaders(t *testing.T) {
 	inline, claim, stored, completed := sampleEvents(t)
 
 	base := []string{events.HeaderMsgID}
-	for _, attr := range []string{"specversion", "id", "source", events.ExtOwner, "type", "subject", "time", "datacontenttype", events.ExtSHA256} {
+	for _, attr := range []string{"specversion", "id", "source", events.ExtOwner, "type", "subject", "time", "datacontenttype", events.ExtSHA256,
+		events.ExtTraceParent, events.ExtTraceState} {
 		base = append(base, events.HeaderPrefix+attr)
 	}
 	for _, c := range []struct {

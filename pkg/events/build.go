@@ -26,6 +26,8 @@ func NewRequested(r Request) (*Event, error) {
 		SHA256:      r.SHA256,
 		DataRef:     r.DataRef,
 		Data:        r.Data,
+		TraceParent: r.TraceParent,
+		TraceState:  r.TraceState,
 	}
 	if e.Owner == "" {
 		e.Owner = r.Source
@@ -53,7 +55,8 @@ func NewRequested(r Request) (*Event, error) {
 }
 
 // NewBlobStored builds and validates the blob_stored event that follows the requested event
-// req once the bytes are stored as b. It copies ID, Owner, Subject, Time and SHA256 from req; source
+// req once the bytes are stored as b. It copies ID, Owner, Subject, Time, SHA256 and the trace
+// context (TraceParent, TraceState) from req; source
 // is the emitting service's CloudEvents source. Data is the JSON of b and Blob points to a
 // copy of b; b.SHA256 must equal req.SHA256.
 func NewBlobStored(req *Event, b Blob, source string) (*Event, error) {
@@ -74,6 +77,8 @@ func NewBlobStored(req *Event, b Blob, source string) (*Event, error) {
 		ContentType: mediaTypeJSON,
 		SHA256:      req.SHA256,
 		Data:        data,
+		TraceParent: req.TraceParent,
+		TraceState:  req.TraceState,
 		Blob:        &b,
 	}
 	e.encoded = &encoded{typ: TypeBlobStored, data: bytes.Clone(data), blob: b}
@@ -84,8 +89,8 @@ func NewBlobStored(req *Event, b Blob, source string) (*Event, error) {
 }
 
 // NewCompleted builds and validates the completed event that follows the blob_stored event
-// stored once refwriter recorded ref. It copies ID, Owner, Subject, Time and SHA256 from
-// stored; source is the emitting service's CloudEvents source. Data is the JSON of ref, Ref
+// stored once refwriter recorded ref. It copies ID, Owner, Subject, Time, SHA256 and the trace
+// context from stored; source is the emitting service's CloudEvents source. Data is the JSON of ref, Ref
 // points to a copy of ref and Blob to its Blob; ref.ID must equal stored.ID, ref.Owner
 // stored.Owner (an empty ref.Owner becomes it) and ref.Blob.SHA256 stored.SHA256.
 func NewCompleted(stored *Event, ref Reference, source string) (*Event, error) {
@@ -109,6 +114,8 @@ func NewCompleted(stored *Event, ref Reference, source string) (*Event, error) {
 		ContentType: mediaTypeJSON,
 		SHA256:      stored.SHA256,
 		Data:        data,
+		TraceParent: stored.TraceParent,
+		TraceState:  stored.TraceState,
 		Ref:         &ref,
 	}
 	e.Blob = &e.Ref.Blob
@@ -121,7 +128,7 @@ func NewCompleted(stored *Event, ref Reference, source string) (*Event, error) {
 }
 
 // Follow builds and validates the event of declared type typ that follows prev, the event a
-// step consumed: it copies ID, Owner, Subject, Time and SHA256 from prev, and its source is
+// step consumed: it copies ID, Owner, Subject, Time, SHA256 and the trace context from prev, and its source is
 // the emitting service's. data is the event's data, not copied: a payload in the type's
 // ContentType, or, for a type without one, bytes of prev's datacontenttype. When the type
 // declares what it Follows, prev must be of that type. The typed payload of a built-in type
@@ -147,6 +154,8 @@ func Follow(prev *Event, typ, source string, data []byte) (*Event, error) {
 		ContentType: t.ContentType,
 		SHA256:      prev.SHA256,
 		Data:        data,
+		TraceParent: prev.TraceParent,
+		TraceState:  prev.TraceState,
 	}
 	if e.ContentType == "" {
 		e.ContentType = prev.ContentType

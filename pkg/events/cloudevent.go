@@ -26,6 +26,12 @@ func (e *Event) CloudEvent() (event.Event, error) {
 	if e.DataRef != "" {
 		ce.SetExtension(ExtDataRef, e.DataRef)
 	}
+	if e.TraceParent != "" {
+		ce.SetExtension(ExtTraceParent, e.TraceParent)
+	}
+	if e.TraceState != "" {
+		ce.SetExtension(ExtTraceState, e.TraceState)
+	}
 	if len(e.Data) > 0 {
 		ce.DataEncoded = slices.Clone(e.Data)
 		ce.DataBase64 = lookup(e.Type).ContentType == ""
@@ -62,7 +68,7 @@ func FromCloudEvent(ce event.Event) (*Event, error) {
 		return nil, fromValidationError(err)
 	}
 	exts := ce.Extensions()
-	for _, name := range []string{ExtSHA256, ExtDataRef, ExtOwner} {
+	for _, name := range []string{ExtSHA256, ExtDataRef, ExtOwner, ExtTraceParent, ExtTraceState} {
 		v, ok := exts[name]
 		if !ok {
 			continue
@@ -76,6 +82,10 @@ func FromCloudEvent(ce event.Event) (*Event, error) {
 			e.SHA256 = s
 		case ExtDataRef:
 			e.DataRef = s
+		case ExtTraceParent:
+			e.TraceParent = s
+		case ExtTraceState:
+			e.TraceState = s
 		default:
 			if s == "" {
 				return nil, invalidf(ReasonInvalid, ExtOwner, "empty (leave it out for the source to own the subject)")

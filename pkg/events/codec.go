@@ -52,7 +52,7 @@ func (e *Event) Msg(msgID string) (*nats.Msg, error) {
 	if msgID != "" && !printableASCII(msgID) {
 		return nil, invalidf(ReasonInvalid, HeaderMsgID, "not printable ASCII")
 	}
-	h := make(nats.Header, 11)
+	h := make(nats.Header, 13)
 	set := func(name, value string) {
 		h[HeaderPrefix+name] = []string{encodeHeaderValue(value)}
 	}
@@ -67,6 +67,12 @@ func (e *Event) Msg(msgID string) (*nats.Msg, error) {
 	set(ExtSHA256, e.SHA256)
 	if e.DataRef != "" {
 		set(ExtDataRef, e.DataRef)
+	}
+	if e.TraceParent != "" {
+		set(ExtTraceParent, e.TraceParent)
+	}
+	if e.TraceState != "" {
+		set(ExtTraceState, e.TraceState)
 	}
 	if msgID != "" {
 		h[HeaderMsgID] = []string{msgID}
@@ -211,6 +217,8 @@ func (w wire) event() (*Event, error) {
 		ContentType: w.attrs[attrDataContentType],
 		SHA256:      w.attrs[ExtSHA256],
 		DataRef:     w.attrs[ExtDataRef],
+		TraceParent: w.attrs[ExtTraceParent],
+		TraceState:  w.attrs[ExtTraceState],
 		Data:        w.data,
 	}
 	if o, ok := w.attrs[ExtOwner]; ok {
@@ -218,6 +226,9 @@ func (w wire) event() (*Event, error) {
 			return nil, invalidf(ReasonInvalid, ExtOwner, "empty (leave it out for the source to own the subject)")
 		}
 		e.Owner = o
+	}
+	if tp, ok := w.attrs[ExtTraceParent]; ok && tp == "" {
+		return nil, invalidf(ReasonInvalid, ExtTraceParent, "empty (leave it out when there is no trace)")
 	}
 	if t, ok := w.attrs[attrTime]; ok {
 		tt, err := time.Parse(time.RFC3339Nano, t)
@@ -364,7 +375,7 @@ func parseStructured(body []byte) (wire, error) {
 		}
 		if raw[0] != '"' {
 			switch name {
-			case ExtSHA256, ExtDataRef, ExtOwner:
+			case ExtSHA256, ExtDataRef, ExtOwner, ExtTraceParent, ExtTraceState:
 				return wire{}, invalidf(ReasonInvalid, name, "not a string")
 			case attrSpecVersion, attrID, attrSource, attrType, attrSubject, attrTime, attrDataContentType, "dataschema":
 				return malformed(name, "not a JSON string", nil)

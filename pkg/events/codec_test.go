@@ -197,7 +197,7 @@ func TestStructuredDataForms(t *testing.T) {
 			subject: events.RequestedSubject(testID),
 			body: `{"specversion":"1.0","id":"` + testID + `","source":"/s","type":"` + events.TypeRequested + `",
 				"subject":"users/42","time":"2025-01-02T05:04:05+02:00","datacontenttype":"text/plain",
-				"sha256":"` + helloSHA + `","data":"hello","dataschema":null,"dataref":null,"traceparent":"00-x","count":5}`,
+				"sha256":"` + helloSHA + `","data":"hello","dataschema":null,"dataref":null,"partitionkey":"users-42","count":5}`,
 			check: func(t *testing.T, e *events.Event) {
 				if string(e.Data) != "hello" || e.ContentType != "text/plain" || e.DataRef != "" {
 					t.Errorf("got data %q type %q dataref %q", e.Data, e.ContentType, e.DataRef)
@@ -383,7 +383,7 @@ func TestDecodeIgnoresNonAttributeHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Header.Set("ce-traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	m.Header.Set("ce-partitionkey", "users-42") // an extension blobref does not know
 	m.Header.Set("Nats-Expected-Stream", "UPLOADS")
 	m.Header.Set(events.HeaderDeadReason, "conflict")
 	got, err := events.Decode(m.Subject, m.Header, m.Data)
@@ -434,6 +434,12 @@ func TestDecodeBinaryErrors(t *testing.T) {
 	}
 	subj := func(s string) func(*string, nats.Header, *[]byte) {
 		return func(subject *string, _ nats.Header, _ *[]byte) { *subject = s }
+	}
+	traced := func(state string) func(*string, nats.Header, *[]byte) {
+		return func(_ *string, h nats.Header, _ *[]byte) {
+			h.Set("ce-traceparent", testTraceParent)
+			h.Set("ce-tracestate", state)
+		}
 	}
 	tests := []binaryCase{
 		{name: "no headers is structured mode", mutate: func(_ *string, h nats.Header, _ *[]byte) { clear(h) }, reason: events.ReasonMalformed, attr: ""},
@@ -503,6 +509,18 @@ func TestDecodeBinaryErrors(t *testing.T) {
 		{name: "blob_stored bad payload", base: "blob_stored", mutate: func(_ *string, _ nats.Header, body *[]byte) { *body = []byte(`{"key":`) }, reason: events.ReasonInvalid, attr: "data"},
 		{name: "blob_stored dataref", base: "blob_stored", mutate: set("ce-dataref", "nats://objects/x"), reason: events.ReasonInvalid, attr: "dataref"},
 		{name: "blob_stored text", base: "blob_stored", mutate: set("ce-datacontenttype", "text/plain"), reason: events.ReasonInvalid, attr: "datacontenttype"},
+		{name: "traceparent short", mutate: set("ce-traceparent", "00-abc"), reason: events.ReasonInvalid, attr: "traceparent"},
+		{name: "traceparent upper case", mutate: set("ce-traceparent", strings.ToUpper(testTraceParent)), reason: events.ReasonInvalid, attr: "traceparent"},
+		{name: "traceparent zero trace id", mutate: set("ce-traceparent", "00-"+strings.Repeat("0", 32)+"-00f067aa0ba902b7-01"), reason: events.ReasonInvalid, attr: "traceparent"},
+		{name: "traceparent zero parent id", mutate: set("ce-traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-"+strings.Repeat("0", 16)+"-01"), reason: events.ReasonInvalid, attr: "traceparent"},
+		{name: "traceparent version ff", mutate: set("ce-traceparent", "ff"+testTraceParent[2:]), reason: events.ReasonInvalid, attr: "traceparent"},
+		{name: "traceparent 00 with more", mutate: set("ce-traceparent", testTraceParent+"-x"), reason: events.ReasonInvalid, attr: "traceparent"},
+		{name: "traceparent empty", mutate: set("ce-traceparent", ""), reason: events.ReasonInvalid, attr: "traceparent"},
+		{name: "tracestate without traceparent", mutate: set("ce-tracestate", "k=v"), reason: events.ReasonInvalid, attr: "tracestate"},
+		{name: "tracestate too long", mutate: traced("k=" + strings.Repeat("v", events.MaxTraceStateLen)), reason: events.ReasonInvalid, attr: "tracestate"},
+		{name: "tracestate not key=value", mutate: traced("k=v,oops"), reason: events.ReasonInvalid, attr: "tracestate"},
+		{name: "tracestate control character", mutate: traced("k=v%0A"), reason: events.ReasonInvalid, attr: "tracestate"},
+		{name: "tracestate 33 members", mutate: traced(strings.Repeat("k=v,", 32) + "k=v"), reason: events.ReasonInvalid, attr: "tracestate"},
 		{name: "completed sha256 differs from blob", base: "completed", mutate: set("ce-sha256", strings.Repeat("b", 64)), reason: events.ReasonInvalid, attr: "data"},
 	}
 	for _, tt := range tests {
@@ -573,6 +591,9 @@ func TestDecodeStructuredErrors(t *testing.T) {
 		{"sha256 not a string", with("sha256", 5), events.ReasonInvalid, "sha256"},
 		{"owner not a string", with("owner", 5), events.ReasonInvalid, "owner"},
 		{"owner empty", with("owner", ""), events.ReasonInvalid, "owner"},
+		{"traceparent not a string", with("traceparent", 5), events.ReasonInvalid, "traceparent"},
+		{"traceparent bad", with("traceparent", "00-x"), events.ReasonInvalid, "traceparent"},
+		{"tracestate not a string", with("traceparent", testTraceParent, "tracestate", true), events.ReasonInvalid, "tracestate"},
 		{"type unknown", with("type", "x.y"), events.ReasonUnknownType, "type"},
 		{"time missing", with("time", nil), events.ReasonInvalid, "time"},
 		{"time not a string", with("time", 5), events.ReasonMalformed, "time"},

@@ -61,6 +61,9 @@
 //     ([CheckContentType]); blob_stored and completed: application/json, with a [Blob] and a
 //     [Reference] as the payload.
 //   - dataref (extension): requested only, see Claim check.
+//   - traceparent, tracestate (extensions, the CloudEvents distributed-tracing extension):
+//     optional on all three; the W3C Trace Context of the span that published the event,
+//     copied along the chain by the builders (see [ExtTraceParent]).
 //
 // Text attributes (source, owner, subject, datacontenttype, dataref) are valid UTF-8 without
 // control, format, line or paragraph separator characters and without surrounding white

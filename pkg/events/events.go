@@ -39,6 +39,16 @@ const (
 	// current reference is kept per owner and subject. A message without it is owned by
 	// its source; the builders copy it along the chain.
 	ExtOwner = "owner"
+	// ExtTraceParent is the traceparent extension attribute of the CloudEvents
+	// distributed-tracing extension: the W3C Trace Context traceparent of the
+	// span that published the event (see docs/tracing.md). It is optional; the
+	// builders copy it from the previous event, and a traced step replaces it
+	// with its own publish span's.
+	ExtTraceParent = "traceparent"
+	// ExtTraceState is the tracestate extension attribute that goes with
+	// [ExtTraceParent]: the W3C Trace Context tracestate, vendor data. It is
+	// optional, and only allowed with a traceparent.
+	ExtTraceState = "tracestate"
 )
 
 // Limits of attribute values, in bytes of UTF-8 (see [CheckSubject], [CheckContentType]).
@@ -50,6 +60,9 @@ const (
 	MaxOwnerLen = 1024
 	// MaxContentTypeLen is the longest datacontenttype, parameters included.
 	MaxContentTypeLen = 256
+	// MaxTraceStateLen is the longest tracestate: the 512 characters that W3C
+	// Trace Context asks every system to pass on.
+	MaxTraceStateLen = 512
 )
 
 // DefaultMaxClockSkew is how far in the future an event's time may lie by default before
@@ -233,6 +246,11 @@ type Event struct {
 	DataRef string
 	// Data is the data. requested: the inline bytes; others: the JSON payload.
 	Data []byte
+	// TraceParent is the traceparent extension (W3C Trace Context), or "":
+	// the span that published the event. See [ExtTraceParent].
+	TraceParent string
+	// TraceState is the tracestate extension that goes with TraceParent, or "".
+	TraceState string
 	// Blob is the parsed payload of blob_stored (Data is its JSON); for completed, &Ref.Blob.
 	Blob *Blob
 	// Ref is the parsed payload of completed.
@@ -275,4 +293,7 @@ type Request struct {
 	// SHA256 is the lowercase hex SHA-256 of the bytes: required with DataRef; computed from
 	// Data when empty (and checked against Data when given).
 	SHA256 string
+	// TraceParent and TraceState are the W3C Trace Context of the span that
+	// publishes the request, or "" (see [ExtTraceParent]).
+	TraceParent, TraceState string
 }

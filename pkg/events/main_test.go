@@ -100,6 +100,9 @@ func equalEvents(got, want *events.Event) string {
 	if got.DataRef != want.DataRef {
 		add("DataRef", got.DataRef, want.DataRef)
 	}
+	if got.TraceParent != want.TraceParent || got.TraceState != want.TraceState {
+		add("TraceParent, TraceState", got.TraceParent+" "+got.TraceState, want.TraceParent+" "+want.TraceState)
+	}
 	if !bytes.Equal(got.Data, want.Data) {
 		add("Data", string(got.Data), string(want.Data))
 	}

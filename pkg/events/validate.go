@@ -25,7 +25,8 @@ const (
 // The rules: id, source and type are present (else ReasonMalformed); type is declared (see
 // [EventType]; else ReasonUnknownType); id is a valid upload id ([ValidID]); source is a URI-reference;
 // owner is present, at most [MaxOwnerLen] bytes; subject follows [CheckSubject]; time is
-// present; sha256 is 64 lowercase hex characters. Text attributes are valid UTF-8 without
+// present; sha256 is 64 lowercase hex characters; traceparent, when present, is a W3C Trace
+// Context traceparent, and tracestate comes only with one (at most [MaxTraceStateLen] bytes). Text attributes are valid UTF-8 without
 // control, format, line or paragraph separator characters and without surrounding white
 // space. The data follows its type's declaration: an event of a type without a ContentType
 // (requested) has a datacontenttype that follows [CheckContentType] and, when the type allows
@@ -165,6 +166,9 @@ func (e *Event) checkContext(maxInline int) error {
 	}
 	if !validSHA256(e.SHA256) {
 		return invalidf(ReasonInvalid, ExtSHA256, "not 64 lowercase hex characters")
+	}
+	if err := checkTrace(e.TraceParent, e.TraceState); err != nil {
+		return err
 	}
 	if len(e.Data) > maxInline {
 		return invalidf(ReasonTooLarge, "data", "%d bytes, more than the %d allowed", len(e.Data), maxInline)

@@ -56,6 +56,7 @@ type job[R any] struct {
 	marker marker.Marker // its marker (done, skipped)
 	result R             // the side effect's result, until it is recorded
 	next   jetstream.PubAckFuture
+	trace  spans // its spans, when tracing is on
 }
 
 func (j *job[R]) stage() stage    { return stage(j.at.Load()) }
@@ -149,6 +150,13 @@ func (r *Runner[R]) process(ctx context.Context, jobs []*job[R]) {
 		}
 	}()
 	r.decode(jobs)
+	if r.tracing != nil {
+		batch := r.tracing.batch(ctx, len(jobs))
+		defer batch.End()
+		for _, j := range jobs {
+			message(r.tracing, ctx, batch, j)
+		}
+	}
 	claims, err := r.claim(ctx, jobs)
 	if err != nil {
 		failAll(jobs, err)

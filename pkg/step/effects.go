@@ -73,7 +73,9 @@ func (r *Runner[R]) runEffect(ctx context.Context, j *job[R]) {
 		return
 	}
 	ectx, cancel := context.WithTimeout(ctx, r.opts.StepTimeout)
+	ectx, span := child(r.tracing, ectx, j, partEffect)
 	result, err := r.step.Effect(ectx, j.ev)
+	end(span, err)
 	cancel()
 	if err != nil {
 		j.fail(err)

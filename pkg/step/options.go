@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/blobref/blobref/pkg/events"
 )
@@ -38,7 +39,10 @@ type Options struct {
 	// service's NATS user needs no right to.
 	LookUpConsumer bool
 	Logger         *slog.Logger // [slog.Default()]
-	Metrics        *Metrics     // [none]
+	// TracerProvider, if set, traces each batch and message (see
+	// docs/tracing.md); nil is tracing off, which costs nothing.
+	TracerProvider trace.TracerProvider
+	Metrics        *Metrics // [none]
 	// OnOutcome, if set, is called with the outcome of every message once it
 	// is settled (tests observe the runner with it).
 	OnOutcome func(Outcome)

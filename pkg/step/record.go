@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/pkg/step/internal/marker"
@@ -51,12 +52,30 @@ func (r *Runner[R]) record(ctx context.Context, group []*job[R], claims *marker.
 			return r.step.InTx(ctx, tx, items)
 		}
 	}
+	var spans []trace.Span
+	if r.tracing != nil {
+		spans = make([]trace.Span, len(done))
+		for i, j := range done {
+			_, spans[i] = child(r.tracing, rctx, j, partRecord)
+		}
+	}
 	stored, won, refused, err := claims.Record(rctx, ms, inTx)
 	if err != nil {
-		failAll(done, Dependency(DependencyPostgres, err))
+		err = Dependency(DependencyPostgres, err)
+		for _, span := range spans {
+			end(span, err)
+		}
+		failAll(done, err)
 		return
 	}
 	for i, j := range done {
+		if spans != nil {
+			var err error
+			if refused != nil {
+				err = refused[i]
+			}
+			end(spans[i], err)
+		}
 		if refused != nil && refused[i] != nil {
 			j.fail(refused[i])
 			continue
@@ -106,25 +125,35 @@ func (r *Runner[R]) emit(ctx context.Context, jobs []*job[R]) {
 			j.fail(err)
 			continue
 		}
+		if _, j.trace.publish = child(r.tracing, pctx, j, partPublish); j.trace.publish != nil {
+			SetTraceContext(next, j.trace.publish.SpanContext())
+		}
 		nmsg, err := next.Msg(r.msgID(j.meta))
 		if err != nil {
+			end(j.trace.publish, err)
 			j.fail(err)
 			continue
 		}
 		if j.next, err = r.js.PublishMsgAsync(nmsg); err != nil {
-			j.fail(Dependency(DependencyJetStream, fmt.Errorf("publish %s: %w", nmsg.Subject, err)))
+			err = Dependency(DependencyJetStream, fmt.Errorf("publish %s: %w", nmsg.Subject, err))
+			end(j.trace.publish, err)
+			j.fail(err)
 			continue
 		}
 		sent = append(sent, j)
 	}
 	for _, j := range sent {
+		var err error
 		select {
 		case <-j.next.Ok():
-		case err := <-j.next.Err():
-			j.fail(Dependency(DependencyJetStream, fmt.Errorf("publish %s: %w", j.next.Msg().Subject, err)))
-			continue
+		case perr := <-j.next.Err():
+			err = Dependency(DependencyJetStream, fmt.Errorf("publish %s: %w", j.next.Msg().Subject, perr))
 		case <-pctx.Done():
-			j.fail(Dependency(DependencyJetStream, fmt.Errorf("publish %s: no acknowledgement: %w", j.next.Msg().Subject, pctx.Err())))
+			err = Dependency(DependencyJetStream, fmt.Errorf("publish %s: no acknowledgement: %w", j.next.Msg().Subject, pctx.Err()))
+		}
+		end(j.trace.publish, err)
+		if err != nil {
+			j.fail(err)
 			continue
 		}
 		if err := r.inject(pctx, pointAfterPublish); err != nil {

@@ -28,6 +28,7 @@ type Runner[R any] struct {
 	batches chan struct{} // one token per batch running
 	breaker *breaker
 	excuses *excuses
+	tracing *tracing // nil: off
 }
 
 // NewRunner returns a Runner of step over JetStream js, keeping the step's
@@ -52,6 +53,7 @@ func NewRunner[R any](js jetstream.JetStream, pool *pgxpool.Pool, step Step[R], 
 		effects: make(chan struct{}, opts.Concurrency),
 		batches: make(chan struct{}, opts.MaxBatches()),
 		excuses: newExcuses(step.Name, markers, opts),
+		tracing: newTracing(opts.TracerProvider, step.Name),
 	}
 	probes := map[string]Probe{
 		DependencyPostgres: markers.Ping,

@@ -51,6 +51,7 @@ func (r *Runner[R]) settle(j *job[R]) {
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
 	out = r.decide(ctx, j.msg, out)
+	settled(j.trace.span, out)
 	r.observe(out, j.start)
 	j.free()
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/pkg/step/stepservice"
 	"github.com/blobref/blobref/services/ingest/internal/api"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
@@ -46,6 +47,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	defer pool.Close()
+	tp, stopTracing, err := stepservice.StartTracing(ctx, cfg.Tracing, "ingest", log)
+	if err != nil {
+		return err
+	}
+	defer stepservice.StopTracing(stopTracing, log)
 	nc, err := service.ConnectNATS(ctx, cfg.NATS, "ingest", log)
 	if err != nil {
 		return err
@@ -82,6 +88,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		Pool: uploads.BoundedPool(pool, cfg.DatabaseAcquireTimeout), NC: nc, JS: js, Staging: staging,
 		Quota:           &uploads.StagedQuota{Limit: int64(cfg.CallerMaxStagedBytes), Hold: cfg.CallerStagedHold},
 		InlineThreshold: int(cfg.InlineThreshold), RedriveAfter: cfg.RedriveAfter, Metrics: uploadMetrics,
+		TracerProvider: tp,
 	}
 	completer := &uploads.Completer{Service: svc, Interval: cfg.CompleterInterval, Horizon: cfg.CompleterHorizon,
 		Metrics: completerMetrics, Logger: log}
@@ -115,8 +122,9 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		h := api.New(api.Options{
 			Uploads: svc, Tokens: tokens, MaxUploadSize: int64(cfg.MaxUploadSize), AllowedTypes: allowed,
 			WaitMax: cfg.WaitMax, Metrics: apiMetrics, Logger: log, ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-			Body:   api.BodyTimeouts{Idle: cfg.BodyReadTimeout, MinRate: int64(cfg.BodyMinRate)},
-			Limits: api.CallerLimits{MaxConcurrent: cfg.CallerMaxConcurrent, Rate: cfg.CallerRate, Burst: cfg.CallerBurst},
+			TracerProvider: tp,
+			Body:           api.BodyTimeouts{Idle: cfg.BodyReadTimeout, MinRate: int64(cfg.BodyMinRate)},
+			Limits:         api.CallerLimits{MaxConcurrent: cfg.CallerMaxConcurrent, Rate: cfg.CallerRate, Burst: cfg.CallerBurst},
 		})
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {

@@ -25,6 +25,9 @@ import (
 // it; Load fills them from the environment in one place.
 type Config struct {
 	NATS NATSConfig
+	// Tracing is OpenTelemetry tracing, off unless the OTEL_* variables
+	// turn it on (see StartTracing).
+	Tracing TracingConfig
 
 	// DatabaseURL is the Postgres connection string (libpq URL or DSN).
 	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"`
@@ -285,6 +288,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("config: %s: "+format, append([]any{name}, args...)...))
 	}
 	if err := c.NATS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Tracing.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.NATSSetup != SetupAuto && c.NATSSetup != SetupOff {

@@ -55,6 +55,11 @@ func Run[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerConfi
 		return err
 	}
 	defer pool.Close()
+	tp, stopTracing, err := StartTracing(ctx, cfg.Tracing, name, log)
+	if err != nil {
+		return err
+	}
+	defer StopTracing(stopTracing, log)
 	nc, err := ConnectNATS(ctx, cfg.NATS, name, log)
 	if err != nil {
 		return err
@@ -93,6 +98,7 @@ func Run[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerConfi
 		opts := cc.RunnerOptions()
 		opts.ShutdownGrace = ShutdownGrace(cfg.ShutdownTimeout)
 		opts.Logger, opts.Metrics = log, metrics
+		opts.TracerProvider = tp
 		opts.LookUpConsumer = cfg.NATSSetup == SetupOff
 		runner, err := step.NewRunner(js, pool, s, opts)
 		if err != nil {

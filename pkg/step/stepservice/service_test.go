@@ -56,16 +56,20 @@ func TestLoadDefaults(t *testing.T) {
 
 func TestLoadNamesTheBadSetting(t *testing.T) {
 	for name, value := range map[string]string{
-		"CONSUMER_CONCURRENCY": "0",
-		"CONSUMER_ACK_WAIT":    "10ms",
-		"LOG_LEVEL":            "loud",
-		"METRICS_ADDR":         "nonsense",
-		"STREAM_REPLICAS":      "7",
-		"BLOBREF_FAILPOINTS":   "x=explode",
-		"NATS_CERT":            "/tmp/cert.pem",
-		"SHUTDOWN_TIMEOUT":     "soon",
-		"STREAM_MAX_BYTES":     "0",
-		"DLQ_MAX_BYTES":        "-2",
+		"CONSUMER_CONCURRENCY":               "0",
+		"CONSUMER_ACK_WAIT":                  "10ms",
+		"LOG_LEVEL":                          "loud",
+		"METRICS_ADDR":                       "nonsense",
+		"STREAM_REPLICAS":                    "7",
+		"BLOBREF_FAILPOINTS":                 "x=explode",
+		"NATS_CERT":                          "/tmp/cert.pem",
+		"SHUTDOWN_TIMEOUT":                   "soon",
+		"STREAM_MAX_BYTES":                   "0",
+		"DLQ_MAX_BYTES":                      "-2",
+		"OTEL_TRACES_EXPORTER":               "zipkin",
+		"OTEL_EXPORTER_OTLP_PROTOCOL":        "http/json",
+		"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp",
+		"OTEL_SDK_DISABLED":                  "maybe",
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(name, value)

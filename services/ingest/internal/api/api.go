@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
@@ -50,6 +52,9 @@ type Options struct {
 	Metrics *Metrics
 	// Logger logs one line per request [slog.Default()].
 	Logger *slog.Logger
+	// TracerProvider, if set, traces each request with a server span that
+	// continues the caller's traceparent (docs/tracing.md); nil is off.
+	TracerProvider trace.TracerProvider
 }
 
 // API is the HTTP handler of the ingest API.
@@ -101,11 +106,13 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		route = "unmatched"
 	}
 	done := a.opts.Metrics.start(route)
+	r, span := a.startSpan(r, route)
 	if route == "unmatched" {
 		a.unmatched(rec, r)
 	} else {
 		a.mux.ServeHTTP(rec, r)
 	}
+	endSpan(span, rec.status(), info)
 	done()
 	a.opts.Metrics.observe(route, rec.status(), time.Since(start), info.bytes)
 

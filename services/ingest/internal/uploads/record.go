@@ -11,8 +11,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 )
 
 // A batch of jobs is recorded, published and its publishes recorded
@@ -57,6 +59,8 @@ type job struct {
 	// and did not publish it gave up on it: its claim is released.
 	published bool
 	ack       jetstream.PubAckFuture
+	// span is the publish's span while it is under way (tracing on).
+	span trace.Span
 }
 
 // flush runs one batch: record, publish, record the publishes. The batch
@@ -213,7 +217,7 @@ func (s *Service) insertRows(ctx context.Context, jobs []*job) error {
 // keeps one.
 func (s *Service) publish(ctx context.Context, jobs []*job) {
 	for _, j := range jobs {
-		msg, err := requestMsg(j.rec, j.inline)
+		msg, err := requestMsg(j.rec, j.inline, s.startPublish(j))
 		if err != nil {
 			j.err = err
 			continue
@@ -222,6 +226,11 @@ func (s *Service) publish(ctx context.Context, jobs []*job) {
 			j.err = unavailable("publish", err)
 		}
 	}
+	defer func() {
+		for _, j := range jobs {
+			endPublish(j)
+		}
+	}()
 	timeout := time.NewTimer(s.publishTimeout())
 	defer timeout.Stop()
 	for _, j := range jobs {
@@ -246,7 +255,9 @@ func (s *Service) publish(ctx context.Context, jobs []*job) {
 	}
 }
 
-func requestMsg(rec record, inline []byte) (*nats.Msg, error) {
+// requestMsg is the request event of rec, carrying trace context sc (when
+// valid).
+func requestMsg(rec record, inline []byte, sc trace.SpanContext) (*nats.Msg, error) {
 	req := events.Request{
 		ID: rec.ID, Source: Source, Owner: rec.Caller, Subject: rec.Subject, ContentType: rec.ContentType,
 		Time: rec.CreatedAt, SHA256: rec.SHA256,
@@ -260,6 +271,7 @@ func requestMsg(rec record, inline []byte) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("uploads: request event of %s: %w", rec.ID, err)
 	}
+	step.SetTraceContext(ev, sc)
 	msgID := rec.ID
 	if rec.PublishCount > 0 {
 		msgID = fmt.Sprintf("%s-%d", rec.ID, rec.PublishCount)

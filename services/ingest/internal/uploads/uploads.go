@@ -43,6 +43,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/blobref/blobref/internal/failpoint"
 	"github.com/blobref/blobref/pkg/events"
@@ -83,6 +84,9 @@ type Service struct {
 	Now func() time.Time
 	// Metrics, if set, counts publishes, batches and staged bodies.
 	Metrics *Metrics
+	// TracerProvider, if set, traces each publish and each wait for a
+	// completion (docs/tracing.md); nil is tracing off.
+	TracerProvider trace.TracerProvider
 
 	once        sync.Once
 	started     chan struct{}
@@ -225,8 +229,11 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (res Result, err e
 		return res, err
 	}
 	res.Waited = true
-	if ref := w.await(ctx, res.State, sub); ref != nil {
-		res.State = completedState(res.State, ref, s.now())
+	wctx, span := s.startWait(ctx, id)
+	completed := w.await(wctx, res.State, sub)
+	endWait(span, completed)
+	if completed != nil {
+		res.State = completedState(res.State, completed.Ref, s.now())
 	}
 	return res, nil
 }

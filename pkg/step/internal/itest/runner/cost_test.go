@@ -3,6 +3,7 @@ package runner_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -10,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
@@ -42,6 +45,7 @@ type costRig struct {
 	step     step.Step[events.Blob]
 	outcomes chan step.Outcome
 	seq      int
+	tp       trace.TracerProvider // the runner's; nil: tracing off
 }
 
 func newCostRig(tb testing.TB, inTx bool) *costRig {
@@ -86,7 +90,8 @@ func (r *costRig) start(batch int, prefilled bool) (stop func()) {
 	r.tb.Helper()
 	opts := step.Options{
 		BatchSize: batch, MaxInFlight: 4 * batch, Concurrency: 8, Logger: testenv.Logger(r.tb),
-		OnOutcome: func(o step.Outcome) { r.outcomes <- o },
+		OnOutcome:      func(o step.Outcome) { r.outcomes <- o },
+		TracerProvider: r.tp,
 	}
 	if prefilled {
 		// The batch of many is published before the runner starts: it
@@ -259,5 +264,44 @@ func BenchmarkRunnerCost(b *testing.B) {
 				b.ReportMetric(got.NATSIn, "nats-in/msg")
 			})
 		}
+	}
+}
+
+// discard is a span exporter that drops what it is sent.
+type discard struct{}
+
+func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discard) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkRunnerTracing is what tracing costs the runner per message, in
+// batches of 64: off (no TracerProvider, the default) and on (the SDK with
+// a batch span processor, as stepservice sets it up, exporting nowhere).
+// allocs/msg counts every allocation of the test process while the
+// messages are handled, the publishing client's included: the difference
+// between off and on is tracing's.
+func BenchmarkRunnerTracing(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "off"
+		if on {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			r := newCostRig(b, false)
+			if on {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discard{}))
+				b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+				r.tp = tp
+			}
+			handle := func(n int) { r.together(64, n) }
+			handle(64)
+			var m0, m1 runtime.MemStats
+			runtime.ReadMemStats(&m0)
+			b.ResetTimer()
+			handle(b.N)
+			b.StopTimer()
+			runtime.ReadMemStats(&m1)
+			b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/float64(b.N), "allocs/msg")
+			b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/float64(b.N), "B/msg")
+		})
 	}
 }
