@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	code := func() int {
 		defer os.RemoveAll(dir)
-		if err := testenv.Build(dir, "services/blobwriter", "services/refwriter", "services/ingest"); err != nil {
+		if err := testenv.Build(dir, "services/blobwriter", "services/refwriter", "services/ingest", "services/notifier"); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
