@@ -408,4 +408,3 @@ func (r received) verify(t *testing.T, ep testEndpoint, owners map[string]string
 		t.Errorf("%s: body %s, want upload.completed of one of %s's uploads", ep.id, r.body, ep.owner)
 	}
 }
-

@@ -76,4 +76,3 @@ func NewClient(timeout time.Duration, allowPrivate bool) *http.Client {
 		},
 	}
 }
-
