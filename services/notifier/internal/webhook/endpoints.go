@@ -53,10 +53,11 @@ type file struct {
 }
 
 // LoadEndpoints reads the endpoints file at path (NOTIFIER_ENDPOINTS_FILE)
-// and each endpoint's secret file (one "whsec_" secret a line; a relative
-// path is relative to the endpoints file). Unless allowPrivate, an
-// endpoint whose host is an IP address must be a public one; names are
-// checked at each connection. It names every bad endpoint.
+// and each endpoint's secret file (one "whsec_" secret a line, the current
+// one first, "#" comments; a relative path is relative to the endpoints
+// file). Unless allowPrivate, an endpoint whose host is an IP address must
+// be a public one; names are checked at each connection. It names every bad
+// endpoint.
 func LoadEndpoints(path string, allowPrivate bool) (*Endpoints, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -135,7 +136,7 @@ func checkURL(raw string, allowPrivate bool) error {
 }
 
 // readSecrets reads a secret file: one "whsec_" secret a line, blank lines
-// ignored, at least one.
+// and lines starting with "#" ignored, at least one.
 func readSecrets(path string) ([]Secret, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -143,7 +144,7 @@ func readSecrets(path string) ([]Secret, error) {
 	}
 	var secrets []Secret
 	for n, line := range strings.Split(string(raw), "\n") {
-		if strings.TrimSpace(line) == "" {
+		if t := strings.TrimSpace(line); t == "" || strings.HasPrefix(t, "#") {
 			continue
 		}
 		s, err := ParseSecret(line)

@@ -31,7 +31,7 @@ func TestLoadEndpoints(t *testing.T) {
 			{"id": "a-2", "owner": "alice", "url": "http://93.184.215.14/a", "secret_file": "rotating.secret"},
 			{"id": "b", "owner": "bob", "url": "https://hooks.example.org/b", "secret_file": "a.secret"}]}`,
 		"a.secret":        secretA + "\n",
-		"rotating.secret": secretA + "\n\n" + secretB + "\n",
+		"rotating.secret": "# current, then the one being retired\n" + secretA + "\n\n" + secretB + "\n",
 	})
 	eps, err := LoadEndpoints(filepath.Join(dir, "endpoints.json"), false)
 	if err != nil {
