@@ -257,7 +257,7 @@ func writeNew(path, content string) error {
 		return err
 	}
 	if _, err := f.WriteString(content); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	return f.Close()
