@@ -58,7 +58,7 @@ type Notifier struct {
 	Endpoints *Endpoints
 	Client    *http.Client
 	Pool      *pgxpool.Pool
-	Log       *slog.Logger
+	Log       *slog.Logger // [slog.Default()]
 	// Now is the clock of webhook-timestamp [time.Now].
 	Now func() time.Time
 }
@@ -112,7 +112,11 @@ func (n *Notifier) notify(ctx context.Context, ev *events.Event) (Result, error)
 		switch {
 		case status == http.StatusGone:
 			outcome = OutcomeGone
-			n.Log.Warn("webhook endpoint answered 410 Gone: remove it from the endpoints file", "endpoint", ep.ID,
+			log := n.Log
+			if log == nil {
+				log = slog.Default()
+			}
+			log.Warn("webhook endpoint answered 410 Gone: remove it from the endpoints file", "endpoint", ep.ID,
 				"owner", ep.Owner, "upload_id", ev.ID)
 		case status < 200 || status > 299:
 			permanent = false
