@@ -6,6 +6,7 @@
 #   docker build --build-arg SERVICE=blobwriter -t blobref/blobwriter .
 #   docker build --build-arg SERVICE=refwriter --build-arg METRICS_PORT=9102 -t blobref/refwriter .
 #   docker build --build-arg SERVICE=ingest --build-arg METRICS_PORT=9100 -t blobref/ingest .
+#   docker build --build-arg SERVICE=notifier --build-arg METRICS_PORT=9103 -t blobref/notifier .
 #   docker build --build-arg SERVICE=blobrefctl -t blobref/blobrefctl .
 #
 # (ingest's API listens on HTTP_ADDR, :8080 by default, besides the metrics port.)

@@ -12,7 +12,7 @@ GO ?= go
 BIN := bin
 # The services make build and the Dockerfile build, with the same flags
 # (tools/devstack/internal/deploycheck checks that they match).
-SERVICES := ingest blobwriter refwriter
+SERVICES := ingest blobwriter refwriter notifier
 GO_BUILD_FLAGS := -trimpath -ldflags='-s -w'
 # Tests build with failpoints (package pkg/step/failpoint), which release
 # builds leave out; vet sees the same files.

@@ -846,6 +846,7 @@ func TestContractJetStream(t *testing.T) {
 		events.StreamName, events.StreamSubjects, events.DLQStreamName, events.DLQSubjects,
 		events.BlobWriterConsumer.Durable, events.BlobWriterConsumer.FilterSubject,
 		events.RefWriterConsumer.Durable, events.RefWriterConsumer.FilterSubject,
+		events.NotifierConsumer.Durable, events.NotifierConsumer.FilterSubject,
 		events.HeaderMsgID,
 	} {
 		if !strings.Contains(desc, "`"+s+"`") {
@@ -889,7 +890,7 @@ func TestContractJetStream(t *testing.T) {
 	// The AsyncAPI document names each consumer's durable and filter; the
 	// step and event type it runs are the code's, checked elsewhere.
 	want := map[string]events.ConsumerSpec{}
-	for _, spec := range []events.ConsumerSpec{events.BlobWriterConsumer, events.RefWriterConsumer} {
+	for _, spec := range []events.ConsumerSpec{events.BlobWriterConsumer, events.RefWriterConsumer, events.NotifierConsumer} {
 		want[spec.Durable] = events.ConsumerSpec{Durable: spec.Durable, FilterSubject: spec.FilterSubject}
 	}
 	if !maps.Equal(consumers, want) {

@@ -1,5 +1,5 @@
 // Package e2e tests the real service binaries end to end: blobwriter,
-// refwriter and ingest run as processes against a JetStream server (a
+// refwriter, ingest and notifier run as processes against a JetStream server (a
 // nats-server process of the test's own), a Postgres schema of the test's own and a file:// bucket, and
 // every test checks the invariants of the design against the stores
 // themselves.
@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	code := func() int {
 		defer os.RemoveAll(dir)
-		if err := testenv.Build(dir, "services/blobwriter", "services/refwriter", "services/ingest"); err != nil {
+		if err := testenv.Build(dir, "services/blobwriter", "services/refwriter", "services/ingest", "services/notifier"); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

@@ -29,7 +29,7 @@ func (c *SetupConfig) Validate() error {
 
 // Consumers are the pipeline's durable consumers, each read by the step
 // runners of one service.
-var Consumers = []events.ConsumerSpec{events.BlobWriterConsumer, events.RefWriterConsumer}
+var Consumers = []events.ConsumerSpec{events.BlobWriterConsumer, events.RefWriterConsumer, events.NotifierConsumer}
 
 // Setup creates, or updates to what c describes, everything the services
 // look up with NATS_SETUP=off: the streams UPLOADS and UPLOADS_DLQ, the

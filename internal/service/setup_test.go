@@ -49,8 +49,8 @@ func TestSetupIsWhatServicesLookUp(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Setup: %v (did %q)", err, done)
 		}
-		if len(done) != 5 {
-			t.Errorf("Setup: got %q, want a line for each of 2 streams, the bucket and 2 consumers", done)
+		if len(done) != 3+len(service.Consumers) || len(service.Consumers) != 3 {
+			t.Errorf("Setup: got %q, want a line for each of 2 streams, the bucket and 3 consumers", done)
 		}
 	}
 	if err := <-waited; err != nil {

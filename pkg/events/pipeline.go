@@ -8,6 +8,9 @@ const (
 	StepBlob = "blob"
 	// StepRef is refwriter's step: it records the reference of a stored blob.
 	StepRef = "ref"
+	// StepNotify is notifier's step: it delivers a completed upload to its owner's webhooks.
+	// It ends the chain: it emits no event.
+	StepNotify = "notify"
 )
 
 // Sources of the events blobref's services publish.
@@ -48,4 +51,6 @@ var (
 	BlobWriterConsumer = ConsumerSpec{Step: StepBlob, Consumes: TypeRequested, Durable: "blobwriter", FilterSubject: requestedType.Filter()}
 	// RefWriterConsumer is refwriter's consumer of blob_stored events.
 	RefWriterConsumer = ConsumerSpec{Step: StepRef, Consumes: TypeBlobStored, Durable: "refwriter", FilterSubject: blobStoredType.Filter()}
+	// NotifierConsumer is notifier's consumer of completed events.
+	NotifierConsumer = ConsumerSpec{Step: StepNotify, Consumes: TypeCompleted, Durable: "notifier", FilterSubject: completedType.Filter()}
 )

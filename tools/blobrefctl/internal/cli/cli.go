@@ -90,7 +90,7 @@ var setupCommand = commandSpec{
 	synopsis: "blobrefctl setup [--timeout D]",
 	about: `Create, or update to the settings in the environment, what the services use
 and, with NATS_SETUP=off, only look up: the streams UPLOADS and UPLOADS_DLQ,
-the staging bucket and the durable consumers of blobwriter and refwriter.
+the staging bucket and the durable consumers of blobwriter, refwriter and notifier.
 Run it before the services start, and again after changing those settings
 (a Kubernetes Job, or compose's one-shot service "setup", does). It is
 idempotent. While NATS or JetStream is not ready, it tries again for D.

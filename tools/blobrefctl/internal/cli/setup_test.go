@@ -63,6 +63,7 @@ func TestMainSetup(t *testing.T) {
 			"object store staged: ttl 72h0m0s, replicas 1\n",
 			"consumer blobwriter on UPLOADS: filter uploads.requested.>, ack wait 1m0s",
 			"consumer refwriter on UPLOADS: filter uploads.blob.stored.>, ack wait 1m0s",
+			"consumer notifier on UPLOADS: filter uploads.completed.>, ack wait 1m0s",
 		} {
 			if !strings.Contains(stdout.String(), want) {
 				t.Errorf("blobrefctl setup: output lacks %q:\n%s", want, stdout.String())

@@ -20,6 +20,7 @@ import (
 var consumers = map[string]events.ConsumerSpec{
 	"blobwriter": events.BlobWriterConsumer,
 	"refwriter":  events.RefWriterConsumer,
+	"notifier":   events.NotifierConsumer,
 }
 
 // runsStep finds, in a service's main, the call that runs a step.

@@ -40,7 +40,8 @@ type (
 		NamespaceSelector *labelSelector `json:"namespaceSelector"`
 		PodSelector       *labelSelector `json:"podSelector"`
 		IPBlock           *struct {
-			CIDR string `json:"cidr"`
+			CIDR   string   `json:"cidr"`
+			Except []string `json:"except"`
 		} `json:"ipBlock"`
 	}
 )
@@ -123,6 +124,14 @@ func checkSecurity(t *testing.T, root string, objs []object) {
 				if known["AUTH_TOKENS_FILE"] {
 					if _, ok := w.secretFile(w.env["AUTH_TOKENS_FILE"]); !ok {
 						t.Errorf("AUTH_TOKENS_FILE %q is not a file of a mounted Secret", w.env["AUTH_TOKENS_FILE"])
+					}
+				}
+				if known["NOTIFIER_ENDPOINTS_FILE"] {
+					if _, ok := w.secretFile(w.env["NOTIFIER_ENDPOINTS_FILE"]); !ok {
+						t.Errorf("NOTIFIER_ENDPOINTS_FILE %q is not a file of a mounted Secret", w.env["NOTIFIER_ENDPOINTS_FILE"])
+					}
+					if v := w.env["NOTIFIER_ALLOW_PRIVATE"]; v != "" && v != "false" {
+						t.Errorf("NOTIFIER_ALLOW_PRIVATE=%s: webhooks may reach internal addresses", v)
 					}
 				}
 				if f, ok := w.env["AWS_SHARED_CREDENTIALS_FILE"]; ok {
@@ -273,11 +282,15 @@ func (w workload) secretFile(p string) (string, bool) {
 // allowedPorts is what a pod may connect to.
 type allowedPorts struct {
 	dns, nats, postgres, bucket bool
+	// webhooks: 443 and 80 to public addresses only (ipBlocks that except
+	// the internal ranges), for the notifier's endpoints.
+	webhooks bool
 }
 
 // portsFor is what a service reading the variables known connects to.
 func portsFor(known map[string]bool) allowedPorts {
-	return allowedPorts{dns: true, nats: true, postgres: known["DATABASE_URL"], bucket: known["BLOB_URL"]}
+	return allowedPorts{dns: true, nats: true, postgres: known["DATABASE_URL"], bucket: known["BLOB_URL"],
+		webhooks: known["NOTIFIER_ENDPOINTS_FILE"]}
 }
 
 // checkNetworkPolicies checks the NetworkPolicies that select w's pods:
@@ -365,7 +378,9 @@ func checkNetworkPolicies(t *testing.T, w workload, policies []networkPolicy, wa
 			case "5432":
 				ok = want.postgres
 			case "443":
-				ok = want.bucket
+				ok = want.bucket || want.webhooks && publicOnly(r.To)
+			case "80":
+				ok = want.webhooks && publicOnly(r.To)
 			}
 			if !ok {
 				t.Errorf("%s egress rule %d: port %s to %s is not what it needs", w.name, i, port, peers(r.To))
@@ -373,11 +388,38 @@ func checkNetworkPolicies(t *testing.T, w workload, policies []networkPolicy, wa
 			allowed[port] = true
 		}
 	}
-	for port, need := range map[string]bool{"53": want.dns, "4222": want.nats, "5432": want.postgres, "443": want.bucket} {
+	for port, need := range map[string]bool{"53": want.dns, "4222": want.nats, "5432": want.postgres, "443": want.bucket || want.webhooks} {
 		if need && !allowed[port] {
 			t.Errorf("%s: no egress rule lets it reach port %s", w.name, port)
 		}
 	}
+}
+
+// internalRanges are the address ranges a rule to the public internet must
+// except, by the family of its CIDR.
+var internalRanges = map[bool][]string{
+	true:  {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "100.64.0.0/10"},
+	false: {"fc00::/7", "fe80::/10", "::1/128"},
+}
+
+// publicOnly reports whether peers are all ipBlocks that leave out every
+// internal range of their family (and not empty).
+func publicOnly(peers []policyPeer) bool {
+	if len(peers) == 0 {
+		return false
+	}
+	for _, p := range peers {
+		if p.IPBlock == nil || p.NamespaceSelector != nil || p.PodSelector != nil {
+			return false
+		}
+		v4 := !strings.Contains(p.IPBlock.CIDR, ":")
+		for _, r := range internalRanges[v4] {
+			if !slices.Contains(p.IPBlock.Except, r) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // fromOnly reports whether peers are pods of the namespace ns only.

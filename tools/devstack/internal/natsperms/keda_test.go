@@ -74,9 +74,16 @@ func TestKEDAFindsTheLag(t *testing.T) {
 		ev := blobStored(t, request(t, testenv.ID("lag"), []byte("x"), ""))
 		testenv.Publish(t, bw.js, ev, "blob/UPLOADS/"+strconv.Itoa(i))
 	}
-	want := map[string]int{events.BlobWriterConsumer.Durable: 3, events.RefWriterConsumer.Durable: 2}
+	// 1 completed event for notifier.
+	rw := connect(t, n.url(), refwriter)
+	done := completed(t, request(t, testenv.ID("lag"), []byte("x"), ""))
+	testenv.Publish(t, rw.js, done, "ref/UPLOADS/1")
+	want := map[string]int{events.BlobWriterConsumer.Durable: 3, events.RefWriterConsumer.Durable: 2, events.NotifierConsumer.Durable: 1}
 
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	if len(objs) != len(want) {
+		t.Errorf("got %d ScaledObjects, want one per consumer (%d)", len(objs), len(want))
+	}
 	for _, so := range objs {
 		t.Run(so.Metadata.Name, func(t *testing.T) {
 			if len(so.Spec.Triggers) != 1 || so.Spec.Triggers[0].Type != "nats-jetstream" {

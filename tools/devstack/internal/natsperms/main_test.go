@@ -18,12 +18,13 @@ const (
 	ingest     = "ingest"
 	blobwriter = "blobwriter"
 	refwriter  = "refwriter"
+	notifier   = "notifier"
 	setup      = "setup"
 	admin      = "admin"
 	sys        = "sys"
 )
 
-var users = []string{ingest, blobwriter, refwriter, setup, admin, sys}
+var users = []string{ingest, blobwriter, refwriter, notifier, setup, admin, sys}
 
 // passwords holds each user's password, as its client sends it. The server
 // reads it from <USER>_NATS_PASSWORD; admin's is there as a bcrypt hash, as

@@ -472,6 +472,84 @@ func TestRefWriter(t *testing.T) {
 	checkUnchanged(t, n)
 }
 
+// TestNotifier runs what notifier does as user notifier once blobrefctl
+// setup ran: look up UPLOADS, run a step that ends the chain on its
+// looked-up durable consumer (acking what it delivered, dead-lettering
+// what it could not); then what it must not do: publish any event, read
+// another step's consumer or the dead letters, create or refilter its
+// consumer.
+func TestNotifier(t *testing.T) {
+	t.Parallel()
+	n := startServer(t, confPath(t))
+	setUp(t, n.url(), runnerOptions)
+	nt := connect(t, n.url(), notifier)
+	rw := connect(t, n.url(), refwriter)
+	adm := connect(t, n.url(), admin)
+	lookUp(t, nt)
+
+	ok := completed(t, request(t, testenv.ID("ok"), randomBytes(t, 1<<10), ""))
+	gone := completed(t, request(t, testenv.ID("gone"), randomBytes(t, 1<<10), ""))
+	delivered := make(chan string, 2)
+	runStep(t, nt, steprun.Step[string]{
+		Name:     events.StepNotify,
+		Consumer: events.NotifierConsumer,
+		Accepts:  events.TypeCompleted,
+		Effect: func(_ context.Context, ev *events.Event) (string, error) {
+			if ev.ID == gone.ID {
+				return "", steprun.Permanent("delivery_failed", errors.New("the endpoint is not a public address"))
+			}
+			delivered <- ev.ID
+			return "delivered", nil
+		},
+	})
+	testenv.Publish(t, rw.js, ok, "ref/UPLOADS/1")
+	testenv.Publish(t, rw.js, gone, "ref/UPLOADS/2")
+	select {
+	case id := <-delivered:
+		if id != ok.ID {
+			t.Fatalf("delivered %s, want %s", id, ok.ID)
+		}
+	case <-time.After(within):
+		t.Fatalf("%s not delivered after %v", ok.ID, within)
+	}
+	if d, _ := testenv.AwaitDeadLetter(t, adm.js, events.CompletedSubject(gone.ID), within); d.Reason != "delivery_failed" || d.Step != events.StepNotify {
+		t.Errorf("dead letter of %s: got reason %q step %q, want delivery_failed by %s", gone.ID, d.Reason, d.Step, events.StepNotify)
+	}
+	nt.checkNoViolations(t)
+	n.checkNoViolations(t)
+
+	t.Run("denied", func(t *testing.T) {
+		nt.deniedPub(t, events.CompletedSubject(ok.ID))
+		nt.deniedPub(t, events.RequestedSubject(ok.ID))
+		nt.deniedPub(t, events.BlobStoredSubject(ok.ID))
+		nt.deniedPub(t, events.DeadLetterSubject(events.BlobStoredSubject(ok.ID)))
+		nt.deniedSub(t, "uploads.completed.>")
+		nt.deniedSub(t, "dlq.uploads.>")
+		nt.deniedRequest(t, "$JS.API.CONSUMER.MSG.NEXT.UPLOADS.refwriter", `{"batch":1,"expires":1000000000}`)
+		nt.deniedRequest(t, "$JS.API.STREAM.MSG.GET.UPLOADS_DLQ", `{"last_by_subj":"dlq.uploads.completed.`+gone.ID+`"}`)
+		nt.deniedRequest(t, "$JS.API.STREAM.MSG.GET.UPLOADS", `{"last_by_subj":"uploads.completed.`+ok.ID+`"}`)
+		nt.denied(t, "open the staging bucket", "Publish", "$JS.API.STREAM.INFO.OBJ_uploads-staging", func(ctx context.Context) error {
+			_, err := nt.js.ObjectStore(ctx, stagingBucket)
+			return err
+		})
+		nt.denied(t, "create its consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.notifier.uploads.completed", func(ctx context.Context) error {
+			_, err := nt.js.CreateOrUpdateConsumer(ctx, events.StreamName, consumerConfig(events.NotifierConsumer))
+			return err
+		})
+		nt.denied(t, "refilter its consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.notifier.uploads.requested", func(ctx context.Context) error {
+			_, err := nt.js.CreateOrUpdateConsumer(ctx, events.StreamName, consumerConfig(events.ConsumerSpec{
+				Durable: events.NotifierConsumer.Durable, FilterSubject: "uploads.requested.>",
+			}))
+			return err
+		})
+		nt.denied(t, "delete its consumer", "Publish", "$JS.API.CONSUMER.DELETE.UPLOADS.notifier", func(ctx context.Context) error {
+			return nt.js.DeleteConsumer(ctx, events.StreamName, events.NotifierConsumer.Durable)
+		})
+		deniedCommon(t, nt)
+	})
+	checkUnchanged(t, n)
+}
+
 // TestAdmin shows that the admin user (whose password the server holds as
 // a bcrypt hash) can do what operators do with the NATS CLI, and the sys
 // user can reach the system account.
@@ -612,7 +690,7 @@ func createConsumer(t testing.TB, c *client, spec events.ConsumerSpec) jetstream
 func deniedCommon(t *testing.T, c *client) {
 	t.Helper()
 	c.deniedSub(t, "_INBOX.>")
-	for _, other := range []string{ingest, blobwriter, refwriter, setup} {
+	for _, other := range []string{ingest, blobwriter, refwriter, notifier, setup} {
 		if other != c.user {
 			c.deniedSub(t, service.DefaultInboxPrefix(other)+".>")
 		}

@@ -5,15 +5,19 @@ package natsperms
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,11 +36,12 @@ import (
 // streams, the staging bucket and the consumers. Then it carries uploads
 // through ingest, blobwriter and refwriter: inline and claim-checked,
 // status reads (which look up dead letters), a retry, Prefer: wait, and
-// dead letters from both consumers. The server must refuse none of what
+// dead letters from both consumers; notifier delivers each completed
+// upload to its owner's webhook endpoint. The server must refuse none of what
 // they do, and each must shut down cleanly.
 func TestServicesWithTheirUsers(t *testing.T) {
 	t.Parallel()
-	bin := testenv.BuildServices(t, "ingest", "blobwriter", "refwriter")
+	bin := testenv.BuildServices(t, "ingest", "blobwriter", "refwriter", "notifier")
 	if err := testenv.Build(bin, "tools/blobrefctl"); err != nil {
 		t.Fatal(err)
 	}
@@ -61,9 +66,13 @@ func TestServicesWithTheirUsers(t *testing.T) {
 		"BLOB_URL=" + blobURL, "METRICS_ADDR=" + testenv.FreeAddr(t),
 		"NATS_USER=" + blobwriter, "NATS_PASSWORD_FILE=" + pwFile}, common...))
 
+	hooks := newHookReceiver(t)
+	nt := startService(t, bin, notifier, as(notifier, "METRICS_ADDR="+testenv.FreeAddr(t),
+		"NOTIFIER_ENDPOINTS_FILE="+hooks.endpointsFile(t, "perm"), "NOTIFIER_ALLOW_PRIVATE=true"))
+
 	// Before setup they wait, not ready, and say what creates what they
 	// wait for.
-	for _, p := range []*process{ing, bw} {
+	for _, p := range []*process{ing, bw, nt} {
 		p.awaitOutput(t, "blobrefctl setup")
 		if p.ready() {
 			t.Errorf("%s is ready before blobrefctl setup ran", p.name)
@@ -78,6 +87,7 @@ func TestServicesWithTheirUsers(t *testing.T) {
 	}
 	ing.awaitReady(t)
 	bw.awaitReady(t)
+	nt.awaitReady(t)
 
 	// Without refwriter, uploads stop at "stored": ingest's status reads
 	// their (absent) dead letters meanwhile.
@@ -123,7 +133,8 @@ func TestServicesWithTheirUsers(t *testing.T) {
 	if got := countRefs(t, dbURL, small.ID, large.ID, third.ID); got != 3 {
 		t.Errorf("upload_refs rows of the 3 uploads: got %d, want 3", got)
 	}
-	for _, p := range []*process{ing, bw, rw} {
+	hooks.await(t, small.ID, large.ID, third.ID)
+	for _, p := range []*process{ing, bw, rw, nt} {
 		if err := p.stop(); err != nil {
 			t.Errorf("%s: exit after SIGTERM: %v, want 0", p.name, err)
 		}
@@ -334,4 +345,71 @@ func (p *process) stop() error {
 		<-p.done
 	}
 	return p.err
+}
+
+// hookReceiver is a webhook endpoint: it records the upload ids delivered.
+type hookReceiver struct {
+	srv *httptest.Server
+	mu  sync.Mutex
+	ids map[string]int
+}
+
+func newHookReceiver(t *testing.T) *hookReceiver {
+	t.Helper()
+	h := &hookReceiver{ids: map[string]int{}}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Data events.Reference `json:"data"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || r.Header.Get("webhook-signature") == "" {
+			http.Error(w, "not a webhook", http.StatusBadRequest)
+			return
+		}
+		h.mu.Lock()
+		h.ids[body.Data.ID]++
+		h.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// endpointsFile writes a NOTIFIER_ENDPOINTS_FILE with the receiver as
+// owner's one endpoint, and returns its path.
+func (h *hookReceiver) endpointsFile(t *testing.T, owner string) string {
+	t.Helper()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "hook.secret"), "whsec_"+base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))+"\n")
+	path := filepath.Join(dir, "endpoints.json")
+	writeFile(t, path, `{"endpoints": [{"id": "hook", "owner": "`+owner+`", "url": "`+h.srv.URL+`/hook", "secret_file": "hook.secret"}]}`)
+	return path
+}
+
+// await waits until each of ids was delivered, once.
+func (h *hookReceiver) await(t *testing.T, ids ...string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		h.mu.Lock()
+		n := 0
+		for _, id := range ids {
+			if h.ids[id] > 0 {
+				n++
+			}
+		}
+		got := maps.Clone(h.ids)
+		h.mu.Unlock()
+		if n == len(ids) {
+			for _, id := range ids {
+				if got[id] != 1 {
+					t.Errorf("upload %s delivered %d times, want once", id, got[id])
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("webhook deliveries: %d of %d uploads after %v", n, len(ids), within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

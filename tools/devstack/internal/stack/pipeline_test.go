@@ -7,7 +7,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -27,14 +30,20 @@ import (
 // uploads that devstack suggests (the curl command exactly as printed, and
 // the nats pub one's request) and waits for them to complete.
 func TestPipeline(t *testing.T) {
-	bin := testenv.BuildServices(t, "blobwriter", "refwriter", "ingest")
+	bin := testenv.BuildServices(t, "blobwriter", "refwriter", "ingest", "notifier")
 	dbURL := freshSchema(t)
-	var ingest Service
+	services := map[string]Service{}
 	for _, svc := range DefaultServices() {
-		if svc.Name == "ingest" {
-			ingest = svc
-		}
+		services[svc.Name] = svc
 	}
+	ingest, notifier := services["ingest"], services["notifier"]
+	// The notifier's endpoints file, edited before this run: the dev
+	// caller's uploads go to a receiver on this machine.
+	dataDir := t.TempDir()
+	hooks := newHooks(t)
+	writeFile(t, filepath.Join(dataDir, "dev.secret"), "whsec_"+strings.Repeat("A", 32)+"\n")
+	writeFile(t, filepath.Join(dataDir, notifier.Files["NOTIFIER_ENDPOINTS_FILE"].Name),
+		`{"endpoints": [{"id": "dev", "owner": "`+DevCaller+`", "url": "`+hooks.url+`", "secret_file": "dev.secret"}]}`)
 	blobDir := filepath.Join(t.TempDir(), "blobs")
 	// blobwriter's metrics port is taken, as by a node_exporter on 9100: it
 	// gets a free one.
@@ -46,7 +55,7 @@ func TestPipeline(t *testing.T) {
 	out := &testenv.SyncBuffer{}
 	t.Cleanup(func() { testenv.ShowLog(t, "stack", out.String()) })
 	r := runStack(t, Config{
-		DataDir:     t.TempDir(),
+		DataDir:     dataDir,
 		DatabaseURL: dbURL,
 		BlobURL:     (&url.URL{Scheme: "file", Path: blobDir, RawQuery: "create_dir=true"}).String(),
 		BinDir:      bin,
@@ -54,6 +63,7 @@ func TestPipeline(t *testing.T) {
 			{Name: "blobwriter", MetricsAddr: taken.Addr().String()},
 			{Name: "refwriter", MetricsAddr: testenv.FreeAddr(t)},
 			{Name: "ingest", MetricsAddr: testenv.FreeAddr(t), HTTPAddr: "127.0.0.1:0", Env: ingest.Env},
+			{Name: "notifier", MetricsAddr: testenv.FreeAddr(t), Env: notifier.Env, Files: notifier.Files},
 		},
 		Env:          os.Environ(),
 		Out:          out,
@@ -93,6 +103,10 @@ func TestPipeline(t *testing.T) {
 	httpID := hex.EncodeToString(sum[:])[:32]
 	if data, err := os.ReadFile(filepath.Join(blobDir, "uploads", httpID)); err != nil || string(data) != "hello" {
 		t.Errorf("blob uploads/%s: got %q, %v, want \"hello\"", httpID, data, err)
+	}
+	// The notifier delivered it to the dev caller's endpoint.
+	if got := hooks.await(t, time.Minute); got != httpID {
+		t.Errorf("webhook delivery: got upload %q, want %q", got, httpID)
 	}
 
 	nc, err := nats.Connect(natsURL)
@@ -134,7 +148,7 @@ func TestPipeline(t *testing.T) {
 		t.Fatalf("Run after stop: got %v, want nil", err)
 	}
 	checkGone(t, r.st.PIDs(), natsURL)
-	for _, want := range []string{"blobwriter stopped", "refwriter stopped", "ingest stopped", "NATS stopped"} {
+	for _, want := range []string{"blobwriter stopped", "refwriter stopped", "ingest stopped", "notifier stopped", "NATS stopped"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}
@@ -164,4 +178,54 @@ func countRefs(t *testing.T, dbURL, id string) int {
 		t.Fatalf("count upload_refs: %v", err)
 	}
 	return n
+}
+
+// hooks is a webhook receiver: it hands over the upload id of each
+// delivery.
+type hooks struct {
+	url string
+	ids chan string
+}
+
+func newHooks(t *testing.T) *hooks {
+	t.Helper()
+	h := &hooks{ids: make(chan string, 16)}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Data struct {
+				ID string `json:"id"`
+			} `json:"data"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || r.Header.Get("webhook-signature") == "" {
+			http.Error(w, "not a webhook", http.StatusBadRequest)
+			return
+		}
+		select {
+		case h.ids <- body.Data.ID:
+		default:
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	h.url = srv.URL + "/hook"
+	return h
+}
+
+// await returns the upload id of the next delivery.
+func (h *hooks) await(t *testing.T, within time.Duration) string {
+	t.Helper()
+	select {
+	case id := <-h.ids:
+		return id
+	case <-time.After(within):
+		t.Fatalf("no webhook delivery after %v", within)
+		return ""
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

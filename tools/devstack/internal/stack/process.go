@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -54,6 +55,13 @@ func (s *Stack) start(svc Service, exited chan<- *child) (*child, error) {
 		defaults = map[string]string{}
 	}
 	defaults["LOG_FORMAT"] = "text"
+	for name, f := range svc.Files {
+		path := filepath.Join(s.cfg.DataDir, f.Name)
+		if err := writeNew(path, f.Content); err != nil {
+			return nil, fmt.Errorf("stack: %s: %s: %w", svc.Name, name, err)
+		}
+		defaults[name] = path
+	}
 	cmd.Env = childEnv(s.cfg.Env, set, defaults)
 	c := &child{name: svc.Name, metricsAddr: metricsAddr, cmd: cmd, out: s.out.writer(svc.Name), done: make(chan struct{})}
 	// One writer for both streams: exec then uses a single pipe, so the
@@ -238,3 +246,19 @@ func (w *lineWriter) flush() {
 }
 
 var _ io.Writer = (*lineWriter)(nil)
+
+// writeNew writes content to path unless a file is there already.
+func writeNew(path, content string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) // #nosec G304 -- a file of the stack's data directory
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}

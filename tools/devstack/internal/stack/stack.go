@@ -50,14 +50,35 @@ type Service struct {
 	// Env holds defaults of the service's environment: Config.Env overrides
 	// them.
 	Env map[string]string
+	// Files are files of the service's own in Config.DataDir, by the
+	// variable that names them (a default Config.Env overrides): the stack
+	// writes each with its initial content when it is not there yet, and
+	// keeps it across runs for the user to edit.
+	Files map[string]File
 }
 
+// File is a file a service reads from the stack's data directory.
+type File struct {
+	Name    string // in Config.DataDir
+	Content string // written when the file does not exist
+}
+
+// NotifierEndpointsFile is the notifier's endpoints file in the data
+// directory: no endpoint at first (docs/notifier.md says how to add one).
+var NotifierEndpointsFile = File{Name: "notifier-endpoints.json", Content: "{\n  \"endpoints\": []\n}\n"}
+
 // DefaultServices are blobref's services with their usual ports: the
-// consumers, and ingest with the dev token.
+// consumers (the notifier with its endpoints file, reaching receivers on
+// this machine too), and ingest with the dev token.
 func DefaultServices() []Service {
 	return []Service{
 		{Name: "blobwriter", MetricsAddr: "127.0.0.1:9101"},
 		{Name: "refwriter", MetricsAddr: "127.0.0.1:9102"},
+		{
+			Name: "notifier", MetricsAddr: "127.0.0.1:9103",
+			Env:   map[string]string{"NOTIFIER_ALLOW_PRIVATE": "true"},
+			Files: map[string]File{"NOTIFIER_ENDPOINTS_FILE": NotifierEndpointsFile},
+		},
 		{
 			Name: "ingest", MetricsAddr: "127.0.0.1:9100", HTTPAddr: "127.0.0.1:8080",
 			Env: map[string]string{"AUTH_TOKENS": DevToken + "=" + DevCaller, "AUTH_ALLOW_WEAK_TOKENS": "true"},

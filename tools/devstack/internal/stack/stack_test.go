@@ -47,7 +47,7 @@ func fakeBin(t *testing.T, blobwriter, refwriter string) string {
 	t.Helper()
 	dir := t.TempDir()
 	ingest := strings.Replace(graceful, "METRICS_ADDR=$METRICS_ADDR", "HTTP_ADDR=$HTTP_ADDR AUTH_TOKENS=$AUTH_TOKENS", 1)
-	for name, script := range map[string]string{"blobwriter": blobwriter, "refwriter": refwriter, "ingest": ingest} {
+	for name, script := range map[string]string{"blobwriter": blobwriter, "refwriter": refwriter, "ingest": ingest, "notifier": graceful} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
