@@ -242,9 +242,12 @@ func (c *Completer) resume(ctx context.Context, cand *candidate) {
 	s := c.Service
 	log := c.logger().With("upload_id", cand.snap.ID, "kind", cand.kind)
 	lctx, cancel := context.WithTimeout(ctx, s.publishTimeout())
-	st, err := s.state(lctx, cand.snap)
-	var inline []byte
-	if err == nil && st.State != StateCompleted && st.State != StateFailed {
+	st := cand.snap.state()
+	var (
+		inline []byte
+		err    error
+	)
+	if st.State != StateCompleted && st.State != StateFailed {
 		cand.found = true
 		c.Metrics.found(cand.kind)
 		inline, err = c.body(lctx, cand)

@@ -5,20 +5,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/blobref/blobref/internal/marker"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/services/ingest/internal/readmodel"
 )
 
 // The completer's tests run rounds by hand against real JetStream and
@@ -207,38 +205,43 @@ func (e *completerEnv) row(id string) row {
 	return r
 }
 
-// complete records the markers and the reference of upload id as the
-// consumers do.
+// complete records in the read model that upload id was stored and
+// completed, as its consumers do.
 func (e *completerEnv) complete(id string) {
 	e.t.Helper()
 	ctx := context.Background()
-	var subject, sha, ct string
+	var owner, subject, sha, ct string
 	var size int64
 	var at time.Time
-	if err := e.pg.Pool.QueryRow(ctx, `SELECT subject, sha256, content_type, size, created_at FROM ingest_uploads WHERE id = $1`, id).
-		Scan(&subject, &sha, &ct, &size, &at); err != nil {
+	if err := e.pg.Pool.QueryRow(ctx, `SELECT caller, subject, sha256, content_type, size, created_at FROM ingest_uploads WHERE id = $1`, id).
+		Scan(&owner, &subject, &sha, &ct, &size, &at); err != nil {
 		e.t.Fatal(err)
 	}
-	b := events.Blob{Key: "uploads/" + id, Size: size, SHA256: sha, ContentType: ct}
-	result, _ := json.Marshal(b)
-	store := marker.NewStore(e.pg.Pool)
-	if _, _, err := store.Record(ctx, marker.Marker{UploadID: id, Step: stepBlob, Fingerprint: sha, Result: result}, nil); err != nil {
+	b := events.Blob{Key: events.DefaultKeyPrefix + id, Size: size, SHA256: sha, ContentType: ct}
+	req, err := events.NewRequested(events.Request{ID: id, Source: Source, Owner: owner, Subject: subject,
+		ContentType: ct, Time: at, DataRef: "nats-object://uploads-staging/" + id, SHA256: sha})
+	if err != nil {
 		e.t.Fatal(err)
 	}
-	ref := events.Reference{ID: id, Subject: subject, Blob: b, EventTime: at}
-	result, _ = json.Marshal(ref)
-	if _, _, err := store.Record(ctx, marker.Marker{UploadID: id, Step: stepRef, Fingerprint: sha, Result: result},
-		func(ctx context.Context, tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, `INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time)
-				VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, subject, b.Key, size, sha, ct, at)
-			return err
-		}); err != nil {
+	stored, err := events.NewBlobStored(req, b, events.SourceBlobWriter)
+	if err != nil {
 		e.t.Fatal(err)
+	}
+	done, err := events.NewCompleted(stored, events.Reference{ID: id, Owner: owner, Subject: subject, Blob: b, EventTime: at},
+		events.SourceRefWriter)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	now := time.Now()
+	for _, f := range []readmodel.Fact{readmodel.Stored(stored, now), readmodel.Completed(done, now)} {
+		if err := readmodel.Apply(ctx, e.pg.Pool, f); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 }
 
 // deadLetter dead-letters the latest request event of id as the step
-// runner does.
+// runner does, and records it in the read model as its consumer does.
 func (e *completerEnv) deadLetter(id string) {
 	e.t.Helper()
 	evs, _ := e.requests(id)
@@ -247,10 +250,21 @@ func (e *completerEnv) deadLetter(id string) {
 		e.t.Fatal(err)
 	}
 	d := events.DeadLetter{
-		Reason: events.ReasonInvalid, Step: stepBlob, Error: "refused", Subject: msg.Subject,
+		Reason: events.ReasonInvalid, Step: events.StepBlob, Error: "refused", Subject: msg.Subject,
 		Stream: events.StreamName, Deliveries: 1, Sequence: 1, Time: time.Now().UTC(),
 	}
-	testenv.PublishMsg(e.t, e.js, events.DeadLetterMsg(d, msg.Header, msg.Data, ""))
+	dl := events.DeadLetterMsg(d, msg.Header, msg.Data, "")
+	ack, err := e.js.PublishMsg(context.Background(), dl)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	f, ok := readmodel.DeadLetter(dl.Subject, dl.Header, dl.Data, ack.Sequence, time.Now())
+	if !ok {
+		e.t.Fatalf("dead letter of %s: not read as one", id)
+	}
+	if err := readmodel.Apply(context.Background(), e.pg.Pool, f); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 func (e *completerEnv) counter(reg *prometheus.Registry, family string, match ...string) float64 {

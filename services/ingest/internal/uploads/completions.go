@@ -134,9 +134,8 @@ func (c *completions) deliver(msg *nats.Msg) {
 }
 
 // await waits up to sub.Wait for the completed event of the upload st
-// describes (its sha256 too) and returns its reference, or nil when none
-// came in time.
-func (w *waiter) await(ctx context.Context, st State, sub Submission) *events.Reference {
+// describes (its sha256 too) and returns it, or nil when none came in time.
+func (w *waiter) await(ctx context.Context, st State, sub Submission) *events.Event {
 	ctx, cancel := context.WithTimeout(ctx, sub.Wait)
 	defer cancel()
 	if sub.Interrupt != nil {
@@ -147,7 +146,7 @@ func (w *waiter) await(ctx context.Context, st State, sub Submission) *events.Re
 		select {
 		case ev := <-w.c:
 			if ev.SHA256 == st.SHA256 {
-				return ev.Ref
+				return ev
 			}
 		case <-ctx.Done():
 			return nil

@@ -2,11 +2,11 @@ package uploads
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/pkg/events"
 )
@@ -21,13 +21,6 @@ const (
 	StateCompleted = "completed"
 	// StateFailed: a step gave up on the upload (see DeadLetter).
 	StateFailed = "failed"
-)
-
-// The pipeline's step names, as they appear in step_markers (the consumers
-// own them: blobwriter's blobstore.StepName and refwriter's refstore.StepName).
-const (
-	stepBlob = "blob"
-	stepRef  = "ref"
 )
 
 // State is what a client sees of an upload.
@@ -110,36 +103,128 @@ type record struct {
 	PublishCount int
 }
 
-// snapshot is a record with what the pipeline has done for it, as Postgres
-// knows it.
+// snapshot is a record with what the pipeline has done for it, as ingest's
+// read model knows it.
 type snapshot struct {
 	record
 	// busy: the request that recorded the upload is still publishing it
 	// (its claim has not lapsed).
-	busy          bool
-	blobAt, refAt *time.Time
-	ref           *events.Reference
+	busy bool
+	view view
 }
 
-func (s *snapshot) completed() bool { return s.refAt != nil && s.ref != nil }
+func (s *snapshot) completed() bool { return s.view.completed() }
+
+// view is what ingest's read model (ingest_upload_view, package readmodel)
+// says of an upload; every field may be missing.
+type view struct {
+	storedAt, completedAt, progressAt *time.Time
+	ref                               *events.Reference
+	deadStoredAt                      *time.Time
+	dead                              *DeadLetter
+}
+
+func (v *view) completed() bool { return v.completedAt != nil && v.ref != nil }
+
+// viewColumns are the columns of the read model v that viewScan reads.
+const viewColumns = `rm.stored_at, rm.completed_at, rm.progress_at, rm.ref,
+	rm.dead_stored_at, rm.dead_reason, rm.dead_step, rm.dead_at`
+
+// viewScan receives the viewColumns of a row.
+type viewScan struct {
+	storedAt, completedAt, progressAt, deadStoredAt, deadAt *time.Time
+	ref                                                     []byte
+	deadReason, deadStep                                    *string
+}
+
+func (c *viewScan) targets() []any {
+	return []any{&c.storedAt, &c.completedAt, &c.progressAt, &c.ref,
+		&c.deadStoredAt, &c.deadReason, &c.deadStep, &c.deadAt}
+}
+
+func (c *viewScan) view(id string) view {
+	v := view{storedAt: utc(c.storedAt), completedAt: utc(c.completedAt), progressAt: utc(c.progressAt),
+		deadStoredAt: utc(c.deadStoredAt)}
+	if c.ref != nil {
+		var ref events.Reference
+		if json.Unmarshal(c.ref, &ref) == nil {
+			ref.ID = id
+			v.ref = &ref
+		}
+	}
+	if c.deadStoredAt != nil && c.deadReason != nil {
+		v.dead = &DeadLetter{Reason: *c.deadReason, Step: deref(c.deadStep), Message: deadLetterMessage(*c.deadReason)}
+		if c.deadAt != nil {
+			v.dead.At = c.deadAt.UTC()
+		}
+	}
+	return v
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// fold sets the state of st from what the read model says of its upload,
+// published (the request event) at publishedAt, if known. Completed wins;
+// then failed, for a dead letter that neither a later publish of the
+// request nor a later event of the pipeline (a re-drive) overtook; then
+// stored once the bytes are stored; pending otherwise. stateSQL is the same
+// rule in SQL.
+func (v view) fold(st *State, publishedAt *time.Time) {
+	st.State = StatePending
+	if v.storedAt != nil {
+		st.Steps.Blob = &Step{At: *v.storedAt}
+		st.State = StateStored
+	}
+	if v.completed() {
+		if st.Steps.Blob == nil { // its completed event came first
+			st.Steps.Blob = &Step{At: *v.completedAt}
+		}
+		st.Steps.Ref = &Step{At: *v.completedAt}
+		st.State, st.Reference = StateCompleted, v.ref
+		return
+	}
+	if v.dead == nil {
+		return
+	}
+	if publishedAt != nil && publishedAt.After(*v.deadStoredAt) {
+		return
+	}
+	if v.progressAt != nil && v.progressAt.After(*v.deadStoredAt) {
+		return
+	}
+	st.State, st.DeadLetter = StateFailed, v.dead
+}
+
+// stateSQL is fold's state in SQL, over the read model v, with the request
+// published at publishedAt (an SQL expression).
+func stateSQL(publishedAt string) string {
+	return `CASE
+	WHEN rm.completed_at IS NOT NULL AND rm.ref IS NOT NULL THEN '` + StateCompleted + `'
+	WHEN rm.dead_stored_at IS NOT NULL AND rm.dead_reason IS NOT NULL
+	     AND NOT coalesce(` + publishedAt + ` > rm.dead_stored_at, false)
+	     AND NOT coalesce(rm.progress_at > rm.dead_stored_at, false) THEN '` + StateFailed + `'
+	WHEN rm.stored_at IS NOT NULL THEN '` + StateStored + `'
+	ELSE '` + StatePending + `' END`
+}
 
 // snapshotCompleted is completed in SQL, over the snapshotJoins.
-const snapshotCompleted = `(r.created_at IS NOT NULL AND ref.id IS NOT NULL)`
+const snapshotCompleted = `(rm.completed_at IS NOT NULL AND rm.ref IS NOT NULL)`
 
-// snapshotColumns are the columns a snapshotScan reads: the upload u, the
-// markers b and r of its steps and its reference ref, all left-joined
-// (snapshotJoins), so that each may be NULL.
+// snapshotColumns are the columns a snapshotScan reads: the upload u and
+// what the read model v says of it, left-joined (snapshotJoins), so that
+// each may be NULL.
 const snapshotColumns = `
 	u.id, u.caller, u.idempotency_key, u.subject, u.content_type, u.size, u.sha256,
 	u.dataref, u.created_at, u.published_at, u.publish_count,
-	u.published_at IS NULL AND u.claimed_until > now(),
-	b.created_at, r.created_at,
-	ref.owner, ref.subject, ref.blob_key, ref.size, ref.sha256, ref.content_type, ref.event_time`
+	u.published_at IS NULL AND u.claimed_until > now(), ` + viewColumns
 
 const snapshotJoins = `
-	LEFT JOIN step_markers b ON b.upload_id = u.id AND b.step = '` + stepBlob + `'
-	LEFT JOIN step_markers r ON r.upload_id = u.id AND r.step = '` + stepRef + `'
-	LEFT JOIN upload_refs ref ON ref.id = u.id`
+	LEFT JOIN ingest_upload_view rm ON rm.id = u.id`
 
 const selectSnapshot = `SELECT ` + snapshotColumns + ` FROM ingest_uploads u ` + snapshotJoins + ` WHERE u.id = $1`
 
@@ -150,20 +235,15 @@ type snapshotScan struct {
 	createdAt, publishedAt                              *time.Time
 	publishCount                                        *int
 	busy                                                *bool
-	blobAt, refAt                                       *time.Time
-	refOwner, refSubject, refKey, refSHA, refCT         *string
-	refSize                                             *int64
-	refTime                                             *time.Time
+	view                                                viewScan
 }
 
 // targets are the Scan destinations of the snapshotColumns.
 func (c *snapshotScan) targets() []any {
-	return []any{
+	return append([]any{
 		&c.id, &c.caller, &c.key, &c.subject, &c.contentType, &c.size, &c.sha,
-		&c.dataref, &c.createdAt, &c.publishedAt, &c.publishCount,
-		&c.busy, &c.blobAt, &c.refAt,
-		&c.refOwner, &c.refSubject, &c.refKey, &c.refSize, &c.refSHA, &c.refCT, &c.refTime,
-	}
+		&c.dataref, &c.createdAt, &c.publishedAt, &c.publishCount, &c.busy,
+	}, c.view.targets()...)
 }
 
 // snapshot returns what was scanned; ok is false when the row had no upload.
@@ -180,16 +260,7 @@ func (c *snapshotScan) snapshot() (snap snapshot, ok bool) {
 		snap.DataRef = *c.dataref
 	}
 	snap.busy = c.busy != nil && *c.busy
-	snap.blobAt, snap.refAt = utc(c.blobAt), utc(c.refAt)
-	if c.refKey != nil {
-		snap.ref = &events.Reference{
-			ID:        snap.ID,
-			Owner:     *c.refOwner,
-			Subject:   *c.refSubject,
-			Blob:      events.Blob{Key: *c.refKey, Size: *c.refSize, SHA256: *c.refSHA, ContentType: *c.refCT},
-			EventTime: c.refTime.UTC(),
-		}
-	}
+	snap.view = c.view.view(snap.ID)
 	return snap, true
 }
 
@@ -217,84 +288,15 @@ func (s *Service) load(ctx context.Context, id string) (snap snapshot, ok bool, 
 	return snap, ok, nil
 }
 
-// state turns a snapshot into the client's view, looking up dead letters
-// when the upload has not completed.
-func (s *Service) state(ctx context.Context, snap snapshot) (State, error) {
+// state is the client's view of a snapshot.
+func (snap snapshot) state() State {
 	st := State{
-		ID: snap.ID, Subject: snap.Subject, State: StatePending,
+		ID: snap.ID, Subject: snap.Subject,
 		ContentType: snap.ContentType, Size: snap.Size, SHA256: snap.SHA256, CreatedAt: snap.CreatedAt,
 	}
 	if snap.PublishedAt != nil {
 		st.Steps.Accepted = &Step{At: snap.PublishedAt.UTC()}
 	}
-	if snap.blobAt != nil {
-		st.Steps.Blob = &Step{At: snap.blobAt.UTC()}
-		st.State = StateStored
-	}
-	if snap.completed() {
-		st.Steps.Ref = &Step{At: snap.refAt.UTC()}
-		st.State, st.Reference = StateCompleted, snap.ref
-		return st, nil
-	}
-	dl, err := s.deadLetter(ctx, snap)
-	if err != nil {
-		return State{}, err
-	}
-	if dl != nil {
-		st.State, st.DeadLetter = StateFailed, dl
-	}
-	return st, nil
-}
-
-// deadLetter returns the latest dead letter of the upload's request or
-// blob_stored event, unless the request was published again after it (a
-// re-drive that may yet succeed).
-func (s *Service) deadLetter(ctx context.Context, snap snapshot) (*DeadLetter, error) {
-	dlq, err := s.dlq(ctx)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, unavailable("read dead letters", err)
-	}
-	var latest *DeadLetter
-	for _, subject := range []string{events.RequestedSubject(snap.ID), events.BlobStoredSubject(snap.ID)} {
-		raw, err := dlq.GetLastMsgForSubject(ctx, events.DeadLetterSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, unavailable("read dead letters", err)
-		}
-		d, err := events.ParseDeadLetter(raw.Header)
-		if err != nil {
-			continue // not a dead letter the pipeline wrote
-		}
-		at := d.Time
-		if at.IsZero() {
-			at = raw.Time.UTC()
-		}
-		if latest == nil || at.After(latest.At) {
-			latest = &DeadLetter{Reason: d.Reason, Step: d.Step, Message: deadLetterMessage(d.Reason), At: at}
-		}
-	}
-	if latest != nil && snap.PublishedAt != nil && latest.At.Before(*snap.PublishedAt) {
-		return nil, nil
-	}
-	return latest, nil
-}
-
-// dlq returns the dead-letter stream, looked up once.
-func (s *Service) dlq(ctx context.Context) (jetstream.Stream, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.dlqStream != nil {
-		return s.dlqStream, nil
-	}
-	st, err := s.JS.Stream(ctx, events.DLQStreamName)
-	if err != nil {
-		return nil, err
-	}
-	s.dlqStream = st
-	return st, nil
+	snap.view.fold(&st, snap.PublishedAt)
+	return st
 }

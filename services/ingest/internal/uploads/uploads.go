@@ -46,10 +46,11 @@ import (
 
 	"github.com/blobref/blobref/internal/failpoint"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/services/ingest/internal/readmodel"
 )
 
 // Source is the CloudEvents source of the request events ingest publishes.
-const Source = "/blobref/ingest"
+const Source = events.SourceIngest
 
 // ID returns the upload id of the request caller sent with idempotency key
 // key: the first 32 lowercase hex characters of sha256(caller "\n" key).
@@ -88,9 +89,6 @@ type Service struct {
 	started     chan struct{}
 	batches     *batcher[*job]
 	completions completions
-
-	mu        sync.Mutex
-	dlqStream jetstream.Stream
 }
 
 func (s *Service) init() {
@@ -225,13 +223,21 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (res Result, err e
 		return res, err
 	}
 	res.Waited = true
-	if ref := w.await(ctx, res.State, sub); ref != nil {
-		res.State = completedState(res.State, ref, s.now())
+	if ev := w.await(ctx, res.State, sub); ev != nil {
+		now := s.now()
+		res.State = completedState(res.State, ev.Ref, now)
+		// The read model learns of the completion from its own consumer
+		// too; telling it now lets a GET that follows this answer see it.
+		// Should Postgres fail here, that consumer records it later.
+		_ = readmodel.Apply(context.WithoutCancel(ctx), s.Pool, readmodel.Completed(ev, now))
 	}
 	return res, nil
 }
 
-// Status returns the state of upload id, which must belong to caller.
+// Status returns the state of upload id, which must belong to caller: an
+// upload caller sent through ingest, or one published straight over NATS
+// whose events name caller as its owner (once a step stored or
+// dead-lettered it).
 // Errors: ErrNotFound, *UnavailableError.
 func (s *Service) Status(ctx context.Context, caller, id string) (State, error) {
 	if !events.ValidID(id) {
@@ -241,10 +247,13 @@ func (s *Service) Status(ctx context.Context, caller, id string) (State, error) 
 	if err != nil {
 		return State{}, err
 	}
-	if !found || snap.Caller != caller {
-		return State{}, ErrNotFound
+	if found {
+		if snap.Caller != caller {
+			return State{}, ErrNotFound
+		}
+		return snap.state(), nil
 	}
-	return s.state(ctx, snap)
+	return s.loadEventsOnly(ctx, caller, id)
 }
 
 // checkRequest applies the event contract's rules to what the request event
