@@ -90,21 +90,20 @@ func (p *Projector) consume(ctx context.Context, spec events.ConsumerSpec) error
 	if size <= 0 {
 		size = 64
 	}
-	delay := time.Duration(0)
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(size, jetstream.FetchMaxWait(2*time.Second))
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * size))
+	if err != nil {
+		return fmt.Errorf("readmodel: consumer %s: %w", spec.Durable, err)
+	}
+	defer it.Stop()
+	var delay time.Duration
+	for {
+		msgs, err := next(ctx, it, size)
+		if ctx.Err() != nil {
+			return nil // what was taken and not applied is redelivered
+		}
 		if err != nil {
-			if ctx.Err() == nil {
-				p.logger().Warn("read model: fetch", "consumer", spec.Durable, "error", err)
-				sleep(ctx, time.Second)
-			}
-			continue
-		}
-		var msgs []jetstream.Msg
-		for msg := range batch.Messages() {
-			msgs = append(msgs, msg)
-		}
-		if len(msgs) == 0 {
+			p.logger().Warn("read model: pull", "consumer", spec.Durable, "error", err)
+			sleep(ctx, time.Second)
 			continue
 		}
 		if err := p.apply(ctx, spec, msgs); err != nil {
@@ -122,7 +121,24 @@ func (p *Projector) consume(ctx context.Context, spec events.ConsumerSpec) error
 			_ = m.Ack() // a lost ack redelivers a fact already applied
 		}
 	}
-	return nil
+}
+
+// next waits for a message, then takes those already delivered with it,
+// up to size: a batch of what arrived together.
+func next(ctx context.Context, it jetstream.MessagesContext, size int) ([]jetstream.Msg, error) {
+	first, err := it.Next(jetstream.NextContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	msgs := []jetstream.Msg{first}
+	for len(msgs) < size {
+		m, err := it.Next(jetstream.NextMaxWait(time.Millisecond))
+		if err != nil {
+			break // nothing more buffered
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
 }
 
 // apply records the facts of msgs in one round trip, on a context that

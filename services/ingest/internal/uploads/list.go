@@ -61,7 +61,7 @@ WHERE rm.id = $1 AND rm.owner = $2 AND rm.owner <> ''
 // selectPage lists the uploads of caller $1, newest first: those ingest
 // accepted from it (by when it accepted them) and those only the read
 // model knows of whose owner it is (by when ingest learned of them).
-// $2 subject or '', $3 state or '', $4 and $5 the cursor's time and id (or
+// $2 subject or ”, $3 state or ”, $4 and $5 the cursor's time and id (or
 // NULL), $6 the limit.
 var selectPage = `
 SELECT rm.id, rm.subject, rm.content_type, rm.size, rm.sha256, rm.created_at, rm.listed_at, rm.published_at, ` + viewColumns + `
