@@ -78,33 +78,43 @@ func (p *Projector) consumer(ctx context.Context, spec events.ConsumerSpec) (jet
 	}
 }
 
+// consume runs spec's consumer until ctx is done. Should its pull stop
+// (the consumer was deleted, JetStream lost it), it looks the consumer up,
+// or creates it, again.
 func (p *Projector) consume(ctx context.Context, spec events.ConsumerSpec) error {
-	cons, err := p.consumer(ctx, spec)
-	if ctx.Err() != nil {
-		return nil
+	for {
+		cons, err := p.consumer(ctx, spec)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("readmodel: consumer %s: %w", spec.Durable, err)
+		}
+		err = p.pull(ctx, spec, cons)
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.logger().Warn("read model: pull stopped, starting again", "consumer", spec.Durable, "error", err)
+		sleep(ctx, time.Second)
 	}
-	if err != nil {
-		return fmt.Errorf("readmodel: consumer %s: %w", spec.Durable, err)
-	}
+}
+
+// pull applies what cons delivers until ctx is done or the pull fails.
+func (p *Projector) pull(ctx context.Context, spec events.ConsumerSpec, cons jetstream.Consumer) error {
 	size := p.BatchSize
 	if size <= 0 {
 		size = 64
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(2 * size))
 	if err != nil {
-		return fmt.Errorf("readmodel: consumer %s: %w", spec.Durable, err)
+		return err
 	}
 	defer it.Stop()
 	var delay time.Duration
 	for {
 		msgs, err := next(ctx, it, size)
-		if ctx.Err() != nil {
-			return nil // what was taken and not applied is redelivered
-		}
 		if err != nil {
-			p.logger().Warn("read model: pull", "consumer", spec.Durable, "error", err)
-			sleep(ctx, time.Second)
-			continue
+			return err // after ctx is done too: what was not applied is redelivered
 		}
 		if err := p.apply(ctx, spec, msgs); err != nil {
 			delay = min(max(2*delay, 200*time.Millisecond), 5*time.Second)
