@@ -249,9 +249,9 @@ func TestSetup(t *testing.T) {
 			}))
 			return err
 		})
-		s.denied(t, "refilter ingest's dead-letter consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS_DLQ.ingest-deadletters.dlq.uploads.requested", func(ctx context.Context) error {
+		s.denied(t, "widen ingest's dead-letter consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS_DLQ.ingest-deadletters.dlq", func(ctx context.Context) error {
 			cc := service.ViewConsumerConfig(events.IngestDeadLetterConsumer)
-			cc.FilterSubject = events.DeadLetterSubject(events.RequestedSubject(">"))
+			cc.FilterSubject = "dlq.>"
 			_, err := s.js.CreateOrUpdateConsumer(ctx, events.DLQStreamName, cc)
 			return err
 		})
