@@ -121,4 +121,3 @@ func TestStatusAfterARedriveOverNATS(t *testing.T) {
 		t.Errorf("re-driven and stored: got %+v, want stored", st)
 	}
 }
-
