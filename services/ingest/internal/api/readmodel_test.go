@@ -121,3 +121,40 @@ func TestStatusAfterARedriveOverNATS(t *testing.T) {
 		t.Errorf("re-driven and stored: got %+v, want stored", st)
 	}
 }
+
+// A retry of an upload that completed while the read model is behind (here
+// it never catches up) answers completed from the completed event in
+// UPLOADS, rather than waiting for a completion that came before it.
+func TestRetryCatchesUpWithTheEvents(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(o *options) { o.noReadModel = true })
+	id := uploads.ID("alice", "behind")
+	body := []byte("completed while the read model was behind")
+	e.post(upload{key: "behind", body: body}).state(t, http.StatusAccepted)
+	req := e.awaitRequests(id, 1)[0]
+	b := events.Blob{Key: events.DefaultKeyPrefix + id, Size: int64(len(body)), SHA256: req.SHA256, ContentType: req.ContentType}
+	stored, err := events.NewBlobStored(req, b, events.SourceBlobWriter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := events.Reference{ID: id, Owner: req.Owner, Subject: req.Subject, Blob: b, EventTime: req.Time}
+	completed, err := events.NewCompleted(stored, ref, events.SourceRefWriter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Publish(t, e.js, stored, "")
+	testenv.Publish(t, e.js, completed, "")
+	if st := e.get(aliceToken, "/v1/uploads/"+id).state(t, http.StatusOK); st.State != uploads.StatePending {
+		t.Fatalf("GET with the read model behind: got %+v, want pending", st)
+	}
+
+	r := e.post(upload{key: "behind", body: body, header: http.Header{"Prefer": {"wait=1"}}})
+	st := r.state(t, http.StatusOK)
+	if st.State != uploads.StateCompleted || st.Reference == nil || *st.Reference != ref {
+		t.Errorf("retry: got %+v, want completed with %+v", st, ref)
+	}
+	// ... and the read model has it now.
+	if st := e.get(aliceToken, "/v1/uploads/"+id).state(t, http.StatusOK); st.State != uploads.StateCompleted {
+		t.Errorf("GET after the retry: got %+v, want completed", st)
+	}
+}

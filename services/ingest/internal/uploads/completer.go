@@ -67,8 +67,6 @@ type Completer struct {
 	// Logger logs each resumed upload [slog.Default()].
 	Logger *slog.Logger
 
-	mu     sync.Mutex
-	stream jetstream.Stream // UPLOADS, looked up once
 }
 
 func (c *Completer) interval() time.Duration {
@@ -294,7 +292,7 @@ func (c *Completer) body(ctx context.Context, cand *candidate) ([]byte, error) {
 	case cand.payload != nil:
 		return cand.payload, nil
 	}
-	stream, err := c.uploads(ctx)
+	stream, err := c.Service.uploadsStream(ctx)
 	if err != nil {
 		return nil, unavailable("look up UPLOADS", err)
 	}
@@ -314,21 +312,6 @@ func (c *Completer) body(ctx context.Context, cand *candidate) ([]byte, error) {
 		return nil, fmt.Errorf("%w: the last request event holds other bytes", errBodyGone)
 	}
 	return ev.Data, nil
-}
-
-// uploads returns the UPLOADS stream, looked up once.
-func (c *Completer) uploads(ctx context.Context) (jetstream.Stream, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stream != nil {
-		return c.stream, nil
-	}
-	st, err := c.Service.JS.Stream(ctx, events.StreamName)
-	if err != nil {
-		return nil, err
-	}
-	c.stream = st
-	return st, nil
 }
 
 // releaseClaims ends the claims a round still holds ($2, the claimed_until

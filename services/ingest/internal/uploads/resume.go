@@ -43,7 +43,7 @@ func (s *Service) resume(ctx context.Context, snap snapshot, sub Submission, fp 
 		snap.PublishedAt = &j.at
 		snap.PublishCount++
 	}
-	return snap.state(), nil
+	return s.catchUp(ctx, snap.state()), nil
 }
 
 // hashBody reads body to its end and returns its fingerprint.

@@ -89,6 +89,9 @@ type Service struct {
 	started     chan struct{}
 	batches     *batcher[*job]
 	completions completions
+
+	mu     sync.Mutex
+	stream jetstream.Stream // UPLOADS, looked up once
 }
 
 func (s *Service) init() {
