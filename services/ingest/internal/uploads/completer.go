@@ -66,7 +66,6 @@ type Completer struct {
 	Metrics *CompleterMetrics
 	// Logger logs each resumed upload [slog.Default()].
 	Logger *slog.Logger
-
 }
 
 func (c *Completer) interval() time.Duration {
