@@ -521,10 +521,20 @@ func (e *env) deadLetter(req *events.Event, reason, step string) events.DeadLett
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	// The step dead-letters the latest message of the subject, at its
+	// sequence in UPLOADS.
+	stream, err := e.js.Stream(context.Background(), events.StreamName)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	orig, err := stream.GetLastMsgForSubject(context.Background(), msg.Subject)
+	if err != nil {
+		e.t.Fatalf("the message to dead-letter, %s: %v", msg.Subject, err)
+	}
 	d := events.DeadLetter{
 		// A dependency's error, as a step may record it.
 		Reason: reason, Step: step, Error: `blob: writing uploads/x: dial tcp 10.1.2.3:9000: connect: connection refused; postgres://blobref:password@db`,
-		Subject: msg.Subject, Stream: events.StreamName, Deliveries: 1, Sequence: 1,
+		Subject: msg.Subject, Stream: events.StreamName, Deliveries: 1, Sequence: orig.Sequence,
 		Time: time.Now().UTC().Truncate(time.Microsecond),
 	}
 	ack, err := e.js.PublishMsg(context.Background(), events.DeadLetterMsg(d, msg.Header, msg.Data, ""))

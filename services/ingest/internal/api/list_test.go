@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
 )
 
@@ -187,6 +188,36 @@ func TestListFilters(t *testing.T) {
 		if !slices.Equal(got, c.want) {
 			t.Errorf("%s: got %v, want %v", c.query.Encode(), got, c.want)
 		}
+	}
+
+	// A pending upload dead-lettered is failed, and pending no more; its
+	// retry re-drives it and it is pending again.
+	doomed := pending[0]
+	req := e.awaitRequests(doomed, 1)[0]
+	e.deadLetter(req, events.ReasonRetriesExhausted, events.StepBlob)
+	failed, _ := e.list(t, aliceToken, url.Values{"state": {uploads.StateFailed}})
+	if got := ids(failed.Uploads); !slices.Equal(got, []string{doomed}) || failed.Uploads[0].DeadLetter == nil {
+		t.Errorf("failed: got %v, want [%s] with its dead letter", got, doomed)
+	}
+	stillPending, _ := e.list(t, aliceToken, url.Values{"state": {uploads.StatePending}})
+	if got := ids(stillPending.Uploads); !slices.Equal(got, pending[1:]) {
+		t.Errorf("pending after the dead letter: got %v, want %v", got, pending[1:])
+	}
+	e.clock.Advance(time.Hour) // past RedriveAfter
+	key := ""
+	for i := range 7 {
+		if uploads.ID("alice", fmt.Sprintf("list-%d", i)) == doomed {
+			key = fmt.Sprintf("list-%d", i)
+		}
+	}
+	subject := "users/42/avatar"
+	if slices.Contains(e.banners, doomed) {
+		subject = "users/42/banner"
+	}
+	e.post(upload{key: key, subject: subject, body: []byte("upload " + key)}).state(t, http.StatusAccepted)
+	redriven, _ := e.list(t, aliceToken, url.Values{"state": {uploads.StatePending}})
+	if got := ids(redriven.Uploads); !slices.Equal(got, pending) {
+		t.Errorf("pending after the re-drive: got %v, want %v", got, pending)
 	}
 }
 

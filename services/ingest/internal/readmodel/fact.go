@@ -41,8 +41,9 @@ type Fact struct {
 	// EventTime is the request's event time, which every event carries.
 	EventTime *time.Time
 	// StoredAt, CompletedAt: the stream time of a blob_stored or completed
-	// event; ProgressAt is the later of them.
-	StoredAt, CompletedAt, ProgressAt *time.Time
+	// event; ProgressSeq its UPLOADS sequence (0: unknown).
+	StoredAt, CompletedAt *time.Time
+	ProgressSeq           uint64
 	// Ref is the reference a completed event recorded.
 	Ref *events.Reference
 	// Dead is a dead letter of one of the upload's events.
@@ -51,31 +52,33 @@ type Fact struct {
 
 // Dead is a dead letter as the read model keeps it.
 type Dead struct {
-	// Seq and StoredAt are its sequence and time in UPLOADS_DLQ.
-	Seq      uint64
-	StoredAt time.Time
+	// Seq is its sequence in UPLOADS_DLQ; OrigSeq the UPLOADS sequence of
+	// the message it dead-lettered (0: unknown).
+	Seq, OrigSeq uint64
 	// Reason and Step are its Blobref-Dead-Reason and -Step; At its
 	// Blobref-Dead-Time (StoredAt when absent).
 	Reason, Step string
 	At           time.Time
 }
 
-// Stored is the fact of blob_stored event ev, stored in UPLOADS at at.
-func Stored(ev *events.Event, at time.Time) Fact {
+// Stored is the fact of blob_stored event ev, stored in UPLOADS at at with
+// sequence seq.
+func Stored(ev *events.Event, at time.Time, seq uint64) Fact {
 	f := fromEvent(ev)
 	at = at.UTC()
-	f.StoredAt, f.ProgressAt = &at, &at
+	f.StoredAt, f.ProgressSeq = &at, seq
 	if ev.Blob != nil {
 		f.ContentType, f.Size = ev.Blob.ContentType, ev.Blob.Size
 	}
 	return f
 }
 
-// Completed is the fact of completed event ev, stored in UPLOADS at at.
-func Completed(ev *events.Event, at time.Time) Fact {
+// Completed is the fact of completed event ev, stored in UPLOADS at at with
+// sequence seq (0 when not known).
+func Completed(ev *events.Event, at time.Time, seq uint64) Fact {
 	f := fromEvent(ev)
 	at = at.UTC()
-	f.CompletedAt, f.ProgressAt = &at, &at
+	f.CompletedAt, f.ProgressSeq = &at, seq
 	if ev.Ref != nil {
 		ref := *ev.Ref
 		f.Ref = &ref
@@ -107,7 +110,10 @@ func DeadLetter(subject string, header nats.Header, data []byte, seq uint64, at 
 		return Fact{}, false
 	}
 	at = at.UTC()
-	dead := &Dead{Seq: seq, StoredAt: at, Reason: d.Reason, Step: d.Step, At: d.Time.UTC()}
+	dead := &Dead{Seq: seq, Reason: d.Reason, Step: d.Step, At: d.Time.UTC()}
+	if d.Stream == events.StreamName {
+		dead.OrigSeq = d.Sequence
+	}
 	if d.Time.IsZero() {
 		dead.At = at
 	}
@@ -132,11 +138,11 @@ func uploadID(subject string) string {
 
 // upsert merges a fact into its row (see the package doc). $1 id, $2
 // owner, $3 subject, $4 content type, $5 size, $6 sha256, $7 event time,
-// $8 stored, $9 completed, $10 progress, $11 reference, $12–$16 the dead
-// letter's sequence, stream time, reason, step and time.
+// $8 stored, $9 completed, $10 progress sequence, $11 reference, $12–$16
+// the dead letter's sequence, original sequence, reason, step and time.
 const upsert = `
 INSERT INTO ingest_upload_view AS v (id, owner, subject, content_type, size, sha256, event_time,
-	stored_at, completed_at, progress_at, ref, dead_seq, dead_stored_at, dead_reason, dead_step, dead_at)
+	stored_at, completed_at, progress_seq, ref, dead_seq, dead_orig_seq, dead_reason, dead_step, dead_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (id) DO UPDATE SET
 	owner        = CASE WHEN v.owner = '' THEN excluded.owner ELSE v.owner END,
@@ -149,9 +155,9 @@ ON CONFLICT (id) DO UPDATE SET
 	completed_at = least(v.completed_at, excluded.completed_at),
 	ref          = CASE WHEN excluded.completed_at IS NOT NULL AND (v.completed_at IS NULL OR excluded.completed_at < v.completed_at)
 	               THEN excluded.ref ELSE v.ref END,
-	progress_at  = greatest(v.progress_at, excluded.progress_at),
+	progress_seq = greatest(v.progress_seq, excluded.progress_seq),
 	dead_seq       = CASE WHEN ` + newerDead + ` THEN excluded.dead_seq ELSE v.dead_seq END,
-	dead_stored_at = CASE WHEN ` + newerDead + ` THEN excluded.dead_stored_at ELSE v.dead_stored_at END,
+	dead_orig_seq  = CASE WHEN ` + newerDead + ` THEN excluded.dead_orig_seq ELSE v.dead_orig_seq END,
 	dead_reason    = CASE WHEN ` + newerDead + ` THEN excluded.dead_reason ELSE v.dead_reason END,
 	dead_step      = CASE WHEN ` + newerDead + ` THEN excluded.dead_step ELSE v.dead_step END,
 	dead_at        = CASE WHEN ` + newerDead + ` THEN excluded.dead_at ELSE v.dead_at END`
@@ -169,11 +175,20 @@ func (f Fact) args() ([]any, error) {
 		}
 	}
 	args := []any{f.ID, f.Owner, f.Subject, f.ContentType, f.Size, f.SHA256, f.EventTime,
-		f.StoredAt, f.CompletedAt, f.ProgressAt, ref, nil, nil, nil, nil, nil}
+		f.StoredAt, f.CompletedAt, seqArg(f.ProgressSeq), ref, nil, nil, nil, nil, nil}
 	if d := f.Dead; d != nil {
-		args[11], args[12], args[13], args[14], args[15] = int64(d.Seq), d.StoredAt, d.Reason, d.Step, d.At
+		args[11], args[12], args[13], args[14], args[15] = int64(d.Seq), seqArg(d.OrigSeq), d.Reason, d.Step, d.At
 	}
 	return args, nil
+}
+
+// seqArg is a stream sequence as an argument: NULL when unknown (0).
+func seqArg(seq uint64) *int64 {
+	if seq == 0 {
+		return nil
+	}
+	n := int64(seq)
+	return &n
 }
 
 // Execer runs a statement: a pool, a connection or a transaction.

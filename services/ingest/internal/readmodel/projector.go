@@ -201,9 +201,9 @@ func (p *Projector) fact(spec events.ConsumerSpec, m jetstream.Msg) (f Fact, ok 
 	}
 	switch ev.Type {
 	case events.TypeBlobStored:
-		return Stored(ev, meta.Timestamp), true
+		return Stored(ev, meta.Timestamp, meta.Sequence.Stream), true
 	case events.TypeCompleted:
-		return Completed(ev, meta.Timestamp), true
+		return Completed(ev, meta.Timestamp, meta.Sequence.Stream), true
 	}
 	return Fact{}, false
 }

@@ -23,7 +23,7 @@ const within = 20 * time.Second
 func rows(t *testing.T, pg *testenv.Postgres) map[string]string {
 	t.Helper()
 	return pg.Map(t, `SELECT id, concat_ws('|', owner, subject, content_type, size, sha256, event_time, seen_at, stored_at,
-		completed_at, ref, progress_at, dead_seq, dead_stored_at, dead_reason, dead_step, dead_at) FROM ingest_upload_view`)
+		completed_at, ref, progress_seq, dead_seq, dead_orig_seq, dead_reason, dead_step, dead_at) FROM ingest_upload_view`)
 }
 
 // pipeline is one upload's events as the steps publish them.
@@ -59,8 +59,15 @@ func deadLetter(t *testing.T, js jetstream.JetStream, ev *events.Event, step, re
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The sequence of the message in UPLOADS, when it is there.
+	var seq uint64
+	if stream, err := js.Stream(t.Context(), events.StreamName); err == nil {
+		if raw, err := stream.GetLastMsgForSubject(t.Context(), msg.Subject); err == nil {
+			seq = raw.Sequence
+		}
+	}
 	d := events.DeadLetter{Reason: reason, Step: step, Error: "dial tcp 10.0.0.1:5432: connection refused", Subject: msg.Subject,
-		Stream: events.StreamName, Deliveries: 5, Sequence: 1, Time: time.Now().UTC()}
+		Stream: events.StreamName, Deliveries: 5, Sequence: seq, Time: time.Now().UTC()}
 	testenv.PublishMsg(t, js, events.DeadLetterMsg(d, msg.Header, msg.Data, ""))
 }
 
@@ -140,6 +147,7 @@ func TestReplayLeavesTheReadModelUnchanged(t *testing.T) {
 			testenv.Publish(t, js, p.stored, "")
 			deadLetter(t, js, p.stored, events.StepRef, events.ReasonConflict)
 		case 2: // refused by blobwriter, re-driven and stored
+			testenv.Publish(t, js, p.req, p.req.ID)
 			deadLetter(t, js, p.req, events.StepBlob, events.ReasonRetriesExhausted)
 			testenv.Publish(t, js, p.stored, "")
 			testenv.Publish(t, js, p.stored, "") // republished
@@ -187,9 +195,9 @@ func TestFactsMergeInAnyOrder(t *testing.T) {
 	}
 	redead, _ := readmodel.DeadLetter(events.DeadLetterSubject(events.BlobStoredSubject(p.req.ID)), deadHeader(t, p.stored), nil, 9, t0.Add(5*time.Second))
 	facts := []readmodel.Fact{
-		readmodel.Stored(p.stored, t0.Add(time.Second)),
-		readmodel.Stored(p.stored, t0.Add(4*time.Second)), // a republish
-		readmodel.Completed(p.completed, t0.Add(6*time.Second)),
+		readmodel.Stored(p.stored, t0.Add(time.Second), 2),
+		readmodel.Stored(p.stored, t0.Add(4*time.Second), 5), // a republish
+		readmodel.Completed(p.completed, t0.Add(6*time.Second), 6),
 		dead, redead,
 	}
 	// Each order in a transaction of its own, rolled back.
@@ -206,7 +214,7 @@ func TestFactsMergeInAnyOrder(t *testing.T) {
 		}
 		var row string
 		err = tx.QueryRow(t.Context(), `SELECT concat_ws('|', owner, subject, content_type, size, sha256, event_time, stored_at,
-			completed_at, ref, progress_at, dead_seq, dead_stored_at, dead_reason, dead_step, dead_at) FROM ingest_upload_view`).Scan(&row)
+			completed_at, ref, progress_seq, dead_seq, dead_orig_seq, dead_reason, dead_step, dead_at) FROM ingest_upload_view`).Scan(&row)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -225,10 +233,10 @@ func TestFactsMergeInAnyOrder(t *testing.T) {
 		}
 	}
 	// The first stored and completed times, the latest progress, the dead
-	// letter with the highest sequence.
-	row := pg.Map(t, `SELECT 'row', concat_ws('|', stored_at = $1, completed_at = $2, progress_at = $2, dead_seq, ref->>'subject')
+	// letter with the highest UPLOADS_DLQ sequence.
+	row := pg.Map(t, `SELECT 'row', concat_ws('|', stored_at = $1, completed_at = $2, progress_seq, dead_seq, ref->>'subject')
 		FROM ingest_upload_view`, t0.Add(time.Second), t0.Add(6*time.Second))
-	if got, want := row["row"], "t|t|t|9|"+p.req.Subject; got != want {
+	if got, want := row["row"], "t|t|6|9|"+p.req.Subject; got != want {
 		t.Errorf("merged row: got %s, want %s", got, want)
 	}
 }

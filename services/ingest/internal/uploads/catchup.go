@@ -47,6 +47,6 @@ func (s *Service) catchUp(ctx context.Context, st State) State {
 	if err != nil || ev.Type != events.TypeCompleted || ev.ID != st.ID || ev.Ref == nil || ev.SHA256 != st.SHA256 {
 		return st
 	}
-	_ = readmodel.Apply(context.WithoutCancel(ctx), s.Pool, readmodel.Completed(ev, raw.Time))
+	_ = readmodel.Apply(context.WithoutCancel(ctx), s.Pool, readmodel.Completed(ev, raw.Time, raw.Sequence))
 	return completedState(st, ev.Ref, raw.Time.UTC())
 }

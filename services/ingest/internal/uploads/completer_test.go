@@ -233,7 +233,7 @@ func (e *completerEnv) complete(id string) {
 		e.t.Fatal(err)
 	}
 	now := time.Now()
-	for _, f := range []readmodel.Fact{readmodel.Stored(stored, now), readmodel.Completed(done, now)} {
+	for _, f := range []readmodel.Fact{readmodel.Stored(stored, now, 0), readmodel.Completed(done, now, 0)} {
 		if err := readmodel.Apply(ctx, e.pg.Pool, f); err != nil {
 			e.t.Fatal(err)
 		}
@@ -249,9 +249,17 @@ func (e *completerEnv) deadLetter(id string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	stream, err := e.js.Stream(context.Background(), events.StreamName)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	orig, err := stream.GetLastMsgForSubject(context.Background(), msg.Subject)
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	d := events.DeadLetter{
 		Reason: events.ReasonInvalid, Step: events.StepBlob, Error: "refused", Subject: msg.Subject,
-		Stream: events.StreamName, Deliveries: 1, Sequence: 1, Time: time.Now().UTC(),
+		Stream: events.StreamName, Deliveries: 1, Sequence: orig.Sequence, Time: time.Now().UTC(),
 	}
 	dl := events.DeadLetterMsg(d, msg.Header, msg.Data, "")
 	ack, err := e.js.PublishMsg(context.Background(), dl)

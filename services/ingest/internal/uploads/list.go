@@ -49,7 +49,7 @@ type Page struct {
 // knows of (published over NATS, not through ingest), then the
 // viewColumns.
 const eventsOnlyColumns = `rm.id, rm.subject, rm.content_type, rm.size, rm.sha256,
-	coalesce(rm.event_time, rm.seen_at), rm.seen_at, NULL::timestamptz, `
+	coalesce(rm.event_time, rm.seen_at), rm.seen_at, NULL::timestamptz, NULL::bigint, `
 
 // selectEventsOnly reads the upload $1 when ingest did not accept it and
 // the read model records $2 as its owner.
@@ -64,9 +64,11 @@ WHERE rm.id = $1 AND rm.owner = $2 AND rm.owner <> ''
 // $2 subject or ”, $3 state or ”, $4 and $5 the cursor's time and id (or
 // NULL), $6 the limit.
 var selectPage = `
-SELECT rm.id, rm.subject, rm.content_type, rm.size, rm.sha256, rm.created_at, rm.listed_at, rm.published_at, ` + viewColumns + `
+SELECT rm.id, rm.subject, rm.content_type, rm.size, rm.sha256, rm.created_at, rm.listed_at, rm.published_at,
+	rm.published_seq, ` + viewColumns + `
 FROM (
 	SELECT u.id, u.subject, u.content_type, u.size, u.sha256, u.created_at, u.created_at AS listed_at, u.published_at,
+		u.published_seq,
 		` + viewColumns + `, ` + `(` + stateSQLOverU + `) AS state
 	FROM ingest_uploads u LEFT JOIN ingest_upload_view rm ON rm.id = u.id
 	WHERE u.caller = $1 AND ($2 = '' OR u.subject = $2)
@@ -82,8 +84,8 @@ ORDER BY rm.listed_at DESC, rm.id DESC
 LIMIT $6`
 
 var (
-	stateSQLOverU      = stateSQL("u.published_at")
-	stateSQLEventsOnly = stateSQL("NULL::timestamptz")
+	stateSQLOverU      = stateSQL("u.published_seq")
+	stateSQLEventsOnly = stateSQL("NULL::bigint")
 )
 
 // listedScan receives a row of selectEventsOnly or selectPage.
@@ -92,11 +94,12 @@ type listedScan struct {
 	size                          int64
 	createdAt, listedAt           time.Time
 	publishedAt                   *time.Time
+	publishedSeq                  *int64
 	view                          viewScan
 }
 
 func (c *listedScan) targets() []any {
-	return append([]any{&c.id, &c.subject, &c.contentType, &c.size, &c.sha, &c.createdAt, &c.listedAt, &c.publishedAt},
+	return append([]any{&c.id, &c.subject, &c.contentType, &c.size, &c.sha, &c.createdAt, &c.listedAt, &c.publishedAt, &c.publishedSeq},
 		c.view.targets()...)
 }
 
@@ -106,7 +109,7 @@ func (c *listedScan) state() State {
 	if c.publishedAt != nil {
 		st.Steps.Accepted = &Step{At: c.publishedAt.UTC()}
 	}
-	c.view.view(c.id).fold(&st, utc(c.publishedAt))
+	c.view.view(c.id).fold(&st, c.publishedSeq)
 	return st
 }
 

@@ -100,6 +100,7 @@ type record struct {
 	DataRef      string // "" when inline
 	CreatedAt    time.Time
 	PublishedAt  *time.Time
+	PublishedSeq *int64 // UPLOADS sequence of the latest publish
 	PublishCount int
 }
 
@@ -118,33 +119,37 @@ func (s *snapshot) completed() bool { return s.view.completed() }
 // view is what ingest's read model (ingest_upload_view, package readmodel)
 // says of an upload; every field may be missing.
 type view struct {
-	storedAt, completedAt, progressAt *time.Time
-	ref                               *events.Reference
-	deadStoredAt                      *time.Time
-	dead                              *DeadLetter
+	storedAt, completedAt *time.Time
+	ref                   *events.Reference
+	// progressSeq is the highest UPLOADS sequence of its blob_stored and
+	// completed events; deadOrigSeq that of the message its latest dead
+	// letter dead-lettered.
+	progressSeq, deadOrigSeq *int64
+	dead                     *DeadLetter
 }
 
 func (v *view) completed() bool { return v.completedAt != nil && v.ref != nil }
 
 // viewColumns are the columns of the read model v that viewScan reads.
-const viewColumns = `rm.stored_at, rm.completed_at, rm.progress_at, rm.ref,
-	rm.dead_stored_at, rm.dead_reason, rm.dead_step, rm.dead_at`
+const viewColumns = `rm.stored_at, rm.completed_at, rm.progress_seq, rm.ref,
+	rm.dead_orig_seq, rm.dead_reason, rm.dead_step, rm.dead_at`
 
 // viewScan receives the viewColumns of a row.
 type viewScan struct {
-	storedAt, completedAt, progressAt, deadStoredAt, deadAt *time.Time
-	ref                                                     []byte
-	deadReason, deadStep                                    *string
+	storedAt, completedAt, deadAt *time.Time
+	progressSeq, deadOrigSeq      *int64
+	ref                           []byte
+	deadReason, deadStep          *string
 }
 
 func (c *viewScan) targets() []any {
-	return []any{&c.storedAt, &c.completedAt, &c.progressAt, &c.ref,
-		&c.deadStoredAt, &c.deadReason, &c.deadStep, &c.deadAt}
+	return []any{&c.storedAt, &c.completedAt, &c.progressSeq, &c.ref,
+		&c.deadOrigSeq, &c.deadReason, &c.deadStep, &c.deadAt}
 }
 
 func (c *viewScan) view(id string) view {
-	v := view{storedAt: utc(c.storedAt), completedAt: utc(c.completedAt), progressAt: utc(c.progressAt),
-		deadStoredAt: utc(c.deadStoredAt)}
+	v := view{storedAt: utc(c.storedAt), completedAt: utc(c.completedAt),
+		progressSeq: copyInt(c.progressSeq), deadOrigSeq: copyInt(c.deadOrigSeq)}
 	if c.ref != nil {
 		var ref events.Reference
 		if json.Unmarshal(c.ref, &ref) == nil {
@@ -152,13 +157,22 @@ func (c *viewScan) view(id string) view {
 			v.ref = &ref
 		}
 	}
-	if c.deadStoredAt != nil && c.deadReason != nil {
+	if c.deadReason != nil {
 		v.dead = &DeadLetter{Reason: *c.deadReason, Step: deref(c.deadStep), Message: deadLetterMessage(*c.deadReason)}
 		if c.deadAt != nil {
 			v.dead.At = c.deadAt.UTC()
 		}
 	}
 	return v
+}
+
+// copyInt returns a copy of *n (the scan's targets are reused), or nil.
+func copyInt(n *int64) *int64 {
+	if n == nil {
+		return nil
+	}
+	m := *n
+	return &m
 }
 
 func deref(s *string) string {
@@ -169,12 +183,14 @@ func deref(s *string) string {
 }
 
 // fold sets the state of st from what the read model says of its upload,
-// published (the request event) at publishedAt, if known. Completed wins;
-// then failed, for a dead letter that neither a later publish of the
-// request nor a later event of the pipeline (a re-drive) overtook; then
-// stored once the bytes are stored; pending otherwise. stateSQL is the same
-// rule in SQL.
-func (v view) fold(st *State, publishedAt *time.Time) {
+// whose request ingest last published at UPLOADS sequence publishedSeq, if
+// it did. Completed wins; then failed, for a dead letter that neither a
+// later publish of the request nor a later event of the pipeline (a
+// re-drive) overtook; then stored once the bytes are stored; pending
+// otherwise. "Later" is by UPLOADS sequence, one order whatever the clocks;
+// a dead letter without one is overtaken by nothing but the completion.
+// stateSQL is the same rule in SQL.
+func (v view) fold(st *State, publishedSeq *int64) {
 	st.State = StatePending
 	if v.storedAt != nil {
 		st.Steps.Blob = &Step{At: *v.storedAt}
@@ -191,23 +207,23 @@ func (v view) fold(st *State, publishedAt *time.Time) {
 	if v.dead == nil {
 		return
 	}
-	if publishedAt != nil && publishedAt.After(*v.deadStoredAt) {
-		return
-	}
-	if v.progressAt != nil && v.progressAt.After(*v.deadStoredAt) {
+	if v.deadOrigSeq != nil && (after(publishedSeq, *v.deadOrigSeq) || after(v.progressSeq, *v.deadOrigSeq)) {
 		return
 	}
 	st.State, st.DeadLetter = StateFailed, v.dead
 }
 
-// stateSQL is fold's state in SQL, over the read model v, with the request
-// published at publishedAt (an SQL expression).
-func stateSQL(publishedAt string) string {
+// after reports whether seq is known and later than than.
+func after(seq *int64, than int64) bool { return seq != nil && *seq > than }
+
+// stateSQL is fold's state in SQL, over the read model rm, with the request
+// last published at UPLOADS sequence publishedSeq (an SQL expression).
+func stateSQL(publishedSeq string) string {
 	return `CASE
 	WHEN rm.completed_at IS NOT NULL AND rm.ref IS NOT NULL THEN '` + StateCompleted + `'
-	WHEN rm.dead_stored_at IS NOT NULL AND rm.dead_reason IS NOT NULL
-	     AND NOT coalesce(` + publishedAt + ` > rm.dead_stored_at, false)
-	     AND NOT coalesce(rm.progress_at > rm.dead_stored_at, false) THEN '` + StateFailed + `'
+	WHEN rm.dead_reason IS NOT NULL
+	     AND NOT coalesce(` + publishedSeq + ` > rm.dead_orig_seq, false)
+	     AND NOT coalesce(rm.progress_seq > rm.dead_orig_seq, false) THEN '` + StateFailed + `'
 	WHEN rm.stored_at IS NOT NULL THEN '` + StateStored + `'
 	ELSE '` + StatePending + `' END`
 }
@@ -220,7 +236,7 @@ const snapshotCompleted = `(rm.completed_at IS NOT NULL AND rm.ref IS NOT NULL)`
 // each may be NULL.
 const snapshotColumns = `
 	u.id, u.caller, u.idempotency_key, u.subject, u.content_type, u.size, u.sha256,
-	u.dataref, u.created_at, u.published_at, u.publish_count,
+	u.dataref, u.created_at, u.published_at, u.published_seq, u.publish_count,
 	u.published_at IS NULL AND u.claimed_until > now(), ` + viewColumns
 
 const snapshotJoins = `
@@ -233,6 +249,7 @@ type snapshotScan struct {
 	id, caller, key, subject, contentType, sha, dataref *string
 	size                                                *int64
 	createdAt, publishedAt                              *time.Time
+	publishedSeq                                        *int64
 	publishCount                                        *int
 	busy                                                *bool
 	view                                                viewScan
@@ -242,7 +259,7 @@ type snapshotScan struct {
 func (c *snapshotScan) targets() []any {
 	return append([]any{
 		&c.id, &c.caller, &c.key, &c.subject, &c.contentType, &c.size, &c.sha,
-		&c.dataref, &c.createdAt, &c.publishedAt, &c.publishCount, &c.busy,
+		&c.dataref, &c.createdAt, &c.publishedAt, &c.publishedSeq, &c.publishCount, &c.busy,
 	}, c.view.targets()...)
 }
 
@@ -254,7 +271,7 @@ func (c *snapshotScan) snapshot() (snap snapshot, ok bool) {
 	snap.record = record{
 		ID: *c.id, Caller: *c.caller, Key: *c.key, Subject: *c.subject, ContentType: *c.contentType,
 		Size: *c.size, SHA256: *c.sha, CreatedAt: c.createdAt.UTC(), PublishedAt: utc(c.publishedAt),
-		PublishCount: *c.publishCount,
+		PublishedSeq: copyInt(c.publishedSeq), PublishCount: *c.publishCount,
 	}
 	if c.dataref != nil {
 		snap.DataRef = *c.dataref
@@ -297,6 +314,6 @@ func (snap snapshot) state() State {
 	if snap.PublishedAt != nil {
 		st.Steps.Accepted = &Step{At: snap.PublishedAt.UTC()}
 	}
-	snap.view.fold(&st, snap.PublishedAt)
+	snap.view.fold(&st, snap.PublishedSeq)
 	return st
 }

@@ -232,7 +232,7 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (res Result, err e
 		// The read model learns of the completion from its own consumer
 		// too; telling it now lets a GET that follows this answer see it.
 		// Should Postgres fail here, that consumer records it later.
-		_ = readmodel.Apply(context.WithoutCancel(ctx), s.Pool, readmodel.Completed(ev, now))
+		_ = readmodel.Apply(context.WithoutCancel(ctx), s.Pool, readmodel.Completed(ev, now, 0))
 	}
 	return res, nil
 }
