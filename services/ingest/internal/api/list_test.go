@@ -281,3 +281,31 @@ func TestListRefusesBadParameters(t *testing.T) {
 		t.Errorf("two bad parameters: got %+v, want both named", p.InvalidParams)
 	}
 }
+
+// Uploads accepted at the same instant are ordered by id, and a page
+// boundary between them loses none and repeats none.
+func TestListPagesThroughTies(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	var want []string
+	for i := range 5 {
+		key := fmt.Sprintf("tie-%d", i)
+		e.post(upload{key: key, body: []byte(key)}).state(t, http.StatusAccepted) // the clock stands still
+		want = append(want, uploads.ID("alice", key))
+	}
+	slices.Sort(want)
+	slices.Reverse(want)
+	var got []string
+	q := url.Values{"limit": {"2"}}
+	for {
+		p, _ := e.list(t, aliceToken, q)
+		got = append(got, ids(p.Uploads)...)
+		if p.Next == "" {
+			break
+		}
+		q.Set("cursor", p.Next)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("walk through ties: got %v, want %v", got, want)
+	}
+}
