@@ -239,7 +239,9 @@ func (c *Completer) resume(ctx context.Context, cand *candidate) {
 	s := c.Service
 	log := c.logger().With("upload_id", cand.snap.ID, "kind", cand.kind)
 	lctx, cancel := context.WithTimeout(ctx, s.publishTimeout())
-	st := cand.snap.state()
+	// The read model may be behind (ingest just restarted): an upload whose
+	// completed event is in UPLOADS is not resumed.
+	st := s.catchUp(lctx, cand.snap.state())
 	var (
 		inline []byte
 		err    error

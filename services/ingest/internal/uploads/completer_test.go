@@ -205,9 +205,9 @@ func (e *completerEnv) row(id string) row {
 	return r
 }
 
-// complete records in the read model that upload id was stored and
-// completed, as its consumers do.
-func (e *completerEnv) complete(id string) {
+// pipelineEvents are the blob_stored and completed events the steps emit
+// for upload id.
+func (e *completerEnv) pipelineEvents(id string) (stored, done *events.Event) {
 	e.t.Helper()
 	ctx := context.Background()
 	var owner, subject, sha, ct string
@@ -223,18 +223,25 @@ func (e *completerEnv) complete(id string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	stored, err := events.NewBlobStored(req, b, events.SourceBlobWriter)
-	if err != nil {
+	if stored, err = events.NewBlobStored(req, b, events.SourceBlobWriter); err != nil {
 		e.t.Fatal(err)
 	}
-	done, err := events.NewCompleted(stored, events.Reference{ID: id, Owner: owner, Subject: subject, Blob: b, EventTime: at},
+	done, err = events.NewCompleted(stored, events.Reference{ID: id, Owner: owner, Subject: subject, Blob: b, EventTime: at},
 		events.SourceRefWriter)
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	return stored, done
+}
+
+// complete records in the read model that upload id was stored and
+// completed, as its consumers do.
+func (e *completerEnv) complete(id string) {
+	e.t.Helper()
+	stored, done := e.pipelineEvents(id)
 	now := time.Now()
 	for _, f := range []readmodel.Fact{readmodel.Stored(stored, now, 0), readmodel.Completed(done, now, 0)} {
-		if err := readmodel.Apply(ctx, e.pg.Pool, f); err != nil {
+		if err := readmodel.Apply(context.Background(), e.pg.Pool, f); err != nil {
 			e.t.Fatal(err)
 		}
 	}
@@ -485,5 +492,24 @@ func TestCompleterRun(t *testing.T) {
 	}
 	if got := strings.Join(backlog, " "); got != "stalled=0 unpublished=1" {
 		t.Errorf("backlog: got %q, want stalled=0 unpublished=1", got)
+	}
+}
+
+// An upload whose completed event is in UPLOADS, though the read model has
+// not recorded it yet (ingest just restarted), is not resumed, and the read
+// model learns of its completion.
+func TestCompleterLeavesWhatTheEventsCompleted(t *testing.T) {
+	t.Parallel()
+	e := newCompleterEnv(t)
+	id := e.submit("behind", []byte("completed, the read model behind"))
+	_, done := e.pipelineEvents(id)
+	testenv.Publish(t, e.js, done, "")
+	e.clock.Advance(completerHorizon + time.Second)
+	e.round(e.c, map[string]int{}, map[string]int{})
+	if evs, _ := e.requests(id); len(evs) != 1 {
+		t.Errorf("request events: got %d, want 1 (not resumed)", len(evs))
+	}
+	if n := e.pg.Count(t, `SELECT count(*) FROM ingest_upload_view WHERE id = $1 AND completed_at IS NOT NULL`, id); n != 1 {
+		t.Errorf("read model: got %d completed rows of %s, want 1", n, id)
 	}
 }
