@@ -847,6 +847,7 @@ func TestContractJetStream(t *testing.T) {
 		events.BlobWriterConsumer.Durable, events.BlobWriterConsumer.FilterSubject,
 		events.RefWriterConsumer.Durable, events.RefWriterConsumer.FilterSubject,
 		events.NotifierConsumer.Durable, events.NotifierConsumer.FilterSubject,
+		events.IngestStoredConsumer.Durable, events.IngestCompletedConsumer.Durable, events.IngestDeadLetterConsumer.Durable,
 		events.HeaderMsgID,
 	} {
 		if !strings.Contains(desc, "`"+s+"`") {
@@ -879,26 +880,31 @@ func TestContractJetStream(t *testing.T) {
 			t.Errorf("operations/%s: a durable consumer on a %v operation", name, op["action"])
 		}
 		filter, _ := js["filterSubject"].(string)
-		if want := strings.ReplaceAll(addr, "{id}", ">"); filter != want {
+		if want := strings.NewReplacer("{id}", ">", "{rest}", ">").Replace(addr); filter != want {
 			t.Errorf("operations/%s: filterSubject %q, the channel %q wants %q", name, filter, addr, want)
 		}
 		if _, dup := consumers[durable]; dup {
 			t.Errorf("durable consumer %s documented twice", durable)
 		}
-		consumers[durable] = events.ConsumerSpec{Durable: durable, FilterSubject: filter}
+		consumers[durable] = events.ConsumerSpec{Durable: durable, FilterSubject: filter, Stream: stream}
 	}
-	// The AsyncAPI document names each consumer's durable and filter; the
-	// step and event type it runs are the code's, checked elsewhere.
+	// The AsyncAPI document names each consumer's durable, filter and
+	// stream: the steps' and ingest's read model's; the step and event type
+	// it runs are the code's, checked elsewhere.
 	want := map[string]events.ConsumerSpec{}
-	for _, spec := range []events.ConsumerSpec{events.BlobWriterConsumer, events.RefWriterConsumer, events.NotifierConsumer} {
-		want[spec.Durable] = events.ConsumerSpec{Durable: spec.Durable, FilterSubject: spec.FilterSubject}
+	for _, spec := range append([]events.ConsumerSpec{events.BlobWriterConsumer, events.RefWriterConsumer, events.NotifierConsumer}, events.IngestViewConsumers...) {
+		want[spec.Durable] = events.ConsumerSpec{Durable: spec.Durable, FilterSubject: spec.FilterSubject, Stream: spec.StreamOrDefault()}
 	}
 	if !maps.Equal(consumers, want) {
 		t.Errorf("documented consumers %v, want %v", consumers, want)
 	}
 	for _, spec := range want {
-		if !subjectMatches(events.StreamSubjects, strings.ReplaceAll(spec.FilterSubject, ">", "x")) {
-			t.Errorf("consumer %s: filter %q outside %s", spec.Durable, spec.FilterSubject, events.StreamSubjects)
+		subjects := events.StreamSubjects
+		if spec.Stream == events.DLQStreamName {
+			subjects = events.DLQSubjects
+		}
+		if !subjectMatches(subjects, strings.ReplaceAll(spec.FilterSubject, ">", "x")) {
+			t.Errorf("consumer %s: filter %q outside %s", spec.Durable, spec.FilterSubject, subjects)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -57,5 +58,33 @@ func Setup(ctx context.Context, js jetstream.JetStream, c *SetupConfig) ([]strin
 		done = append(done, fmt.Sprintf("consumer %s on %s: filter %s, ack wait %s, max ack pending %d",
 			cc.Durable, events.StreamName, cc.FilterSubject, cc.AckWait, cc.MaxAckPending))
 	}
+	for _, spec := range events.IngestViewConsumers {
+		cc := ViewConsumerConfig(spec)
+		if _, err := js.CreateOrUpdateConsumer(ctx, spec.StreamOrDefault(), cc); err != nil {
+			return done, fmt.Errorf("consumer %s: %w", spec.Durable, err)
+		}
+		done = append(done, fmt.Sprintf("consumer %s on %s: filter %s, ack wait %s, max ack pending %d",
+			cc.Durable, spec.StreamOrDefault(), cc.FilterSubject, cc.AckWait, cc.MaxAckPending))
+	}
 	return done, nil
+}
+
+// ViewAckWait is how long a read-model consumer's delivery waits for its ack.
+const ViewAckWait = 30 * time.Second
+
+// ViewConsumerConfig is the durable consumer of ingest's read model that
+// spec names: every message from the stream's start (a new read model
+// replays what the stream keeps), explicit acks, and no limit on deliveries:
+// a read model records, it never gives up on an event.
+func ViewConsumerConfig(spec events.ConsumerSpec) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       spec.Durable,
+		Description:   "blobref ingest read model " + spec.Durable,
+		FilterSubject: spec.FilterSubject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ViewAckWait,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxAckPending: 1000,
+	}
 }

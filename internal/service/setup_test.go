@@ -49,8 +49,8 @@ func TestSetupIsWhatServicesLookUp(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Setup: %v (did %q)", err, done)
 		}
-		if len(done) != 3+len(service.Consumers) || len(service.Consumers) != 3 {
-			t.Errorf("Setup: got %q, want a line for each of 2 streams, the bucket and 3 consumers", done)
+		if len(done) != 3+len(service.Consumers)+len(events.IngestViewConsumers) || len(service.Consumers) != 3 {
+			t.Errorf("Setup: got %q, want a line for each of 2 streams, the bucket, the steps' 3 consumers and ingest's 3", done)
 		}
 	}
 	if err := <-waited; err != nil {
@@ -73,6 +73,18 @@ func TestSetupIsWhatServicesLookUp(t *testing.T) {
 		got := c.CachedInfo().Config
 		if got.FilterSubject != want.FilterSubject || got.AckWait != 45*time.Second || got.MaxAckPending != want.MaxAckPending ||
 			got.MaxDeliver != want.MaxDeliver || got.AckPolicy != want.AckPolicy {
+			t.Errorf("consumer %s: got %+v, want %+v", spec.Durable, got, want)
+		}
+	}
+	for _, spec := range events.IngestViewConsumers {
+		want := service.ViewConsumerConfig(spec)
+		c, err := js.Consumer(ctx, spec.StreamOrDefault(), spec.Durable)
+		if err != nil {
+			t.Fatalf("consumer %s: %v", spec.Durable, err)
+		}
+		got := c.CachedInfo().Config
+		if got.FilterSubject != want.FilterSubject || got.AckWait != want.AckWait || got.MaxDeliver != -1 ||
+			got.AckPolicy != jetstream.AckExplicitPolicy || got.DeliverPolicy != jetstream.DeliverAllPolicy {
 			t.Errorf("consumer %s: got %+v, want %+v", spec.Durable, got, want)
 		}
 	}

@@ -44,6 +44,16 @@ type ConsumerSpec struct {
 	Durable string
 	// FilterSubject is the subject filter on UPLOADS: the filter of the type it consumes.
 	FilterSubject string
+	// Stream is the stream the consumer reads; "" means UPLOADS (StreamName).
+	Stream string
+}
+
+// StreamOrDefault is the stream the consumer reads.
+func (s ConsumerSpec) StreamOrDefault() string {
+	if s.Stream == "" {
+		return StreamName
+	}
+	return s.Stream
 }
 
 var (
@@ -54,3 +64,18 @@ var (
 	// NotifierConsumer is notifier's consumer of completed events.
 	NotifierConsumer = ConsumerSpec{Step: StepNotify, Consumes: TypeCompleted, Durable: "notifier", FilterSubject: completedType.Filter()}
 )
+
+// ingest's read model: the durable consumers that fold what happened to each upload into
+// ingest's own table, which GET /v1/uploads reads. They run no step (Step is empty) and record
+// only: blob_stored and completed events on UPLOADS, and every dead letter on UPLOADS_DLQ.
+var (
+	// IngestStoredConsumer is ingest's consumer of blob_stored events.
+	IngestStoredConsumer = ConsumerSpec{Consumes: TypeBlobStored, Durable: "ingest-stored", FilterSubject: blobStoredType.Filter()}
+	// IngestCompletedConsumer is ingest's consumer of completed events.
+	IngestCompletedConsumer = ConsumerSpec{Consumes: TypeCompleted, Durable: "ingest-completed", FilterSubject: completedType.Filter()}
+	// IngestDeadLetterConsumer is ingest's consumer of dead letters.
+	IngestDeadLetterConsumer = ConsumerSpec{Durable: "ingest-deadletters", FilterSubject: DLQSubjects, Stream: DLQStreamName}
+)
+
+// IngestViewConsumers are ingest's read model's durable consumers.
+var IngestViewConsumers = []ConsumerSpec{IngestStoredConsumer, IngestCompletedConsumer, IngestDeadLetterConsumer}

@@ -18,6 +18,7 @@ import (
 	"github.com/blobref/blobref/pkg/step/stepservice"
 	"github.com/blobref/blobref/services/ingest/internal/api"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
+	"github.com/blobref/blobref/services/ingest/internal/readmodel"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
 )
 
@@ -92,9 +93,18 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	completer := &uploads.Completer{Service: svc, Interval: cfg.CompleterInterval, Horizon: cfg.CompleterHorizon,
 		Metrics: completerMetrics, Logger: log}
+	projector := &readmodel.Projector{Pool: pool, JS: js, LookUp: cfg.NATSSetup == service.SetupOff, Logger: log}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ops.Run(gctx) })
 	g.Go(func() error { return svc.Run(gctx) })
+	g.Go(func() error {
+		select { // once the streams are there
+		case <-ready:
+			return projector.Run(gctx)
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	g.Go(func() error {
 		select { // once the streams and the staging bucket are there
 		case <-ready:

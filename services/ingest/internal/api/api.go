@@ -1,5 +1,6 @@
 // Package api is ingest's HTTP front door: POST /v1/uploads,
-// GET /v1/uploads/{id} and GET /v1/references, with bearer-token
+// GET /v1/uploads (the caller's uploads), GET /v1/uploads/{id} and
+// GET /v1/references, with bearer-token
 // authentication, subject prefixes, request validation, size limits, body
 // timeouts, per-caller limits, Prefer: wait, and every error answered as
 // application/problem+json by one function (problemFor).
@@ -24,6 +25,7 @@ import (
 type Uploads interface {
 	Submit(ctx context.Context, sub uploads.Submission) (uploads.Result, error)
 	Status(ctx context.Context, caller, id string) (uploads.State, error)
+	List(ctx context.Context, q uploads.ListQuery) (uploads.Page, error)
 	CurrentReference(ctx context.Context, owner, subject string) (events.Reference, error)
 }
 
@@ -83,6 +85,7 @@ func New(opts Options) *API {
 	a := &API{opts: opts, mux: http.NewServeMux(), limits: newLimiter(opts.Limits)}
 	a.quit, a.stopWaiting = context.WithCancel(context.Background())
 	a.mux.HandleFunc("POST "+UploadsPath, a.postUpload)
+	a.mux.HandleFunc("GET "+UploadsPath, a.listUploads)
 	a.mux.HandleFunc("GET "+UploadsPath+"/{id}", a.getUpload)
 	a.mux.HandleFunc("GET "+ReferencesPath, a.getReference)
 	return a

@@ -105,7 +105,7 @@ func TestRetryReturnsTheStateAndRedrives(t *testing.T) {
 	}
 
 	// Completed: 200 with the reference, and nothing is published any more.
-	ref := e.complete(evs[0], false)
+	ref := e.complete(evs[0])
 	e.clock.Advance(2 * time.Minute)
 	r := e.post(upload{key: "retry", body: body})
 	done := r.state(t, http.StatusOK)
@@ -539,7 +539,7 @@ func TestStatus(t *testing.T) {
 	}
 	// A dead letter of the blob_stored event does not fail an upload whose
 	// reference is recorded.
-	ref := e.complete(req, false)
+	ref := e.complete(req)
 	completed := e.get(aliceToken, path).state(t, http.StatusOK)
 	if completed.State != uploads.StateCompleted || completed.Steps.Ref == nil || completed.Reference == nil || *completed.Reference != ref {
 		t.Errorf("completed: got %+v, want the reference %+v", completed, ref)
@@ -581,8 +581,8 @@ func TestPreferWait(t *testing.T) {
 	other.SHA256 = sha(other.Data)
 	e.publishCompleted(&other)
 	e.post(upload{key: "wait-other", body: []byte("another upload")}).state(t, http.StatusAccepted)
-	e.complete(e.awaitRequests(uploads.ID("alice", "wait-other"), 1)[0], true)
-	ref := e.complete(req, true)
+	e.complete(e.awaitRequests(uploads.ID("alice", "wait-other"), 1)[0])
+	ref := e.complete(req)
 	var r reply
 	select {
 	case r = <-done:
@@ -681,7 +681,12 @@ func TestJetStreamDownIs503ThenRetryPublishes(t *testing.T) {
 func TestUnroutedRequestsAreProblems(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	r := e.get(aliceToken, "/v1/uploads")
+	del, err := http.NewRequest(http.MethodDelete, e.srv.URL+"/v1/uploads", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	del.Header.Set("Authorization", "Bearer "+aliceToken)
+	r := e.do(del)
 	r.problem(t, http.StatusMethodNotAllowed, "method-not-allowed", "POST")
 	if r.header.Get("Allow") == "" {
 		t.Error("405 without Allow")

@@ -44,7 +44,7 @@ func TestEachCallerHasItsOwnCurrentReference(t *testing.T) {
 	if aliceReq.Owner != "alice" {
 		t.Errorf("owner of alice's request: got %q, want alice", aliceReq.Owner)
 	}
-	aliceRef := e.complete(aliceReq, false)
+	aliceRef := e.complete(aliceReq)
 
 	// bob's upload to the same subject, later: the takeover attempt.
 	e.clock.Advance(1)
@@ -53,7 +53,7 @@ func TestEachCallerHasItsOwnCurrentReference(t *testing.T) {
 	if bobReq.Owner != "bob" {
 		t.Errorf("owner of bob's request: got %q, want bob", bobReq.Owner)
 	}
-	bobRef := e.complete(bobReq, false)
+	bobRef := e.complete(bobReq)
 
 	if got := e.get(aliceToken, path).reference(t); got != aliceRef {
 		t.Errorf("alice's current reference: got %+v, want her own %+v", got, aliceRef)
@@ -69,7 +69,7 @@ func TestEachCallerHasItsOwnCurrentReference(t *testing.T) {
 	// alice's newer upload moves her reference, not bob's.
 	e.clock.Advance(1)
 	e.post(upload{key: "a2", subject: subject, body: []byte("alice's second")}).state(t, http.StatusAccepted)
-	newer := e.complete(e.awaitRequests(uploads.ID("alice", "a2"), 1)[0], false)
+	newer := e.complete(e.awaitRequests(uploads.ID("alice", "a2"), 1)[0])
 	if got := e.get(aliceToken, path).reference(t); got != newer {
 		t.Errorf("alice's current reference after her second upload: got %+v, want %+v", got, newer)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/services/ingest/internal/api"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
+	"github.com/blobref/blobref/services/ingest/internal/readmodel"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
 )
 
@@ -82,6 +83,9 @@ type options struct {
 	// whose waits last at most poolWait.
 	poolConns int32
 	poolWait  time.Duration
+	// noReadModel: no consumer feeds ingest's read model (it lags behind
+	// the events for good).
+	noReadModel bool
 }
 
 func setup(t testing.TB, opts ...func(*options)) *env {
@@ -133,6 +137,10 @@ func setup(t testing.TB, opts ...func(*options)) *env {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	testenv.Run(t, e.svc)
+	// ingest's read model, fed by the events the tests publish as the steps do.
+	if !o.noReadModel {
+		testenv.Run(t, &readmodel.Projector{Pool: e.pg.Pool, JS: e.js, Logger: logger})
+	}
 	select {
 	case <-e.svc.Started():
 	case <-time.After(timeout):
@@ -417,17 +425,24 @@ func (e *env) awaitRows(query string, n int, args ...any) {
 	}
 }
 
-// storeBlob records the blob step's marker the way blobwriter does, unless
-// it is there already.
-func (e *env) storeBlob(req *events.Event) events.Blob {
+// storeBlob records the blob step's marker and publishes its blob_stored
+// event the way blobwriter does, and waits until ingest's read model has
+// it.
+func (e *env) storeBlob(req *events.Event) (events.Blob, *events.Event) {
 	e.t.Helper()
-	b := events.Blob{Key: "uploads/" + req.ID, Size: e.size(req), SHA256: req.SHA256, ContentType: req.ContentType}
+	b := events.Blob{Key: events.DefaultKeyPrefix + req.ID, Size: e.size(req), SHA256: req.SHA256, ContentType: req.ContentType}
 	result, _ := json.Marshal(b)
 	if _, _, err := marker.NewStore(e.pg.Pool).Record(context.Background(),
-		marker.Marker{UploadID: req.ID, Step: "blob", Fingerprint: req.SHA256, Result: result}, nil); err != nil {
+		marker.Marker{UploadID: req.ID, Step: events.StepBlob, Fingerprint: req.SHA256, Result: result}, nil); err != nil {
 		e.t.Fatalf("blob marker of %s: %v", req.ID, err)
 	}
-	return b
+	stored, err := events.NewBlobStored(req, b, events.SourceBlobWriter)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	testenv.Publish(e.t, e.js, stored, "")
+	e.awaitRows(`SELECT count(*) FROM ingest_upload_view WHERE id = $1 AND stored_at IS NOT NULL`, 1, req.ID)
+	return b, stored
 }
 
 func (e *env) size(req *events.Event) int64 {
@@ -444,18 +459,14 @@ func (e *env) size(req *events.Event) int64 {
 
 // complete finishes upload req the way blobwriter and refwriter do: the
 // markers, the reference row in the ref marker's transaction (refstore.Insert's
-// SQL), and, if publish, the completed event.
-func (e *env) complete(req *events.Event, publish bool) events.Reference {
+// SQL), and their events; it waits until ingest's read model has them.
+func (e *env) complete(req *events.Event) events.Reference {
 	e.t.Helper()
-	b := e.storeBlob(req)
-	stored, err := events.NewBlobStored(req, b, "/test/blobwriter")
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	b, stored := e.storeBlob(req)
 	ref := events.Reference{ID: req.ID, Owner: req.Owner, Subject: req.Subject, Blob: b, EventTime: req.Time}
 	result, _ := json.Marshal(ref)
 	_, won, err := marker.NewStore(e.pg.Pool).Record(context.Background(),
-		marker.Marker{UploadID: req.ID, Step: "ref", Fingerprint: req.SHA256, Result: result},
+		marker.Marker{UploadID: req.ID, Step: events.StepRef, Fingerprint: req.SHA256, Result: result},
 		func(ctx context.Context, tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, `
 				INSERT INTO upload_refs (id, owner, subject, blob_key, size, sha256, content_type, event_time)
@@ -476,13 +487,12 @@ func (e *env) complete(req *events.Event, publish bool) events.Reference {
 	if err != nil || !won {
 		e.t.Fatalf("ref marker of %s: won %v, %v", req.ID, won, err)
 	}
-	if publish {
-		completed, err := events.NewCompleted(stored, ref, "/test/refwriter")
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		testenv.Publish(e.t, e.js, completed, "")
+	completed, err := events.NewCompleted(stored, ref, events.SourceRefWriter)
+	if err != nil {
+		e.t.Fatal(err)
 	}
+	testenv.Publish(e.t, e.js, completed, "")
+	e.awaitRows(`SELECT count(*) FROM ingest_upload_view WHERE id = $1 AND completed_at IS NOT NULL`, 1, req.ID)
 	return ref
 }
 
@@ -503,20 +513,35 @@ func (e *env) publishCompleted(req *events.Event) {
 }
 
 // deadLetter writes a dead letter of upload req's request event the way the
-// step runner does.
+// step runner does, and waits until ingest's read model has it. Its time
+// has Postgres's precision (microseconds), as the read model keeps it.
 func (e *env) deadLetter(req *events.Event, reason, step string) events.DeadLetter {
 	e.t.Helper()
 	msg, err := req.Msg("")
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	// The step dead-letters the latest message of the subject, at its
+	// sequence in UPLOADS.
+	stream, err := e.js.Stream(context.Background(), events.StreamName)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	orig, err := stream.GetLastMsgForSubject(context.Background(), msg.Subject)
+	if err != nil {
+		e.t.Fatalf("the message to dead-letter, %s: %v", msg.Subject, err)
+	}
 	d := events.DeadLetter{
 		// A dependency's error, as a step may record it.
 		Reason: reason, Step: step, Error: `blob: writing uploads/x: dial tcp 10.1.2.3:9000: connect: connection refused; postgres://blobref:password@db`,
-		Subject: msg.Subject, Stream: events.StreamName, Deliveries: 1, Sequence: 1,
-		Time: time.Now().UTC(),
+		Subject: msg.Subject, Stream: events.StreamName, Deliveries: 1, Sequence: orig.Sequence,
+		Time: time.Now().UTC().Truncate(time.Microsecond),
 	}
-	testenv.PublishMsg(e.t, e.js, events.DeadLetterMsg(d, msg.Header, msg.Data, ""))
+	ack, err := e.js.PublishMsg(context.Background(), events.DeadLetterMsg(d, msg.Header, msg.Data, ""))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.awaitRows(`SELECT count(*) FROM ingest_upload_view WHERE id = $1 AND dead_seq >= $2`, 1, req.ID, int64(ack.Sequence))
 	return d
 }
 

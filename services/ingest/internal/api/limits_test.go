@@ -206,7 +206,7 @@ func TestStagedQuota(t *testing.T) {
 		problem(t, http.StatusTooManyRequests, "staging-quota-exceeded")
 
 	// The first completes: its bytes no longer count.
-	e.complete(e.awaitRequests(uploads.ID("alice", "first"), 1)[0], true)
+	e.complete(e.awaitRequests(uploads.ID("alice", "first"), 1)[0])
 	deadline := time.Now().Add(timeout)
 	for quota.InFlight("alice") != 0 {
 		if time.Now().After(deadline) {

@@ -66,9 +66,6 @@ type Completer struct {
 	Metrics *CompleterMetrics
 	// Logger logs each resumed upload [slog.Default()].
 	Logger *slog.Logger
-
-	mu     sync.Mutex
-	stream jetstream.Stream // UPLOADS, looked up once
 }
 
 func (c *Completer) interval() time.Duration {
@@ -242,9 +239,14 @@ func (c *Completer) resume(ctx context.Context, cand *candidate) {
 	s := c.Service
 	log := c.logger().With("upload_id", cand.snap.ID, "kind", cand.kind)
 	lctx, cancel := context.WithTimeout(ctx, s.publishTimeout())
-	st, err := s.state(lctx, cand.snap)
-	var inline []byte
-	if err == nil && st.State != StateCompleted && st.State != StateFailed {
+	// The read model may be behind (ingest just restarted): an upload whose
+	// completed event is in UPLOADS is not resumed.
+	st := s.catchUp(lctx, cand.snap.state())
+	var (
+		inline []byte
+		err    error
+	)
+	if st.State != StateCompleted && st.State != StateFailed {
 		cand.found = true
 		c.Metrics.found(cand.kind)
 		inline, err = c.body(lctx, cand)
@@ -291,7 +293,7 @@ func (c *Completer) body(ctx context.Context, cand *candidate) ([]byte, error) {
 	case cand.payload != nil:
 		return cand.payload, nil
 	}
-	stream, err := c.uploads(ctx)
+	stream, err := c.Service.uploadsStream(ctx)
 	if err != nil {
 		return nil, unavailable("look up UPLOADS", err)
 	}
@@ -311,21 +313,6 @@ func (c *Completer) body(ctx context.Context, cand *candidate) ([]byte, error) {
 		return nil, fmt.Errorf("%w: the last request event holds other bytes", errBodyGone)
 	}
 	return ev.Data, nil
-}
-
-// uploads returns the UPLOADS stream, looked up once.
-func (c *Completer) uploads(ctx context.Context) (jetstream.Stream, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stream != nil {
-		return c.stream, nil
-	}
-	st, err := c.Service.JS.Stream(ctx, events.StreamName)
-	if err != nil {
-		return nil, err
-	}
-	c.stream = st
-	return st, nil
 }
 
 // releaseClaims ends the claims a round still holds ($2, the claimed_until

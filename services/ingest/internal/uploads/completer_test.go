@@ -5,20 +5,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/blobref/blobref/internal/marker"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/services/ingest/internal/readmodel"
 )
 
 // The completer's tests run rounds by hand against real JetStream and
@@ -207,38 +205,50 @@ func (e *completerEnv) row(id string) row {
 	return r
 }
 
-// complete records the markers and the reference of upload id as the
-// consumers do.
-func (e *completerEnv) complete(id string) {
+// pipelineEvents are the blob_stored and completed events the steps emit
+// for upload id.
+func (e *completerEnv) pipelineEvents(id string) (stored, done *events.Event) {
 	e.t.Helper()
 	ctx := context.Background()
-	var subject, sha, ct string
+	var owner, subject, sha, ct string
 	var size int64
 	var at time.Time
-	if err := e.pg.Pool.QueryRow(ctx, `SELECT subject, sha256, content_type, size, created_at FROM ingest_uploads WHERE id = $1`, id).
-		Scan(&subject, &sha, &ct, &size, &at); err != nil {
+	if err := e.pg.Pool.QueryRow(ctx, `SELECT caller, subject, sha256, content_type, size, created_at FROM ingest_uploads WHERE id = $1`, id).
+		Scan(&owner, &subject, &sha, &ct, &size, &at); err != nil {
 		e.t.Fatal(err)
 	}
-	b := events.Blob{Key: "uploads/" + id, Size: size, SHA256: sha, ContentType: ct}
-	result, _ := json.Marshal(b)
-	store := marker.NewStore(e.pg.Pool)
-	if _, _, err := store.Record(ctx, marker.Marker{UploadID: id, Step: stepBlob, Fingerprint: sha, Result: result}, nil); err != nil {
+	b := events.Blob{Key: events.DefaultKeyPrefix + id, Size: size, SHA256: sha, ContentType: ct}
+	req, err := events.NewRequested(events.Request{ID: id, Source: Source, Owner: owner, Subject: subject,
+		ContentType: ct, Time: at, DataRef: "nats-object://uploads-staging/" + id, SHA256: sha})
+	if err != nil {
 		e.t.Fatal(err)
 	}
-	ref := events.Reference{ID: id, Subject: subject, Blob: b, EventTime: at}
-	result, _ = json.Marshal(ref)
-	if _, _, err := store.Record(ctx, marker.Marker{UploadID: id, Step: stepRef, Fingerprint: sha, Result: result},
-		func(ctx context.Context, tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, `INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time)
-				VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, subject, b.Key, size, sha, ct, at)
-			return err
-		}); err != nil {
+	if stored, err = events.NewBlobStored(req, b, events.SourceBlobWriter); err != nil {
 		e.t.Fatal(err)
+	}
+	done, err = events.NewCompleted(stored, events.Reference{ID: id, Owner: owner, Subject: subject, Blob: b, EventTime: at},
+		events.SourceRefWriter)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return stored, done
+}
+
+// complete records in the read model that upload id was stored and
+// completed, as its consumers do.
+func (e *completerEnv) complete(id string) {
+	e.t.Helper()
+	stored, done := e.pipelineEvents(id)
+	now := time.Now()
+	for _, f := range []readmodel.Fact{readmodel.Stored(stored, now, 0), readmodel.Completed(done, now, 0)} {
+		if err := readmodel.Apply(context.Background(), e.pg.Pool, f); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 }
 
 // deadLetter dead-letters the latest request event of id as the step
-// runner does.
+// runner does, and records it in the read model as its consumer does.
 func (e *completerEnv) deadLetter(id string) {
 	e.t.Helper()
 	evs, _ := e.requests(id)
@@ -246,11 +256,30 @@ func (e *completerEnv) deadLetter(id string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	d := events.DeadLetter{
-		Reason: events.ReasonInvalid, Step: stepBlob, Error: "refused", Subject: msg.Subject,
-		Stream: events.StreamName, Deliveries: 1, Sequence: 1, Time: time.Now().UTC(),
+	stream, err := e.js.Stream(context.Background(), events.StreamName)
+	if err != nil {
+		e.t.Fatal(err)
 	}
-	testenv.PublishMsg(e.t, e.js, events.DeadLetterMsg(d, msg.Header, msg.Data, ""))
+	orig, err := stream.GetLastMsgForSubject(context.Background(), msg.Subject)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	d := events.DeadLetter{
+		Reason: events.ReasonInvalid, Step: events.StepBlob, Error: "refused", Subject: msg.Subject,
+		Stream: events.StreamName, Deliveries: 1, Sequence: orig.Sequence, Time: time.Now().UTC(),
+	}
+	dl := events.DeadLetterMsg(d, msg.Header, msg.Data, "")
+	ack, err := e.js.PublishMsg(context.Background(), dl)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	f, ok := readmodel.DeadLetter(dl.Subject, dl.Header, dl.Data, ack.Sequence, time.Now())
+	if !ok {
+		e.t.Fatalf("dead letter of %s: not read as one", id)
+	}
+	if err := readmodel.Apply(context.Background(), e.pg.Pool, f); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 func (e *completerEnv) counter(reg *prometheus.Registry, family string, match ...string) float64 {
@@ -463,5 +492,24 @@ func TestCompleterRun(t *testing.T) {
 	}
 	if got := strings.Join(backlog, " "); got != "stalled=0 unpublished=1" {
 		t.Errorf("backlog: got %q, want stalled=0 unpublished=1", got)
+	}
+}
+
+// An upload whose completed event is in UPLOADS, though the read model has
+// not recorded it yet (ingest just restarted), is not resumed, and the read
+// model learns of its completion.
+func TestCompleterLeavesWhatTheEventsCompleted(t *testing.T) {
+	t.Parallel()
+	e := newCompleterEnv(t)
+	id := e.submit("behind", []byte("completed, the read model behind"))
+	_, done := e.pipelineEvents(id)
+	testenv.Publish(t, e.js, done, "")
+	e.clock.Advance(completerHorizon + time.Second)
+	e.round(e.c, map[string]int{}, map[string]int{})
+	if evs, _ := e.requests(id); len(evs) != 1 {
+		t.Errorf("request events: got %d, want 1 (not resumed)", len(evs))
+	}
+	if n := e.pg.Count(t, `SELECT count(*) FROM ingest_upload_view WHERE id = $1 AND completed_at IS NOT NULL`, id); n != 1 {
+		t.Errorf("read model: got %d completed rows of %s, want 1", n, id)
 	}
 }

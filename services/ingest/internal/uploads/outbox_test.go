@@ -58,11 +58,12 @@ func TestOutboxCost(t *testing.T) {
 		insert = explainWAL(t, s, recordUploads, ids, same("alice"), keys, same("users/1/avatar"), same("image/png"),
 			sizes, shas, make([]*string, batch), created, payloads, holders, time.Minute.Microseconds())
 		ats := make([]*time.Time, batch)
+		seqs := make([]*int64, batch)
 		for i := range ats {
-			at := time.Now()
-			ats[i] = &at
+			at, seq := time.Now(), int64(i+1)
+			ats[i], seqs[i] = &at, &seq
 		}
-		update = explainWAL(t, s, recordPublishes, ids, make([]int, batch), ats)
+		update = explainWAL(t, s, recordPublishes, ids, make([]int, batch), ats, seqs)
 		if n := pg.Count(t, `SELECT count(*) FROM ingest_uploads WHERE id = ANY($1) AND publish_count = 1 AND payload IS NULL`, ids); n != batch {
 			t.Fatalf("recorded and published: got %d uploads, want %d", n, batch)
 		}

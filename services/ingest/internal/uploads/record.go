@@ -51,8 +51,10 @@ type job struct {
 	// by a concurrent request, or leased by one still staging.
 	won  bool
 	snap *snapshot
-	// at is when JetStream acknowledged the publish.
+	// at is when JetStream acknowledged the publish, seq the sequence it
+	// stored the request at.
 	at  time.Time
+	seq uint64
 	err error
 
 	// published: JetStream has the request. A job that recorded its upload
@@ -238,8 +240,8 @@ func (s *Service) publish(ctx context.Context, jobs []*job) {
 			continue
 		}
 		select {
-		case <-j.ack.Ok():
-			j.published = true
+		case ack := <-j.ack.Ok():
+			j.published, j.seq = true, ack.Sequence
 		case err := <-j.ack.Err():
 			j.err = unavailable("publish", err)
 		case <-timeout.C:
@@ -290,10 +292,11 @@ func requestMsg(rec record, inline []byte, sc trace.SpanContext) (*nats.Msg, err
 const recordPublishes = `
 UPDATE ingest_uploads u
 SET published_at  = coalesce(v.at, u.published_at),
+    published_seq = greatest(u.published_seq, v.seq),
     publish_count = u.publish_count + (v.at IS NOT NULL)::int,
     payload       = CASE WHEN v.at IS NULL THEN u.payload END,
     claimed_until = NULL
-FROM unnest($1::text[], $2::int[], $3::timestamptz[]) AS v(id, n, at)
+FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::bigint[]) AS v(id, n, at, seq)
 WHERE u.id = v.id AND u.publish_count = v.n`
 
 func (s *Service) recordPublishes(ctx context.Context, jobs []*job) {
@@ -301,21 +304,24 @@ func (s *Service) recordPublishes(ctx context.Context, jobs []*job) {
 		ids    []string
 		counts []int
 		ats    []*time.Time
+		seqs   []*int64
 		done   []*job
 	)
 	for _, j := range jobs {
 		switch {
 		case j.published:
-			at := j.at
+			at, seq := j.at, int64(j.seq)
 			ids, counts, ats, done = append(ids, j.rec.ID), append(counts, j.rec.PublishCount), append(ats, &at), append(done, j)
+			seqs = append(seqs, &seq)
 		case j.insert && j.won: // gave up: release the claim
 			ids, counts, ats = append(ids, j.rec.ID), append(counts, j.rec.PublishCount), append(ats, nil)
+			seqs = append(seqs, nil)
 		}
 	}
 	if len(ids) == 0 {
 		return
 	}
-	if _, err := s.Pool.Exec(ctx, recordPublishes, ids, counts, ats); err != nil {
+	if _, err := s.Pool.Exec(ctx, recordPublishes, ids, counts, ats, seqs); err != nil {
 		// JetStream has these requests; a retry publishes them again, and
 		// the Nats-Msg-Id or the markers make that harmless.
 		for _, j := range done {

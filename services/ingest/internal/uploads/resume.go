@@ -40,10 +40,11 @@ func (s *Service) resume(ctx context.Context, snap snapshot, sub Submission, fp 
 		if j.err != nil {
 			return State{}, j.err
 		}
-		snap.PublishedAt = &j.at
+		seq := int64(j.seq)
+		snap.PublishedAt, snap.PublishedSeq = &j.at, &seq
 		snap.PublishCount++
 	}
-	return s.state(ctx, snap)
+	return s.catchUp(ctx, snap.state()), nil
 }
 
 // hashBody reads body to its end and returns its fingerprint.

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/pkg/events"
 )
@@ -21,13 +20,6 @@ const (
 	StateCompleted = "completed"
 	// StateFailed: a step gave up on the upload (see DeadLetter).
 	StateFailed = "failed"
-)
-
-// The pipeline's step names, as they appear in step_markers (the consumers
-// own them: blobwriter's blobstore.StepName and refwriter's refstore.StepName).
-const (
-	stepBlob = "blob"
-	stepRef  = "ref"
 )
 
 // State is what a client sees of an upload.
@@ -107,39 +99,35 @@ type record struct {
 	DataRef      string // "" when inline
 	CreatedAt    time.Time
 	PublishedAt  *time.Time
+	PublishedSeq *int64 // UPLOADS sequence of the latest publish
 	PublishCount int
 }
 
-// snapshot is a record with what the pipeline has done for it, as Postgres
-// knows it.
+// snapshot is a record with what the pipeline has done for it, as ingest's
+// read model knows it.
 type snapshot struct {
 	record
 	// busy: the request that recorded the upload is still publishing it
 	// (its claim has not lapsed).
-	busy          bool
-	blobAt, refAt *time.Time
-	ref           *events.Reference
+	busy bool
+	view view
 }
 
-func (s *snapshot) completed() bool { return s.refAt != nil && s.ref != nil }
+func (s *snapshot) completed() bool { return s.view.completed() }
 
 // snapshotCompleted is completed in SQL, over the snapshotJoins.
-const snapshotCompleted = `(r.created_at IS NOT NULL AND ref.id IS NOT NULL)`
+const snapshotCompleted = `(rm.completed_at IS NOT NULL AND rm.ref IS NOT NULL)`
 
-// snapshotColumns are the columns a snapshotScan reads: the upload u, the
-// markers b and r of its steps and its reference ref, all left-joined
-// (snapshotJoins), so that each may be NULL.
+// snapshotColumns are the columns a snapshotScan reads: the upload u and
+// what the read model v says of it, left-joined (snapshotJoins), so that
+// each may be NULL.
 const snapshotColumns = `
 	u.id, u.caller, u.idempotency_key, u.subject, u.content_type, u.size, u.sha256,
-	u.dataref, u.created_at, u.published_at, u.publish_count,
-	u.published_at IS NULL AND u.claimed_until > now(),
-	b.created_at, r.created_at,
-	ref.owner, ref.subject, ref.blob_key, ref.size, ref.sha256, ref.content_type, ref.event_time`
+	u.dataref, u.created_at, u.published_at, u.published_seq, u.publish_count,
+	u.published_at IS NULL AND u.claimed_until > now(), ` + viewColumns
 
 const snapshotJoins = `
-	LEFT JOIN step_markers b ON b.upload_id = u.id AND b.step = '` + stepBlob + `'
-	LEFT JOIN step_markers r ON r.upload_id = u.id AND r.step = '` + stepRef + `'
-	LEFT JOIN upload_refs ref ON ref.id = u.id`
+	LEFT JOIN ingest_upload_view rm ON rm.id = u.id`
 
 const selectSnapshot = `SELECT ` + snapshotColumns + ` FROM ingest_uploads u ` + snapshotJoins + ` WHERE u.id = $1`
 
@@ -148,22 +136,18 @@ type snapshotScan struct {
 	id, caller, key, subject, contentType, sha, dataref *string
 	size                                                *int64
 	createdAt, publishedAt                              *time.Time
+	publishedSeq                                        *int64
 	publishCount                                        *int
 	busy                                                *bool
-	blobAt, refAt                                       *time.Time
-	refOwner, refSubject, refKey, refSHA, refCT         *string
-	refSize                                             *int64
-	refTime                                             *time.Time
+	view                                                viewScan
 }
 
 // targets are the Scan destinations of the snapshotColumns.
 func (c *snapshotScan) targets() []any {
-	return []any{
+	return append([]any{
 		&c.id, &c.caller, &c.key, &c.subject, &c.contentType, &c.size, &c.sha,
-		&c.dataref, &c.createdAt, &c.publishedAt, &c.publishCount,
-		&c.busy, &c.blobAt, &c.refAt,
-		&c.refOwner, &c.refSubject, &c.refKey, &c.refSize, &c.refSHA, &c.refCT, &c.refTime,
-	}
+		&c.dataref, &c.createdAt, &c.publishedAt, &c.publishedSeq, &c.publishCount, &c.busy,
+	}, c.view.targets()...)
 }
 
 // snapshot returns what was scanned; ok is false when the row had no upload.
@@ -174,22 +158,13 @@ func (c *snapshotScan) snapshot() (snap snapshot, ok bool) {
 	snap.record = record{
 		ID: *c.id, Caller: *c.caller, Key: *c.key, Subject: *c.subject, ContentType: *c.contentType,
 		Size: *c.size, SHA256: *c.sha, CreatedAt: c.createdAt.UTC(), PublishedAt: utc(c.publishedAt),
-		PublishCount: *c.publishCount,
+		PublishedSeq: copyInt(c.publishedSeq), PublishCount: *c.publishCount,
 	}
 	if c.dataref != nil {
 		snap.DataRef = *c.dataref
 	}
 	snap.busy = c.busy != nil && *c.busy
-	snap.blobAt, snap.refAt = utc(c.blobAt), utc(c.refAt)
-	if c.refKey != nil {
-		snap.ref = &events.Reference{
-			ID:        snap.ID,
-			Owner:     *c.refOwner,
-			Subject:   *c.refSubject,
-			Blob:      events.Blob{Key: *c.refKey, Size: *c.refSize, SHA256: *c.refSHA, ContentType: *c.refCT},
-			EventTime: c.refTime.UTC(),
-		}
-	}
+	snap.view = c.view.view(snap.ID)
 	return snap, true
 }
 
@@ -217,84 +192,15 @@ func (s *Service) load(ctx context.Context, id string) (snap snapshot, ok bool, 
 	return snap, ok, nil
 }
 
-// state turns a snapshot into the client's view, looking up dead letters
-// when the upload has not completed.
-func (s *Service) state(ctx context.Context, snap snapshot) (State, error) {
+// state is the client's view of a snapshot.
+func (snap snapshot) state() State {
 	st := State{
-		ID: snap.ID, Subject: snap.Subject, State: StatePending,
+		ID: snap.ID, Subject: snap.Subject,
 		ContentType: snap.ContentType, Size: snap.Size, SHA256: snap.SHA256, CreatedAt: snap.CreatedAt,
 	}
 	if snap.PublishedAt != nil {
 		st.Steps.Accepted = &Step{At: snap.PublishedAt.UTC()}
 	}
-	if snap.blobAt != nil {
-		st.Steps.Blob = &Step{At: snap.blobAt.UTC()}
-		st.State = StateStored
-	}
-	if snap.completed() {
-		st.Steps.Ref = &Step{At: snap.refAt.UTC()}
-		st.State, st.Reference = StateCompleted, snap.ref
-		return st, nil
-	}
-	dl, err := s.deadLetter(ctx, snap)
-	if err != nil {
-		return State{}, err
-	}
-	if dl != nil {
-		st.State, st.DeadLetter = StateFailed, dl
-	}
-	return st, nil
-}
-
-// deadLetter returns the latest dead letter of the upload's request or
-// blob_stored event, unless the request was published again after it (a
-// re-drive that may yet succeed).
-func (s *Service) deadLetter(ctx context.Context, snap snapshot) (*DeadLetter, error) {
-	dlq, err := s.dlq(ctx)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, unavailable("read dead letters", err)
-	}
-	var latest *DeadLetter
-	for _, subject := range []string{events.RequestedSubject(snap.ID), events.BlobStoredSubject(snap.ID)} {
-		raw, err := dlq.GetLastMsgForSubject(ctx, events.DeadLetterSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, unavailable("read dead letters", err)
-		}
-		d, err := events.ParseDeadLetter(raw.Header)
-		if err != nil {
-			continue // not a dead letter the pipeline wrote
-		}
-		at := d.Time
-		if at.IsZero() {
-			at = raw.Time.UTC()
-		}
-		if latest == nil || at.After(latest.At) {
-			latest = &DeadLetter{Reason: d.Reason, Step: d.Step, Message: deadLetterMessage(d.Reason), At: at}
-		}
-	}
-	if latest != nil && snap.PublishedAt != nil && latest.At.Before(*snap.PublishedAt) {
-		return nil, nil
-	}
-	return latest, nil
-}
-
-// dlq returns the dead-letter stream, looked up once.
-func (s *Service) dlq(ctx context.Context) (jetstream.Stream, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.dlqStream != nil {
-		return s.dlqStream, nil
-	}
-	st, err := s.JS.Stream(ctx, events.DLQStreamName)
-	if err != nil {
-		return nil, err
-	}
-	s.dlqStream = st
-	return st, nil
+	snap.view.fold(&st, snap.PublishedSeq)
+	return st
 }

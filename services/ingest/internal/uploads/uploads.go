@@ -47,10 +47,11 @@ import (
 
 	"github.com/blobref/blobref/internal/failpoint"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/services/ingest/internal/readmodel"
 )
 
 // Source is the CloudEvents source of the request events ingest publishes.
-const Source = "/blobref/ingest"
+const Source = events.SourceIngest
 
 // ID returns the upload id of the request caller sent with idempotency key
 // key: the first 32 lowercase hex characters of sha256(caller "\n" key).
@@ -93,8 +94,8 @@ type Service struct {
 	batches     *batcher[*job]
 	completions completions
 
-	mu        sync.Mutex
-	dlqStream jetstream.Stream
+	mu     sync.Mutex
+	stream jetstream.Stream // UPLOADS, looked up once
 }
 
 func (s *Service) init() {
@@ -233,12 +234,20 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (res Result, err e
 	completed := w.await(wctx, res.State, sub)
 	endWait(span, completed)
 	if completed != nil {
-		res.State = completedState(res.State, completed.Ref, s.now())
+		now := s.now()
+		res.State = completedState(res.State, completed.Ref, now)
+		// The read model learns of the completion from its own consumer
+		// too; telling it now lets a GET that follows this answer see it.
+		// Should Postgres fail here, that consumer records it later.
+		_ = readmodel.Apply(context.WithoutCancel(ctx), s.Pool, readmodel.Completed(completed, now, 0))
 	}
 	return res, nil
 }
 
-// Status returns the state of upload id, which must belong to caller.
+// Status returns the state of upload id, which must belong to caller: an
+// upload caller sent through ingest, or one published straight over NATS
+// whose events name caller as its owner (once a step stored or
+// dead-lettered it).
 // Errors: ErrNotFound, *UnavailableError.
 func (s *Service) Status(ctx context.Context, caller, id string) (State, error) {
 	if !events.ValidID(id) {
@@ -248,10 +257,13 @@ func (s *Service) Status(ctx context.Context, caller, id string) (State, error) 
 	if err != nil {
 		return State{}, err
 	}
-	if !found || snap.Caller != caller {
-		return State{}, ErrNotFound
+	if found {
+		if snap.Caller != caller {
+			return State{}, ErrNotFound
+		}
+		return snap.state(), nil
 	}
-	return s.state(ctx, snap)
+	return s.loadEventsOnly(ctx, caller, id)
 }
 
 // checkRequest applies the event contract's rules to what the request event

@@ -499,7 +499,8 @@ func setup(ctx context.Context, timeout time.Duration, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "blobrefctl: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "set up %d streams, the staging bucket and %d consumers\n", 2, len(service.Consumers))
+	fmt.Fprintf(stdout, "set up %d streams, the staging bucket, %d step consumers and ingest's %d read-model consumers\n",
+		2, len(service.Consumers), len(events.IngestViewConsumers))
 	return 0
 }
 

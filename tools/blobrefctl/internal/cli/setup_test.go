@@ -64,6 +64,9 @@ func TestMainSetup(t *testing.T) {
 			"consumer blobwriter on UPLOADS: filter uploads.requested.>, ack wait 1m0s",
 			"consumer refwriter on UPLOADS: filter uploads.blob.stored.>, ack wait 1m0s",
 			"consumer notifier on UPLOADS: filter uploads.completed.>, ack wait 1m0s",
+			"consumer ingest-stored on UPLOADS: filter uploads.blob.stored.>",
+			"consumer ingest-completed on UPLOADS: filter uploads.completed.>",
+			"consumer ingest-deadletters on UPLOADS_DLQ: filter dlq.uploads.>",
 		} {
 			if !strings.Contains(stdout.String(), want) {
 				t.Errorf("blobrefctl setup: output lacks %q:\n%s", want, stdout.String())

@@ -104,25 +104,32 @@ func TestIngest(t *testing.T) {
 		t.Fatalf("read back the request of %s: got %+v, %v, want the one published", id, back, err)
 	}
 
-	// Status: the latest dead letter of each of the upload's events.
-	dlq, err := in.js.Stream(ctx, events.DLQStreamName)
-	if err != nil {
-		t.Fatalf("stream %s: %v", events.DLQStreamName, err)
-	}
-	dlSubject := events.DeadLetterSubject(events.RequestedSubject(id))
-	if _, err := dlq.GetLastMsgForSubject(ctx, dlSubject); !errors.Is(err, jetstream.ErrMsgNotFound) {
-		t.Fatalf("dead letter before there is one: got %v, want ErrMsgNotFound", err)
-	}
+	// Status: ingest's read model consumes blob_stored and completed events
+	// and dead letters through its own durables, which setup made.
+	testenv.Publish(t, bw.js, blobStored(t, ev), "blob/UPLOADS/1")
 	testenv.PublishMsg(t, bw.js, events.DeadLetterMsg(events.DeadLetter{
-		Reason: events.ReasonClaimMissing, Step: "blob", Subject: events.RequestedSubject(id),
+		Reason: events.ReasonClaimMissing, Step: events.StepBlob, Subject: events.RequestedSubject(id),
 		Stream: events.StreamName, Sequence: 1, Deliveries: 1, Time: time.Now().UTC(),
 	}, nil, nil, "dlq-blob/UPLOADS/1"))
-	raw, err := dlq.GetLastMsgForSubject(ctx, dlSubject)
-	if err != nil {
-		t.Fatalf("dead letter: %v", err)
-	}
-	if d, err := events.ParseDeadLetter(raw.Header); err != nil || d.Reason != events.ReasonClaimMissing {
-		t.Fatalf("dead letter: got %+v, %v, want reason %s", d, err, events.ReasonClaimMissing)
+	for _, spec := range events.IngestViewConsumers {
+		cons, err := in.js.Consumer(ctx, spec.StreamOrDefault(), spec.Durable)
+		if err != nil {
+			t.Fatalf("look up the read model's consumer %s: %v", spec.Durable, err)
+		}
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(within))
+		if err != nil {
+			t.Fatalf("fetch from %s: %v", spec.Durable, err)
+		}
+		var got []string
+		for msg := range batch.Messages() {
+			got = append(got, msg.Subject())
+			if err := msg.DoubleAck(ctx); err != nil {
+				t.Errorf("ack on %s: %v", spec.Durable, err)
+			}
+		}
+		if err := batch.Error(); err != nil || len(got) != 1 || !strings.HasSuffix(got[0], id) {
+			t.Errorf("%s delivered %v, %v; want one event of %s", spec.Durable, got, err, id)
+		}
 	}
 	in.checkNoViolations(t)
 	n.checkNoViolations(t)
@@ -138,6 +145,17 @@ func TestIngest(t *testing.T) {
 		in.deniedSub(t, "uploads.>")
 		in.deniedSub(t, "uploads.requested.*")
 		in.deniedSub(t, "dlq.uploads.>")
+		// Its status comes from its read model, not from the dead-letter stream.
+		in.deniedRequest(t, "$JS.API.STREAM.MSG.GET.UPLOADS_DLQ", `{"last_by_subj":"dlq.uploads.requested.`+id+`"}`)
+		in.denied(t, "refilter its read model's consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.ingest-stored", func(ctx context.Context) error {
+			cc := service.ViewConsumerConfig(events.IngestStoredConsumer)
+			cc.FilterSubject = events.RequestedSubject(">")
+			_, err := in.js.CreateOrUpdateConsumer(ctx, events.StreamName, cc)
+			return err
+		})
+		in.denied(t, "delete its read model's consumer", "Publish", "$JS.API.CONSUMER.DELETE.UPLOADS_DLQ.ingest-deadletters", func(ctx context.Context) error {
+			return in.js.DeleteConsumer(ctx, events.DLQStreamName, events.IngestDeadLetterConsumer.Durable)
+		})
 		in.denied(t, "consumer info blobwriter", "Publish", "$JS.API.CONSUMER.INFO.UPLOADS.blobwriter", func(ctx context.Context) error {
 			_, err := in.js.Consumer(ctx, events.StreamName, events.BlobWriterConsumer.Durable)
 			return err
@@ -210,6 +228,12 @@ func TestSetup(t *testing.T) {
 	if c, err := adm.js.Consumer(t.Context(), events.StreamName, events.BlobWriterConsumer.Durable); err != nil || c.CachedInfo().Config.AckWait != time.Minute {
 		t.Fatalf("consumer after setup with another ack wait: %v, want it updated to 1m", err)
 	}
+	for _, spec := range events.IngestViewConsumers {
+		c, err := adm.js.Consumer(t.Context(), spec.StreamOrDefault(), spec.Durable)
+		if err != nil || c.CachedInfo().Config.FilterSubject != spec.FilterSubject {
+			t.Fatalf("read model consumer %s after setup: %v, want filter %s", spec.Durable, err, spec.FilterSubject)
+		}
+	}
 	t.Run("denied", func(t *testing.T) {
 		s.deniedPub(t, events.RequestedSubject(testenv.ID("forged")))
 		s.deniedSub(t, "uploads.>")
@@ -223,6 +247,12 @@ func TestSetup(t *testing.T) {
 			_, err := s.js.CreateOrUpdateConsumer(ctx, events.StreamName, consumerConfig(events.ConsumerSpec{
 				Durable: events.BlobWriterConsumer.Durable, FilterSubject: "uploads.completed.>",
 			}))
+			return err
+		})
+		s.denied(t, "widen ingest's dead-letter consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS_DLQ.ingest-deadletters.dlq", func(ctx context.Context) error {
+			cc := service.ViewConsumerConfig(events.IngestDeadLetterConsumer)
+			cc.FilterSubject = "dlq.>"
+			_, err := s.js.CreateOrUpdateConsumer(ctx, events.DLQStreamName, cc)
 			return err
 		})
 		s.denied(t, "delete a consumer", "Publish", "$JS.API.CONSUMER.DELETE.UPLOADS.blobwriter", func(ctx context.Context) error {
@@ -347,6 +377,8 @@ func TestBlobWriter(t *testing.T) {
 			return err
 		})
 		// Other consumers, or its own on other subjects.
+		bw.deniedRequest(t, "$JS.API.CONSUMER.MSG.NEXT.UPLOADS.ingest-stored", `{"batch":1,"expires":1000000000}`)
+		bw.deniedRequest(t, "$JS.API.CONSUMER.MSG.NEXT.UPLOADS_DLQ.ingest-deadletters", `{"batch":1,"expires":1000000000}`)
 		bw.denied(t, "create the refwriter consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.refwriter", func(ctx context.Context) error {
 			_, err := bw.js.CreateOrUpdateConsumer(ctx, events.StreamName, consumerConfig(events.RefWriterConsumer))
 			return err

@@ -1,0 +1,268 @@
+package readmodel_test
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/services/ingest/internal/readmodel"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const within = 20 * time.Second
+
+// rows returns the read model, one line per upload.
+func rows(t *testing.T, pg *testenv.Postgres) map[string]string {
+	t.Helper()
+	return pg.Map(t, `SELECT id, concat_ws('|', owner, subject, content_type, size, sha256, event_time, seen_at, stored_at,
+		completed_at, ref, progress_seq, dead_seq, dead_orig_seq, dead_reason, dead_step, dead_at) FROM ingest_upload_view`)
+}
+
+// pipeline is one upload's events as the steps publish them.
+type pipeline struct {
+	req, stored, completed *events.Event
+}
+
+func newPipeline(t *testing.T, id, owner string) pipeline {
+	t.Helper()
+	req, err := events.NewRequested(events.Request{ID: id, Source: "/test/producer", Owner: owner, Subject: "users/1/" + id,
+		ContentType: "text/plain", Data: []byte("bytes of " + id)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := events.Blob{Key: events.DefaultKeyPrefix + id, Size: int64(len(req.Data)), SHA256: req.SHA256, ContentType: req.ContentType}
+	stored, err := events.NewBlobStored(req, b, events.SourceBlobWriter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	completed, err := events.NewCompleted(stored, events.Reference{ID: id, Owner: req.Owner, Subject: req.Subject, Blob: b, EventTime: req.Time},
+		events.SourceRefWriter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pipeline{req, stored, completed}
+}
+
+// deadLetter publishes a dead letter of ev's message as a step does and
+// returns its message.
+func deadLetter(t *testing.T, js jetstream.JetStream, ev *events.Event, step, reason string) {
+	t.Helper()
+	msg, err := ev.Msg("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The sequence of the message in UPLOADS, when it is there.
+	var seq uint64
+	if stream, err := js.Stream(t.Context(), events.StreamName); err == nil {
+		if raw, err := stream.GetLastMsgForSubject(t.Context(), msg.Subject); err == nil {
+			seq = raw.Sequence
+		}
+	}
+	d := events.DeadLetter{Reason: reason, Step: step, Error: "dial tcp 10.0.0.1:5432: connection refused", Subject: msg.Subject,
+		Stream: events.StreamName, Deliveries: 5, Sequence: seq, Time: time.Now().UTC()}
+	testenv.PublishMsg(t, js, events.DeadLetterMsg(d, msg.Header, msg.Data, ""))
+}
+
+// awaitDrained waits until each of the read model's consumers has every
+// message of its stream applied and acked.
+func awaitDrained(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for _, spec := range events.IngestViewConsumers {
+		for {
+			var pending uint64
+			var acking int
+			c, err := js.Consumer(t.Context(), spec.StreamOrDefault(), spec.Durable)
+			if err == nil {
+				info, ierr := c.Info(t.Context())
+				err = ierr
+				if ierr == nil {
+					pending, acking = info.NumPending, info.NumAckPending
+				}
+			}
+			if err == nil && pending == 0 && acking == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("consumer %s: %d pending, %d awaiting an ack (%v); want all applied", spec.Durable, pending, acking, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// runProjector runs a projector until the returned stop is called (or the
+// test ends).
+func runProjector(t *testing.T, pg *testenv.Postgres, js jetstream.JetStream) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	p := &readmodel.Projector{Pool: pg.Pool, JS: js, Logger: testenv.Logger(t), BatchSize: 3}
+	go func() { done <- p.Run(ctx) }()
+	var stopped bool
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// The consumers fold the pipeline's events in, and a replay of both streams
+// from the start (new durables, as after a reset of the read model) leaves
+// every row as it was.
+func TestReplayLeavesTheReadModelUnchanged(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t)
+	_, js := n.Connect()
+	pg := testenv.StartPostgres(t)
+	if err := events.EnsureStreams(t.Context(), js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	stop := runProjector(t, pg, js)
+
+	var want []string
+	for i := range 10 {
+		p := newPipeline(t, fmt.Sprintf("up-%d", i), "alice")
+		want = append(want, p.req.ID)
+		switch i % 3 {
+		case 0: // completed, its completed event first
+			testenv.Publish(t, js, p.completed, "")
+			testenv.Publish(t, js, p.stored, "")
+		case 1: // stored, then refused by refwriter
+			testenv.Publish(t, js, p.stored, "")
+			deadLetter(t, js, p.stored, events.StepRef, events.ReasonConflict)
+		case 2: // refused by blobwriter, re-driven and stored
+			testenv.Publish(t, js, p.req, p.req.ID)
+			deadLetter(t, js, p.req, events.StepBlob, events.ReasonRetriesExhausted)
+			testenv.Publish(t, js, p.stored, "")
+			testenv.Publish(t, js, p.stored, "") // republished
+		}
+	}
+	// Not an upload's: skipped, never stuck.
+	testenv.PublishMsg(t, js, events.DeadLetterMsg(events.DeadLetter{Reason: events.ReasonMalformed, Step: events.StepBlob,
+		Subject: "uploads.requested.bad*id"}, nil, []byte("?"), ""))
+	awaitDrained(t, js)
+	before := rows(t, pg)
+	if got := len(before); got != len(want) {
+		t.Fatalf("rows: got %d, want %d: %v", got, len(want), before)
+	}
+	states := pg.Map(t, `SELECT id, concat_ws(',', stored_at IS NOT NULL, completed_at IS NOT NULL, dead_reason) FROM ingest_upload_view`)
+	for i, id := range want {
+		wantState := map[int]string{0: "t,t", 1: "t,f," + events.ReasonConflict, 2: "t,f," + events.ReasonRetriesExhausted}[i%3]
+		if states[id] != wantState {
+			t.Errorf("%s: got %s, want %s", id, states[id], wantState)
+		}
+	}
+
+	stop()
+	for _, spec := range events.IngestViewConsumers {
+		if err := js.DeleteConsumer(t.Context(), spec.StreamOrDefault(), spec.Durable); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runProjector(t, pg, js)
+	awaitDrained(t, js)
+	if after := rows(t, pg); !maps.Equal(after, before) {
+		t.Errorf("after a replay:\n got %v\nwant %v", after, before)
+	}
+}
+
+// A fact merges into its row whatever came before it: every order of an
+// upload's facts, each applied twice, gives the same row.
+func TestFactsMergeInAnyOrder(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	p := newPipeline(t, "any-order", "alice")
+	t0 := time.Now().UTC().Truncate(time.Microsecond)
+	dead, ok := readmodel.DeadLetter(events.DeadLetterSubject(events.BlobStoredSubject(p.req.ID)), deadHeader(t, p.stored), nil, 7, t0.Add(3*time.Second))
+	if !ok {
+		t.Fatal("dead letter: not read as one")
+	}
+	redead, _ := readmodel.DeadLetter(events.DeadLetterSubject(events.BlobStoredSubject(p.req.ID)), deadHeader(t, p.stored), nil, 9, t0.Add(5*time.Second))
+	facts := []readmodel.Fact{
+		readmodel.Stored(p.stored, t0.Add(time.Second), 2),
+		readmodel.Stored(p.stored, t0.Add(4*time.Second), 5), // a republish
+		readmodel.Completed(p.completed, t0.Add(6*time.Second), 6),
+		dead, redead,
+	}
+	// Each order in a transaction of its own, rolled back.
+	merged := func(order []int) string {
+		tx, err := pg.Pool.Begin(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback(context.Background()) }()
+		for _, j := range append(order, order...) {
+			if err := readmodel.Apply(t.Context(), tx, facts[j]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var row string
+		err = tx.QueryRow(t.Context(), `SELECT concat_ws('|', owner, subject, content_type, size, sha256, event_time, stored_at,
+			completed_at, ref, progress_seq, dead_seq, dead_orig_seq, dead_reason, dead_step, dead_at) FROM ingest_upload_view`).Scan(&row)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return row
+	}
+	orders := permutations(len(facts))
+	want := merged(orders[0])
+	for _, order := range orders[1:] {
+		if got := merged(order); got != want {
+			t.Fatalf("order %v:\n got %s\nwant %s (order %v)", order, got, want, orders[0])
+		}
+	}
+	for _, j := range orders[0] {
+		if err := readmodel.Apply(t.Context(), pg.Pool, facts[j]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first stored and completed times, the latest progress, the dead
+	// letter with the highest UPLOADS_DLQ sequence.
+	row := pg.Map(t, `SELECT 'row', concat_ws('|', stored_at = $1, completed_at = $2, progress_seq, dead_seq, ref->>'subject')
+		FROM ingest_upload_view`, t0.Add(time.Second), t0.Add(6*time.Second))
+	if got, want := row["row"], "t|t|6|9|"+p.req.Subject; got != want {
+		t.Errorf("merged row: got %s, want %s", got, want)
+	}
+}
+
+func deadHeader(t *testing.T, ev *events.Event) map[string][]string {
+	t.Helper()
+	msg, err := ev.Msg("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := events.DeadLetter{Reason: events.ReasonConflict, Step: events.StepRef, Subject: msg.Subject, Stream: events.StreamName,
+		Deliveries: 1, Sequence: 1, Time: time.Now().UTC()}
+	return events.DeadLetterMsg(d, msg.Header, msg.Data, "").Header
+}
+
+// permutations returns every order of 0..n-1.
+func permutations(n int) [][]int {
+	if n == 0 {
+		return [][]int{{}}
+	}
+	var out [][]int
+	for _, p := range permutations(n - 1) {
+		for i := 0; i <= len(p); i++ {
+			q := append(append(append([]int{}, p[:i]...), n-1), p[i:]...)
+			out = append(out, q)
+		}
+	}
+	return out
+}
