@@ -14,7 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/internal/dbschema"
+	"github.com/blobref/blobref/pkg/step/stepservice"
 	"github.com/blobref/blobref/services/ingest/internal/api"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
@@ -26,7 +27,7 @@ import (
 const poolConns = 8
 
 func main() {
-	service.Main("ingest", &config{Config: service.Config{MetricsAddr: ":9100"}}, run)
+	stepservice.Main("ingest", &config{Config: stepservice.Config{MetricsAddr: ":9100"}}, run)
 }
 
 func run(ctx context.Context, cfg *config, log *slog.Logger) error {
@@ -41,12 +42,12 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	pool, err := service.OpenPostgres(ctx, cfg.DatabaseURL, poolConns, log)
+	pool, err := stepservice.OpenPostgres(ctx, cfg.DatabaseURL, poolConns, dbschema.Migrate, log)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	nc, err := service.ConnectNATS(ctx, cfg.NATS, "ingest", log)
+	nc, err := stepservice.ConnectNATS(ctx, cfg.NATS, "ingest", log)
 	if err != nil {
 		return err
 	}
@@ -59,7 +60,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 
-	reg := service.NewRegistry()
+	reg := stepservice.NewRegistry()
 	apiMetrics, err := api.NewMetrics(reg)
 	if err != nil {
 		return err
@@ -73,11 +74,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	ready := make(chan struct{})
-	ops := &service.Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Pprof: cfg.Pprof, Checks: map[string]service.Check{
-		"nats": service.NATSCheck(nc), "postgres": service.PostgresCheck(pool),
+	ops := &stepservice.Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Pprof: cfg.Pprof, Checks: map[string]stepservice.Check{
+		"nats": stepservice.NATSCheck(nc), "postgres": stepservice.PostgresCheck(pool),
 	}}
 	staging := &uploads.Staging{JS: js, Bucket: cfg.StagingBucket, TTL: cfg.StagingTTL, Replicas: cfg.StreamReplicas,
-		LookUp: cfg.NATSSetup == service.SetupOff}
+		LookUp: cfg.NATSSetup == stepservice.SetupOff}
 	svc := &uploads.Service{
 		Pool: uploads.BoundedPool(pool, cfg.DatabaseAcquireTimeout), NC: nc, JS: js, Staging: staging,
 		Quota:           &uploads.StagedQuota{Limit: int64(cfg.CallerMaxStagedBytes), Hold: cfg.CallerStagedHold},
@@ -97,14 +98,14 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		}
 	})
 	g.Go(func() error {
-		if err := service.SetUpStreams(gctx, js, cfg.NATSSetup, cfg.StreamOptions(), log); err != nil {
+		if err := stepservice.SetUpStreams(gctx, js, cfg.NATSSetup, cfg.StreamOptions(), log); err != nil {
 			return err
 		}
 		what := "set up staging bucket"
 		if staging.LookUp {
 			what = "look up staging bucket " + cfg.StagingBucket + " (NATS_SETUP=off: `blobrefctl setup` creates it)"
 		}
-		if err := service.Retry(gctx, log, what, func() error { return staging.Ensure(gctx) }); err != nil {
+		if err := stepservice.Retry(gctx, log, what, func() error { return staging.Ensure(gctx) }); err != nil {
 			return err
 		}
 		select {

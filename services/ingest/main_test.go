@@ -15,8 +15,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/blobref/blobref/internal/service"
 	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/pkg/step/stepservice"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
 )
 
@@ -27,8 +27,8 @@ const testToken = "Zq3vX9pL2mN8rT4wY6bC1dF5gH7jK0sA"
 
 func TestLoadDefaults(t *testing.T) {
 	t.Setenv("AUTH_TOKENS", testToken+"=alice")
-	cfg := &config{Config: service.Config{MetricsAddr: ":9100"}}
-	if err := service.Load(cfg); err != nil {
+	cfg := &config{Config: stepservice.Config{MetricsAddr: ":9100"}}
+	if err := stepservice.Load(cfg); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	if cfg.HTTPAddr != ":8080" || cfg.MetricsAddr != ":9100" || cfg.MaxUploadSize != 1<<30 || cfg.InlineThreshold != 512<<10 ||
@@ -87,7 +87,7 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 				t.Setenv("AUTH_TOKENS", testToken+"=alice")
 			}
 			t.Setenv(name, value)
-			err := service.Load(&config{})
+			err := stepservice.Load(&config{})
 			if err == nil || !strings.Contains(err.Error(), name) {
 				t.Errorf("Load with %s=%q: got %v, want an error naming %s", name, value, err, name)
 			}
@@ -97,7 +97,7 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 	for _, weak := range []string{"t0ken", "CHANGE-ME", "dev-token"} {
 		t.Run("weak "+weak, func(t *testing.T) {
 			t.Setenv("AUTH_TOKENS", weak+"=alice")
-			err := service.Load(&config{})
+			err := stepservice.Load(&config{})
 			if err == nil || !strings.Contains(err.Error(), "AUTH_TOKENS") || !strings.Contains(err.Error(), "AUTH_ALLOW_WEAK_TOKENS") {
 				t.Errorf("Load with a weak token: got %v, want an error naming AUTH_TOKENS and AUTH_ALLOW_WEAK_TOKENS", err)
 			}
@@ -105,14 +105,14 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 				t.Errorf("Load with a weak token: the error %q repeats it", err)
 			}
 			t.Setenv("AUTH_ALLOW_WEAK_TOKENS", "true")
-			if err := service.Load(&config{}); err != nil {
+			if err := stepservice.Load(&config{}); err != nil {
 				t.Errorf("Load with a weak token, allowed: %v", err)
 			}
 		})
 	}
 	t.Run("no tokens", func(t *testing.T) {
 		t.Setenv("AUTH_TOKENS", "")
-		if err := service.Load(&config{}); err == nil || !strings.Contains(err.Error(), "AUTH_TOKENS") {
+		if err := stepservice.Load(&config{}); err == nil || !strings.Contains(err.Error(), "AUTH_TOKENS") {
 			t.Errorf("Load without tokens: got %v, want an error naming AUTH_TOKENS", err)
 		}
 	})
@@ -157,8 +157,8 @@ func TestRun(t *testing.T) {
 	} {
 		t.Setenv(k, v)
 	}
-	cfg := &config{Config: service.Config{MetricsAddr: ":9100"}}
-	if err := service.Load(cfg); err != nil {
+	cfg := &config{Config: stepservice.Config{MetricsAddr: ":9100"}}
+	if err := stepservice.Load(cfg); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -15,8 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 )
 
 // The layout of an Object Store bucket (NATS ADR-20): bucket B is stream
@@ -71,7 +71,7 @@ type ObjectClaims struct {
 func (c ObjectClaims) Open(ctx context.Context, dataref string) (io.ReadCloser, error) {
 	bucket, name, err := events.ParseObjectRef(dataref)
 	if err != nil {
-		return nil, steprun.Permanent(events.ReasonInvalid, err)
+		return nil, step.Permanent(events.ReasonInvalid, err)
 	}
 	store, info, err := c.lookup(ctx, bucket, name)
 	if err != nil {
@@ -96,9 +96,9 @@ func claimError(dataref string, err error) error {
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, jetstream.ErrObjectNotFound),
 		errors.Is(err, errObjectGone), errors.Is(err, errChunksGone):
-		return steprun.Permanent(events.ReasonClaimMissing, err)
+		return step.Permanent(events.ReasonClaimMissing, err)
 	case errors.Is(err, errInvalidLink):
-		return steprun.Permanent(events.ReasonInvalid, err)
+		return step.Permanent(events.ReasonInvalid, err)
 	}
 	return err
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -16,9 +15,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/blobref/blobref/internal/marker"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/steptest"
 )
 
 // The completer's tests run rounds by hand against real JetStream and
@@ -219,20 +219,21 @@ func (e *completerEnv) complete(id string) {
 		Scan(&subject, &sha, &ct, &size, &at); err != nil {
 		e.t.Fatal(err)
 	}
-	b := events.Blob{Key: "uploads/" + id, Size: size, SHA256: sha, ContentType: ct}
-	result, _ := json.Marshal(b)
-	store := marker.NewStore(e.pg.Pool)
-	if _, _, err := store.Record(ctx, marker.Marker{UploadID: id, Step: stepBlob, Fingerprint: sha, Result: result}, nil); err != nil {
-		e.t.Fatal(err)
-	}
+	b := events.Blob{Key: events.DefaultKeyPrefix + id, Size: size, SHA256: sha, ContentType: ct}
 	ref := events.Reference{ID: id, Subject: subject, Blob: b, EventTime: at}
-	result, _ = json.Marshal(ref)
-	if _, _, err := store.Record(ctx, marker.Marker{UploadID: id, Step: stepRef, Fingerprint: sha, Result: result},
-		func(ctx context.Context, tx pgx.Tx) error {
+	ev := &events.Event{ID: id, SHA256: sha} // what a marker is keyed and fingerprinted by
+	blob := step.Step[events.Blob]{Name: events.StepBlob, Effect: func(context.Context, *events.Event) (events.Blob, error) { return b, nil }}
+	refStep := step.Step[events.Reference]{Name: events.StepRef,
+		Effect: func(context.Context, *events.Event) (events.Reference, error) { return ref, nil },
+		InTx: func(ctx context.Context, tx pgx.Tx, _ []step.Item[events.Reference]) ([]error, error) {
 			_, err := tx.Exec(ctx, `INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time)
 				VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, subject, b.Key, size, sha, ct, at)
-			return err
-		}); err != nil {
+			return nil, err
+		}}
+	if _, err := steptest.Work(ctx, e.pg.Pool, blob, ev); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := steptest.Work(ctx, e.pg.Pool, refStep, ev); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -247,7 +248,7 @@ func (e *completerEnv) deadLetter(id string) {
 		e.t.Fatal(err)
 	}
 	d := events.DeadLetter{
-		Reason: events.ReasonInvalid, Step: stepBlob, Error: "refused", Subject: msg.Subject,
+		Reason: events.ReasonInvalid, Step: events.StepBlob, Error: "refused", Subject: msg.Subject,
 		Stream: events.StreamName, Deliveries: 1, Sequence: 1, Time: time.Now().UTC(),
 	}
 	testenv.PublishMsg(e.t, e.js, events.DeadLetterMsg(d, msg.Header, msg.Data, ""))
@@ -278,7 +279,7 @@ func TestCompleterPublishesWhatJetStreamNeverAcknowledged(t *testing.T) {
 
 	evs, msgIDs := e.requests(a.ID)
 	if len(evs) != 1 || msgIDs[0] != a.ID || !bytes.Equal(evs[0].Data, inline) || evs[0].SHA256 != a.SHA256 ||
-		evs[0].Subject != a.Subject || !evs[0].Time.Equal(a.CreatedAt) || evs[0].Source != Source {
+		evs[0].Subject != a.Subject || !evs[0].Time.Equal(a.CreatedAt) || evs[0].Source != events.SourceIngest {
 		t.Errorf("request of the inline upload: got %d events (%v), want one with Nats-Msg-Id %s and the outbox bytes", len(evs), msgIDs, a.ID)
 	}
 	evs, msgIDs = e.requests(b.ID)

@@ -23,13 +23,6 @@ const (
 	StateFailed = "failed"
 )
 
-// The pipeline's step names, as they appear in step_markers (the consumers
-// own them: blobwriter's blobstore.StepName and refwriter's refstore.StepName).
-const (
-	stepBlob = "blob"
-	stepRef  = "ref"
-)
-
 // State is what a client sees of an upload.
 type State struct {
 	ID          string    `json:"id"`
@@ -137,8 +130,8 @@ const snapshotColumns = `
 	ref.owner, ref.subject, ref.blob_key, ref.size, ref.sha256, ref.content_type, ref.event_time`
 
 const snapshotJoins = `
-	LEFT JOIN step_markers b ON b.upload_id = u.id AND b.step = '` + stepBlob + `'
-	LEFT JOIN step_markers r ON r.upload_id = u.id AND r.step = '` + stepRef + `'
+	LEFT JOIN step_markers b ON b.upload_id = u.id AND b.step = '` + events.StepBlob + `'
+	LEFT JOIN step_markers r ON r.upload_id = u.id AND r.step = '` + events.StepRef + `'
 	LEFT JOIN upload_refs ref ON ref.id = u.id`
 
 const selectSnapshot = `SELECT ` + snapshotColumns + ` FROM ingest_uploads u ` + snapshotJoins + ` WHERE u.id = $1`
