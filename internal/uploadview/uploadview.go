@@ -21,13 +21,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// The pipeline's step names, as step_markers records them (blobwriter's
-// and refwriter's StepName).
-const (
-	StepBlob = "blob"
-	StepRef  = "ref"
-)
-
 // View reads the pipeline's Postgres tables and JetStream streams.
 type View struct {
 	Pool *pgxpool.Pool

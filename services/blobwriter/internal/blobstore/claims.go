@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
@@ -24,9 +22,8 @@ import (
 // $O.B.C.N, in order; its info (size, chunk count, digest) is the last
 // message on its meta subject, read by ObjectStore.GetInfo.
 const (
-	objStreamTmpl   = "OBJ_%s"
-	objChunksTmpl   = "$O.%s.C.%s"
-	objDigestPrefix = "SHA-256=" // then the base64url (padded) SHA-256 of the bytes
+	objStreamTmpl = "OBJ_%s"
+	objChunksTmpl = "$O.%s.C.%s"
 )
 
 const (
@@ -151,7 +148,7 @@ func (c ObjectClaims) lookup(ctx context.Context, bucket, name string) (objectIn
 
 // read starts reading the chunks of the object described by info.
 func (c ObjectClaims) read(ctx context.Context, dataref string, store objectInfoer, info *jetstream.ObjectInfo) (*objectReader, error) {
-	want, ok := decodeDigest(info.Digest)
+	want, ok := events.ObjectDigest(info.Digest)
 	if !ok || info.Chunks == 0 && info.Size != 0 {
 		return nil, fmt.Errorf("object %s/%s: %w (size %d, %d chunks, digest %q)",
 			info.Bucket, info.Name, jetstream.ErrBadObjectMeta, info.Size, info.Chunks, info.Digest)
@@ -221,20 +218,6 @@ func chunkSize(info *jetstream.ObjectInfo) uint64 {
 		return uint64(info.Opts.ChunkSize)
 	}
 	return (info.Size + uint64(info.Chunks) - 1) / uint64(info.Chunks)
-}
-
-// decodeDigest decodes an Object Store digest, "SHA-256=<base64url>".
-func decodeDigest(d string) ([]byte, bool) {
-	enc, ok := strings.CutPrefix(d, objDigestPrefix)
-	if !ok {
-		return nil, false
-	}
-	sum, err := base64.URLEncoding.DecodeString(enc)
-	if err != nil {
-		// Tolerate a writer that left the padding out.
-		sum, err = base64.RawURLEncoding.DecodeString(enc)
-	}
-	return sum, err == nil && len(sum) == sha256.Size
 }
 
 // objectReader streams the chunks of one object instance to its reader.

@@ -86,8 +86,8 @@ func TestClaimCheckedBytesAreStored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if attrs.Metadata[blobstore.MetadataSHA256] != ev.SHA256 {
-		t.Errorf("metadata sha256: got %q, want %s", attrs.Metadata[blobstore.MetadataSHA256], ev.SHA256)
+	if attrs.Metadata[events.MetadataSHA256] != ev.SHA256 {
+		t.Errorf("metadata sha256: got %q, want %s", attrs.Metadata[events.MetadataSHA256], ev.SHA256)
 	}
 }
 
