@@ -142,9 +142,11 @@ func TestWeakTokensWarning(t *testing.T) {
 	}
 }
 
-// TestRun runs the service as main does, against an in-process JetStream
-// server and a Postgres schema: it serves the API and the ops endpoints,
-// and on shutdown ends a Prefer: wait at once and returns.
+// TestRun runs the service as main does, against a nats-server process and
+// a Postgres schema: it serves the API and the ops endpoints, and on
+// shutdown ends a Prefer: wait at once and returns. (The wait and the
+// shutdown timeout are far longer than the test's deadline: only shutdown
+// ending them lets the test see the answer and run return.)
 func TestRun(t *testing.T) {
 	n := testenv.StartNATS(t)
 	pg := testenv.StartPostgres(t)
@@ -153,7 +155,8 @@ func TestRun(t *testing.T) {
 	httpAddr, metricsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	for k, v := range map[string]string{
 		"NATS_URL": n.URL(), "DATABASE_URL": pg.URL, "HTTP_ADDR": httpAddr, "METRICS_ADDR": metricsAddr,
-		"AUTH_TOKENS": testToken + "=alice", "STAGING_TTL": "1h", "LOG_FORMAT": "text", "SHUTDOWN_TIMEOUT": "10s",
+		"AUTH_TOKENS": testToken + "=alice", "STAGING_TTL": "1h", "LOG_FORMAT": "text",
+		"WAIT_MAX": "1h", "SHUTDOWN_TIMEOUT": "1h",
 	} {
 		t.Setenv(k, v)
 	}
@@ -249,7 +252,7 @@ func TestRun(t *testing.T) {
 	// Shut down while a request waits for completion: it answers 202 at once.
 	waiting := make(chan int, 1)
 	go func() {
-		resp, _ := post("second", "Prefer", "wait=30")
+		resp, _ := post("second", "Prefer", "wait=3600")
 		if resp == nil {
 			waiting <- 0
 			return
@@ -257,14 +260,13 @@ func TestRun(t *testing.T) {
 		waiting <- resp.StatusCode
 	}()
 	requested.Await(t, 1, 30*time.Second)
-	start := time.Now()
 	cancel()
 	select {
 	case code := <-waiting:
 		if code != http.StatusAccepted {
 			t.Errorf("waiting POST at shutdown: got %d, want 202", code)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("waiting POST did not answer at shutdown")
 	}
 	select {
@@ -272,10 +274,7 @@ func TestRun(t *testing.T) {
 		if err != nil {
 			t.Errorf("run: %v", err)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return after shutdown")
-	}
-	if d := time.Since(start); d > 8*time.Second {
-		t.Errorf("shutdown took %v", d)
 	}
 }

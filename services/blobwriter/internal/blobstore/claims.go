@@ -100,12 +100,9 @@ func claimError(dataref string, err error) error {
 	return err
 }
 
-// defaultAPITimeout bounds each JetStream API exchange of a claim read:
-// finding the object's info, creating the reader's consumer, checking the
-// object while no chunk comes. A reply lost with its server (a cluster node
-// killed mid-request) would otherwise hold the upload, and with it every
-// other side effect of its group, until the step's deadline: these
-// exchanges are small, so each gets a short deadline of its own.
+// defaultAPITimeout bounds each JetStream API exchange of a claim read (its
+// info, its consumer, its idle checks): a lost reply is retried, not awaited
+// until the step's deadline.
 const defaultAPITimeout = 10 * time.Second
 
 // apiContext is ctx with the deadline of one JetStream API exchange.

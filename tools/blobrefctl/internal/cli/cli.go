@@ -450,7 +450,7 @@ type config struct {
 	ConsoleTokensFile string `env:"CONSOLE_TOKENS_FILE"`
 }
 
-// Validate names the first bad setting.
+// Validate names each bad setting.
 func (c *config) Validate() error {
 	var errs []error
 	if err := c.NATS.Validate(); err != nil {
