@@ -1,3 +1,6 @@
+// Package service is what only blobref's services share beyond the step
+// runtime's service harness (package stepservice): the configuration and
+// the work of `blobrefctl setup`, and the staging bucket's.
 package service
 
 import (
@@ -10,6 +13,7 @@ import (
 
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/stepservice"
 )
 
 // SetupConfig is what `blobrefctl setup` reads, with the names the services
@@ -18,8 +22,8 @@ import (
 // CONSUMER_MAX_IN_FLIGHT shape the durable consumers; a consumer service
 // with NATS_SETUP=off waits until its consumer has its settings).
 type SetupConfig struct {
-	Config
-	ConsumerConfig
+	stepservice.Config
+	stepservice.ConsumerConfig
 	StagingConfig
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/stepservice"
 )
 
 // Setup creates what services with NATS_SETUP=off wait for: SetUpStreams
@@ -19,7 +20,7 @@ import (
 func TestSetupIsWhatServicesLookUp(t *testing.T) {
 	t.Parallel()
 	n := testenv.StartNATS(t)
-	nc, err := service.ConnectNATS(t.Context(), service.NATSConfig{URL: n.URL()}, "setup-test", testenv.Logger(t))
+	nc, err := stepservice.ConnectNATS(t.Context(), stepservice.NATSConfig{URL: n.URL()}, "setup-test", testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,14 +34,14 @@ func TestSetupIsWhatServicesLookUp(t *testing.T) {
 
 	waited := make(chan error, 1)
 	go func() {
-		waited <- service.SetUpStreams(ctx, js, service.SetupOff, events.StreamOptions{}, testenv.Logger(t))
+		waited <- stepservice.SetUpStreams(ctx, js, stepservice.SetupOff, events.StreamOptions{}, testenv.Logger(t))
 	}()
 	if _, err := js.Stream(ctx, events.StreamName); err == nil {
 		t.Fatal("UPLOADS exists before setup: SetUpStreams with NATS_SETUP=off created it")
 	}
 
 	cfg := &service.SetupConfig{}
-	if err := service.Load(cfg); err != nil {
+	if err := stepservice.Load(cfg); err != nil {
 		t.Fatal(err)
 	}
 	cfg.AckWait, cfg.StagingTTL = 45*time.Second, 12*time.Hour

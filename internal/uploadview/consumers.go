@@ -7,13 +7,14 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/service"
 	"github.com/blobref/blobref/pkg/events"
 )
 
 // ConsumerState is how far a step's durable consumer got.
 type ConsumerState struct {
-	// Name is the durable's name, Step the step it runs (StepBlob or
-	// StepRef), Filter its subject filter.
+	// Name is the durable's name, Step the step it runs
+	// (events.StepBlob or events.StepRef), Filter its subject filter.
 	Name   string `json:"name"`
 	Step   string `json:"step"`
 	Stream string `json:"stream"`
@@ -54,22 +55,13 @@ type StreamState struct {
 	Missing   bool      `json:"missing,omitempty"`
 }
 
-// steps are the pipeline's durable consumers and the steps they run.
-var steps = []struct {
-	spec events.ConsumerSpec
-	step string
-}{
-	{events.BlobWriterConsumer, StepBlob},
-	{events.RefWriterConsumer, StepRef},
-}
-
 // Consumers returns the state of each step's durable consumer, blobwriter's
 // then refwriter's.
 func (v *View) Consumers(ctx context.Context) ([]ConsumerState, error) {
-	out := make([]ConsumerState, 0, len(steps))
-	for _, s := range steps {
-		c := ConsumerState{Name: s.spec.Durable, Step: s.step, Stream: events.StreamName, Filter: s.spec.FilterSubject}
-		cons, err := v.JS.Consumer(ctx, events.StreamName, s.spec.Durable)
+	out := make([]ConsumerState, 0, len(service.Consumers))
+	for _, spec := range service.Consumers {
+		c := ConsumerState{Name: spec.Durable, Step: spec.Step, Stream: events.StreamName, Filter: spec.FilterSubject}
+		cons, err := v.JS.Consumer(ctx, events.StreamName, spec.Durable)
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 			c.Missing = true
 			out = append(out, c)

@@ -24,8 +24,8 @@ SELECT k.id,
 	EXISTS (SELECT 1 FROM subject_refs s WHERE s.upload_id = k.id)
 FROM unnest($1::text[]) AS k(id)
 LEFT JOIN ingest_uploads u ON u.id = k.id
-LEFT JOIN step_markers b ON b.upload_id = k.id AND b.step = '` + StepBlob + `'
-LEFT JOIN step_markers r ON r.upload_id = k.id AND r.step = '` + StepRef + `'
+LEFT JOIN step_markers b ON b.upload_id = k.id AND b.step = '` + events.StepBlob + `'
+LEFT JOIN step_markers r ON r.upload_id = k.id AND r.step = '` + events.StepRef + `'
 LEFT JOIN upload_refs ref ON ref.id = k.id`
 
 // loadFacts returns the facts Postgres holds of each of ids, by id.

@@ -63,14 +63,14 @@ ORDER BY u.created_at, u.id LIMIT $3`
 	selectNotStored = `
 SELECT u.id, u.subject, u.caller, u.published_at FROM ingest_uploads u
 WHERE u.published_at <= $1
-	AND NOT EXISTS (SELECT 1 FROM step_markers m WHERE m.upload_id = u.id AND m.step = '` + StepBlob + `')
+	AND NOT EXISTS (SELECT 1 FROM step_markers m WHERE m.upload_id = u.id AND m.step = '` + events.StepBlob + `')
 	AND NOT (u.id = ANY($2::text[]))
 ORDER BY u.published_at, u.id LIMIT $3`
 	selectNotReferenced = `
 SELECT b.upload_id, coalesce(u.subject, ''), coalesce(u.caller, ''), b.created_at FROM step_markers b
 LEFT JOIN ingest_uploads u ON u.id = b.upload_id
-WHERE b.step = '` + StepBlob + `' AND b.created_at <= $1
-	AND NOT EXISTS (SELECT 1 FROM step_markers r WHERE r.upload_id = b.upload_id AND r.step = '` + StepRef + `')
+WHERE b.step = '` + events.StepBlob + `' AND b.created_at <= $1
+	AND NOT EXISTS (SELECT 1 FROM step_markers r WHERE r.upload_id = b.upload_id AND r.step = '` + events.StepRef + `')
 	AND NOT (b.upload_id = ANY($2::text[]))
 ORDER BY b.created_at, b.upload_id LIMIT $3`
 	// selectDeadUploads says of each of the ids whether it completed, and
@@ -78,7 +78,7 @@ ORDER BY b.created_at, b.upload_id LIMIT $3`
 	selectDeadUploads = `
 SELECT k.id, r.upload_id IS NOT NULL, coalesce(u.subject, ''), coalesce(u.caller, '')
 FROM unnest($1::text[]) AS k(id)
-LEFT JOIN step_markers r ON r.upload_id = k.id AND r.step = '` + StepRef + `'
+LEFT JOIN step_markers r ON r.upload_id = k.id AND r.step = '` + events.StepRef + `'
 LEFT JOIN ingest_uploads u ON u.id = k.id`
 )
 

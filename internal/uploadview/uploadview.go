@@ -19,15 +19,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/blobref/blobref/pkg/events"
-)
-
-// The pipeline's step names, as step_markers records them: events.StepBlob
-// and events.StepRef.
-const (
-	StepBlob = events.StepBlob
-	StepRef  = events.StepRef
 )
 
 // View reads the pipeline's Postgres tables and JetStream streams.

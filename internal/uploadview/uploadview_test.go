@@ -222,7 +222,7 @@ func TestConsumersAndStreams(t *testing.T) {
 		t.Fatalf("Consumers: got %+v, want blobwriter's and refwriter's", got)
 	}
 	bw, rw := got[0], got[1]
-	if bw.Name != "blobwriter" || bw.Step != uploadview.StepBlob || bw.Missing || bw.Pending != 2 || bw.AckPending != 1 ||
+	if bw.Name != "blobwriter" || bw.Step != events.StepBlob || bw.Missing || bw.Pending != 2 || bw.AckPending != 1 ||
 		bw.Redelivered != 1 || bw.MaxDeliver != 5 || bw.Filter != "uploads.requested.>" || bw.LastActive == nil {
 		t.Errorf("blobwriter: got %+v, want 2 pending, 1 awaiting its ack, 1 redelivered, max 5 deliveries", bw)
 	}

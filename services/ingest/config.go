@@ -11,6 +11,7 @@ import (
 
 	"github.com/blobref/blobref/internal/service"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step/stepservice"
 	"github.com/blobref/blobref/services/ingest/internal/api"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
 )
@@ -24,7 +25,7 @@ const headerRoom = 64 << 10
 const maxInlineThreshold = events.DefaultMaxInlineSize - headerRoom
 
 type config struct {
-	service.Config
+	stepservice.Config
 	// StagingConfig names the bucket large bodies are claim-checked in.
 	service.StagingConfig
 

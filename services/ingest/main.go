@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/internal/dbschema"
 	"github.com/blobref/blobref/pkg/step/stepservice"
 	"github.com/blobref/blobref/services/ingest/internal/api"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
@@ -28,7 +28,7 @@ import (
 const poolConns = 8
 
 func main() {
-	service.Main("ingest", &config{Config: service.Config{MetricsAddr: ":9100"}}, run)
+	stepservice.Main("ingest", &config{Config: stepservice.Config{MetricsAddr: ":9100"}}, run)
 }
 
 func run(ctx context.Context, cfg *config, log *slog.Logger) error {
@@ -43,7 +43,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	pool, err := service.OpenPostgres(ctx, cfg.DatabaseURL, poolConns, log)
+	pool, err := stepservice.OpenPostgres(ctx, cfg.DatabaseURL, poolConns, dbschema.Migrate, log)
 	if err != nil {
 		return err
 	}
@@ -53,7 +53,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	defer stepservice.StopTracing(stopTracing, log)
-	nc, err := service.ConnectNATS(ctx, cfg.NATS, "ingest", log)
+	nc, err := stepservice.ConnectNATS(ctx, cfg.NATS, "ingest", log)
 	if err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 
-	reg := service.NewRegistry()
+	reg := stepservice.NewRegistry()
 	apiMetrics, err := api.NewMetrics(reg)
 	if err != nil {
 		return err
@@ -80,11 +80,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	ready := make(chan struct{})
-	ops := &service.Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Pprof: cfg.Pprof, Checks: map[string]service.Check{
-		"nats": service.NATSCheck(nc), "postgres": service.PostgresCheck(pool),
+	ops := &stepservice.Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Pprof: cfg.Pprof, Checks: map[string]stepservice.Check{
+		"nats": stepservice.NATSCheck(nc), "postgres": stepservice.PostgresCheck(pool),
 	}}
 	staging := &uploads.Staging{JS: js, Bucket: cfg.StagingBucket, TTL: cfg.StagingTTL, Replicas: cfg.StreamReplicas,
-		LookUp: cfg.NATSSetup == service.SetupOff}
+		LookUp: cfg.NATSSetup == stepservice.SetupOff}
 	svc := &uploads.Service{
 		Pool: uploads.BoundedPool(pool, cfg.DatabaseAcquireTimeout), NC: nc, JS: js, Staging: staging,
 		Quota:           &uploads.StagedQuota{Limit: int64(cfg.CallerMaxStagedBytes), Hold: cfg.CallerStagedHold},
@@ -93,7 +93,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	completer := &uploads.Completer{Service: svc, Interval: cfg.CompleterInterval, Horizon: cfg.CompleterHorizon,
 		Metrics: completerMetrics, Logger: log}
-	projector := &readmodel.Projector{Pool: pool, JS: js, LookUp: cfg.NATSSetup == service.SetupOff, Logger: log}
+	projector := &readmodel.Projector{Pool: pool, JS: js, LookUp: cfg.NATSSetup == stepservice.SetupOff, Logger: log}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ops.Run(gctx) })
 	g.Go(func() error { return svc.Run(gctx) })
@@ -114,14 +114,14 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		}
 	})
 	g.Go(func() error {
-		if err := service.SetUpStreams(gctx, js, cfg.NATSSetup, cfg.StreamOptions(), log); err != nil {
+		if err := stepservice.SetUpStreams(gctx, js, cfg.NATSSetup, cfg.StreamOptions(), log); err != nil {
 			return err
 		}
 		what := "set up staging bucket"
 		if staging.LookUp {
 			what = "look up staging bucket " + cfg.StagingBucket + " (NATS_SETUP=off: `blobrefctl setup` creates it)"
 		}
-		if err := service.Retry(gctx, log, what, func() error { return staging.Ensure(gctx) }); err != nil {
+		if err := stepservice.Retry(gctx, log, what, func() error { return staging.Ensure(gctx) }); err != nil {
 			return err
 		}
 		select {

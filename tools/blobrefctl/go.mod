@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/blobref/blobref/internal v0.0.0-00010101000000-000000000000
 	github.com/blobref/blobref/pkg/events v0.0.0-00010101000000-000000000000
+	github.com/blobref/blobref/pkg/step v0.0.0-00010101000000-000000000000
 	github.com/chromedp/chromedp v0.23.1
 	github.com/nats-io/nats.go v1.55.0
 	go.uber.org/goleak v1.3.0
@@ -12,7 +13,6 @@ require (
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
-	github.com/blobref/blobref/pkg/step v0.0.0-00010101000000-000000000000 // indirect
 	github.com/caarlos0/env/v11 v11.4.2 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

@@ -36,7 +36,6 @@ require (
 	github.com/aws/smithy-go v1.28.1 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/blang/semver/v4 v4.0.0 // indirect
-	github.com/blobref/blobref/pkg/step v0.0.0-00010101000000-000000000000 // indirect
 	github.com/caarlos0/env/v11 v11.4.2 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
@@ -144,6 +143,7 @@ require (
 require (
 	github.com/blobref/blobref/internal v0.0.0-00010101000000-000000000000
 	github.com/blobref/blobref/pkg/events v0.0.0-00010101000000-000000000000
+	github.com/blobref/blobref/pkg/step v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0
 	github.com/prometheus/prometheus v0.315.1

@@ -20,7 +20,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/blobref/blobref/internal/buildinfo"
+	"github.com/blobref/blobref/pkg/step/stepservice/buildinfo"
 	"github.com/blobref/blobref/tools/torture/internal/torture"
 )
 

@@ -133,11 +133,11 @@ func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (Result, 
 		}
 		return out, nil
 	}
-	storedMsgs, err := next(stored, "blob")
+	storedMsgs, err := next(stored, events.StepBlob)
 	if err != nil {
 		return Result{}, err
 	}
-	completedMsgs, err := next(completed, "ref")
+	completedMsgs, err := next(completed, events.StepRef)
 	if err != nil {
 		return Result{}, err
 	}
@@ -320,10 +320,10 @@ func Bucket(ctx context.Context, bucketURL string, concurrency int, set *load.Se
 }
 
 func write(ctx context.Context, bucket *blob.Bucket, u load.Upload) error {
-	key := "uploads/" + u.ID
+	key := events.DefaultKeyPrefix + u.ID
 	w, err := bucket.NewWriter(ctx, key, &blob.WriterOptions{
 		ContentType: u.Request.ContentType,
-		Metadata:    map[string]string{"sha256": u.Request.SHA256},
+		Metadata:    map[string]string{events.MetadataSHA256: u.Request.SHA256},
 		IfNotExist:  true,
 	})
 	if err != nil {
@@ -422,7 +422,7 @@ func insert(ctx context.Context, pool *pgxpool.Pool, batch []*events.Event) erro
 			return err
 		}
 		markerID = append(markerID, ev.ID, ev.ID)
-		markerStep = append(markerStep, "blob", "ref")
+		markerStep = append(markerStep, events.StepBlob, events.StepRef)
 		markerFP = append(markerFP, ev.SHA256, ev.SHA256)
 		markerResult = append(markerResult, blobJSON, string(ev.Data))
 		id[i], owner[i], subject[i], key[i], sha[i], ct[i] = ref.ID, ref.Owner, ref.Subject, ref.Blob.Key, ref.Blob.SHA256, ref.Blob.ContentType

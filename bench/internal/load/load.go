@@ -476,12 +476,12 @@ func (s *Set) Chain() (stored, completed []*events.Event, err error) {
 	completed = make([]*events.Event, len(s.Uploads))
 	for i, u := range s.Uploads {
 		req := u.Request
-		b := events.Blob{Key: "uploads/" + u.ID, Size: int64(len(u.Data)), SHA256: req.SHA256, ContentType: req.ContentType}
-		if stored[i], err = events.NewBlobStored(req, b, "/blobref/blobwriter"); err != nil {
+		b := events.Blob{Key: events.DefaultKeyPrefix + u.ID, Size: int64(len(u.Data)), SHA256: req.SHA256, ContentType: req.ContentType}
+		if stored[i], err = events.NewBlobStored(req, b, events.SourceBlobWriter); err != nil {
 			return nil, nil, fmt.Errorf("load: %w", err)
 		}
 		ref := events.Reference{ID: u.ID, Subject: req.Subject, Blob: b, EventTime: req.Time}
-		if completed[i], err = events.NewCompleted(stored[i], ref, "/blobref/refwriter"); err != nil {
+		if completed[i], err = events.NewCompleted(stored[i], ref, events.SourceRefWriter); err != nil {
 			return nil, nil, fmt.Errorf("load: %w", err)
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
+
+	"github.com/blobref/blobref/pkg/events"
 )
 
 // Expected is what the pipeline should have made of one upload.
@@ -67,9 +69,9 @@ func (p *Pipeline) Check(ctx context.Context, want []Expected) (Checked, error) 
 		}
 		res, err := c.Query(ctx, `
 			SELECT r.id, r.subject, r.blob_key, r.size, r.sha256, r.content_type, s.upload_id,
-				(SELECT count(*) FROM `+s+`.step_markers m WHERE m.upload_id = r.id AND m.step IN ('blob', 'ref'))
+				(SELECT count(*) FROM `+s+`.step_markers m WHERE m.upload_id = r.id AND m.step = ANY($2))
 			FROM `+s+`.upload_refs r LEFT JOIN `+s+`.subject_refs s ON `+join+`
-			WHERE r.id = ANY($1)`, ids)
+			WHERE r.id = ANY($1)`, ids, []string{events.StepBlob, events.StepRef})
 		if err != nil {
 			return fmt.Errorf("pipeline: check: %w", err)
 		}
@@ -142,9 +144,9 @@ func checkObject(ctx context.Context, bucket *blob.Bucket, key string, w Expecte
 	if err != nil {
 		return fmt.Errorf("object %s: %w", key, err)
 	}
-	if attrs.ContentType != w.ContentType || attrs.Metadata["sha256"] != w.SHA256 {
+	if attrs.ContentType != w.ContentType || attrs.Metadata[events.MetadataSHA256] != w.SHA256 {
 		return fmt.Errorf("object %s has content type %q and sha256 metadata %q, want %q and %s",
-			key, attrs.ContentType, attrs.Metadata["sha256"], w.ContentType, w.SHA256)
+			key, attrs.ContentType, attrs.Metadata[events.MetadataSHA256], w.ContentType, w.SHA256)
 	}
 	return nil
 }

@@ -28,9 +28,6 @@ import (
 	"github.com/blobref/blobref/pkg/step"
 )
 
-// MetadataSHA256 is the object metadata key holding the bytes' SHA-256.
-const MetadataSHA256 = events.MetadataSHA256
-
 // Bucket is the part of *blob.Bucket the writer uses.
 type Bucket interface {
 	Attributes(ctx context.Context, key string) (*blob.Attributes, error)
@@ -133,7 +130,7 @@ func (w *Writer) Store(ctx context.Context, ev *events.Event) (events.Blob, erro
 	ct := storedContentType(ev.ContentType)
 	bw, err := w.Bucket.NewWriter(wctx, key, &blob.WriterOptions{
 		ContentType: ct,
-		Metadata:    map[string]string{MetadataSHA256: ev.SHA256},
+		Metadata:    map[string]string{events.MetadataSHA256: ev.SHA256},
 		IfNotExist:  true,
 	})
 	if err != nil {
@@ -222,7 +219,7 @@ func storedContentType(ct string) string {
 // existing turns an object already at key into the step's result, or into a
 // conflict when it holds other bytes.
 func existing(key string, attrs *blob.Attributes, ev *events.Event) (events.Blob, error) {
-	if got := attrs.Metadata[MetadataSHA256]; got != ev.SHA256 {
+	if got := attrs.Metadata[events.MetadataSHA256]; got != ev.SHA256 {
 		return events.Blob{}, step.Conflict("object %s exists with sha256 %q, upload %s has %s", key, got, ev.ID, ev.SHA256)
 	}
 	return events.Blob{Key: key, Size: attrs.Size, SHA256: ev.SHA256, ContentType: attrs.ContentType}, nil

@@ -4,19 +4,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 )
 
 // The layout of an Object Store bucket (NATS ADR-20): bucket B is stream
@@ -24,9 +22,8 @@ import (
 // $O.B.C.N, in order; its info (size, chunk count, digest) is the last
 // message on its meta subject, read by ObjectStore.GetInfo.
 const (
-	objStreamTmpl   = "OBJ_%s"
-	objChunksTmpl   = "$O.%s.C.%s"
-	objDigestPrefix = "SHA-256=" // then the base64url (padded) SHA-256 of the bytes
+	objStreamTmpl = "OBJ_%s"
+	objChunksTmpl = "$O.%s.C.%s"
 )
 
 const (
@@ -71,7 +68,7 @@ type ObjectClaims struct {
 func (c ObjectClaims) Open(ctx context.Context, dataref string) (io.ReadCloser, error) {
 	bucket, name, err := events.ParseObjectRef(dataref)
 	if err != nil {
-		return nil, steprun.Permanent(events.ReasonInvalid, err)
+		return nil, step.Permanent(events.ReasonInvalid, err)
 	}
 	store, info, err := c.lookup(ctx, bucket, name)
 	if err != nil {
@@ -96,19 +93,16 @@ func claimError(dataref string, err error) error {
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, jetstream.ErrObjectNotFound),
 		errors.Is(err, errObjectGone), errors.Is(err, errChunksGone):
-		return steprun.Permanent(events.ReasonClaimMissing, err)
+		return step.Permanent(events.ReasonClaimMissing, err)
 	case errors.Is(err, errInvalidLink):
-		return steprun.Permanent(events.ReasonInvalid, err)
+		return step.Permanent(events.ReasonInvalid, err)
 	}
 	return err
 }
 
-// defaultAPITimeout bounds each JetStream API exchange of a claim read:
-// finding the object's info, creating the reader's consumer, checking the
-// object while no chunk comes. A reply lost with its server (a cluster node
-// killed mid-request) would otherwise hold the upload, and with it every
-// other side effect of its group, until the step's deadline: these
-// exchanges are small, so each gets a short deadline of its own.
+// defaultAPITimeout bounds each JetStream API exchange of a claim read (its
+// info, its consumer, its idle checks): a lost reply is retried, not awaited
+// until the step's deadline.
 const defaultAPITimeout = 10 * time.Second
 
 // apiContext is ctx with the deadline of one JetStream API exchange.
@@ -151,7 +145,7 @@ func (c ObjectClaims) lookup(ctx context.Context, bucket, name string) (objectIn
 
 // read starts reading the chunks of the object described by info.
 func (c ObjectClaims) read(ctx context.Context, dataref string, store objectInfoer, info *jetstream.ObjectInfo) (*objectReader, error) {
-	want, ok := decodeDigest(info.Digest)
+	want, ok := events.ObjectDigest(info.Digest)
 	if !ok || info.Chunks == 0 && info.Size != 0 {
 		return nil, fmt.Errorf("object %s/%s: %w (size %d, %d chunks, digest %q)",
 			info.Bucket, info.Name, jetstream.ErrBadObjectMeta, info.Size, info.Chunks, info.Digest)
@@ -221,20 +215,6 @@ func chunkSize(info *jetstream.ObjectInfo) uint64 {
 		return uint64(info.Opts.ChunkSize)
 	}
 	return (info.Size + uint64(info.Chunks) - 1) / uint64(info.Chunks)
-}
-
-// decodeDigest decodes an Object Store digest, "SHA-256=<base64url>".
-func decodeDigest(d string) ([]byte, bool) {
-	enc, ok := strings.CutPrefix(d, objDigestPrefix)
-	if !ok {
-		return nil, false
-	}
-	sum, err := base64.URLEncoding.DecodeString(enc)
-	if err != nil {
-		// Tolerate a writer that left the padding out.
-		sum, err = base64.RawURLEncoding.DecodeString(enc)
-	}
-	return sum, err == nil && len(sum) == sha256.Size
 }
 
 // objectReader streams the chunks of one object instance to its reader.

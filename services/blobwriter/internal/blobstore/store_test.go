@@ -179,7 +179,7 @@ func put(t *testing.T, b *blob.Bucket, key string, data []byte, meta string) {
 	t.Helper()
 	opts := &blob.WriterOptions{ContentType: "image/png"}
 	if meta != "" {
-		opts.Metadata = map[string]string{blobstore.MetadataSHA256: meta}
+		opts.Metadata = map[string]string{events.MetadataSHA256: meta}
 	}
 	if err := b.WriteAll(context.Background(), key, data, opts); err != nil {
 		t.Fatalf("WriteAll %s: %v", key, err)
@@ -255,7 +255,7 @@ func testInlineWrite(t *testing.T, s *store) {
 	if err != nil {
 		t.Fatalf("Attributes: %v", err)
 	}
-	if attrs.ContentType != "image/png" || attrs.Metadata[blobstore.MetadataSHA256] != ev.SHA256 || attrs.Size != int64(len(data)) {
+	if attrs.ContentType != "image/png" || attrs.Metadata[events.MetadataSHA256] != ev.SHA256 || attrs.Size != int64(len(data)) {
 		t.Errorf("attributes: got content type %q, metadata %v, size %d; want image/png, sha256 %s, size %d",
 			attrs.ContentType, attrs.Metadata, attrs.Size, ev.SHA256, len(data))
 	}
@@ -321,9 +321,9 @@ func testOtherDigestAlreadyThere(t *testing.T, s *store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.Metadata[blobstore.MetadataSHA256] != digest(original) || after.ETag != before.ETag {
+	if after.Metadata[events.MetadataSHA256] != digest(original) || after.ETag != before.ETag {
 		t.Errorf("attributes after conflict: got sha256 %q etag %s, want %s etag %s",
-			after.Metadata[blobstore.MetadataSHA256], after.ETag, digest(original), before.ETag)
+			after.Metadata[events.MetadataSHA256], after.ETag, digest(original), before.ETag)
 	}
 }
 

@@ -41,7 +41,7 @@ func TestPostPublishesTheRequestOnce(t *testing.T) {
 	}
 	ev := evs[0]
 	if !bytes.Equal(ev.Data, body) || ev.DataRef != "" || ev.SHA256 != sha(body) || ev.Subject != "users/42/avatar" ||
-		ev.ContentType != "image/png" || ev.Source != uploads.Source || ev.Owner != "alice" || !ev.Time.Equal(st.CreatedAt) {
+		ev.ContentType != "image/png" || ev.Source != events.SourceIngest || ev.Owner != "alice" || !ev.Time.Equal(st.CreatedAt) {
 		t.Errorf("request event: got %+v, want the bytes inline with the upload's attributes", ev)
 	}
 	if msgIDs[0] != id {

@@ -23,9 +23,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
-	"github.com/blobref/blobref/internal/marker"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/steptest"
 	"github.com/blobref/blobref/services/ingest/internal/api"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
 	"github.com/blobref/blobref/services/ingest/internal/readmodel"
@@ -431,9 +432,8 @@ func (e *env) awaitRows(query string, n int, args ...any) {
 func (e *env) storeBlob(req *events.Event) (events.Blob, *events.Event) {
 	e.t.Helper()
 	b := events.Blob{Key: events.DefaultKeyPrefix + req.ID, Size: e.size(req), SHA256: req.SHA256, ContentType: req.ContentType}
-	result, _ := json.Marshal(b)
-	if _, _, err := marker.NewStore(e.pg.Pool).Record(context.Background(),
-		marker.Marker{UploadID: req.ID, Step: events.StepBlob, Fingerprint: req.SHA256, Result: result}, nil); err != nil {
+	blob := step.Step[events.Blob]{Name: events.StepBlob, Effect: func(context.Context, *events.Event) (events.Blob, error) { return b, nil }}
+	if _, err := steptest.Work(context.Background(), e.pg.Pool, blob, req); err != nil {
 		e.t.Fatalf("blob marker of %s: %v", req.ID, err)
 	}
 	stored, err := events.NewBlobStored(req, b, events.SourceBlobWriter)
@@ -464,17 +464,16 @@ func (e *env) complete(req *events.Event) events.Reference {
 	e.t.Helper()
 	b, stored := e.storeBlob(req)
 	ref := events.Reference{ID: req.ID, Owner: req.Owner, Subject: req.Subject, Blob: b, EventTime: req.Time}
-	result, _ := json.Marshal(ref)
-	_, won, err := marker.NewStore(e.pg.Pool).Record(context.Background(),
-		marker.Marker{UploadID: req.ID, Step: events.StepRef, Fingerprint: req.SHA256, Result: result},
-		func(ctx context.Context, tx pgx.Tx) error {
+	refStep := step.Step[events.Reference]{Name: events.StepRef,
+		Effect: func(context.Context, *events.Event) (events.Reference, error) { return ref, nil },
+		InTx: func(ctx context.Context, tx pgx.Tx, _ []step.Item[events.Reference]) ([]error, error) {
 			_, err := tx.Exec(ctx, `
 				INSERT INTO upload_refs (id, owner, subject, blob_key, size, sha256, content_type, event_time)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 				ON CONFLICT (id) DO NOTHING`,
 				ref.ID, ref.Owner, ref.Subject, ref.Blob.Key, ref.Blob.Size, ref.Blob.SHA256, ref.Blob.ContentType, ref.EventTime)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			_, err = tx.Exec(ctx, `
 				INSERT INTO subject_refs AS cur (owner, subject, upload_id, event_time) VALUES ($1, $2, $3, $4)
@@ -482,10 +481,10 @@ func (e *env) complete(req *events.Event) events.Reference {
 				SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
 				WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)`,
 				ref.Owner, ref.Subject, ref.ID, ref.EventTime)
-			return err
-		})
-	if err != nil || !won {
-		e.t.Fatalf("ref marker of %s: won %v, %v", req.ID, won, err)
+			return nil, err
+		}}
+	if w, err := steptest.Work(context.Background(), e.pg.Pool, refStep, stored); err != nil || w.Kind != step.Done {
+		e.t.Fatalf("ref marker of %s: got %v, %v; want it recorded", req.ID, w.Kind, err)
 	}
 	completed, err := events.NewCompleted(stored, ref, events.SourceRefWriter)
 	if err != nil {

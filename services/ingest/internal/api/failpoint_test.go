@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/blobref/blobref/internal/failpoint"
+	"github.com/blobref/blobref/pkg/step/failpoint"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
 )
 

@@ -218,7 +218,7 @@ func (e *completerEnv) pipelineEvents(id string) (stored, done *events.Event) {
 		e.t.Fatal(err)
 	}
 	b := events.Blob{Key: events.DefaultKeyPrefix + id, Size: size, SHA256: sha, ContentType: ct}
-	req, err := events.NewRequested(events.Request{ID: id, Source: Source, Owner: owner, Subject: subject,
+	req, err := events.NewRequested(events.Request{ID: id, Source: events.SourceIngest, Owner: owner, Subject: subject,
 		ContentType: ct, Time: at, DataRef: "nats-object://uploads-staging/" + id, SHA256: sha})
 	if err != nil {
 		e.t.Fatal(err)
@@ -307,7 +307,7 @@ func TestCompleterPublishesWhatJetStreamNeverAcknowledged(t *testing.T) {
 
 	evs, msgIDs := e.requests(a.ID)
 	if len(evs) != 1 || msgIDs[0] != a.ID || !bytes.Equal(evs[0].Data, inline) || evs[0].SHA256 != a.SHA256 ||
-		evs[0].Subject != a.Subject || !evs[0].Time.Equal(a.CreatedAt) || evs[0].Source != Source {
+		evs[0].Subject != a.Subject || !evs[0].Time.Equal(a.CreatedAt) || evs[0].Source != events.SourceIngest {
 		t.Errorf("request of the inline upload: got %d events (%v), want one with Nats-Msg-Id %s and the outbox bytes", len(evs), msgIDs, a.ID)
 	}
 	evs, msgIDs = e.requests(b.ID)

@@ -261,7 +261,7 @@ func (s *Service) publish(ctx context.Context, jobs []*job) {
 // valid).
 func requestMsg(rec record, inline []byte, sc trace.SpanContext) (*nats.Msg, error) {
 	req := events.Request{
-		ID: rec.ID, Source: Source, Owner: rec.Caller, Subject: rec.Subject, ContentType: rec.ContentType,
+		ID: rec.ID, Source: events.SourceIngest, Owner: rec.Caller, Subject: rec.Subject, ContentType: rec.ContentType,
 		Time: rec.CreatedAt, SHA256: rec.SHA256,
 	}
 	if rec.DataRef != "" {

@@ -125,9 +125,9 @@ func (s *Staging) stage(ctx context.Context, name string, body io.Reader) (stage
 		s.forget()
 		return staged{}, unavailable("staging", err)
 	}
-	sum, err := jetstream.DecodeObjectDigest(info.Digest)
-	if err != nil || len(sum) != sha256.Size {
-		return staged{}, fmt.Errorf("staging %s: object digest %q: %v", name, info.Digest, err)
+	sum, ok := events.ObjectDigest(info.Digest)
+	if !ok {
+		return staged{}, fmt.Errorf("staging %s: object digest %q is not a SHA-256", name, info.Digest)
 	}
 	return staged{size: int64(info.Size), sha256: hex.EncodeToString(sum), dataref: s.DataRef(name)}, nil
 }
@@ -139,8 +139,8 @@ func (s *Staging) reuse(ctx context.Context, store jetstream.ObjectStore, info *
 		return staged{}, &BodyError{Err: err}
 	}
 	sum := h.Sum(nil)
-	got, derr := jetstream.DecodeObjectDigest(info.Digest)
-	if derr == nil && string(got) == string(sum) && uint64(n) == info.Size {
+	got, ok := events.ObjectDigest(info.Digest)
+	if ok && string(got) == string(sum) && uint64(n) == info.Size {
 		return staged{size: n, sha256: hex.EncodeToString(sum), dataref: s.DataRef(info.Name), reused: true}, nil
 	}
 	if err := store.Delete(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {

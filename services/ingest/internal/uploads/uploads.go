@@ -45,13 +45,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/blobref/blobref/internal/failpoint"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step/failpoint"
 	"github.com/blobref/blobref/services/ingest/internal/readmodel"
 )
-
-// Source is the CloudEvents source of the request events ingest publishes.
-const Source = events.SourceIngest
 
 // ID returns the upload id of the request caller sent with idempotency key
 // key: the first 32 lowercase hex characters of sha256(caller "\n" key).
@@ -272,7 +269,7 @@ func (s *Service) Status(ctx context.Context, caller, id string) (State, error) 
 // stands in for them.
 func checkRequest(id string, sub Submission) error {
 	_, err := events.NewRequested(events.Request{
-		ID: id, Source: Source, Owner: sub.Caller, Subject: sub.Subject, ContentType: sub.ContentType,
+		ID: id, Source: events.SourceIngest, Owner: sub.Caller, Subject: sub.Subject, ContentType: sub.ContentType,
 		Data: []byte{0}, Time: time.Unix(0, 0),
 	})
 	if ie, ok := errors.AsType[*events.InvalidError](err); ok {

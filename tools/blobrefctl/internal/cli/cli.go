@@ -19,10 +19,11 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/blobref/blobref/internal/buildinfo"
 	"github.com/blobref/blobref/internal/service"
 	"github.com/blobref/blobref/internal/uploadview"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step/stepservice"
+	"github.com/blobref/blobref/pkg/step/stepservice/buildinfo"
 	"github.com/blobref/blobref/tools/blobrefctl/internal/console"
 	"github.com/blobref/blobref/tools/blobrefctl/internal/republish"
 )
@@ -438,7 +439,7 @@ func plural(n int, word string) string {
 // read from the same variables as the services', and the console's
 // settings.
 type config struct {
-	NATS service.NATSConfig
+	NATS stepservice.NATSConfig
 	// DatabaseURL is the services' Postgres, which stuck and console read.
 	DatabaseURL string `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"`
 	// ConsoleAddr is where console listens unless --addr says otherwise.
@@ -449,7 +450,7 @@ type config struct {
 	ConsoleTokensFile string `env:"CONSOLE_TOKENS_FILE"`
 }
 
-// Validate names the first bad setting.
+// Validate names each bad setting.
 func (c *config) Validate() error {
 	var errs []error
 	if err := c.NATS.Validate(); err != nil {
@@ -469,14 +470,14 @@ func (c *config) Validate() error {
 func setup(ctx context.Context, timeout time.Duration, stdout, stderr io.Writer) int {
 	cfg := service.SetupConfig{}
 	cfg.NATS.InboxPrefix = setupInboxPrefix // unless NATS_INBOX_PREFIX says otherwise
-	if err := service.Load(&cfg); err != nil {
+	if err := stepservice.Load(&cfg); err != nil {
 		fmt.Fprintf(stderr, "blobrefctl: %v\n", err)
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	nc, err := service.ConnectNATS(ctx, cfg.NATS, "blobrefctl setup", log)
+	nc, err := stepservice.ConnectNATS(ctx, cfg.NATS, "blobrefctl setup", log)
 	if err != nil {
 		fmt.Fprintf(stderr, "blobrefctl: setup: %v\n", err)
 		return 1
@@ -488,7 +489,7 @@ func setup(ctx context.Context, timeout time.Duration, stdout, stderr io.Writer)
 		return 1
 	}
 	var done []string
-	err = service.Retry(ctx, log, "setup", func() error {
+	err = stepservice.Retry(ctx, log, "setup", func() error {
 		done, err = service.Setup(ctx, js, &cfg)
 		return err
 	})
@@ -530,7 +531,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return setup(ctx, cmd.Timeout, stdout, stderr)
 	}
 	var cfg config
-	if err := service.Load(&cfg); err != nil {
+	if err := stepservice.Load(&cfg); err != nil {
 		fmt.Fprintf(stderr, "blobrefctl: %v\n", err)
 		return 2
 	}
@@ -545,7 +546,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	nc, err := service.ConnectNATS(cctx, cfg.NATS, "blobrefctl", log)
+	nc, err := stepservice.ConnectNATS(cctx, cfg.NATS, "blobrefctl", log)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(stderr, "blobrefctl: %v\n", err)

@@ -10,10 +10,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/blobref/blobref/internal/service"
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/stepservice"
 	"github.com/blobref/blobref/tools/blobrefctl/internal/cli"
 )
 
@@ -74,7 +74,7 @@ func TestMainSetup(t *testing.T) {
 		}
 	}
 
-	nc, err := service.ConnectNATS(t.Context(), service.NATSConfig{URL: nsrv.URL()}, "check", testenv.Logger(t))
+	nc, err := stepservice.ConnectNATS(t.Context(), stepservice.NATSConfig{URL: nsrv.URL()}, "check", testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestMainSetup(t *testing.T) {
 	if _, err := js.ObjectStore(ctx, "staged"); err != nil {
 		t.Errorf("staging bucket: %v", err)
 	}
-	want := steprun.DurableConfig(events.RefWriterConsumer, steprun.Options{AckWait: time.Minute, MaxInFlight: 256})
+	want := step.DurableConfig(events.RefWriterConsumer, step.Options{AckWait: time.Minute, MaxInFlight: 256})
 	if c, err := js.Consumer(ctx, events.StreamName, want.Durable); err != nil ||
 		c.CachedInfo().Config.AckWait != want.AckWait || c.CachedInfo().Config.MaxAckPending != want.MaxAckPending {
 		t.Errorf("consumer %s: %v, want it as DurableConfig makes it", want.Durable, err)

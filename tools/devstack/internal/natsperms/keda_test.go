@@ -14,9 +14,9 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
 )
 
 // scaledObject is the part of a KEDA ScaledObject the test reads.
@@ -62,7 +62,7 @@ func TestKEDAFindsTheLag(t *testing.T) {
 		t.Fatal("the example overlay has no ScaledObject")
 	}
 	n := startServer(t, confPath(t))
-	setUp(t, n.url(), steprun.Options{}) // the consumers
+	setUp(t, n.url(), step.Options{}) // the consumers
 	in := connect(t, n.url(), ingest)
 	bw := connect(t, n.url(), blobwriter)
 	// 3 requests for blobwriter, 2 blob_stored events for refwriter.
@@ -154,7 +154,7 @@ func scaledObjects(t *testing.T) []scaledObject {
 func TestAckFormatV2(t *testing.T) {
 	t.Parallel()
 	n := startServer(t, confPath(t), "feature_flags { js_ack_fc_v2: true }")
-	setUp(t, n.url(), steprun.Options{})
+	setUp(t, n.url(), step.Options{})
 	in := connect(t, n.url(), ingest)
 	bw := connect(t, n.url(), blobwriter)
 	cons, err := bw.js.Consumer(t.Context(), events.StreamName, events.BlobWriterConsumer.Durable)

@@ -17,11 +17,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/blobref/blobref/internal/marker"
 	"github.com/blobref/blobref/internal/service"
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/stepservice"
 )
 
 // stagingBucket is ingest's STAGING_BUCKET by default, the bucket nats.conf
@@ -40,8 +40,8 @@ const within = 30 * time.Second
 func TestIngest(t *testing.T) {
 	t.Parallel()
 	n := startServer(t, confPath(t))
-	setUp(t, n.url(), steprun.Options{})
-	setUp(t, n.url(), steprun.Options{}) // again, as every later run does
+	setUp(t, n.url(), step.Options{})
+	setUp(t, n.url(), step.Options{}) // again, as every later run does
 	in := connect(t, n.url(), ingest)
 	bw := connect(t, n.url(), blobwriter)
 	rw := connect(t, n.url(), refwriter)
@@ -71,7 +71,7 @@ func TestIngest(t *testing.T) {
 	// Publish the request (claim-checked), de-duplicated by its id, and
 	// wait for its completion as Prefer: wait does.
 	ev, err := events.NewRequested(events.Request{
-		ID: id, Source: "/blobref/ingest", Subject: "users/42/avatar", ContentType: "image/png",
+		ID: id, Source: events.SourceIngest, Subject: "users/42/avatar", ContentType: "image/png",
 		DataRef: events.ObjectRef(stagingBucket, id), SHA256: sha256Hex(body),
 	})
 	if err != nil {
@@ -222,8 +222,8 @@ func TestIngest(t *testing.T) {
 func TestSetup(t *testing.T) {
 	t.Parallel()
 	n := startServer(t, confPath(t))
-	s := setUp(t, n.url(), steprun.Options{})
-	setUp(t, n.url(), steprun.Options{AckWait: time.Minute}) // an update
+	s := setUp(t, n.url(), step.Options{})
+	setUp(t, n.url(), step.Options{AckWait: time.Minute}) // an update
 	adm := connect(t, n.url(), admin)
 	if c, err := adm.js.Consumer(t.Context(), events.StreamName, events.BlobWriterConsumer.Durable); err != nil || c.CachedInfo().Config.AckWait != time.Minute {
 		t.Fatalf("consumer after setup with another ack wait: %v, want it updated to 1m", err)
@@ -238,7 +238,7 @@ func TestSetup(t *testing.T) {
 		s.deniedPub(t, events.RequestedSubject(testenv.ID("forged")))
 		s.deniedSub(t, "uploads.>")
 		s.deniedSub(t, "_INBOX.>")
-		s.deniedSub(t, service.DefaultInboxPrefix(blobwriter)+".>")
+		s.deniedSub(t, stepservice.DefaultInboxPrefix(blobwriter)+".>")
 		s.denied(t, "read UPLOADS", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.", func(ctx context.Context) error {
 			_, err := s.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{})
 			return err
@@ -301,10 +301,10 @@ func TestBlobWriter(t *testing.T) {
 	stored := testenv.Subscribe(t, adm.nc, "uploads.blob.stored.>")
 	var mu sync.Mutex
 	attempts := map[string]int{}
-	runStep(t, bw, steprun.Step[events.Blob]{
-		Name:     "blob",
-		Consumer: events.BlobWriterConsumer,
-		Accepts:  events.TypeRequested,
+	runStep(t, bw, step.Step[events.Blob]{
+		Name:     events.StepBlob,
+		Consumes: events.BlobWriterConsumer.Consumes,
+		Durable:  events.BlobWriterConsumer.Durable,
 		Effect: func(ctx context.Context, ev *events.Event) (events.Blob, error) {
 			mu.Lock()
 			attempts[ev.ID]++
@@ -330,12 +330,12 @@ func TestBlobWriter(t *testing.T) {
 				}
 			}
 			if sum := sha256Hex(data); sum != ev.SHA256 {
-				return events.Blob{}, steprun.Permanent(events.ReasonDigestMismatch, fmt.Errorf("bytes have sha256 %s", sum))
+				return events.Blob{}, step.Permanent(events.ReasonDigestMismatch, fmt.Errorf("bytes have sha256 %s", sum))
 			}
 			return events.Blob{Key: "uploads/" + ev.ID, Size: int64(len(data)), SHA256: ev.SHA256, ContentType: ev.ContentType}, nil
 		},
-		Next: func(ev *events.Event, b events.Blob) (*events.Event, error) {
-			return events.NewBlobStored(ev, b, "/blobref/blobwriter")
+		Emit: func(ev *events.Event, b events.Blob) (*events.Event, error) {
+			return events.NewBlobStored(ev, b, events.SourceBlobWriter)
 		},
 	})
 	for _, ev := range []*events.Event{inline, claimed, wrong} {
@@ -449,18 +449,18 @@ func TestRefWriter(t *testing.T) {
 	if err := in.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	runStep(t, rw, steprun.Step[events.Reference]{
-		Name:     "ref",
-		Consumer: events.RefWriterConsumer,
-		Accepts:  events.TypeBlobStored,
+	runStep(t, rw, step.Step[events.Reference]{
+		Name:     events.StepRef,
+		Consumes: events.RefWriterConsumer.Consumes,
+		Durable:  events.RefWriterConsumer.Durable,
 		Effect: func(ctx context.Context, ev *events.Event) (events.Reference, error) {
 			if ev.ID == conflict.ID {
-				return events.Reference{}, steprun.Conflict("upload %s is known with another sha256", ev.ID)
+				return events.Reference{}, step.Conflict("upload %s is known with another sha256", ev.ID)
 			}
 			return events.Reference{ID: ev.ID, Subject: ev.Subject, Blob: *ev.Blob, EventTime: ev.Time}, nil
 		},
-		Next: func(ev *events.Event, ref events.Reference) (*events.Event, error) {
-			return events.NewCompleted(ev, ref, "/blobref/refwriter")
+		Emit: func(ev *events.Event, ref events.Reference) (*events.Event, error) {
+			return events.NewCompleted(ev, ref, events.SourceRefWriter)
 		},
 	})
 	testenv.Publish(t, bw.js, ok, "blob/UPLOADS/1")
@@ -470,7 +470,7 @@ func TestRefWriter(t *testing.T) {
 	} else if ev, err := events.Decode(msg.Subject, msg.Header, msg.Data); err != nil || ev.Ref == nil || ev.Ref.ID != ok.ID {
 		t.Fatalf("completed event of %s: got %+v, %v", ok.ID, ev, err)
 	}
-	if d, _ := testenv.AwaitDeadLetter(t, adm.js, events.BlobStoredSubject(conflict.ID), within); d.Reason != events.ReasonConflict || d.Step != "ref" {
+	if d, _ := testenv.AwaitDeadLetter(t, adm.js, events.BlobStoredSubject(conflict.ID), within); d.Reason != events.ReasonConflict || d.Step != events.StepRef {
 		t.Errorf("dead letter of %s: got reason %q step %q, want %q by ref", conflict.ID, d.Reason, d.Step, events.ReasonConflict)
 	}
 	rw.checkNoViolations(t)
@@ -522,13 +522,13 @@ func TestNotifier(t *testing.T) {
 	ok := completed(t, request(t, testenv.ID("ok"), randomBytes(t, 1<<10), ""))
 	gone := completed(t, request(t, testenv.ID("gone"), randomBytes(t, 1<<10), ""))
 	delivered := make(chan string, 2)
-	runStep(t, nt, steprun.Step[string]{
+	runStep(t, nt, step.Step[string]{
 		Name:     events.StepNotify,
-		Consumer: events.NotifierConsumer,
-		Accepts:  events.TypeCompleted,
+		Consumes: events.NotifierConsumer.Consumes,
+		Durable:  events.NotifierConsumer.Durable,
 		Effect: func(_ context.Context, ev *events.Event) (string, error) {
 			if ev.ID == gone.ID {
-				return "", steprun.Permanent("delivery_failed", errors.New("the endpoint is not a public address"))
+				return "", step.Permanent("delivery_failed", errors.New("the endpoint is not a public address"))
 			}
 			delivered <- ev.ID
 			return "delivered", nil
@@ -594,7 +594,7 @@ func TestAdmin(t *testing.T) {
 	ev := request(t, testenv.ID("adm"), []byte("hello"), "")
 	testenv.Publish(t, adm.js, ev, ev.ID) // nats pub uploads.requested.<id>
 	testenv.PublishMsg(t, adm.js, events.DeadLetterMsg(events.DeadLetter{
-		Reason: events.ReasonMalformed, Step: "blob", Subject: events.RequestedSubject(ev.ID), Time: time.Now().UTC(),
+		Reason: events.ReasonMalformed, Step: events.StepBlob, Subject: events.RequestedSubject(ev.ID), Time: time.Now().UTC(),
 	}, nil, nil, ""))
 	// nats stream view UPLOADS_DLQ: an ordered consumer.
 	cons, err := adm.js.OrderedConsumer(ctx, events.DLQStreamName, jetstream.OrderedConsumerConfig{})
@@ -689,20 +689,20 @@ func openStaging(t testing.TB, c *client) jetstream.ObjectStore {
 }
 
 // lookUp does what a service does at start-up with NATS_SETUP=off: it
-// waits for UPLOADS (service.SetUpStreams), which setup has created.
+// waits for UPLOADS (stepservice.SetUpStreams), which setup has created.
 func lookUp(t testing.TB, c *client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), within)
 	defer cancel()
-	if err := service.SetUpStreams(ctx, c.js, service.SetupOff, events.StreamOptions{}, testenv.Logger(t)); err != nil {
+	if err := stepservice.SetUpStreams(ctx, c.js, stepservice.SetupOff, events.StreamOptions{}, testenv.Logger(t)); err != nil {
 		t.Fatalf("%s: look up the streams: %v", c.user, err)
 	}
 }
 
 // consumerConfig is the durable consumer config blobrefctl setup creates
-// for spec (steprun.DurableConfig with the default options).
+// for spec (step.DurableConfig with the default options).
 func consumerConfig(spec events.ConsumerSpec) jetstream.ConsumerConfig {
-	return steprun.DurableConfig(spec, steprun.Options{})
+	return step.DurableConfig(spec, step.Options{})
 }
 
 // createConsumer creates the durable consumer spec as c (the admin).
@@ -724,7 +724,7 @@ func deniedCommon(t *testing.T, c *client) {
 	c.deniedSub(t, "_INBOX.>")
 	for _, other := range []string{ingest, blobwriter, refwriter, notifier, setup} {
 		if other != c.user {
-			c.deniedSub(t, service.DefaultInboxPrefix(other)+".>")
+			c.deniedSub(t, stepservice.DefaultInboxPrefix(other)+".>")
 		}
 	}
 	for _, cfg := range []jetstream.StreamConfig{events.StreamConfig(events.StreamOptions{}), events.DLQStreamConfig(events.StreamOptions{})} {
@@ -745,7 +745,7 @@ func deniedCommon(t *testing.T, c *client) {
 func checkUnchanged(t *testing.T, n *natsServer) {
 	t.Helper()
 	adm := connect(t, n.url(), admin)
-	want := setupConfig(t, steprun.Options{})
+	want := setupConfig(t, step.Options{})
 	for name, maxAge := range map[string]time.Duration{
 		events.StreamName: want.StreamMaxAge, events.DLQStreamName: want.DLQMaxAge, "OBJ_" + stagingBucket: want.StagingTTL,
 	} {
@@ -759,7 +759,7 @@ func checkUnchanged(t *testing.T, n *natsServer) {
 }
 
 // runnerOptions are the step runners' options in these tests.
-var runnerOptions = steprun.Options{
+var runnerOptions = step.Options{
 	Concurrency:    4,
 	AckWait:        1500 * time.Millisecond, // heartbeats every 500ms
 	BackoffBase:    50 * time.Millisecond,
@@ -771,12 +771,12 @@ var runnerOptions = steprun.Options{
 
 // runStep runs step under the step runtime as c, with its markers in a
 // Postgres schema of the test's own, until the test ends.
-func runStep[R any](t *testing.T, c *client, step steprun.Step[R]) {
+func runStep[R any](t *testing.T, c *client, s step.Step[R]) {
 	t.Helper()
 	pg := testenv.StartPostgres(t)
 	o := runnerOptions
 	o.Logger = testenv.Logger(t)
-	r, err := steprun.New(c.js, marker.NewStore(pg.Pool), step, o)
+	r, err := step.NewRunner(c.js, pg.Pool, s, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -790,7 +790,7 @@ func runStep[R any](t *testing.T, c *client, step steprun.Step[R]) {
 func readClaim(ctx context.Context, js jetstream.JetStream, dataref string) ([]byte, error) {
 	bucket, name, err := events.ParseObjectRef(dataref)
 	if err != nil {
-		return nil, steprun.Permanent(events.ReasonInvalid, err)
+		return nil, step.Permanent(events.ReasonInvalid, err)
 	}
 	store, err := js.ObjectStore(ctx, bucket)
 	if err != nil {
@@ -842,7 +842,7 @@ func readClaim(ctx context.Context, js jetstream.JetStream, dataref string) ([]b
 // claim-checked in the staging bucket under its id with the given sha256.
 func request(t testing.TB, id string, data []byte, sha string) *events.Event {
 	t.Helper()
-	r := events.Request{ID: id, Source: "/blobref/ingest", Subject: "users/42/avatar", ContentType: "application/octet-stream", Data: data}
+	r := events.Request{ID: id, Source: events.SourceIngest, Subject: "users/42/avatar", ContentType: "application/octet-stream", Data: data}
 	if data == nil {
 		r.DataRef, r.SHA256 = events.ObjectRef(stagingBucket, id), sha
 	}
@@ -858,7 +858,7 @@ func blobStored(t testing.TB, req *events.Event) *events.Event {
 	t.Helper()
 	ev, err := events.NewBlobStored(req, events.Blob{
 		Key: "uploads/" + req.ID, Size: int64(len(req.Data)), SHA256: req.SHA256, ContentType: req.ContentType,
-	}, "/blobref/blobwriter")
+	}, events.SourceBlobWriter)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -869,7 +869,7 @@ func blobStored(t testing.TB, req *events.Event) *events.Event {
 func completed(t testing.TB, req *events.Event) *events.Event {
 	t.Helper()
 	stored := blobStored(t, req)
-	ev, err := events.NewCompleted(stored, events.Reference{ID: req.ID, Subject: req.Subject, Blob: *stored.Blob, EventTime: req.Time}, "/blobref/refwriter")
+	ev, err := events.NewCompleted(stored, events.Reference{ID: req.ID, Subject: req.Subject, Blob: *stored.Blob, EventTime: req.Time}, events.SourceRefWriter)
 	if err != nil {
 		t.Fatal(err)
 	}

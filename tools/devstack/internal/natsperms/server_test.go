@@ -19,8 +19,9 @@ import (
 	"github.com/blobref/blobref/internal/freeport"
 	"github.com/blobref/blobref/internal/natsproc"
 	"github.com/blobref/blobref/internal/service"
-	"github.com/blobref/blobref/internal/steprun"
 	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/stepservice"
 )
 
 // repoRoot is the directory holding go.work.
@@ -147,7 +148,7 @@ func connect(t testing.TB, url, user string, opts ...nats.Option) *client {
 	opts = append([]nats.Option{
 		nats.Name(user),
 		nats.UserInfo(user, passwords[user]),
-		nats.CustomInboxPrefix(service.DefaultInboxPrefix(user)),
+		nats.CustomInboxPrefix(stepservice.DefaultInboxPrefix(user)),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if !errors.Is(err, nats.ErrPermissionViolation) {
 				return
@@ -307,7 +308,7 @@ func (c *client) ensureStreams(t testing.TB) {
 // setUp does what `blobrefctl setup` does, as user setup: it creates the
 // streams, the staging bucket and both durable consumers, these for step
 // runners with options o, as the services with NATS_SETUP=off look them up.
-func setUp(t testing.TB, url string, o steprun.Options, opts ...nats.Option) *client {
+func setUp(t testing.TB, url string, o step.Options, opts ...nats.Option) *client {
 	t.Helper()
 	s := connect(t, url, setup, opts...)
 	cfg := setupConfig(t, o)
@@ -322,10 +323,10 @@ func setUp(t testing.TB, url string, o steprun.Options, opts ...nats.Option) *cl
 
 // setupConfig is blobrefctl setup's configuration by default, for step
 // runners with options o.
-func setupConfig(t testing.TB, o steprun.Options) *service.SetupConfig {
+func setupConfig(t testing.TB, o step.Options) *service.SetupConfig {
 	t.Helper()
 	cfg := &service.SetupConfig{}
-	if err := service.Load(cfg); err != nil {
+	if err := stepservice.Load(cfg); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.StagingBucket != stagingBucket {

@@ -17,7 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/blobref/blobref/internal/steprun"
+	"github.com/blobref/blobref/pkg/step"
 )
 
 // TestTLS turns on the TLS block of deploy/nats/tls.conf as its comments
@@ -44,7 +44,7 @@ func TestTLS(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "tls.conf"), strings.ReplaceAll(tlsConf, mount, dir+"/"))
 
 	n := startServer(t, filepath.Join(dir, "nats.conf"))
-	setUp(t, n.url(), steprun.Options{}, nats.RootCAs(ca))
+	setUp(t, n.url(), step.Options{}, nats.RootCAs(ca))
 	c := connect(t, n.url(), ingest, nats.RootCAs(ca))
 	if !c.nc.TLSRequired() {
 		t.Error("the server does not require TLS")

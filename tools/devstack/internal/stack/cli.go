@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/blobref/blobref/internal/buildinfo"
+	"github.com/blobref/blobref/pkg/step/stepservice/buildinfo"
 )
 
 // usage is devstack's help; docs/devstack.md says more.

@@ -258,7 +258,7 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 	for id, row := range refs {
 		o, ok := objects[id]
 		switch {
-		case row.key != "uploads/"+id:
+		case row.key != events.DefaultKeyPrefix+id:
 			r.Dangling = append(r.Dangling, fmt.Sprintf("%s: blob_key %s", id, row.key))
 		case !ok:
 			r.Dangling = append(r.Dangling, id+": no object")

@@ -31,7 +31,7 @@ import (
 // by default). When the node that must answer stops answering without its
 // connection dropping (killed in a cluster mid-request, or frozen), the
 // request waits the full 5 minutes; heartbeats keep its message from being
-// redelivered, and the batch runtime (internal/steprun, runEffects waits for
+// redelivered, and the batch runtime (pkg/step, runEffects waits for
 // every effect of a batch) holds every other message of the batch too: none
 // is recorded, published or acked until then. The torture cluster run stalled
 // 21 uploads this way after a stream leader kill.
