@@ -77,7 +77,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		"nats": service.NATSCheck(nc), "postgres": service.PostgresCheck(pool),
 	}}
 	staging := &uploads.Staging{JS: js, Bucket: cfg.StagingBucket, TTL: cfg.StagingTTL, Replicas: cfg.StreamReplicas,
-		LookUp: cfg.NATSSetup == service.SetupOff}
+		MaxBytes: cfg.StagingMaxBytes, LookUp: cfg.NATSSetup == service.SetupOff}
 	svc := &uploads.Service{
 		Pool: uploads.BoundedPool(pool, cfg.DatabaseAcquireTimeout), NC: nc, JS: js, Staging: staging,
 		Quota:           &uploads.StagedQuota{Limit: int64(cfg.CallerMaxStagedBytes), Hold: cfg.CallerStagedHold},

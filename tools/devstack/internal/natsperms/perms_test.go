@@ -187,7 +187,7 @@ func TestIngest(t *testing.T) {
 			t.Errorf("a staged object after the refused delete: got %v, want it marked deleted (ErrObjectNotFound)", err)
 		}
 		in.denied(t, "update the staging bucket", "Publish", "$JS.API.STREAM.UPDATE.OBJ_uploads-staging", func(ctx context.Context) error {
-			_, err := in.js.CreateOrUpdateObjectStore(ctx, service.StagingBucketConfig(stagingBucket, time.Second, 1))
+			_, err := in.js.CreateOrUpdateObjectStore(ctx, service.StagingBucketConfig(stagingBucket, time.Second, 1, 0))
 			return err
 		})
 		in.denied(t, "delete the staging bucket", "Publish", "$JS.API.STREAM.DELETE.OBJ_uploads-staging", func(ctx context.Context) error {
