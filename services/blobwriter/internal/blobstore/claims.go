@@ -84,6 +84,25 @@ func (c ObjectClaims) Open(ctx context.Context, dataref string) (io.ReadCloser, 
 	return r, nil
 }
 
+// Delete removes the referenced object, chunks and all; one already gone
+// is no error.
+func (c ObjectClaims) Delete(ctx context.Context, dataref string) error {
+	bucket, name, err := events.ParseObjectRef(dataref)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := c.apiContext(ctx)
+	defer cancel()
+	store, err := c.JS.ObjectStore(ctx, bucket)
+	if err == nil {
+		err = store.Delete(ctx, name)
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("delete claim check %s: %w", dataref, err)
+	}
+	return nil
+}
+
 var (
 	errObjectGone  = errors.New("object was deleted")
 	errChunksGone  = errors.New("object's chunks are missing")
