@@ -91,6 +91,9 @@ func (w *stageWriter) write(ctx context.Context, body io.Reader) (staged, error)
 	written := 0
 	for {
 		n, rerr := io.ReadFull(body, buf)
+		if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
+			return staged{}, &BodyError{Err: rerr} // what is staged stays, for the retry
+		}
 		if n > 0 {
 			w.h.Write(buf[:n])
 			if err := w.put(ctx, buf[:n]); err != nil {
@@ -104,11 +107,8 @@ func (w *stageWriter) write(ctx context.Context, body io.Reader) (staged, error)
 				}
 			}
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
 		if rerr != nil {
-			return staged{}, &BodyError{Err: rerr}
+			break
 		}
 	}
 	if err := w.finish(ctx); err != nil {
