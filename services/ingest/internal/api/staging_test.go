@@ -59,13 +59,7 @@ func (e *env) checkStagedObject(id string, body []byte) {
 func (e *env) postBroken(key string, body []byte, n int, staged int64) {
 	e.t.Helper()
 	pr, pw := io.Pipe()
-	go func() {
-		_, _ = pw.Write(body[:n])
-	}()
-	go func() {
-		e.awaitCounter("blobref_ingest_staged_bytes_total", float64(staged))
-		pw.CloseWithError(errors.New("the client's connection dropped"))
-	}()
+	go func() { _, _ = pw.Write(body[:n]) }()
 	req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/uploads?subject="+url.QueryEscape("users/42/avatar"), io.NopCloser(pr))
 	if err != nil {
 		e.t.Fatal(err)
@@ -73,9 +67,20 @@ func (e *env) postBroken(key string, body []byte, n int, staged int64) {
 	req.Header.Set("Authorization", "Bearer "+aliceToken)
 	req.Header.Set("Idempotency-Key", key)
 	req.Header.Set("Content-Type", "application/octet-stream")
-	if resp, err := e.srv.Client().Do(req); err == nil {
+	status := make(chan int, 1)
+	go func() {
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			status <- 0
+			return
+		}
 		resp.Body.Close()
-		e.t.Fatalf("a broken body: got %d, want the request to fail", resp.StatusCode)
+		status <- resp.StatusCode
+	}()
+	e.awaitCounter("blobref_ingest_staged_bytes_total", float64(staged))
+	pw.CloseWithError(errors.New("the client's connection dropped"))
+	if got := <-status; got != 0 {
+		e.t.Fatalf("a broken body: got %d, want the request to fail", got)
 	}
 }
 

@@ -78,7 +78,9 @@ func (e *BodyError) Unwrap() error { return e.Err }
 // are stored, and expire after STAGING_TTL) stages it afresh.
 type StoreFullError struct{ Err error }
 
-func (e *StoreFullError) Error() string { return "uploads: staging: the store is full: " + e.Err.Error() }
+func (e *StoreFullError) Error() string {
+	return "uploads: staging: the store is full: " + e.Err.Error()
+}
 func (e *StoreFullError) Unwrap() error { return e.Err }
 
 // UnavailableError is a failure of a dependency (Postgres, NATS, JetStream)
