@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/internal/steprun"
@@ -26,7 +28,8 @@ import (
 const (
 	objStreamTmpl   = "OBJ_%s"
 	objChunksTmpl   = "$O.%s.C.%s"
-	objDigestPrefix = "SHA-256=" // then the base64url (padded) SHA-256 of the bytes
+	objMetaTmpl     = "$O.%s.M.%s" // then the base64url (padded) object name
+	objDigestPrefix = "SHA-256="   // then the base64url (padded) SHA-256 of the bytes
 )
 
 const (
@@ -84,8 +87,11 @@ func (c ObjectClaims) Open(ctx context.Context, dataref string) (io.ReadCloser, 
 	return r, nil
 }
 
-// Delete removes the referenced object, chunks and all; one already gone
-// is no error.
+// Delete removes the referenced object: it marks the object deleted (its
+// info, rolled up), then rolls its chunks up into one empty message, which
+// gives their space back. Both are publishes to the bucket's subjects, as
+// ObjectStore.Delete's mark is; unlike it, no purge, which the services
+// may not send. An object already gone is no error.
 func (c ObjectClaims) Delete(ctx context.Context, dataref string) error {
 	bucket, name, err := events.ParseObjectRef(dataref)
 	if err != nil {
@@ -94,11 +100,33 @@ func (c ObjectClaims) Delete(ctx context.Context, dataref string) error {
 	ctx, cancel := c.apiContext(ctx)
 	defer cancel()
 	store, err := c.JS.ObjectStore(ctx, bucket)
-	if err == nil {
-		err = store.Delete(ctx, name)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
 	}
-	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) && !errors.Is(err, jetstream.ErrBucketNotFound) {
+	if err != nil {
 		return fmt.Errorf("delete claim check %s: %w", dataref, err)
+	}
+	info, err := store.GetInfo(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete claim check %s: %w", dataref, err)
+	}
+	gone := *info
+	gone.Deleted, gone.Size, gone.Chunks, gone.Digest, gone.ModTime = true, 0, 0, "", time.Now().UTC()
+	data, err := json.Marshal(gone)
+	if err != nil {
+		return fmt.Errorf("delete claim check %s: %w", dataref, err)
+	}
+	meta := nats.NewMsg(fmt.Sprintf(objMetaTmpl, bucket, base64.URLEncoding.EncodeToString([]byte(name))))
+	meta.Data = data
+	chunks := nats.NewMsg(fmt.Sprintf(objChunksTmpl, bucket, info.NUID))
+	for _, m := range []*nats.Msg{meta, chunks} {
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		if _, err := c.JS.PublishMsg(ctx, m); err != nil {
+			return fmt.Errorf("delete claim check %s: %w", dataref, err)
+		}
 	}
 	return nil
 }

@@ -37,11 +37,16 @@ import (
 //     the request.
 //
 // The info message is written last: until then GetInfo finds no object,
-// and nothing refers to the chunks.
+// and nothing refers to the chunks. ingest may not purge the bucket (NATS
+// permissions): chunks it must drop are rolled up instead. The first chunk
+// of a fresh attempt carries Nats-Rollup: sub, which removes whatever the
+// subject held (an earlier attempt's chunks of other bytes), and a
+// dropped attempt leaves one empty rolled-up message (a tombstone).
 const (
 	hdrStagedChunk = "Blobref-Staged-Chunk"  // the chunk's number, from 1
 	hdrStagedEnd   = "Blobref-Staged-End"    // the body offset where the chunk ends
 	hdrStagedSum   = "Blobref-Staged-Sha256" // hex SHA-256 of the body up to End
+	hdrStagedDrop  = "Blobref-Staged-Dropped" // on the tombstone of dropped chunks
 )
 
 // Staging's retry defaults, and the back-off between retries of a chunk.
@@ -122,11 +127,12 @@ func (w *stageWriter) write(ctx context.Context, body io.Reader) (staged, error)
 // is the one recorded. Chunks of other bytes are removed, and the caller
 // gets ErrStaleStaging (that much of the body is consumed).
 func (w *stageWriter) resume(ctx context.Context, body io.Reader) (int64, error) {
-	mark, err := w.lastChunk(ctx)
+	mark, tail, err := w.lastChunk(ctx)
 	if err != nil {
 		return 0, w.unavailable(err)
 	}
 	if mark.chunk == 0 {
+		w.last = chunkMark{seq: tail} // the first chunk rolls up what is there
 		return 0, nil
 	}
 	n, err := io.CopyN(w.h, body, mark.end)
@@ -137,34 +143,35 @@ func (w *stageWriter) resume(ctx context.Context, body io.Reader) (int64, error)
 		w.last = mark
 		return n, nil
 	}
-	if err := w.purge(ctx); err != nil {
+	if err := w.drop(ctx, tail); err != nil {
 		return 0, w.unavailable(err)
 	}
 	return 0, ErrStaleStaging
 }
 
-// lastChunk returns the last chunk staged for the object, if its chunks
-// are whole: as many on the subject as the last one's number says. Chunks
-// that are not (a lost message, foreign headers) are removed.
-func (w *stageWriter) lastChunk(ctx context.Context) (chunkMark, error) {
+// lastChunk returns the last chunk staged for the object if its chunks
+// are whole (as many on the subject as the last one's number says), and
+// the sequence of the subject's last message (0: none).
+func (w *stageWriter) lastChunk(ctx context.Context) (mark chunkMark, tail uint64, err error) {
 	msg, err := w.stream.GetLastMsgForSubject(ctx, w.subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return chunkMark{}, nil
+		return chunkMark{}, 0, nil
 	}
 	if err != nil {
-		return chunkMark{}, err
+		return chunkMark{}, 0, err
 	}
 	mark, ok := parseChunkMark(msg)
-	if ok {
-		info, err := w.stream.Info(ctx, jetstream.WithSubjectFilter(w.subject))
-		if err != nil {
-			return chunkMark{}, err
-		}
-		if info.State.Subjects[w.subject] == uint64(mark.chunk) {
-			return mark, nil
-		}
+	if !ok {
+		return chunkMark{}, msg.Sequence, nil
 	}
-	return chunkMark{}, w.purge(ctx)
+	info, err := w.stream.Info(ctx, jetstream.WithSubjectFilter(w.subject))
+	if err != nil {
+		return chunkMark{}, 0, err
+	}
+	if info.State.Subjects[w.subject] != uint64(mark.chunk) {
+		return chunkMark{}, msg.Sequence, nil
+	}
+	return mark, msg.Sequence, nil
 }
 
 func parseChunkMark(msg *jetstream.RawStreamMsg) (chunkMark, bool) {
@@ -185,11 +192,14 @@ func (w *stageWriter) put(ctx context.Context, data []byte) error {
 	msg.Header.Set(hdrStagedChunk, strconv.FormatUint(uint64(next.chunk), 10))
 	msg.Header.Set(hdrStagedEnd, strconv.FormatInt(next.end, 10))
 	msg.Header.Set(hdrStagedSum, next.sum)
+	if next.chunk == 1 {
+		msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	}
 	// After a publish whose acknowledgement was lost, the chunk may be
 	// stored already: the retry's expected sequence then fails, and the
 	// last chunk tells.
 	stored := func(ctx context.Context) (uint64, bool) {
-		mark, err := w.lastChunk(ctx)
+		mark, _, err := w.lastChunk(ctx)
 		return mark.seq, err == nil && mark.chunk == next.chunk && mark.sum == next.sum
 	}
 	seq, err := w.publish(ctx, msg, &w.last.seq, stored)
@@ -252,9 +262,7 @@ func (w *stageWriter) publish(ctx context.Context, msg *nats.Msg, expect *uint64
 		case refusedNot:
 			return ack.Sequence, nil
 		case refusedFull:
-			if perr := w.purge(ctx); perr != nil {
-				err = errors.Join(err, perr)
-			}
+			w.purge(ctx)
 			return 0, &StoreFullError{Err: err}
 		case refusedSequence:
 			if stored != nil {
@@ -275,13 +283,29 @@ func (w *stageWriter) publish(ctx context.Context, msg *nats.Msg, expect *uint64
 	}
 }
 
-// purge removes the object's chunks, on a context of its own: a request
-// that ends must still give the space back.
-func (w *stageWriter) purge(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultStagePubTimeout)
-	defer cancel()
-	return w.stream.Purge(ctx, jetstream.WithPurgeSubject(w.subject))
+// drop removes the chunks staged so far, the last of them at sequence
+// tail, by rolling them up into an empty tombstone.
+func (w *stageWriter) drop(ctx context.Context, tail uint64) error {
+	msg := nats.NewMsg(w.subject)
+	msg.Header.Set(hdrStagedDrop, "true")
+	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	_, err := w.publish(ctx, msg, &tail, nil)
+	return err
 }
+
+// purge gives the space of the chunks staged so far back to a full store,
+// where a tombstone cannot be written: it purges them, which a deployment
+// may forbid ingest (deploy/nats/nats.conf does). The chunks then stay
+// for the client's retry to resume, or until the bucket's TTL.
+func (w *stageWriter) purge(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), purgeTimeout)
+	defer cancel()
+	_ = w.stream.Purge(ctx, jetstream.WithPurgeSubject(w.subject))
+}
+
+// purgeTimeout bounds a purge, which NATS permissions may refuse without
+// an answer.
+const purgeTimeout = 2 * time.Second
 
 func (w *stageWriter) unavailable(err error) error {
 	w.s.forget()
