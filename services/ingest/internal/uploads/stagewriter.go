@@ -43,9 +43,9 @@ import (
 // subject held (an earlier attempt's chunks of other bytes), and a
 // dropped attempt leaves one empty rolled-up message (a tombstone).
 const (
-	hdrStagedChunk = "Blobref-Staged-Chunk"  // the chunk's number, from 1
-	hdrStagedEnd   = "Blobref-Staged-End"    // the body offset where the chunk ends
-	hdrStagedSum   = "Blobref-Staged-Sha256" // hex SHA-256 of the body up to End
+	hdrStagedChunk = "Blobref-Staged-Chunk"   // the chunk's number, from 1
+	hdrStagedEnd   = "Blobref-Staged-End"     // the body offset where the chunk ends
+	hdrStagedSum   = "Blobref-Staged-Sha256"  // hex SHA-256 of the body up to End
 	hdrStagedDrop  = "Blobref-Staged-Dropped" // on the tombstone of dropped chunks
 )
 
