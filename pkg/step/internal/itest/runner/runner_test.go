@@ -47,7 +47,7 @@ type harness struct {
 	mu     sync.Mutex
 	calls  map[string]int
 	effect effectFunc
-	inTx   func(items []step.Item[events.Blob]) []error // set before start
+	inTx   func(items []step.Item[events.Blob]) []error      // set before start
 	after  func(ctx context.Context, ev *events.Event) error // AfterRecord; set before start
 }
 
