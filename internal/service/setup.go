@@ -49,11 +49,11 @@ func Setup(ctx context.Context, js jetstream.JetStream, c *SetupConfig) ([]strin
 	for _, s := range []jetstream.StreamConfig{events.StreamConfig(o), events.DLQStreamConfig(o)} {
 		done = append(done, fmt.Sprintf("stream %s: subjects %s, replicas %d, max age %s", s.Name, s.Subjects[0], s.Replicas, s.MaxAge))
 	}
-	bucket := StagingBucketConfig(c.StagingBucket, c.StagingTTL, c.StreamReplicas)
+	bucket := StagingBucketConfig(c.StagingBucket, c.StagingTTL, c.StreamReplicas, c.StagingMaxBytes)
 	if _, err := js.CreateOrUpdateObjectStore(ctx, bucket); err != nil {
 		return done, fmt.Errorf("staging bucket %s: %w", bucket.Bucket, err)
 	}
-	done = append(done, fmt.Sprintf("object store %s: ttl %s, replicas %d", bucket.Bucket, bucket.TTL, bucket.Replicas))
+	done = append(done, fmt.Sprintf("object store %s: ttl %s, replicas %d, max bytes %d", bucket.Bucket, bucket.TTL, bucket.Replicas, bucket.MaxBytes))
 	for _, spec := range Consumers {
 		cc := step.DurableConfig(spec, c.RunnerOptions())
 		if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, cc); err != nil {

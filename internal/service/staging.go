@@ -19,7 +19,16 @@ type StagingConfig struct {
 	// StagingTTL is how long staged bodies are kept: well beyond the
 	// pipeline's retry horizon.
 	StagingTTL time.Duration `env:"STAGING_TTL" envDefault:"72h"`
+	// StagingMaxBytes is the most the bucket stores, in bytes; -1 is no
+	// bound. JetStream reserves it in the server's store when it creates
+	// the bucket; once full, staging answers 507 until space returns.
+	StagingMaxBytes int64 `env:"STAGING_MAX_BYTES" envDefault:"2147483648"`
 }
+
+// DefaultStagingMaxBytes is STAGING_MAX_BYTES' default: 2 GiB, twice the
+// default MAX_UPLOAD_SIZE, and beside UPLOADS' and UPLOADS_DLQ's default
+// bounds within a 4 GB JetStream store.
+const DefaultStagingMaxBytes = 2 << 30
 
 // Validate names each bad setting.
 func (c *StagingConfig) Validate() error {
@@ -30,17 +39,25 @@ func (c *StagingConfig) Validate() error {
 	if c.StagingTTL <= 0 {
 		errs = append(errs, errors.New("config: STAGING_TTL: must be positive"))
 	}
+	if c.StagingMaxBytes == 0 || c.StagingMaxBytes < -1 {
+		errs = append(errs, errors.New("config: STAGING_MAX_BYTES: must be positive, or -1 for no bound"))
+	}
 	return errors.Join(errs...)
 }
 
 // StagingBucketConfig is the staging bucket named bucket whose objects
-// expire after ttl, on replicas servers.
-func StagingBucketConfig(bucket string, ttl time.Duration, replicas int) jetstream.ObjectStoreConfig {
+// expire after ttl, on replicas servers, storing at most maxBytes (0 or
+// less: no bound).
+func StagingBucketConfig(bucket string, ttl time.Duration, replicas int, maxBytes int64) jetstream.ObjectStoreConfig {
+	if maxBytes <= 0 {
+		maxBytes = -1
+	}
 	return jetstream.ObjectStoreConfig{
 		Bucket:      bucket,
 		Description: "blobref ingest: claim-checked upload bodies",
 		TTL:         ttl,
 		Replicas:    replicas,
 		Storage:     jetstream.FileStorage,
+		MaxBytes:    maxBytes,
 	}
 }

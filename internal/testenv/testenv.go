@@ -54,9 +54,16 @@ jetstream {
 // (ShowLog).
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
+	return StartNATSConf(t, natsConf)
+}
+
+// StartNATSConf is StartNATS with the server configuration conf (limits
+// such as a small max_file_store).
+func StartNATSConf(t testing.TB, config string) *NATS {
+	t.Helper()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, []byte(natsConf), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	n := &NATS{t: t, StoreDir: filepath.Join(dir, "store")}
@@ -93,6 +100,12 @@ func (n *NATS) Restart() {
 // cleanup.
 func (n *NATS) Connect() (*nats.Conn, jetstream.JetStream) {
 	n.t.Helper()
+	return n.ConnectWith(events.StreamOptions{})
+}
+
+// ConnectWith is Connect with the streams configured by o.
+func (n *NATS) ConnectWith(o events.StreamOptions) (*nats.Conn, jetstream.JetStream) {
+	n.t.Helper()
 	nc, err := nats.Connect(n.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		n.t.Fatalf("nats connect: %v", err)
@@ -104,7 +117,7 @@ func (n *NATS) Connect() (*nats.Conn, jetstream.JetStream) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+	if err := events.EnsureStreams(ctx, js, o); err != nil {
 		n.t.Fatalf("streams: %v", err)
 	}
 	return nc, js

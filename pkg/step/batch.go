@@ -175,6 +175,7 @@ func (r *Runner[R]) process(ctx context.Context, jobs []*job[R]) {
 		// are given up here, once the batch is over.
 		defer claims.Release()
 	}
+	r.afterRecord(ctx, ready)
 	r.emit(ctx, ready)
 	r.settleAll(ready)
 	if len(run) == 0 {
@@ -182,6 +183,7 @@ func (r *Runner[R]) process(ctx context.Context, jobs []*job[R]) {
 	}
 	r.runEffects(ctx, run, func(group []*job[R]) {
 		r.record(ctx, group, claims)
+		r.afterRecord(ctx, group)
 		r.emit(ctx, group)
 		r.settleAll(group)
 	})

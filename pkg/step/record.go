@@ -168,3 +168,23 @@ func (r *Runner[R]) emit(ctx context.Context, jobs []*job[R]) {
 func (r *Runner[R]) msgID(meta *jetstream.MsgMetadata) string {
 	return events.DerivedMsgID(r.step.Name, meta.Stream, meta.Sequence.Stream)
 }
+
+// afterRecord runs the step's AfterRecord for every job whose marker exists
+// with its event's fingerprint, before its event is emitted (so that what
+// follows the step sees the clean-up done); a failure is logged, the job
+// stays done.
+func (r *Runner[R]) afterRecord(ctx context.Context, jobs []*job[R]) {
+	if r.step.AfterRecord == nil {
+		return
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	for _, j := range jobs {
+		if !j.is(stageDone) && !j.is(stageSkipped) || j.marker.Fingerprint != j.ev.SHA256 {
+			continue
+		}
+		if err := r.step.AfterRecord(actx, j.ev); err != nil {
+			r.opts.Logger.Warn("after record", "step", r.step.Name, "upload_id", j.ev.ID, "err", err)
+		}
+	}
+}

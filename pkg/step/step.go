@@ -89,6 +89,12 @@ type Step[R any] struct {
 	// the consumed event and the recorded result: an event of any declared
 	// type (events.Follow builds one). A step without Emit ends the chain.
 	Emit func(ev *events.Event, r R) (*events.Event, error)
+	// AfterRecord, if set, runs for each event whose marker exists with its
+	// fingerprint (the step done now or before), before its event is
+	// emitted and its message acked: clean-up that must wait for the marker, such as
+	// removing a claim check the step no longer needs. It must be safe to
+	// run more than once. Its error is logged and never fails the step.
+	AfterRecord func(ctx context.Context, ev *events.Event) error
 	// Probes are the step's own dependencies (such as "bucket") by name,
 	// each with a probe the runner calls while it is down. The runner
 	// probes Postgres and JetStream itself. The Effect names the

@@ -84,7 +84,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		"nats": stepservice.NATSCheck(nc), "postgres": stepservice.PostgresCheck(pool),
 	}}
 	staging := &uploads.Staging{JS: js, Bucket: cfg.StagingBucket, TTL: cfg.StagingTTL, Replicas: cfg.StreamReplicas,
-		LookUp: cfg.NATSSetup == stepservice.SetupOff}
+		MaxBytes: cfg.StagingMaxBytes, LookUp: cfg.NATSSetup == stepservice.SetupOff}
 	svc := &uploads.Service{
 		Pool: uploads.BoundedPool(pool, cfg.DatabaseAcquireTimeout), NC: nc, JS: js, Staging: staging,
 		Quota:           &uploads.StagedQuota{Limit: int64(cfg.CallerMaxStagedBytes), Hold: cfg.CallerStagedHold},

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/blobref/blobref/internal/service"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/step/stepservice"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
@@ -32,7 +33,8 @@ func TestLoadDefaults(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 	if cfg.HTTPAddr != ":8080" || cfg.MetricsAddr != ":9100" || cfg.MaxUploadSize != 1<<30 || cfg.InlineThreshold != 512<<10 ||
-		cfg.StagingBucket != "uploads-staging" || cfg.StagingTTL != 72*time.Hour || cfg.WaitMax != 30*time.Second ||
+		cfg.StagingBucket != "uploads-staging" || cfg.StagingTTL != 72*time.Hour ||
+		cfg.StagingMaxBytes != service.DefaultStagingMaxBytes || cfg.WaitMax != 30*time.Second ||
 		cfg.RedriveAfter != 30*time.Second || !slices.Contains(cfg.AllowedContentTypes, "image/*") ||
 		cfg.ReadHeaderTimeout != 10*time.Second || cfg.BodyReadTimeout != 30*time.Second || cfg.BodyMinRate != 1<<10 ||
 		cfg.DatabaseAcquireTimeout != 2*time.Second || cfg.CallerMaxConcurrent != 64 || cfg.CallerRate != 200 ||
@@ -68,6 +70,7 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 		"ALLOWED_CONTENT_TYPES":    "images",
 		"STAGING_BUCKET":           "uploads.staging",
 		"STAGING_TTL":              "0s",
+		"STAGING_MAX_BYTES":        "0",
 		"WAIT_MAX":                 "-1s",
 		"REDRIVE_AFTER":            "0s",
 		"HTTP_READ_HEADER_TIMEOUT": "0s",

@@ -34,9 +34,17 @@ type Bucket interface {
 	NewWriter(ctx context.Context, key string, opts *blob.WriterOptions) (*blob.Writer, error)
 }
 
-// Claims opens claim-checked bytes by their dataref.
+// Claims opens claim-checked bytes by their dataref. If it also has a
+// Delete(ctx, dataref) error method, the writer removes each claim check
+// once its marker is recorded: the bytes are in the bucket, nothing needs
+// the staged copy any more.
 type Claims interface {
 	Open(ctx context.Context, dataref string) (io.ReadCloser, error)
+}
+
+// claimDeleter is Claims that can remove a claim check.
+type claimDeleter interface {
+	Delete(ctx context.Context, dataref string) error
 }
 
 // DefaultStagingBucket is the Object Store bucket claim checks are staged
@@ -82,8 +90,21 @@ func (w *Writer) Step() step.Step[events.Blob] {
 		Emit: func(ev *events.Event, b events.Blob) (*events.Event, error) {
 			return events.NewBlobStored(ev, b, events.SourceBlobWriter)
 		},
-		Probes: map[string]step.Probe{DependencyBucket: w.Probe},
+		AfterRecord: w.DropClaim,
+		Probes:      map[string]step.Probe{DependencyBucket: w.Probe},
 	}
+}
+
+// DropClaim removes the claim check of request ev, whose blob step has
+// recorded its marker: its own staged object only (see check), never one
+// an event merely names. The step runner calls it after the marker, never
+// before; its error leaves the object to the staging bucket's TTL.
+func (w *Writer) DropClaim(ctx context.Context, ev *events.Event) error {
+	d, ok := w.Claims.(claimDeleter)
+	if ev.DataRef == "" || !ok || w.check(ev) != nil {
+		return nil
+	}
+	return d.Delete(ctx, ev.DataRef)
 }
 
 // Probe reports whether the bucket answers: it reads the attributes of a

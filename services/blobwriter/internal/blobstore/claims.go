@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -11,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/pkg/events"
@@ -22,8 +25,9 @@ import (
 // $O.B.C.N, in order; its info (size, chunk count, digest) is the last
 // message on its meta subject, read by ObjectStore.GetInfo.
 const (
-	objStreamTmpl = "OBJ_%s"
-	objChunksTmpl = "$O.%s.C.%s"
+	objStreamTmpl   = "OBJ_%s"
+	objChunksTmpl   = "$O.%s.C.%s"
+	objMetaTmpl     = "$O.%s.M.%s" // then the base64url (padded) object name
 )
 
 const (
@@ -79,6 +83,50 @@ func (c ObjectClaims) Open(ctx context.Context, dataref string) (io.ReadCloser, 
 		return nil, claimError(dataref, err)
 	}
 	return r, nil
+}
+
+// Delete removes the referenced object: it marks the object deleted (its
+// info, rolled up), then rolls its chunks up into one empty message, which
+// gives their space back. Both are publishes to the bucket's subjects, as
+// ObjectStore.Delete's mark is; unlike it, no purge, which the services
+// may not send. An object already gone is no error.
+func (c ObjectClaims) Delete(ctx context.Context, dataref string) error {
+	bucket, name, err := events.ParseObjectRef(dataref)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := c.apiContext(ctx)
+	defer cancel()
+	store, err := c.JS.ObjectStore(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete claim check %s: %w", dataref, err)
+	}
+	info, err := store.GetInfo(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete claim check %s: %w", dataref, err)
+	}
+	gone := *info
+	gone.Deleted, gone.Size, gone.Chunks, gone.Digest, gone.ModTime = true, 0, 0, "", time.Now().UTC()
+	data, err := json.Marshal(gone)
+	if err != nil {
+		return fmt.Errorf("delete claim check %s: %w", dataref, err)
+	}
+	meta := nats.NewMsg(fmt.Sprintf(objMetaTmpl, bucket, base64.URLEncoding.EncodeToString([]byte(name))))
+	meta.Data = data
+	chunks := nats.NewMsg(fmt.Sprintf(objChunksTmpl, bucket, info.NUID))
+	for _, m := range []*nats.Msg{meta, chunks} {
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		if _, err := c.JS.PublishMsg(ctx, m); err != nil {
+			return fmt.Errorf("delete claim check %s: %w", dataref, err)
+		}
+	}
+	return nil
 }
 
 var (

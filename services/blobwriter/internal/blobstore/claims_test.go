@@ -664,3 +664,47 @@ func TestClaimReadGivesUpOnALostConsumerCreation(t *testing.T) {
 		t.Errorf("got a permanent error %v, want a transient one", err)
 	}
 }
+
+// DropClaim deletes an upload's own staged object, chunks and all, with
+// publishes only; it leaves alone an object another upload's event names,
+// and an object already gone is no error.
+func TestDropClaimDeletesOnlyItsOwnObject(t *testing.T) {
+	t.Parallel()
+	c := setupClaims(t)
+	ctx := context.Background()
+	data := randomBytes(t, 1<<20+3)
+	own := c.stage(t, "own", data)
+	info, err := c.staging.GetInfo(ctx, "own")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := c.stage(t, "victim", data)
+	thief := claimCheck(t, "thief", victim.DataRef, victim.SHA256)
+
+	if err := c.writer.DropClaim(ctx, thief); err != nil {
+		t.Fatalf("DropClaim of another upload's object: %v", err)
+	}
+	if _, err := c.staging.GetInfo(ctx, "victim"); err != nil {
+		t.Errorf("victim's object after a foreign event's DropClaim: %v, want it there", err)
+	}
+	for range 2 { // again: already gone
+		if err := c.writer.DropClaim(ctx, own); err != nil {
+			t.Fatalf("DropClaim: %v", err)
+		}
+	}
+	if _, err := c.staging.GetInfo(ctx, "own"); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Errorf("GetInfo after DropClaim: got %v, want ErrObjectNotFound", err)
+	}
+	stream, err := c.js.Stream(ctx, "OBJ_uploads-staging")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks := "$O.uploads-staging.C." + info.NUID
+	si, err := stream.Info(ctx, jetstream.WithSubjectFilter(chunks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := si.State.Subjects[chunks]; n != 1 {
+		t.Errorf("chunk messages after DropClaim: got %d, want 1 (rolled up into an empty one)", n)
+	}
+}

@@ -87,6 +87,11 @@ type options struct {
 	// noReadModel: no consumer feeds ingest's read model (it lags behind
 	// the events for good).
 	noReadModel bool
+	// natsConf, if set, configures the test's nats-server; streams and
+	// staging configure its streams and the staging bucket.
+	natsConf string
+	streams  events.StreamOptions
+	staging  func(*uploads.Staging)
 }
 
 func setup(t testing.TB, opts ...func(*options)) *env {
@@ -95,13 +100,17 @@ func setup(t testing.TB, opts ...func(*options)) *env {
 	for _, f := range opts {
 		f(&o)
 	}
-	e := &env{t: t, nats: testenv.StartNATS(t), pg: testenv.StartPostgres(t), clock: &clock{now: time.Now()}, reg: prometheus.NewRegistry()}
-	e.nc, e.js = e.nats.Connect()
+	n := testenv.StartNATS
+	if o.natsConf != "" {
+		n = func(t testing.TB) *testenv.NATS { return testenv.StartNATSConf(t, o.natsConf) }
+	}
+	e := &env{t: t, nats: n(t), pg: testenv.StartPostgres(t), clock: &clock{now: time.Now()}, reg: prometheus.NewRegistry()}
+	e.nc, e.js = e.nats.ConnectWith(o.streams)
 	svcNC, svcJS, pool := e.nc, e.js, e.pg.Pool
 	if o.wire != nil {
 		svcNC, svcJS, pool = e.wired(o.wire)
 	} else {
-		svcNC, svcJS = e.nats.Connect()
+		svcNC, svcJS = e.nats.ConnectWith(o.streams)
 	}
 	if o.poolConns > 0 {
 		pool = e.pool(o.poolConns)
@@ -128,6 +137,9 @@ func setup(t testing.TB, opts ...func(*options)) *env {
 		t.Fatal(err)
 	}
 	e.staging = &uploads.Staging{JS: svcJS, Bucket: "uploads-staging", TTL: time.Hour}
+	if o.staging != nil {
+		o.staging(e.staging)
+	}
 	e.svc = &uploads.Service{
 		Pool: uploads.BoundedPool(pool, o.poolWait), NC: svcNC, JS: svcJS, Staging: e.staging, Quota: o.quota,
 		InlineThreshold: 512 << 10, RedriveAfter: time.Minute, PublishTimeout: time.Second,

@@ -51,3 +51,30 @@ func TestFailpointErrorsAreTransient(t *testing.T) {
 		})
 	}
 }
+
+// A failure in the middle of staging a body (ingest/mid-stage: two chunks
+// staged, more to come) answers 503; the client's retry with the same key
+// and the whole body stages only the part that was missing.
+func TestMidStageFailureRetryStagesTheRest(t *testing.T) {
+	e := setup(t)
+	if err := failpoint.Enable("ingest/mid-stage=1*error"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = failpoint.Enable("") })
+	body := randomBytes(3<<20+17, 21)
+	id := uploads.ID("alice", "mid")
+
+	e.post(upload{key: "mid", contentType: "application/octet-stream", body: body}).problem(t, http.StatusServiceUnavailable, "unavailable", "retry")
+	first := e.stagedBytes()
+	if msgs, size := e.stagingChunkBytes(); first != 1<<20 || msgs != 2 || size < uint64(first) {
+		t.Fatalf("first attempt: staged %d bytes, %d chunks (%d bytes) in the bucket; want 1 MiB in 2 chunks", first, msgs, size)
+	}
+	e.post(upload{key: "mid", contentType: "application/octet-stream", body: body}).state(t, http.StatusAccepted)
+	if got, want := e.stagedBytes()-first, int64(len(body))-first; got != want {
+		t.Errorf("retry staged %d bytes, want the %d missing", got, want)
+	}
+	e.checkStagedObject(id, body)
+	if got := e.counter("blobref_ingest_staged_total", `outcome="resumed"`); got != 1 {
+		t.Errorf("staged_total{resumed}: got %v, want 1", got)
+	}
+}

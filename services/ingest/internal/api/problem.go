@@ -24,6 +24,10 @@ const ProblemContentType = "application/problem+json"
 // retryAfter is the Retry-After of 409 and 503 answers, in seconds.
 const retryAfter = 1
 
+// retryAfterFull is the Retry-After of a full staging store (507), in
+// seconds: space returns as staged bodies are stored and deleted.
+const retryAfterFull = 30
+
 // retryAfterQuota is the Retry-After of a staging quota exceeded, in
 // seconds: the quota frees up as the caller's uploads complete.
 const retryAfterQuota = 5
@@ -120,6 +124,7 @@ func problemFor(err error, limit int64) Problem {
 		slowErr     *SlowBodyError
 		limitErr    *LimitError
 		quotaErr    *uploads.QuotaError
+		fullErr     *uploads.StoreFullError
 	)
 	switch {
 	case errors.As(err, &authErr):
@@ -221,6 +226,11 @@ func problemFor(err error, limit int64) Problem {
 		p := newProblem(http.StatusServiceUnavailable, "overloaded", "Service overloaded",
 			"too many requests are in progress right now; retry with the same Idempotency-Key")
 		p.header.Set("Retry-After", strconv.Itoa(retryAfter))
+		return p
+	case errors.As(err, &fullErr):
+		p := newProblem(http.StatusInsufficientStorage, "storage-full", "Insufficient storage",
+			"there is no room to stage the body right now; nothing was recorded: retry after Retry-After seconds with the same Idempotency-Key")
+		p.header.Set("Retry-After", strconv.Itoa(retryAfterFull))
 		return p
 	case errors.Is(err, uploads.ErrStaleStaging), errors.As(err, &unavailErr):
 		p := newProblem(http.StatusServiceUnavailable, "unavailable", "Service unavailable",

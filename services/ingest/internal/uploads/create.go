@@ -96,7 +96,7 @@ func (s *Service) newRecord(id string, sub Submission) record {
 // completes rec with what it staged.
 func (s *Service) stage(ctx context.Context, rec *record, holder string, body io.Reader) error {
 	lctx, stop, lost := s.holdLease(ctx, rec.ID, holder)
-	st, err := s.Staging.stage(lctx, rec.ID, body)
+	st, err := s.Staging.stage(lctx, rec.ID, body, s.Metrics)
 	stop()
 	if reason := lost(); reason != nil {
 		return reason
@@ -104,7 +104,7 @@ func (s *Service) stage(ctx context.Context, rec *record, holder string, body io
 	if err != nil {
 		return err
 	}
-	s.Metrics.staged(st.reused, st.size)
+	s.Metrics.staged(st)
 	rec.Size, rec.SHA256, rec.DataRef = st.size, st.sha256, st.dataref
 	return inject(ctx, "after-stage")
 }

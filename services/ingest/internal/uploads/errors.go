@@ -72,6 +72,17 @@ type BodyError struct{ Err error }
 func (e *BodyError) Error() string { return "uploads: reading the body: " + e.Err.Error() }
 func (e *BodyError) Unwrap() error { return e.Err }
 
+// StoreFullError is a body the staging bucket, or the JetStream store it
+// lives in, has no room for. Nothing of it is kept and nothing is recorded:
+// a retry once space returns (staged bodies are deleted as their uploads
+// are stored, and expire after STAGING_TTL) stages it afresh.
+type StoreFullError struct{ Err error }
+
+func (e *StoreFullError) Error() string {
+	return "uploads: staging: the store is full: " + e.Err.Error()
+}
+func (e *StoreFullError) Unwrap() error { return e.Err }
+
 // UnavailableError is a failure of a dependency (Postgres, NATS, JetStream)
 // that a retry may not meet: the client should try again later.
 type UnavailableError struct {

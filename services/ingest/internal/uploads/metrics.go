@@ -7,6 +7,7 @@ type Metrics struct {
 	publishes   *prometheus.CounterVec
 	stagings    *prometheus.CounterVec
 	stagedBytes prometheus.Counter
+	stageRetry  prometheus.Counter
 	batches     prometheus.Histogram
 }
 
@@ -19,11 +20,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"kind"}),
 		stagings: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "blobref_ingest_staged_total",
-			Help: "Bodies claim-checked in the staging bucket, by outcome: staged, or reused (an unrecorded earlier attempt had staged the same bytes).",
+			Help: "Bodies claim-checked in the staging bucket, by outcome: staged, resumed (an earlier attempt had staged a verified part, the rest was staged) or reused (an unrecorded earlier attempt had staged the same bytes).",
 		}, []string{"outcome"}),
 		stagedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "blobref_ingest_staged_bytes_total",
 			Help: "Bytes written to the staging bucket.",
+		}),
+		stageRetry: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "blobref_ingest_staging_retries_total",
+			Help: "Chunks JetStream refused for the moment (too many requests, unavailable, a timeout) and staging sent again.",
 		}),
 		batches: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "blobref_ingest_batch_size",
@@ -31,7 +36,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.publishes, m.stagings, m.stagedBytes, m.batches} {
+	for _, c := range []prometheus.Collector{m.publishes, m.stagings, m.stagedBytes, m.stageRetry, m.batches} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -39,6 +44,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.publishes.WithLabelValues("first")
 	m.publishes.WithLabelValues("redrive")
 	m.stagings.WithLabelValues("staged")
+	m.stagings.WithLabelValues("resumed")
 	m.stagings.WithLabelValues("reused")
 	return m, nil
 }
@@ -54,16 +60,31 @@ func (m *Metrics) published(redrive bool) {
 	m.publishes.WithLabelValues(kind).Inc()
 }
 
-func (m *Metrics) staged(reused bool, size int64) {
+func (m *Metrics) staged(st staged) {
 	if m == nil {
 		return
 	}
-	if reused {
-		m.stagings.WithLabelValues("reused").Inc()
-		return
+	outcome := "staged"
+	switch {
+	case st.reused:
+		outcome = "reused"
+	case st.resumed > 0:
+		outcome = "resumed"
 	}
-	m.stagings.WithLabelValues("staged").Inc()
-	m.stagedBytes.Add(float64(size))
+	m.stagings.WithLabelValues(outcome).Inc()
+}
+
+// wroteStaged counts n bytes written to the staging bucket.
+func (m *Metrics) wroteStaged(n int) {
+	if m != nil {
+		m.stagedBytes.Add(float64(n))
+	}
+}
+
+func (m *Metrics) retriedStaging() {
+	if m != nil {
+		m.stageRetry.Inc()
+	}
 }
 
 func (m *Metrics) batch(n int) {

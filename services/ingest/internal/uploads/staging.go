@@ -16,9 +16,9 @@ import (
 	"github.com/blobref/blobref/pkg/events"
 )
 
-// stageChunkSize is the size of the object store chunks staged bodies are
-// cut into (the object store's default).
-const stageChunkSize = 128 << 10
+// stageChunkSize is the size of the chunks staged bodies are cut into:
+// one JetStream message each, well inside the default max_payload (1 MB).
+const stageChunkSize = 512 << 10
 
 // Staging is the JetStream Object Store bucket large bodies are
 // claim-checked in. Its TTL makes staged objects expire on their own.
@@ -27,6 +27,15 @@ type Staging struct {
 	Bucket   string
 	TTL      time.Duration
 	Replicas int
+	// MaxBytes bounds what the bucket stores; 0 or less is no bound.
+	MaxBytes int64
+	// RetryFor is how long staging retries a chunk JetStream refuses for
+	// the moment (429 too many requests, 503, a timeout) before the request
+	// fails with 503 [30s].
+	RetryFor time.Duration
+	// PublishTimeout bounds the wait for JetStream to acknowledge one chunk
+	// [5s].
+	PublishTimeout time.Duration
 	// LookUp makes Ensure (and every later open) only look the bucket up:
 	// blobrefctl setup creates it (NATS_SETUP=off).
 	LookUp bool
@@ -53,7 +62,7 @@ func (s *Staging) ensure(ctx context.Context) (jetstream.ObjectStore, error) {
 	if s.LookUp {
 		store, err = s.JS.ObjectStore(ctx, s.Bucket)
 	} else {
-		store, err = s.JS.CreateOrUpdateObjectStore(ctx, service.StagingBucketConfig(s.Bucket, s.TTL, s.Replicas))
+		store, err = s.JS.CreateOrUpdateObjectStore(ctx, service.StagingBucketConfig(s.Bucket, s.TTL, s.Replicas, s.MaxBytes))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("staging bucket %s: %w", s.Bucket, err)
@@ -88,18 +97,23 @@ type staged struct {
 	size    int64
 	sha256  string
 	dataref string
-	reused  bool // an earlier, unrecorded attempt had staged the same bytes
+	reused  bool  // an earlier, unrecorded attempt had staged the same bytes
+	resumed int64 // bytes an earlier attempt had staged, verified and kept
 }
 
 // stage streams body into the object named name and returns its size and
-// SHA-256. The body is never held in memory: the object store cuts it into
-// chunks as it reads.
+// SHA-256. The body is never held in memory: it is cut into chunks as it
+// is read (see stageWriter), and written as an ordinary Object Store
+// object, which blobwriter reads as the claim check.
 //
 // An object already there is what an earlier attempt staged before it
 // crashed, without a record: the body is then only hashed, and the object
 // is kept when it holds the same bytes. When it holds others it is
 // removed, and the caller gets ErrStaleStaging (the body is consumed).
-func (s *Staging) stage(ctx context.Context, name string, body io.Reader) (staged, error) {
+// Chunks an earlier attempt staged without finishing the object are
+// resumed: their bytes are read from the body and verified, not staged
+// again.
+func (s *Staging) stage(ctx context.Context, name string, body io.Reader, m *Metrics) (staged, error) {
 	store, err := s.open(ctx)
 	if err != nil {
 		return staged{}, unavailable("staging", err)
@@ -112,24 +126,13 @@ func (s *Staging) stage(ctx context.Context, name string, body io.Reader) (stage
 		s.forget()
 		return staged{}, unavailable("staging", err)
 	}
-
-	src := &chunkReader{r: body}
-	info, err = store.Put(ctx, jetstream.ObjectMeta{
-		Name: name,
-		Opts: &jetstream.ObjectMetaOptions{ChunkSize: stageChunkSize},
-	}, src)
-	if src.err != nil {
-		return staged{}, &BodyError{Err: src.err}
-	}
+	stream, err := s.JS.Stream(ctx, objectStream(s.Bucket))
 	if err != nil {
 		s.forget()
 		return staged{}, unavailable("staging", err)
 	}
-	sum, ok := events.ObjectDigest(info.Digest)
-	if !ok {
-		return staged{}, fmt.Errorf("staging %s: object digest %q is not a SHA-256", name, info.Digest)
-	}
-	return staged{size: int64(info.Size), sha256: hex.EncodeToString(sum), dataref: s.DataRef(name)}, nil
+	w := &stageWriter{s: s, stream: stream, name: name, metrics: m}
+	return w.write(ctx, body)
 }
 
 func (s *Staging) reuse(ctx context.Context, store jetstream.ObjectStore, info *jetstream.ObjectInfo, body io.Reader) (staged, error) {
@@ -147,29 +150,4 @@ func (s *Staging) reuse(ctx context.Context, store jetstream.ObjectStore, info *
 		return staged{}, unavailable("staging", err)
 	}
 	return staged{}, ErrStaleStaging
-}
-
-// chunkReader fills every read completely (the object store makes one chunk
-// of each read, and request bodies arrive in small pieces), and remembers
-// the error of the body, so that a failure to read it can be told from a
-// failure to store it.
-type chunkReader struct {
-	r   io.Reader
-	err error
-}
-
-func (c *chunkReader) Read(p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		m, err := c.r.Read(p[n:])
-		n += m
-		if err == io.EOF {
-			return n, io.EOF
-		}
-		if err != nil {
-			c.err = err
-			return n, err
-		}
-	}
-	return n, nil
 }

@@ -22,9 +22,10 @@
 // markers make that safe. No Postgres connection is held while a body
 // streams in.
 //
-// Crash tests arm three failpoints (package failpoint) between the side
-// effects of a new upload: ingest/after-stage (the body is staged in the
-// object store, nothing is recorded), ingest/after-record (the upload is
+// Crash tests arm four failpoints (package failpoint) between the side
+// effects of a new upload: ingest/mid-stage (two chunks of a larger body
+// are staged, the rest is not: a retry resumes), ingest/after-stage (the
+// body is staged in the object store, nothing is recorded), ingest/after-record (the upload is
 // recorded, its request not published) and ingest/after-publish (JetStream
 // acknowledged the request and the publish is recorded, the client has no
 // answer yet; a re-drive hits it too). An injected error is a transient

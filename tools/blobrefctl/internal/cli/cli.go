@@ -73,7 +73,7 @@ read-only transactions.
 // setupSettings are the settings setup reads besides the connection's.
 const setupSettings = `setup also reads, with the services' names and defaults, the streams'
 settings (STREAM_REPLICAS, STREAM_MAX_AGE, DLQ_MAX_AGE), the staging bucket's
-(STAGING_BUCKET, STAGING_TTL) and the consumers' (CONSUMER_ACK_WAIT,
+(STAGING_BUCKET, STAGING_TTL, STAGING_MAX_BYTES) and the consumers' (CONSUMER_ACK_WAIT,
 CONSUMER_MAX_IN_FLIGHT). It connects as NATS_USER (the "setup" user of
 deploy/nats/nats.conf) with its replies on NATS_INBOX_PREFIX (_INBOX_setup).
 `

@@ -51,6 +51,7 @@ func TestMainSetup(t *testing.T) {
 	t.Setenv("NATS_URL", nsrv.URL())
 	t.Setenv("STREAM_MAX_AGE", "48h")
 	t.Setenv("STAGING_BUCKET", "staged")
+	t.Setenv("STAGING_MAX_BYTES", "268435456")
 	t.Setenv("CONSUMER_ACK_WAIT", "1m")
 	for range 2 {
 		var stdout, stderr bytes.Buffer
@@ -60,7 +61,7 @@ func TestMainSetup(t *testing.T) {
 		for _, want := range []string{
 			"stream UPLOADS: subjects uploads.>, replicas 1, max age 48h0m0s\n",
 			"stream UPLOADS_DLQ: subjects dlq.uploads.>",
-			"object store staged: ttl 72h0m0s, replicas 1\n",
+			"object store staged: ttl 72h0m0s, replicas 1, max bytes 268435456\n",
 			"consumer blobwriter on UPLOADS: filter uploads.requested.>, ack wait 1m0s",
 			"consumer refwriter on UPLOADS: filter uploads.blob.stored.>, ack wait 1m0s",
 			"consumer notifier on UPLOADS: filter uploads.completed.>, ack wait 1m0s",
@@ -87,8 +88,8 @@ func TestMainSetup(t *testing.T) {
 	if s, err := js.Stream(ctx, events.StreamName); err != nil || s.CachedInfo().Config.MaxAge != 48*time.Hour {
 		t.Errorf("stream %s: %v, want max age 48h", events.StreamName, err)
 	}
-	if _, err := js.ObjectStore(ctx, "staged"); err != nil {
-		t.Errorf("staging bucket: %v", err)
+	if s, err := js.Stream(ctx, "OBJ_staged"); err != nil || s.CachedInfo().Config.MaxBytes != 256<<20 {
+		t.Errorf("staging bucket: %v, want max bytes 256 MiB", err)
 	}
 	want := step.DurableConfig(events.RefWriterConsumer, step.Options{AckWait: time.Minute, MaxInFlight: 256})
 	if c, err := js.Consumer(ctx, events.StreamName, want.Durable); err != nil ||

@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -62,6 +64,14 @@ func TestIngest(t *testing.T) {
 	}
 	if again, err := store.GetInfo(ctx, id); err != nil || again.Digest != info.Digest {
 		t.Fatalf("GetInfo of the staged body: got %+v, %v, want digest %s", again, err, info.Digest)
+	}
+	// A retry resumes an unfinished body from the last chunk staged.
+	objStream, err := in.js.Stream(ctx, "OBJ_"+stagingBucket)
+	if err != nil {
+		t.Fatalf("stream of the staging bucket: %v", err)
+	}
+	if last, err := objStream.GetLastMsgForSubject(ctx, "$O."+stagingBucket+".C."+info.NUID); err != nil || len(last.Data) == 0 {
+		t.Fatalf("the last chunk of the staged body: got %v, want it read", err)
 	}
 	stale := testenv.ID("stale")
 	if _, err := store.PutBytes(ctx, stale, []byte("stale")); err != nil {
@@ -205,7 +215,7 @@ func TestIngest(t *testing.T) {
 			t.Errorf("a staged object after the refused delete: got %v, want it marked deleted (ErrObjectNotFound)", err)
 		}
 		in.denied(t, "update the staging bucket", "Publish", "$JS.API.STREAM.UPDATE.OBJ_uploads-staging", func(ctx context.Context) error {
-			_, err := in.js.CreateOrUpdateObjectStore(ctx, service.StagingBucketConfig(stagingBucket, time.Second, 1))
+			_, err := in.js.CreateOrUpdateObjectStore(ctx, service.StagingBucketConfig(stagingBucket, time.Second, 1, 0))
 			return err
 		})
 		in.denied(t, "delete the staging bucket", "Publish", "$JS.API.STREAM.DELETE.OBJ_uploads-staging", func(ctx context.Context) error {
@@ -355,6 +365,7 @@ func TestBlobWriter(t *testing.T) {
 		t.Errorf("%s ran %d times, want a retry", inline.ID, attempts[inline.ID])
 	}
 	mu.Unlock()
+	deleteClaim(t, bw, store, claimID)
 	bw.checkNoViolations(t)
 	in.checkNoViolations(t)
 	n.checkNoViolations(t)
@@ -406,18 +417,9 @@ func TestBlobWriter(t *testing.T) {
 		})
 		bw.deniedRequest(t, "$JS.API.STREAM.PURGE.UPLOADS", "")
 		bw.deniedRequest(t, "$JS.API.STREAM.MSG.DELETE.UPLOADS", `{"seq":1}`)
-		// Writing the staging bucket.
-		bstore, err := bw.js.ObjectStore(t.Context(), stagingBucket)
-		if err != nil {
-			t.Fatalf("ObjectStore as blobwriter: %v", err)
-		}
-		bw.denied(t, "stage a body", "Publish", "$O.uploads-staging.C.", func(ctx context.Context) error {
-			_, err := bstore.PutBytes(ctx, testenv.ID("forged"), []byte("forged"))
-			return err
-		})
-		bw.denied(t, "delete a staged body", "Publish", "$O.uploads-staging.M.", func(ctx context.Context) error {
-			return bstore.Delete(ctx, claimID)
-		})
+		// The staging bucket: it deletes claim checks by rolled-up
+		// publishes (above), never by a purge.
+		bw.deniedRequest(t, "$JS.API.STREAM.PURGE.OBJ_uploads-staging", "")
 		bw.denied(t, "create its consumer", "Publish", "$JS.API.CONSUMER.CREATE.UPLOADS.blobwriter.uploads.requested", func(ctx context.Context) error {
 			_, err := bw.js.CreateOrUpdateConsumer(ctx, events.StreamName, consumerConfig(events.BlobWriterConsumer))
 			return err
@@ -907,4 +909,35 @@ func mustGetenv(t testing.TB, name string) string {
 		t.Fatalf("%s is not set", name)
 	}
 	return v
+}
+
+// deleteClaim deletes staged object name as blobwriter does once its blob
+// is stored (blobstore.ObjectClaims.Delete), as user c: it marks the
+// object deleted and rolls its chunks up into one empty message, with
+// publishes only.
+func deleteClaim(t *testing.T, c *client, store jetstream.ObjectStore, name string) {
+	t.Helper()
+	ctx := t.Context()
+	info, err := store.GetInfo(ctx, name)
+	if err != nil {
+		t.Fatalf("GetInfo %s: %v", name, err)
+	}
+	gone := *info
+	gone.Deleted, gone.Size, gone.Chunks, gone.Digest = true, 0, 0, ""
+	data, err := json.Marshal(gone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := nats.NewMsg("$O." + stagingBucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name)))
+	meta.Data = data
+	chunks := nats.NewMsg("$O." + stagingBucket + ".C." + info.NUID)
+	for _, m := range []*nats.Msg{meta, chunks} {
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		if _, err := c.js.PublishMsg(ctx, m); err != nil {
+			t.Fatalf("delete %s: publish %s: %v", name, m.Subject, err)
+		}
+	}
+	if _, err := store.GetInfo(ctx, name); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Errorf("GetInfo %s after its deletion: got %v, want ErrObjectNotFound", name, err)
+	}
 }

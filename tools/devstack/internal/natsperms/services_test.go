@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
@@ -112,14 +114,24 @@ func TestServicesWithTheirUsers(t *testing.T) {
 	}
 	awaitState(t, api, large.ID, "completed")
 
-	// The large body travelled as a claim check: ingest staged it.
+	// The large body travelled as a claim check: ingest staged it, and
+	// blobwriter deleted it once stored (its chunks rolled up into one
+	// empty message).
 	adm := connect(t, n.url(), admin)
 	staging, err := adm.js.ObjectStore(t.Context(), stagingBucket)
 	if err != nil {
 		t.Fatalf("staging bucket: %v", err)
 	}
-	if info, err := staging.GetInfo(t.Context(), large.ID); err != nil || info.Size != 200<<10 {
-		t.Errorf("staged body of %s: got %+v, %v, want %d bytes", large.ID, info, err, 200<<10)
+	if info, err := staging.GetInfo(t.Context(), large.ID); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Errorf("staged body of %s once stored: got %+v, %v, want it deleted", large.ID, info, err)
+	}
+	chunks := "$O." + stagingBucket + ".C.staged-" + large.ID
+	objStream, err := adm.js.Stream(t.Context(), "OBJ_"+stagingBucket)
+	if err != nil {
+		t.Fatalf("staging bucket: %v", err)
+	}
+	if si, err := objStream.Info(t.Context(), jetstream.WithSubjectFilter(chunks)); err != nil || si.State.Subjects[chunks] != 1 {
+		t.Errorf("chunks of %s once stored: got %v (%v), want the one message they were rolled up into", large.ID, si.State.Subjects, err)
 	}
 
 	// What neither consumer can process goes to the dead-letter stream.

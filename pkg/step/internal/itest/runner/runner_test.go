@@ -47,7 +47,8 @@ type harness struct {
 	mu     sync.Mutex
 	calls  map[string]int
 	effect effectFunc
-	inTx   func(items []step.Item[events.Blob]) []error // set before start
+	inTx   func(items []step.Item[events.Blob]) []error      // set before start
+	after  func(ctx context.Context, ev *events.Event) error // AfterRecord; set before start
 }
 
 func setup(t *testing.T, opts step.Options, effect effectFunc) *harness {
@@ -95,6 +96,12 @@ func newHarnessOn(t *testing.T, pg *testenv.Postgres, probes map[string]step.Pro
 		},
 		Emit: func(ev *events.Event, b events.Blob) (*events.Event, error) {
 			return events.NewBlobStored(ev, b, "/test")
+		},
+		AfterRecord: func(ctx context.Context, ev *events.Event) error {
+			if h.after == nil {
+				return nil
+			}
+			return h.after(ctx, ev)
 		},
 		Probes: probes,
 	}
@@ -655,4 +662,57 @@ func TestLoneMessageDoesNotWaitForItsBatch(t *testing.T) {
 		h.stored.Await(t, 1, timeout)
 	}
 	h.AwaitCount(step.Done, 3)
+}
+
+// AfterRecord runs once the marker exists and before the event is emitted,
+// again for a republished event whose marker exists; its error is logged
+// and the step still succeeds.
+func TestAfterRecordRunsAfterTheMarker(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, step.Options{}, nil)
+	var mu sync.Mutex
+	runs := map[string]int{}
+	h.after = func(ctx context.Context, ev *events.Event) error {
+		var markers int
+		err := h.pg.Pool.QueryRow(ctx, `SELECT count(*) FROM step_markers WHERE step = 'blob' AND upload_id = $1`, ev.ID).Scan(&markers)
+		if err != nil || markers != 1 {
+			t.Errorf("AfterRecord of %s: %d markers (%v), want 1", ev.ID, markers, err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if got := h.emittedFor(ctx, ev.ID); got != runs[ev.ID] {
+			t.Errorf("AfterRecord of %s: %d events emitted before it, want %d (it runs before the emit)", ev.ID, got, runs[ev.ID])
+		}
+		runs[ev.ID]++
+		return errors.New("cannot clean up")
+	}
+	h.Start()
+	h.publish("a1", []byte("bytes"), "a1")
+	h.stored.Await(t, 1, timeout)
+	h.publish("a1", []byte("bytes"), "")
+	h.stored.Await(t, 1, timeout)
+	h.AwaitCount(step.Done, 1)
+	h.AwaitCount(step.Skipped, 1)
+	mu.Lock()
+	defer mu.Unlock()
+	if runs["a1"] != 2 {
+		t.Errorf("AfterRecord runs: got %d, want 2 (done, then skipped)", runs["a1"])
+	}
+	h.awaitLog("cannot clean up")
+}
+
+// emittedFor is how many blob_stored events of id UPLOADS holds.
+func (h *harness) emittedFor(ctx context.Context, id string) int {
+	subject := events.BlobStoredSubject(id)
+	s, err := h.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		h.t.Errorf("stream: %v", err)
+		return -1
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		h.t.Errorf("stream info: %v", err)
+		return -1
+	}
+	return int(info.State.Subjects[subject])
 }

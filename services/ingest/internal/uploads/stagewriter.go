@@ -1,0 +1,377 @@
+package uploads
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A staged body is an ordinary Object Store object (NATS ADR-20: bucket B is
+// stream OBJ_B, an object's chunks are the messages on $O.B.C.<nuid>, its
+// info the last message on $O.B.M.<base64url name>), so that blobwriter
+// reads it as any claim check. ingest writes the chunks itself rather than
+// through ObjectStore.Put, for two things Put cannot do:
+//
+//   - Resume. The object's nuid is fixed by its name (stagedNUID), and each
+//     chunk carries its number, the offset where it ends and the SHA-256 of
+//     the body up to there. An attempt cut short keeps its chunks; the
+//     retry reads that many bytes of its body, checks their digest against
+//     the last chunk's, and stages only the rest.
+//   - Pace. Each chunk is published on its own and acknowledged before the
+//     next (its expected last subject sequence is the previous chunk's, so
+//     the chunks stay in order and none is written twice); one JetStream
+//     refuses for the moment is retried with back-off instead of failing
+//     the request.
+//
+// The info message is written last: until then GetInfo finds no object,
+// and nothing refers to the chunks. ingest may not purge the bucket (NATS
+// permissions): chunks it must drop are rolled up instead. The first chunk
+// of a fresh attempt carries Nats-Rollup: sub, which removes whatever the
+// subject held (an earlier attempt's chunks of other bytes), and a
+// dropped attempt leaves one empty rolled-up message (a tombstone).
+const (
+	hdrStagedChunk = "Blobref-Staged-Chunk"   // the chunk's number, from 1
+	hdrStagedEnd   = "Blobref-Staged-End"     // the body offset where the chunk ends
+	hdrStagedSum   = "Blobref-Staged-Sha256"  // hex SHA-256 of the body up to End
+	hdrStagedDrop  = "Blobref-Staged-Dropped" // on the tombstone of dropped chunks
+)
+
+// Staging's retry defaults, and the back-off between retries of a chunk.
+const (
+	defaultStageRetryFor   = 30 * time.Second
+	defaultStagePubTimeout = 5 * time.Second
+	stageRetryBase         = 50 * time.Millisecond
+	stageRetryMax          = 2 * time.Second
+)
+
+func objectStream(bucket string) string { return "OBJ_" + bucket }
+
+// stagedNUID is the nuid of the staged object named name: the same for
+// every attempt, so that a retry finds the chunks an earlier one left.
+func stagedNUID(name string) string { return "staged-" + name }
+
+// chunkMark is where staging stands: the last chunk stored.
+type chunkMark struct {
+	chunk uint32 // its number; 0: none
+	end   int64  // the body offset where it ends
+	sum   string // hex SHA-256 of the body up to end
+	seq   uint64 // its stream sequence
+}
+
+// stageWriter writes one body into the staging bucket as chunks.
+type stageWriter struct {
+	s       *Staging
+	stream  jetstream.Stream
+	name    string
+	metrics *Metrics
+
+	subject string    // the chunks' subject
+	h       hash.Hash // SHA-256 of the body read so far
+	last    chunkMark
+}
+
+// write stages body: resumes what an earlier attempt staged, writes the
+// rest chunk by chunk, then the object's info.
+func (w *stageWriter) write(ctx context.Context, body io.Reader) (staged, error) {
+	w.subject = "$O." + w.s.Bucket + ".C." + stagedNUID(w.name)
+	w.h = sha256.New()
+	resumed, err := w.resume(ctx, body)
+	if err != nil {
+		return staged{}, err
+	}
+	buf := make([]byte, stageChunkSize)
+	written := 0
+	for {
+		n, rerr := io.ReadFull(body, buf)
+		if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
+			return staged{}, &BodyError{Err: rerr} // what is staged stays, for the retry
+		}
+		if n > 0 {
+			w.h.Write(buf[:n])
+			if err := w.put(ctx, buf[:n]); err != nil {
+				return staged{}, err
+			}
+			if written++; written == 2 && rerr == nil {
+				// Two chunks staged and more to come: a failure here is
+				// one a retry resumes from.
+				if err := inject(ctx, "mid-stage"); err != nil {
+					return staged{}, err
+				}
+			}
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	if err := w.finish(ctx); err != nil {
+		return staged{}, err
+	}
+	return staged{size: w.last.end, sha256: hex.EncodeToString(w.h.Sum(nil)), dataref: w.s.DataRef(w.name), resumed: resumed}, nil
+}
+
+// resume continues what an earlier attempt staged: it reads as many bytes
+// of body as that attempt staged and returns their count if their digest
+// is the one recorded. Chunks of other bytes are removed, and the caller
+// gets ErrStaleStaging (that much of the body is consumed).
+func (w *stageWriter) resume(ctx context.Context, body io.Reader) (int64, error) {
+	mark, tail, err := w.lastChunk(ctx)
+	if err != nil {
+		return 0, w.unavailable(err)
+	}
+	if mark.chunk == 0 {
+		w.last = chunkMark{seq: tail} // the first chunk rolls up what is there
+		return 0, nil
+	}
+	n, err := io.CopyN(w.h, body, mark.end)
+	if err != nil && err != io.EOF {
+		return 0, &BodyError{Err: err}
+	}
+	if n == mark.end && hex.EncodeToString(w.h.Sum(nil)) == mark.sum {
+		w.last = mark
+		return n, nil
+	}
+	if err := w.drop(ctx, tail); err != nil {
+		return 0, w.unavailable(err)
+	}
+	return 0, ErrStaleStaging
+}
+
+// lastChunk returns the last chunk staged for the object if its chunks
+// are whole (as many on the subject as the last one's number says), and
+// the sequence of the subject's last message (0: none).
+func (w *stageWriter) lastChunk(ctx context.Context) (mark chunkMark, tail uint64, err error) {
+	msg, err := w.stream.GetLastMsgForSubject(ctx, w.subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return chunkMark{}, 0, nil
+	}
+	if err != nil {
+		return chunkMark{}, 0, err
+	}
+	mark, ok := parseChunkMark(msg)
+	if !ok {
+		return chunkMark{}, msg.Sequence, nil
+	}
+	info, err := w.stream.Info(ctx, jetstream.WithSubjectFilter(w.subject))
+	if err != nil {
+		return chunkMark{}, 0, err
+	}
+	if info.State.Subjects[w.subject] != uint64(mark.chunk) {
+		return chunkMark{}, msg.Sequence, nil
+	}
+	return mark, msg.Sequence, nil
+}
+
+func parseChunkMark(msg *jetstream.RawStreamMsg) (chunkMark, bool) {
+	chunk, err1 := strconv.ParseUint(msg.Header.Get(hdrStagedChunk), 10, 32)
+	end, err2 := strconv.ParseInt(msg.Header.Get(hdrStagedEnd), 10, 64)
+	sum := msg.Header.Get(hdrStagedSum)
+	if err1 != nil || err2 != nil || chunk == 0 || end <= 0 || len(sum) != 2*sha256.Size {
+		return chunkMark{}, false
+	}
+	return chunkMark{chunk: uint32(chunk), end: end, sum: sum, seq: msg.Sequence}, true
+}
+
+// put stages the next chunk, data, whose bytes w.h has already hashed.
+func (w *stageWriter) put(ctx context.Context, data []byte) error {
+	next := chunkMark{chunk: w.last.chunk + 1, end: w.last.end + int64(len(data)), sum: hex.EncodeToString(w.h.Sum(nil))}
+	msg := nats.NewMsg(w.subject)
+	msg.Data = data
+	msg.Header.Set(hdrStagedChunk, strconv.FormatUint(uint64(next.chunk), 10))
+	msg.Header.Set(hdrStagedEnd, strconv.FormatInt(next.end, 10))
+	msg.Header.Set(hdrStagedSum, next.sum)
+	if next.chunk == 1 {
+		msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	}
+	// After a publish whose acknowledgement was lost, the chunk may be
+	// stored already: the retry's expected sequence then fails, and the
+	// last chunk tells.
+	stored := func(ctx context.Context) (uint64, bool) {
+		mark, _, err := w.lastChunk(ctx)
+		return mark.seq, err == nil && mark.chunk == next.chunk && mark.sum == next.sum
+	}
+	seq, err := w.publish(ctx, msg, &w.last.seq, stored)
+	if err != nil {
+		return err
+	}
+	next.seq = seq
+	w.last = next
+	w.metrics.wroteStaged(len(data))
+	return nil
+}
+
+// finish writes the object's info: from then on it is an object.
+func (w *stageWriter) finish(ctx context.Context) error {
+	info := jetstream.ObjectInfo{
+		ObjectMeta: jetstream.ObjectMeta{Name: w.name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: stageChunkSize}},
+		Bucket:     w.s.Bucket,
+		NUID:       stagedNUID(w.name),
+		Size:       uint64(w.last.end),
+		ModTime:    time.Now().UTC(),
+		Chunks:     w.last.chunk,
+		Digest:     jetstream.GetObjectDigestValue(w.h),
+	}
+	data, err := json.Marshal(info)
+	if err != nil {
+		return fmt.Errorf("staging %s: encode info: %w", w.name, err)
+	}
+	msg := nats.NewMsg("$O." + w.s.Bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(w.name)))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	_, err = w.publish(ctx, msg, nil, nil)
+	return err
+}
+
+// publish publishes msg (after the message of sequence *expect on its
+// subject, if expect is set) and returns its sequence. It retries what
+// JetStream refuses for the moment, with back-off, for RetryFor at most.
+// A full store is a *StoreFullError, and the chunks staged so far are
+// removed: nothing is left half-way. stored, if set, says whether a
+// publish refused for its expected sequence had in fact been stored.
+func (w *stageWriter) publish(ctx context.Context, msg *nats.Msg, expect *uint64, stored func(context.Context) (uint64, bool)) (uint64, error) {
+	retryFor, timeout := w.s.RetryFor, w.s.PublishTimeout
+	if retryFor <= 0 {
+		retryFor = defaultStageRetryFor
+	}
+	if timeout <= 0 {
+		timeout = defaultStagePubTimeout
+	}
+	deadline := time.Now().Add(retryFor)
+	delay := stageRetryBase
+	for {
+		var opts []jetstream.PublishOpt
+		if expect != nil {
+			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*expect))
+		}
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		ack, err := w.s.JS.PublishMsg(pctx, msg, opts...)
+		cancel()
+		switch refusal(err) {
+		case refusedNot:
+			return ack.Sequence, nil
+		case refusedFull:
+			w.purge(ctx)
+			return 0, &StoreFullError{Err: err}
+		case refusedSequence:
+			if stored != nil {
+				if seq, ok := stored(ctx); ok {
+					return seq, nil
+				}
+			}
+			return 0, w.unavailable(err)
+		case refusedForGood:
+			return 0, w.unavailable(err)
+		}
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
+			return 0, w.unavailable(err)
+		}
+		w.metrics.retriedStaging()
+		sleepCtx(ctx, delay/2+rand.N(delay/2+1))
+		delay = min(2*delay, stageRetryMax)
+	}
+}
+
+// drop removes the chunks staged so far, the last of them at sequence
+// tail, by rolling them up into an empty tombstone.
+func (w *stageWriter) drop(ctx context.Context, tail uint64) error {
+	msg := nats.NewMsg(w.subject)
+	msg.Header.Set(hdrStagedDrop, "true")
+	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	_, err := w.publish(ctx, msg, &tail, nil)
+	return err
+}
+
+// purge gives the space of the chunks staged so far back to a full store,
+// where a tombstone cannot be written: it purges them, which a deployment
+// may forbid ingest (deploy/nats/nats.conf does). The chunks then stay
+// for the client's retry to resume, or until the bucket's TTL.
+func (w *stageWriter) purge(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), purgeTimeout)
+	defer cancel()
+	_ = w.stream.Purge(ctx, jetstream.WithPurgeSubject(w.subject))
+}
+
+// purgeTimeout bounds a purge, which NATS permissions may refuse without
+// an answer.
+const purgeTimeout = 2 * time.Second
+
+func (w *stageWriter) unavailable(err error) error {
+	w.s.forget()
+	return unavailable("staging", err)
+}
+
+// refusalKind is what a publish's error says about retrying it.
+type refusalKind int
+
+const (
+	refusedNot      refusalKind = iota // stored
+	refusedForNow                      // too many requests, unavailable, a timeout: retry
+	refusedFull                        // the bucket or the JetStream store is full
+	refusedSequence                    // the expected last sequence did not match
+	refusedForGood                     // a bad request: a retry fails alike
+)
+
+// JetStream's error codes for a full store.
+const (
+	errCodeAccountResources   = 10002 // resource limits exceeded for account
+	errCodeInsufficient       = 10023 // insufficient resources
+	errCodeStorageResources   = 10047 // insufficient storage resources available
+	errCodeStoreFailed        = 10077 // the store's own error: "maximum bytes exceeded", ...
+	errCodeStreamTooManyReqs  = 10167 // too many requests (the stream's inbound queue is full)
+	errCodeStatusTooManyReqs  = 429
+	errCodeStatusUnavailable  = 503
+	errCodeStatusRequestLimit = 408
+)
+
+func refusal(err error) refusalKind {
+	if err == nil {
+		return refusedNot
+	}
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return refusedForNow // a timeout, no responders, a reconnect
+	}
+	switch apiErr.ErrorCode {
+	case errCodeAccountResources, errCodeInsufficient, errCodeStorageResources:
+		return refusedFull
+	case errCodeStoreFailed:
+		if d := apiErr.Description; strings.Contains(d, "maximum bytes") || strings.Contains(d, "maximum messages") {
+			return refusedFull
+		}
+		return refusedForNow
+	case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+		return refusedSequence
+	case errCodeStreamTooManyReqs:
+		return refusedForNow
+	}
+	switch apiErr.Code {
+	case errCodeStatusTooManyReqs, errCodeStatusUnavailable, errCodeStatusRequestLimit:
+		return refusedForNow
+	}
+	if apiErr.Code >= 500 {
+		return refusedForNow
+	}
+	return refusedForGood
+}
+
+// sleepCtx waits d, or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
