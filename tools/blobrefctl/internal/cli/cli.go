@@ -34,6 +34,7 @@ const connectTimeout = 15 * time.Second
 var Reasons = []string{
 	events.ReasonMalformed, events.ReasonInvalid, events.ReasonUnknownType, events.ReasonTooLarge,
 	events.ReasonConflict, events.ReasonDigestMismatch, events.ReasonClaimMissing, events.ReasonRetriesExhausted,
+	events.ReasonExpired,
 }
 
 // usage is blobrefctl's own help: the commands, one line each.
