@@ -53,11 +53,8 @@ func (s *Store) Purge(ctx context.Context, p Purge) (Purged, error) {
 		if p.DryRun {
 			err = tx.QueryRow(ctx, verb+q.sql, q.args...).Scan(q.n)
 		} else {
-			var tag interface{ RowsAffected() int64 }
-			tag, err = tx.Exec(ctx, verb+q.sql, q.args...)
-			if err == nil {
-				*q.n = tag.RowsAffected()
-			}
+			tag, xerr := tx.Exec(ctx, verb+q.sql, q.args...)
+			*q.n, err = tag.RowsAffected(), xerr
 		}
 		if err != nil {
 			return Purged{}, fmt.Errorf("marker: purge: %w", err)
