@@ -33,7 +33,7 @@ const MetadataSHA256 = events.MetadataSHA256
 
 // Bucket is the part of *blob.Bucket the writer uses.
 type Bucket interface {
-	Attributes(ctx context.Context, key string) (*blob.Attributes, error)
+	bucketdep.Bucket // probed while down or missing
 	NewWriter(ctx context.Context, key string, opts *blob.WriterOptions) (*blob.Writer, error)
 }
 
@@ -89,8 +89,9 @@ func (w *Writer) Step() step.Step[events.Blob] {
 	}
 }
 
-// Probe reports whether the bucket answers: it reads the attributes of a
-// key no upload has (upload ids never hold a dot), and finds none.
+// Probe reports whether the bucket answers: it exists, and reading the
+// attributes of a key no upload has (upload ids never hold a dot) finds
+// none.
 func (w *Writer) Probe(ctx context.Context) error {
 	return bucketdep.Probe(w.Bucket, w.Key(".probe"))(ctx)
 }

@@ -349,6 +349,10 @@ func (failingBucket) Attributes(context.Context, string) (*blob.Attributes, erro
 	return nil, errors.New("connection refused")
 }
 
+func (failingBucket) IsAccessible(context.Context) (bool, error) {
+	return false, errors.New("connection refused")
+}
+
 func TestCheck(t *testing.T) {
 	t.Parallel()
 	r := setup(t)
