@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Purge says which of the step tables' rows no delivery can reach any more.
@@ -37,30 +39,30 @@ func (s *Store) Purge(ctx context.Context, p Purge) (Purged, error) {
 		verb = "SELECT count(*) "
 	}
 	var out Purged
-	tx, err := s.pool.Begin(ctx)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, q := range []struct {
+			sql  string
+			args []any
+			n    *int64
+		}{
+			{purgeMarkers, []any{p.Before}, &out.Markers},
+			{purgeExcuses, []any{p.Before, p.Stream, int64(min(p.FirstSeq, 1<<63-1))}, &out.Excuses},
+		} {
+			if p.DryRun {
+				if err := tx.QueryRow(ctx, verb+q.sql, q.args...).Scan(q.n); err != nil {
+					return err
+				}
+				continue
+			}
+			tag, err := tx.Exec(ctx, verb+q.sql, q.args...)
+			if err != nil {
+				return err
+			}
+			*q.n = tag.RowsAffected()
+		}
+		return nil
+	})
 	if err != nil {
-		return Purged{}, fmt.Errorf("marker: purge: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit: a no-op
-	for _, q := range []struct {
-		sql  string
-		args []any
-		n    *int64
-	}{
-		{purgeMarkers, []any{p.Before}, &out.Markers},
-		{purgeExcuses, []any{p.Before, p.Stream, int64(min(p.FirstSeq, 1<<63-1))}, &out.Excuses},
-	} {
-		if p.DryRun {
-			err = tx.QueryRow(ctx, verb+q.sql, q.args...).Scan(q.n)
-		} else {
-			tag, xerr := tx.Exec(ctx, verb+q.sql, q.args...)
-			*q.n, err = tag.RowsAffected(), xerr
-		}
-		if err != nil {
-			return Purged{}, fmt.Errorf("marker: purge: %w", err)
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
 		return Purged{}, fmt.Errorf("marker: purge: %w", err)
 	}
 	return out, nil

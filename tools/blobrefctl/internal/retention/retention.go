@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -111,27 +112,27 @@ const (
 // ingest deletes (counts) ingest's records past the cutoff, in one
 // transaction.
 func (j Job) ingest(ctx context.Context, r *Report) error {
-	tx, err := j.Pool.Begin(ctx)
+	err := pgx.BeginFunc(ctx, j.Pool, func(tx pgx.Tx) error {
+		for _, q := range []struct {
+			from string
+			n    *int64
+		}{{ingestUploads, &r.Uploads}, {ingestLeases, &r.Leases}} {
+			if j.DryRun {
+				if err := tx.QueryRow(ctx, "SELECT count(*) "+q.from, r.Cutoff).Scan(q.n); err != nil {
+					return err
+				}
+				continue
+			}
+			tag, err := tx.Exec(ctx, "DELETE "+q.from, r.Cutoff)
+			if err != nil {
+				return err
+			}
+			*q.n = tag.RowsAffected()
+		}
+		return tx.QueryRow(ctx, ingestUnpublished, r.Cutoff).Scan(&r.Unpublished)
+	})
 	if err != nil {
 		return fmt.Errorf("ingest records: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit: a no-op
-	for _, q := range []struct {
-		from string
-		n    *int64
-	}{{ingestUploads, &r.Uploads}, {ingestLeases, &r.Leases}} {
-		if j.DryRun {
-			err = tx.QueryRow(ctx, "SELECT count(*) "+q.from, r.Cutoff).Scan(q.n)
-		} else {
-			tag, xerr := tx.Exec(ctx, "DELETE "+q.from, r.Cutoff)
-			*q.n, err = tag.RowsAffected(), xerr
-		}
-		if err != nil {
-			return fmt.Errorf("ingest records: %w", err)
-		}
-	}
-	if err := tx.QueryRow(ctx, ingestUnpublished, r.Cutoff).Scan(&r.Unpublished); err != nil {
-		return fmt.Errorf("ingest records: %w", err)
-	}
-	return tx.Commit(ctx)
+	return nil
 }
