@@ -25,13 +25,13 @@ type Runner[R any] struct {
 	js      jetstream.JetStream
 	markers *marker.Store
 	opts    Options
+	// horizon is the retention horizon (a time.Duration; 0: none) read
+	// from the stream: older events are refused as expired.
+	horizon atomic.Int64
 	effects chan struct{} // one token per side effect running
 	batches chan struct{} // one token per batch running
 	breaker *breaker
 	excuses *excuses
-	// horizon is the retention horizon (a time.Duration; 0: none) read
-	// from the stream: older events are refused as expired.
-	horizon atomic.Int64
 }
 
 // NewRunner returns a Runner of step over JetStream js, keeping the step's
