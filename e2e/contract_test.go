@@ -52,6 +52,7 @@ var (
 		"ReasonDigestMismatch":   events.ReasonDigestMismatch,
 		"ReasonRetriesExhausted": events.ReasonRetriesExhausted,
 		"ReasonClaimMissing":     events.ReasonClaimMissing,
+		"ReasonExpired":          events.ReasonExpired,
 	}
 	contractDeadHeaders = map[string]string{
 		"HeaderDeadReason":     events.HeaderDeadReason,

@@ -8,9 +8,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 
@@ -336,4 +339,53 @@ func TestFullPostgresDelaysAndDeadLettersNothing(t *testing.T) {
 func isDiskFull(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "53100"
+}
+
+// A bucket that does not exist is an outage of the bucket, not a failure of
+// each upload: blobwriter says so (/readyz, blobref_dependency_up, its log)
+// and waits; once the bucket is created every upload completes, none is
+// dead-lettered.
+func TestMissingBucketIsAnOutage(t *testing.T) {
+	t.Parallel()
+	p := newS3Pipeline(t)
+	ctx := context.Background()
+	if _, err := p.s3.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String(p.minio.Bucket)}); err != nil {
+		t.Fatalf("delete bucket %s: %v", p.minio.Bucket, err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		ok, err := p.bucket.IsAccessible(ctx)
+		if err == nil && !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bucket %s after its deletion: accessible %v (%v), want gone", p.minio.Bucket, ok, err)
+		}
+	}
+	bw := p.start("blobwriter", squeezed...)
+	p.start("refwriter", squeezed...)
+
+	us := makeUploads("nobucket", 10, 2048)
+	start := time.Now()
+	p.publishAll(us)
+	bw.awaitDown(t, "bucket")
+	if up := bw.metric(t, "blobref_dependency_up", `dependency="bucket"`); up != 0 {
+		t.Errorf("blobwriter blobref_dependency_up{dependency=bucket}: got %v, want 0", up)
+	}
+	if out := bw.output(); !strings.Contains(out, "dependency down") || !strings.Contains(out, "dependency=bucket") {
+		t.Errorf("blobwriter log: no line says the bucket is down")
+	}
+	holdUntil(start, outageLength)
+	if _, err := p.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(p.minio.Bucket)}); err != nil {
+		t.Fatalf("create bucket %s: %v", p.minio.Bucket, err)
+	}
+
+	got := p.awaitCompleted(len(us), 2*time.Minute)
+	for _, u := range us {
+		if got[u.ID] != 1 {
+			t.Errorf("%s: %d completed events, want 1", u.ID, got[u.ID])
+		}
+	}
+	bw.awaitUp(t)
+	p.noDeadLetters()
+	p.checkInvariants(us)
 }

@@ -25,6 +25,7 @@ type s3Pipeline struct {
 	*pipeline
 	minio  *testenv.MinIO
 	bucket *blob.Bucket // the services' bucket, for the test to read
+	s3     *s3.Client   // the server's API, for what gocloud.dev does not do
 }
 
 func newS3Pipeline(t *testing.T) *s3Pipeline {
@@ -41,7 +42,7 @@ func newS3Pipeline(t *testing.T) *s3Pipeline {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	p.bucket = b
+	p.bucket, p.s3 = b, client
 	return p
 }
 

@@ -6,6 +6,7 @@ package bucketdep
 
 import (
 	"context"
+	"errors"
 
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
@@ -19,38 +20,55 @@ const Name = "bucket"
 // Err attributes err (nil stays nil) to the bucket, for the runner to judge
 // (step.Dependency): a network failure, a full disk, a 5xx or a timeout is
 // an outage of the bucket, not of the upload. gocloud.dev's
-// ResourceExhausted says the bucket is full, and DeadlineExceeded that it
-// may be down (the runner probes it before it believes so).
+// ResourceExhausted says the bucket is full. DeadlineExceeded says it may
+// be down, and NotFound that the bucket itself may be missing (S3's
+// NoSuchBucket, Azure's ContainerNotFound): the runner believes either only
+// if the probe fails too, so an object that is merely absent stays the
+// upload's own failure.
 func Err(err error) error {
 	switch gcerrors.Code(err) {
 	case gcerrors.OK:
 		return nil
 	case gcerrors.ResourceExhausted:
 		return step.Unavailable(Name, err)
-	case gcerrors.DeadlineExceeded:
-		return step.Dependency(Name, timeout{err})
+	case gcerrors.DeadlineExceeded, gcerrors.NotFound:
+		return step.Dependency(Name, suspect{err})
 	}
 	return step.Dependency(Name, err)
 }
 
-// timeout marks an error as a timeout (Timeout() true), which the runner
-// takes for a possible outage.
-type timeout struct{ error }
+// suspect marks an error that may mean the bucket is down or gone: a
+// timeout (Timeout() true) to the runner, which then probes the bucket
+// before it takes the error for an outage.
+type suspect struct{ error }
 
-func (t timeout) Timeout() bool { return true }
-func (t timeout) Unwrap() error { return t.error }
+func (s suspect) Timeout() bool { return true }
+func (s suspect) Unwrap() error { return s.error }
 
-// Attributer is the part of *blob.Bucket a probe reads.
-type Attributer interface {
+// Bucket is the part of *blob.Bucket a probe reads.
+type Bucket interface {
+	IsAccessible(ctx context.Context) (bool, error)
 	Attributes(ctx context.Context, key string) (*blob.Attributes, error)
 }
 
-// Probe returns the probe of bucket b: it reads the attributes of key, a key
-// no upload has (upload ids never hold a dot, so that of ".probe" under the
-// key prefix), and is content to find none.
-func Probe(b Attributer, key string) step.Probe {
+// ErrMissing is the probe's error for a bucket that does not exist.
+var ErrMissing = errors.New("bucketdep: the bucket does not exist (or these credentials may not list it)")
+
+// Probe returns the probe of bucket b: the bucket must exist (IsAccessible:
+// a missing bucket or container is an outage, not an empty bucket), and
+// reading the attributes of key, a key no upload has (upload ids never hold
+// a dot, so that of ".probe" under the key prefix), must answer, content to
+// find none.
+func Probe(b Bucket, key string) step.Probe {
 	return func(ctx context.Context) error {
-		_, err := b.Attributes(ctx, key)
+		ok, err := b.IsAccessible(ctx)
+		switch {
+		case err != nil:
+			return err
+		case !ok:
+			return ErrMissing
+		}
+		_, err = b.Attributes(ctx, key)
 		if gcerrors.Code(err) == gcerrors.NotFound {
 			return nil
 		}

@@ -157,7 +157,8 @@
 // breaks the rules above, a dataref other than the event's own staged bytes, a blob key other
 // than the configured one, a time too far in the future; the error names the attribute), unknown_type, too_large (inline data
 // over the decoder's limit), conflict (the id is known with another sha256), digest_mismatch
-// (the bytes do not hash to sha256), retries_exhausted (the last delivery failed) and
-// claim_missing (the bytes a dataref names are gone). The first four are what [Decode]
+// (the bytes do not hash to sha256), retries_exhausted (the last delivery failed),
+// claim_missing (the bytes a dataref names are gone) and expired (the event's time is older
+// than the retention horizon, the stream's max age plus a margin). The first four are what [Decode]
 // reports in an [*InvalidError]; [ReasonOf] extracts it.
 package events

@@ -127,6 +127,10 @@ const (
 	// ReasonClaimMissing: the claim-checked bytes a dataref names are gone
 	// (expired, or never staged).
 	ReasonClaimMissing = "claim_missing"
+	// ReasonExpired: the event's time is older than the retention horizon (the UPLOADS
+	// stream's max age plus a margin), past which the steps' markers may have been deleted:
+	// it is refused rather than redone.
+	ReasonExpired = "expired"
 )
 
 const (

@@ -189,10 +189,12 @@ func (r *Runner[R]) process(ctx context.Context, jobs []*job[R]) {
 	})
 }
 
-// decode parses each message; duplicates of an upload within the batch wait
-// for a later delivery, when the first copy's marker exists.
+// decode parses each message and refuses events older than the retention
+// horizon; duplicates of an upload within the batch wait for a later
+// delivery, when the first copy's marker exists.
 func (r *Runner[R]) decode(jobs []*job[R]) {
 	seen := make(map[string]bool, len(jobs))
+	now := time.Now()
 	for _, j := range jobs {
 		if j.metaErr != nil {
 			j.fail(Permanent(events.ReasonMalformed, fmt.Errorf("not a JetStream message: %w", j.metaErr)))
@@ -204,9 +206,12 @@ func (r *Runner[R]) decode(jobs []*job[R]) {
 			continue
 		}
 		j.ev, j.out.UploadID = ev, ev.ID
+		expired := r.expired(ev, now)
 		switch {
 		case ev.Type != r.step.Consumes:
 			j.fail(Permanent(events.ReasonUnknownType, fmt.Errorf("step %s does not consume %s", r.step.Name, ev.Type)))
+		case expired != nil:
+			j.fail(expired)
 		case seen[ev.ID]:
 			j.retry(reasonBusy, errors.New("an earlier copy is in the same batch"))
 		default:

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -182,13 +183,28 @@ func natsOutage(err error) (certain, ok bool) {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch {
+		case apiErr.ErrorCode == jsStoreFailed && strings.Contains(apiErr.Description, "message size exceeds"):
+			// The event itself is too large for the stream: no wait helps.
+			return false, false
 		case apiErr.Code == http.StatusServiceUnavailable, apiErr.Code == http.StatusTooManyRequests,
+			apiErr.ErrorCode == jsStoreFailed,                    // a stream full: maximum bytes or messages exceeded
+			apiErr.ErrorCode == jsInsufficientResources,          // the server's store full
 			apiErr.ErrorCode == 10047, apiErr.ErrorCode == 10028: // storage, memory exhausted
 			return true, true
 		}
 	}
 	return false, false
 }
+
+// JetStream's error codes (err_code) of a publish it cannot store.
+const (
+	// jsStoreFailed: the stream refused the message, such as "maximum bytes
+	// exceeded" when a stream that discards new messages is full (UPLOADS
+	// is), or "message size exceeds maximum allowed".
+	jsStoreFailed = 10077
+	// jsInsufficientResources: the server has no room left for JetStream.
+	jsInsufficientResources = 10023
+)
 
 // genericOutage recognises, in an error a step attributed to a dependency,
 // a network failure, a full or failing file system, a timeout (an error

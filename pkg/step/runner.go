@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -24,6 +25,9 @@ type Runner[R any] struct {
 	js      jetstream.JetStream
 	markers *marker.Store
 	opts    Options
+	// horizon is the retention horizon (a time.Duration; 0: none) read
+	// from the stream: older events are refused as expired.
+	horizon atomic.Int64
 	effects chan struct{} // one token per side effect running
 	batches chan struct{} // one token per batch running
 	breaker *breaker
@@ -98,6 +102,12 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("step: %s: consumer: %w", r.step.Name, err)
 	}
+	if err := r.loadHorizon(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("step: %s: retention horizon: %w", r.step.Name, err)
+	}
 
 	// work outlives ctx by ShutdownGrace so that in-flight side effects can
 	// finish; recording and acking do not depend on it at all.
@@ -118,8 +128,9 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 	// which report to them until the last one is settled.
 	helpers, stopHelpers := context.WithCancel(context.WithoutCancel(ctx))
 	var hwg sync.WaitGroup
-	hwg.Add(2)
+	hwg.Add(3)
 	go func() { defer hwg.Done(); r.breaker.run(helpers) }()
+	go func() { defer hwg.Done(); r.refreshHorizon(helpers) }()
 	go func() {
 		defer hwg.Done()
 		r.excuses.run(helpers, func() bool { return !r.breaker.isDown(DependencyPostgres) }, r.breaker.changed)

@@ -39,6 +39,12 @@
 // probes the dependency until it answers, and excuses the deliveries spent
 // meanwhile, so that they do not count toward MaxDeliveries.
 //
+// An event whose time is older than the retention horizon (the UPLOADS
+// stream's max age, read from JetStream, plus RetentionMargin; see Horizon)
+// is refused with reason expired before its marker is looked up: a
+// retention job (PurgeRecords) may have deleted its markers, and the step
+// must not run again for it.
+//
 // Recording, publishing and acking run on contexts that shutdown cannot
 // cancel, so SIGTERM never falls between a side effect and its marker.
 package step

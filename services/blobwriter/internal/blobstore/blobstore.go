@@ -30,7 +30,7 @@ import (
 
 // Bucket is the part of *blob.Bucket the writer uses.
 type Bucket interface {
-	Attributes(ctx context.Context, key string) (*blob.Attributes, error)
+	bucketdep.Bucket // probed while down or missing
 	NewWriter(ctx context.Context, key string, opts *blob.WriterOptions) (*blob.Writer, error)
 }
 
@@ -107,8 +107,9 @@ func (w *Writer) DropClaim(ctx context.Context, ev *events.Event) error {
 	return d.Delete(ctx, ev.DataRef)
 }
 
-// Probe reports whether the bucket answers: it reads the attributes of a
-// key no upload has (upload ids never hold a dot), and finds none.
+// Probe reports whether the bucket answers: it exists, and reading the
+// attributes of a key no upload has (upload ids never hold a dot) finds
+// none.
 func (w *Writer) Probe(ctx context.Context) error {
 	return bucketdep.Probe(w.Bucket, w.Key(".probe"))(ctx)
 }

@@ -77,6 +77,7 @@ var deadLetterMessages = map[string]string{
 	events.ReasonDigestMismatch:   "the bytes do not match their sha256",
 	events.ReasonClaimMissing:     "the staged bytes were gone before they were stored",
 	events.ReasonRetriesExhausted: "the step failed on every delivery it was allowed and gave up",
+	events.ReasonExpired:          "the event is older than the pipeline's retention and was not run again",
 }
 
 // deadLetterMessage is the message of reason.

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
 
 	"github.com/blobref/blobref/internal/bucketdep"
@@ -22,10 +21,9 @@ import (
 )
 
 // Bucket is the part of *blob.Bucket the writer reads: it checks that a
-// blob is really there before referencing it.
-type Bucket interface {
-	Attributes(ctx context.Context, key string) (*blob.Attributes, error)
-}
+// blob is really there before referencing it, and probes the bucket while
+// it is down or missing.
+type Bucket = bucketdep.Bucket
 
 // Writer records references.
 type Writer struct {
@@ -101,8 +99,9 @@ func (w *Writer) check(ctx context.Context, ev *events.Event) (events.Reference,
 		attrs, err := w.Bucket.Attributes(ctx, b.Key)
 		if gcerrors.Code(err) == gcerrors.NotFound {
 			// Retried: the event may have overtaken a slow store; dead-lettered
-			// once retries run out.
-			return events.Reference{}, fmt.Errorf("blob %s of upload %s is not in the bucket", b.Key, ev.ID)
+			// once retries run out, unless the bucket itself is missing (the
+			// runner's probe tells): then it is an outage.
+			return events.Reference{}, bucketdep.Err(fmt.Errorf("blob %s of upload %s is not in the bucket: %w", b.Key, ev.ID, err))
 		}
 		if err != nil {
 			// Down or full is an outage of the bucket, not of the upload.

@@ -44,8 +44,10 @@ func openBucket(t *testing.T, url string) *blob.Bucket {
 	return b
 }
 
-// t0 is an event time with the microsecond precision Postgres keeps.
-var t0 = time.Date(2026, 3, 4, 5, 6, 7, 123456000, time.UTC)
+// t0 is an event time with the microsecond precision Postgres keeps, a
+// few days back: within the retention horizon, and with room after it for
+// later events that are not in the future.
+var t0 = time.Now().UTC().Truncate(time.Second).Add(-72*time.Hour + 123456*time.Microsecond)
 
 // testOwner owns the subjects of the events blobStored builds: their source.
 const testOwner = "/test"
@@ -347,6 +349,10 @@ type failingBucket struct{}
 
 func (failingBucket) Attributes(context.Context, string) (*blob.Attributes, error) {
 	return nil, errors.New("connection refused")
+}
+
+func (failingBucket) IsAccessible(context.Context) (bool, error) {
+	return false, errors.New("connection refused")
 }
 
 func TestCheck(t *testing.T) {

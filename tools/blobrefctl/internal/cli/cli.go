@@ -35,6 +35,7 @@ const connectTimeout = 15 * time.Second
 var Reasons = []string{
 	events.ReasonMalformed, events.ReasonInvalid, events.ReasonUnknownType, events.ReasonTooLarge,
 	events.ReasonConflict, events.ReasonDigestMismatch, events.ReasonClaimMissing, events.ReasonRetriesExhausted,
+	events.ReasonExpired,
 }
 
 // usage is blobrefctl's own help: the commands, one line each.
@@ -49,6 +50,7 @@ Usage:
   blobrefctl stuck [--older-than D] [--limit N] [--json]
   blobrefctl console [--addr A] [--tokens-file F]
   blobrefctl setup [--timeout D]
+  blobrefctl retention [--margin D] [--dry-run]
   blobrefctl help [command]     this help, or a command's (as: blobrefctl <command> -h)
   blobrefctl --version
 
@@ -59,6 +61,7 @@ Commands:
   stuck        list the uploads that have not completed, and why
   console      serve the operators' web console (uploads, consumers, dead letters)
   setup        create or update the streams, the staging bucket and the durable consumers
+  retention    delete the markers and ingest records older than the retention horizon
 
 ` + connection
 
@@ -67,7 +70,7 @@ const connection = `blobrefctl reads NATS_URL (default nats://127.0.0.1:4222), N
 NATS_NKEY, NATS_USER, NATS_PASSWORD or NATS_PASSWORD_FILE, NATS_TOKEN, NATS_CA,
 NATS_CERT, NATS_KEY, NATS_TLS_FIRST and NATS_INBOX_PREFIX, as the services do.
 stuck and console also read DATABASE_URL, the services' Postgres, in
-read-only transactions.
+read-only transactions; retention deletes from it.
 `
 
 // setupSettings are the settings setup reads besides the connection's.
@@ -139,7 +142,7 @@ dead letter in UPLOADS_DLQ (see dlq list). R is one of these reasons:
 // Command is a parsed command line.
 type Command struct {
 	// Name is "setup", "replay", "dlq list", "dlq redrive", "stuck",
-	// "console" or "version".
+	// "console", "retention" or "version".
 	Name    string
 	Replay  republish.Replay
 	Redrive republish.Redrive // the filter of "dlq list" too
@@ -150,6 +153,8 @@ type Command struct {
 	JSON  bool
 	// Console is how console serves; empty fields take the environment's.
 	Console ConsoleFlags
+	// Retention is how retention runs.
+	Retention RetentionFlags
 }
 
 // defaultSetupTimeout is setup's --timeout by default.
@@ -193,6 +198,8 @@ func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 		return parseStuck(args[1:], help)
 	case "console":
 		return parseConsole(args[1:], help)
+	case "retention":
+		return parseRetention(args[1:], help)
 	case "replay":
 		spec, args = commands[0], args[1:]
 	case "dlq":
@@ -212,7 +219,7 @@ func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 		}
 		args = args[2:]
 	default:
-		return bad("unknown command %q (replay, dlq list, dlq redrive, stuck, console, setup)", args[0])
+		return bad("unknown command %q (replay, dlq list, dlq redrive, stuck, console, setup, retention)", args[0])
 	}
 	c := Command{Name: spec.name}
 
@@ -448,6 +455,9 @@ type config struct {
 	// (see console.LoadTokens); --tokens-file replaces the file.
 	ConsoleTokens     string `env:"CONSOLE_TOKENS"`
 	ConsoleTokensFile string `env:"CONSOLE_TOKENS_FILE"`
+	// MaxClockSkew is the steps' MAX_CLOCK_SKEW, which retention keeps
+	// markers longer by.
+	MaxClockSkew time.Duration `env:"MAX_CLOCK_SKEW" envDefault:"5m"`
 }
 
 // Validate names each bad setting.
@@ -559,6 +569,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	switch cmd.Name {
+	case "retention":
+		err = cmd.retain(ctx, &cfg, js, stdout)
 	case "stuck", "console":
 		err = withView(ctx, cfg.DatabaseURL, js, func(v *uploadview.View) error {
 			if cmd.Name == "stuck" {

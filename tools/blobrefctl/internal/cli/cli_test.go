@@ -171,7 +171,8 @@ func TestHelp(t *testing.T) {
 		{[]string{"dlq", "-h"}, []string{"Usage: blobrefctl dlq list", "Usage: blobrefctl dlq redrive"}, []string{"replay"}},
 		{[]string{"stuck", "-h"}, []string{"Usage: blobrefctl stuck", "not_referenced", "-older-than duration", "-json", "DATABASE_URL"}, []string{"-dry-run", "-addr"}},
 		{[]string{"help", "console"}, []string{"Usage: blobrefctl console", "-tokens-file string", "CONSOLE_TOKENS", "operate", "DATABASE_URL"}, []string{"-older-than"}},
-		{[]string{"-h"}, []string{"blobrefctl stuck [--older-than D]", "blobrefctl console [--addr A]"}, nil},
+		{[]string{"-h"}, []string{"blobrefctl stuck [--older-than D]", "blobrefctl console [--addr A]", "blobrefctl retention [--margin D] [--dry-run]"}, nil},
+		{[]string{"retention", "-h"}, []string{"Usage: blobrefctl retention", "-margin duration", "-dry-run", "expired", "MAX_CLOCK_SKEW", "DATABASE_URL"}, []string{"-older-than", "-reason"}},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := cli.Main(context.Background(), tc.args, &stdout, &stderr)
@@ -194,7 +195,7 @@ func TestHelp(t *testing.T) {
 	}
 
 	// No command, or a bad one: the reason on stderr, exit 2, nothing on stdout.
-	for _, args := range [][]string{nil, {"replay", "--bogus"}, {"help", "purge"}} {
+	for _, args := range [][]string{nil, {"replay", "--bogus"}, {"help", "purge"}, {"retention", "--margin", "1h"}, {"retention", "now"}} {
 		var stdout, stderr bytes.Buffer
 		if code := cli.Main(context.Background(), args, &stdout, &stderr); code != 2 || stdout.Len() > 0 || stderr.Len() == 0 {
 			t.Errorf("blobrefctl %q: exit %d, stdout %q, stderr %q; want 2, the reason on stderr only", args, code, stdout.String(), stderr.String())

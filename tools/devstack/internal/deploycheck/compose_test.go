@@ -54,6 +54,7 @@ func TestCompose(t *testing.T) {
 		}
 	}
 	checkComposeSetup(t, root, project)
+	checkComposeRetention(t, root, project)
 	checkComposeToken(t, root, project)
 	for _, svc := range services(t, root) {
 		t.Run(svc, func(t *testing.T) {
@@ -176,24 +177,55 @@ func checkComposeSetup(t *testing.T, root string, project *types.Project) {
 	if sc.Build == nil || sc.Build.Dockerfile != "Dockerfile" || value(sc.Build.Args, "SERVICE") != "blobrefctl" {
 		t.Errorf("setup: want the root Dockerfile with build arg SERVICE=blobrefctl, got %+v", sc.Build)
 	}
-	if len(sc.Command) == 0 || sc.Command[0] != "setup" {
-		t.Errorf("setup: command %q, want [setup ...] (blobrefctl setup)", sc.Command)
-	}
-	if got := value(sc.Environment, "NATS_USER"); got != "setup" {
-		t.Errorf("setup: NATS_USER %q, want setup (deploy/nats/nats.conf)", got)
-	}
-	if u, err := url.Parse(value(sc.Environment, "NATS_URL")); err != nil || u.Hostname() != "nats" {
-		t.Errorf("setup: NATS_URL %q, want nats://nats:4222", value(sc.Environment, "NATS_URL"))
-	}
+	checkComposeCtl(t, root, "setup", sc)
 	if sc.DependsOn["nats"].Condition != types.ServiceConditionHealthy {
 		t.Error("setup: does not wait for nats to be healthy")
+	}
+}
+
+// checkComposeRetention checks the one-shot service retention: `blobrefctl
+// retention` from setup's image, as NATS user setup, once setup has run and
+// Postgres is healthy.
+func checkComposeRetention(t *testing.T, root string, project *types.Project) {
+	t.Helper()
+	sc, ok := project.Services["retention"]
+	if !ok {
+		t.Error("docker-compose.yml has no service retention (blobrefctl retention)")
+		return
+	}
+	if sc.Build == nil || sc.Build.Dockerfile != "Dockerfile" || value(sc.Build.Args, "SERVICE") != "blobrefctl" ||
+		sc.Image != project.Services["setup"].Image {
+		t.Errorf("retention: build %+v, image %q; want the root Dockerfile with SERVICE=blobrefctl, setup's image", sc.Build, sc.Image)
+	}
+	checkComposeCtl(t, root, "retention", sc)
+	if sc.DependsOn["setup"].Condition != types.ServiceConditionCompletedSuccessfully ||
+		sc.DependsOn["postgres"].Condition != types.ServiceConditionHealthy {
+		t.Error("retention: does not wait for setup to complete and postgres to be healthy")
+	}
+	if u, err := url.Parse(value(sc.Environment, "DATABASE_URL")); err != nil || u.Hostname() != "postgres" {
+		t.Errorf("retention: DATABASE_URL %q, want the postgres service", value(sc.Environment, "DATABASE_URL"))
+	}
+}
+
+// checkComposeCtl checks a service that runs blobrefctl command as NATS
+// user setup, with nothing set that blobrefctl does not read.
+func checkComposeCtl(t *testing.T, root, command string, sc types.ServiceConfig) {
+	t.Helper()
+	if len(sc.Command) == 0 || sc.Command[0] != command {
+		t.Errorf("%s: command %q, want [%s ...] (blobrefctl %s)", command, sc.Command, command, command)
+	}
+	if got := value(sc.Environment, "NATS_USER"); got != "setup" {
+		t.Errorf("%s: NATS_USER %q, want setup (deploy/nats/nats.conf)", command, got)
+	}
+	if u, err := url.Parse(value(sc.Environment, "NATS_URL")); err != nil || u.Hostname() != "nats" {
+		t.Errorf("%s: NATS_URL %q, want nats://nats:4222", command, value(sc.Environment, "NATS_URL"))
 	}
 	var set []string
 	for name := range sc.Environment {
 		set = append(set, name)
 	}
 	slices.Sort(set)
-	checkEnv(t, "docker-compose.yml service setup", envNamesOf(t, root, "tools/blobrefctl"), set)
+	checkEnv(t, "docker-compose.yml service "+command, envNamesOf(t, root, "tools/blobrefctl"), set)
 }
 
 // checkComposeToken checks ingest's dev token: one the token rules accept

@@ -28,13 +28,20 @@ type (
 			Selector struct {
 				MatchLabels map[string]string `json:"matchLabels"`
 			} `json:"selector"`
-			Template struct {
-				Metadata struct {
-					Labels map[string]string `json:"labels"`
-				} `json:"metadata"`
-				Spec podSpec `json:"spec"`
-			} `json:"template"`
+			Template podTemplate `json:"template"`
+			// JobTemplate is a CronJob's Job.
+			JobTemplate struct {
+				Spec struct {
+					Template podTemplate `json:"template"`
+				} `json:"spec"`
+			} `json:"jobTemplate"`
 		} `json:"spec"`
+	}
+	podTemplate struct {
+		Metadata struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+		Spec podSpec `json:"spec"`
 	}
 	podSpec struct {
 		SecurityContext struct {

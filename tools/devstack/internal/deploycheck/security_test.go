@@ -89,35 +89,46 @@ func checkSecurity(t *testing.T, root string, objs []object) {
 		}
 	}
 	conf := natsConf(t, root)
-	passwordSecrets := map[string]string{} // Secret -> workload
+	passwordSecrets := map[string]string{} // Secret -> NATS user
 
-	var setupJobs []workload
+	var setupJobs, retentionJobs []workload
 	for _, o := range objs {
-		if o.Kind != "Deployment" && o.Kind != "Job" {
+		switch o.Kind {
+		case "Deployment", "Job":
+		case "CronJob":
+			o.Spec.Template = o.Spec.JobTemplate.Spec.Template
+		default:
 			continue
 		}
 		w := newWorkload(t, o, configMaps)
 		t.Run("security/"+w.name, func(t *testing.T) {
 			checkNoSecretEnv(t, w)
 			user := w.name
-			if w.kind == "Job" {
+			if w.kind != "Deployment" {
+				// blobrefctl as the operator user setup: `setup` once (a
+				// Job), `retention` on a schedule (a CronJob).
+				command := map[string]string{"Job": "setup", "CronJob": "retention"}[w.kind]
 				if !strings.Contains(w.pod.Containers[0].Image, "/blobrefctl:") && !strings.HasPrefix(w.pod.Containers[0].Image, "blobref/blobrefctl:") {
-					t.Errorf("Job %s: image %q, want [<registry>/]blobref/blobrefctl:<tag>", w.name, w.pod.Containers[0].Image)
+					t.Errorf("%s %s: image %q, want [<registry>/]blobref/blobrefctl:<tag>", w.kind, w.name, w.pod.Containers[0].Image)
 				}
-				if args := w.pod.Containers[0].Args; len(args) == 0 || args[0] != "setup" {
-					t.Errorf("Job %s: args %q, want blobrefctl setup", w.name, args)
+				if args := w.pod.Containers[0].Args; len(args) == 0 || args[0] != command {
+					t.Errorf("%s %s: args %q, want blobrefctl %s", w.kind, w.name, args, command)
 				}
 				user = "setup"
-				setupJobs = append(setupJobs, w)
-				checkEnv(t, "Job "+w.name, envNamesOf(t, root, "tools/blobrefctl"), slices.Sorted(maps.Keys(w.env)))
+				if w.kind == "Job" {
+					setupJobs = append(setupJobs, w)
+				} else {
+					retentionJobs = append(retentionJobs, w)
+				}
+				checkEnv(t, w.kind+" "+w.name, envNamesOf(t, root, "tools/blobrefctl"), slices.Sorted(maps.Keys(w.env)))
 			} else if w.env["NATS_SETUP"] != "off" {
 				t.Errorf("NATS_SETUP %q, want off: the setup Job creates the streams and consumers", w.env["NATS_SETUP"])
 			}
 			secret := checkNATSClient(t, w, user, conf)
-			if other, ok := passwordSecrets[secret]; ok && secret != "" {
-				t.Errorf("%s and %s share the NATS password Secret %s", other, w.name, secret)
+			if other, ok := passwordSecrets[secret]; ok && secret != "" && other != user {
+				t.Errorf("NATS users %s and %s share the password Secret %s", other, user, secret)
 			}
-			passwordSecrets[secret] = w.name
+			passwordSecrets[secret] = user
 			if w.kind == "Deployment" {
 				checkPostgresClient(t, w)
 				known := envNames(t, root, w.name)
@@ -140,6 +151,9 @@ func checkSecurity(t *testing.T, root string, objs []object) {
 					}
 				}
 				checkNetworkPolicies(t, w, policies, portsFor(known))
+			} else if w.kind == "CronJob" {
+				checkPostgresClient(t, w)
+				checkNetworkPolicies(t, w, policies, allowedPorts{dns: true, nats: true, postgres: true})
 			} else {
 				checkNetworkPolicies(t, w, policies, allowedPorts{dns: true, nats: true})
 			}
@@ -147,6 +161,9 @@ func checkSecurity(t *testing.T, root string, objs []object) {
 	}
 	if len(setupJobs) != 1 {
 		t.Errorf("got %d Jobs running blobrefctl setup, want 1", len(setupJobs))
+	}
+	if len(retentionJobs) != 1 {
+		t.Errorf("got %d CronJobs running blobrefctl retention, want 1", len(retentionJobs))
 	}
 	for _, svc := range services(t, root) {
 		if conf.accounts["setup"] != conf.accounts[svc] {

@@ -154,8 +154,10 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 	// Issue 14's list: consumer lag growing, dead letters arriving, step
-	// errors, ingest 5xx.
-	for _, want := range []string{"BlobrefConsumerLagGrowing", "BlobrefDeadLetters", "BlobrefStepRetrying", "BlobrefIngestErrors"} {
+	// errors, ingest 5xx; and a dependency down (issue 12's outages), whose
+	// metric TestMetricsExist finds on the running services.
+	for _, want := range []string{"BlobrefConsumerLagGrowing", "BlobrefDeadLetters", "BlobrefStepRetrying", "BlobrefIngestErrors",
+		"BlobrefDependencyDown"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("%s: no alert %s (has %v)", alertsFile, want, alerts)
 		}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -230,5 +231,62 @@ func TestJetStreamRestartIsWaitedFor(t *testing.T) {
 	h.awaitUnavailable()
 	if dl := testenv.DeadLetters(t, h.js); len(dl) != 0 {
 		t.Errorf("dead letters: got %v, want none", dl)
+	}
+}
+
+// A full UPLOADS stream (its MaxBytes reached: "maximum bytes exceeded" on
+// the publish of each step's event) is an outage of JetStream: the runner
+// pauses and probes, the deliveries spent meanwhile are excused, and once
+// the stream has room every upload goes on, none dead-lettered.
+func TestFullStreamIsWaitedFor(t *testing.T) {
+	t.Parallel()
+	o := squeezed()
+	h := newHarness(t, o, nil)
+	const n = 5
+	for i := range n {
+		h.publish(fmt.Sprintf("full%d", i), []byte{byte(i)}, "")
+	}
+	ctx := t.Context()
+	s, err := h.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomy := info.Config
+	small := info.Config
+	small.MaxBytes = int64(info.State.Bytes) + 16 // the requests, and no room for one more event
+	if _, err := h.js.UpdateStream(ctx, small); err != nil {
+		t.Fatalf("shrink %s: %v", events.StreamName, err)
+	}
+	h.Start()
+
+	want := float64(3 * o.MaxDeliveries)
+	deadline := time.Now().Add(timeout)
+	for testenv.Counter(t, h.reg, "blobref_step_excused_deliveries_total") < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("excused deliveries: got %v, want %v", testenv.Counter(t, h.reg, "blobref_step_excused_deliveries_total"), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c := testenv.Counter(t, h.reg, "blobref_dependency_outages_total", `dependency="jetstream"`); c < 1 {
+		t.Errorf("outages of jetstream while the stream is full: got %v, want at least 1", c)
+	}
+	if dl := testenv.DeadLetters(t, h.js); len(dl) != 0 {
+		t.Fatalf("dead letters while the stream is full: got %v, want none", dl)
+	}
+	time.Sleep(8 * budget(o)) // the stream stays full
+	if _, err := h.js.UpdateStream(ctx, roomy); err != nil {
+		t.Fatalf("grow %s: %v", events.StreamName, err)
+	}
+	h.stored.AwaitIDs(t, n, timeout)
+	h.awaitUnavailable()
+	if dl := testenv.DeadLetters(t, h.js); len(dl) != 0 {
+		t.Errorf("dead letters: got %v, want none", dl)
+	}
+	if !strings.Contains(h.logs.String(), "maximum bytes exceeded") {
+		t.Errorf("log: no line names the full stream (maximum bytes exceeded)")
 	}
 }

@@ -3,7 +3,7 @@
 "use strict";
 
 const tokenKey = "blobref-console-token";
-const reasons = ["malformed", "invalid", "unknown_type", "too_large", "conflict", "digest_mismatch", "claim_missing", "retries_exhausted"];
+const reasons = ["malformed", "invalid", "unknown_type", "too_large", "conflict", "digest_mismatch", "claim_missing", "retries_exhausted", "expired"];
 let me = null;          // the operator the token stands for: {name, scopes}
 let refreshTimer = null; // the current page's auto-refresh
 
