@@ -194,12 +194,12 @@ func (c ObjectClaims) read(ctx context.Context, dataref string, store objectInfo
 	// as pending is not stored.
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending < uint64(info.Chunks) {
 		err := r.missing(ctx, ci.NumPending)
-		r.Close()
+		_ = r.Close()
 		return nil, err
 	}
 	r.msgs, err = cons.Messages(jetstream.PullMaxMessages(windowChunks(info)))
 	if err != nil {
-		r.Close()
+		_ = r.Close()
 		return nil, fmt.Errorf("chunks of %s/%s: %w", info.Bucket, info.Name, err)
 	}
 	// Stopping the iterator is what interrupts the consumer's own retries

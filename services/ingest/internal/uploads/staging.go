@@ -129,7 +129,7 @@ func (s *Staging) stage(ctx context.Context, name string, body io.Reader) (stage
 	if err != nil || len(sum) != sha256.Size {
 		return staged{}, fmt.Errorf("staging %s: object digest %q: %v", name, info.Digest, err)
 	}
-	return staged{size: int64(info.Size), sha256: hex.EncodeToString(sum), dataref: s.DataRef(name)}, nil
+	return staged{size: int64(info.Size), sha256: hex.EncodeToString(sum), dataref: s.DataRef(name)}, nil // #nosec G115 -- an object size in a bucket bounded by MaxBytes, far below 2^63
 }
 
 func (s *Staging) reuse(ctx context.Context, store jetstream.ObjectStore, info *jetstream.ObjectInfo, body io.Reader) (staged, error) {
@@ -140,7 +140,7 @@ func (s *Staging) reuse(ctx context.Context, store jetstream.ObjectStore, info *
 	}
 	sum := h.Sum(nil)
 	got, derr := jetstream.DecodeObjectDigest(info.Digest)
-	if derr == nil && string(got) == string(sum) && uint64(n) == info.Size {
+	if derr == nil && string(got) == string(sum) && uint64(n) == info.Size { // #nosec G115 -- n is a byte count io.Copy returned: never negative
 		return staged{size: n, sha256: hex.EncodeToString(sum), dataref: s.DataRef(info.Name), reused: true}, nil
 	}
 	if err := store.Delete(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {

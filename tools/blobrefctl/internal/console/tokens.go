@@ -93,7 +93,7 @@ func LoadTokens(list, file string) (*Tokens, error) {
 		}
 	}
 	if file != "" {
-		f, err := os.Open(file)
+		f, err := os.Open(file) // #nosec G304 -- CONSOLE_TOKENS_FILE, the file its operator configured
 		if err != nil {
 			return nil, fmt.Errorf("CONSOLE_TOKENS_FILE: %w", err)
 		}

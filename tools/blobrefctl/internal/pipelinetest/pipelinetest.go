@@ -58,7 +58,7 @@ func Binaries(t testing.TB) string {
 // Cleanup removes what Binaries built; a TestMain calls it after m.Run.
 func Cleanup() {
 	if binDir != "" {
-		os.RemoveAll(binDir)
+		_ = os.RemoveAll(binDir)
 	}
 }
 
@@ -154,7 +154,7 @@ func (p *Pipeline) StartConsole(tokens, token string) *Proc {
 
 func (p *Pipeline) start(name string, args, extra []string) *Proc {
 	p.T.Helper()
-	cmd := exec.Command(filepath.Join(p.Bin, name), args...)
+	cmd := exec.Command(filepath.Join(p.Bin, name), args...) // #nosec G204 -- a program Binaries built
 	cmd.Env = append(p.Env(), extra...)
 	pr := &Proc{Name: name, cmd: cmd, done: make(chan struct{})}
 	out, err := cmd.StdoutPipe()
@@ -196,7 +196,7 @@ func (p *Pipeline) await(pr *Proc, url string, h http.Header) {
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		maps.Copy(req.Header, h)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
 			}
