@@ -83,14 +83,23 @@ gosec: ## gosec over every module's code (tests aside): no finding, and every #n
 	if [ -n "$$failed" ]; then echo "gosec: findings in:$$failed (fix them, or suppress one with // #nosec G… -- why)" >&2; exit 1; fi
 
 # govulncheck's database: VULNDB=<url> names a mirror (https:// or file://).
+# VULNCHECK_REQUIRED=1 (CI) makes an unreachable database fail instead of skip.
 VULNDB ?= https://vuln.go.dev
+VULNCHECK_REQUIRED ?=
 
 .PHONY: vulncheck
-vulncheck: ## govulncheck in every module where its database (VULNDB, default https://vuln.go.dev) is reachable; a known vulnerability fails
-	@db='$(VULNDB)'; \
-	if command -v curl >/dev/null 2>&1 && ! probe=$$(curl -fsS -m 15 -o /dev/null "$$db/index/db.json" 2>&1); then \
+vulncheck: ## govulncheck in every module where its database (VULNDB, default https://vuln.go.dev) is reachable, else SKIPPED (VULNCHECK_REQUIRED=1: fails); a known vulnerability fails
+	@db='$(VULNDB)'; probe=""; \
+	case "$$db" in \
+		file://*) [ -f "$${db#file://}/index/db.json" ] || probe="no $${db#file://}/index/db.json" ;; \
+		*) if command -v curl >/dev/null 2>&1; then probe=$$(curl -fsS -m 15 -o /dev/null "$$db/index/db.json" 2>&1) && probe=""; \
+		   elif command -v wget >/dev/null 2>&1; then wget -q -T 15 -O /dev/null "$$db/index/db.json" || probe="wget: $$db/index/db.json not fetched"; \
+		   else probe="neither curl nor wget is installed to probe it"; fi ;; \
+	esac; \
+	if [ -n "$$probe" ]; then \
 		echo "==> govulncheck: SKIPPED, not run: its vulnerability database $$db is not reachable from here ($$probe)."; \
 		echo "    Run make vulncheck where it is, or name a reachable mirror: make vulncheck VULNDB=<url>."; \
+		[ -z '$(VULNCHECK_REQUIRED)' ] || { echo "govulncheck: VULNCHECK_REQUIRED is set: failing" >&2; exit 1; }; \
 		exit 0; \
 	fi; \
 	$(modules); \
