@@ -33,7 +33,7 @@ func (pr *proc) readyz(t *testing.T) (int, map[string]string) {
 	t.Helper()
 	resp, err := http.Get("http://" + pr.metricsAddr + "/readyz")
 	if err != nil {
-		t.Fatalf("%s /readyz: %v", pr.name, err)
+		t.Fatalf("%s /readyz: %v", pr.Name, err)
 	}
 	defer resp.Body.Close()
 	body := map[string]string{}
@@ -51,7 +51,7 @@ func (pr *proc) awaitDown(t *testing.T, dep string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s /readyz: got %d %v, want 503 naming %s down", pr.name, code, body, dep)
+			t.Fatalf("%s /readyz: got %d %v, want 503 naming %s down", pr.Name, code, body, dep)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -67,7 +67,7 @@ func (pr *proc) awaitUp(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s /readyz: got %d %v, want 200", pr.name, code, body)
+			t.Fatalf("%s /readyz: got %d %v, want 200", pr.Name, code, body)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -80,7 +80,7 @@ func (pr *proc) awaitMetric(t *testing.T, n float64, family string, match ...str
 	deadline := time.Now().Add(time.Minute)
 	for got := pr.metric(t, family, match...); got < n; got = pr.metric(t, family, match...) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s %s%v: got %v, want at least %v", pr.name, family, match, got, n)
+			t.Fatalf("%s %s%v: got %v, want at least %v", pr.Name, family, match, got, n)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
