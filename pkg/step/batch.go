@@ -227,7 +227,7 @@ func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, 
 		if j.out.Deliveries >= uint64(r.opts.MaxDeliveries) { // #nosec G115 -- setDefaults makes MaxDeliveries positive
 			d := marker.Delivery{Stream: j.out.Stream, Seq: j.out.Sequence}
 			ds = append(ds, d)
-			j.out.Excused, j.out.excusedKnown = uint64(r.excuses.unwritten(d)), true // then the written ones // #nosec G115 -- a count of deliveries, never negative
+			j.out.Excused, j.out.excusedKnown = uint64(r.excuses.unwritten(d)), true // #nosec G115 -- a count of deliveries, never negative (the unwritten excuses; the written ones follow)
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, settleTimeout)
