@@ -41,8 +41,8 @@ test: test-tools ## go vet and go test -race in every workspace module (the test
 	echo "all modules passed"
 
 .PHONY: test-tools
-test-tools: ## Install what the tests run besides Go and Postgres (MinIO, NATS CLI, nats-server, fake-gcs-server, Azurite) into ~/.cache/blobref
-	@echo "==> test tools (MinIO, the NATS CLI, nats-server, fake-gcs-server, Azurite): installed once per version, then cached"
+test-tools: ## Install what the tests run besides Go and Postgres (MinIO, NATS CLI, nats-server, fake-gcs-server, Azurite) into ~/.cache/blobref; Chromium with apt-get when root
+	@echo "==> test tools (MinIO, the NATS CLI, nats-server, fake-gcs-server, Azurite): installed once per version, then cached; Chromium: found, or apt-get installs it when root"
 	@$(GO) run ./internal/cmd/testtools
 
 .PHONY: build
