@@ -4,7 +4,6 @@ package natsperms
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 
 	"github.com/blobref/blobref/internal/testenv"
@@ -200,21 +198,7 @@ func do(t *testing.T, req *http.Request) status {
 }
 
 // countRefs counts the reference rows of ids.
-func countRefs(t *testing.T, dbURL string, ids ...string) int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM upload_refs WHERE id = ANY($1)", ids).Scan(&n); err != nil {
-		t.Fatalf("count upload_refs: %v", err)
-	}
-	return n
-}
+var countRefs = testenv.CountRefs
 
 // process is a running service binary.
 type process struct {

@@ -3,7 +3,6 @@
 package stack
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 
 	"github.com/blobref/blobref/internal/testenv"
@@ -150,18 +148,5 @@ func freshSchema(t *testing.T) string {
 	return url
 }
 
-func countRefs(t *testing.T, dbURL, id string) int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM upload_refs WHERE id = $1", id).Scan(&n); err != nil {
-		t.Fatalf("count upload_refs: %v", err)
-	}
-	return n
-}
+// countRefs counts the reference rows of ids.
+var countRefs = testenv.CountRefs
