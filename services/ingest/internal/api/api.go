@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/blobref/blobref/internal/bearer"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/services/ingest/internal/auth"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
@@ -157,7 +156,7 @@ func (a *API) authenticate(r *http.Request, scope string) (auth.Caller, error) {
 	if len(values) == 0 {
 		return auth.Caller{}, &authError{}
 	}
-	token, ok := bearer.FromHeader(values[0])
+	token, ok := auth.BearerToken(values[0])
 	if !ok || len(values) > 1 {
 		return auth.Caller{}, &authError{invalid: true}
 	}

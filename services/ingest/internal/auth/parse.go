@@ -144,3 +144,7 @@ func validToken(s string) bool {
 	}
 	return true
 }
+
+// BearerToken returns the token of an Authorization header value
+// ("Bearer <token>", scheme case-insensitive); ok is false when it is not one.
+var BearerToken = bearer.FromHeader

@@ -4,6 +4,7 @@ package natsperms
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,9 +14,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 
 	"github.com/blobref/blobref/internal/testenv"
@@ -61,9 +64,9 @@ func TestServicesWithTheirUsers(t *testing.T) {
 	// Before setup they wait, not ready, and say what creates what they
 	// wait for.
 	for _, p := range []*process{ing, bw} {
-		p.AwaitOutput(t, "blobrefctl setup")
-		if p.Answers("http://"+p.metrics+"/readyz", nil) {
-			t.Errorf("%s is ready before blobrefctl setup ran", p.Name)
+		p.awaitOutput(t, "blobrefctl setup")
+		if p.ready() {
+			t.Errorf("%s is ready before blobrefctl setup ran", p.name)
 		}
 	}
 	if _, err := connect(t, n.url(), admin).js.Stream(t.Context(), events.StreamName); err == nil {
@@ -73,8 +76,8 @@ func TestServicesWithTheirUsers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("blobrefctl setup: %v\n%s", err, setupOut)
 	}
-	ing.AwaitReady(t, ing.metrics)
-	bw.AwaitReady(t, bw.metrics)
+	ing.awaitReady(t)
+	bw.awaitReady(t)
 
 	// Without refwriter, uploads stop at "stored": ingest's status reads
 	// their (absent) dead letters meanwhile.
@@ -88,7 +91,7 @@ func TestServicesWithTheirUsers(t *testing.T) {
 	}
 
 	rw := startService(t, bin, refwriter, as(refwriter, "BLOB_URL="+blobURL, "METRICS_ADDR="+testenv.FreeAddr(t)))
-	rw.AwaitReady(t, rw.metrics)
+	rw.awaitReady(t)
 	// A retry waits for the reference; so does a new upload.
 	if got := upload(t, api, "small", "text/plain", []byte("hello"), 30); got.State != "completed" || got.Reference == nil {
 		t.Errorf("retry of %s: got %+v, want it completed", small.ID, got)
@@ -121,7 +124,9 @@ func TestServicesWithTheirUsers(t *testing.T) {
 		t.Errorf("upload_refs rows of the 3 uploads: got %d, want 3", got)
 	}
 	for _, p := range []*process{ing, bw, rw} {
-		p.Stop(t)
+		if err := p.stop(); err != nil {
+			t.Errorf("%s: exit after SIGTERM: %v, want 0", p.name, err)
+		}
 	}
 	n.checkNoViolations(t)
 }
@@ -198,24 +203,58 @@ func do(t *testing.T, req *http.Request) status {
 }
 
 // countRefs counts the reference rows of ids.
-var countRefs = testenv.CountRefs
+func countRefs(t *testing.T, dbURL string, ids ...string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM upload_refs WHERE id = ANY($1)", ids).Scan(&n); err != nil {
+		t.Fatalf("count upload_refs: %v", err)
+	}
+	return n
+}
 
 // process is a running service binary.
 type process struct {
-	*testenv.Proc
+	name    string
 	metrics string // METRICS_ADDR
+	cmd     *exec.Cmd
+	out     *testenv.SyncBuffer
+	done    chan struct{}
+	err     error // of Wait, once done is closed
 }
 
 // startService starts bin/name with env; the test's cleanup stops it and,
 // if the test failed, shows its output.
 func startService(t *testing.T, bin, name string, env []string) *process {
 	t.Helper()
-	p := &process{Proc: testenv.StartProc(t, name, filepath.Join(bin, name), nil, env)}
+	p := &process{name: name, out: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "METRICS_ADDR="); ok {
 			p.metrics = v
 		}
 	}
+	p.cmd = exec.Command(filepath.Join(bin, name))
+	p.cmd.Env = env
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.stop()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.out.String())
+		}
+	})
 	return p
 }
 
@@ -225,4 +264,74 @@ func runSetup(bin string, env []string) (string, error) {
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// awaitOutput waits until the service has written text.
+func (p *process) awaitOutput(t *testing.T, text string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(p.out.String(), text) {
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no %q in its output after 2m:\n%s", p.name, text, p.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ready reports whether the service's /readyz answers 200 now.
+func (p *process) ready() bool {
+	resp, err := httpClient.Get("http://" + p.metrics + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// awaitReady waits for the service's /readyz to answer 200.
+func (p *process) awaitReady(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before it was ready: %v\n%s", p.name, p.err, p.out.String())
+		default:
+		}
+		if resp, err := httpClient.Get("http://" + p.metrics + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not ready after 2m\n%s", p.name, p.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM, waits for the exit (SIGKILL after 40s) and returns
+// Wait's error.
+func (p *process) stop() error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	timer := time.NewTimer(40 * time.Second)
+	defer timer.Stop()
+	select {
+	case <-p.done:
+	case <-timer.C:
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	return p.err
 }

@@ -3,6 +3,7 @@
 package stack
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 
 	"github.com/blobref/blobref/internal/testenv"
@@ -148,5 +150,18 @@ func freshSchema(t *testing.T) string {
 	return url
 }
 
-// countRefs counts the reference rows of ids.
-var countRefs = testenv.CountRefs
+func countRefs(t *testing.T, dbURL, id string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM upload_refs WHERE id = $1", id).Scan(&n); err != nil {
+		t.Fatalf("count upload_refs: %v", err)
+	}
+	return n
+}
