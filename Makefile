@@ -41,8 +41,8 @@ test: test-tools ## go vet and go test -race in every workspace module (the test
 	echo "all modules passed"
 
 .PHONY: test-tools
-test-tools: ## Install what the tests run besides Go and Postgres (MinIO, NATS CLI, nats-server, fake-gcs-server, Azurite) into ~/.cache/blobref
-	@echo "==> test tools (MinIO, the NATS CLI, nats-server, fake-gcs-server, Azurite): installed once per version, then cached"
+test-tools: ## Install what the tests run besides Go and Postgres (MinIO, NATS CLI, nats-server, fake-gcs-server, Azurite) into ~/.cache/blobref; Chromium with apt-get when root
+	@echo "==> test tools (MinIO, the NATS CLI, nats-server, fake-gcs-server, Azurite): installed once per version, then cached; Chromium: found, or apt-get installs it when root"
 	@$(GO) run ./internal/cmd/testtools
 
 .PHONY: build
@@ -73,24 +73,37 @@ lint: gosec vulncheck ## gofmt (must list nothing), go vet, gosec and govulnchec
 TESTTOOL = $(GO) run ./internal/cmd/testtools -path
 
 .PHONY: gosec
-gosec: ## gosec over every module's code (tests aside): no finding, and every #nosec names its rules and says why (#nosec G204 -- why)
+gosec: ## gosec over every module's code (tests aside; and again with the failpoint build tag where a module has such code): no finding, and every #nosec names its rules and says why (#nosec G204 -- why)
 	@$(modules); \
 	gosec=$$($(TESTTOOL) gosec); failed=""; \
 	for dir in $$mods; do \
 		echo "==> gosec $${dir#$$PWD/}"; \
 		(cd "$$dir" && "$$gosec" -quiet -color=false -nosec-require-rules -nosec-require-justification ./...) || failed="$$failed $${dir#$$PWD/}"; \
+		if grep -rlq --include='*.go' --exclude='*_test.go' '^//go:build.*blobref_failpoints' "$$dir"; then \
+			echo "==> gosec $${dir#$$PWD/} $(TEST_TAGS) (the code only test builds have)"; \
+			(cd "$$dir" && "$$gosec" -quiet -color=false $(TEST_TAGS) -nosec-require-rules -nosec-require-justification ./...) || failed="$$failed $${dir#$$PWD/}($(TEST_TAGS))"; \
+		fi; \
 	done; \
 	if [ -n "$$failed" ]; then echo "gosec: findings in:$$failed (fix them, or suppress one with // #nosec G… -- why)" >&2; exit 1; fi
 
 # govulncheck's database: VULNDB=<url> names a mirror (https:// or file://).
+# VULNCHECK_REQUIRED=1 (CI) makes an unreachable database fail instead of skip.
 VULNDB ?= https://vuln.go.dev
+VULNCHECK_REQUIRED ?=
 
 .PHONY: vulncheck
-vulncheck: ## govulncheck in every module where its database (VULNDB, default https://vuln.go.dev) is reachable; a known vulnerability fails
-	@db='$(VULNDB)'; \
-	if command -v curl >/dev/null 2>&1 && ! probe=$$(curl -fsS -m 15 -o /dev/null "$$db/index/db.json" 2>&1); then \
+vulncheck: ## govulncheck in every module where its database (VULNDB, default https://vuln.go.dev) is reachable, else SKIPPED (VULNCHECK_REQUIRED=1: fails); a known vulnerability fails
+	@db='$(VULNDB)'; probe=""; \
+	case "$$db" in \
+		file://*) [ -f "$${db#file://}/index/db.json" ] || probe="no $${db#file://}/index/db.json" ;; \
+		*) if command -v curl >/dev/null 2>&1; then probe=$$(curl -fsS -m 15 -o /dev/null "$$db/index/db.json" 2>&1) && probe=""; \
+		   elif command -v wget >/dev/null 2>&1; then wget -q -T 15 -O /dev/null "$$db/index/db.json" || probe="wget: $$db/index/db.json not fetched"; \
+		   else probe="neither curl nor wget is installed to probe it"; fi ;; \
+	esac; \
+	if [ -n "$$probe" ]; then \
 		echo "==> govulncheck: SKIPPED, not run: its vulnerability database $$db is not reachable from here ($$probe)."; \
 		echo "    Run make vulncheck where it is, or name a reachable mirror: make vulncheck VULNDB=<url>."; \
+		[ -z '$(VULNCHECK_REQUIRED)' ] || { echo "govulncheck: VULNCHECK_REQUIRED is set: failing" >&2; exit 1; }; \
 		exit 0; \
 	fi; \
 	$(modules); \

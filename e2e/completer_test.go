@@ -45,7 +45,7 @@ func TestCompleterFinishesAnUploadWhoseIngestCrashed(t *testing.T) {
 			if r, err := in.tryPost(u, key); err == nil {
 				t.Fatalf("POST to an ingest that crashes at ingest/after-record: got %d %s, want the connection to break", r.status, r.body)
 			}
-			in.awaitCrash(t)
+			in.AwaitCrash(t)
 			id := ingestID(key)
 			wantOutbox := c.name == "inline"
 			if n := p.pg.Count(t, `SELECT count(*) FROM ingest_uploads WHERE id = $1 AND publish_count = 0 AND (payload IS NOT NULL) = $2`, id, wantOutbox); n != 1 {
@@ -72,7 +72,7 @@ func TestCompleterFinishesAnUploadWhoseIngestCrashed(t *testing.T) {
 			if got := in2.metric(t, "blobref_ingest_completer_found_total", `kind="unpublished"`); got != 1 {
 				t.Errorf("completer_found_total{unpublished}: got %v, want 1", got)
 			}
-			if !logHas(in2.output(), `msg="resumed upload"`, "upload_id="+id, "kind=unpublished") {
+			if !logHas(in2.Output(), `msg="resumed upload"`, "upload_id="+id, "kind=unpublished") {
 				t.Errorf("ingest's log has no line for the resumed upload %s", id)
 			}
 			if d := testenv.DeadLetters(t, p.js); len(d) != 0 {
@@ -90,7 +90,7 @@ func TestCompleterRepublishesAStalledUpload(t *testing.T) {
 	t.Parallel()
 	const horizon = 5 * time.Second
 	p := newPipeline(t)
-	p.start("blobwriter").stop(t)
+	p.start("blobwriter").Stop(t)
 	rw := p.start("refwriter")
 	in := p.startIngest("", "COMPLETER_INTERVAL=200ms", "COMPLETER_HORIZON="+horizon.String(), "REDRIVE_AFTER=1s")
 
@@ -145,7 +145,7 @@ func TestCompleterRepublishesAStalledUpload(t *testing.T) {
 	if ev := p.requestEvent(id); string(ev.Data) != string(u.Data) || !ev.Time.Equal(u.Time) {
 		t.Errorf("re-published request: got %d bytes at %v, want the upload's %d bytes at %v", len(ev.Data), ev.Time, len(u.Data), u.Time)
 	}
-	if !logHas(in.output(), `msg="resumed upload"`, "upload_id="+id, "kind=stalled") {
+	if !logHas(in.Output(), `msg="resumed upload"`, "upload_id="+id, "kind=stalled") {
 		t.Errorf("ingest's log has no line for the resumed upload %s", id)
 	}
 	p.checkInvariants([]upload{u})

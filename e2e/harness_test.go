@@ -6,19 +6,14 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -81,14 +76,9 @@ func newPipelineOn(t *testing.T, pg *testenv.Postgres, blobDir string) *pipeline
 
 // proc is a running service binary.
 type proc struct {
-	name        string
-	cmd         *exec.Cmd
+	*testenv.Proc
 	metricsAddr string
 	httpAddr    string // ingest's API; "" for the consumers
-	done        chan struct{}
-	err         error
-	log         *bytes.Buffer
-	logMu       *sync.Mutex
 }
 
 // The bearer token of the ingest processes the tests start, and the caller
@@ -112,116 +102,15 @@ func (p *pipeline) startIngest(httpAddr string, extra ...string) *proc {
 }
 
 // start runs service name with the pipeline's environment plus extra
-// KEY=VALUE settings. The test's cleanup stops it.
+// KEY=VALUE settings and waits until its /readyz answers 200. The test's
+// cleanup stops it.
 func (p *pipeline) start(name string, extra ...string) *proc {
 	p.t.Helper()
 	addr := testenv.FreeAddr(p.t)
-	cmd := exec.Command(filepath.Join(binDir, name))
-	cmd.Env = append(os.Environ(),
-		"NATS_URL="+p.nats.URL(),
-		"DATABASE_URL="+p.pg.URL,
-		"BLOB_URL=file://"+p.blobDir,
-		"METRICS_ADDR="+addr,
-		"LOG_LEVEL=info",
-		"LOG_FORMAT=text",
-		"CONSUMER_ACK_WAIT=3s",
-		"CONSUMER_BACKOFF_BASE=50ms",
-		"CONSUMER_BACKOFF_MAX=500ms",
-		"SHUTDOWN_TIMEOUT=10s",
-	)
-	cmd.Env = append(cmd.Env, extra...)
-	pr := &proc{name: name, cmd: cmd, metricsAddr: addr, done: make(chan struct{}), log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
-	out, err := cmd.StderrPipe()
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	cmd.Stdout = cmd.Stderr
-	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		s := bufio.NewScanner(out)
-		s.Buffer(make([]byte, 64<<10), 1<<20)
-		for s.Scan() {
-			pr.logMu.Lock()
-			pr.log.WriteString(s.Text() + "\n")
-			pr.logMu.Unlock()
-		}
-		pr.err = cmd.Wait()
-		close(pr.done)
-	}()
-	p.t.Cleanup(func() {
-		pr.stop(p.t)
-		testenv.ShowLog(p.t, fmt.Sprintf("%s (pid %d)", name, cmd.Process.Pid), pr.output())
-	})
-	pr.awaitReady(p.t)
+	env := append(testenv.ServiceEnv(p.nats.URL(), p.pg.URL, "file://"+p.blobDir), "METRICS_ADDR="+addr)
+	pr := &proc{Proc: testenv.StartProc(p.t, name, filepath.Join(binDir, name), nil, append(env, extra...)), metricsAddr: addr}
+	pr.AwaitReady(p.t, addr)
 	return pr
-}
-
-func (pr *proc) output() string {
-	pr.logMu.Lock()
-	defer pr.logMu.Unlock()
-	return pr.log.String()
-}
-
-// awaitReady polls /readyz until the service has set up its consumer (or,
-// for ingest, listens).
-func (pr *proc) awaitReady(t *testing.T) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-pr.done:
-			t.Fatalf("%s exited while starting (%v); its log follows", pr.name, pr.err)
-		default:
-		}
-		resp, err := http.Get("http://" + pr.metricsAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s not ready after 60s; its log follows", pr.name)
-}
-
-// stop sends SIGTERM and waits for a clean exit.
-func (pr *proc) stop(t *testing.T) {
-	select {
-	case <-pr.done:
-		return
-	default:
-	}
-	_ = pr.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-pr.done:
-		if pr.err != nil {
-			t.Errorf("%s: exit after SIGTERM: %v", pr.name, pr.err)
-		}
-	case <-time.After(30 * time.Second):
-		_ = pr.cmd.Process.Kill()
-		<-pr.done
-		t.Errorf("%s did not stop within 30s of SIGTERM", pr.name)
-	}
-}
-
-// awaitCrash waits for the process to die of SIGKILL (a failpoint crash).
-func (pr *proc) awaitCrash(t *testing.T) {
-	t.Helper()
-	select {
-	case <-pr.done:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("%s did not crash", pr.name)
-	}
-	var ee *exec.ExitError
-	if !errors.As(pr.err, &ee) {
-		t.Fatalf("%s: got exit %v, want death by SIGKILL", pr.name, pr.err)
-	}
-	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("%s: got exit %v, want death by SIGKILL", pr.name, pr.err)
-	}
 }
 
 // metric returns the sum of the samples of a counter family whose labels

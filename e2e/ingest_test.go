@@ -102,7 +102,7 @@ func TestIngestCrashThenRetry(t *testing.T) {
 			if r, err := in.tryPost(u, key); err == nil {
 				t.Fatalf("POST to an ingest that crashes at %s: got %d %s, want the connection to break", c.point, r.status, r.body)
 			}
-			in.awaitCrash(t)
+			in.AwaitCrash(t)
 			id := ingestID(key)
 			staged := p.staging(id)
 			if !staged.found {
@@ -152,7 +152,7 @@ func TestIngestWithConsumerDown(t *testing.T) {
 	bw := p.start("blobwriter")
 	rw := p.start("refwriter")
 	in := p.startIngest("")
-	bw.stop(t)
+	bw.Stop(t)
 
 	u := newUpload("waiting", 4096)
 	key := "waiting-key"

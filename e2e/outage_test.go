@@ -36,7 +36,7 @@ func (pr *proc) readyz(t *testing.T) (int, map[string]string) {
 	t.Helper()
 	resp, err := http.Get("http://" + pr.metricsAddr + "/readyz")
 	if err != nil {
-		t.Fatalf("%s /readyz: %v", pr.name, err)
+		t.Fatalf("%s /readyz: %v", pr.Name, err)
 	}
 	defer resp.Body.Close()
 	body := map[string]string{}
@@ -54,7 +54,7 @@ func (pr *proc) awaitDown(t *testing.T, dep string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s /readyz: got %d %v, want 503 naming %s down", pr.name, code, body, dep)
+			t.Fatalf("%s /readyz: got %d %v, want 503 naming %s down", pr.Name, code, body, dep)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -70,7 +70,7 @@ func (pr *proc) awaitUp(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s /readyz: got %d %v, want 200", pr.name, code, body)
+			t.Fatalf("%s /readyz: got %d %v, want 200", pr.Name, code, body)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -83,7 +83,7 @@ func (pr *proc) awaitMetric(t *testing.T, n float64, family string, match ...str
 	deadline := time.Now().Add(time.Minute)
 	for got := pr.metric(t, family, match...); got < n; got = pr.metric(t, family, match...) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s %s%v: got %v, want at least %v", pr.name, family, match, got, n)
+			t.Fatalf("%s %s%v: got %v, want at least %v", pr.Name, family, match, got, n)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -371,7 +371,7 @@ func TestMissingBucketIsAnOutage(t *testing.T) {
 	if up := bw.metric(t, "blobref_dependency_up", `dependency="bucket"`); up != 0 {
 		t.Errorf("blobwriter blobref_dependency_up{dependency=bucket}: got %v, want 0", up)
 	}
-	if out := bw.output(); !strings.Contains(out, "dependency down") || !strings.Contains(out, "dependency=bucket") {
+	if out := bw.Output(); !strings.Contains(out, "dependency down") || !strings.Contains(out, "dependency=bucket") {
 		t.Errorf("blobwriter log: no line says the bucket is down")
 	}
 	holdUntil(start, outageLength)

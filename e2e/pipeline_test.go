@@ -125,7 +125,7 @@ func TestCrashBetweenBlobWriteAndMarker(t *testing.T) {
 
 		u := newUpload("crash1", 4096)
 		p.publish(u, u.ID)
-		bw.awaitCrash(t)
+		bw.AwaitCrash(t)
 		if n := p.pg.Count(t, `SELECT count(*) FROM step_markers`); n != 0 {
 			t.Fatalf("markers after the crash: got %d, want 0", n)
 		}
@@ -186,7 +186,7 @@ func TestReplicasWithDuplicatedDeliveries(t *testing.T) {
 
 	var blobWrites, refWrites, blobDone []float64
 	for _, pr := range procs {
-		switch pr.name {
+		switch pr.Name {
 		case "blobwriter":
 			blobWrites = append(blobWrites, pr.metric(t, "blobref_step_effects_total", `step="blob"`))
 			blobDone = append(blobDone, pr.metric(t, "blobref_step_messages_total", `step="blob"`, `outcome="done"`))

@@ -304,7 +304,7 @@ func wantRecipeEffects(t *testing.T, pr *proc, step string, done, skipped float6
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("%s (%s): %v side effects and %v skips, want %v and %v", step, pr.name, d, s, done, skipped)
+			t.Errorf("%s (%s): %v side effects and %v skips, want %v and %v", step, pr.Name, d, s, done, skipped)
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -386,7 +386,7 @@ func testRecipeLook(t *testing.T, r recipe) {
 func testRecipeLag(t *testing.T, r recipe) {
 	p := newPipeline(t)
 	bw := p.start("blobwriter")
-	p.start("refwriter").stop(t) // its durable consumer exists, nobody reads it
+	p.start("refwriter").Stop(t) // its durable consumer exists, nobody reads it
 	uploads := []upload{newUpload(testenv.ID("lag-"), 10), newUpload(testenv.ID("lag-"), 20), newUpload(testenv.ID("lag-"), 30)}
 	for _, u := range uploads {
 		p.publish(u, u.ID)
@@ -395,7 +395,7 @@ func testRecipeLag(t *testing.T, r recipe) {
 		return c.NumPending == 0 && c.NumAckPending == 0 // blobwriter acks after its publish
 	})
 	wantRecipeEffects(t, bw, "blob", 3, 0)
-	bw.stop(t)
+	bw.Stop(t)
 	failing := p.start("blobwriter", "BLOBREF_FAILPOINTS=blob/before-effect=error", "CONSUMER_MAX_DELIVERIES=100000")
 	retried := newUpload(testenv.ID("retried-"), 40)
 	p.publish(retried, retried.ID)
@@ -411,7 +411,7 @@ func testRecipeLag(t *testing.T, r recipe) {
 	)
 
 	wantRecipeEffects(t, failing, "blob", 0, 0)
-	failing.stop(t)
+	failing.Stop(t)
 	bw2 := p.start("blobwriter")
 	rw := p.start("refwriter")
 	uploads = append(uploads, retried)
@@ -487,7 +487,7 @@ func testRecipeReplayOne(t *testing.T, r recipe) {
 		t.Parallel()
 		p := newPipeline(t)
 		bw := p.start("blobwriter")
-		p.start("refwriter").stop(t)
+		p.start("refwriter").Stop(t)
 		u := newUpload(testenv.ID("resume-"), 300)
 		p.publish(u, u.ID)
 		p.awaitStoredOn(events.BlobStoredSubject(u.ID), 1)
@@ -521,7 +521,7 @@ func testRecipeReplaySince(t *testing.T, r recipe) {
 	since := time.Now().UTC()
 	done := newUpload(testenv.ID("done-"), 200)
 	p.completedOnce(done)
-	rw.stop(t)
+	rw.Stop(t)
 	half := newUpload(testenv.ID("half-"), 200)
 	p.publish(half, half.ID)
 	p.awaitStoredOn(events.BlobStoredSubject(half.ID), 1)

@@ -77,7 +77,7 @@ func TestScalingAcrossReplicas(t *testing.T) {
 	batch = scalingBatch("term", scalingStopUploads)
 	all = append(all, batch...)
 	phase = time.Now()
-	res := p.stopMidRun(done, batch, stopped, func() { stopped.stop(t) })
+	res := p.stopMidRun(done, batch, stopped, func() { stopped.Stop(t) })
 	elapsed = time.Since(phase)
 	p.checkInvariants(all)
 	figure := res.figure(survivors)
@@ -101,8 +101,8 @@ func TestScalingAcrossReplicas(t *testing.T) {
 	all = append(all, batch...)
 	phase = time.Now()
 	res = p.stopMidRun(done, batch, killed, func() {
-		_ = killed.cmd.Process.Kill()
-		killed.awaitCrash(t)
+		killed.Kill()
+		killed.AwaitCrash(t)
 	})
 	elapsed = time.Since(phase)
 	p.checkInvariants(all)
@@ -264,7 +264,7 @@ type handledLog struct {
 // with prefix.
 func logged(pr *proc, step, prefix string) handledLog {
 	var l handledLog
-	for line := range strings.SplitSeq(pr.output(), "\n") {
+	for line := range strings.SplitSeq(pr.Output(), "\n") {
 		f := logFields(line)
 		if f["step"] != step || f["outcome"] == "" || !strings.HasPrefix(f["id"], prefix) {
 			continue

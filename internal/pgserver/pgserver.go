@@ -36,6 +36,10 @@ type Config struct {
 	Dir string
 	// Port is the server's port on 127.0.0.1; 0 takes a free one.
 	Port int
+	// Settings are server settings (name=value) applied after the
+	// defaults, which they override: a test's throwaway cluster may say
+	// fsync=off.
+	Settings []string
 }
 
 // Server is a private Postgres instance.
@@ -44,6 +48,8 @@ type Server struct {
 	Port int
 	bin  string
 	temp bool // Dir is a temporary directory of Start's
+	// settings are Config.Settings.
+	settings []string
 	// asUser is "postgres" when the caller runs as root: initdb and the
 	// server refuse to run as root.
 	asUser string
@@ -82,7 +88,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Dir: cfg.Dir, Port: cfg.Port, bin: bin}
+	s := &Server{Dir: cfg.Dir, Port: cfg.Port, bin: bin, settings: cfg.Settings}
 	if s.Dir == "" {
 		if s.Dir, err = os.MkdirTemp("", "pgserver-"); err != nil {
 			return nil, err
@@ -129,14 +135,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 // runAsPostgres makes the server run as the postgres user, which must own
 // Dir and be able to reach it.
 func (s *Server) runAsPostgres() error {
-	u, err := user.Lookup("postgres")
-	if err != nil {
+	if err := chownPostgres(s.Dir); err != nil {
 		return fmt.Errorf("pgserver: running as root needs a postgres user to run the server as: %w", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	if err := os.Chown(s.Dir, uid, gid); err != nil {
-		return fmt.Errorf("pgserver: %w", err)
 	}
 	for dir := filepath.Dir(s.Dir); ; dir = filepath.Dir(dir) {
 		if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o001 == 0 {
@@ -148,6 +148,29 @@ func (s *Server) runAsPostgres() error {
 	}
 	s.asUser = "postgres"
 	return nil
+}
+
+// Chown gives path to the user the server runs as, so that it may use it
+// (a tablespace's directory, say). A server that runs as the caller needs
+// nothing: Chown does nothing then.
+func (s *Server) Chown(path string) error {
+	if s.asUser == "" {
+		return nil
+	}
+	if err := chownPostgres(path); err != nil {
+		return fmt.Errorf("pgserver: %w", err)
+	}
+	return nil
+}
+
+func chownPostgres(path string) error {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return os.Chown(path, uid, gid)
 }
 
 // StopLeftover stops a server left running on the cluster in dir (a
@@ -205,9 +228,28 @@ func (s *Server) Stop() error {
 	return s.run(ctx, "pg_ctl", "stop", "-D", s.dataDir(), "-m", "fast", "-w")
 }
 
+// Shutdown shuts the server down cleanly (-m fast: sessions are ended, as
+// an administrator's shutdown does), waits until it is gone and keeps its
+// cluster, temporary or not: Resume starts it again.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return s.run(ctx, "pg_ctl", "stop", "-D", s.dataDir(), "-m", "fast", "-w", "-t", pgctlWait)
+}
+
+// Resume starts a server Shutdown stopped and waits until it accepts
+// connections.
+func (s *Server) Resume(ctx context.Context) error {
+	return s.pgctl(ctx, "start")
+}
+
+// pgctlWait is how many seconds pg_ctl waits for a start or stop to finish.
+const pgctlWait = "110"
+
 func (s *Server) pgctl(ctx context.Context, verb string, args ...string) error {
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=32MB", s.Port, s.socketDir())
-	a := append([]string{verb, "-D", s.dataDir(), "-w", "-t", "60", "-l", s.LogPath(), "-o", opts}, args...)
+	for _, kv := range s.settings {
+		opts += " -c " + kv
+	}
+	a := append([]string{verb, "-D", s.dataDir(), "-w", "-t", pgctlWait, "-l", s.LogPath(), "-o", opts}, args...)
 	return s.run(ctx, "pg_ctl", a...)
 }
 

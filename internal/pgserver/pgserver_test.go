@@ -118,3 +118,34 @@ func TestKeepsItsCluster(t *testing.T) {
 		t.Errorf("the server left running on port %d still answers", second.Port)
 	}
 }
+
+// A temporary server shut down keeps its cluster until it resumes, and its
+// settings override the defaults.
+func TestShutdownResume(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := pgserver.Start(ctx, pgserver.Config{Settings: []string{"fsync=off", "max_connections=50"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop() })
+	for name, want := range map[string]string{"fsync": "off", "max_connections": "50"} {
+		if got := query(t, s.URL(""), "SELECT current_setting($1)", name); got != want {
+			t.Errorf("%s: got %q, want %q from Settings", name, got, want)
+		}
+	}
+	exec(t, s.URL(""), "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')")
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if c, err := pgx.Connect(ctx, s.URL("")); err == nil {
+		_ = c.Close(ctx)
+		t.Fatal("the server answers after Shutdown")
+	}
+	if err := s.Resume(ctx); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	if got := query(t, s.URL(""), "SELECT v FROM kept"); got != "still here" {
+		t.Errorf("after Resume: got %q, want the row written before", got)
+	}
+}

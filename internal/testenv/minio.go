@@ -49,7 +49,7 @@ func StartMinIO(t testing.TB, bucket string) *MinIO {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &MinIO{
+	m := &MinIO{ // #nosec G101 -- credentials of a test's own MinIO on loopback
 		Bucket:    bucket,
 		Region:    "us-east-1",
 		AccessKey: "blobref-test",
@@ -90,7 +90,7 @@ type launchContext struct {
 func (m *MinIO) launch() launchContext {
 	m.t.Helper()
 	m.done = make(chan struct{})
-	m.cmd = exec.Command(m.bin, "server", m.Dir, "--address", m.addr, "--console-address", m.console, "--quiet")
+	m.cmd = exec.Command(m.bin, "server", m.Dir, "--address", m.addr, "--console-address", m.console, "--quiet") // #nosec G204 -- the MinIO testtools installed
 	m.cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+m.AccessKey,
 		"MINIO_ROOT_PASSWORD="+m.SecretKey,
@@ -129,7 +129,7 @@ func (m *MinIO) Start() {
 		m.sign(req, time.Now().UTC())
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
 			}
@@ -184,7 +184,7 @@ func (m *MinIO) awaitLive(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.Endpoint+"/minio/health/live", nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}

@@ -23,14 +23,14 @@ func SmallFS(t testing.TB, size int64) string {
 	}
 	opts := fmt.Sprintf("size=%d,mode=0777", size)
 	if err = syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
-		os.Remove(dir)
+		_ = os.Remove(dir)
 		t.Fatalf("mount a %d-byte tmpfs on %s: %v (a full store needs a small file system: run the test as root or under unshare -Urm)", size, dir, err)
 	}
 	t.Cleanup(func() {
 		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
 			t.Errorf("unmount %s: %v", dir, err)
 		}
-		os.Remove(dir)
+		_ = os.Remove(dir)
 	})
 	return dir
 }
@@ -60,7 +60,7 @@ func Fill(t testing.TB, dir string) (free func()) {
 			}
 		}
 	}
-	f.Close()
+	_ = f.Close()
 	return func() {
 		if err := os.Remove(f.Name()); err != nil {
 			t.Errorf("free %s: %v", dir, err)

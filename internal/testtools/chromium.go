@@ -45,7 +45,7 @@ func Chromium(ctx context.Context, w io.Writer) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", fmt.Errorf("testtools: %w", err)
 	}
 	unlock, err := lock(filepath.Join(dir, ".lock-chromium"), func() {
@@ -64,7 +64,7 @@ func Chromium(ctx context.Context, w io.Writer) (string, error) {
 		{"update"},
 		{"install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600", ChromiumPackage},
 	} {
-		cmd := exec.CommandContext(ctx, apt, args...)
+		cmd := exec.CommandContext(ctx, apt, args...) // #nosec G204 -- apt-get from PATH, installing the pinned package name
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("testtools: apt-get %s: %w (%s)\n%s", args[0], err, chromiumHint, tail(out, 4096))
@@ -86,7 +86,7 @@ func Chromium(ctx context.Context, w io.Writer) (string, error) {
 // names nothing runnable.
 func findChromium() (string, error) {
 	if p := os.Getenv(ChromiumEnv); p != "" {
-		if _, err := os.Stat(p); err != nil {
+		if _, err := os.Stat(p); err != nil { // #nosec G703 -- the variable names the browser its user chose to run
 			return "", fmt.Errorf("testtools: %s=%s: %w", ChromiumEnv, p, err)
 		}
 		return p, nil

@@ -186,14 +186,14 @@ func letterDetail(l Letter) string {
 	if l.Err != nil {
 		return fmt.Sprintf("%s #%d: unreadable: %v", events.DLQStreamName, l.Seq, l.Err)
 	}
-	d := fmt.Sprintf("%s #%d: step %s gave up on %s after %d %s", events.DLQStreamName, l.Seq, l.Step, l.Subject, l.Deliveries, plural(int(l.Deliveries), "delivery"))
+	d := fmt.Sprintf("%s #%d: step %s gave up on %s after %d %s", events.DLQStreamName, l.Seq, l.Step, l.Subject, l.Deliveries, plural(l.Deliveries, "delivery"))
 	if l.Error != "" {
 		d += ": " + l.Error
 	}
 	return d
 }
 
-func plural(n int, word string) string {
+func plural[N int | uint64](n N, word string) string {
 	if n == 1 {
 		return word
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -162,7 +163,9 @@ func newMessage(stream, subject string, header nats.Header, data []byte, seq uin
 		m.Header = map[string][]string{}
 	}
 	if n := firstHeader(header, "Nats-Msg-Size"); n != "" { // a headers-only read
-		fmt.Sscan(n, &m.Size)
+		if size, err := strconv.Atoi(n); err == nil {
+			m.Size = size
+		}
 	}
 	if len(data) <= maxShownBody && isJSON(firstHeader(header, "ce-datacontenttype")) {
 		m.Body = string(data)

@@ -89,7 +89,7 @@ func byteLimit(n, def int64) int64 {
 // maxMsgSize is UPLOADS' largest message: the inline limit and room for the headers.
 func (o StreamOptions) maxMsgSize() int32 {
 	if n := int64(o.MaxInlineSize) + HeaderRoom; n <= math.MaxInt32 {
-		return int32(n)
+		return int32(n) // #nosec G115 -- n <= math.MaxInt32 checked above, and MaxInlineSize is positive after withDefaults
 	}
 	return -1
 }

@@ -239,10 +239,10 @@ func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, 
 	// are read in the same round trip, on the claims' connection.
 	var ds []marker.Delivery
 	for _, j := range decoded {
-		if j.out.Deliveries >= uint64(r.opts.MaxDeliveries) {
+		if j.out.Deliveries >= uint64(r.opts.MaxDeliveries) { // #nosec G115 -- setDefaults makes MaxDeliveries positive
 			d := marker.Delivery{Stream: j.out.Stream, Seq: j.out.Sequence}
 			ds = append(ds, d)
-			j.out.Excused, j.out.excusedKnown = uint64(r.excuses.unwritten(d)), true // then the written ones
+			j.out.Excused, j.out.excusedKnown = uint64(r.excuses.unwritten(d)), true // #nosec G115 -- a count of deliveries, never negative (the unwritten excuses; the written ones follow)
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, settleTimeout)
@@ -256,7 +256,7 @@ func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, 
 	}
 	for _, j := range decoded {
 		if j.out.excusedKnown {
-			j.out.Excused += uint64(claims.Excused(marker.Delivery{Stream: j.out.Stream, Seq: j.out.Sequence}))
+			j.out.Excused += uint64(claims.Excused(marker.Delivery{Stream: j.out.Stream, Seq: j.out.Sequence})) // #nosec G115 -- a count of deliveries, never negative
 		}
 		switch m, found := claims.Marker(j.ev.ID); {
 		case found:
@@ -264,7 +264,7 @@ func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, 
 			j.to(stageSkipped)
 		case !claims.Held(j.ev.ID):
 			j.retry(reasonBusy, marker.ErrBusy)
-		case j.out.Deliveries-min(j.out.Deliveries, j.out.Excused) > uint64(r.opts.MaxDeliveries):
+		case j.out.Deliveries-min(j.out.Deliveries, j.out.Excused) > uint64(r.opts.MaxDeliveries): // #nosec G115 -- setDefaults makes MaxDeliveries positive
 			// Earlier deliveries never settled (a crash each time, say):
 			// give up before running it yet again. Deliveries an outage
 			// excused do not count.

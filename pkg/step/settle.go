@@ -61,11 +61,11 @@ func (r *Runner[R]) settle(j *job[R]) {
 func (r *Runner[R]) decide(ctx context.Context, msg jetstream.Msg, out Outcome) Outcome {
 	out = r.judge(ctx, out)
 	if out.Kind == Retried && out.Outage == "" && out.Reason != reasonBusy && out.Reason != reasonShutdown &&
-		out.Deliveries >= uint64(r.opts.MaxDeliveries) {
+		out.Deliveries >= uint64(r.opts.MaxDeliveries) { // #nosec G115 -- setDefaults makes MaxDeliveries positive
 		switch counted, err := r.counted(ctx, out); {
 		case err != nil:
 			out.Err = errors.Join(out.Err, err) // not known to be used up: retried
-		case counted >= uint64(r.opts.MaxDeliveries):
+		case counted >= uint64(r.opts.MaxDeliveries): // #nosec G115 -- setDefaults makes MaxDeliveries positive
 			out.Kind, out.Reason = Dead, events.ReasonRetriesExhausted
 		}
 	}
@@ -137,7 +137,7 @@ func (r *Runner[R]) counted(ctx context.Context, out Outcome) (uint64, error) {
 		if err != nil {
 			return 0, Dependency(DependencyPostgres, fmt.Errorf("excused deliveries: %w", err))
 		}
-		out.Excused = uint64(excused[d])
+		out.Excused = uint64(excused[d]) // #nosec G115 -- a count of deliveries, never negative
 	}
 	return out.Deliveries - min(out.Deliveries, out.Excused), nil
 }
@@ -173,6 +173,6 @@ func (r *Runner[R]) backoff(n uint64) time.Duration {
 		d *= 2
 	}
 	d = min(d, r.opts.BackoffMax)
-	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10 // #nosec G404 -- retry jitter, no secret
 	return d + jitter
 }

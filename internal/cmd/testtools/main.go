@@ -1,6 +1,8 @@
 // Command testtools installs the programs blobref's tests run besides Go
 // and Postgres (MinIO, the NATS CLI, nats-server, fake-gcs-server, Azurite)
-// into ~/.cache/blobref, saying what it does and how long it took; see
+// into ~/.cache/blobref, and finds Chromium for the console's browser test
+// (installing Debian's package with apt-get when root), saying what it does
+// and how long it took; see
 // package testtools. `make test-tools` runs it, and `make test` runs that
 // first. With -path NAME it prints where a tool's binary is instead,
 // installing it when missing: make lint finds gosec and govulncheck so.
@@ -44,4 +46,13 @@ func main() {
 		stop()
 		os.Exit(1)
 	}
+	// The console's browser test drives Chromium: found, or installed with
+	// apt-get when root, here rather than inside the test's time.
+	p, err := testtools.Chromium(ctx, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		stop()
+		os.Exit(1)
+	}
+	fmt.Printf("  Chromium: %s\n", p)
 }

@@ -50,7 +50,7 @@ func Run[R any](ctx context.Context, name string, cfg *Config, cc *ConsumerConfi
 	}
 	// Each batch in flight holds one connection for its claims while its
 	// side effects run; a few more serve marker look-ups and readiness.
-	pool, err := OpenPostgres(ctx, cfg.DatabaseURL, int32(cc.RunnerOptions().MaxBatches()+4), o.migrate, log)
+	pool, err := OpenPostgres(ctx, cfg.DatabaseURL, int32(cc.RunnerOptions().MaxBatches()+4), o.migrate, log) // #nosec G115 -- MaxBatches is at most 16
 	if err != nil {
 		return err
 	}

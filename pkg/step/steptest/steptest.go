@@ -114,7 +114,7 @@ func (h *Harness[R]) Start() {
 	if h.cancel != nil {
 		h.t.Fatal("steptest: Start: the runner is running")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background()) // #nosec G118 -- kept in h.cancel, which Stop and the test's cleanup call
 	h.cancel, h.stopped = cancel, make(chan struct{})
 	stopped := h.stopped
 	go func() {

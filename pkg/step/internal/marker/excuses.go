@@ -21,7 +21,7 @@ func (s *Store) Excuse(ctx context.Context, step string, excused map[Delivery]in
 	}
 	streams, seqs, counts := make([]string, 0, len(excused)), make([]int64, 0, len(excused)), make([]int32, 0, len(excused))
 	for d, n := range excused {
-		streams, seqs, counts = append(streams, d.Stream), append(seqs, int64(d.Seq)), append(counts, int32(n))
+		streams, seqs, counts = append(streams, d.Stream), append(seqs, int64(d.Seq)), append(counts, int32(n)) // #nosec G115 -- a stream sequence is below 2^63; a delivery count is at most MaxDeliveries
 	}
 	_, err := s.pool.Exec(ctx, `
 		INSERT INTO excused_deliveries AS e (step, stream, seq, excused)
@@ -61,7 +61,7 @@ func (s *Store) Excused(ctx context.Context, step string, ds []Delivery) (map[De
 func deliveryArgs(ds []Delivery) ([]string, []int64) {
 	streams, seqs := make([]string, len(ds)), make([]int64, len(ds))
 	for i, d := range ds {
-		streams[i], seqs[i] = d.Stream, int64(d.Seq)
+		streams[i], seqs[i] = d.Stream, int64(d.Seq) // #nosec G115 -- a stream sequence is below 2^63
 	}
 	return streams, seqs
 }
@@ -74,7 +74,7 @@ func scanExcused(rows pgx.Rows, n int) (map[Delivery]int, error) {
 		k   int
 	)
 	_, err := pgx.ForEachRow(rows, []any{&d.Stream, &seq, &k}, func() error {
-		d.Seq = uint64(seq)
+		d.Seq = uint64(seq) // #nosec G115 -- a sequence Excuse stored from a uint64: never negative
 		found[d] = k
 		return nil
 	})

@@ -25,9 +25,9 @@ import (
 // $O.B.C.N, in order; its info (size, chunk count, digest) is the last
 // message on its meta subject, read by ObjectStore.GetInfo.
 const (
-	objStreamTmpl   = "OBJ_%s"
-	objChunksTmpl   = "$O.%s.C.%s"
-	objMetaTmpl     = "$O.%s.M.%s" // then the base64url (padded) object name
+	objStreamTmpl = "OBJ_%s"
+	objChunksTmpl = "$O.%s.C.%s"
+	objMetaTmpl   = "$O.%s.M.%s" // then the base64url (padded) object name
 )
 
 const (
@@ -236,12 +236,12 @@ func (c ObjectClaims) read(ctx context.Context, dataref string, store objectInfo
 	// as pending is not stored.
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending < uint64(info.Chunks) {
 		err := r.missing(ctx, ci.NumPending)
-		r.Close()
+		_ = r.Close()
 		return nil, err
 	}
 	r.msgs, err = cons.Messages(jetstream.PullMaxMessages(windowChunks(info)))
 	if err != nil {
-		r.Close()
+		_ = r.Close()
 		return nil, fmt.Errorf("chunks of %s/%s: %w", info.Bucket, info.Name, err)
 	}
 	// Stopping the iterator is what interrupts the consumer's own retries

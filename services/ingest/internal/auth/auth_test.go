@@ -103,23 +103,6 @@ func TestLoadRejects(t *testing.T) {
 	}
 }
 
-func TestBearerToken(t *testing.T) {
-	t.Parallel()
-	for header, want := range map[string]string{
-		"Bearer abc":   "abc",
-		"bearer  abc ": "abc",
-		"Basic abc":    "",
-		"Bearer":       "",
-		"Bearer ":      "",
-		"abc":          "",
-	} {
-		got, ok := auth.BearerToken(header)
-		if got != want || ok != (want != "") {
-			t.Errorf("BearerToken(%q): got %q %v, want %q", header, got, ok, want)
-		}
-	}
-}
-
 func TestWeak(t *testing.T) {
 	t.Parallel()
 	strong := "Zq3vX9pL2mN8rT4wY6bC1dF5gH7jK0sA" // 32 random characters

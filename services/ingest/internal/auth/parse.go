@@ -1,13 +1,13 @@
 package auth
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
 
+	"github.com/blobref/blobref/internal/bearer"
 	"github.com/blobref/blobref/pkg/events"
 )
 
@@ -31,27 +31,14 @@ func Load(list, file string) (*Tokens, error) {
 
 // ParseList parses the AUTH_TOKENS format.
 func ParseList(s string) ([]Entry, error) {
-	// An element with "=" starts an entry; the elements after it, up to the
-	// next such element, continue its lists.
-	var groups [][]string
-	for elem := range strings.SplitSeq(s, ",") {
-		elem = strings.TrimSpace(elem)
-		switch {
-		case elem == "":
-		case strings.Contains(elem, "="):
-			groups = append(groups, []string{elem})
-		case len(groups) == 0:
-			return nil, errors.New("AUTH_TOKENS: entries are token=caller[:scopes[:prefixes]]")
-		default:
-			groups[len(groups)-1] = append(groups[len(groups)-1], elem)
-		}
+	list, ok := bearer.SplitList(s)
+	if !ok {
+		return nil, errors.New("AUTH_TOKENS: entries are token=caller[:scopes[:prefixes]]")
 	}
-	out := make([]Entry, 0, len(groups))
-	for n, g := range groups {
-		entry := strings.Join(g, ",")
-		i := strings.LastIndexByte(g[0], '=')
-		e := Entry{Token: entry[:i], where: fmt.Sprintf("AUTH_TOKENS entry %d", n+1)}
-		caller, rest, _ := strings.Cut(entry[i+1:], ":")
+	out := make([]Entry, 0, len(list))
+	for n, le := range list {
+		e := Entry{Token: le.Token, where: fmt.Sprintf("AUTH_TOKENS entry %d", n+1)}
+		caller, rest, _ := strings.Cut(le.Value, ":")
 		scopes, prefixes, _ := strings.Cut(rest, ":")
 		e.Caller.Name = caller
 		if err := setLists(&e.Caller, scopes, prefixes); err != nil {
@@ -64,32 +51,25 @@ func ParseList(s string) ([]Entry, error) {
 
 // ReadFile parses an AUTH_TOKENS_FILE.
 func ReadFile(path string) ([]Entry, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("AUTH_TOKENS_FILE: %w", err)
-	}
-	defer f.Close()
 	var out []Entry
-	sc := bufio.NewScanner(f)
-	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		e := Entry{where: fmt.Sprintf("AUTH_TOKENS_FILE %s:%d", path, line)}
-		fields := strings.Fields(text)
+	err := bearer.ReadFile(path, func(where string, fields []string) error {
+		e := Entry{where: "AUTH_TOKENS_FILE " + where}
 		if len(fields) < 2 || len(fields) > 4 {
-			return nil, fmt.Errorf("%s: want \"token caller [scopes [prefixes]]\"", e.where)
+			return fmt.Errorf("%s: want \"token caller [scopes [prefixes]]\"", e.where)
 		}
 		fields = append(fields, "", "")
 		e.Token, e.Caller.Name = fields[0], fields[1]
 		if err := setLists(&e.Caller, fields[2], fields[3]); err != nil {
-			return nil, fmt.Errorf("%s: %w", e.where, err)
+			return fmt.Errorf("%s: %w", e.where, err)
 		}
 		out = append(out, e)
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	})
+	if pe := (*os.PathError)(nil); errors.As(err, &pe) {
 		return nil, fmt.Errorf("AUTH_TOKENS_FILE: %w", err)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return finish(out)
 }
@@ -127,7 +107,7 @@ func finish(entries []Entry) ([]Entry, error) {
 		if !validToken(e.Token) {
 			return nil, fmt.Errorf("%s: the token is not a bearer token (RFC 6750 b64token: [A-Za-z0-9-._~+/]+ then any =)", e.where)
 		}
-		if !validCaller(e.Caller.Name) {
+		if !bearer.ValidName(e.Caller.Name) {
 			return nil, fmt.Errorf("%s: the caller is not 1 to 128 characters of [A-Za-z0-9._@-]", e.where)
 		}
 		if len(e.Caller.Scopes) == 0 {
@@ -165,26 +145,6 @@ func validToken(s string) bool {
 	return true
 }
 
-func validCaller(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-			c == '.' || c == '_' || c == '@' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 // BearerToken returns the token of an Authorization header value
 // ("Bearer <token>", scheme case-insensitive); ok is false when it is not one.
-func BearerToken(authorization string) (token string, ok bool) {
-	scheme, token, found := strings.Cut(strings.TrimSpace(authorization), " ")
-	if !found || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	token = strings.TrimSpace(token)
-	return token, token != ""
-}
+var BearerToken = bearer.FromHeader

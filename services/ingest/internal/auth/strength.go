@@ -2,46 +2,15 @@ package auth
 
 import (
 	"errors"
-	"fmt"
-	"strings"
+
+	"github.com/blobref/blobref/internal/bearer"
 )
 
-// MinTokenLen is the shortest token ingest serves with: 32 characters of a
-// b64token carry well over 128 bits when they are random.
-const MinTokenLen = 32
+// MinTokenLen is the shortest token ingest serves with (bearer.MinLen).
+const MinTokenLen = bearer.MinLen
 
-// minDistinct is the fewest distinct characters a token may have: fewer is
-// a pattern ("aaaa...", "0101..."), not a random string.
-const minDistinct = 8
-
-// placeholders are what example configurations and READMEs put where a
-// token goes; a token holding one (any case) was copied, not generated.
-var placeholders = []string{
-	"change-me", "changeme", "change_me", "replace-me", "replaceme", "replace_me",
-	"your-token", "yourtoken", "your_token", "placeholder", "example", "dev-token",
-}
-
-// weakness says why token is too weak to serve with, or "" when it is not:
-// it does not repeat the token.
-func weakness(token string) string {
-	lower := strings.ToLower(token)
-	for _, p := range placeholders {
-		if strings.Contains(lower, p) {
-			return "is a known placeholder"
-		}
-	}
-	if len(token) < MinTokenLen {
-		return fmt.Sprintf("is shorter than %d characters", MinTokenLen)
-	}
-	seen := map[byte]bool{}
-	for i := 0; i < len(token); i++ {
-		seen[token[i]] = true
-	}
-	if len(seen) < minDistinct {
-		return fmt.Sprintf("has fewer than %d distinct characters", minDistinct)
-	}
-	return ""
-}
+// weakness says why token is too weak to serve with, or "" (bearer.Weakness).
+var weakness = bearer.Weakness
 
 // Weak returns an error naming where each weak token is configured, and
 // why it is weak (shorter than MinTokenLen, a known placeholder such as

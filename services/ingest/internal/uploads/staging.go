@@ -143,7 +143,7 @@ func (s *Staging) reuse(ctx context.Context, store jetstream.ObjectStore, info *
 	}
 	sum := h.Sum(nil)
 	got, ok := events.ObjectDigest(info.Digest)
-	if ok && string(got) == string(sum) && uint64(n) == info.Size {
+	if ok && string(got) == string(sum) && uint64(n) == info.Size { // #nosec G115 -- n is a byte count io.Copy returned: never negative
 		return staged{size: n, sha256: hex.EncodeToString(sum), dataref: s.DataRef(info.Name), reused: true}, nil
 	}
 	if err := store.Delete(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {

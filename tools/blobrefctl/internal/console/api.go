@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/blobref/blobref/internal/bearer"
 	"github.com/blobref/blobref/internal/streamscan"
 	"github.com/blobref/blobref/internal/uploadview"
 	"github.com/blobref/blobref/tools/blobrefctl/internal/republish"
@@ -35,7 +36,7 @@ func (e *conflict) Error() string { return e.detail }
 func (s *Server) api(scope string, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
-		token, ok := bearerToken(r.Header.Get("Authorization"))
+		token, ok := bearer.FromHeader(r.Header.Get("Authorization"))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="blobref console"`)
 			writeProblem(w, http.StatusUnauthorized, "no bearer token", "send Authorization: Bearer <token>, a token of CONSOLE_TOKENS_FILE or CONSOLE_TOKENS")
@@ -92,16 +93,6 @@ func writeProblem(w http.ResponseWriter, status int, title, detail string) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": title, "status": status, "detail": detail})
-}
-
-// bearerToken returns the token of an Authorization header "Bearer <token>".
-func bearerToken(header string) (string, bool) {
-	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
-	token = strings.TrimSpace(token)
-	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return "", false
-	}
-	return token, true
 }
 
 func (s *Server) me(_ *http.Request, op Operator) (any, error) { return op, nil }

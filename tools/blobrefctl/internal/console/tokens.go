@@ -1,13 +1,14 @@
 package console
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/blobref/blobref/internal/bearer"
 )
 
 // Scopes a console token can grant.
@@ -60,7 +61,7 @@ func LoadTokens(list, file string) (*Tokens, error) {
 		if err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
-		if why := weakness(token); why != "" {
+		if why := bearer.Weakness(token); why != "" {
 			return fmt.Errorf("%s: the token %s", where, why)
 		}
 		k := sha256.Sum256([]byte(token))
@@ -70,51 +71,31 @@ func LoadTokens(list, file string) (*Tokens, error) {
 		t.by[k] = o
 		return nil
 	}
-	// An element with "=" starts an entry; those after it, up to the next
-	// such element, continue its scope list.
-	var entries [][]string
-	for elem := range strings.SplitSeq(list, ",") {
-		switch elem = strings.TrimSpace(elem); {
-		case elem == "":
-		case strings.Contains(elem, "="):
-			entries = append(entries, []string{elem})
-		case len(entries) == 0:
-			return nil, errors.New("CONSOLE_TOKENS: entries are token=name[:scopes]")
-		default:
-			entries[len(entries)-1] = append(entries[len(entries)-1], elem)
-		}
+	entries, ok := bearer.SplitList(list)
+	if !ok {
+		return nil, errors.New("CONSOLE_TOKENS: entries are token=name[:scopes]")
 	}
 	for n, e := range entries {
-		entry := strings.Join(e, ",")
-		i := strings.LastIndexByte(e[0], '=')
-		name, scopes, _ := strings.Cut(entry[i+1:], ":")
-		if err := add(fmt.Sprintf("CONSOLE_TOKENS entry %d", n+1), entry[:i], name, scopes); err != nil {
+		name, scopes, _ := strings.Cut(e.Value, ":")
+		if err := add(fmt.Sprintf("CONSOLE_TOKENS entry %d", n+1), e.Token, name, scopes); err != nil {
 			return nil, err
 		}
 	}
 	if file != "" {
-		f, err := os.Open(file)
+		err := bearer.ReadFile(file, func(where string, fields []string) error {
+			where = "CONSOLE_TOKENS_FILE " + where
+			if len(fields) < 2 || len(fields) > 3 {
+				return fmt.Errorf("%s: want \"token name [scopes]\"", where)
+			}
+			fields = append(fields, "")
+			return add(where, fields[0], fields[1], fields[2])
+		})
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("CONSOLE_TOKENS_FILE: %w", err)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("CONSOLE_TOKENS_FILE: %w", err)
-		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for line := 1; sc.Scan(); line++ {
-			text := strings.TrimSpace(sc.Text())
-			if text == "" || strings.HasPrefix(text, "#") {
-				continue
-			}
-			where := fmt.Sprintf("CONSOLE_TOKENS_FILE %s:%d", file, line)
-			fields := append(strings.Fields(text), "")
-			if len(fields) < 3 || len(fields) > 4 {
-				return nil, fmt.Errorf("%s: want \"token name [scopes]\"", where)
-			}
-			if err := add(where, fields[0], fields[1], fields[2]); err != nil {
-				return nil, err
-			}
-		}
-		if err := sc.Err(); err != nil {
-			return nil, fmt.Errorf("CONSOLE_TOKENS_FILE: %w", err)
+			return nil, err
 		}
 	}
 	if len(t.by) == 0 {
@@ -125,7 +106,7 @@ func LoadTokens(list, file string) (*Tokens, error) {
 
 // operator parses a name and its comma-separated scopes.
 func operator(name, scopes string) (Operator, error) {
-	if !validName(name) {
+	if !bearer.ValidName(name) {
 		return Operator{}, errors.New("the name is not 1 to 128 characters of [A-Za-z0-9._@-]")
 	}
 	o := Operator{Name: name}
@@ -142,53 +123,4 @@ func operator(name, scopes string) (Operator, error) {
 		}
 	}
 	return o, nil
-}
-
-func validName(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._@-", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
-
-// minTokenLen and minDistinct are what a token needs to count as random:
-// ingest asks the same of its own.
-const (
-	minTokenLen = 32
-	minDistinct = 8
-)
-
-// placeholders are what examples put where a token goes.
-var placeholders = []string{
-	"change-me", "changeme", "change_me", "replace-me", "replaceme", "replace_me",
-	"your-token", "yourtoken", "your_token", "placeholder", "example", "dev-token",
-}
-
-// weakness says why token is too weak to serve with, or "".
-func weakness(token string) string {
-	if token == "" || strings.ContainsAny(token, " \t\r\n") {
-		return "is empty or holds white space"
-	}
-	lower := strings.ToLower(token)
-	for _, p := range placeholders {
-		if strings.Contains(lower, p) {
-			return "is a known placeholder"
-		}
-	}
-	if len(token) < minTokenLen {
-		return fmt.Sprintf("is shorter than %d characters", minTokenLen)
-	}
-	seen := map[rune]bool{}
-	for _, r := range token {
-		seen[r] = true
-	}
-	if len(seen) < minDistinct {
-		return fmt.Sprintf("has fewer than %d distinct characters", minDistinct)
-	}
-	return ""
 }

@@ -6,21 +6,16 @@
 package pipelinetest
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -58,7 +53,7 @@ func Binaries(t testing.TB) string {
 // Cleanup removes what Binaries built; a TestMain calls it after m.Run.
 func Cleanup() {
 	if binDir != "" {
-		os.RemoveAll(binDir)
+		_ = os.RemoveAll(binDir)
 	}
 }
 
@@ -94,29 +89,14 @@ func New(t *testing.T) *Pipeline {
 // Env is the environment every process gets: how to reach NATS and
 // Postgres, the bucket, and quick retries.
 func (p *Pipeline) Env() []string {
-	return append(os.Environ(),
-		"NATS_URL="+p.NATS.URL(),
-		"DATABASE_URL="+p.PG.URL,
-		"BLOB_URL=file://"+p.BlobDir,
-		"LOG_LEVEL=info",
-		"LOG_FORMAT=text",
-		"CONSUMER_ACK_WAIT=3s",
-		"CONSUMER_BACKOFF_BASE=50ms",
-		"CONSUMER_BACKOFF_MAX=500ms",
-		"SHUTDOWN_TIMEOUT=10s",
-	)
+	return testenv.ServiceEnv(p.NATS.URL(), p.PG.URL, "file://"+p.BlobDir)
 }
 
 // Proc is a running binary.
 type Proc struct {
-	Name        string
+	*testenv.Proc
 	MetricsAddr string
 	HTTPAddr    string // ingest's API, the console's pages
-	cmd         *exec.Cmd
-	done        chan struct{}
-	err         error
-	mu          sync.Mutex
-	log         bytes.Buffer
 }
 
 // Start runs a service of the pipeline (ingest, blobwriter, refwriter) with
@@ -127,7 +107,7 @@ func (p *Pipeline) Start(name string, extra ...string) *Proc {
 	addr := testenv.FreeAddr(p.T)
 	pr := p.start(name, nil, append([]string{"METRICS_ADDR=" + addr}, extra...))
 	pr.MetricsAddr = addr
-	p.await(pr, "http://"+addr+"/readyz", nil)
+	pr.AwaitReady(p.T, addr)
 	return pr
 }
 
@@ -148,102 +128,13 @@ func (p *Pipeline) StartConsole(tokens, token string) *Proc {
 	addr := testenv.FreeAddr(p.T)
 	pr := p.start("blobrefctl", []string{"console", "--addr", addr}, []string{"CONSOLE_TOKENS=" + tokens})
 	pr.HTTPAddr = addr
-	p.await(pr, "http://"+addr+"/api/me", http.Header{"Authorization": {"Bearer " + token}})
+	pr.AwaitHTTP(p.T, "http://"+addr+"/api/me", http.Header{"Authorization": {"Bearer " + token}})
 	return pr
 }
 
 func (p *Pipeline) start(name string, args, extra []string) *Proc {
 	p.T.Helper()
-	cmd := exec.Command(filepath.Join(p.Bin, name), args...)
-	cmd.Env = append(p.Env(), extra...)
-	pr := &Proc{Name: name, cmd: cmd, done: make(chan struct{})}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		p.T.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		p.T.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		s := bufio.NewScanner(out)
-		s.Buffer(make([]byte, 64<<10), 1<<20)
-		for s.Scan() {
-			pr.mu.Lock()
-			pr.log.WriteString(s.Text() + "\n")
-			pr.mu.Unlock()
-		}
-		pr.err = cmd.Wait()
-		close(pr.done)
-	}()
-	p.T.Cleanup(func() {
-		pr.Stop(p.T)
-		testenv.ShowLog(p.T, fmt.Sprintf("%s (pid %d)", name, cmd.Process.Pid), pr.Output())
-	})
-	return pr
-}
-
-// await polls url until it answers 200.
-func (p *Pipeline) await(pr *Proc, url string, h http.Header) {
-	p.T.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-pr.done:
-			p.T.Fatalf("%s exited while starting (%v); its log follows", pr.Name, pr.err)
-		default:
-		}
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		maps.Copy(req.Header, h)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	p.T.Fatalf("%s not ready after 60s; its log follows", pr.Name)
-}
-
-// Output is what the process wrote so far.
-func (pr *Proc) Output() string {
-	pr.mu.Lock()
-	defer pr.mu.Unlock()
-	return pr.log.String()
-}
-
-// Stop sends SIGTERM and waits for a clean exit.
-func (pr *Proc) Stop(t testing.TB) {
-	select {
-	case <-pr.done:
-		return
-	default:
-	}
-	_ = pr.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-pr.done:
-		if pr.err != nil {
-			t.Errorf("%s: exit after SIGTERM: %v", pr.Name, pr.err)
-		}
-	case <-time.After(30 * time.Second):
-		_ = pr.cmd.Process.Kill()
-		<-pr.done
-		t.Errorf("%s did not stop within 30s of SIGTERM", pr.Name)
-	}
-}
-
-// AwaitExit waits for the process to exit by itself (a failpoint's crash)
-// and returns how it ended.
-func (pr *Proc) AwaitExit(t testing.TB) error {
-	t.Helper()
-	select {
-	case <-pr.done:
-		return pr.err
-	case <-time.After(60 * time.Second):
-		t.Fatalf("%s did not exit within 60s", pr.Name)
-		return nil
-	}
+	return &Proc{Proc: testenv.StartProc(p.T, name, filepath.Join(p.Bin, name), args, append(p.Env(), extra...))}
 }
 
 // Upload is what ingest answered to an upload.

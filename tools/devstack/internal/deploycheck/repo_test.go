@@ -11,26 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/blobref/blobref/internal/testenv"
 )
 
 // repoRoot is the directory holding go.work.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.work above the test's directory")
-		}
-		dir = parent
-	}
-}
+var repoRoot = testenv.RepoRoot
 
 func readFile(t *testing.T, path string) string {
 	t.Helper()

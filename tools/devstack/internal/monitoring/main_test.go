@@ -2,12 +2,13 @@ package monitoring
 
 import (
 	"net/http"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/blobref/blobref/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -15,23 +16,7 @@ func TestMain(m *testing.M) {
 }
 
 // repoRoot is the directory holding go.work.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.work above the test's directory")
-		}
-		dir = parent
-	}
-}
+var repoRoot = testenv.RepoRoot
 
 // The files under test, relative to the repository's root.
 var (

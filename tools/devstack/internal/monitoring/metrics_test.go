@@ -141,7 +141,7 @@ func startPipeline(t *testing.T) *pipeline {
 		p.startService(t, bin, "refwriter", append(common, "BLOB_URL="+blobURL)),
 	}
 	for _, s := range p.services {
-		s.awaitReady(t)
+		s.AwaitReady(t, s.metrics)
 	}
 	return p
 }
@@ -214,10 +214,10 @@ func (p *pipeline) awaitObserved(t *testing.T) {
 	}
 	deadline := time.Now().Add(within)
 	for _, s := range p.services {
-		w := want[s.name]
+		w := want[s.Name]
 		for testenv.ScrapeCounter(t, "http://"+s.metrics+"/metrics", w[0], w[1:]...) == 0 {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: no %v after %v", s.name, w, within)
+				t.Fatalf("%s: no %v after %v", s.Name, w, within)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -231,13 +231,13 @@ func (p *pipeline) scrape(t *testing.T) catalog {
 	for _, s := range p.services {
 		resp, err := httpClient.Get("http://" + s.metrics + "/metrics")
 		if err != nil {
-			t.Fatalf("%s /metrics: %v", s.name, err)
+			t.Fatalf("%s /metrics: %v", s.Name, err)
 		}
 		text := expfmt.NewTextParser(model.UTF8Validation)
 		families, err := text.TextToMetricFamilies(resp.Body)
 		resp.Body.Close()
 		if err != nil {
-			t.Fatalf("%s /metrics: %v", s.name, err)
+			t.Fatalf("%s /metrics: %v", s.Name, err)
 		}
 		for name, f := range families {
 			addFamily(cat, name, f)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -19,29 +18,14 @@ import (
 	"github.com/blobref/blobref/internal/freeport"
 	"github.com/blobref/blobref/internal/natsproc"
 	"github.com/blobref/blobref/internal/service"
+	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/pkg/step"
 	"github.com/blobref/blobref/pkg/step/stepservice"
 )
 
 // repoRoot is the directory holding go.work.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.work above the test's directory")
-		}
-		dir = parent
-	}
-}
+var repoRoot = testenv.RepoRoot
 
 // confPath is deploy/nats/nats.conf.
 func confPath(t testing.TB) string {
