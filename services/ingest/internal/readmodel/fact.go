@@ -177,7 +177,7 @@ func (f Fact) args() ([]any, error) {
 	args := []any{f.ID, f.Owner, f.Subject, f.ContentType, f.Size, f.SHA256, f.EventTime,
 		f.StoredAt, f.CompletedAt, seqArg(f.ProgressSeq), ref, nil, nil, nil, nil, nil}
 	if d := f.Dead; d != nil {
-		args[11], args[12], args[13], args[14], args[15] = int64(d.Seq), seqArg(d.OrigSeq), d.Reason, d.Step, d.At
+		args[11], args[12], args[13], args[14], args[15] = int64(d.Seq), seqArg(d.OrigSeq), d.Reason, d.Step, d.At // #nosec G115 -- JetStream stream sequences, below 2^63
 	}
 	return args, nil
 }
@@ -187,7 +187,7 @@ func seqArg(seq uint64) *int64 {
 	if seq == 0 {
 		return nil
 	}
-	n := int64(seq)
+	n := int64(seq) // #nosec G115 -- a JetStream stream sequence, below 2^63
 	return &n
 }
 

@@ -310,7 +310,7 @@ func (s *Service) recordPublishes(ctx context.Context, jobs []*job) {
 	for _, j := range jobs {
 		switch {
 		case j.published:
-			at, seq := j.at, int64(j.seq)
+			at, seq := j.at, int64(j.seq) // #nosec G115 -- a JetStream stream sequence, below 2^63
 			ids, counts, ats, done = append(ids, j.rec.ID), append(counts, j.rec.PublishCount), append(ats, &at), append(done, j)
 			seqs = append(seqs, &seq)
 		case j.insert && j.won: // gave up: release the claim

@@ -40,7 +40,7 @@ func (s *Service) resume(ctx context.Context, snap snapshot, sub Submission, fp 
 		if j.err != nil {
 			return State{}, j.err
 		}
-		seq := int64(j.seq)
+		seq := int64(j.seq) // #nosec G115 -- a JetStream stream sequence, below 2^63
 		snap.PublishedAt, snap.PublishedSeq = &j.at, &seq
 		snap.PublishCount++
 	}

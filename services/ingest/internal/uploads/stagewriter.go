@@ -218,7 +218,7 @@ func (w *stageWriter) finish(ctx context.Context) error {
 		ObjectMeta: jetstream.ObjectMeta{Name: w.name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: stageChunkSize}},
 		Bucket:     w.s.Bucket,
 		NUID:       stagedNUID(w.name),
-		Size:       uint64(w.last.end),
+		Size:       uint64(w.last.end), // #nosec G115 -- a byte offset, never negative
 		ModTime:    time.Now().UTC(),
 		Chunks:     w.last.chunk,
 		Digest:     jetstream.GetObjectDigestValue(w.h),
@@ -278,7 +278,7 @@ func (w *stageWriter) publish(ctx context.Context, msg *nats.Msg, expect *uint64
 			return 0, w.unavailable(err)
 		}
 		w.metrics.retriedStaging()
-		sleepCtx(ctx, delay/2+rand.N(delay/2+1))
+		sleepCtx(ctx, delay/2+rand.N(delay/2+1)) // #nosec G404 -- jitter of a retry delay, not a secret
 		delay = min(2*delay, stageRetryMax)
 	}
 }
