@@ -16,9 +16,7 @@ import (
 	"io/fs"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
 
 	"github.com/blobref/blobref/pkg/step"
 )
@@ -36,30 +34,14 @@ func Migrations() fs.FS {
 }
 
 // Migrate applies every pending migration: the step tables', then
-// blobref's. It is safe to call from many processes at once.
+// blobref's (recorded in goose's default version table). It is safe to call
+// from many processes at once.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := step.Migrate(ctx, pool); err != nil {
 		return fmt.Errorf("dbschema: %w", err)
 	}
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	// One lock per schema: migrating one schema never waits for another.
-	var lockID int64
-	err := pool.QueryRow(ctx, `SELECT hashtextextended('blobref-migrate:' || current_schema(), 0)`).Scan(&lockID)
-	if err != nil {
+	if err := step.MigrateFS(ctx, pool, Migrations(), goose.DefaultTablename); err != nil {
 		return fmt.Errorf("dbschema: %w", err)
-	}
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID), lock.WithLockTimeout(1, 300))
-	if err != nil {
-		return fmt.Errorf("dbschema: %w", err)
-	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, Migrations(),
-		goose.WithSessionLocker(locker))
-	if err != nil {
-		return fmt.Errorf("dbschema: %w", err)
-	}
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("dbschema: migrate: %w", err)
 	}
 	return nil
 }

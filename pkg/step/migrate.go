@@ -31,29 +31,41 @@ func Migrations() fs.FS {
 
 // Migrate creates or upgrades the step tables in the schema named first in
 // the connection's search_path, recording what it applied in VersionTable.
-// It is safe to call from many processes at once: they wait for each other
-// under an advisory lock of the schema's own. A schema that already holds
-// the tables (one migrated before they had migrations of their own) keeps
-// them as they are.
+// A schema that already holds the tables (one migrated before they had
+// migrations of their own) keeps them as they are.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	if err := MigrateFS(ctx, pool, Migrations(), VersionTable); err != nil {
+		return fmt.Errorf("step: %w", err)
+	}
+	return nil
+}
+
+// MigrateFS applies the goose migrations of fsys (SQL files named
+// <version>_<name>.sql) that versionTable does not record yet, in the schema
+// named first in the connection's search_path. A step with tables of its
+// own migrates them with it, after Migrate, under a version table of its
+// own. It is safe to call from many processes at once: they wait for each
+// other under an advisory lock of the version table's and the schema's, so
+// migrating one schema never waits for another.
+func MigrateFS(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, versionTable string) error {
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
 	var lockID int64
-	err := pool.QueryRow(ctx, `SELECT hashtextextended('blobref-step-migrate:' || current_schema(), 0)`).Scan(&lockID)
+	err := pool.QueryRow(ctx, `SELECT hashtextextended('blobref-migrate:' || $1 || ':' || current_schema(), 0)`, versionTable).Scan(&lockID)
 	if err != nil {
-		return fmt.Errorf("step: migrate: %w", err)
+		return fmt.Errorf("migrate %s: %w", versionTable, err)
 	}
 	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID), lock.WithLockTimeout(1, 300))
 	if err != nil {
-		return fmt.Errorf("step: migrate: %w", err)
+		return fmt.Errorf("migrate %s: %w", versionTable, err)
 	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, Migrations(),
-		goose.WithSessionLocker(locker), goose.WithTableName(VersionTable), goose.WithDisableGlobalRegistry(true))
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
+		goose.WithSessionLocker(locker), goose.WithTableName(versionTable), goose.WithDisableGlobalRegistry(true))
 	if err != nil {
-		return fmt.Errorf("step: migrate: %w", err)
+		return fmt.Errorf("migrate %s: %w", versionTable, err)
 	}
 	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("step: migrate: %w", err)
+		return fmt.Errorf("migrate %s: %w", versionTable, err)
 	}
 	return nil
 }

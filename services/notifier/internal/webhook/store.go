@@ -7,9 +7,6 @@ import (
 	"io/fs"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
 
 	"github.com/blobref/blobref/pkg/step"
 )
@@ -28,28 +25,12 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := step.Migrate(ctx, pool); err != nil {
 		return err
 	}
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	var lockID int64
-	err := pool.QueryRow(ctx, `SELECT hashtextextended('blobref-notifier-migrate:' || current_schema(), 0)`).Scan(&lockID)
-	if err != nil {
-		return fmt.Errorf("notifier: migrate: %w", err)
-	}
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID), lock.WithLockTimeout(1, 300))
-	if err != nil {
-		return fmt.Errorf("notifier: migrate: %w", err)
-	}
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return err
 	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, sub,
-		goose.WithSessionLocker(locker), goose.WithTableName(VersionTable), goose.WithDisableGlobalRegistry(true))
-	if err != nil {
-		return fmt.Errorf("notifier: migrate: %w", err)
-	}
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("notifier: migrate: %w", err)
+	if err := step.MigrateFS(ctx, pool, sub, VersionTable); err != nil {
+		return fmt.Errorf("notifier: %w", err)
 	}
 	return nil
 }
