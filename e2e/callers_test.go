@@ -247,6 +247,8 @@ func TestIngestFailedStateHidesTheError(t *testing.T) {
 		t.Fatalf("dead letter: got %+v, want %s with the step's error", d, events.ReasonClaimMissing)
 	}
 
+	// ingest's read model hears of the dead letter from its own consumer.
+	in.awaitState(t, r.header.Get("Location"), "failed")
 	got := in.get(t, r.header.Get("Location"))
 	var failed struct {
 		State      string

@@ -218,10 +218,13 @@ func TestConsumersAndStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 2 {
-		t.Fatalf("Consumers: got %+v, want blobwriter's and refwriter's", got)
+	if len(got) != 3 {
+		t.Fatalf("Consumers: got %+v, want blobwriter's, refwriter's and notifier's", got)
 	}
-	bw, rw := got[0], got[1]
+	bw, rw, nt := got[0], got[1], got[2]
+	if nt.Name != "notifier" || nt.Step != events.StepNotify || !nt.Missing {
+		t.Errorf("notifier: got %+v, want it missing", nt)
+	}
 	if bw.Name != "blobwriter" || bw.Step != events.StepBlob || bw.Missing || bw.Pending != 2 || bw.AckPending != 1 ||
 		bw.Redelivered != 1 || bw.MaxDeliver != 5 || bw.Filter != "uploads.requested.>" || bw.LastActive == nil {
 		t.Errorf("blobwriter: got %+v, want 2 pending, 1 awaiting its ack, 1 redelivered, max 5 deliveries", bw)
