@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/claimcheck"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/pkg/step"
 	"github.com/blobref/blobref/pkg/step/stepservice"
@@ -49,7 +50,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, c *SetupConfig) ([]strin
 	for _, s := range []jetstream.StreamConfig{events.StreamConfig(o), events.DLQStreamConfig(o)} {
 		done = append(done, fmt.Sprintf("stream %s: subjects %s, replicas %d, max age %s", s.Name, s.Subjects[0], s.Replicas, s.MaxAge))
 	}
-	bucket := StagingBucketConfig(c.StagingBucket, c.StagingTTL, c.StreamReplicas, c.StagingMaxBytes)
+	bucket := claimcheck.BucketConfig(c.StagingBucket, c.StagingTTL, c.StreamReplicas, c.StagingMaxBytes)
 	if _, err := js.CreateOrUpdateObjectStore(ctx, bucket); err != nil {
 		return done, fmt.Errorf("staging bucket %s: %w", bucket.Bucket, err)
 	}

@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/blobref/blobref/pkg/events"
 )
 
 // StagingConfig names the JetStream Object Store bucket that large upload
 // bodies are claim-checked in. ingest writes it; ingest (NATS_SETUP=auto)
-// or blobrefctl setup creates it, with StagingBucketConfig.
+// or blobrefctl setup creates it, with claimcheck.BucketConfig.
 type StagingConfig struct {
 	// StagingBucket is the bucket's name.
 	StagingBucket string `env:"STAGING_BUCKET" envDefault:"uploads-staging"`
@@ -43,21 +41,4 @@ func (c *StagingConfig) Validate() error {
 		errs = append(errs, errors.New("config: STAGING_MAX_BYTES: must be positive, or -1 for no bound"))
 	}
 	return errors.Join(errs...)
-}
-
-// StagingBucketConfig is the staging bucket named bucket whose objects
-// expire after ttl, on replicas servers, storing at most maxBytes (0 or
-// less: no bound).
-func StagingBucketConfig(bucket string, ttl time.Duration, replicas int, maxBytes int64) jetstream.ObjectStoreConfig {
-	if maxBytes <= 0 {
-		maxBytes = -1
-	}
-	return jetstream.ObjectStoreConfig{
-		Bucket:      bucket,
-		Description: "blobref ingest: claim-checked upload bodies",
-		TTL:         ttl,
-		Replicas:    replicas,
-		Storage:     jetstream.FileStorage,
-		MaxBytes:    maxBytes,
-	}
 }

@@ -1,11 +1,8 @@
 package events
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"fmt"
 	"net/url"
-	"strings"
 )
 
 // ObjectRefScheme is the URI scheme of a dataref naming an object in a
@@ -38,20 +35,4 @@ func ValidBucket(name string) bool {
 		}
 	}
 	return true
-}
-
-// ObjectDigest decodes the digest an Object Store bucket records of an
-// object, "SHA-256=" and the base64url SHA-256 of its bytes, into that
-// SHA-256; ok is false for a digest of any other form. The staging writer
-// and the claim-check reader both read digests with it.
-func ObjectDigest(digest string) (sum []byte, ok bool) {
-	enc, ok := strings.CutPrefix(digest, "SHA-256=")
-	if !ok {
-		return nil, false
-	}
-	sum, err := base64.URLEncoding.DecodeString(enc)
-	if err != nil { // a writer that left the padding out
-		sum, err = base64.RawURLEncoding.DecodeString(enc)
-	}
-	return sum, err == nil && len(sum) == sha256.Size
 }

@@ -14,6 +14,7 @@ import (
 	"gocloud.dev/blob"
 
 	_ "github.com/blobref/blobref/internal/blobdrivers"
+	"github.com/blobref/blobref/internal/claimcheck"
 	"github.com/blobref/blobref/internal/dbschema"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/pkg/step"
@@ -64,7 +65,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	return stepservice.Run(ctx, "blobwriter", &cfg.Config, &cfg.ConsumerConfig, log,
 		func(d stepservice.Deps) (step.Step[events.Blob], error) {
 			w := &blobstore.Writer{
-				Bucket: bucket, Claims: blobstore.ObjectClaims{JS: d.JS}, KeyPrefix: cfg.BlobKeyPrefix,
+				Bucket: bucket, Claims: claimcheck.ObjectClaims{JS: d.JS}, KeyPrefix: cfg.BlobKeyPrefix,
 				StagingBucket: cfg.StagingBucket, MaxClockSkew: cfg.MaxClockSkew,
 			}
 			return w.Step(), nil

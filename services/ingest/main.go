@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/blobref/blobref/internal/claimcheck"
 	"github.com/blobref/blobref/internal/dbschema"
 	"github.com/blobref/blobref/pkg/step/stepservice"
 	"github.com/blobref/blobref/services/ingest/internal/api"
@@ -83,7 +84,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	ops := &stepservice.Ops{Addr: cfg.MetricsAddr, Registry: reg, Ready: ready, Pprof: cfg.Pprof, Checks: map[string]stepservice.Check{
 		"nats": stepservice.NATSCheck(nc), "postgres": stepservice.PostgresCheck(pool),
 	}}
-	staging := &uploads.Staging{JS: js, Bucket: cfg.StagingBucket, TTL: cfg.StagingTTL, Replicas: cfg.StreamReplicas,
+	staging := &claimcheck.Staging{JS: js, Bucket: cfg.StagingBucket, TTL: cfg.StagingTTL, Replicas: cfg.StreamReplicas,
 		MaxBytes: cfg.StagingMaxBytes, LookUp: cfg.NATSSetup == stepservice.SetupOff}
 	svc := &uploads.Service{
 		Pool: uploads.BoundedPool(pool, cfg.DatabaseAcquireTimeout), NC: nc, JS: js, Staging: staging,

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/claimcheck"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/services/blobwriter/internal/blobstore"
 )
@@ -87,7 +88,7 @@ func BenchmarkClaimCheckedStore(b *testing.B) {
 	sum := hex.EncodeToString(h.Sum(nil))
 
 	bucket := openBucket(b, "file://"+b.TempDir())
-	w := &blobstore.Writer{Bucket: bucket, Claims: blobstore.ObjectClaims{JS: js}}
+	w := &blobstore.Writer{Bucket: bucket, Claims: claimcheck.ObjectClaims{JS: js}}
 
 	var peak struct{ inuse, live float64 }
 	b.SetBytes(size)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blobref/blobref/internal/claimcheck"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/pkg/step"
@@ -35,7 +36,7 @@ func setupRunner(t *testing.T) *runner {
 		pg:     testenv.StartPostgres(t),
 		bucket: &countingBucket{Bucket: openBucket(t, "file://"+t.TempDir())},
 	}
-	w := &blobstore.Writer{Bucket: r.bucket, Claims: blobstore.ObjectClaims{JS: js}}
+	w := &blobstore.Writer{Bucket: r.bucket, Claims: claimcheck.ObjectClaims{JS: js}}
 	r.Harness = steptest.New(t, js, r.pg.Pool, w.Step(), step.Options{Concurrency: 8})
 	r.Timeout = timeout
 	r.stored = r.Emitted()

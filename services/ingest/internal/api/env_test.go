@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/blobref/blobref/internal/claimcheck"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/pkg/step"
@@ -63,7 +64,7 @@ type env struct {
 	clock   *clock
 	reg     *prometheus.Registry
 	svc     *uploads.Service
-	staging *uploads.Staging
+	staging *claimcheck.Staging
 	// svcPool is the service's own pool, when options.poolConns sets one.
 	svcPool *pgxpool.Pool
 }
@@ -91,7 +92,7 @@ type options struct {
 	// staging configure its streams and the staging bucket.
 	natsConf string
 	streams  events.StreamOptions
-	staging  func(*uploads.Staging)
+	staging  func(*claimcheck.Staging)
 }
 
 func setup(t testing.TB, opts ...func(*options)) *env {
@@ -136,7 +137,7 @@ func setup(t testing.TB, opts ...func(*options)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.staging = &uploads.Staging{JS: svcJS, Bucket: "uploads-staging", TTL: time.Hour}
+	e.staging = &claimcheck.Staging{JS: svcJS, Bucket: "uploads-staging", TTL: time.Hour}
 	if o.staging != nil {
 		o.staging(e.staging)
 	}

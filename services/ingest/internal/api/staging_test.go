@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/claimcheck"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
 )
@@ -144,7 +145,7 @@ func TestStagingDropsAPrefixOfOtherBytes(t *testing.T) {
 func TestStagingRetriesThroughAJetStreamRestart(t *testing.T) {
 	t.Parallel()
 	e := setup(t, func(o *options) {
-		o.staging = func(s *uploads.Staging) { s.PublishTimeout = 500 * time.Millisecond }
+		o.staging = func(s *claimcheck.Staging) { s.PublishTimeout = 500 * time.Millisecond }
 	})
 	body := randomBytes(4<<20, 14)
 	id := uploads.ID("alice", "restart")
@@ -195,7 +196,7 @@ func TestStagingStoreFullIs507(t *testing.T) {
 	t.Parallel()
 	for name, opt := range map[string]func(*options){
 		"bucket bound": func(o *options) {
-			o.staging = func(s *uploads.Staging) { s.MaxBytes = 4 << 20 }
+			o.staging = func(s *claimcheck.Staging) { s.MaxBytes = 4 << 20 }
 		},
 		"server store": func(o *options) {
 			o.natsConf = "max_payload: 8MB\njetstream {\n  max_memory_store: 64MB\n  max_file_store: 24MB\n}\n"

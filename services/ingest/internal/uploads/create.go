@@ -96,7 +96,7 @@ func (s *Service) newRecord(id string, sub Submission) record {
 // completes rec with what it staged.
 func (s *Service) stage(ctx context.Context, rec *record, holder string, body io.Reader) error {
 	lctx, stop, lost := s.holdLease(ctx, rec.ID, holder)
-	st, err := s.Staging.stage(lctx, rec.ID, body, s.Metrics)
+	st, err := stageBody(lctx, s.Staging, rec.ID, body, s.Metrics)
 	stop()
 	if reason := lost(); reason != nil {
 		return reason
@@ -105,7 +105,7 @@ func (s *Service) stage(ctx context.Context, rec *record, holder string, body io
 		return err
 	}
 	s.Metrics.staged(st)
-	rec.Size, rec.SHA256, rec.DataRef = st.size, st.sha256, st.dataref
+	rec.Size, rec.SHA256, rec.DataRef = st.Size, st.SHA256, st.DataRef
 	return inject(ctx, "after-stage")
 }
 

@@ -1,6 +1,10 @@
 package uploads
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/blobref/blobref/internal/claimcheck"
+)
 
 // Metrics counts what the operation does beyond HTTP requests.
 type Metrics struct {
@@ -60,15 +64,15 @@ func (m *Metrics) published(redrive bool) {
 	m.publishes.WithLabelValues(kind).Inc()
 }
 
-func (m *Metrics) staged(st staged) {
+func (m *Metrics) staged(st claimcheck.Staged) {
 	if m == nil {
 		return
 	}
 	outcome := "staged"
 	switch {
-	case st.reused:
+	case st.Reused:
 		outcome = "reused"
-	case st.resumed > 0:
+	case st.Resumed > 0:
 		outcome = "resumed"
 	}
 	m.stagings.WithLabelValues(outcome).Inc()

@@ -46,6 +46,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/blobref/blobref/internal/claimcheck"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/pkg/step/failpoint"
 	"github.com/blobref/blobref/services/ingest/internal/readmodel"
@@ -68,7 +69,7 @@ type Service struct {
 	Pool    DB
 	NC      *nats.Conn // core NATS, for the completed events
 	JS      jetstream.JetStream
-	Staging *Staging
+	Staging *claimcheck.Staging
 	// Quota, if set, bounds each caller's staged bytes in flight.
 	Quota *StagedQuota
 	// InlineThreshold is the largest body that travels inline in the event.

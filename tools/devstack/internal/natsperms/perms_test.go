@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blobref/blobref/internal/claimcheck"
 	"github.com/blobref/blobref/internal/service"
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
@@ -215,7 +216,7 @@ func TestIngest(t *testing.T) {
 			t.Errorf("a staged object after the refused delete: got %v, want it marked deleted (ErrObjectNotFound)", err)
 		}
 		in.denied(t, "update the staging bucket", "Publish", "$JS.API.STREAM.UPDATE.OBJ_uploads-staging", func(ctx context.Context) error {
-			_, err := in.js.CreateOrUpdateObjectStore(ctx, service.StagingBucketConfig(stagingBucket, time.Second, 1, 0))
+			_, err := in.js.CreateOrUpdateObjectStore(ctx, claimcheck.BucketConfig(stagingBucket, time.Second, 1, 0))
 			return err
 		})
 		in.denied(t, "delete the staging bucket", "Publish", "$JS.API.STREAM.DELETE.OBJ_uploads-staging", func(ctx context.Context) error {
@@ -786,7 +787,7 @@ func runStep[R any](t *testing.T, c *client, s step.Step[R]) {
 }
 
 // readClaim reads the claim-checked bytes dataref names as blobwriter's
-// claim reader does (services/blobwriter/internal/blobstore/claims.go):
+// claim reader does (internal/claimcheck, ObjectClaims.Open):
 // the object's info, its chunks through an ordered pull consumer, a check
 // that the chunks are all still stored, and the consumer's deletion.
 func readClaim(ctx context.Context, js jetstream.JetStream, dataref string) ([]byte, error) {
@@ -912,7 +913,7 @@ func mustGetenv(t testing.TB, name string) string {
 }
 
 // deleteClaim deletes staged object name as blobwriter does once its blob
-// is stored (blobstore.ObjectClaims.Delete), as user c: it marks the
+// is stored (claimcheck.ObjectClaims.Delete), as user c: it marks the
 // object deleted and rolls its chunks up into one empty message, with
 // publishes only.
 func deleteClaim(t *testing.T, c *client, store jetstream.ObjectStore, name string) {

@@ -25,7 +25,7 @@ import (
 )
 
 // TestClaimLookupLostReplyStallsBatch: blobwriter's claim look-up
-// (services/blobwriter/internal/blobstore/claims.go, ObjectClaims.lookup:
+// (internal/claimcheck/claims.go, ObjectClaims.lookup:
 // c.JS.ObjectStore(ctx, bucket), then store.GetInfo) sends JetStream API
 // requests on the step's context, whose deadline is CONSUMER_STEP_TIMEOUT (5m
 // by default). When the node that must answer stops answering without its

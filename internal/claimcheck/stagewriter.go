@@ -1,9 +1,8 @@
-package uploads
+package claimcheck
 
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,18 +11,16 @@ import (
 	"io"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// A staged body is an ordinary Object Store object (NATS ADR-20: bucket B is
-// stream OBJ_B, an object's chunks are the messages on $O.B.C.<nuid>, its
-// info the last message on $O.B.M.<base64url name>), so that blobwriter
-// reads it as any claim check. ingest writes the chunks itself rather than
-// through ObjectStore.Put, for two things Put cannot do:
+// A staged body is an ordinary Object Store object (the layout in
+// layout.go), so that ObjectClaims reads it as any claim check. The writer
+// writes the chunks itself rather than through ObjectStore.Put, for two
+// things Put cannot do:
 //
 //   - Resume. The object's nuid is fixed by its name (stagedNUID), and each
 //     chunk carries its number, the offset where it ends and the SHA-256 of
@@ -57,8 +54,6 @@ const (
 	stageRetryMax          = 2 * time.Second
 )
 
-func objectStream(bucket string) string { return "OBJ_" + bucket }
-
 // stagedNUID is the nuid of the staged object named name: the same for
 // every attempt, so that a retry finds the chunks an earlier one left.
 func stagedNUID(name string) string { return "staged-" + name }
@@ -73,10 +68,10 @@ type chunkMark struct {
 
 // stageWriter writes one body into the staging bucket as chunks.
 type stageWriter struct {
-	s       *Staging
-	stream  jetstream.Stream
-	name    string
-	metrics *Metrics
+	s      *Staging
+	stream jetstream.Stream
+	name   string
+	hooks  Hooks
 
 	subject string    // the chunks' subject
 	h       hash.Hash // SHA-256 of the body read so far
@@ -85,30 +80,30 @@ type stageWriter struct {
 
 // write stages body: resumes what an earlier attempt staged, writes the
 // rest chunk by chunk, then the object's info.
-func (w *stageWriter) write(ctx context.Context, body io.Reader) (staged, error) {
-	w.subject = "$O." + w.s.Bucket + ".C." + stagedNUID(w.name)
+func (w *stageWriter) write(ctx context.Context, body io.Reader) (Staged, error) {
+	w.subject = chunkSubject(w.s.Bucket, stagedNUID(w.name))
 	w.h = sha256.New()
 	resumed, err := w.resume(ctx, body)
 	if err != nil {
-		return staged{}, err
+		return Staged{}, err
 	}
 	buf := make([]byte, stageChunkSize)
 	written := 0
 	for {
 		n, rerr := io.ReadFull(body, buf)
 		if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
-			return staged{}, &BodyError{Err: rerr} // what is staged stays, for the retry
+			return Staged{}, &BodyError{Err: rerr} // what is staged stays, for the retry
 		}
 		if n > 0 {
 			w.h.Write(buf[:n])
 			if err := w.put(ctx, buf[:n]); err != nil {
-				return staged{}, err
+				return Staged{}, err
 			}
 			if written++; written == 2 && rerr == nil {
 				// Two chunks staged and more to come: a failure here is
 				// one a retry resumes from.
-				if err := inject(ctx, "mid-stage"); err != nil {
-					return staged{}, err
+				if err := w.hooks.MidStage(ctx); err != nil {
+					return Staged{}, err
 				}
 			}
 		}
@@ -117,15 +112,15 @@ func (w *stageWriter) write(ctx context.Context, body io.Reader) (staged, error)
 		}
 	}
 	if err := w.finish(ctx); err != nil {
-		return staged{}, err
+		return Staged{}, err
 	}
-	return staged{size: w.last.end, sha256: hex.EncodeToString(w.h.Sum(nil)), dataref: w.s.DataRef(w.name), resumed: resumed}, nil
+	return Staged{Size: w.last.end, SHA256: hex.EncodeToString(w.h.Sum(nil)), DataRef: w.s.DataRef(w.name), Resumed: resumed}, nil
 }
 
 // resume continues what an earlier attempt staged: it reads as many bytes
 // of body as that attempt staged and returns their count if their digest
 // is the one recorded. Chunks of other bytes are removed, and the caller
-// gets ErrStaleStaging (that much of the body is consumed).
+// gets ErrStale (that much of the body is consumed).
 func (w *stageWriter) resume(ctx context.Context, body io.Reader) (int64, error) {
 	mark, tail, err := w.lastChunk(ctx)
 	if err != nil {
@@ -146,7 +141,7 @@ func (w *stageWriter) resume(ctx context.Context, body io.Reader) (int64, error)
 	if err := w.drop(ctx, tail); err != nil {
 		return 0, w.unavailable(err)
 	}
-	return 0, ErrStaleStaging
+	return 0, ErrStale
 }
 
 // lastChunk returns the last chunk staged for the object if its chunks
@@ -208,7 +203,7 @@ func (w *stageWriter) put(ctx context.Context, data []byte) error {
 	}
 	next.seq = seq
 	w.last = next
-	w.metrics.wroteStaged(len(data))
+	w.hooks.Wrote(len(data))
 	return nil
 }
 
@@ -227,7 +222,7 @@ func (w *stageWriter) finish(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("staging %s: encode info: %w", w.name, err)
 	}
-	msg := nats.NewMsg("$O." + w.s.Bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(w.name)))
+	msg := nats.NewMsg(metaSubject(w.s.Bucket, w.name))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	_, err = w.publish(ctx, msg, nil, nil)
@@ -277,7 +272,7 @@ func (w *stageWriter) publish(ctx context.Context, msg *nats.Msg, expect *uint64
 		if ctx.Err() != nil || !time.Now().Before(deadline) {
 			return 0, w.unavailable(err)
 		}
-		w.metrics.retriedStaging()
+		w.hooks.Retried()
 		sleepCtx(ctx, delay/2+rand.N(delay/2+1)) // #nosec G404 -- jitter of a retry delay, not a secret
 		delay = min(2*delay, stageRetryMax)
 	}
@@ -309,69 +304,5 @@ const purgeTimeout = 2 * time.Second
 
 func (w *stageWriter) unavailable(err error) error {
 	w.s.forget()
-	return unavailable("staging", err)
-}
-
-// refusalKind is what a publish's error says about retrying it.
-type refusalKind int
-
-const (
-	refusedNot      refusalKind = iota // stored
-	refusedForNow                      // too many requests, unavailable, a timeout: retry
-	refusedFull                        // the bucket or the JetStream store is full
-	refusedSequence                    // the expected last sequence did not match
-	refusedForGood                     // a bad request: a retry fails alike
-)
-
-// JetStream's error codes for a full store.
-const (
-	errCodeAccountResources   = 10002 // resource limits exceeded for account
-	errCodeInsufficient       = 10023 // insufficient resources
-	errCodeStorageResources   = 10047 // insufficient storage resources available
-	errCodeStoreFailed        = 10077 // the store's own error: "maximum bytes exceeded", ...
-	errCodeStreamTooManyReqs  = 10167 // too many requests (the stream's inbound queue is full)
-	errCodeStatusTooManyReqs  = 429
-	errCodeStatusUnavailable  = 503
-	errCodeStatusRequestLimit = 408
-)
-
-func refusal(err error) refusalKind {
-	if err == nil {
-		return refusedNot
-	}
-	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) {
-		return refusedForNow // a timeout, no responders, a reconnect
-	}
-	switch apiErr.ErrorCode {
-	case errCodeAccountResources, errCodeInsufficient, errCodeStorageResources:
-		return refusedFull
-	case errCodeStoreFailed:
-		if d := apiErr.Description; strings.Contains(d, "maximum bytes") || strings.Contains(d, "maximum messages") {
-			return refusedFull
-		}
-		return refusedForNow
-	case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
-		return refusedSequence
-	case errCodeStreamTooManyReqs:
-		return refusedForNow
-	}
-	switch apiErr.Code {
-	case errCodeStatusTooManyReqs, errCodeStatusUnavailable, errCodeStatusRequestLimit:
-		return refusedForNow
-	}
-	if apiErr.Code >= 500 {
-		return refusedForNow
-	}
-	return refusedForGood
-}
-
-// sleepCtx waits d, or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
+	return unavailable(err)
 }
