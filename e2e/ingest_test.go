@@ -92,8 +92,6 @@ func TestIngestCrashThenRetry(t *testing.T) {
 		t.Run(strings.TrimPrefix(c.point, "ingest/"), func(t *testing.T) {
 			t.Parallel()
 			p := newPipeline(t)
-			bw := p.start("blobwriter")
-			rw := p.start("refwriter")
 			addr := testenv.FreeAddr(t)
 			in := p.startIngest(addr, "BLOBREF_FAILPOINTS="+c.point+"=crash")
 
@@ -116,6 +114,11 @@ func TestIngestCrashThenRetry(t *testing.T) {
 				t.Fatalf("ingest_uploads after the crash at %s: got %d rows, want %d", c.point, n, wantRows)
 			}
 
+			// The steps start once the crash's leftovers are seen: after a
+			// publish, blobwriter would store the bytes and delete their
+			// claim check before the test looked.
+			bw := p.start("blobwriter")
+			rw := p.start("refwriter")
 			in2 := p.startIngest(addr)
 			r := in2.retryPost(t, u, key, "Prefer", "wait=30")
 			u = r.state(t, c.status).checkCompleted(t, r, u)
