@@ -86,7 +86,7 @@ func TestMetricsExist(t *testing.T) {
 			{"unknown stream", `jetstream_stream_total_messages{stream_name="UPLOAD_DLQ"}`,
 				`stream_name="UPLOAD_DLQ", but prometheus-nats-exporter's`},
 			{"unknown consumer", `jetstream_consumer_num_pending{consumer_name=~"blob_writer|ref_writer"}`,
-				`matches none of blobwriter, refwriter`},
+				`matches none of blobwriter, ingest-completed, ingest-deadletters, ingest-stored, refwriter`},
 			{"no metric name", `{__name__=~"blobref_.+"}`, "names no metric"},
 		}
 		for _, tc := range cases {
