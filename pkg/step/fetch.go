@@ -58,11 +58,14 @@ func (r *Runner[R]) window(ctx, work context.Context, cons jetstream.Consumer) {
 
 // fetch pulls up to n messages and hands them to batches as they arrive. A
 // batch starts with the first message; it is handed to a worker once it
-// holds BatchSize messages, or nothing more is pending for the consumer, or
-// BatchWait has passed, and a worker is free: at most MaxBatches batches run
-// at once, and while they all run, the next batch grows. So a light load
-// goes through in batches of one at once, a moderate one in batches of what
-// arrived together, and a heavy one in full batches with no wait. fetch
+// holds BatchSize messages, or nothing more is pending for the consumer and
+// no other batch runs, or BatchWait has passed, and a worker is free: at
+// most MaxBatches batches run at once, and while they all run, the next
+// batch grows. So a light load (nothing running when a message arrives) goes
+// through in batches of one at once, a moderate one in batches of what
+// arrives within BatchWait while other batches run (each batch costs a
+// claim and a transaction however small it is), and a heavy one in full
+// batches with no wait. fetch
 // returns how many messages it received; each frees its slot when settled.
 func (r *Runner[R]) fetch(ctx, work context.Context, cons jetstream.Consumer, n int, slots chan struct{}, wg *sync.WaitGroup) (int, error) {
 	fctx, cancel := context.WithTimeout(ctx, r.opts.FetchWait)
@@ -113,8 +116,8 @@ func (r *Runner[R]) fetch(ctx, work context.Context, cons jetstream.Consumer, n 
 				}
 				wait = timer.C
 			}
-			if j.meta != nil && j.meta.NumPending == 0 {
-				wait = nil // nothing more to wait for
+			if j.meta != nil && j.meta.NumPending == 0 && len(r.batches) == 0 {
+				wait = nil // nothing more to wait for, and no batch to share the load with
 			}
 		case <-wait:
 			wait = nil
