@@ -93,28 +93,16 @@ func (s *Service) flush(jobs []*job) {
 // recordUploads inserts the new uploads of a batch, with their inline bytes
 // as the outbox and a claim, unless the key is recorded already or leased by
 // another request that is staging its body. It deletes the leases the
-// records replace. For each job it returns whether it won. What a job that
-// lost lost to is read afterwards (selectLosers), only when there is one:
-// Postgres plans these statements afresh on every call, and the joins of a
-// snapshot would cost more to plan than the insert itself.
-const recordUploads = uploadValues + freeLeases + insertUploads
-
-// recordInlineUploads is recordUploads for a batch in which no job holds a
-// lease (inline bodies): there is no lease to delete. A live lease of
-// another request still makes a job lose.
-const recordInlineUploads = uploadValues + insertUploads
-
-const (
-	uploadValues = `
+// records replace. For each job it returns whether it won and, if it lost,
+// the upload as it stood.
+const recordUploads = `
 WITH v AS (
 	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
 	                     $7::text[], $8::text[], $9::timestamptz[], $10::bytea[], $11::text[])
 	AS v(id, caller, idempotency_key, subject, content_type, size, sha256, dataref, created_at, payload, holder)
-)`
-	freeLeases = `, freed AS (
+), freed AS (
 	DELETE FROM ingest_leases l USING v WHERE l.id = v.id AND l.holder = v.holder
-)`
-	insertUploads = `, ins AS (
+), ins AS (
 	INSERT INTO ingest_uploads (id, caller, idempotency_key, subject, content_type, size, sha256, dataref,
 	                            created_at, payload, claimed_until)
 	SELECT v.id, v.caller, v.idempotency_key, v.subject, v.content_type, v.size, v.sha256, v.dataref,
@@ -125,11 +113,10 @@ WITH v AS (
 	ON CONFLICT (id) DO NOTHING
 	RETURNING id
 )
-SELECT v.id, ins.id IS NOT NULL FROM v LEFT JOIN ins ON ins.id = v.id`
-)
-
-// selectLosers reads the uploads that the jobs of a batch lost to.
-const selectLosers = `SELECT ` + snapshotColumns + ` FROM ingest_uploads u ` + snapshotJoins + ` WHERE u.id = ANY($1::text[])`
+SELECT v.id, ins.id IS NOT NULL, ` + snapshotColumns + `
+FROM v
+LEFT JOIN ins ON ins.id = v.id
+LEFT JOIN ingest_uploads u ON u.id = v.id AND ins.id IS NULL` + snapshotJoins
 
 // insert records the insert jobs of a batch in one round trip. Of two jobs
 // with one key only the first is sent: the other lost to it.
@@ -144,39 +131,6 @@ func (s *Service) insert(ctx context.Context, jobs []*job) {
 	}
 	if len(batch) > 0 {
 		s.insertBatch(ctx, batch)
-		s.readLosers(ctx, batch)
-	}
-}
-
-// readLosers reads, for each job that lost its insert, the upload as it
-// stands, in one round trip; a job whose upload is out of sight (leased by
-// a request still staging its body) keeps none.
-func (s *Service) readLosers(ctx context.Context, jobs []*job) {
-	var ids []string
-	byID := make(map[string]*job)
-	for _, j := range jobs {
-		if j.err == nil && !j.won {
-			ids = append(ids, j.rec.ID)
-			byID[j.rec.ID] = j
-		}
-	}
-	if len(ids) == 0 {
-		return
-	}
-	rows, err := s.Pool.Query(ctx, selectLosers, ids)
-	if err == nil {
-		var c snapshotScan
-		_, err = pgx.ForEachRow(rows, c.targets(), func() error {
-			if snap, ok := c.snapshot(); ok && byID[snap.ID] != nil {
-				byID[snap.ID].snap = &snap
-			}
-			return nil
-		})
-	}
-	if err != nil {
-		for _, j := range byID {
-			j.snap, j.err = nil, unavailable("read upload", err)
-		}
 	}
 }
 
@@ -219,11 +173,7 @@ func (s *Service) insertRows(ctx context.Context, jobs []*job) error {
 		return &v
 	}
 	byID := make(map[string]*job, len(jobs))
-	stmt := recordInlineUploads
 	for _, j := range jobs {
-		if j.holder != "" {
-			stmt = recordUploads
-		}
 		byID[j.rec.ID] = j
 		r := j.rec
 		ids, callers, keys = append(ids, &r.ID), append(callers, &r.Caller), append(keys, &r.Key)
@@ -231,7 +181,7 @@ func (s *Service) insertRows(ctx context.Context, jobs []*job) error {
 		datarefs, hold = append(datarefs, str(r.DataRef)), append(hold, str(j.holder))
 		sizes, created, payloads = append(sizes, r.Size), append(created, r.CreatedAt), append(payloads, j.inline)
 	}
-	rows, err := s.Pool.Query(ctx, stmt, ids, callers, keys, subjects, types, sizes, shas, datarefs,
+	rows, err := s.Pool.Query(ctx, recordUploads, ids, callers, keys, subjects, types, sizes, shas, datarefs,
 		created, payloads, hold, s.recordTimeout().Microseconds())
 	if err != nil {
 		return err
@@ -239,13 +189,17 @@ func (s *Service) insertRows(ctx context.Context, jobs []*job) error {
 	var (
 		id  string
 		won bool
+		c   snapshotScan
 	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &won}, func() error {
+	_, err = pgx.ForEachRow(rows, append([]any{&id, &won}, c.targets()...), func() error {
 		j := byID[id]
 		if j == nil {
 			return fmt.Errorf("recorded upload %s that was not asked for", id)
 		}
 		j.won = won
+		if snap, ok := c.snapshot(); ok && !won {
+			j.snap = &snap
+		}
 		return nil
 	})
 	return err
