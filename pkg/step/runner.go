@@ -26,6 +26,7 @@ type Runner[R any] struct {
 	opts    Options
 	effects chan struct{} // one token per side effect running
 	batches chan struct{} // one token per batch running
+	ended   chan struct{} // signalled when a batch ends (fetch waits for it)
 	breaker *breaker
 	excuses *excuses
 }
@@ -51,6 +52,7 @@ func NewRunner[R any](js jetstream.JetStream, pool *pgxpool.Pool, step Step[R], 
 		step: step, spec: spec, js: js, markers: markers, opts: opts,
 		effects: make(chan struct{}, opts.Concurrency),
 		batches: make(chan struct{}, opts.MaxBatches()),
+		ended:   make(chan struct{}, 1),
 		excuses: newExcuses(step.Name, markers, opts),
 	}
 	probes := map[string]Probe{
