@@ -58,12 +58,15 @@ func (r *Runner[R]) window(ctx, work context.Context, cons jetstream.Consumer) {
 
 // fetch pulls up to n messages and hands them to batches as they arrive. A
 // batch starts with the first message; it is handed to a worker once it
-// holds BatchSize messages, or nothing more is pending for the consumer, or
-// BatchWait has passed, and a worker is free: at most MaxBatches batches run
-// at once, and while they all run, the next batch grows. So a light load
-// goes through in batches of one at once, a moderate one in batches of what
-// arrived together, and a heavy one in full batches with no wait. fetch
-// returns how many messages it received; each frees its slot when settled.
+// holds BatchSize messages, or nothing more is pending for the consumer and
+// no other batch runs (checked again as each batch ends), or BatchWait has
+// passed, and a worker is free: at most MaxBatches batches run at once, and
+// while they all run, the next batch grows. So a light load (nothing running
+// when a message arrives) goes through in batches of one at once, a
+// moderate one in batches of what arrives within BatchWait while other
+// batches run (each batch costs a claim and a transaction however small it
+// is), and a heavy one in full batches with no wait. fetch returns how many
+// messages it received; each frees its slot when settled.
 func (r *Runner[R]) fetch(ctx, work context.Context, cons jetstream.Consumer, n int, slots chan struct{}, wg *sync.WaitGroup) (int, error) {
 	fctx, cancel := context.WithTimeout(ctx, r.opts.FetchWait)
 	defer cancel()
@@ -76,6 +79,9 @@ func (r *Runner[R]) fetch(ctx, work context.Context, cons jetstream.Consumer, n 
 		batch []*job[R]
 		timer *time.Timer
 		wait  <-chan time.Time // BatchWait of the batch, until it passed
+		// idle: nothing was pending behind the batch's last message, so
+		// it waits only while other batches run.
+		idle bool
 	)
 	defer func() {
 		if timer != nil {
@@ -90,6 +96,10 @@ func (r *Runner[R]) fetch(ctx, work context.Context, cons jetstream.Consumer, n 
 		}
 		if len(batch) > 0 && (full || wait == nil || msgs == nil) {
 			workers = r.batches
+		}
+		var ended <-chan struct{}
+		if idle && wait != nil {
+			ended = r.ended
 		}
 		select {
 		case msg, ok := <-in:
@@ -113,19 +123,30 @@ func (r *Runner[R]) fetch(ctx, work context.Context, cons jetstream.Consumer, n 
 				}
 				wait = timer.C
 			}
-			if j.meta != nil && j.meta.NumPending == 0 {
-				wait = nil // nothing more to wait for
+			idle = j.meta != nil && j.meta.NumPending == 0
+			if idle && len(r.batches) == 0 {
+				wait = nil // nothing more to wait for, and no batch to share the load with
+			}
+		case <-ended:
+			if len(r.batches) == 0 {
+				wait = nil // the batches it waited beside are over
 			}
 		case <-wait:
 			wait = nil
 		case workers <- struct{}{}:
 			timer.Stop()
 			ready := batch
-			batch, wait = nil, nil
+			batch, wait, idle = nil, nil, false
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() { <-r.batches }()
+				defer func() {
+					<-r.batches
+					select {
+					case r.ended <- struct{}{}:
+					default: // a signal is pending already
+					}
+				}()
 				r.handle(ctx, work, ready)
 			}()
 		}

@@ -30,6 +30,7 @@ type Runner[R any] struct {
 	horizon atomic.Int64
 	effects chan struct{} // one token per side effect running
 	batches chan struct{} // one token per batch running
+	ended   chan struct{} // signalled when a batch ends (fetch waits for it)
 	breaker *breaker
 	excuses *excuses
 	tracing *tracing // nil: off
@@ -56,6 +57,7 @@ func NewRunner[R any](js jetstream.JetStream, pool *pgxpool.Pool, step Step[R], 
 		step: step, spec: spec, js: js, markers: markers, opts: opts,
 		effects: make(chan struct{}, opts.Concurrency),
 		batches: make(chan struct{}, opts.MaxBatches()),
+		ended:   make(chan struct{}, 1),
 		excuses: newExcuses(step.Name, markers, opts),
 		tracing: newTracing(opts.TracerProvider, step.Name),
 	}

@@ -8,7 +8,7 @@
 // The runner works on batches. It pulls messages into a bounded in-flight
 // window and groups those that arrive together (up to BatchSize, waiting at
 // most BatchWait for a batch to fill, and not at all when nothing more is
-// pending); MaxBatches batches run at once, and while they run the next one
+// pending and no other batch runs); MaxBatches batches run at once, and while they run the next one
 // grows. For each batch it does, in order:
 //
 //	decode → look up the markers and claim the unfinished (one round trip)

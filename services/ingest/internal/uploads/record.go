@@ -23,8 +23,12 @@ import (
 // asynchronously and their acknowledgements awaited together, and one more
 // round trip records the publishes.
 const (
-	// batchLanes is how many batches are in flight at once.
-	batchLanes = 4
+	// batchLanes is how many batches are in flight at once: two, so that
+	// one is recorded or published while the other waits for Postgres or
+	// JetStream. A batch grows only while every lane is busy, and each
+	// costs two round trips whatever its size: more lanes make more,
+	// smaller batches (docs/benchmarks.md, "What bounds the HTTP path").
+	batchLanes = 2
 	// batchSize is the most jobs in one batch.
 	batchSize = 128
 )

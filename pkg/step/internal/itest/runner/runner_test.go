@@ -716,3 +716,60 @@ func (h *harness) emittedFor(ctx context.Context, id string) int {
 	}
 	return int(info.State.Subjects[subject])
 }
+
+// While another batch runs, a message with nothing pending behind it waits
+// up to BatchWait for company even though a worker is free: each batch
+// costs a claim and a transaction however small it is, so at a moderate
+// load the messages that arrive one by one go on together. (BatchWait is an
+// hour: only a full batch goes before the slow one ends.)
+func TestLoneMessagesWaitForCompanyWhileAnotherBatchRuns(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var started atomic.Int32
+	h := newHarness(t, step.Options{BatchSize: 10, MaxInFlight: 40, BatchWait: time.Hour, FetchWait: time.Minute},
+		func(ctx context.Context, ev *events.Event, _ int) error {
+			started.Add(1)
+			if ev.ID == "slow" {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+	if got := (step.Options{BatchSize: 10, MaxInFlight: 40}).MaxBatches(); got < 2 {
+		t.Fatalf("MaxBatches: got %d, want a free worker besides the slow batch's", got)
+	}
+	var mu sync.Mutex
+	var sizes []int
+	h.inTx = func(items []step.Item[events.Blob]) []error {
+		mu.Lock()
+		sizes = append(sizes, len(items))
+		mu.Unlock()
+		return nil
+	}
+	h.Start()
+	// Alone, with nothing running: it goes at once.
+	h.publish("slow", []byte("x"), "")
+	for deadline := time.Now().Add(timeout); started.Load() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("slow: side effect not started")
+		}
+	}
+	for i := range 10 {
+		h.publish(fmt.Sprintf("fast%d", i), []byte("y"), "")
+		if i < 9 { // the tenth fills the batch, which goes
+			h.awaitInFlight(float64(1 + i + 1))
+		}
+	}
+	// The ten went on as one full batch while slow still ran.
+	h.stored.Await(t, 10, timeout)
+	close(release)
+	h.stored.Await(t, 1, timeout)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []int{10, 1}; !slices.Equal(sizes, want) {
+		t.Errorf("batch sizes recorded: %v, want %v (the ten that arrived one by one together, then slow)", sizes, want)
+	}
+}
