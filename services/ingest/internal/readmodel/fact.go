@@ -140,7 +140,28 @@ func uploadID(subject string) string {
 // owner, $3 subject, $4 content type, $5 size, $6 sha256, $7 event time,
 // $8 stored, $9 completed, $10 progress sequence, $11 reference, $12–$16
 // the dead letter's sequence, original sequence, reason, step and time.
+//
+// In the same statement, the upload's record in ingest_uploads, if ingest
+// has one, learns that the upload completed once the merged row says so
+// (ingest_uploads.completed_at, which takes it out of the completer's
+// partial index). A record that another statement holds (a publish being
+// recorded, a completer's claim) is skipped rather than waited for, so
+// that the read model never waits on, or deadlocks with, ingest's request
+// path; the completer's next round marks it (markCompleted in package
+// uploads).
 const upsert = `
+WITH rm AS (` + merge + `
+	RETURNING v.id, v.completed_at, v.ref IS NOT NULL AS has_ref
+), free AS (
+	SELECT u.id, rm.completed_at FROM rm JOIN ingest_uploads u ON u.id = rm.id
+	WHERE rm.completed_at IS NOT NULL AND rm.has_ref AND u.completed_at IS NULL
+	FOR UPDATE OF u SKIP LOCKED
+)
+UPDATE ingest_uploads u SET completed_at = free.completed_at
+FROM free WHERE u.id = free.id`
+
+// merge is the upsert's merge of the fact into ingest_upload_view.
+const merge = `
 INSERT INTO ingest_upload_view AS v (id, owner, subject, content_type, size, sha256, event_time,
 	stored_at, completed_at, progress_seq, ref, dead_seq, dead_orig_seq, dead_reason, dead_step, dead_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)

@@ -56,7 +56,10 @@ func fillUploads(t *testing.T, pg *testenv.Postgres, n int, horizon time.Duratio
 		SELECT 'done-' || i, 'alice', 'users/42/done-' || i, 'text/plain', 1, 'aa', $2::timestamptz,
 			$2::timestamptz, $2::timestamptz, i, jsonb_build_object('subject', 'users/42/done-' || i)
 		FROM generate_series(1, $1::int) i`, n, old)
-	markCompletedUploads(t, pg)
+	// The read model's statement marks the records it completes; these
+	// rows were written around it, as by ingest before migration 00031,
+	// and this statement marks them as the migration's backfill does.
+	exec(markCompleted)
 	// The unfinished ones: 3 never published (claims lapsed), 3 stalled, 3
 	// pending within the horizon, and a dead-lettered one (the completer
 	// still looks at it once per horizon).
@@ -151,19 +154,28 @@ func TestCompleterClaimReadsOnlyUnfinishedUploads(t *testing.T) {
 	n := completedUploads(t)
 	unfinished := fillUploads(t, e.pg, n, completerHorizon)
 
-	cutoff := time.Now().Add(-completerHorizon)
-	text, plan := explain(t, e.pg, claimDue, cutoff, completerPage, e.c.claimTTL().Microseconds())
-	t.Logf("%d completed and %d unfinished uploads; EXPLAIN (ANALYZE, BUFFERS) of claimDue:\n%s", n, unfinished, text)
-	read, scans := rowsRead(plan, "ingest_uploads")
-	t.Logf("rows of ingest_uploads read: %v, by %v", read, scans)
-	// Every due upload is read twice (found, claimed) and once more to
-	// return it; the others once.
-	if read > float64(3*unfinished) {
-		t.Errorf("the claim read %v rows of ingest_uploads (%v), want at most %d: the %d not completed, not the %d completed",
-			read, scans, 3*unfinished, unfinished, n)
-	}
-	if !strings.Contains(text, "ingest_uploads_not_completed") {
-		t.Errorf("the claim does not use the partial index ingest_uploads_not_completed:\n%s", text)
+	// Right after the records were marked (the partial index still holds
+	// the entries of the marked ones), then once vacuum has been by.
+	for _, when := range []string{"after the marks", "after VACUUM"} {
+		if when == "after VACUUM" {
+			if _, err := e.pg.Pool.Exec(context.Background(), `VACUUM ANALYZE ingest_uploads`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cutoff := time.Now().Add(-completerHorizon)
+		text, plan := explain(t, e.pg, claimDue, cutoff, completerPage, e.c.claimTTL().Microseconds())
+		t.Logf("%d completed and %d unfinished uploads, %s; EXPLAIN (ANALYZE, BUFFERS) of claimDue:\n%s", n, unfinished, when, text)
+		read, scans := rowsRead(plan, "ingest_uploads")
+		t.Logf("rows of ingest_uploads read: %v, by %v", read, scans)
+		// Every due upload is read twice (found, claimed) and once more to
+		// return it; the others once.
+		if read > float64(3*unfinished) {
+			t.Errorf("%s: the claim read %v rows of ingest_uploads (%v), want at most %d: the %d not completed, not the %d completed",
+				when, read, scans, 3*unfinished, unfinished, n)
+		}
+		if !strings.Contains(text, "ingest_uploads_not_completed") {
+			t.Errorf("%s: the claim does not use the partial index ingest_uploads_not_completed:\n%s", when, text)
+		}
 	}
 
 	// The round itself: the due ones (3 unpublished, 3 stalled, the dead
@@ -186,5 +198,3 @@ func TestCompleterClaimReadsOnlyUnfinishedUploads(t *testing.T) {
 }
 
 func hasKey(m map[string]string, k string) bool { _, ok := m[k]; return ok }
-
-func markCompletedUploads(*testing.T, *testenv.Postgres) {} // TEMP before
