@@ -161,8 +161,7 @@ UPDATE ingest_uploads u SET completed_at = free.completed_at
 FROM free WHERE u.id = free.id`
 
 // merge is the upsert's merge of the fact into ingest_upload_view.
-const merge = `
-INSERT INTO ingest_upload_view AS v (id, owner, subject, content_type, size, sha256, event_time,
+const merge = `INSERT INTO ingest_upload_view AS v (id, owner, subject, content_type, size, sha256, event_time,
 	stored_at, completed_at, progress_seq, ref, dead_seq, dead_orig_seq, dead_reason, dead_step, dead_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (id) DO UPDATE SET
