@@ -4,7 +4,8 @@
 -- NULL while the upload is pending, stored or dead-lettered. The completer's
 -- rounds read the uploads not completed through the partial index below, so
 -- that a round costs what is unfinished, not every upload kept until the
--- retention job deletes it. The column only ever goes from NULL to a time.
+-- retention job deletes it. Once set it stays set: the read model's
+-- completed_at only moves to an earlier completion, never back to NULL.
 ALTER TABLE ingest_uploads ADD COLUMN completed_at timestamptz;
 
 -- The uploads completed before this migration, once, from the read model.

@@ -142,9 +142,10 @@ func uploadID(subject string) string {
 // the dead letter's sequence, original sequence, reason, step and time.
 //
 // In the same statement, the upload's record in ingest_uploads, if ingest
-// has one, learns that the upload completed once the merged row says so
-// (ingest_uploads.completed_at, which takes it out of the completer's
-// partial index). A record that another statement holds (a publish being
+// has one, learns that the upload completed once the merged row says so:
+// its completed_at becomes the row's (written once per upload: a
+// redelivery finds it equal), which takes it out of the completer's
+// partial index. A record that another statement holds (a publish being
 // recorded, a completer's claim) is skipped rather than waited for, so
 // that the read model never waits on, or deadlocks with, ingest's request
 // path; the completer's next round marks it (markCompleted in package
@@ -154,7 +155,7 @@ WITH rm AS (` + merge + `
 	RETURNING v.id, v.completed_at, v.ref IS NOT NULL AS has_ref
 ), free AS (
 	SELECT u.id, rm.completed_at FROM rm JOIN ingest_uploads u ON u.id = rm.id
-	WHERE rm.completed_at IS NOT NULL AND rm.has_ref AND u.completed_at IS NULL
+	WHERE rm.completed_at IS NOT NULL AND rm.has_ref AND u.completed_at IS DISTINCT FROM rm.completed_at
 	FOR UPDATE OF u SKIP LOCKED
 )
 UPDATE ingest_uploads u SET completed_at = free.completed_at

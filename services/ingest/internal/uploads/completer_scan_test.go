@@ -198,3 +198,40 @@ func TestCompleterClaimReadsOnlyUnfinishedUploads(t *testing.T) {
 }
 
 func hasKey(m map[string]string, k string) bool { _, ok := m[k]; return ok }
+
+// An upload the read model completed while its record was held elsewhere
+// (so the read model's statement could not mark it) is marked by the next
+// round, and not resumed: after the horizon the round finds nothing, and
+// the record has left the partial index.
+func TestCompleterMarksWhatTheReadModelCouldNot(t *testing.T) {
+	t.Parallel()
+	e := newCompleterEnv(t)
+	ctx := context.Background()
+	id := e.submit("held", []byte("completed while its record was held"))
+	tx, err := e.pg.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT FROM ingest_uploads WHERE id = $1 FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	e.complete(id)
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	unmarked := `SELECT count(*) FROM ingest_uploads WHERE id = $1 AND completed_at IS NULL`
+	if n := e.pg.Count(t, unmarked, id); n != 1 {
+		t.Fatalf("record of %s: got %d unmarked, want 1 (the read model skipped it)", id, n)
+	}
+	e.clock.Advance(completerHorizon + time.Second)
+	e.round(e.c, map[string]int{}, map[string]int{})
+	if n := e.pg.Count(t, unmarked, id); n != 0 {
+		t.Errorf("record of %s after a round: still unmarked", id)
+	}
+	if evs, _ := e.requests(id); len(evs) != 1 {
+		t.Errorf("request events of %s: got %d, want 1 (not resumed)", id, len(evs))
+	}
+	if r := e.row(id); r.claimed {
+		t.Errorf("record of %s: claimed by the round, want left alone", id)
+	}
+}
