@@ -39,7 +39,7 @@ func BenchmarkApplyCompletedBatch(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			batch.Queue(upsert, args...)
+			batch.Queue(Completed(ev, at, uint64(n+i+1)).statement(), args...)
 		}
 		n += size
 		b.StartTimer()
