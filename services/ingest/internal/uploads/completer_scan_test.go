@@ -176,6 +176,12 @@ func TestCompleterClaimReadsOnlyUnfinishedUploads(t *testing.T) {
 		if !strings.Contains(text, "ingest_uploads_not_completed") {
 			t.Errorf("%s: the claim does not use the partial index ingest_uploads_not_completed:\n%s", when, text)
 		}
+		// The round's markCompleted reads the same.
+		text, plan = explain(t, e.pg, markCompleted)
+		if read, scans := rowsRead(plan, "ingest_uploads"); read > float64(unfinished) {
+			t.Errorf("%s: markCompleted read %v rows of ingest_uploads (%v), want at most the %d not completed:\n%s",
+				when, read, scans, unfinished, text)
+		}
 	}
 
 	// The round itself: the due ones (3 unpublished, 3 stalled, the dead
