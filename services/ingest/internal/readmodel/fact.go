@@ -140,8 +140,7 @@ func uploadID(subject string) string {
 // owner, $3 subject, $4 content type, $5 size, $6 sha256, $7 event time,
 // $8 stored, $9 completed, $10 progress sequence, $11 reference, $12–$16
 // the dead letter's sequence, original sequence, reason, step and time.
-const upsert = `
-INSERT INTO ingest_upload_view AS v (id, owner, subject, content_type, size, sha256, event_time,
+const upsert = `INSERT INTO ingest_upload_view AS v (id, owner, subject, content_type, size, sha256, event_time,
 	stored_at, completed_at, progress_seq, ref, dead_seq, dead_orig_seq, dead_reason, dead_step, dead_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (id) DO UPDATE SET
@@ -161,6 +160,35 @@ ON CONFLICT (id) DO UPDATE SET
 	dead_reason    = CASE WHEN ` + newerDead + ` THEN excluded.dead_reason ELSE v.dead_reason END,
 	dead_step      = CASE WHEN ` + newerDead + ` THEN excluded.dead_step ELSE v.dead_step END,
 	dead_at        = CASE WHEN ` + newerDead + ` THEN excluded.dead_at ELSE v.dead_at END`
+
+// upsertCompleted is upsert for a completed event: in the same statement,
+// the upload's record in ingest_uploads, if ingest has one, learns that the
+// upload completed once the merged row says so. Its completed_at becomes
+// the row's (written once per upload: a redelivery finds it equal), which
+// takes it out of the completer's partial index. A record that another
+// statement holds (a publish being recorded, a completer's claim) is
+// skipped rather than waited for, so that the read model never waits on,
+// or deadlocks with, ingest's request path; the completer's next round
+// marks it (markCompleted in package uploads). Other facts cannot complete
+// an upload and use upsert alone.
+const upsertCompleted = `
+WITH rm AS (` + upsert + `
+	RETURNING v.id, v.completed_at, v.ref IS NOT NULL AS has_ref
+), free AS (
+	SELECT u.id, rm.completed_at FROM rm JOIN ingest_uploads u ON u.id = rm.id
+	WHERE rm.completed_at IS NOT NULL AND rm.has_ref AND u.completed_at IS DISTINCT FROM rm.completed_at
+	FOR UPDATE OF u SKIP LOCKED
+)
+UPDATE ingest_uploads u SET completed_at = free.completed_at
+FROM free WHERE u.id = free.id`
+
+// statement is the statement that applies f.
+func (f Fact) statement() string {
+	if f.CompletedAt != nil {
+		return upsertCompleted
+	}
+	return upsert
+}
 
 // newerDead: the fact carries a later dead letter than the row.
 const newerDead = `(excluded.dead_seq IS NOT NULL AND (v.dead_seq IS NULL OR excluded.dead_seq > v.dead_seq))`
@@ -202,7 +230,7 @@ func Apply(ctx context.Context, db Execer, f Fact) error {
 	if err != nil {
 		return err
 	}
-	if _, err := db.Exec(ctx, upsert, args...); err != nil {
+	if _, err := db.Exec(ctx, f.statement(), args...); err != nil {
 		return fmt.Errorf("readmodel: apply %s: %w", f.ID, err)
 	}
 	return nil

@@ -165,7 +165,7 @@ func (p *Projector) apply(ctx context.Context, spec events.ConsumerSpec, msgs []
 			p.logger().Warn("read model: skipped an event", "consumer", spec.Durable, "subject", m.Subject(), "error", err)
 			continue
 		}
-		b.Queue(upsert, args...)
+		b.Queue(f.statement(), args...)
 	}
 	if b.Len() == 0 {
 		return nil

@@ -266,3 +266,77 @@ func permutations(n int) [][]int {
 	}
 	return out
 }
+
+// The read model's statement marks ingest's record of an upload completed
+// (ingest_uploads.completed_at, which the completer's rounds skip) when, and
+// only when, the row it merged says completed: not for a blob_stored event
+// or a dead letter, and with the row's time whatever the order of the
+// completions. A record another transaction holds is skipped, not waited
+// for; the completer marks it later.
+func TestCompletionMarksIngestsRecord(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	ctx := t.Context()
+	p := newPipeline(t, "marked", "alice")
+	if _, err := pg.Pool.Exec(ctx, `INSERT INTO ingest_uploads (id, caller, idempotency_key, subject, content_type, size, sha256,
+		published_at, published_seq, publish_count) VALUES ($1, 'alice', $1, $2, 'text/plain', 1, 'aa', now(), 1, 1)`,
+		p.req.ID, p.req.Subject); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC().Truncate(time.Microsecond)
+	mark := func() string {
+		t.Helper()
+		return pg.Map(t, `SELECT 'mark', coalesce((u.completed_at = rm.completed_at)::text, 'unmarked')
+			FROM ingest_uploads u LEFT JOIN ingest_upload_view rm ON rm.id = u.id WHERE u.id = $1`, p.req.ID)["mark"]
+	}
+	apply := func(f readmodel.Fact) {
+		t.Helper()
+		if err := readmodel.Apply(ctx, pg.Pool, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead, ok := readmodel.DeadLetter(events.DeadLetterSubject(events.BlobStoredSubject(p.req.ID)), deadHeader(t, p.stored), nil, 7, t0)
+	if !ok {
+		t.Fatal("dead letter: not read as one")
+	}
+	apply(readmodel.Stored(p.stored, t0, 2))
+	apply(dead)
+	if got := mark(); got != "unmarked" {
+		t.Fatalf("stored and dead-lettered: record marked %s, want unmarked", got)
+	}
+
+	// Held by another transaction (a publish being recorded): skipped.
+	tx, err := pg.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT FROM ingest_uploads WHERE id = $1 FOR UPDATE`, p.req.ID); err != nil {
+		t.Fatal(err)
+	}
+	held, cancel := context.WithTimeout(ctx, within) // a wait for the lock would outlast it
+	err = readmodel.Apply(held, pg.Pool, readmodel.Completed(p.completed, t0.Add(5*time.Second), 5))
+	cancel()
+	if err != nil {
+		t.Fatalf("completed while the record was held: %v", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := mark(); got != "unmarked" {
+		t.Fatalf("completed while the record was held: marked %s, want unmarked (skipped)", got)
+	}
+	// The same completion again (a redelivery), then an earlier one: the
+	// record follows the row.
+	apply(readmodel.Completed(p.completed, t0.Add(5*time.Second), 5))
+	if got := mark(); got != "true" {
+		t.Fatalf("completed: record marked %s, want the row's time", got)
+	}
+	apply(readmodel.Completed(p.completed, t0.Add(3*time.Second), 3))
+	apply(dead)
+	if got := mark(); got != "true" {
+		t.Fatalf("an earlier completion: record marked %s, want the row's time", got)
+	}
+	if n := pg.Count(t, `SELECT count(*) FROM ingest_uploads WHERE completed_at = $1`, t0.Add(3*time.Second)); n != 1 {
+		t.Errorf("record completed at the earlier completion: got %d, want 1", n)
+	}
+}

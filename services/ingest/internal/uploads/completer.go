@@ -118,7 +118,8 @@ type roundResult struct {
 	found, resumed map[string]int
 }
 
-// round claims the due uploads a page at a time, resumes those neither
+// round marks completed the records the read model could not mark
+// (markCompleted), then claims the due uploads a page at a time, resumes those neither
 // completed nor dead-lettered, and finally releases the claims of the ones it
 // did not publish (or defers those of stalled uploads it cannot resume).
 // A page's claims hold the uploads until the round ends, so that the next
@@ -131,6 +132,9 @@ func (c *Completer) round(ctx context.Context) (roundResult, error) {
 		c.release(ctx, done)
 		c.Metrics.roundDone(res)
 	}()
+	if err := c.markCompleted(ctx); err != nil {
+		return res, err
+	}
 	stop := time.Now().Add(c.claimTTL() / 2)
 	for time.Now().Before(stop) {
 		page, err := c.claim(ctx)
@@ -176,10 +180,17 @@ type candidate struct {
 // the update sets their claim, so that another replica's round, a request
 // with the key or a later page skips them too. The rows are read as they
 // were before the claim (one snapshot for the whole statement).
+//
+// It reads only the records not marked completed (u.completed_at IS NULL,
+// the partial index ingest_uploads_not_completed), so that a round costs
+// the uploads not finished rather than all those kept until the retention
+// job deletes them; the read model's word (snapshotCompleted) still
+// decides, for a record whose mark markCompleted has not caught up with.
 const claimDue = `
 WITH due AS (
 	SELECT u.id FROM ingest_uploads u` + snapshotJoins + `
-	WHERE (u.claimed_until IS NULL OR u.claimed_until <= now())
+	WHERE u.completed_at IS NULL
+	  AND (u.claimed_until IS NULL OR u.claimed_until <= now())
 	  AND (u.published_at IS NULL OR u.published_at <= $1)
 	  AND NOT ` + snapshotCompleted + `
 	LIMIT $2
@@ -192,6 +203,27 @@ WITH due AS (
 SELECT c.claimed_until, u.payload, ` + snapshotColumns + `
 FROM claimed c
 JOIN ingest_uploads u ON u.id = c.id` + snapshotJoins
+
+// markCompleted marks completed the records of uploads the read model
+// says completed and whose mark the read model's statement skipped (the
+// record was held by another statement then; see readmodel's upsert), so
+// that they leave the partial index the rounds read. Like the read model,
+// it skips records other transactions hold: a later round marks them.
+const markCompleted = `
+UPDATE ingest_uploads u SET completed_at = done.completed_at
+FROM (
+	SELECT u.id, rm.completed_at FROM ingest_uploads u JOIN ingest_upload_view rm ON rm.id = u.id
+	WHERE u.completed_at IS NULL AND ` + snapshotCompleted + `
+	FOR UPDATE OF u SKIP LOCKED
+) done
+WHERE u.id = done.id`
+
+func (c *Completer) markCompleted(ctx context.Context) error {
+	if _, err := c.Service.Pool.Exec(ctx, markCompleted); err != nil {
+		return unavailable("mark completed uploads", err)
+	}
+	return nil
+}
 
 func (c *Completer) claim(ctx context.Context) ([]*candidate, error) {
 	cutoff := c.Service.now().Add(-c.horizon())
