@@ -8,6 +8,10 @@ var (
 	// ErrStale: an earlier attempt staged other bytes under the name and
 	// never finished; they were removed, and a retry stages afresh.
 	ErrStale = errors.New("claimcheck: an unfinished earlier attempt staged other bytes under this name")
+	// ErrTakenOver: another writer session claimed the object while this
+	// one was staging it (a request that took the key over after this
+	// one's lease lapsed); this one wrote nothing after that claim.
+	ErrTakenOver = errors.New("claimcheck: another attempt took the object over")
 )
 
 // BodyError is a failure to read the body being staged. What was staged

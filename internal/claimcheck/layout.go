@@ -27,6 +27,13 @@ func streamName(bucket string) string { return "OBJ_" + bucket }
 // chunkSubject is the subject of the chunks of the object instance nuid.
 func chunkSubject(bucket, nuid string) string { return "$O." + bucket + ".C." + nuid }
 
+// fenceSubject is the subject of the fence of the staged object named
+// name (see stageWriter): one small message, the claim of the writer
+// session that owns the object. It is one token under C, as chunk
+// subjects are, and never one of theirs: a staged object's nuid starts
+// "staged-", a NATS nuid has no dash.
+func fenceSubject(bucket, name string) string { return chunkSubject(bucket, "fence-"+name) }
+
 // metaSubject is the subject of the info of the object named name.
 func metaSubject(bucket, name string) string {
 	return "$O." + bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name))

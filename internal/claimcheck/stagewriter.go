@@ -2,6 +2,7 @@ package claimcheck
 
 import (
 	"context"
+	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -28,10 +29,20 @@ import (
 //     retry reads that many bytes of its body, checks their digest against
 //     the last chunk's, and stages only the rest.
 //   - Pace. Each chunk is published on its own and acknowledged before the
-//     next (its expected last subject sequence is the previous chunk's, so
-//     the chunks stay in order and none is written twice); one JetStream
-//     refuses for the moment is retried with back-off instead of failing
-//     the request.
+//     next; one JetStream refuses for the moment is retried with back-off
+//     instead of failing the request. A retry of a chunk whose
+//     acknowledgement was lost is no second copy: each chunk carries a
+//     Nats-Msg-Id of its writer's session and number, which JetStream
+//     deduplicates.
+//   - Fence. One writer at a time: a stale ingest whose lease lapsed must
+//     not interleave its chunks with the request that took the key over.
+//     Each writer session first claims the object on its fence subject
+//     (fenceSubject), expecting the fence's last sequence it read, so that
+//     of two sessions one wins; each of its publishes then expects that
+//     claim to be the fence's last message (Nats-Expected-Last-Subject-
+//     Sequence-Subject), and fails once another session claimed it. The
+//     check is on the fence's one small message, not on the chunk subject,
+//     whose last message nats-server would load for every chunk.
 //
 // The info message is written last: until then GetInfo finds no object,
 // and nothing refers to the chunks. ingest may not purge the bucket (NATS
@@ -44,6 +55,11 @@ const (
 	hdrStagedEnd   = "Blobref-Staged-End"     // the body offset where the chunk ends
 	hdrStagedSum   = "Blobref-Staged-Sha256"  // hex SHA-256 of the body up to End
 	hdrStagedDrop  = "Blobref-Staged-Dropped" // on the tombstone of dropped chunks
+	hdrStagedClaim = "Blobref-Staged-Claim"   // on a fence claim: its session's token
+	// hdrExpectSubject names the subject whose last sequence
+	// Nats-Expected-Last-Subject-Sequence is checked against (nats-server
+	// 2.11 and later); nats.go has no publish option for it.
+	hdrExpectSubject = "Nats-Expected-Last-Subject-Sequence-Subject"
 )
 
 // Staging's retry defaults, and the back-off between retries of a chunk.
@@ -74,6 +90,8 @@ type stageWriter struct {
 	hooks  Hooks
 
 	subject string    // the chunks' subject
+	fence   string    // the object's fence subject
+	claim   uint64    // the sequence of this session's claim on the fence
 	h       hash.Hash // SHA-256 of the body read so far
 	last    chunkMark
 }
@@ -82,7 +100,11 @@ type stageWriter struct {
 // rest chunk by chunk, then the object's info.
 func (w *stageWriter) write(ctx context.Context, body io.Reader) (Staged, error) {
 	w.subject = chunkSubject(w.s.Bucket, stagedNUID(w.name))
+	w.fence = fenceSubject(w.s.Bucket, w.name)
 	w.h = sha256.New()
+	if err := w.claimFence(ctx); err != nil {
+		return Staged{}, err
+	}
 	resumed, err := w.resume(ctx, body)
 	if err != nil {
 		return Staged{}, err
@@ -122,12 +144,12 @@ func (w *stageWriter) write(ctx context.Context, body io.Reader) (Staged, error)
 // is the one recorded. Chunks of other bytes are removed, and the caller
 // gets ErrStale (that much of the body is consumed).
 func (w *stageWriter) resume(ctx context.Context, body io.Reader) (int64, error) {
-	mark, tail, err := w.lastChunk(ctx)
+	mark, err := w.lastChunk(ctx)
 	if err != nil {
 		return 0, w.unavailable(err)
 	}
 	if mark.chunk == 0 {
-		w.last = chunkMark{seq: tail} // the first chunk rolls up what is there
+		w.last = chunkMark{} // the first chunk rolls up what is there
 		return 0, nil
 	}
 	n, err := io.CopyN(w.h, body, mark.end)
@@ -138,35 +160,35 @@ func (w *stageWriter) resume(ctx context.Context, body io.Reader) (int64, error)
 		w.last = mark
 		return n, nil
 	}
-	if err := w.drop(ctx, tail); err != nil {
+	if err := w.drop(ctx); err != nil {
 		return 0, w.unavailable(err)
 	}
 	return 0, ErrStale
 }
 
 // lastChunk returns the last chunk staged for the object if its chunks
-// are whole (as many on the subject as the last one's number says), and
-// the sequence of the subject's last message (0: none).
-func (w *stageWriter) lastChunk(ctx context.Context) (mark chunkMark, tail uint64, err error) {
+// are whole (as many on the subject as the last one's number says); its
+// number is 0 if not.
+func (w *stageWriter) lastChunk(ctx context.Context) (chunkMark, error) {
 	msg, err := w.stream.GetLastMsgForSubject(ctx, w.subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return chunkMark{}, 0, nil
+		return chunkMark{}, nil
 	}
 	if err != nil {
-		return chunkMark{}, 0, err
+		return chunkMark{}, err
 	}
 	mark, ok := parseChunkMark(msg)
 	if !ok {
-		return chunkMark{}, msg.Sequence, nil
+		return chunkMark{}, nil
 	}
 	info, err := w.stream.Info(ctx, jetstream.WithSubjectFilter(w.subject))
 	if err != nil {
-		return chunkMark{}, 0, err
+		return chunkMark{}, err
 	}
 	if info.State.Subjects[w.subject] != uint64(mark.chunk) {
-		return chunkMark{}, msg.Sequence, nil
+		return chunkMark{}, nil
 	}
-	return mark, msg.Sequence, nil
+	return mark, nil
 }
 
 func parseChunkMark(msg *jetstream.RawStreamMsg) (chunkMark, bool) {
@@ -191,13 +213,10 @@ func (w *stageWriter) put(ctx context.Context, data []byte) error {
 		msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	}
 	// After a publish whose acknowledgement was lost, the chunk may be
-	// stored already: the retry's expected sequence then fails, and the
-	// last chunk tells.
-	stored := func(ctx context.Context) (uint64, bool) {
-		mark, _, err := w.lastChunk(ctx)
-		return mark.seq, err == nil && mark.chunk == next.chunk && mark.sum == next.sum
-	}
-	seq, err := w.publish(ctx, msg, &w.last.seq, stored)
+	// stored already: JetStream answers its retry, of the same id, with
+	// the stored one's sequence.
+	msg.Header.Set(jetstream.MsgIDHeader, w.fence+"/"+strconv.FormatUint(w.claim, 10)+"/"+strconv.FormatUint(uint64(next.chunk), 10))
+	seq, err := w.publish(ctx, msg, w.fenced(), nil)
 	if err != nil {
 		return err
 	}
@@ -225,17 +244,62 @@ func (w *stageWriter) finish(ctx context.Context) error {
 	msg := nats.NewMsg(metaSubject(w.s.Bucket, w.name))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	_, err = w.publish(ctx, msg, nil, nil)
+	_, err = w.publish(ctx, msg, w.fenced(), nil)
 	return err
 }
 
-// publish publishes msg (after the message of sequence *expect on its
-// subject, if expect is set) and returns its sequence. It retries what
+// claimFence claims the object for this session: it publishes a claim on
+// the fence subject that expects the fence's last message to be the one
+// it read, and rolls that up. Of two sessions that read the same fence one
+// wins; the other gets ErrTakenOver. A claim stored though its
+// acknowledgement was lost is recognised by its token.
+func (w *stageWriter) claimFence(ctx context.Context) error {
+	last, err := w.stream.GetLastMsgForSubject(ctx, w.fence)
+	var seen uint64
+	switch {
+	case err == nil:
+		seen = last.Sequence
+	case !errors.Is(err, jetstream.ErrMsgNotFound):
+		return w.unavailable(err)
+	}
+	token := crand.Text()
+	msg := nats.NewMsg(w.fence)
+	msg.Header.Set(hdrStagedClaim, token)
+	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	stored := func(ctx context.Context) (uint64, bool) {
+		m, err := w.stream.GetLastMsgForSubject(ctx, w.fence)
+		if err != nil || m.Header.Get(hdrStagedClaim) != token {
+			return 0, false
+		}
+		return m.Sequence, true
+	}
+	w.claim, err = w.publish(ctx, msg, &expectation{seq: seen}, stored)
+	return err
+}
+
+// expectation is what a publish expects: that the last message on subject
+// (its own if empty) is at sequence seq.
+type expectation struct {
+	seq     uint64
+	subject string
+}
+
+// fenced is the expectation of every publish of the session but its
+// claim: the claim is still the fence's last message.
+func (w *stageWriter) fenced() *expectation {
+	return &expectation{seq: w.claim, subject: w.fence}
+}
+
+// publish publishes msg (if expect is set, after the message of sequence
+// expect.seq on expect.subject, or on its own subject) and returns its
+// sequence. It retries what
 // JetStream refuses for the moment, with back-off, for RetryFor at most.
 // A full store is a *StoreFullError, and the chunks staged so far are
 // removed: nothing is left half-way. stored, if set, says whether a
-// publish refused for its expected sequence had in fact been stored.
-func (w *stageWriter) publish(ctx context.Context, msg *nats.Msg, expect *uint64, stored func(context.Context) (uint64, bool)) (uint64, error) {
+// publish refused for its expected sequence had in fact been stored. A
+// publish the fence refuses is ErrTakenOver: another session claimed the
+// object.
+func (w *stageWriter) publish(ctx context.Context, msg *nats.Msg, expect *expectation, stored func(context.Context) (uint64, bool)) (uint64, error) {
 	retryFor, timeout := w.s.RetryFor, w.s.PublishTimeout
 	if retryFor <= 0 {
 		retryFor = defaultStageRetryFor
@@ -248,7 +312,10 @@ func (w *stageWriter) publish(ctx context.Context, msg *nats.Msg, expect *uint64
 	for {
 		var opts []jetstream.PublishOpt
 		if expect != nil {
-			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*expect))
+			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(expect.seq))
+			if expect.subject != "" {
+				msg.Header.Set(hdrExpectSubject, expect.subject)
+			}
 		}
 		pctx, cancel := context.WithTimeout(ctx, timeout)
 		ack, err := w.s.JS.PublishMsg(pctx, msg, opts...)
@@ -265,6 +332,9 @@ func (w *stageWriter) publish(ctx context.Context, msg *nats.Msg, expect *uint64
 					return seq, nil
 				}
 			}
+			if expect != nil && expect.subject == w.fence {
+				return 0, fmt.Errorf("staging %s: %w (%w)", w.name, ErrTakenOver, err)
+			}
 			return 0, w.unavailable(err)
 		case refusedForGood:
 			return 0, w.unavailable(err)
@@ -278,24 +348,27 @@ func (w *stageWriter) publish(ctx context.Context, msg *nats.Msg, expect *uint64
 	}
 }
 
-// drop removes the chunks staged so far, the last of them at sequence
-// tail, by rolling them up into an empty tombstone.
-func (w *stageWriter) drop(ctx context.Context, tail uint64) error {
+// drop removes the chunks staged so far by rolling them up into an empty
+// tombstone.
+func (w *stageWriter) drop(ctx context.Context) error {
 	msg := nats.NewMsg(w.subject)
 	msg.Header.Set(hdrStagedDrop, "true")
 	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	_, err := w.publish(ctx, msg, &tail, nil)
+	_, err := w.publish(ctx, msg, w.fenced(), nil)
 	return err
 }
 
 // purge gives the space of the chunks staged so far back to a full store,
-// where a tombstone cannot be written: it purges them, which a deployment
-// may forbid ingest (deploy/nats/nats.conf does). The chunks then stay
-// for the client's retry to resume, or until the bucket's TTL.
+// where a tombstone cannot be written: it purges them and the fence, which
+// a deployment may forbid ingest (deploy/nats/nats.conf does). The chunks
+// then stay for the client's retry to resume, or until the bucket's TTL.
 func (w *stageWriter) purge(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), purgeTimeout)
 	defer cancel()
-	_ = w.stream.Purge(ctx, jetstream.WithPurgeSubject(w.subject))
+	if err := w.stream.Purge(ctx, jetstream.WithPurgeSubject(w.subject)); err != nil {
+		return // the fence's purge is refused alike
+	}
+	_ = w.stream.Purge(ctx, jetstream.WithPurgeSubject(w.fence))
 }
 
 // purgeTimeout bounds a purge, which NATS permissions may refuse without

@@ -10,7 +10,7 @@ import (
 
 // stageBody streams body into the staging bucket as the object named id
 // (see claimcheck.Staging.Stage), counting what it writes in m, and
-// answers claimcheck's errors with ingest's: ErrStaleStaging, *BodyError,
+// answers claimcheck's errors with ingest's: ErrStaleStaging, ErrBusy, *BodyError,
 // *StoreFullError and *UnavailableError.
 func stageBody(ctx context.Context, st *claimcheck.Staging, id string, body io.Reader, m *Metrics) (claimcheck.Staged, error) {
 	staged, err := st.Stage(ctx, id, body, stageHooks{m})
@@ -37,6 +37,8 @@ func stagingError(err error) error {
 		return nil
 	case errors.Is(err, claimcheck.ErrStale):
 		return ErrStaleStaging
+	case errors.Is(err, claimcheck.ErrTakenOver):
+		return ErrBusy // the request that took the key over is staging it
 	case errors.As(err, &bodyErr):
 		return &BodyError{Err: bodyErr.Err}
 	case errors.As(err, &fullErr):
