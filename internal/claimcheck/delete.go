@@ -16,8 +16,7 @@ import (
 // Delete removes the referenced object: it marks the object deleted (its
 // info, rolled up), then rolls its chunks up into one empty message, which
 // gives their space back. Both are publishes to the bucket's subjects, as
-// ObjectStore.Delete's mark is; a staged object's fence (see stageWriter)
-// is rolled up alike. Unlike ObjectStore.Delete, no purge, which the services
+// ObjectStore.Delete's mark is; unlike it, no purge, which the services
 // may not send. An object already gone is no error.
 func (c ObjectClaims) Delete(ctx context.Context, dataref string) error {
 	bucket, name, err := events.ParseObjectRef(dataref)
@@ -49,13 +48,7 @@ func (c ObjectClaims) Delete(ctx context.Context, dataref string) error {
 	meta := nats.NewMsg(metaSubject(bucket, name))
 	meta.Data = data
 	chunks := nats.NewMsg(chunkSubject(bucket, info.NUID))
-	msgs := []*nats.Msg{meta, chunks}
-	if info.NUID == stagedNUID(name) {
-		// A staged object's fence goes too, and with it whatever writer
-		// session still held it.
-		msgs = append(msgs, nats.NewMsg(fenceSubject(bucket, name)))
-	}
-	for _, m := range msgs {
+	for _, m := range []*nats.Msg{meta, chunks} {
 		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 		if _, err := c.JS.PublishMsg(ctx, m); err != nil {
 			return fmt.Errorf("delete claim check %s: %w", dataref, err)

@@ -42,7 +42,9 @@ import (
 //     claim to be the fence's last message (Nats-Expected-Last-Subject-
 //     Sequence-Subject), and fails once another session claimed it. The
 //     check is on the fence's one small message, not on the chunk subject,
-//     whose last message nats-server would load for every chunk.
+//     whose last message nats-server would load for every chunk. The fence
+//     stays until the bucket's TTL (purge removes it with the chunks);
+//     readers never see it, it is no object's chunk subject.
 //
 // The info message is written last: until then GetInfo finds no object,
 // and nothing refers to the chunks. ingest may not purge the bucket (NATS
