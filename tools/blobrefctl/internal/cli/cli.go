@@ -224,8 +224,6 @@ func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 	c := Command{Name: spec.name}
 
 	fs := flag.NewFlagSet("blobrefctl "+c.Name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // Main prints the error; help goes to help
-	fs.Usage = func() {}
 	var subject, reason, since, until string
 	var last, dryRun bool
 	var seq uint64
@@ -242,16 +240,8 @@ func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 	if c.Name != "dlq list" {
 		fs.BoolVar(&dryRun, "dry-run", false, "show what would be published; publish and delete nothing")
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			writeHelp(help, spec, fs)
-			fmt.Fprint(help, "\n"+connection)
-			return Command{}, err
-		}
-		return bad("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return bad("unexpected argument %q", fs.Arg(0))
+	if err := parseFlags(fs, args, spec, help); err != nil {
+		return Command{}, err
 	}
 
 	if c.Name != "replay" {
@@ -300,20 +290,11 @@ func Parse(args []string, now time.Time, help io.Writer) (Command, error) {
 func parseSetup(args []string, help io.Writer) (Command, error) {
 	c := Command{Name: "setup"}
 	fs := flag.NewFlagSet("blobrefctl setup", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
 	fs.DurationVar(&c.Timeout, "timeout", defaultSetupTimeout, "how long to keep trying while NATS or JetStream is not ready")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			writeHelp(help, setupCommand, fs)
-			fmt.Fprint(help, "\n"+connection)
-			return Command{}, err
-		}
-		return Command{}, fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseFlags(fs, args, setupCommand, help); err != nil {
+		return Command{}, err
 	}
 	switch {
-	case fs.NArg() > 0:
-		return Command{}, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	case c.Timeout <= 0:
 		return Command{}, fmt.Errorf("%w: --timeout: must be positive", errUsage)
 	}
@@ -600,4 +581,24 @@ func withView(ctx context.Context, databaseURL string, js jetstream.JetStream, f
 	}
 	defer pool.Close()
 	return fn(&uploadview.View{Pool: pool, JS: js})
+}
+
+// parseFlags parses a command's flags (Main prints the errors): -h writes
+// the command's help to help and returns flag.ErrHelp; a flag it does not
+// know, a bad value or any argument is an errUsage.
+func parseFlags(fs *flag.FlagSet, args []string, spec commandSpec, help io.Writer) error {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			writeHelp(help, spec, fs)
+			fmt.Fprint(help, "\n"+connection)
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return nil
 }

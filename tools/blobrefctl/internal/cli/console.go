@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -42,20 +41,10 @@ type ConsoleFlags struct {
 func parseConsole(args []string, help io.Writer) (Command, error) {
 	c := Command{Name: "console"}
 	fs := flag.NewFlagSet("blobrefctl console", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
 	fs.StringVar(&c.Console.Addr, "addr", "", "listen on this host:port (default CONSOLE_ADDR, or "+console.DefaultAddr+")")
 	fs.StringVar(&c.Console.TokensFile, "tokens-file", "", "the tokens file (default CONSOLE_TOKENS_FILE)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			writeHelp(help, consoleCommand, fs)
-			fmt.Fprint(help, "\n"+connection)
-			return Command{}, err
-		}
-		return Command{}, fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return Command{}, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if err := parseFlags(fs, args, consoleCommand, help); err != nil {
+		return Command{}, err
 	}
 	if c.Console.Addr != "" {
 		if _, _, err := net.SplitHostPort(c.Console.Addr); err != nil {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -43,22 +42,13 @@ Run it daily (the Kubernetes CronJob blobref-retention, or compose's
 func parseRetention(args []string, help io.Writer) (Command, error) {
 	c := Command{Name: "retention"}
 	fs := flag.NewFlagSet("blobrefctl retention", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
 	fs.DurationVar(&c.Retention.Margin, "margin", step.RetentionMargin,
 		fmt.Sprintf("what the horizon adds to the stream's max age (at least %s, the steps' own)", step.RetentionMargin))
 	fs.BoolVar(&c.Retention.DryRun, "dry-run", false, "count what would be deleted; delete nothing")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			writeHelp(help, retentionCommand, fs)
-			fmt.Fprint(help, "\n"+connection)
-			return Command{}, err
-		}
-		return Command{}, fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseFlags(fs, args, retentionCommand, help); err != nil {
+		return Command{}, err
 	}
 	switch {
-	case fs.NArg() > 0:
-		return Command{}, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	case c.Retention.Margin < step.RetentionMargin:
 		return Command{}, fmt.Errorf("%w: --margin: %s is less than the steps' %s", errUsage, c.Retention.Margin, step.RetentionMargin)
 	}

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -40,22 +39,13 @@ const defaultStuckAge = 5 * time.Minute
 func parseStuck(args []string, help io.Writer) (Command, error) {
 	c := Command{Name: "stuck"}
 	fs := flag.NewFlagSet("blobrefctl stuck", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
 	fs.DurationVar(&c.Stuck.OlderThan, "older-than", defaultStuckAge, "list only uploads stuck for at least this long (0 lists all)")
 	fs.IntVar(&c.Stuck.Limit, "limit", 100, "list at most this many")
 	fs.BoolVar(&c.JSON, "json", false, "print a JSON array, one object per upload")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			writeHelp(help, stuckCommand, fs)
-			fmt.Fprint(help, "\n"+connection)
-			return Command{}, err
-		}
-		return Command{}, fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseFlags(fs, args, stuckCommand, help); err != nil {
+		return Command{}, err
 	}
 	switch {
-	case fs.NArg() > 0:
-		return Command{}, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	case c.Stuck.OlderThan < 0:
 		return Command{}, fmt.Errorf("%w: --older-than: must not be negative", errUsage)
 	case c.Stuck.Limit < 1:
