@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Counter returns the sum of the samples of counter family in g whose labels
@@ -16,37 +17,25 @@ import (
 // (`step="blob"`). It is 0 while no sample matches.
 func Counter(t testing.TB, g prometheus.Gatherer, family string, match ...string) float64 {
 	t.Helper()
-	families, err := g.Gather()
-	if err != nil {
-		t.Fatalf("gather metrics: %v", err)
-	}
-	var sum float64
-	for _, f := range families {
-		if f.GetName() != family {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			labels := map[string]bool{}
-			for _, l := range m.GetLabel() {
-				labels[fmt.Sprintf("%s=%q", l.GetName(), l.GetValue())] = true
-			}
-			if matchAll(match, func(s string) bool { return labels[s] }) {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
+	return sum(t, g, family, match, func(m *dto.Metric) float64 { return m.GetCounter().GetValue() })
 }
 
 // Gauge returns the sum of the samples of gauge family in g whose labels
 // include each of match, as Counter does for counters.
 func Gauge(t testing.TB, g prometheus.Gatherer, family string, match ...string) float64 {
 	t.Helper()
+	return sum(t, g, family, match, func(m *dto.Metric) float64 { return m.GetGauge().GetValue() })
+}
+
+// sum adds value of each sample of family in g whose labels include each
+// of match.
+func sum(t testing.TB, g prometheus.Gatherer, family string, match []string, value func(*dto.Metric) float64) float64 {
+	t.Helper()
 	families, err := g.Gather()
 	if err != nil {
 		t.Fatalf("gather metrics: %v", err)
 	}
-	var sum float64
+	var total float64
 	for _, f := range families {
 		if f.GetName() != family {
 			continue
@@ -57,11 +46,11 @@ func Gauge(t testing.TB, g prometheus.Gatherer, family string, match ...string) 
 				labels[fmt.Sprintf("%s=%q", l.GetName(), l.GetValue())] = true
 			}
 			if matchAll(match, func(s string) bool { return labels[s] }) {
-				sum += m.GetGauge().GetValue()
+				total += value(m)
 			}
 		}
 	}
-	return sum
+	return total
 }
 
 // ScrapeCounter is Counter over the text exposition served at url, e.g. a

@@ -21,6 +21,14 @@ type Events struct {
 	arrived chan struct{}        // a token when a message may be waiting
 }
 
+// Subscribe collects the events published on subject (a core NATS
+// subscription, wildcards allowed) until the test's cleanup, for a test
+// to await. When it returns, the server knows of the subscription.
+func Subscribe(t testing.TB, nc *nats.Conn, subject string) *Events {
+	t.Helper()
+	return subscribe(t, nc, subject, func(*nats.Msg) bool { return true })
+}
+
 // subscribe collects the messages on subject that keep says to keep, until
 // the test's cleanup. When it returns, the server knows of the
 // subscription.
@@ -110,7 +118,7 @@ func (e *Events) Await(t testing.TB, n int, within time.Duration) map[string][]*
 	for i := range n {
 		ev, ok := e.next(t, deadline)
 		if !ok {
-			t.Fatalf("steptest: got %d events, want %d", i, n)
+			t.Fatalf("steptest: got %d events on %s, want %d", i, e.subject, n)
 		}
 		got[ev.ID] = append(got[ev.ID], ev)
 	}
@@ -126,7 +134,7 @@ func (e *Events) AwaitIDs(t testing.TB, n int, within time.Duration) map[string]
 	for len(got) < n {
 		ev, ok := e.next(t, deadline)
 		if !ok {
-			t.Fatalf("steptest: got events for %d ids, want %d", len(got), n)
+			t.Fatalf("steptest: got events on %s for %d ids, want %d", e.subject, len(got), n)
 		}
 		got[ev.ID] = append(got[ev.ID], ev)
 	}
@@ -137,6 +145,6 @@ func (e *Events) AwaitIDs(t testing.TB, n int, within time.Duration) map[string]
 func (e *Events) None(t testing.TB, wait time.Duration) {
 	t.Helper()
 	if ev, ok := e.next(t, time.After(wait)); ok {
-		t.Fatalf("steptest: got a %s event of %s, want none", ev.Type, ev.ID)
+		t.Fatalf("steptest: got a %s event of %s on %s, want none", ev.Type, ev.ID, e.subject)
 	}
 }
