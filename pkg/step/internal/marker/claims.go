@@ -27,12 +27,18 @@ type Claims struct {
 // claimSQL takes the claim on each id whose step has no marker yet, and
 // returns the marker of each that has one: a finished step needs no claim.
 // CASE, unlike AND, guarantees the lock is only tried when no marker was
-// seen.
+// seen. Each id's marker is looked up on its own (LATERAL ... LIMIT 1 is
+// never turned into a join of the whole table): with a plain join, a plan
+// made while the table was small (a new deployment's first hours) hashes
+// every marker of the step on each claim, until the next ANALYZE.
 var claimSQL = `
 	SELECT t.id, m.fingerprint, m.result, m.created_at,
 		CASE WHEN m.upload_id IS NULL THEN ` + pglock.TryLockSQL("$1", "t.id") + ` ELSE false END
 	FROM unnest($2::text[]) AS t(id)
-	LEFT JOIN step_markers m ON m.step = $1 AND m.upload_id = t.id`
+	LEFT JOIN LATERAL (
+		SELECT upload_id, fingerprint, result, created_at FROM step_markers
+		WHERE step = $1 AND upload_id = t.id LIMIT 1
+	) m ON true`
 
 // ClaimMany looks up the markers of step for ids and takes the claim on
 // each id that has none, in one round trip. Marker reports the markers of

@@ -54,9 +54,15 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
+// selectMarkers reads the markers of step $1 for the ids $2, each looked
+// up on its own, as claimSQL does and for the same reason.
 const selectMarkers = `
-	SELECT upload_id, fingerprint, result, created_at FROM step_markers
-	WHERE step = $1 AND upload_id = ANY($2::text[])`
+	SELECT m.upload_id, m.fingerprint, m.result, m.created_at
+	FROM unnest($2::text[]) AS t(id)
+	CROSS JOIN LATERAL (
+		SELECT upload_id, fingerprint, result, created_at FROM step_markers
+		WHERE step = $1 AND upload_id = t.id LIMIT 1
+	) m`
 
 // Get returns the marker of step for id; ok is false when there is none.
 func (s *Store) Get(ctx context.Context, id, step string) (m Marker, ok bool, err error) {

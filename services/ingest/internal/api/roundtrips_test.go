@@ -54,7 +54,7 @@ func TestRoundTripsOfOneUpload(t *testing.T) {
 	// completed even before the read model's consumer delivers it; the
 	// same statement marks the record completed (readmodel's upsert).
 	want := []string{"pg WITH v AS", "nats HPUB " + events.RequestedSubject(uploads.ID("alice", "counted")) + " +reply",
-		"pg UPDATE ingest_uploads u", "pg WITH rm AS (INSERT"}
+		"pg UPDATE ingest_uploads u", "pg batch[WITH f AS ("}
 	if len(ops) != len(want) {
 		t.Fatalf("got %d operations, want %d: %q", len(ops), len(want), want)
 	}

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
@@ -29,21 +28,17 @@ func BenchmarkApplyCompletedBatch(b *testing.B) {
 			FROM generate_series($1::int, $1::int + $2::int - 1) i`, n, size); err != nil {
 			b.Fatal(err)
 		}
-		batch := &pgx.Batch{}
+		facts := make([]Fact, size)
 		for i := range size {
 			id := fmt.Sprintf("u%d", n+i)
 			blob := events.Blob{Key: events.DefaultKeyPrefix + id, Size: 1, SHA256: "aa", ContentType: "text/plain"}
 			ev := &events.Event{ID: id, Owner: "alice", Subject: "users/1/" + id, SHA256: "aa", Time: at,
 				Ref: &events.Reference{ID: id, Owner: "alice", Subject: "users/1/" + id, Blob: blob, EventTime: at}}
-			args, err := Completed(ev, at, uint64(n+i+1)).args()
-			if err != nil {
-				b.Fatal(err)
-			}
-			batch.Queue(Completed(ev, at, uint64(n+i+1)).statement(), args...)
+			facts[i] = Completed(ev, at, uint64(n+i+1))
 		}
 		n += size
 		b.StartTimer()
-		if err := pg.Pool.SendBatch(ctx, batch).Close(); err != nil {
+		if err := Apply(ctx, pg.Pool, facts...); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -23,10 +23,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 
 	"github.com/blobref/blobref/pkg/events"
@@ -136,78 +137,128 @@ func uploadID(subject string) string {
 	return ""
 }
 
-// upsert merges a fact into its row (see the package doc). $1 id, $2
-// owner, $3 subject, $4 content type, $5 size, $6 sha256, $7 event time,
-// $8 stored, $9 completed, $10 progress sequence, $11 reference, $12–$16
-// the dead letter's sequence, original sequence, reason, step and time.
-const upsert = `INSERT INTO ingest_upload_view AS v (id, owner, subject, content_type, size, sha256, event_time,
-	stored_at, completed_at, progress_seq, ref, dead_seq, dead_orig_seq, dead_reason, dead_step, dead_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-ON CONFLICT (id) DO UPDATE SET
-	owner        = CASE WHEN v.owner = '' THEN excluded.owner ELSE v.owner END,
-	subject      = CASE WHEN v.subject = '' THEN excluded.subject ELSE v.subject END,
-	content_type = CASE WHEN v.content_type = '' THEN excluded.content_type ELSE v.content_type END,
-	size         = CASE WHEN v.sha256 = '' THEN excluded.size ELSE v.size END,
-	sha256       = CASE WHEN v.sha256 = '' THEN excluded.sha256 ELSE v.sha256 END,
-	event_time   = coalesce(v.event_time, excluded.event_time),
-	stored_at    = least(v.stored_at, excluded.stored_at),
-	completed_at = least(v.completed_at, excluded.completed_at),
-	ref          = CASE WHEN excluded.completed_at IS NOT NULL AND (v.completed_at IS NULL OR excluded.completed_at < v.completed_at)
-	               THEN excluded.ref ELSE v.ref END,
-	progress_seq = greatest(v.progress_seq, excluded.progress_seq),
-	dead_seq       = CASE WHEN ` + newerDead + ` THEN excluded.dead_seq ELSE v.dead_seq END,
-	dead_orig_seq  = CASE WHEN ` + newerDead + ` THEN excluded.dead_orig_seq ELSE v.dead_orig_seq END,
-	dead_reason    = CASE WHEN ` + newerDead + ` THEN excluded.dead_reason ELSE v.dead_reason END,
-	dead_step      = CASE WHEN ` + newerDead + ` THEN excluded.dead_step ELSE v.dead_step END,
-	dead_at        = CASE WHEN ` + newerDead + ` THEN excluded.dead_at ELSE v.dead_at END`
+// columns are the read model's columns a fact carries, with their types,
+// in the order of args.
+var columns = []struct{ name, typ string }{
+	{"id", "text"}, {"owner", "text"}, {"subject", "text"}, {"content_type", "text"}, {"size", "bigint"},
+	{"sha256", "text"}, {"event_time", "timestamptz"}, {"stored_at", "timestamptz"},
+	{"completed_at", "timestamptz"}, {"progress_seq", "bigint"}, {"ref", "jsonb"}, {"dead_seq", "bigint"},
+	{"dead_orig_seq", "bigint"}, {"dead_reason", "text"}, {"dead_step", "text"}, {"dead_at", "timestamptz"},
+}
 
-// upsertCompleted is upsert for a completed event: in the same statement,
-// the upload's record in ingest_uploads, if ingest has one, learns that the
-// upload completed once the merged row says so. Its completed_at becomes
-// the row's (written once per upload: a redelivery finds it equal), which
-// takes it out of the completer's partial index. A record that another
-// statement holds (a publish being recorded, a completer's claim) is
-// skipped rather than waited for, so that the read model never waits on,
-// or deadlocks with, ingest's request path; the completer's next round
-// marks it (markCompleted in package uploads). Other facts cannot complete
-// an upload and use upsert alone.
-const upsertCompleted = `
-WITH rm AS (` + upsert + `
-	RETURNING v.id, v.completed_at, v.ref IS NOT NULL AS has_ref
-), free AS (
-	SELECT u.id, rm.completed_at FROM rm JOIN ingest_uploads u ON u.id = rm.id
-	WHERE rm.completed_at IS NOT NULL AND rm.has_ref AND u.completed_at IS DISTINCT FROM rm.completed_at
-	FOR UPDATE OF u SKIP LOCKED
-)
-UPDATE ingest_uploads u SET completed_at = free.completed_at
-FROM free WHERE u.id = free.id`
-
-// statement is the statement that applies f.
-func (f Fact) statement() string {
-	if f.CompletedAt != nil {
-		return upsertCompleted
-	}
-	return upsert
+// merge is how a fact (excluded) merges into its row (v), column by column
+// (see the package doc).
+var merge = []struct{ col, expr string }{
+	{"owner", "CASE WHEN v.owner = '' THEN excluded.owner ELSE v.owner END"},
+	{"subject", "CASE WHEN v.subject = '' THEN excluded.subject ELSE v.subject END"},
+	{"content_type", "CASE WHEN v.content_type = '' THEN excluded.content_type ELSE v.content_type END"},
+	{"size", "CASE WHEN v.sha256 = '' THEN excluded.size ELSE v.size END"},
+	{"sha256", "CASE WHEN v.sha256 = '' THEN excluded.sha256 ELSE v.sha256 END"},
+	{"event_time", "coalesce(v.event_time, excluded.event_time)"},
+	{"stored_at", "least(v.stored_at, excluded.stored_at)"},
+	{"completed_at", "least(v.completed_at, excluded.completed_at)"},
+	{"ref", "CASE WHEN excluded.completed_at IS NOT NULL AND (v.completed_at IS NULL OR excluded.completed_at < v.completed_at) THEN excluded.ref ELSE v.ref END"},
+	{"progress_seq", "greatest(v.progress_seq, excluded.progress_seq)"},
+	{"dead_seq", "CASE WHEN " + newerDead + " THEN excluded.dead_seq ELSE v.dead_seq END"},
+	{"dead_orig_seq", "CASE WHEN " + newerDead + " THEN excluded.dead_orig_seq ELSE v.dead_orig_seq END"},
+	{"dead_reason", "CASE WHEN " + newerDead + " THEN excluded.dead_reason ELSE v.dead_reason END"},
+	{"dead_step", "CASE WHEN " + newerDead + " THEN excluded.dead_step ELSE v.dead_step END"},
+	{"dead_at", "CASE WHEN " + newerDead + " THEN excluded.dead_at ELSE v.dead_at END"},
 }
 
 // newerDead: the fact carries a later dead letter than the row.
 const newerDead = `(excluded.dead_seq IS NOT NULL AND (v.dead_seq IS NULL OR excluded.dead_seq > v.dead_seq))`
 
-// args are the upsert's arguments of f.
-func (f Fact) args() ([]any, error) {
-	var ref []byte
-	if f.Ref != nil {
-		var err error
-		if ref, err = json.Marshal(f.Ref); err != nil {
-			return nil, fmt.Errorf("readmodel: reference of %s: %w", f.ID, err)
+// upsertStatement merges a batch of facts, one array per column (args),
+// each upload at most once, into their rows. A fact that changes nothing
+// writes nothing: no new row version, no WAL (a redelivery, or the
+// completed event of an upload whose Prefer: wait answer recorded it).
+//
+// With mark, the same statement also tells the record of each upload in
+// ingest_uploads, if ingest has one, that the upload completed, once the
+// merged row says so: its completed_at becomes the row's (written once per
+// upload), which takes it out of the completer's partial index. A record
+// that another statement holds (a publish being recorded, a completer's
+// claim) is skipped rather than waited for, so that the read model never
+// waits on, or deadlocks with, ingest's request path; the completer's
+// rounds mark those (markCompleted in package uploads), or a redelivery.
+func upsertStatement(mark bool) string {
+	var names, params, sel, set, olds, news []string
+	for i, c := range columns {
+		names = append(names, c.name)
+		typ := c.typ
+		if typ == "jsonb" {
+			typ = "text" // sent as text, read as jsonb
+		}
+		params = append(params, fmt.Sprintf("$%d::%s[]", i+1, typ))
+		sel = append(sel, "f."+c.name+"::"+c.typ)
+	}
+	for _, m := range merge {
+		set = append(set, m.col+" = "+m.expr)
+		olds, news = append(olds, "v."+m.col), append(news, m.expr)
+	}
+	sql := `WITH f AS (
+	SELECT * FROM unnest(` + strings.Join(params, ", ") + `) AS f(` + strings.Join(names, ", ") + `)
+), rm AS (
+	INSERT INTO ingest_upload_view AS v (` + strings.Join(names, ", ") + `)
+	SELECT ` + strings.Join(sel, ", ") + ` FROM f ORDER BY f.id
+	ON CONFLICT (id) DO UPDATE SET ` + strings.Join(set, ",\n\t\t") + `
+	WHERE (` + strings.Join(olds, ", ") + `) IS DISTINCT FROM (` + strings.Join(news, ", ") + `)
+	RETURNING v.id, v.completed_at, v.ref IS NOT NULL AS has_ref
+)`
+	if !mark {
+		return sql + `
+SELECT count(*) FROM rm`
+	}
+	// done: the rows the statement wrote, and, as they were before it (the
+	// statement's snapshot), those a completion left unchanged.
+	return sql + `, done AS (
+	SELECT id, completed_at, has_ref FROM rm
+	UNION ALL
+	SELECT v.id, v.completed_at, v.ref IS NOT NULL FROM f JOIN ingest_upload_view v ON v.id = f.id
+	WHERE f.completed_at IS NOT NULL AND NOT EXISTS (SELECT FROM rm WHERE rm.id = f.id)
+), free AS (
+	SELECT u.id, done.completed_at FROM done JOIN ingest_uploads u ON u.id = done.id
+	WHERE done.completed_at IS NOT NULL AND done.has_ref AND u.completed_at IS DISTINCT FROM done.completed_at
+	ORDER BY u.id
+	FOR UPDATE OF u SKIP LOCKED
+)
+UPDATE ingest_uploads u SET completed_at = free.completed_at
+FROM free WHERE u.id = free.id`
+}
+
+// upsert is the statement that applies a batch of facts.
+var upsert = upsertStatement(true)
+
+// factArgs are upsert's arguments for facts, whose ids are distinct.
+func factArgs(facts []Fact) ([]any, error) {
+	n := len(facts)
+	var (
+		ids, owners, subjects, types, shas = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		sizes                              = make([]int64, n)
+		eventTimes, stored, completed      = make([]*time.Time, n), make([]*time.Time, n), make([]*time.Time, n)
+		progress, deadSeqs, deadOrigSeqs   = make([]*int64, n), make([]*int64, n), make([]*int64, n)
+		refs, deadReasons, deadSteps       = make([]*string, n), make([]*string, n), make([]*string, n)
+		deadAts                            = make([]*time.Time, n)
+	)
+	for i, f := range facts {
+		ids[i], owners[i], subjects[i], types[i], sizes[i], shas[i] = f.ID, f.Owner, f.Subject, f.ContentType, f.Size, f.SHA256
+		eventTimes[i], stored[i], completed[i], progress[i] = f.EventTime, f.StoredAt, f.CompletedAt, seqArg(f.ProgressSeq)
+		if f.Ref != nil {
+			ref, err := json.Marshal(f.Ref)
+			if err != nil {
+				return nil, fmt.Errorf("readmodel: reference of %s: %w", f.ID, err)
+			}
+			s := string(ref)
+			refs[i] = &s
+		}
+		if d := f.Dead; d != nil {
+			deadSeqs[i], deadOrigSeqs[i] = seqArg(d.Seq), seqArg(d.OrigSeq)
+			deadReasons[i], deadSteps[i], deadAts[i] = &d.Reason, &d.Step, &d.At
 		}
 	}
-	args := []any{f.ID, f.Owner, f.Subject, f.ContentType, f.Size, f.SHA256, f.EventTime,
-		f.StoredAt, f.CompletedAt, seqArg(f.ProgressSeq), ref, nil, nil, nil, nil, nil}
-	if d := f.Dead; d != nil {
-		args[11], args[12], args[13], args[14], args[15] = int64(d.Seq), seqArg(d.OrigSeq), d.Reason, d.Step, d.At // #nosec G115 -- JetStream stream sequences, below 2^63
-	}
-	return args, nil
+	return []any{ids, owners, subjects, types, sizes, shas, eventTimes, stored, completed, progress, refs,
+		deadSeqs, deadOrigSeqs, deadReasons, deadSteps, deadAts}, nil
 }
 
 // seqArg is a stream sequence as an argument: NULL when unknown (0).
@@ -219,19 +270,49 @@ func seqArg(seq uint64) *int64 {
 	return &n
 }
 
-// Execer runs a statement: a pool, a connection or a transaction.
-type Execer interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+// layers splits facts into groups in which each upload appears once, in
+// the order of their ids: one statement cannot merge two facts into the
+// same row, so the second fact of an upload goes into the next statement.
+func layers(facts []Fact) [][]Fact {
+	sorted := slices.Clone(facts)
+	slices.SortStableFunc(sorted, func(a, b Fact) int { return strings.Compare(a.ID, b.ID) })
+	var out [][]Fact
+	for i, f := range sorted {
+		k := 0
+		for j := i - 1; j >= 0 && sorted[j].ID == f.ID; j-- {
+			k++
+		}
+		if k == len(out) {
+			out = append(out, nil)
+		}
+		out[k] = append(out[k], f)
+	}
+	return out
 }
 
-// Apply merges f into the read model.
-func Apply(ctx context.Context, db Execer, f Fact) error {
-	args, err := f.args()
-	if err != nil {
-		return err
+// Sender sends statements in one round trip: a pool, a connection or a
+// transaction.
+type Sender interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// Apply merges facts into the read model in one round trip and one
+// transaction: a statement for each layer of them (see layers), usually
+// one.
+func Apply(ctx context.Context, db Sender, facts ...Fact) error {
+	b := &pgx.Batch{}
+	for _, layer := range layers(facts) {
+		args, err := factArgs(layer)
+		if err != nil {
+			return err
+		}
+		b.Queue(upsert, args...)
 	}
-	if _, err := db.Exec(ctx, f.statement(), args...); err != nil {
-		return fmt.Errorf("readmodel: apply %s: %w", f.ID, err)
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("readmodel: apply %d facts: %w", len(facts), err)
 	}
 	return nil
 }

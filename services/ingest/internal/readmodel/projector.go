@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -16,14 +15,9 @@ import (
 	"github.com/blobref/blobref/pkg/events"
 )
 
-// Batcher sends statements in one round trip: a *pgxpool.Pool.
-type Batcher interface {
-	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
-}
-
 // Projector runs the read model's durable consumers.
 type Projector struct {
-	Pool Batcher
+	Pool Sender
 	JS   jetstream.JetStream
 	// LookUp waits for the durable consumers, which `blobrefctl setup`
 	// creates (NATS_SETUP=off), instead of creating them.
@@ -154,25 +148,15 @@ func next(ctx context.Context, it jetstream.MessagesContext, size int) ([]jetstr
 // apply records the facts of msgs in one round trip, on a context that
 // shutdown does not cancel half-way.
 func (p *Projector) apply(ctx context.Context, spec events.ConsumerSpec, msgs []jetstream.Msg) error {
-	b := &pgx.Batch{}
+	facts := make([]Fact, 0, len(msgs))
 	for _, m := range msgs {
-		f, ok := p.fact(spec, m)
-		if !ok {
-			continue
+		if f, ok := p.fact(spec, m); ok {
+			facts = append(facts, f)
 		}
-		args, err := f.args()
-		if err != nil {
-			p.logger().Warn("read model: skipped an event", "consumer", spec.Durable, "subject", m.Subject(), "error", err)
-			continue
-		}
-		b.Queue(f.statement(), args...)
-	}
-	if b.Len() == 0 {
-		return nil
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := p.Pool.SendBatch(actx, b).Close(); err != nil {
+	if err := Apply(actx, p.Pool, facts...); err != nil {
 		return pgError(err)
 	}
 	return nil

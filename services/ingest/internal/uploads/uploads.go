@@ -91,6 +91,7 @@ type Service struct {
 	once        sync.Once
 	started     chan struct{}
 	batches     *batcher[*job]
+	views       *batcher[readmodel.Fact] // completions told to the read model
 	completions completions
 
 	mu     sync.Mutex
@@ -101,6 +102,7 @@ func (s *Service) init() {
 	s.once.Do(func() {
 		s.started = make(chan struct{})
 		s.batches = newBatcher(batchLanes, batchSize, s.flush)
+		s.views = newBatcher(1, batchSize, s.tellReadModel)
 		s.completions.completed = s.Quota.stored
 	})
 }
@@ -238,9 +240,19 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (res Result, err e
 		// The read model learns of the completion from its own consumer
 		// too; telling it now lets a GET that follows this answer see it.
 		// Should Postgres fail here, that consumer records it later.
-		_ = readmodel.Apply(context.WithoutCancel(ctx), s.Pool, readmodel.Completed(completed, now, 0))
+		s.views.do(readmodel.Completed(completed, now, 0))
 	}
 	return res, nil
+}
+
+// tellReadModel merges the completions that answers to Prefer: wait
+// learned of at about the same time into the read model, in one statement.
+// A failure is left to the read model's consumer, which records the same
+// completions from the completed events.
+func (s *Service) tellReadModel(facts []readmodel.Fact) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.recordTimeout())
+	defer cancel()
+	_ = readmodel.Apply(ctx, s.Pool, facts...)
 }
 
 // Status returns the state of upload id, which must belong to caller: an
