@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
@@ -122,39 +123,81 @@ func TestStatusAfterARedriveOverNATS(t *testing.T) {
 	}
 }
 
-// A retry of an upload that completed while the read model is behind (here
-// it never catches up) answers completed from the completed event in
-// UPLOADS, rather than waiting for a completion that came before it.
-func TestRetryCatchesUpWithTheEvents(t *testing.T) {
+// A GET right after a Prefer: wait answer says what the answer said, with
+// the read model nowhere near (its consumers do not run here).
+func TestGetAfterAWaitAgrees(t *testing.T) {
 	t.Parallel()
 	e := setup(t, func(o *options) { o.noReadModel = true })
-	id := uploads.ID("alice", "behind")
-	body := []byte("completed while the read model was behind")
-	e.post(upload{key: "behind", body: body}).state(t, http.StatusAccepted)
-	req := e.awaitRequests(id, 1)[0]
-	b := events.Blob{Key: events.DefaultKeyPrefix + id, Size: int64(len(body)), SHA256: req.SHA256, ContentType: req.ContentType}
-	stored, err := events.NewBlobStored(req, b, events.SourceBlobWriter)
-	if err != nil {
-		t.Fatal(err)
+	id := uploads.ID("alice", "agrees")
+	done := make(chan reply, 1)
+	go func() {
+		done <- e.post(upload{key: "agrees", body: []byte("then GET"), header: http.Header{"Prefer": {"wait=10"}}})
+	}()
+	e.publishCompleted(e.awaitRequests(id, 1)[0])
+	var answered uploads.State
+	select {
+	case r := <-done:
+		answered = r.state(t, http.StatusCreated)
+	case <-time.After(timeout):
+		t.Fatal("POST with Prefer: wait did not answer after the upload completed")
 	}
-	ref := events.Reference{ID: id, Owner: req.Owner, Subject: req.Subject, Blob: b, EventTime: req.Time}
-	completed, err := events.NewCompleted(stored, ref, events.SourceRefWriter)
-	if err != nil {
-		t.Fatal(err)
+	got := e.get(aliceToken, "/v1/uploads/"+id).state(t, http.StatusOK)
+	if answered.State != uploads.StateCompleted || answered.Reference == nil {
+		t.Fatalf("POST with Prefer: wait: got %+v, want completed with its reference", answered)
 	}
-	testenv.Publish(t, e.js, stored, "")
-	testenv.Publish(t, e.js, completed, "")
-	if st := e.get(aliceToken, "/v1/uploads/"+id).state(t, http.StatusOK); st.State != uploads.StatePending {
-		t.Fatalf("GET with the read model behind: got %+v, want pending", st)
+	if got.State != uploads.StateCompleted || got.Reference == nil || *got.Reference != *answered.Reference {
+		t.Errorf("GET right after the 201 (%+v): got %+v, want completed with the same reference", answered, got)
+	}
+}
+
+// A GET and a retry of an upload that completed while the read model is
+// behind (here it never catches up) answer completed from the completed
+// event in UPLOADS, rather than what the read model still says: a GET right
+// after a Prefer: wait answer agrees with it, and a retry does not wait for
+// a completion that came before it. Either tells the read model.
+func TestStatusCatchesUpWithTheEvents(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(o *options) { o.noReadModel = true })
+	behind := func(key string) (id string, body []byte, ref events.Reference) {
+		t.Helper()
+		id = uploads.ID("alice", key)
+		body = []byte("completed while the read model was behind: " + key)
+		e.post(upload{key: key, body: body}).state(t, http.StatusAccepted)
+		req := e.awaitRequests(id, 1)[0]
+		b := events.Blob{Key: events.DefaultKeyPrefix + id, Size: int64(len(body)), SHA256: req.SHA256, ContentType: req.ContentType}
+		stored, err := events.NewBlobStored(req, b, events.SourceBlobWriter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref = events.Reference{ID: id, Owner: req.Owner, Subject: req.Subject, Blob: b, EventTime: req.Time}
+		completed, err := events.NewCompleted(stored, ref, events.SourceRefWriter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testenv.Publish(t, e.js, stored, "")
+		testenv.Publish(t, e.js, completed, "")
+		if n := e.pg.Count(t, `SELECT count(*) FROM ingest_upload_view WHERE id = $1 AND completed_at IS NOT NULL`, id); n != 0 {
+			t.Fatalf("%s: the read model has the completion already", key)
+		}
+		return id, body, ref
+	}
+	told := func(id string) {
+		t.Helper()
+		if n := e.pg.Count(t, `SELECT count(*) FROM ingest_upload_view WHERE id = $1 AND completed_at IS NOT NULL AND ref IS NOT NULL`, id); n != 1 {
+			t.Errorf("%s: the read model was not told of the completion", id)
+		}
 	}
 
-	r := e.post(upload{key: "behind", body: body, header: http.Header{"Prefer": {"wait=1"}}})
-	st := r.state(t, http.StatusOK)
-	if st.State != uploads.StateCompleted || st.Reference == nil || *st.Reference != ref {
+	id, _, ref := behind("behind-get")
+	if st := e.get(aliceToken, "/v1/uploads/"+id).state(t, http.StatusOK); st.State != uploads.StateCompleted || st.Reference == nil || *st.Reference != ref {
+		t.Errorf("GET with the read model behind: got %+v, want completed with %+v", st, ref)
+	}
+	told(id)
+
+	id, body, ref := behind("behind-retry")
+	r := e.post(upload{key: "behind-retry", body: body, header: http.Header{"Prefer": {"wait=1"}}})
+	if st := r.state(t, http.StatusOK); st.State != uploads.StateCompleted || st.Reference == nil || *st.Reference != ref {
 		t.Errorf("retry: got %+v, want completed with %+v", st, ref)
 	}
-	// ... and the read model has it now.
-	if st := e.get(aliceToken, "/v1/uploads/"+id).state(t, http.StatusOK); st.State != uploads.StateCompleted {
-		t.Errorf("GET after the retry: got %+v, want completed", st)
-	}
+	told(id)
 }

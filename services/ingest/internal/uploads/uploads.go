@@ -49,7 +49,6 @@ import (
 	"github.com/blobref/blobref/internal/claimcheck"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/pkg/step/failpoint"
-	"github.com/blobref/blobref/services/ingest/internal/readmodel"
 )
 
 // ID returns the upload id of the request caller sent with idempotency key
@@ -91,7 +90,6 @@ type Service struct {
 	once        sync.Once
 	started     chan struct{}
 	batches     *batcher[*job]
-	views       *batcher[readmodel.Fact] // completions told to the read model
 	completions completions
 
 	mu     sync.Mutex
@@ -102,7 +100,6 @@ func (s *Service) init() {
 	s.once.Do(func() {
 		s.started = make(chan struct{})
 		s.batches = newBatcher(batchLanes, batchSize, s.flush)
-		s.views = newBatcher(1, batchSize, s.tellReadModel)
 		s.completions.completed = s.Quota.stored
 	})
 }
@@ -237,22 +234,8 @@ func (s *Service) Submit(ctx context.Context, sub Submission) (res Result, err e
 	if completed != nil {
 		now := s.now()
 		res.State = completedState(res.State, completed.Ref, now)
-		// The read model learns of the completion from its own consumer
-		// too; telling it now lets a GET that follows this answer see it.
-		// Should Postgres fail here, that consumer records it later.
-		s.views.do(readmodel.Completed(completed, now, 0))
 	}
 	return res, nil
-}
-
-// tellReadModel merges the completions that answers to Prefer: wait
-// learned of at about the same time into the read model, in one statement.
-// A failure is left to the read model's consumer, which records the same
-// completions from the completed events.
-func (s *Service) tellReadModel(facts []readmodel.Fact) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.recordTimeout())
-	defer cancel()
-	_ = readmodel.Apply(ctx, s.Pool, facts...)
 }
 
 // Status returns the state of upload id, which must belong to caller: an
@@ -272,7 +255,9 @@ func (s *Service) Status(ctx context.Context, caller, id string) (State, error) 
 		if snap.Caller != caller {
 			return State{}, ErrNotFound
 		}
-		return snap.state(), nil
+		// The read model may be a moment behind the events: a GET right
+		// after a Prefer: wait answer said completed says so too.
+		return s.catchUp(ctx, snap.state()), nil
 	}
 	return s.loadEventsOnly(ctx, caller, id)
 }
