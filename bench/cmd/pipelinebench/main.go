@@ -11,6 +11,11 @@
 //     nats-server, the Postgres backends of the benchmark's connections),
 //     and the same for the bulk path (request events published straight to
 //     JetStream) measured in the same round, with the ratio of the two;
+//   - the HTTP accept floor (bench/cmd/httpfloor, unless -floor=false):
+//     the least any front door does for a 202 (read the body, one
+//     group-committed INSERT, a JetStream publish acked), on a pipeline of
+//     its own, with accept only's load; and the ceilings it sets on this
+//     machine, with the bulk path of the same round, beside the targets;
 //   - the peak RSS of every process while one large upload (-size) streams
 //     through, next to a small one.
 //
@@ -25,7 +30,7 @@
 // Usage:
 //
 //	go run ./bench/cmd/pipelinebench [-n 2000] [-clients 1,16,64,256] [-accept-clients 64] [-bulk-n 20000]
-//	    [-runs 3] [-size 1GiB] [-services-dir DIR]... [-env KEY=VALUE]... [-out FILE]
+//	    [-floor=false] [-runs 3] [-size 1GiB] [-services-dir DIR]... [-env KEY=VALUE]... [-out FILE]
 //
 // -runs 0 skips the rounds, -size 0 the memory phase. Postgres is
 // -database-url, by default DATABASE_URL or, unset,
@@ -54,29 +59,37 @@ import (
 )
 
 func main() {
-	cfg, out, timeout, err := parseFlags(os.Args[1:])
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is the command with args: it writes the report to stdout (and
+// -out), progress and errors to stderr, and returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, out, timeout, err := parseFlags(args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
+			return 0
 		}
-		fmt.Fprintf(os.Stderr, "pipelinebench: %v\n", err)
-		os.Exit(2)
+		fmt.Fprintf(stderr, "pipelinebench: %v\n", err)
+		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	cfg.Progress = stderr
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("-timeout %s passed", timeout))
 	defer cancel()
 
 	rep, err := ingestbench.Run(ctx, cfg)
 	if rep != nil {
-		w := io.Writer(os.Stdout)
+		w := stdout
 		var f *os.File
 		if out != "" {
 			var ferr error
 			if f, ferr = os.Create(out); ferr != nil { // #nosec G304 G703 -- the file -out names
 				err = errors.Join(err, ferr)
 			} else {
-				w = io.MultiWriter(os.Stdout, f)
+				w = io.MultiWriter(stdout, f)
 			}
 		}
 		if werr := rep.Write(w); werr != nil {
@@ -87,11 +100,10 @@ func main() {
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "pipelinebench: %v\n", err)
-		cancel()
-		stop()
-		os.Exit(1)
+		fmt.Fprintf(stderr, "pipelinebench: %v\n", err)
+		return 1
 	}
+	return 0
 }
 
 // parseFlags is the one place the command reads its flags and environment.
@@ -99,7 +111,6 @@ func parseFlags(args []string) (ingestbench.Config, string, time.Duration, error
 	fs := flag.NewFlagSet("pipelinebench", flag.ContinueOnError)
 	cfg := ingestbench.Config{
 		DatabaseURL: os.Getenv("DATABASE_URL"),
-		Progress:    os.Stderr,
 	}
 	if cfg.DatabaseURL == "" {
 		cfg.DatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
@@ -114,6 +125,7 @@ func parseFlags(args []string) (ingestbench.Config, string, time.Duration, error
 	fs.IntVar(&cfg.Runs, "runs", 3, "rounds, each running every variant once (the report shows the median and the spread); 0 skips them")
 	fs.IntVar(&cfg.Warmup, "warmup", 200, "unmeasured uploads through each round's HTTP pipeline first")
 	fs.IntVar(&cfg.Check, "check", 50, "uploads of each phase checked whole afterwards (rows and objects)")
+	fs.BoolVar(&cfg.Floor, "floor", true, "measure the HTTP accept floor in each round, at -accept-clients clients (64 when that is 0), and the ceilings it sets")
 	fs.Var(&uploadSize, "upload-size", "size of each upload of the rounds")
 	fs.Var(&large, "size", "size of the memory phase's large upload; 0 skips the phase")
 	fs.Var(&small, "small-size", "size of the memory phase's small upload, to compare with")
@@ -154,7 +166,7 @@ func parseFlags(args []string) (ingestbench.Config, string, time.Duration, error
 	// The report names the command with every setting that shapes the
 	// measurement, defaults included.
 	cmd := []string{"pipelinebench"}
-	for _, name := range []string{"n", "clients", "accept-clients", "bulk-n", "wait", "runs", "warmup", "check", "upload-size", "size", "small-size"} {
+	for _, name := range []string{"n", "clients", "accept-clients", "bulk-n", "wait", "runs", "warmup", "check", "floor", "upload-size", "size", "small-size"} {
 		cmd = append(cmd, "-"+name+" "+fs.Lookup(name).Value.String())
 	}
 	for _, dir := range cfg.ServicesDirs {

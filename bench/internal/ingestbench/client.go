@@ -69,29 +69,11 @@ type uploadState struct {
 // when wait > 0, and returns ingest's answer. A status other than 200, 201,
 // 202, 409 and 503 is an error naming the problem ingest described.
 func (c *client) post(ctx context.Context, key string, body io.Reader, size int64, wait int) (answer, error) {
-	u := c.base + uploadsPath + "?subject=" + url.QueryEscape(subjectOf(key))
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, body)
+	resp, err := c.send(ctx, key, body, size, wait)
 	if err != nil {
 		return answer{}, err
 	}
-	req.ContentLength = size
-	req.Header.Set("Authorization", "Bearer "+pipeline.Token)
-	req.Header.Set("Idempotency-Key", key)
-	req.Header.Set("Content-Type", contentType)
-	if wait > 0 {
-		req.Header.Set("Prefer", "wait="+strconv.Itoa(wait))
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if cause := context.Cause(ctx); cause != nil {
-			err = cause // e.g. the request timeout, not a bare "deadline exceeded"
-		}
-		return answer{}, fmt.Errorf("POST %s: %w", key, err)
-	}
-	defer func() {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		_ = resp.Body.Close()
-	}()
+	defer discard(resp)
 	a := answer{status: resp.StatusCode, waited: resp.Header.Get("Preference-Applied") != ""}
 	switch resp.StatusCode {
 	case http.StatusOK, http.StatusCreated, http.StatusAccepted:
@@ -116,6 +98,38 @@ func (c *client) post(ctx context.Context, key string, body io.Reader, size int6
 		return a, fmt.Errorf("POST %s: the body names upload %q, Location %q", key, a.state.ID, id)
 	}
 	return a, nil
+}
+
+// send sends the POST of an upload as ingest wants it: the size bytes
+// body reads under key, with Prefer: wait=N when wait > 0.
+func (c *client) send(ctx context.Context, key string, body io.Reader, size int64, wait int) (*http.Response, error) {
+	u := c.base + uploadsPath + "?subject=" + url.QueryEscape(subjectOf(key))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, body)
+	if err != nil {
+		return nil, err
+	}
+	req.ContentLength = size
+	req.Header.Set("Authorization", "Bearer "+pipeline.Token)
+	req.Header.Set("Idempotency-Key", key)
+	req.Header.Set("Content-Type", contentType)
+	if wait > 0 {
+		req.Header.Set("Prefer", "wait="+strconv.Itoa(wait))
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause // e.g. the request timeout, not a bare "deadline exceeded"
+		}
+		return nil, fmt.Errorf("POST %s: %w", key, err)
+	}
+	return resp, nil
+}
+
+// discard reads what is left of a response's body, so that its
+// connection can serve the next request, and closes it.
+func discard(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
 }
 
 // subjectOf is the subject of the upload with Idempotency-Key key: one of
@@ -190,6 +204,26 @@ func (c *client) accepted(ctx context.Context, key string, body []byte, timeout 
 			return "", requests, err
 		}
 	}
+}
+
+// floorAccepted sends the HTTP accept floor the request accepted sends
+// ingest (the floor ignores the path and the headers) and returns the id
+// its 202 names in Location. The floor answers nothing else but an error.
+func (c *client) floorAccepted(ctx context.Context, key string, body []byte, timeout time.Duration) (id string, requests int, err error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("no answer within %s", timeout))
+	defer cancel()
+	resp, err := c.send(ctx, key, bytes.NewReader(body), int64(len(body)), 0)
+	if err != nil {
+		return "", 1, err
+	}
+	defer discard(resp)
+	id, ok := strings.CutPrefix(resp.Header.Get("Location"), "/")
+	if resp.StatusCode != http.StatusAccepted || !ok || id == "" {
+		problem, _ := io.ReadAll(io.LimitReader(resp.Body, 2<<10))
+		return "", 1, fmt.Errorf("POST %s to the accept floor: got %s with Location %q, want 202 with /<id>: %s",
+			key, resp.Status, resp.Header.Get("Location"), strings.TrimSpace(string(problem)))
+	}
+	return id, 1, nil
 }
 
 // postWithin posts body with a timeout of its own.

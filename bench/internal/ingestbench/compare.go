@@ -8,7 +8,6 @@ import (
 	"github.com/blobref/blobref/bench/internal/load"
 	"github.com/blobref/blobref/bench/internal/pipeline"
 	"github.com/blobref/blobref/bench/internal/procstat"
-	"github.com/blobref/blobref/bench/internal/stats"
 	"github.com/blobref/blobref/bench/internal/texttable"
 )
 
@@ -43,16 +42,7 @@ func (r *Report) figures() []figure {
 				return med(r.level(v, clients), func(l Level) float64 { return us(cost(l.Usage, l.N)) })
 			}},
 			figure{"HTTP, " + clientsOf(clients) + ": CPU × bulk", "%.2f", func(v *Variant) (float64, bool) {
-				var ratios []float64
-				i := slices.Index(r.Config.Clients, clients)
-				for _, rd := range v.Rounds {
-					if i < len(rd.Levels) {
-						if x, ok := ratio(rd.Levels[i].Usage, rd.Levels[i].N, rd.Bulk); ok {
-							ratios = append(ratios, x)
-						}
-					}
-				}
-				s := stats.Summarize(ratios)
+				s := r.cpuRatios(v, clients)
 				return s.Median, s.N > 0
 			}},
 		)
@@ -70,6 +60,22 @@ func (r *Report) figures() []figure {
 			}
 			return summarize(bs, func(p load.Phase) float64 { return us(cost(p.Usage, p.N)) }).Median, true
 		}})
+	}
+	if r.Config.Floor {
+		out = append(out,
+			figure{"accept floor, " + clientsOf(r.Config.FloorClients()) + ": accepted/s", "%.0f", func(v *Variant) (float64, bool) {
+				return med(v.floors(), Level.Rate)
+			}},
+			figure{"accept floor: CPU µs/upload", "%.0f", func(v *Variant) (float64, bool) {
+				return med(v.floors(), func(l Level) float64 { return us(floorCost(l.Usage, l.N)) })
+			}},
+			figure{"HTTP CPU floor × bulk", "%.2f", func(v *Variant) (float64, bool) {
+				return medCeiling(r.ceilings(v), func(c ceiling) float64 { return c.ratio })
+			}},
+			figure{"referenced ceiling, uploads/s", "%.0f", func(v *Variant) (float64, bool) {
+				return medCeiling(r.ceilings(v), func(c ceiling) float64 { return c.referenced })
+			}},
+		)
 	}
 	if slices.Contains(r.Config.Clients, 256) {
 		out = append(out, figure{"ingest peak RSS at 256 clients, MiB", "%.1f", func(v *Variant) (float64, bool) {
@@ -109,4 +115,12 @@ func (r *Report) writeComparison(w io.Writer, line func(string, ...any)) {
 		t.Row(cells...)
 	}
 	t.Write(w)
+}
+
+// medCeiling is the median of f over cs, false for none.
+func medCeiling(cs []ceiling, f func(ceiling) float64) (float64, bool) {
+	if len(cs) == 0 {
+		return 0, false
+	}
+	return summarize(cs, f).Median, true
 }

@@ -3,6 +3,7 @@ package ingestbench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/blobref/blobref/bench/internal/load"
@@ -90,6 +91,21 @@ func ratio(u procstat.Usage, n int, bulk *load.Phase) (float64, bool) {
 		return 0, false
 	}
 	return float64(cost(u, n)) / float64(cost(bulk.Usage, bulk.N)), true
+}
+
+// cpuRatios are the rounds' CPU ratios of the HTTP path at clients clients
+// to the same round's bulk path.
+func (r *Report) cpuRatios(v *Variant, clients int) stats.Summary {
+	i := slices.Index(r.Config.Clients, clients)
+	var ratios []float64
+	for _, rd := range v.Rounds {
+		if i >= 0 && i < len(rd.Levels) {
+			if x, ok := ratio(rd.Levels[i].Usage, rd.Levels[i].N, rd.Bulk); ok {
+				ratios = append(ratios, x)
+			}
+		}
+	}
+	return stats.Summarize(ratios)
 }
 
 func (r *Report) writeCPU(w io.Writer, line func(string, ...any), v *Variant) {

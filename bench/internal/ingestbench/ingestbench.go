@@ -9,6 +9,9 @@
 //   - accept only: callers that stop at 202;
 //   - the bulk path: request events published straight to JetStream, the
 //     CPU per upload the HTTP path is held against;
+//   - the HTTP accept floor: the least any front door does for a 202
+//     (package acceptfloor, its own process), with accept only's load, and
+//     the ceilings it sets on the machine with the bulk path's CPU;
 //   - memory: the peak RSS of each program while one large upload streams
 //     through it, next to that of a small one.
 //
@@ -68,6 +71,9 @@ type Config struct {
 	Warmup int
 	// Check is how many uploads of each phase are checked whole.
 	Check int
+	// Floor runs the HTTP accept floor (package acceptfloor) in each round,
+	// at FloorClients() clients, with the ceilings it sets in the report.
+	Floor bool
 	// LargeSize is the size of the memory phase's large upload; 0 skips the
 	// phase.
 	LargeSize int64
@@ -126,6 +132,15 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// FloorClients is the floor phase's number of clients: accept only's, or
+// the targets' 64 when accept only is skipped.
+func (c *Config) FloorClients() int {
+	if c.AcceptClients > 0 {
+		return c.AcceptClients
+	}
+	return 64
+}
+
 // serviceEnv is Env, after what the benchmark itself needs: its clients
 // are one caller, as many as a phase has at once and as fast as ingest
 // answers, which ingest's per-caller limits are there to stop.
@@ -179,6 +194,9 @@ type Round struct {
 	Accept *Level
 	// Bulk is the bulk phase (nil: skipped).
 	Bulk *load.Phase
+	// Floor is the HTTP accept floor's phase (nil: skipped). Its Checked
+	// counts rows and JetStream messages.
+	Floor *Level
 }
 
 // bench is one Run's world.
@@ -265,6 +283,15 @@ func Run(ctx context.Context, cfg Config) (_ *Report, err error) {
 
 // build prepares each variant's binaries.
 func (b *bench) build(ctx context.Context) error {
+	var floor string
+	if b.cfg.Floor && b.cfg.Runs > 0 {
+		b.progress("building httpfloor")
+		fb, err := pipeline.Build(ctx, filepath.Join(b.rep.Dir, "bin-floor"), pipeline.HTTPFloor)
+		if err != nil {
+			return err
+		}
+		floor = fb.Path(pipeline.HTTPFloor)
+	}
 	names := map[string]int{}
 	for i, dir := range b.cfg.ServicesDirs {
 		v := &Variant{Name: "tree", Dir: dir}
@@ -280,6 +307,12 @@ func (b *bench) build(ctx context.Context) error {
 		bins, err := pipeline.Prepare(ctx, filepath.Join(b.rep.Dir, fmt.Sprintf("bin-%d", i+1)), dir, services...)
 		if err != nil {
 			return err
+		}
+		if floor != "" {
+			if bins.Paths == nil {
+				bins.Paths = map[string]string{}
+			}
+			bins.Paths[pipeline.HTTPFloor] = floor // the same floor for every variant
 		}
 		v.bins, v.Source = bins, bins.Source
 		if dir == "" {

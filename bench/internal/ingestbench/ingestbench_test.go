@@ -31,7 +31,7 @@ func TestSmoke(t *testing.T) {
 	defer cancel()
 	cfg := Config{
 		Uploads: 20, Clients: []int{1, 4}, AcceptClients: 4, BulkUploads: 100, UploadSize: 4 << 10, Wait: 30,
-		Runs: 1, Warmup: 5, Check: 5,
+		Runs: 1, Warmup: 5, Check: 5, Floor: true,
 		LargeSize: 2 << 20, SmallSize: 600 << 10, // both over the 512 KiB inline threshold
 		DatabaseURL: benchtest.DatabaseURL(), WorkDir: t.TempDir(), Command: "smoke test", Progress: benchtest.LogWriter{T: t},
 	}
@@ -44,8 +44,16 @@ func TestSmoke(t *testing.T) {
 	}
 	v := rep.Variants[0]
 	rd := v.Rounds[0]
-	if len(rd.Levels) != 2 || rd.Accept == nil || rd.Bulk == nil {
-		t.Fatalf("got %+v, want two HTTP phases, accept only and bulk", rd)
+	if len(rd.Levels) != 2 || rd.Accept == nil || rd.Bulk == nil || rd.Floor == nil {
+		t.Fatalf("got %+v, want two HTTP phases, accept only, bulk and the accept floor", rd)
+	}
+	// The floor's CPU over 20 uploads may be under a clock tick: TestRunFloor
+	// of the command checks its figures over more.
+	if f := rd.Floor; f.N != 20 || f.Clients != 4 || f.Rate() <= 0 || f.Requests != f.N || f.Latency[0] <= 0 || f.Latency[0] > f.Latency[1] ||
+		f.Checked != (pipeline.Checked{Uploads: 5, Objects: 5}) || f.Peak[pipeline.HTTPFloor] <= 0 {
+		t.Errorf("accept floor: got %d uploads from %d clients at %.0f/s in %d requests, latencies %v, checked %+v, peak RSS %d;"+
+			" want 20 from 4 in 20, 0 < p50 <= p99, 5 rows and messages checked, a peak RSS",
+			f.N, f.Clients, f.Rate(), f.Requests, f.Latency, f.Checked, f.Peak[pipeline.HTTPFloor])
 	}
 	for _, l := range append(rd.Levels, *rd.Accept) {
 		if l.N != 20 || l.Rate() <= 0 || l.Requests < l.N || l.Latency[0] <= 0 || l.Latency[0] > l.Latency[1] || l.Latency[1] > l.Latency[2] {
@@ -106,6 +114,8 @@ func TestSmoke(t *testing.T) {
 		"command   smoke test", "HTTP path: 20 uploads of 4 KiB", "Accept only: 20 uploads from 4 clients", "CPU µs per upload by process",
 		"HTTP, 1 client", "HTTP, 4 clients", "accept only, 4 clients", "bulk, JetStream", "checked after the phases: 20 uploads",
 		"600 KiB", "2 MiB", "< 64 MiB", "1 client, p50 request → 201",
+		"HTTP accept floor: the least any HTTP front door does", "HTTP accept floor (httpfloor), done at 202",
+		"and 5 uploads' row and message (sha256 of the bytes): all whole",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q", want)
@@ -135,6 +145,12 @@ func TestReport(t *testing.T) {
 			Usage: u, Peak: map[string]int64{pipeline.Ingest: ingestRSS}}
 	}
 	bulk := &load.Phase{Result: load.Result{N: n, Elapsed: time.Second}, Usage: usage(-1, 150, 100, 50, 100)} // 400 µs
+	// The accept floor: 300 µs (httpfloor 100, nats-server 50, postgres
+	// 150), its clients 50 µs.
+	floor := &Level{Clients: 64, N: n, Elapsed: 250 * time.Millisecond, Latency: [3]time.Duration{5 * time.Millisecond, 9 * time.Millisecond, 12 * time.Millisecond},
+		Requests: n, Usage: procstat.Usage{CPU: map[string]procstat.Times{
+			pipeline.HTTPFloor: ms(100), pipeline.NATSServer: ms(50), pipeline.Postgres: ms(150), pipeline.Bench: ms(50),
+		}, Other: 20 * time.Millisecond}, Checked: pipeline.Checked{Uploads: 5, Objects: 5}}
 	old := &Variant{Name: "old-76e415e", Source: "prebuilt", Checked: pipeline.Checked{Uploads: 10, Objects: 10}}
 	tree := &Variant{Name: "tree", Source: "this tree", Checked: pipeline.Checked{Uploads: 10, Objects: 10}}
 	for range 2 {
@@ -146,6 +162,7 @@ func TestReport(t *testing.T) {
 			},
 			Accept: &Level{Clients: 64, N: n, Elapsed: 1500 * time.Millisecond, Completed: 2 * time.Second, Requests: n, Usage: usage(500, 900, 300, 400, 900)},
 			Bulk:   bulk,
+			Floor:  floor,
 		})
 		tree.Rounds = append(tree.Rounds, Round{
 			Levels: []Level{
@@ -155,10 +172,11 @@ func TestReport(t *testing.T) {
 			},
 			Accept: &Level{Clients: 64, N: n, Elapsed: 200 * time.Millisecond, Completed: 500 * time.Millisecond, Requests: n, Usage: usage(100, 200, 100, 100, 100)},
 			Bulk:   bulk,
+			Floor:  floor,
 		})
 	}
 	rep := &Report{
-		Config:   Config{Uploads: n, Clients: []int{1, 64, 256}, AcceptClients: 64, BulkUploads: n, UploadSize: 4 << 10, Wait: 30, Runs: 2, Command: "test"},
+		Config:   Config{Uploads: n, Clients: []int{1, 64, 256}, AcceptClients: 64, BulkUploads: n, UploadSize: 4 << 10, Wait: 30, Runs: 2, Floor: true, Command: "test"},
 		Machine:  machine.Info{CPUs: 2},
 		Variants: []*Variant{old, tree},
 	}
@@ -185,6 +203,14 @@ func TestReport(t *testing.T) {
 		"accept only, 64 clients ≥ 4000 uploads/s accepted: 667, MISS", "accept only, 64 clients ≥ 4000 uploads/s accepted: 5000, pass",
 		"ingest RSS ≤ 64 MiB at 256 clients: peak 80.0 MiB, MISS", "ingest RSS ≤ 64 MiB at 256 clients: peak 50.0 MiB, pass",
 		"tree / old-76e415e",
+		// 2 CPUs; bulk 400 µs + floor 300 = 700, 1.75×; 2e6 / (700 + 50) and 2e6 / (300 + 400).
+		"  HTTP CPU floor per upload: bulk 400 + accept floor 300 = 700 µs, 1.75× bulk\n" +
+			"    target HTTP CPU ≤ 2× the bulk path's: within reach (the floor is under it); measured 8.75×\n" +
+			"  referenced ceiling: 2 × 1e6 / (HTTP CPU floor 700 + clients 50 µs) = 2667 uploads/s\n" +
+			"    target ≥ 2400 uploads/s referenced at 64 clients: within the ceiling; measured 500/s\n" +
+			"  accepted ceiling: 2 × 1e6 / (accept floor 300 + bulk 400 µs) = 2857 uploads/s\n" +
+			"    target ≥ 4000 uploads/s accepted at 64 clients: OUT OF REACH on this machine; measured 667/s\n",
+		"ceilings on this machine (2 CPUs), from each round's accept floor and bulk phase (the median of 2 rounds,",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("report lacks %q", want)
@@ -196,6 +222,9 @@ func TestReport(t *testing.T) {
 		`(?m)^ +HTTP, 64 clients: CPU µs/upload +3500 +700 +0\.20$`,
 		`(?m)^ +HTTP, 64 clients: CPU × bulk +8\.75 +1\.75 +0\.20$`,
 		`(?m)^ +ingest peak RSS at 256 clients, MiB +80\.0 +50\.0 +0\.62$`,
+		`(?m)^ +64 +4000 ±0% +5\.0 ±0% +9\.0 ±0% +100 +50 +150 +300 ±0% +50 +20$`, // the floor's table
+		`(?m)^ +accept floor, 64 clients: accepted/s +4000 +4000 +1\.00$`,
+		`(?m)^ +referenced ceiling, uploads/s +2667 +2667 +1\.00$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {
 			t.Errorf("report lacks a line matching %s", re)

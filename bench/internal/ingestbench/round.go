@@ -10,7 +10,8 @@ import (
 )
 
 // round runs round run of variant v: the HTTP path at each number of
-// clients and accept only on one pipeline, then the bulk path on another
+// clients and accept only on one pipeline, then the HTTP accept floor on
+// another (nats-server and httpfloor), then the bulk path on a third
 // (blobwriter and refwriter only).
 func (b *bench) round(ctx context.Context, v *Variant, run int) (Round, error) {
 	var r Round
@@ -18,6 +19,14 @@ func (b *bench) round(ctx context.Context, v *Variant, run int) (Round, error) {
 		if err := b.httpPhases(ctx, v, run, &r); err != nil {
 			return r, err
 		}
+	}
+	if b.cfg.Floor {
+		b.progress("round %d of %d, %s: HTTP accept floor, %d uploads from %s", run, b.cfg.Runs, v.Name, b.cfg.Uploads, clientsOf(b.cfg.FloorClients()))
+		l, err := b.floorPhase(ctx, v, run)
+		if err != nil {
+			return r, fmt.Errorf("accept floor: %w", err)
+		}
+		r.Floor = &l
 	}
 	if b.cfg.BulkUploads > 0 {
 		b.progress("round %d of %d, %s: bulk, %d request events straight to JetStream", run, b.cfg.Runs, v.Name, b.cfg.BulkUploads)

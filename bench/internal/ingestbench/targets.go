@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/blobref/blobref/bench/internal/pipeline"
-	"github.com/blobref/blobref/bench/internal/stats"
 )
 
 // Targets of issues 3 and 10.
@@ -33,15 +32,7 @@ func (r *Report) writeTargets(line func(string, ...any), v *Variant) {
 	if ls := r.level(v, 64); len(ls) > 0 {
 		x := summarize(ls, Level.Rate).Median
 		line("  64 clients with Prefer: wait ≥ %d uploads/s referenced: %.0f, %s", TargetRate64, x, verdict(x >= TargetRate64))
-		var ratios []float64
-		for _, rd := range v.Rounds {
-			if i := slices.Index(r.Config.Clients, 64); i < len(rd.Levels) {
-				if x, ok := ratio(rd.Levels[i].Usage, rd.Levels[i].N, rd.Bulk); ok {
-					ratios = append(ratios, x)
-				}
-			}
-		}
-		if s := stats.Summarize(ratios); s.N > 0 {
+		if s := r.cpuRatios(v, 64); s.N > 0 {
 			line("  HTTP CPU per upload at 64 clients ≤ %.0f× the bulk path's: %.2f×, %s", TargetCPUOfBulk, s.Median, verdict(s.Median <= TargetCPUOfBulk))
 		}
 	}

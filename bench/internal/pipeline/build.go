@@ -21,6 +21,9 @@ const (
 	Ingest     = "ingest"
 	BlobWriter = "blobwriter"
 	RefWriter  = "refwriter"
+	// HTTPFloor is the benchmark's HTTP accept floor (bench/cmd/httpfloor),
+	// always built from this tree.
+	HTTPFloor = "httpfloor"
 )
 
 // packages are the Go packages of the programs, by name. nats-server comes
@@ -30,6 +33,7 @@ var packages = map[string]string{
 	Ingest:     "github.com/blobref/blobref/services/ingest",
 	BlobWriter: "github.com/blobref/blobref/services/blobwriter",
 	RefWriter:  "github.com/blobref/blobref/services/refwriter",
+	HTTPFloor:  "github.com/blobref/blobref/bench/cmd/httpfloor",
 }
 
 // buildFlags are the flags the Makefile and the Dockerfile build the

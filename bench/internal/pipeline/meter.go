@@ -56,6 +56,12 @@ func (p *Pipeline) withAdmin(ctx context.Context, f func(*pgx.Conn) error) error
 	return f(p.admin)
 }
 
+// Admin runs f on the pipeline's own connection, as Check does: its
+// search_path is not the pipeline's schema, so f names the schema (Schema).
+func (p *Pipeline) Admin(ctx context.Context, f func(*pgx.Conn) error) error {
+	return p.withAdmin(ctx, f)
+}
+
 // Backends returns the pids of the Postgres backends serving the
 // connections of labels (pg_stat_activity by database and
 // application_name). Each label must have at least one: a program that

@@ -47,8 +47,8 @@ type Config struct {
 	// AUTH_TOKENS). Nothing else of the benchmark's environment reaches the
 	// services but PATH and HOME: a report states the whole configuration.
 	Env []string
-	// Services are the services Start starts, in this order; nil means
-	// refwriter, blobwriter and ingest. An empty, non-nil slice starts none:
+	// Services are the services Start starts, in this order (HTTPFloor
+	// counts as one); nil means refwriter, blobwriter and ingest. An empty, non-nil slice starts none:
 	// nats-server and the schema only (StartServices starts them later).
 	Services []string
 	// BlobURLs holds the BLOB_URL of a service that must not get the
@@ -67,6 +67,8 @@ type Pipeline struct {
 	NATSURL string
 	// IngestURL is the base URL of ingest's API, e.g. http://127.0.0.1:41234.
 	IngestURL string
+	// FloorURL is the base URL of the HTTP accept floor (HTTPFloor).
+	FloorURL string
 	// DatabaseURL is the URL of the pipeline's database: its search_path is
 	// Schema. Each service gets it as ClientURL(its name).
 	DatabaseURL string
@@ -283,6 +285,13 @@ func (p *Pipeline) startService(name string) error {
 		}
 		p.IngestURL = "http://" + httpAddr
 		env = append(env, "HTTP_ADDR="+httpAddr, "AUTH_TOKENS="+Token+"="+Caller)
+	case HTTPFloor:
+		httpAddr, err := freeport.Addr()
+		if err != nil {
+			return err
+		}
+		p.FloorURL = "http://" + httpAddr
+		env = append(env, "HTTP_ADDR="+httpAddr)
 	}
 	// exec keeps the last of duplicate keys: Config.Env wins.
 	env = append(env, p.cfg.Env...)
