@@ -190,10 +190,14 @@ func TestSmoke(t *testing.T) {
 	if ck := rep.Configs[1].Runs[0].Checked; ck != (pipeline.Checked{Uploads: 30}) {
 		t.Errorf("mem://: checked %+v, want 30 uploads' rows and no objects", ck)
 	}
+	// /proc counts CPU in clock ticks (10 ms): over 300 uploads one process
+	// may spend less than a tick, but not all of them together.
+	var total time.Duration
 	for _, name := range []string{NATSServer, Postgres, BlobWriter} {
-		if r.Per(name).Total() <= 0 {
-			t.Errorf("%s: got no CPU per upload", name)
-		}
+		total += r.Per(name).Total()
+	}
+	if total <= 0 {
+		t.Error("nats-server, postgres and blobwriter: got no CPU per upload")
 	}
 
 	var out bytes.Buffer
