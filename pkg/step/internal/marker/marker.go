@@ -54,6 +54,10 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
+// ByID are the statements that look markers up by upload id, each taking
+// the step ($1) and the ids ($2): their plans are tested.
+var ByID = []string{claimSQL, selectMarkers}
+
 // selectMarkers reads the markers of step $1 for the ids $2, each looked
 // up on its own, as claimSQL does and for the same reason.
 const selectMarkers = `
