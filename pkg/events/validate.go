@@ -239,6 +239,9 @@ func checkText(attr, s string, max int) error {
 // or format (Cf) character, or a line or paragraph separator. They are invisible or reorder
 // what is shown, so two subjects that look alike could differ.
 func hidden(r rune) bool {
+	if r < utf8.RuneSelf { // ASCII, nearly every character: its controls only
+		return r < 0x20 || r == 0x7f
+	}
 	return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp)
 }
 
