@@ -19,13 +19,7 @@ var floorCosted = []string{pipeline.HTTPFloor, pipeline.NATSServer, pipeline.Pos
 
 // floorCost is the accept floor's CPU time per upload of usage over n
 // uploads: httpfloor, its nats-server and its Postgres backends.
-func floorCost(u procstat.Usage, n int) time.Duration {
-	var sum time.Duration
-	for _, name := range floorCosted {
-		sum += u.Per(name, n).Total()
-	}
-	return sum
-}
+func floorCost(u procstat.Usage, n int) time.Duration { return perUpload(u, n, floorCosted) }
 
 // ceiling is what one round's accept floor and bulk phase imply.
 type ceiling struct {
@@ -71,15 +65,7 @@ func (r *Report) ceilings(v *Variant) []ceiling {
 }
 
 // floors are the rounds' accept floor phases.
-func (v *Variant) floors() []Level {
-	var out []Level
-	for _, r := range v.Rounds {
-		if r.Floor != nil {
-			out = append(out, *r.Floor)
-		}
-	}
-	return out
-}
+func (v *Variant) floors() []Level { return v.phases(func(r Round) *Level { return r.Floor }) }
 
 // writeFloor writes the accept floor's table and the ceilings, each beside
 // its target and the figure measured.

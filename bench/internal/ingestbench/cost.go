@@ -19,9 +19,13 @@ var costed = []string{pipeline.Ingest, pipeline.BlobWriter, pipeline.RefWriter, 
 
 // cost is the CPU time per upload of the costed processes of usage over n
 // uploads.
-func cost(u procstat.Usage, n int) time.Duration {
+func cost(u procstat.Usage, n int) time.Duration { return perUpload(u, n, costed) }
+
+// perUpload is the CPU time per upload of the processes names of usage
+// over n uploads, together.
+func perUpload(u procstat.Usage, n int, names []string) time.Duration {
 	var sum time.Duration
-	for _, name := range costed {
+	for _, name := range names {
 		sum += u.Per(name, n).Total()
 	}
 	return sum

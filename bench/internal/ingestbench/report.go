@@ -158,11 +158,14 @@ func (v *Variant) levels(i int) []Level {
 }
 
 // accepts are the rounds' accept-only phases.
-func (v *Variant) accepts() []Level {
+func (v *Variant) accepts() []Level { return v.phases(func(r Round) *Level { return r.Accept }) }
+
+// phases are the phases of picks in the rounds that ran one.
+func (v *Variant) phases(pick func(Round) *Level) []Level {
 	var out []Level
 	for _, r := range v.Rounds {
-		if r.Accept != nil {
-			out = append(out, *r.Accept)
+		if l := pick(r); l != nil {
+			out = append(out, *l)
 		}
 	}
 	return out
