@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
 )
