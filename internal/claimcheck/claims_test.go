@@ -3,8 +3,6 @@ package claimcheck_test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +11,6 @@ import (
 	"testing/iotest"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/internal/claimcheck"
@@ -79,11 +76,7 @@ func (c *claims) stream(t *testing.T) jetstream.Stream {
 // assertNoConsumers fails the test if a reader left a consumer behind.
 func (c *claims) assertNoConsumers(t *testing.T) {
 	t.Helper()
-	info, err := c.stream(t).Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := info.State.Consumers; n != 0 {
+	if n := testenv.StreamConsumers(t, c.js, stagingStream); n != 0 {
 		t.Errorf("consumers on %s: got %d, want 0", stagingStream, n)
 	}
 }
@@ -108,18 +101,7 @@ func (c *claims) chunkSeqs(t *testing.T, info *jetstream.ObjectInfo) []uint64 {
 
 // forge writes info as the info of object name, as a faulty writer could.
 func (c *claims) forge(t *testing.T, name string, info jetstream.ObjectInfo) {
-	t.Helper()
-	info.Name = name
-	data, err := json.Marshal(info)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg := nats.NewMsg("$O.uploads-staging.M." + base64.URLEncoding.EncodeToString([]byte(name)))
-	msg.Data = data
-	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	if _, err := c.js.PublishMsg(context.Background(), msg); err != nil {
-		t.Fatal(err)
-	}
+	testenv.ForgeObjectInfo(t, c.js, "uploads-staging", name, info)
 }
 
 func TestClaimReaderReadsWholeObjects(t *testing.T) {
@@ -187,22 +169,9 @@ func TestClaimReaderRefusesLinks(t *testing.T) {
 		}
 	}
 	c.assertNoConsumers(t)
-	if n := c.streamConsumers(t, "OBJ_elsewhere"); n != 0 {
+	if n := testenv.StreamConsumers(t, c.js, "OBJ_elsewhere"); n != 0 {
 		t.Errorf("consumers on OBJ_elsewhere: got %d, want 0", n)
 	}
-}
-
-func (c *claims) streamConsumers(t *testing.T, stream string) int {
-	t.Helper()
-	s, err := c.js.Stream(context.Background(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Consumers
 }
 
 func TestClaimReaderReportsMissingChunks(t *testing.T) {

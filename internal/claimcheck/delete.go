@@ -45,7 +45,7 @@ func (c ObjectClaims) Delete(ctx context.Context, dataref string) error {
 	if err != nil {
 		return fmt.Errorf("delete claim check %s: %w", dataref, err)
 	}
-	meta := nats.NewMsg(metaSubject(bucket, name))
+	meta := nats.NewMsg(MetaSubject(bucket, name))
 	meta.Data = data
 	chunks := nats.NewMsg(chunkSubject(bucket, info.NUID))
 	for _, m := range []*nats.Msg{meta, chunks} {

@@ -34,8 +34,8 @@ func chunkSubject(bucket, nuid string) string { return "$O." + bucket + ".C." + 
 // "staged-", a NATS nuid has no dash.
 func fenceSubject(bucket, name string) string { return chunkSubject(bucket, "fence-"+name) }
 
-// metaSubject is the subject of the info of the object named name.
-func metaSubject(bucket, name string) string {
+// MetaSubject is the subject of the info of the object named name.
+func MetaSubject(bucket, name string) string {
 	return "$O." + bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name))
 }
 

@@ -243,7 +243,7 @@ func (w *stageWriter) finish(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("staging %s: encode info: %w", w.name, err)
 	}
-	msg := nats.NewMsg(metaSubject(w.s.Bucket, w.name))
+	msg := nats.NewMsg(MetaSubject(w.s.Bucket, w.name))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	_, err = w.publish(ctx, msg, w.fenced(), nil)

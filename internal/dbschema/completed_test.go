@@ -7,13 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
-
-	"github.com/blobref/blobref/internal/dbschema"
 	"github.com/blobref/blobref/internal/testenv"
-	"github.com/blobref/blobref/pkg/step"
 )
 
 // completedVersion is the migration that marks ingest's completed records.
@@ -27,30 +21,7 @@ func TestCompletedMarkMigration(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, url := testenv.NewSchema(t, "mig_")
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	p, err := goose.NewProvider(goose.DialectPostgres, db, dbschema.Migrations())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := step.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.UpTo(ctx, completedVersion-1); err != nil {
-		t.Fatal(err)
-	}
-	exec := func(sql string, args ...any) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql, args...); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	pool, p, exec := before(t, ctx, completedVersion)
 	done := time.Now().UTC().Truncate(time.Microsecond).Add(-time.Hour)
 	for _, id := range []string{"completed", "stored", "dead", "unknown", "no-ref"} {
 		exec(`INSERT INTO ingest_uploads (id, caller, idempotency_key, subject, content_type, size, sha256, published_at)

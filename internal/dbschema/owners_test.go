@@ -6,14 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
 	"go.uber.org/goleak"
 
 	"github.com/blobref/blobref/internal/dbschema"
 	"github.com/blobref/blobref/internal/testenv"
-	"github.com/blobref/blobref/pkg/step"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -29,32 +25,9 @@ func TestOwnersMigration(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, url := testenv.NewSchema(t, "mig_")
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	p, err := goose.NewProvider(goose.DialectPostgres, db, dbschema.Migrations())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := step.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.UpTo(ctx, ownersVersion-1); err != nil {
-		t.Fatal(err)
-	}
+	pool, p, exec := before(t, ctx, ownersVersion)
 
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	exec := func(sql string, args ...any) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql, args...); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
 	ref := func(id, subject string, at time.Time) {
 		t.Helper()
 		exec(`INSERT INTO upload_refs (id, subject, blob_key, size, sha256, content_type, event_time)

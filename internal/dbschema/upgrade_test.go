@@ -30,6 +30,34 @@ func openSchema(t *testing.T, ctx context.Context) (*pgxpool.Pool, string) {
 	return pool, schema
 }
 
+// before returns a fresh schema with the step tables and blobref's
+// migrations up to, not including, version: its pool, the provider of
+// blobref's migrations on it (to go up to version and down again), and an
+// exec that fails the test.
+func before(t *testing.T, ctx context.Context, version int64) (*pgxpool.Pool, *goose.Provider, func(sql string, args ...any)) {
+	t.Helper()
+	pool, _ := openSchema(t, ctx)
+	db := stdlib.OpenDBFromPool(pool)
+	t.Cleanup(func() { _ = db.Close() })
+	p, err := goose.NewProvider(goose.DialectPostgres, db, dbschema.Migrations())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := step.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, version-1); err != nil {
+		t.Fatal(err)
+	}
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	return pool, p, exec
+}
+
 // layout describes the tables of schema: each column with its type,
 // nullability and default, and each constraint with its definition.
 func layout(t *testing.T, ctx context.Context, pool *pgxpool.Pool, schema string) map[string]string {

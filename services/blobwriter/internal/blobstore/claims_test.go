@@ -3,14 +3,11 @@ package blobstore_test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"gocloud.dev/blob"
 
@@ -235,32 +232,13 @@ func TestClaimCheckOfAForgedInfoIsNotStored(t *testing.T) {
 
 // forge writes info as the info of object name, as a faulty writer could.
 func (c *claims) forge(t *testing.T, name string, info jetstream.ObjectInfo) {
-	t.Helper()
-	info.Name = name
-	data, err := json.Marshal(info)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg := nats.NewMsg("$O.uploads-staging.M." + base64.URLEncoding.EncodeToString([]byte(name)))
-	msg.Data = data
-	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	if _, err := c.js.PublishMsg(context.Background(), msg); err != nil {
-		t.Fatal(err)
-	}
+	testenv.ForgeObjectInfo(t, c.js, "uploads-staging", name, info)
 }
 
 // assertNoConsumers fails the test if a reader left a consumer behind.
 func (c *claims) assertNoConsumers(t *testing.T) {
 	t.Helper()
-	s, err := c.js.Stream(context.Background(), "OBJ_uploads-staging")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := info.State.Consumers; n != 0 {
+	if n := testenv.StreamConsumers(t, c.js, "OBJ_uploads-staging"); n != 0 {
 		t.Errorf("consumers on OBJ_uploads-staging: got %d, want 0", n)
 	}
 }
