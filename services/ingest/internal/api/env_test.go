@@ -508,19 +508,27 @@ func (e *env) complete(req *events.Event) events.Reference {
 	return ref
 }
 
+// pipelineEvents are the blob_stored and completed events blobwriter and
+// refwriter publish for inline upload req, and the reference, unpublished.
+func (e *env) pipelineEvents(req *events.Event) (stored, completed *events.Event, ref events.Reference) {
+	e.t.Helper()
+	b := events.Blob{Key: events.DefaultKeyPrefix + req.ID, Size: int64(len(req.Data)), SHA256: req.SHA256, ContentType: req.ContentType}
+	stored, err := events.NewBlobStored(req, b, events.SourceBlobWriter)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ref = events.Reference{ID: req.ID, Owner: req.Owner, Subject: req.Subject, Blob: b, EventTime: req.Time}
+	if completed, err = events.NewCompleted(stored, ref, events.SourceRefWriter); err != nil {
+		e.t.Fatal(err)
+	}
+	return stored, completed, ref
+}
+
 // publishCompleted publishes a completed event of upload req, as refwriter
 // would, without recording anything.
 func (e *env) publishCompleted(req *events.Event) {
 	e.t.Helper()
-	b := events.Blob{Key: "uploads/" + req.ID, Size: int64(len(req.Data)), SHA256: req.SHA256, ContentType: req.ContentType}
-	stored, err := events.NewBlobStored(req, b, "/test/blobwriter")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	completed, err := events.NewCompleted(stored, events.Reference{ID: req.ID, Owner: req.Owner, Subject: req.Subject, Blob: b, EventTime: req.Time}, "/test/refwriter")
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	_, completed, _ := e.pipelineEvents(req)
 	testenv.Publish(e.t, e.js, completed, "")
 }
 

@@ -75,17 +75,7 @@ func TestStatusToleratesEventsOutOfOrder(t *testing.T) {
 	e := setup(t)
 	id := uploads.ID("alice", "ooo")
 	e.post(upload{key: "ooo", body: []byte("out of order")}).state(t, http.StatusAccepted)
-	req := e.awaitRequests(id, 1)[0]
-	b := events.Blob{Key: events.DefaultKeyPrefix + id, Size: int64(len(req.Data)), SHA256: req.SHA256, ContentType: req.ContentType}
-	stored, err := events.NewBlobStored(req, b, events.SourceBlobWriter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := events.Reference{ID: id, Owner: req.Owner, Subject: req.Subject, Blob: b, EventTime: req.Time}
-	completed, err := events.NewCompleted(stored, ref, events.SourceRefWriter)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stored, completed, ref := e.pipelineEvents(e.awaitRequests(id, 1)[0])
 	path := "/v1/uploads/" + id
 
 	testenv.Publish(t, e.js, completed, "")
@@ -163,17 +153,7 @@ func TestStatusCatchesUpWithTheEvents(t *testing.T) {
 		id = uploads.ID("alice", key)
 		body = []byte("completed while the read model was behind: " + key)
 		e.post(upload{key: key, body: body}).state(t, http.StatusAccepted)
-		req := e.awaitRequests(id, 1)[0]
-		b := events.Blob{Key: events.DefaultKeyPrefix + id, Size: int64(len(body)), SHA256: req.SHA256, ContentType: req.ContentType}
-		stored, err := events.NewBlobStored(req, b, events.SourceBlobWriter)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ref = events.Reference{ID: id, Owner: req.Owner, Subject: req.Subject, Blob: b, EventTime: req.Time}
-		completed, err := events.NewCompleted(stored, ref, events.SourceRefWriter)
-		if err != nil {
-			t.Fatal(err)
-		}
+		stored, completed, ref := e.pipelineEvents(e.awaitRequests(id, 1)[0])
 		testenv.Publish(t, e.js, stored, "")
 		testenv.Publish(t, e.js, completed, "")
 		if n := e.pg.Count(t, `SELECT count(*) FROM ingest_upload_view WHERE id = $1 AND completed_at IS NOT NULL`, id); n != 0 {
