@@ -33,6 +33,51 @@ const timeout = 20 * time.Second
 // effectFunc lets each test decide what the side effect does per upload id.
 type effectFunc func(ctx context.Context, ev *events.Event, call int) error
 
+// holding is a side effect that counts the side effects started and, for
+// the uploads slow picks, waits until release is closed or its message's
+// context ends.
+func holding(release <-chan struct{}, started *atomic.Int32, slow func(id string) bool) effectFunc {
+	return func(ctx context.Context, ev *events.Event, _ int) error {
+		started.Add(1)
+		if slow(ev.ID) {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+}
+
+// awaitStarted waits until n side effects of holding have started.
+func awaitStarted(t *testing.T, started *atomic.Int32, n int32) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); started.Load() != n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("side effects started: %d, want %d", started.Load(), n)
+		}
+	}
+}
+
+// batchSizes has h record the size of each batch it records (set before
+// start); the function it returns reads them.
+func (h *harness) batchSizes() func() []int {
+	var mu sync.Mutex
+	var sizes []int
+	h.inTx = func(items []step.Item[events.Blob]) []error {
+		mu.Lock()
+		defer mu.Unlock()
+		sizes = append(sizes, len(items))
+		return nil
+	}
+	return func() []int {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(sizes)
+	}
+}
+
 // harness runs a blob-like step under steptest: its side effect counts its
 // calls per upload id and does what the test's effect says.
 type harness struct {
@@ -535,36 +580,15 @@ func TestBatchesGrowWhileWorkersAreBusy(t *testing.T) {
 	release := make(chan struct{})
 	var started atomic.Int32
 	h := newHarness(t, step.Options{BatchSize: 64, MaxInFlight: 128, BatchWait: time.Millisecond, FetchWait: time.Minute},
-		func(ctx context.Context, ev *events.Event, _ int) error {
-			started.Add(1)
-			if strings.HasPrefix(ev.ID, "slow") {
-				select {
-				case <-release:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			return nil
-		})
+		holding(release, &started, func(id string) bool { return strings.HasPrefix(id, "slow") }))
 	if got := (step.Options{BatchSize: 64, MaxInFlight: 128}).MaxBatches(); got != 2 {
 		t.Fatalf("MaxBatches: got %d, want 2", got)
 	}
-	var mu sync.Mutex
-	var sizes []int
-	h.inTx = func(items []step.Item[events.Blob]) []error {
-		mu.Lock()
-		sizes = append(sizes, len(items))
-		mu.Unlock()
-		return nil
-	}
+	sizes := h.batchSizes()
 	h.Start()
 	for i := range 2 { // two batches of one, both held by their side effect
 		h.publish(fmt.Sprintf("slow%d", i), []byte("x"), "")
-		for deadline := time.Now().Add(timeout); started.Load() != int32(i+1); time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("slow%d: side effect not started", i)
-			}
-		}
+		awaitStarted(t, &started, int32(i+1))
 	}
 	// Each alone: published once the one before it is in the runner's
 	// hands, with nothing pending behind it. Without busy workers, each
@@ -578,10 +602,8 @@ func TestBatchesGrowWhileWorkersAreBusy(t *testing.T) {
 	}
 	close(release)
 	h.stored.Await(t, 12, timeout)
-	mu.Lock()
-	defer mu.Unlock()
-	if !slices.Contains(sizes, 10) {
-		t.Errorf("batch sizes recorded: %v, want the ten that waited together in one", sizes)
+	if got := sizes(); !slices.Contains(got, 10) {
+		t.Errorf("batch sizes recorded: %v, want the ten that waited together in one", got)
 	}
 }
 
@@ -727,36 +749,15 @@ func TestLoneMessagesWaitForCompanyWhileAnotherBatchRuns(t *testing.T) {
 	release := make(chan struct{})
 	var started atomic.Int32
 	h := newHarness(t, step.Options{BatchSize: 10, MaxInFlight: 40, BatchWait: time.Hour, FetchWait: time.Minute},
-		func(ctx context.Context, ev *events.Event, _ int) error {
-			started.Add(1)
-			if ev.ID == "slow" {
-				select {
-				case <-release:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			return nil
-		})
+		holding(release, &started, func(id string) bool { return id == "slow" }))
 	if got := (step.Options{BatchSize: 10, MaxInFlight: 40}).MaxBatches(); got < 2 {
 		t.Fatalf("MaxBatches: got %d, want a free worker besides the slow batch's", got)
 	}
-	var mu sync.Mutex
-	var sizes []int
-	h.inTx = func(items []step.Item[events.Blob]) []error {
-		mu.Lock()
-		sizes = append(sizes, len(items))
-		mu.Unlock()
-		return nil
-	}
+	sizes := h.batchSizes()
 	h.Start()
 	// Alone, with nothing running: it goes at once.
 	h.publish("slow", []byte("x"), "")
-	for deadline := time.Now().Add(timeout); started.Load() != 1; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("slow: side effect not started")
-		}
-	}
+	awaitStarted(t, &started, 1)
 	for i := range 10 {
 		h.publish(fmt.Sprintf("fast%d", i), []byte("y"), "")
 		if i < 9 { // the tenth fills the batch, which goes
@@ -767,9 +768,7 @@ func TestLoneMessagesWaitForCompanyWhileAnotherBatchRuns(t *testing.T) {
 	h.stored.Await(t, 10, timeout)
 	close(release)
 	h.stored.Await(t, 1, timeout)
-	mu.Lock()
-	defer mu.Unlock()
-	if want := []int{10, 1}; !slices.Equal(sizes, want) {
-		t.Errorf("batch sizes recorded: %v, want %v (the ten that arrived one by one together, then slow)", sizes, want)
+	if got, want := sizes(), []int{10, 1}; !slices.Equal(got, want) {
+		t.Errorf("batch sizes recorded: %v, want %v (the ten that arrived one by one together, then slow)", got, want)
 	}
 }
