@@ -23,11 +23,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 
 	"github.com/blobref/blobref/pkg/events"
@@ -171,8 +170,8 @@ const newerDead = `(excluded.dead_seq IS NOT NULL AND (v.dead_seq IS NULL OR exc
 
 // upsertStatement merges a batch of facts, one array per column (args),
 // each upload at most once, into their rows. A fact that changes nothing
-// writes nothing: no new row version, no WAL (a redelivery, or the
-// completed event of an upload whose Prefer: wait answer recorded it).
+// writes nothing: no new row version, no WAL (a redelivery, or a
+// completion a GET or a retry told the read model first).
 //
 // With mark, the same statement also tells the record of each upload in
 // ingest_uploads, if ingest has one, that the upload completed, once the
@@ -270,18 +269,15 @@ func seqArg(seq uint64) *int64 {
 	return &n
 }
 
-// layers splits facts into groups in which each upload appears once, in
-// the order of their ids: one statement cannot merge two facts into the
-// same row, so the second fact of an upload goes into the next statement.
+// layers splits facts into groups in which each upload appears once: one
+// statement cannot merge two facts into the same row, so the second fact of
+// an upload goes into the next statement.
 func layers(facts []Fact) [][]Fact {
-	sorted := slices.Clone(facts)
-	slices.SortStableFunc(sorted, func(a, b Fact) int { return strings.Compare(a.ID, b.ID) })
 	var out [][]Fact
-	for i, f := range sorted {
-		k := 0
-		for j := i - 1; j >= 0 && sorted[j].ID == f.ID; j-- {
-			k++
-		}
+	seen := make(map[string]int, len(facts))
+	for _, f := range facts {
+		k := seen[f.ID]
+		seen[f.ID]++
 		if k == len(out) {
 			out = append(out, nil)
 		}
@@ -290,29 +286,24 @@ func layers(facts []Fact) [][]Fact {
 	return out
 }
 
-// Sender sends statements in one round trip: a pool, a connection or a
-// transaction.
-type Sender interface {
-	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+// Execer runs a statement: a pool, a connection or a transaction.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
-// Apply merges facts into the read model in one round trip and one
-// transaction: a statement for each layer of them (see layers), usually
-// one.
-func Apply(ctx context.Context, db Sender, facts ...Fact) error {
-	b := &pgx.Batch{}
+// Apply merges facts into the read model: one statement for each layer of
+// them (see layers), usually one. The merge does not depend on order or
+// repetition, so a failure part-way leaves nothing that applying the same
+// facts again does not mend.
+func Apply(ctx context.Context, db Execer, facts ...Fact) error {
 	for _, layer := range layers(facts) {
 		args, err := factArgs(layer)
 		if err != nil {
 			return err
 		}
-		b.Queue(upsert, args...)
-	}
-	if b.Len() == 0 {
-		return nil
-	}
-	if err := db.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("readmodel: apply %d facts: %w", len(facts), err)
+		if _, err := db.Exec(ctx, upsert, args...); err != nil {
+			return fmt.Errorf("readmodel: apply %d facts: %w", len(layer), err)
+		}
 	}
 	return nil
 }

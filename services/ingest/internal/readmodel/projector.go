@@ -17,7 +17,7 @@ import (
 
 // Projector runs the read model's durable consumers.
 type Projector struct {
-	Pool Sender
+	Pool Execer
 	JS   jetstream.JetStream
 	// LookUp waits for the durable consumers, which `blobrefctl setup`
 	// creates (NATS_SETUP=off), instead of creating them.
@@ -145,8 +145,8 @@ func next(ctx context.Context, it jetstream.MessagesContext, size int) ([]jetstr
 	return msgs, nil
 }
 
-// apply records the facts of msgs in one round trip, on a context that
-// shutdown does not cancel half-way.
+// apply records the facts of msgs, on a context that shutdown does not
+// cancel half-way.
 func (p *Projector) apply(ctx context.Context, spec events.ConsumerSpec, msgs []jetstream.Msg) error {
 	facts := make([]Fact, 0, len(msgs))
 	for _, m := range msgs {

@@ -183,7 +183,9 @@ func TestReplayLeavesTheReadModelUnchanged(t *testing.T) {
 }
 
 // A fact merges into its row whatever came before it: every order of an
-// upload's facts, each applied twice, gives the same row.
+// upload's facts, each applied twice, gives the same row, whether applied
+// one by one or all in one call (several statements, as one statement
+// merges an upload's facts one at a time).
 func TestFactsMergeInAnyOrder(t *testing.T) {
 	t.Parallel()
 	pg := testenv.StartPostgres(t)
@@ -201,16 +203,22 @@ func TestFactsMergeInAnyOrder(t *testing.T) {
 		dead, redead,
 	}
 	// Each order in a transaction of its own, rolled back.
-	merged := func(order []int) string {
+	merged := func(order []int, together bool) string {
 		tx, err := pg.Pool.Begin(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer func() { _ = tx.Rollback(context.Background()) }()
+		var all []readmodel.Fact
 		for _, j := range append(order, order...) {
-			if err := readmodel.Apply(t.Context(), tx, facts[j]); err != nil {
+			if together {
+				all = append(all, facts[j])
+			} else if err := readmodel.Apply(t.Context(), tx, facts[j]); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if err := readmodel.Apply(t.Context(), tx, all...); err != nil {
+			t.Fatal(err)
 		}
 		var row string
 		err = tx.QueryRow(t.Context(), `SELECT concat_ws('|', owner, subject, content_type, size, sha256, event_time, stored_at,
@@ -221,9 +229,15 @@ func TestFactsMergeInAnyOrder(t *testing.T) {
 		return row
 	}
 	orders := permutations(len(facts))
-	want := merged(orders[0])
-	for _, order := range orders[1:] {
-		if got := merged(order); got != want {
+	want := merged(orders[0], false)
+	for i, order := range orders {
+		if got := merged(order, true); got != want {
+			t.Fatalf("order %v in one call:\n got %s\nwant %s (order %v)", order, got, want, orders[0])
+		}
+		if i == 0 {
+			continue
+		}
+		if got := merged(order, false); got != want {
 			t.Fatalf("order %v:\n got %s\nwant %s (order %v)", order, got, want, orders[0])
 		}
 	}

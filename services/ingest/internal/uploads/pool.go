@@ -18,7 +18,6 @@ type DB interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // BoundedPool returns pool as a DB whose statements wait at most wait for
@@ -86,36 +85,6 @@ func (b *boundedPool) QueryRow(ctx context.Context, sql string, args ...any) pgx
 	}
 	return &releasingRow{row: c.QueryRow(ctx, sql, args...), conn: c}
 }
-
-func (b *boundedPool) SendBatch(ctx context.Context, batch *pgx.Batch) pgx.BatchResults {
-	c, err := b.acquire(ctx)
-	if err != nil {
-		return errBatch{err}
-	}
-	return &releasingBatch{BatchResults: c.SendBatch(ctx, batch), conn: c}
-}
-
-// releasingBatch gives its connection back to the pool once closed.
-type releasingBatch struct {
-	pgx.BatchResults
-	conn *pgxpool.Conn
-	once sync.Once
-}
-
-func (r *releasingBatch) Close() error {
-	err := r.BatchResults.Close()
-	r.once.Do(r.conn.Release)
-	return err
-}
-
-// errBatch is a batch that could not be sent.
-type errBatch struct{ err error }
-
-func (b errBatch) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, b.err }
-func (b errBatch) Query() (pgx.Rows, error)         { return nil, b.err }
-func (b errBatch) QueryRow() pgx.Row                { return errRow(b) }
-func (b errBatch) Close() error                     { return b.err }
-func (b errBatch) Tx() pgx.Tx                       { return nil }
 
 // releasingRows gives its connection back to the pool once the rows are
 // read or closed.
