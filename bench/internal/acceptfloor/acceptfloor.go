@@ -16,7 +16,6 @@ package acceptfloor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -26,6 +25,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/blobref/blobref/pkg/step/stepservice"
 )
 
 // Where the floor keeps what it accepted.
@@ -102,24 +103,8 @@ func Run(ctx context.Context, d Deps) error {
 
 // serve runs srv on ln until ctx ends, then shuts it down gracefully.
 func serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
+	if err := stepservice.ServeUntil(ctx, srv, ln, shutdownTimeout, nil); err != nil {
 		return fmt.Errorf("acceptfloor: serve: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-	defer cancel()
-	err := srv.Shutdown(sctx)
-	if err != nil {
-		err = errors.Join(err, srv.Close())
-	}
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, serr)
-	}
-	if err != nil {
-		return fmt.Errorf("acceptfloor: shutdown: %w", err)
 	}
 	return nil
 }

@@ -119,20 +119,36 @@ func (o *Ops) Run(ctx context.Context) error {
 		return fmt.Errorf("ops: %w", err)
 	}
 	srv := &http.Server{Handler: o.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	if err := ServeUntil(ctx, srv, ln, 5*time.Second, nil); err != nil {
+		return fmt.Errorf("ops: %w", err)
+	}
+	return nil
+}
+
+// ServeUntil serves srv on ln until ctx is done, then shuts it down
+// gracefully: it stops accepting connections, calls stopping (if not nil:
+// to end the waits of long requests), lets the requests in flight finish
+// within timeout, and then closes the connections left.
+func ServeUntil(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration, stopping func()) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("ops: %w", err)
+		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	if stopping != nil {
+		stopping()
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("ops: shutdown: %w", err)
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		_ = srv.Close()
+		err = fmt.Errorf("shutdown: %w", err)
 	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("ops: %w", err)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
 	}
-	return nil
+	return err
 }

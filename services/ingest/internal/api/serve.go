@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/blobref/blobref/pkg/step/stepservice"
 )
 
 // Serve serves a on ln until ctx is done, then shuts down gracefully: it
@@ -30,25 +31,10 @@ func Serve(ctx context.Context, ln net.Listener, a *API, shutdownTimeout time.Du
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.opts.Logger.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
+	if err := stepservice.ServeUntil(ctx, srv, ln, shutdownTimeout, a.StopWaiting); err != nil {
 		return fmt.Errorf("api: %w", err)
-	case <-ctx.Done():
 	}
-	a.StopWaiting()
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-	defer cancel()
-	err := srv.Shutdown(sctx)
-	if err != nil {
-		_ = srv.Close()
-		err = fmt.Errorf("api: shutdown: %w", err)
-	}
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, fmt.Errorf("api: %w", serr))
-	}
-	return err
+	return nil
 }
 
 // Metrics counts the API's requests and the bytes uploaded.
