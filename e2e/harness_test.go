@@ -196,6 +196,19 @@ func (p *pipeline) awaitCompleted(n int, within time.Duration) map[string]int {
 	return got
 }
 
+// awaitEachCompletedOnce waits for a completed event of each of us (two
+// minutes at most) and fails the test for any upload completed other than
+// once.
+func (p *pipeline) awaitEachCompletedOnce(us []upload) {
+	p.t.Helper()
+	got := p.awaitCompleted(len(us), 2*time.Minute)
+	for _, u := range us {
+		if got[u.ID] != 1 {
+			p.t.Errorf("%s: %d completed events, want 1", u.ID, got[u.ID])
+		}
+	}
+}
+
 // awaitMarkers polls until step has n markers.
 func (p *pipeline) awaitMarkers(step string, n int) {
 	p.t.Helper()

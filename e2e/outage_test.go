@@ -149,12 +149,7 @@ func TestPostgresOutageDelaysAndDeadLettersNothing(t *testing.T) {
 	holdUntil(start, outageLength)
 	srv.Start()
 
-	got := p.awaitCompleted(len(during), 2*time.Minute)
-	for _, u := range during {
-		if got[u.ID] != 1 {
-			t.Errorf("%s: %d completed events, want 1", u.ID, got[u.ID])
-		}
-	}
+	p.awaitEachCompletedOnce(during)
 	bw.awaitUp(t)
 	rw.awaitUp(t)
 	p.noDeadLetters()
@@ -204,12 +199,7 @@ func TestBucketOutageDelaysAndDeadLettersNothing(t *testing.T) {
 	holdUntil(start, outageLength)
 	p.minio.Start()
 
-	got := p.awaitCompleted(len(during), 2*time.Minute)
-	for _, u := range during {
-		if got[u.ID] != 1 {
-			t.Errorf("%s: %d completed events, want 1", u.ID, got[u.ID])
-		}
-	}
+	p.awaitEachCompletedOnce(during)
 	bw.awaitUp(t)
 	p.noDeadLetters()
 	p.checkInvariants(append(before, during...))
@@ -268,12 +258,7 @@ func TestFullBucketDelaysAndDeadLettersNothing(t *testing.T) {
 	holdUntil(start, outageLength)
 	free()
 
-	got := p.awaitCompleted(len(uploads), 2*time.Minute)
-	for _, u := range uploads {
-		if got[u.ID] != 1 {
-			t.Errorf("%s: %d completed events, want 1", u.ID, got[u.ID])
-		}
-	}
+	p.awaitEachCompletedOnce(uploads)
 	p.noDeadLetters()
 	p.checkInvariants(uploads)
 }
@@ -325,12 +310,7 @@ func TestFullPostgresDelaysAndDeadLettersNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	got := p.awaitCompleted(len(uploads), 2*time.Minute)
-	for _, u := range uploads {
-		if got[u.ID] != 1 {
-			t.Errorf("%s: %d completed events, want 1", u.ID, got[u.ID])
-		}
-	}
+	p.awaitEachCompletedOnce(uploads)
 	p.noDeadLetters()
 	p.checkInvariants(uploads)
 }
@@ -379,12 +359,7 @@ func TestMissingBucketIsAnOutage(t *testing.T) {
 		t.Fatalf("create bucket %s: %v", p.minio.Bucket, err)
 	}
 
-	got := p.awaitCompleted(len(us), 2*time.Minute)
-	for _, u := range us {
-		if got[u.ID] != 1 {
-			t.Errorf("%s: %d completed events, want 1", u.ID, got[u.ID])
-		}
-	}
+	p.awaitEachCompletedOnce(us)
 	bw.awaitUp(t)
 	p.noDeadLetters()
 	p.checkInvariants(us)
