@@ -204,6 +204,23 @@ func (pg *Postgres) Count(t testing.TB, query string, args ...any) int {
 	return n
 }
 
+// AwaitCount polls a counting query until it counts n, and fails the test
+// if it does not within the given time.
+func (pg *Postgres) AwaitCount(t testing.TB, within time.Duration, n int, query string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got := pg.Count(t, query, args...)
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: got %d, want %d within %v", query, got, n, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Map runs a query of two columns scanned as strings and returns the second
 // by the first, e.g. each row's xmin by id.
 func (pg *Postgres) Map(t testing.TB, query string, args ...any) map[string]string {

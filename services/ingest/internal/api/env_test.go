@@ -426,17 +426,7 @@ func (e *env) awaitRequests(id string, n int) []*events.Event {
 // awaitRows polls a counting query until it counts n.
 func (e *env) awaitRows(query string, n int, args ...any) {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		got := e.pg.Count(e.t, query, args...)
-		if got == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s: got %d, want %d", query, got, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	e.pg.AwaitCount(e.t, timeout, n, query, args...)
 }
 
 // storeBlob records the blob step's marker and publishes its blob_stored

@@ -48,17 +48,7 @@ func TestRetentionDeletesWhatNoReplayReaches(t *testing.T) {
 	oldReq := request(old, now.Add(-30*time.Hour))
 	testenv.Publish(t, p.JS, oldReq, old)
 	testenv.Publish(t, p.JS, request(young, now.Add(-time.Hour)), young)
-	awaitCount := func(n int, query string, args ...any) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for p.PG.Count(t, query, args...) != n {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not %d within 60s", query, n)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	awaitCount(2, `SELECT count(*) FROM upload_refs WHERE id = ANY($1)`, []string{old, young})
+	p.PG.AwaitCount(t, time.Minute, 2, `SELECT count(*) FROM upload_refs WHERE id = ANY($1)`, []string{old, young})
 
 	// The old upload's markers were recorded when its event was new, and
 	// the young one's an hour ago; ingest's records and leases and the

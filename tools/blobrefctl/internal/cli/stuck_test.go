@@ -36,24 +36,14 @@ func TestStuckListsEachKind(t *testing.T) {
 		}
 		return u.ID
 	}
-	awaitCount := func(n int, query string, args ...any) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for p.PG.Count(t, query, args...) != n {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not %d within 60s", query, n)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 
 	done := post("done", 30*time.Second)
-	awaitCount(1, `SELECT count(*) FROM upload_refs WHERE id = $1`, done)
+	p.PG.AwaitCount(t, time.Minute, 1, `SELECT count(*) FROM upload_refs WHERE id = $1`, done)
 
 	// Stored, never referenced: refwriter is gone.
 	rw.Stop(t)
 	stored := post("stored", 0)
-	awaitCount(1, `SELECT count(*) FROM step_markers WHERE upload_id = $1 AND step = 'blob'`, stored)
+	p.PG.AwaitCount(t, time.Minute, 1, `SELECT count(*) FROM step_markers WHERE upload_id = $1 AND step = 'blob'`, stored)
 
 	// Dead-lettered: a request whose claim-checked bytes were never staged.
 	dead := testenv.ID("dead")
