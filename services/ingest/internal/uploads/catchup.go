@@ -29,8 +29,9 @@ func (s *Service) uploadsStream(ctx context.Context) (jetstream.Stream, error) {
 // its consumer is behind (ingest just restarted, say), the upload's latest
 // completed event in UPLOADS, if any, completes it, and is told to the read
 // model. A retry then answers what a Prefer: wait would otherwise wait for
-// in vain: the completion that came before it. Should JetStream not answer,
-// st stands as the read model has it.
+// in vain, the completion that came before it, and a GET right after a
+// Prefer: wait answer says what the answer said. Should JetStream not
+// answer, st stands as the read model has it.
 func (s *Service) catchUp(ctx context.Context, st State) State {
 	if st.State != StatePending && st.State != StateStored {
 		return st
