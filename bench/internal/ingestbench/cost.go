@@ -137,6 +137,7 @@ func (r *Report) writeCPU(w io.Writer, line func(string, ...any), v *Variant) {
 		t.Row(cells...)
 	}
 	t.Write(w)
+	r.writePostgresParts(w, line, v)
 	var lost int
 	for _, rd := range v.Rounds {
 		for _, l := range rd.Levels {
@@ -154,4 +155,35 @@ func medianCell(s stats.Summary, format string) string {
 		return "-"
 	}
 	return fmt.Sprintf(format, s.Median)
+}
+
+// pgServices are the services whose connections the Postgres column is
+// split by, in the report's order.
+var pgServices = []string{pipeline.Ingest, pipeline.BlobWriter, pipeline.RefWriter}
+
+// writePostgresParts splits the Postgres column of the CPU table by the
+// service whose connections the backends served: what each service's
+// statements cost Postgres.
+func (r *Report) writePostgresParts(w io.Writer, line func(string, ...any), v *Variant) {
+	rows := r.costRows(v)
+	var t texttable.Table
+	t.Row(append([]string{"  phase"}, pgServices...)...)
+	found := false
+	for _, row := range rows {
+		cells := []string{"  " + row.label}
+		for _, svc := range pgServices {
+			s := row.median(func(u procstat.Usage, n int, _ *load.Phase) (float64, bool) {
+				part, ok := u.Parts[pipeline.Postgres][svc]
+				return us(part.Per(n).Total()), ok
+			})
+			found = found || s.N > 0
+			cells = append(cells, medianCell(s, "%.0f"))
+		}
+		t.Row(cells...)
+	}
+	if !found {
+		return
+	}
+	line("postgres, by the service whose connections its backends served (CPU µs per upload)")
+	t.Write(w)
 }

@@ -74,6 +74,9 @@ func TestSmoke(t *testing.T) {
 		if total <= 0 {
 			t.Errorf("%d clients: no CPU for any process", l.Clients)
 		}
+		if _, ok := l.Usage.Parts[pipeline.Postgres][pipeline.Ingest]; !ok {
+			t.Errorf("%d clients: no Postgres CPU read for ingest's connections (got parts %v)", l.Clients, l.Usage.Parts)
+		}
 		if l.Peak[pipeline.Ingest] <= 0 {
 			t.Errorf("%d clients: no peak RSS for ingest", l.Clients)
 		}
@@ -137,9 +140,14 @@ func TestReport(t *testing.T) {
 			pipeline.BlobWriter: ms(blobwriter), pipeline.RefWriter: ms(refwriter), pipeline.NATSServer: ms(nats),
 			pipeline.Postgres: ms(postgres), pipeline.Bench: ms(50),
 		}, Other: 10 * time.Millisecond}
+		// Postgres's backends: 3/10 refwriter's, the rest blobwriter's, or
+		// 6/10 ingest's when it runs.
+		parts := map[string]procstat.Times{pipeline.RefWriter: ms(postgres * 3 / 10), pipeline.BlobWriter: ms(postgres * 7 / 10)}
 		if ingest >= 0 {
 			u.CPU[pipeline.Ingest] = ms(ingest)
+			parts[pipeline.Ingest], parts[pipeline.BlobWriter] = ms(postgres*6/10), ms(postgres/10)
 		}
+		u.Parts = map[string]map[string]procstat.Times{pipeline.Postgres: parts}
 		return u
 	}
 	level := func(clients int, elapsed, p50 time.Duration, u procstat.Usage, ingestRSS int64) Level {
@@ -221,6 +229,8 @@ func TestReport(t *testing.T) {
 	for _, re := range []string{
 		`(?m)^ +64 +500 ±0% +100\.0 ±0% +200\.0 ±0% +0\.10 ±0% +40\.0 ±0%$`, // old's HTTP table at 64 clients
 		`(?m)^ +HTTP, 64 clients: uploads/s +500 +2500 +5\.00$`,
+		// Postgres by service: old's and tree's 64 clients, and bulk without ingest.
+		`(?m)^ +HTTP, 64 clients +540 +90 +270$`, `(?m)^ +HTTP, 64 clients +60 +10 +30$`, `(?m)^ +bulk, JetStream +- +70 +30$`,
 		`(?m)^ +HTTP, 64 clients: CPU µs/upload +3500 +700 +0\.20$`,
 		`(?m)^ +HTTP, 64 clients: CPU × bulk +8\.75 +1\.75 +0\.20$`,
 		`(?m)^ +ingest peak RSS at 256 clients, MiB +80\.0 +50\.0 +0\.62$`,

@@ -67,14 +67,25 @@ func (p *Pipeline) Admin(ctx context.Context, f func(*pgx.Conn) error) error {
 // application_name). Each label must have at least one: a program that
 // sets its own application_name would otherwise go unmeasured.
 func (p *Pipeline) Backends(labels ...string) ([]int, error) {
+	byLabel, err := p.BackendsOf(labels...)
+	var pids []int
+	for _, l := range labels {
+		pids = append(pids, byLabel[l]...)
+	}
+	return pids, err
+}
+
+// BackendsOf is Backends by label.
+func (p *Pipeline) BackendsOf(labels ...string) (map[string][]int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	labelOf := make(map[string]string, len(labels))
 	names := make([]string, len(labels))
 	for i, l := range labels {
 		names[i] = p.AppName(l)
+		labelOf[names[i]] = l
 	}
-	var pids []int
-	found := map[string]bool{}
+	byLabel := map[string][]int{}
 	err := p.withAdmin(ctx, func(c *pgx.Conn) error {
 		rows, err := c.Query(ctx, `SELECT pid, application_name FROM pg_stat_activity
 			WHERE datname = current_database() AND application_name = ANY($1)`, names)
@@ -84,8 +95,7 @@ func (p *Pipeline) Backends(labels ...string) ([]int, error) {
 		var pid int
 		var name string
 		_, err = pgx.ForEachRow(rows, []any{&pid, &name}, func() error {
-			pids = append(pids, pid)
-			found[name] = true
+			byLabel[labelOf[name]] = append(byLabel[labelOf[name]], pid)
 			return nil
 		})
 		return err
@@ -93,17 +103,18 @@ func (p *Pipeline) Backends(labels ...string) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i, n := range names {
-		if !found[n] {
-			return nil, fmt.Errorf("pipeline: no Postgres backend of %s (application_name %s): does it set an application_name of its own?", labels[i], n)
+	for i, l := range labels {
+		if len(byLabel[l]) == 0 {
+			return nil, fmt.Errorf("pipeline: no Postgres backend of %s (application_name %s): does it set an application_name of its own?", l, names[i])
 		}
 	}
-	return pids, nil
+	return byLabel, nil
 }
 
 // Meter returns a meter of every running program by name, the Postgres
-// backends of the running services (Postgres) and the benchmark's process
-// (Bench). The services are those running now.
+// backends of the running services (Postgres, with the backends of each
+// service as its parts) and the benchmark's process (Bench). The services
+// are those running now.
 func (p *Pipeline) Meter() *procstat.Meter {
 	m := &procstat.Meter{}
 	var services []string
@@ -115,7 +126,7 @@ func (p *Pipeline) Meter() *procstat.Meter {
 	}
 	if len(services) > 0 {
 		services = slices.Clone(services)
-		m.AddGroup(Postgres, func() ([]int, error) { return p.Backends(services...) })
+		m.AddParts(Postgres, func() (map[string][]int, error) { return p.BackendsOf(services...) })
 	}
 	m.AddPID(Bench, os.Getpid())
 	return m

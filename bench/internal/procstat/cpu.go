@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -120,7 +121,7 @@ func parseMachineBusy(data []byte) (time.Duration, error) {
 // read (the Postgres backends of a set of connections, say).
 type Meter struct {
 	pids   map[string]int
-	groups map[string]func() ([]int, error)
+	groups map[string]func() (map[string][]int, error)
 }
 
 // AddPID has the meter read process pid as name: its own time and its
@@ -137,8 +138,19 @@ func (m *Meter) AddPID(name string, pid int) {
 // counts with all its time; one that exits between them is missed, and
 // counted in Usage.Lost.
 func (m *Meter) AddGroup(name string, list func() ([]int, error)) {
+	m.AddParts(name, func() (map[string][]int, error) {
+		pids, err := list()
+		return map[string][]int{"": pids}, err
+	})
+}
+
+// AddParts is AddGroup for a group made of parts (the Postgres backends
+// of each service's connections, say): list returns the processes of each
+// part, and the usage has the time of each part (Usage.Parts) besides the
+// group's. A process listed in two parts counts in the first by name.
+func (m *Meter) AddParts(name string, list func() (map[string][]int, error)) {
 	if m.groups == nil {
-		m.groups = map[string]func() ([]int, error){}
+		m.groups = map[string]func() (map[string][]int, error){}
 	}
 	m.groups[name] = list
 }
@@ -148,15 +160,17 @@ func (m *Meter) AddGroup(name string, list func() ([]int, error)) {
 type Sample struct {
 	At  time.Time
 	CPU map[string]Times
-	// members holds the time of each process of a group, by group and pid.
+	// members holds the time of each process of a group, by group and pid;
+	// parts the part of each, by group and pid.
 	members map[string]map[int]Times
+	parts   map[string]map[int]string
 	Machine time.Duration
 }
 
 // Read reads every process and group and the machine's busy time. A group
 // whose list is empty is an error: it would read as no work at all.
 func (m *Meter) Read() (Sample, error) {
-	s := Sample{At: time.Now(), CPU: map[string]Times{}, members: map[string]map[int]Times{}}
+	s := Sample{At: time.Now(), CPU: map[string]Times{}, members: map[string]map[int]Times{}, parts: map[string]map[int]string{}}
 	for name, pid := range m.pids {
 		c, err := ReadCPU(pid)
 		if err != nil {
@@ -165,16 +179,24 @@ func (m *Meter) Read() (Sample, error) {
 		s.CPU[name] = c.Total()
 	}
 	for name, list := range m.groups {
-		pids, err := list()
+		byPart, err := list()
 		if err != nil {
 			return Sample{}, fmt.Errorf("%s: %w", name, err)
 		}
-		if len(pids) == 0 {
+		partOf := map[int]string{}
+		for _, part := range slices.Sorted(maps.Keys(byPart)) {
+			for _, pid := range byPart[part] {
+				if _, ok := partOf[pid]; !ok {
+					partOf[pid] = part
+				}
+			}
+		}
+		if len(partOf) == 0 {
 			return Sample{}, fmt.Errorf("procstat: %s: no process in the group", name)
 		}
 		members := map[int]Times{}
 		var sum Times
-		for _, pid := range slices.Compact(slices.Sorted(slices.Values(pids))) {
+		for pid := range partOf {
 			c, err := ReadCPU(pid)
 			if err != nil {
 				continue // exited since it was listed: counted as lost by Sub
@@ -182,7 +204,7 @@ func (m *Meter) Read() (Sample, error) {
 			members[pid] = c.Own
 			sum = sum.Add(c.Own)
 		}
-		s.CPU[name], s.members[name] = sum, members
+		s.CPU[name], s.members[name], s.parts[name] = sum, members, partOf
 	}
 	var err error
 	s.Machine, err = MachineBusy()
@@ -193,13 +215,22 @@ func (m *Meter) Read() (Sample, error) {
 // by the machine, and by everything else on it ("other": the machine's
 // busy time that none accounts for).
 func (s Sample) Sub(earlier Sample) Usage {
-	u := Usage{Wall: s.At.Sub(earlier.At), CPU: map[string]Times{}, Lost: map[string]int{}, Machine: s.Machine - earlier.Machine}
+	u := Usage{Wall: s.At.Sub(earlier.At), CPU: map[string]Times{}, Parts: map[string]map[string]Times{}, Lost: map[string]int{},
+		Machine: s.Machine - earlier.Machine}
 	var sum time.Duration
 	for name, t := range s.CPU {
 		if members, ok := s.members[name]; ok {
 			t = Times{}
+			parts := map[string]Times{}
 			for pid, c := range members {
-				t = t.Add(c.Sub(earlier.members[name][pid])) // new since earlier: all of it
+				d := c.Sub(earlier.members[name][pid]) // new since earlier: all of it
+				t = t.Add(d)
+				if part := s.parts[name][pid]; part != "" {
+					parts[part] = parts[part].Add(d)
+				}
+			}
+			if len(parts) > 0 {
+				u.Parts[name] = parts
 			}
 			for pid := range earlier.members[name] {
 				if _, ok := members[pid]; !ok {
@@ -220,6 +251,9 @@ func (s Sample) Sub(earlier Sample) Usage {
 type Usage struct {
 	Wall time.Duration
 	CPU  map[string]Times
+	// Parts holds, for a group made of parts (Meter.AddParts), the time of
+	// each part.
+	Parts map[string]map[string]Times
 	// Lost counts, by group, the processes that exited between the two
 	// reads: their time since the first is missing from CPU.
 	Lost    map[string]int

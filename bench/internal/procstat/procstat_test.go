@@ -1,6 +1,7 @@
 package procstat
 
 import (
+	"maps"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -133,6 +134,30 @@ func TestSubGroups(t *testing.T) {
 	}
 }
 
+// TestSubParts checks that a group made of parts reports each part's time,
+// counted as the group's is, and that the parts add up to the group.
+func TestSubParts(t *testing.T) {
+	t.Parallel()
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	parts := map[int]string{1: "ingest", 2: "ingest", 3: "refwriter"}
+	earlier := Sample{CPU: map[string]Times{"pg": {ms(60), ms(6)}},
+		members: map[string]map[int]Times{"pg": {1: {ms(10), ms(1)}, 2: {ms(20), ms(2)}, 3: {ms(30), ms(3)}}},
+		parts:   map[string]map[int]string{"pg": parts},
+	}
+	later := Sample{CPU: map[string]Times{"pg": {ms(100), ms(12)}},
+		members: map[string]map[int]Times{"pg": {1: {ms(15), ms(2)}, 2: {ms(30), ms(4)}, 3: {ms(55), ms(6)}}},
+		parts:   map[string]map[int]string{"pg": parts},
+	}
+	u := later.Sub(earlier)
+	want := map[string]Times{"ingest": {ms(5 + 10), ms(1 + 2)}, "refwriter": {ms(25), ms(3)}}
+	if got := u.Parts["pg"]; !maps.Equal(got, want) {
+		t.Errorf("parts: got %+v, want %+v", got, want)
+	}
+	if got, want := u.CPU["pg"], (Times{ms(40), ms(6)}); got != want {
+		t.Errorf("group: got %+v, want %+v, the sum of its parts", got, want)
+	}
+}
+
 func TestMeter(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("procstat reads Linux's /proc")
@@ -160,6 +185,11 @@ func TestMeter(t *testing.T) {
 	// A pid listed twice counts once.
 	if u.CPU["group"].Total() > u.CPU["self"].Total()+50*time.Millisecond {
 		t.Errorf("group of one process listed twice: got %v, want about %v", u.CPU["group"].Total(), u.CPU["self"].Total())
+	}
+	var split Meter
+	split.AddParts("split", func() (map[string][]int, error) { return map[string][]int{"a": {pid}, "b": {pid}}, nil })
+	if s, err := split.Read(); err != nil || len(s.parts["split"]) != 1 || s.parts["split"][pid] != "a" {
+		t.Errorf("a process listed in two parts: got parts %v (%v), want it in the first only", s.parts["split"], err)
 	}
 	var empty Meter
 	empty.AddGroup("nobody", func() ([]int, error) { return nil, nil })
