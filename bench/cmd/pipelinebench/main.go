@@ -125,6 +125,7 @@ func parseFlags(args []string) (ingestbench.Config, string, time.Duration, error
 	fs.IntVar(&cfg.Runs, "runs", 3, "rounds, each running every variant once (the report shows the median and the spread); 0 skips them")
 	fs.IntVar(&cfg.Warmup, "warmup", 200, "unmeasured uploads through each round's HTTP pipeline first")
 	fs.IntVar(&cfg.Check, "check", 50, "uploads of each phase checked whole afterwards (rows and objects)")
+	fs.BoolVar(&cfg.Analyze, "analyze", true, "ANALYZE the pipeline's tables before each measured HTTP phase, as autovacuum would on a server that has run a while (false: plans made on the warm-up's first rows may stand)")
 	fs.BoolVar(&cfg.Floor, "floor", true, "measure the HTTP accept floor in each round, at -accept-clients clients (64 when that is 0), and the ceilings it sets")
 	fs.Var(&uploadSize, "upload-size", "size of each upload of the rounds")
 	fs.Var(&large, "size", "size of the memory phase's large upload; 0 skips the phase")
@@ -166,7 +167,7 @@ func parseFlags(args []string) (ingestbench.Config, string, time.Duration, error
 	// The report names the command with every setting that shapes the
 	// measurement, defaults included.
 	cmd := []string{"pipelinebench"}
-	for _, name := range []string{"n", "clients", "accept-clients", "bulk-n", "wait", "runs", "warmup", "check", "floor", "upload-size", "size", "small-size"} {
+	for _, name := range []string{"n", "clients", "accept-clients", "bulk-n", "wait", "runs", "warmup", "check", "analyze", "floor", "upload-size", "size", "small-size"} {
 		cmd = append(cmd, "-"+name+" "+fs.Lookup(name).Value.String())
 	}
 	for _, dir := range cfg.ServicesDirs {

@@ -47,7 +47,7 @@ func TestParseFlags(t *testing.T) {
 		cfg.DatabaseURL != "postgres://db/x" || !slices.Equal(cfg.ServicesDirs, []string{dir, ""}) || out != "r.txt" || timeout <= 0 {
 		t.Errorf("got %+v, out %q and timeout %v", cfg, out, timeout)
 	}
-	want := "pipelinebench -n 20 -clients 1,64 -accept-clients 64 -bulk-n 20000 -wait 30 -runs 3 -warmup 200 -check 50 -floor true " +
+	want := "pipelinebench -n 20 -clients 1,64 -accept-clients 64 -bulk-n 20000 -wait 30 -runs 3 -warmup 200 -check 50 -analyze true -floor true " +
 		"-upload-size 4KiB -size 2MiB -small-size 1MiB -services-dir " + dir + " -services-dir tree -env CONSUMER_CONCURRENCY=16"
 	if cfg.Command != want {
 		t.Errorf("command: got %q, want %q", cfg.Command, want)

@@ -71,6 +71,10 @@ type Config struct {
 	Warmup int
 	// Check is how many uploads of each phase are checked whole.
 	Check int
+	// Analyze runs ANALYZE on the pipeline's tables before each measured
+	// phase of the HTTP path (Pipeline.Analyze), so that its plans are
+	// those of a server that has run a while.
+	Analyze bool
 	// Floor runs the HTTP accept floor (package acceptfloor) in each round,
 	// at FloorClients() clients, with the ceilings it sets in the report.
 	Floor bool

@@ -31,7 +31,7 @@ func TestSmoke(t *testing.T) {
 	defer cancel()
 	cfg := Config{
 		Uploads: 20, Clients: []int{1, 4}, AcceptClients: 4, BulkUploads: 100, UploadSize: 4 << 10, Wait: 30,
-		Runs: 1, Warmup: 5, Check: 5, Floor: true,
+		Runs: 1, Warmup: 5, Check: 5, Analyze: true, Floor: true,
 		LargeSize: 2 << 20, SmallSize: 600 << 10, // both over the 512 KiB inline threshold
 		DatabaseURL: benchtest.DatabaseURL(), WorkDir: t.TempDir(), Command: "smoke test", Progress: benchtest.LogWriter{T: t},
 	}

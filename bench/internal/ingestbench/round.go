@@ -55,7 +55,16 @@ func (b *bench) httpPhases(ctx context.Context, v *Variant, run int, r *Round) (
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
+	analyze := func() error {
+		if !b.cfg.Analyze {
+			return nil
+		}
+		return p.Analyze(ctx)
+	}
 	for _, clients := range b.cfg.Clients {
+		if err := analyze(); err != nil {
+			return err
+		}
 		b.progress("round %d of %d, %s: HTTP path, %d uploads from %s", run, b.cfg.Runs, v.Name, b.cfg.Uploads, clientsOf(clients))
 		l, err := b.referencedPhase(ctx, p, cl, fmt.Sprintf("c%d", clients), b.cfg.Uploads, clients, b.cfg.Check)
 		if err != nil {
@@ -66,6 +75,9 @@ func (b *bench) httpPhases(ctx context.Context, v *Variant, run int, r *Round) (
 		v.Checked.Objects += l.Checked.Objects
 	}
 	if b.cfg.AcceptClients > 0 {
+		if err := analyze(); err != nil {
+			return err
+		}
 		b.progress("round %d of %d, %s: accept only, %d uploads from %s", run, b.cfg.Runs, v.Name, b.cfg.Uploads, clientsOf(b.cfg.AcceptClients))
 		l, err := b.acceptPhase(ctx, p, cl, b.cfg.Uploads, b.cfg.AcceptClients)
 		if err != nil {

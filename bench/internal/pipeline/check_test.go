@@ -126,6 +126,23 @@ func TestCheckAndBackends(t *testing.T) {
 	if err != nil || !slices.Equal(slices.Sorted(slices.Values(again)), slices.Sorted(slices.Values(pids))) {
 		t.Errorf("with another label's connection open: got %v, %v; want %v", again, err, pids)
 	}
+	byLabel, err := p.BackendsOf("writer", "other")
+	if err != nil || !slices.Equal(slices.Sorted(slices.Values(byLabel["writer"])), slices.Sorted(slices.Values(pids))) || len(byLabel["other"]) != 1 {
+		t.Errorf("by label: got %v, %v; want the writer's %v and one of other's", byLabel, err, pids)
+	}
+
+	// Analyze: every table of the pipeline's schema, and no other schema's.
+	if err := p.Analyze(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var tables, unanalyzed int
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE last_analyze IS NULL) FROM pg_stat_user_tables WHERE schemaname = $1`,
+		p.Schema).Scan(&tables, &unanalyzed); err != nil {
+		t.Fatal(err)
+	}
+	if tables == 0 || unanalyzed != 0 {
+		t.Errorf("after Analyze: %d of the schema's %d tables not analyzed, want none", unanalyzed, tables)
+	}
 }
 
 func mustExec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {

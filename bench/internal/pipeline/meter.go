@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -60,6 +61,32 @@ func (p *Pipeline) withAdmin(ctx context.Context, f func(*pgx.Conn) error) error
 // search_path is not the pipeline's schema, so f names the schema (Schema).
 func (p *Pipeline) Admin(ctx context.Context, f func(*pgx.Conn) error) error {
 	return p.withAdmin(ctx, f)
+}
+
+// Analyze updates the planner's statistics of the pipeline's tables
+// (ANALYZE), as autovacuum does on a server that has run a while: until
+// then, the plans Postgres keeps for a prepared statement were made while
+// the tables held the first few rows, and a join that suits a table of a
+// few rows (a hash join over a sequential scan) stands while it grows.
+func (p *Pipeline) Analyze(ctx context.Context) error {
+	return p.withAdmin(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1`, p.Schema)
+		if err != nil {
+			return fmt.Errorf("pipeline: analyze: %w", err)
+		}
+		tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+			var t string
+			err := r.Scan(&t)
+			return pgx.Identifier{p.Schema, t}.Sanitize(), err
+		})
+		if err != nil || len(tables) == 0 {
+			return err
+		}
+		if _, err := c.Exec(ctx, "ANALYZE "+strings.Join(tables, ", ")); err != nil {
+			return fmt.Errorf("pipeline: analyze: %w", err)
+		}
+		return nil
+	})
 }
 
 // Backends returns the pids of the Postgres backends serving the
