@@ -118,3 +118,60 @@ func explainWAL(t *testing.T, s *Service, sql string, args ...any) wal {
 	}
 	return top.wal
 }
+
+// TestOnlyThePublishRecordSkipsTheFlush checks that the publish record
+// commits without waiting for the WAL to reach the disk, and only it: the
+// record of a new upload, whose outbox and claim must survive a Postgres
+// crash, commits as the server says (synchronous_commit unchanged), and the
+// setting does not outlive the publish record's transaction.
+func TestOnlyThePublishRecordSkipsTheFlush(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pg := testenv.StartPostgres(t)
+	conn, err := pg.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	var server string
+	if err := conn.QueryRow(ctx, "SHOW synchronous_commit").Scan(&server); err != nil || server == "off" {
+		t.Fatalf("the server's synchronous_commit: got %q, %v; want it on, or the test shows nothing", server, err)
+	}
+	// in runs sql in a transaction and returns synchronous_commit as the
+	// commit will see it.
+	in := func(sql string, args ...any) string {
+		t.Helper()
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		if _, err := tx.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		var got string
+		if err := tx.QueryRow(ctx, "SHOW synchronous_commit").Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	id, now := "flush-1", time.Now()
+	if got := in(recordUploads, []string{id}, []string{"alice"}, []string{id}, []string{"s"}, []string{"text/plain"}, []int64{1},
+		[]string{fmt.Sprintf("%064x", 1)}, []*string{nil}, []time.Time{now}, [][]byte{{1}}, []*string{nil}, time.Minute.Microseconds()); got != server {
+		t.Errorf("recording an upload commits with synchronous_commit %q, want the server's %q", got, server)
+	}
+	seq := int64(1)
+	if got := in(recordPublishes, []string{id}, []int{0}, []*time.Time{&now}, []*int64{&seq}); got != "off" {
+		t.Errorf("recording its publish commits with synchronous_commit %q, want off", got)
+	}
+	var after string
+	if err := conn.QueryRow(ctx, "SHOW synchronous_commit").Scan(&after); err != nil || after != server {
+		t.Errorf("after the publish record's transaction: synchronous_commit %q (%v), want the server's %q again", after, err, server)
+	}
+	if n := pg.Count(t, `SELECT count(*) FROM ingest_uploads WHERE id = $1 AND publish_count = 1 AND payload IS NULL AND claimed_until IS NULL`, id); n != 1 {
+		t.Errorf("the publish record: got %d records published with the outbox and claim cleared, want 1", n)
+	}
+}
