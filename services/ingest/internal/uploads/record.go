@@ -293,15 +293,6 @@ func requestMsg(rec record, inline []byte, sc trace.SpanContext) (*nats.Msg, err
 // the claim, and releases the claims of the uploads it gave up on, in one
 // round trip. publish_count moves from the count the publish was made with
 // only: of two requests that re-drove an upload at once, one counts.
-//
-// It commits without waiting for the WAL to reach the disk
-// (synchronous_commit off, for this statement's transaction alone): what
-// it records, JetStream already holds. Should a Postgres crash lose it, the
-// record is as ingest/after-record leaves it (claimed until the claim
-// lapses, then unpublished, its outbox kept), and the completer or a retry
-// publishes the request again under a Nats-Msg-Id JetStream or the
-// markers make harmless. Waiting for the disk cost one WAL flush per batch
-// on every upload's path for that crash alone.
 const recordPublishes = `
 UPDATE ingest_uploads u
 SET published_at  = coalesce(v.at, u.published_at),
@@ -309,8 +300,7 @@ SET published_at  = coalesce(v.at, u.published_at),
     publish_count = u.publish_count + (v.at IS NOT NULL)::int,
     payload       = CASE WHEN v.at IS NULL THEN u.payload END,
     claimed_until = NULL
-FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::bigint[]) AS v(id, n, at, seq),
-     (SELECT set_config('synchronous_commit', 'off', true)) AS async
+FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::bigint[]) AS v(id, n, at, seq)
 WHERE u.id = v.id AND u.publish_count = v.n`
 
 func (s *Service) recordPublishes(ctx context.Context, jobs []*job) {

@@ -10,10 +10,7 @@
 // publishes recorded as one batch (a group commit): one Postgres round
 // trip inserts every new upload of the batch, and its
 // INSERT ... ON CONFLICT (id) DO NOTHING decides who owns each key. The
-// inline bytes stay in the record (an outbox) until JetStream has them. The
-// record of the publish commits without waiting for the disk: a Postgres
-// crash that loses it leaves an upload to publish again, which JetStream
-// already has (see recordPublishes).
+// inline bytes stay in the record (an outbox) until JetStream has them.
 //
 // A request that finds its key recorded resumes the upload: while the
 // request that recorded it is still publishing it (its claim has not
