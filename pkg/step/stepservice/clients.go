@@ -118,7 +118,19 @@ func SetUpStreams(ctx context.Context, js jetstream.JetStream, setup string, o e
 }
 
 // NewPool opens a Postgres pool of at least minConns connections, unless
-// the URL sets pool_max_conns itself.
+// the URL sets pool_max_conns itself. Its connections keep one generic plan
+// per prepared statement (plan_cache_mode force_generic_plan), unless the
+// URL sets plan_cache_mode itself.
+//
+// The services' statements work on a batch, its ids in arrays (unnest).
+// Left to choose, Postgres plans such a statement anew on each execution
+// whenever batches are small: a custom plan for one id costs less, in its
+// estimate, than the generic plan for the ten it guesses, and planning a
+// statement of several CTEs cost more than running it (a third of ingest's
+// backends' CPU at one client, docs/benchmarks.md). A generic plan is as
+// good as the tables' statistics, which autovacuum keeps fresh; the
+// look-ups whose plan would degrade most on stale ones are written per id
+// (the step markers').
 func NewPool(ctx context.Context, url string, minConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -126,6 +138,9 @@ func NewPool(ctx context.Context, url string, minConns int32) (*pgxpool.Pool, er
 	}
 	if !strings.Contains(url, "pool_max_conns") {
 		cfg.MaxConns = max(cfg.MaxConns, minConns)
+	}
+	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

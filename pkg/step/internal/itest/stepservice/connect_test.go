@@ -74,3 +74,25 @@ accounts { A { jetstream: enabled, users: [
 		t.Fatalf("account info after reconnecting with the new password: %v", err)
 	}
 }
+
+// A service's Postgres connections keep one generic plan per prepared
+// statement, unless DATABASE_URL says otherwise.
+func TestPoolPlanCacheMode(t *testing.T) {
+	t.Parallel()
+	_, url := testenv.NewSchema(t, "plans_")
+	for _, tc := range []struct{ url, want string }{
+		{url, "force_generic_plan"},
+		{url + "&plan_cache_mode=auto", "auto"},
+	} {
+		pool, err := stepservice.NewPool(context.Background(), tc.url, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		err = pool.QueryRow(context.Background(), "SHOW plan_cache_mode").Scan(&got)
+		pool.Close()
+		if err != nil || got != tc.want {
+			t.Errorf("%s: plan_cache_mode %q (%v), want %q", tc.url, got, err, tc.want)
+		}
+	}
+}
