@@ -164,7 +164,21 @@ func OpenPostgres(ctx context.Context, url string, minConns int32, migrate func(
 		pool.Close()
 		return nil, err
 	}
+	warnWithoutAutovacuum(ctx, pool, log)
 	return pool, nil
+}
+
+// warnWithoutAutovacuum logs a warning when the server's autovacuum is
+// off: nothing then refreshes the statistics the services' generic plans
+// are made from (NewPool), and a plan made while a table held a few rows
+// stands while it grows.
+func warnWithoutAutovacuum(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) {
+	var on string
+	if err := pool.QueryRow(ctx, "SHOW autovacuum").Scan(&on); err != nil || on == "on" {
+		return
+	}
+	log.Warn("postgres: autovacuum is off; run ANALYZE on blobref's tables regularly, or plans made on small tables stand as they grow",
+		"autovacuum", on)
 }
 
 // Retry calls fn until it succeeds or ctx is done, backing off up to 5s

@@ -1,12 +1,16 @@
 package stepservice_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
@@ -94,5 +98,25 @@ func TestPoolPlanCacheMode(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("%s: plan_cache_mode %q (%v), want %q", tc.url, got, err, tc.want)
 		}
+	}
+}
+
+// OpenPostgres warns when the server's autovacuum is off, and only then.
+func TestOpenPostgresWarnsWithoutAutovacuum(t *testing.T) {
+	t.Parallel()
+	_, url := testenv.NewSchema(t, "autovac_")
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	pool, err := stepservice.OpenPostgres(context.Background(), url, 2, func(context.Context, *pgxpool.Pool) error { return nil }, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var on string
+	if err := pool.QueryRow(context.Background(), "SHOW autovacuum").Scan(&on); err != nil {
+		t.Fatal(err)
+	}
+	if warned := strings.Contains(logs.String(), "autovacuum is off"); warned != (on != "on") {
+		t.Errorf("autovacuum %s: warned %v, want a warning only when it is off; logged:\n%s", on, warned, logs.String())
 	}
 }
