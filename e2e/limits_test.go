@@ -285,8 +285,18 @@ func TestIngestCallerLimitsAre429(t *testing.T) {
 func TestIngestPoolExhaustedIs503(t *testing.T) {
 	t.Parallel()
 	p := newPipeline(t)
-	in := p.startIngest("", "DATABASE_URL="+p.pg.URL+"&pool_max_conns=1", "DATABASE_ACQUIRE_TIMEOUT=300ms")
+	in := p.startIngest("", "DATABASE_URL="+p.pg.URL+"&pool_max_conns=1", "DATABASE_ACQUIRE_TIMEOUT=300ms", "COMPLETER_INTERVAL=1h")
 	ctx := context.Background()
+	// The completer's round at start-up must not be the statement that
+	// waits for the lock on the one connection: wait for it to end (and no
+	// other runs within the hour).
+	deadline := time.Now().Add(time.Minute)
+	for in.metric(t, "blobref_ingest_completer_rounds_total") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the completer's first round did not end within a minute")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	// The test's transaction locks the table: ingest's one connection
 	// hangs in the first upload's insert.
 	tx, err := p.pg.Pool.Begin(ctx)
@@ -299,8 +309,8 @@ func TestIngestPoolExhaustedIs503(t *testing.T) {
 	}
 	first := make(chan reply, 1)
 	go func() { first <- in.post(t, newUpload("first", 100), "first") }()
-	deadline := time.Now().Add(time.Minute)
-	for p.pg.Count(t, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%ingest_uploads%'`) == 0 {
+	deadline = time.Now().Add(time.Minute)
+	for p.pg.Count(t, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO ingest_uploads%'`) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the first upload did not reach the locked table")
 		}
