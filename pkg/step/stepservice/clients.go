@@ -128,9 +128,10 @@ func SetUpStreams(ctx context.Context, js jetstream.JetStream, setup string, o e
 // estimate, than the generic plan for the ten it guesses, and planning a
 // statement of several CTEs cost more than running it (a third of ingest's
 // backends' CPU at one client, docs/benchmarks.md). A generic plan is as
-// good as the tables' statistics, which autovacuum keeps fresh; the
-// look-ups whose plan would degrade most on stale ones are written per id
-// (the step markers').
+// good as the tables' statistics, which autovacuum keeps fresh: the step
+// markers' look-ups are written per id and hold without them, but ingest's
+// updates joined to ingest_uploads turn to sequential scans (the third
+// pass in docs/benchmarks.md), hence the warning of OpenPostgres.
 func NewPool(ctx context.Context, url string, minConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
