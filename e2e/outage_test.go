@@ -325,21 +325,19 @@ func isDiskFull(err error) bool {
 // each upload: blobwriter says so (/readyz, blobref_dependency_up, its log)
 // and waits; once the bucket is created every upload completes, none is
 // dead-lettered.
+//
+// The services' bucket is one the server never had. A bucket deleted just
+// before is no such test: MinIO went on storing objects in it for a while
+// after its deletion, though HeadBucket said it was gone: in 4 of 20 runs
+// under load, blobwriter stored all ten uploads without one error.
 func TestMissingBucketIsAnOutage(t *testing.T) {
 	t.Parallel()
-	p := newS3Pipeline(t)
+	m := testenv.StartMinIO(t, "blobref-e2e")
+	m.Bucket = "blobref-e2e-not-yet"
+	p := newS3PipelineOn(t, m)
 	ctx := context.Background()
-	if _, err := p.s3.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String(p.minio.Bucket)}); err != nil {
-		t.Fatalf("delete bucket %s: %v", p.minio.Bucket, err)
-	}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
-		ok, err := p.bucket.IsAccessible(ctx)
-		if err == nil && !ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bucket %s after its deletion: accessible %v (%v), want gone", p.minio.Bucket, ok, err)
-		}
+	if ok, err := p.bucket.IsAccessible(ctx); err != nil || ok {
+		t.Fatalf("bucket %s before its creation: accessible %v (%v), want missing", m.Bucket, ok, err)
 	}
 	bw := p.start("blobwriter", squeezed...)
 	p.start("refwriter", squeezed...)

@@ -30,7 +30,14 @@ type s3Pipeline struct {
 
 func newS3Pipeline(t *testing.T) *s3Pipeline {
 	t.Helper()
-	p := &s3Pipeline{pipeline: newPipeline(t), minio: testenv.StartMinIO(t, "blobref-e2e")}
+	return newS3PipelineOn(t, testenv.StartMinIO(t, "blobref-e2e"))
+}
+
+// newS3PipelineOn is newS3Pipeline on MinIO server m, whose Bucket the
+// services use.
+func newS3PipelineOn(t *testing.T, m *testenv.MinIO) *s3Pipeline {
+	t.Helper()
+	p := &s3Pipeline{pipeline: newPipeline(t), minio: m}
 	client := s3.New(s3.Options{
 		Region:       p.minio.Region,
 		BaseEndpoint: aws.String(p.minio.Endpoint),
