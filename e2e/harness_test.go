@@ -106,10 +106,19 @@ func (p *pipeline) startIngest(httpAddr string, extra ...string) *proc {
 // cleanup stops it.
 func (p *pipeline) start(name string, extra ...string) *proc {
 	p.t.Helper()
+	pr := p.launch(name, extra...)
+	pr.AwaitReady(p.t, pr.metricsAddr)
+	return pr
+}
+
+// launch is start without the wait for /readyz: it waits until /healthz
+// answers, for a service whose dependency is down from the start.
+func (p *pipeline) launch(name string, extra ...string) *proc {
+	p.t.Helper()
 	addr := testenv.FreeAddr(p.t)
 	env := append(testenv.ServiceEnv(p.nats.URL(), p.pg.URL, "file://"+p.blobDir), "METRICS_ADDR="+addr)
 	pr := &proc{Proc: testenv.StartProc(p.t, name, filepath.Join(binDir, name), nil, append(env, extra...)), metricsAddr: addr}
-	pr.AwaitReady(p.t, addr)
+	pr.AwaitHTTP(p.t, "http://"+addr+"/healthz", nil)
 	return pr
 }
 

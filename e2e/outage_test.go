@@ -322,9 +322,9 @@ func isDiskFull(err error) bool {
 }
 
 // A bucket that does not exist is an outage of the bucket, not a failure of
-// each upload: blobwriter says so (/readyz, blobref_dependency_up, its log)
-// and waits; once the bucket is created every upload completes, none is
-// dead-lettered.
+// each upload: blobwriter says so from its start, before any upload
+// (/readyz, blobref_dependency_up, its log), and waits; once the bucket is
+// created every upload completes, none is dead-lettered.
 //
 // The services' bucket is one the server never had. A bucket deleted just
 // before is no such test: MinIO went on storing objects in it for a while
@@ -339,13 +339,13 @@ func TestMissingBucketIsAnOutage(t *testing.T) {
 	if ok, err := p.bucket.IsAccessible(ctx); err != nil || ok {
 		t.Fatalf("bucket %s before its creation: accessible %v (%v), want missing", m.Bucket, ok, err)
 	}
-	bw := p.start("blobwriter", squeezed...)
-	p.start("refwriter", squeezed...)
+	bw := p.launch("blobwriter", squeezed...)
+	p.launch("refwriter", squeezed...)
+	bw.awaitDown(t, "bucket")
 
 	us := makeUploads("nobucket", 10, 2048)
 	start := time.Now()
 	p.publishAll(us)
-	bw.awaitDown(t, "bucket")
 	if up := bw.metric(t, "blobref_dependency_up", `dependency="bucket"`); up != 0 {
 		t.Errorf("blobwriter blobref_dependency_up{dependency=bucket}: got %v, want 0", up)
 	}

@@ -56,8 +56,18 @@ func newS3PipelineOn(t *testing.T, m *testenv.MinIO) *s3Pipeline {
 // start runs service name with BLOB_URL aimed at the S3 bucket.
 func (p *s3Pipeline) start(name string, extra ...string) *proc {
 	p.t.Helper()
-	env := append([]string{"BLOB_URL=" + p.minio.BlobURL()}, p.minio.Env()...)
-	return p.pipeline.start(name, append(env, extra...)...)
+	return p.pipeline.start(name, p.env(extra)...)
+}
+
+// launch is start without the wait for /readyz (pipeline.launch).
+func (p *s3Pipeline) launch(name string, extra ...string) *proc {
+	p.t.Helper()
+	return p.pipeline.launch(name, p.env(extra)...)
+}
+
+// env is extra after the settings that aim a service at the S3 bucket.
+func (p *s3Pipeline) env(extra []string) []string {
+	return append(append([]string{"BLOB_URL=" + p.minio.BlobURL()}, p.minio.Env()...), extra...)
 }
 
 // s3Object is the evidence that an object was not written again: S3 gives

@@ -130,17 +130,20 @@ func TestStepDependencyOutages(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			var out atomic.Bool
+			// The outage begins with the first message's effect: one there
+			// at the start is TestStepDependencyDownAtStart's.
+			var out, seen atomic.Bool
 			out.Store(true)
 			o := squeezed()
 			probes := map[string]step.Probe{"bucket": func(context.Context) error {
-				if out.Load() && !tc.probeOK {
+				if out.Load() && seen.Load() && !tc.probeOK {
 					return errors.New("connection refused")
 				}
 				return nil
 			}}
 			h := newHarnessOn(t, testenv.StartPostgres(t), probes, o, func(context.Context, *events.Event, int) error {
 				if out.Load() {
+					seen.Store(true)
 					return step.Dependency("bucket", fmt.Errorf("blob: %w", tc.err))
 				}
 				return nil
@@ -176,6 +179,54 @@ func TestStepDependencyOutages(t *testing.T) {
 				t.Errorf("outages of the bucket: got %v, want at least 1", c)
 			}
 		})
+	}
+}
+
+// A step's own dependency that is down when the runner starts is down from
+// the start: the runner says so before any message needs it, fetches
+// nothing while it stays down, and runs what was published meanwhile once
+// its probe answers.
+func TestStepDependencyDownAtStart(t *testing.T) {
+	t.Parallel()
+	var out atomic.Bool
+	out.Store(true)
+	o := squeezed()
+	probes := map[string]step.Probe{"bucket": func(context.Context) error {
+		if out.Load() {
+			return errors.New("the bucket does not exist")
+		}
+		return nil
+	}}
+	h := newHarnessOn(t, testenv.StartPostgres(t), probes, o, func(_ context.Context, ev *events.Event, _ int) error {
+		if out.Load() {
+			t.Errorf("%s: effect ran while the bucket was down", ev.ID)
+		}
+		return nil
+	})
+	h.Start()
+	h.awaitUnavailable("bucket")
+	if up := h.gauge("blobref_dependency_up", `dependency="bucket"`); up != 0 {
+		t.Errorf("blobref_dependency_up{dependency=bucket} at start: got %v, want 0", up)
+	}
+	h.awaitLog("dependency down")
+	const n = 5
+	for i := range n {
+		h.publish(fmt.Sprintf("u%d", i), []byte{byte(i)}, "")
+	}
+	time.Sleep(8 * budget(o)) // the outage goes on
+	out.Store(false)
+	h.stored.AwaitIDs(t, n, timeout)
+	h.awaitUnavailable()
+	for i := range n {
+		if c := h.callsOf(fmt.Sprintf("u%d", i)); c != 1 {
+			t.Errorf("u%d: effect ran %d times, want 1", i, c)
+		}
+	}
+	if dl := testenv.DeadLetters(t, h.js); len(dl) != 0 {
+		t.Errorf("dead letters: got %v, want none", dl)
+	}
+	if c := testenv.Counter(t, h.reg, "blobref_dependency_outages_total", `dependency="bucket"`); c != 1 {
+		t.Errorf("outages of the bucket: got %v, want 1", c)
 	}
 }
 
