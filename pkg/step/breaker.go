@@ -3,6 +3,8 @@ package step
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -124,22 +126,18 @@ func (b *breaker) report(ctx context.Context, o outage, err error) bool {
 	return true
 }
 
-// check probes each of names once and takes one that does not answer for
-// down, as report does with a certain outage: a runner started while its
-// step's bucket is missing or unreachable says so at once (its log,
-// metrics, /readyz) and fetches nothing until the probe passes, instead of
-// looking ready until its first message fails. Nothing is marked down once
-// ctx is done.
-func (b *breaker) check(ctx context.Context, names []string) {
-	for _, name := range names {
-		b.mu.Lock()
-		probe := b.deps[name].probe
-		b.mu.Unlock()
-		if probe == nil {
-			continue
-		}
-		if err := b.try(ctx, probe); err != nil && ctx.Err() == nil {
-			b.report(ctx, outage{dependency: name, certain: true}, err)
+// check runs each of probes once, in the order of their names, and takes a
+// dependency whose probe fails for down, as report does with a certain
+// outage: a runner started while its step's bucket is missing or
+// unreachable says so at once (its log, metrics, /readyz) and fetches
+// nothing until the probe passes, instead of looking ready until its first
+// message fails. Nothing is marked down once ctx is done.
+func (b *breaker) check(ctx context.Context, probes map[string]Probe) {
+	for _, name := range slices.Sorted(maps.Keys(probes)) {
+		if probe := probes[name]; probe != nil {
+			if err := b.try(ctx, probe); err != nil && ctx.Err() == nil {
+				b.report(ctx, outage{dependency: name, certain: true}, err)
+			}
 		}
 	}
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,7 +114,7 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 	// The step's own dependencies are not touched until a message needs
 	// them: probe them now, so that one missing from the start is an outage
 	// from the start.
-	r.breaker.check(ctx, slices.Sorted(maps.Keys(r.step.Probes)))
+	r.breaker.check(ctx, r.step.Probes)
 
 	// work outlives ctx by ShutdownGrace so that in-flight side effects can
 	// finish; recording and acking do not depend on it at all.
