@@ -13,7 +13,7 @@ import (
 // effect (a large upload) does not hold the rest of its batch.
 func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], flush func([]*job[R])) {
 	ended := make(chan *job[R], len(jobs))
-	go func() {
+	r.workers.Go(func() {
 		for _, j := range jobs {
 			select {
 			case r.effects <- struct{}{}:
@@ -22,7 +22,7 @@ func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], flush func([
 				ended <- j
 				continue
 			}
-			go func() {
+			r.workers.Go(func() {
 				defer func() { ended <- j }()
 				defer func() { <-r.effects }()
 				defer func() {
@@ -31,9 +31,9 @@ func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], flush func([
 					}
 				}()
 				r.runEffect(ctx, j)
-			}()
+			})
 		}
-	}()
+	})
 	left := len(jobs)
 	defer func() {
 		if p := recover(); p != nil {

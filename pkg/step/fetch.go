@@ -138,7 +138,7 @@ func (r *Runner[R]) fetch(ctx, work context.Context, cons jetstream.Consumer, n 
 			ready := batch
 			batch, wait, idle = nil, nil, false
 			wg.Add(1)
-			go func() {
+			r.workers.Go(func() {
 				defer wg.Done()
 				defer func() {
 					<-r.batches
@@ -148,7 +148,7 @@ func (r *Runner[R]) fetch(ctx, work context.Context, cons jetstream.Consumer, n 
 					}
 				}()
 				r.handle(ctx, work, ready)
-			}()
+			})
 		}
 	}
 	if err := pull.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, jetstream.ErrNoHeartbeat) {

@@ -29,6 +29,7 @@ type Runner[R any] struct {
 	// from the stream: older events are refused as expired.
 	horizon atomic.Int64
 	effects chan struct{} // one token per side effect running
+	workers *workers      // the goroutines batches and side effects run on
 	batches chan struct{} // one token per batch running
 	ended   chan struct{} // signalled when a batch ends (fetch waits for it)
 	breaker *breaker
@@ -56,6 +57,7 @@ func NewRunner[R any](js jetstream.JetStream, pool *pgxpool.Pool, step Step[R], 
 	r := &Runner[R]{
 		step: step, spec: spec, js: js, markers: markers, opts: opts,
 		effects: make(chan struct{}, opts.Concurrency),
+		workers: newWorkers(),
 		batches: make(chan struct{}, opts.MaxBatches()),
 		ended:   make(chan struct{}, 1),
 		excuses: newExcuses(step.Name, markers, opts),
@@ -144,6 +146,7 @@ func (r *Runner[R]) Run(ctx context.Context) error {
 	}()
 	defer func() { stopHelpers(); hwg.Wait() }()
 
+	defer r.workers.stop()
 	r.window(ctx, work, cons)
 	return nil
 }
