@@ -2,6 +2,7 @@ package stepservice
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -27,7 +28,9 @@ func NewLogger(c *Config, service string) *slog.Logger {
 
 // Main runs a service: it loads cfg from the environment, arms failpoints,
 // runs run under a context cancelled by SIGINT or SIGTERM, and exits
-// non-zero when run fails. A service's main is one call to Main.
+// non-zero when run fails. A signal that stops run while it starts
+// (migrating, waiting for Postgres or NATS) is a stop, not a failure: the
+// service exits 0. A service's main is one call to Main.
 //
 // A service takes no arguments but --version, which prints how it was built,
 // and -h, which says where its settings come from.
@@ -54,6 +57,12 @@ func Main[C interface {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, log); err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// Stopped while it started (migrating, or waiting for a
+			// dependency): asked to stop, it did; that is no failure.
+			log.Info("stopped while starting", "interrupted", err.Error())
+			return
+		}
 		log.Error("exiting", "error", err)
 		stop()
 		os.Exit(1)
