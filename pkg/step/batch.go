@@ -54,7 +54,7 @@ type job[R any] struct {
 	ev     *events.Event
 	out    Outcome       // what is reported of it; its retry or dead letter once failed
 	marker marker.Marker // its marker (done, skipped)
-	result R             // the side effect's result, until it is recorded
+	result R             // the side effect's result (done: what its marker holds)
 	next   jetstream.PubAckFuture
 	trace  spans // its spans, when tracing is on
 }

@@ -111,10 +111,12 @@ func (r *Runner[R]) emit(ctx context.Context, jobs []*job[R]) {
 		if r.step.Emit == nil {
 			continue // the step ends the chain
 		}
-		var result R
-		if err := json.Unmarshal(j.marker.Result, &result); err != nil {
-			j.fail(fmt.Errorf("marker %s/%s holds a bad result: %w", j.ev.ID, r.step.Name, err))
-			continue
+		result := j.result // done here: the marker holds it, encoded
+		if j.is(stageSkipped) {
+			if err := json.Unmarshal(j.marker.Result, &result); err != nil {
+				j.fail(fmt.Errorf("marker %s/%s holds a bad result: %w", j.ev.ID, r.step.Name, err))
+				continue
+			}
 		}
 		next, err := r.step.Emit(j.ev, result)
 		if err != nil {
