@@ -1,7 +1,6 @@
 package buildinfo_test
 
 import (
-	"bytes"
 	"errors"
 	"net"
 	"os"
@@ -44,8 +43,8 @@ func TestServiceStoppedWhileStartingExitsCleanly(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"DATABASE_URL=postgres://postgres@"+silent.Addr().String()+"/test?sslmode=disable",
 		"NATS_URL=nats://127.0.0.1:1", "BLOB_URL=mem://", "METRICS_ADDR=127.0.0.1:0")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &testenv.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
