@@ -35,14 +35,10 @@ func TestServiceStoppedWhileStartingExitsCleanly(t *testing.T) {
 		}
 	}()
 
-	dir := t.TempDir()
-	if err := testenv.Build(dir, "services/blobwriter"); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(filepath.Join(dir, "blobwriter"))
+	cmd := exec.Command(filepath.Join(testenv.BuildServices(t, "blobwriter"), "blobwriter"))
 	cmd.Env = append(os.Environ(),
 		"DATABASE_URL=postgres://postgres@"+silent.Addr().String()+"/test?sslmode=disable",
-		"NATS_URL=nats://127.0.0.1:1", "BLOB_URL=mem://", "METRICS_ADDR=127.0.0.1:0")
+		"NATS_URL=nats://"+testenv.FreeAddr(t), "BLOB_URL=mem://", "METRICS_ADDR="+testenv.FreeAddr(t))
 	out := &testenv.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
