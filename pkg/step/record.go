@@ -111,12 +111,15 @@ func (r *Runner[R]) emit(ctx context.Context, jobs []*job[R]) {
 		if r.step.Emit == nil {
 			continue // the step ends the chain
 		}
-		result := j.result // done here: the marker holds it, encoded
-		if j.is(stageSkipped) {
-			if err := json.Unmarshal(j.marker.Result, &result); err != nil {
-				j.fail(fmt.Errorf("marker %s/%s holds a bad result: %w", j.ev.ID, r.step.Name, err))
-				continue
-			}
+		// Done here, the marker holds the job's own result. Skipped, it
+		// holds another run's, which may differ from a result this run's
+		// side effect left in the job: decode it into a zero value.
+		var result R
+		if j.is(stageDone) {
+			result = j.result
+		} else if err := json.Unmarshal(j.marker.Result, &result); err != nil {
+			j.fail(fmt.Errorf("marker %s/%s holds a bad result: %w", j.ev.ID, r.step.Name, err))
+			continue
 		}
 		next, err := r.step.Emit(j.ev, result)
 		if err != nil {

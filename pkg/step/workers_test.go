@@ -3,8 +3,6 @@ package step
 import (
 	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -40,35 +38,34 @@ func TestWorkersReuseAWaitingGoroutine(t *testing.T) {
 	}
 }
 
-// Functions given while the others still run each get a goroutine: Go
-// never waits, and never makes more goroutines than run at once.
+// Functions given while the others still run each get a goroutine of
+// their own (Go never waits for one to be free), and those given later
+// reuse them: never more goroutines than functions that ran at once.
 func TestWorkersRunAtOnceWhatIsGivenAtOnce(t *testing.T) {
 	w := newWorkers()
+	defer w.stop()
 	release := make(chan struct{})
-	var started sync.WaitGroup
-	var peak, running atomic.Int32
+	started := make(chan struct{}, 8)
 	for range 8 {
-		started.Add(1)
 		w.Go(func() {
-			n := running.Add(1)
-			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-			}
-			started.Done()
+			started <- struct{}{}
 			<-release
-			running.Add(-1)
 		})
 	}
-	started.Wait() // all 8 run at once, or this never returns
+	for i := range 8 {
+		select {
+		case <-started:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of 8 functions given at once started, want all of them running together", i)
+		}
+	}
 	close(release)
-	waitUntil(t, func() bool { return running.Load() == 0 })
+	waitUntil(t, func() bool { return waitingWorkers() == 8 })
 	for range 8 {
 		done := make(chan struct{})
 		w.Go(func() { close(done) })
 		<-done
-	}
-	w.stop()
-	if peak.Load() != 8 {
-		t.Fatalf("peak of %d functions at once, want 8", peak.Load())
+		waitUntil(t, func() bool { return waitingWorkers() == 8 })
 	}
 }
 

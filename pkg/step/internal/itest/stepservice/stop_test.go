@@ -1,4 +1,4 @@
-package buildinfo_test
+package stepservice_test
 
 import (
 	"errors"
@@ -24,13 +24,9 @@ func TestServiceStoppedWhileStartingExitsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	connected := make(chan net.Conn, 16)
+	connected := make(chan net.Conn, 1)
 	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
+		if c, err := silent.Accept(); err == nil {
 			connected <- c // held open, never answered
 		}
 	}()
