@@ -24,8 +24,8 @@ const (
 	// stageDecoded: a valid event of the step's type; its marker is to be
 	// looked up.
 	stageDecoded
-	// stageClaimed: no marker, and the claim is held: the side effect is
-	// to run.
+	// stageClaimed: the side effect is to run: no marker, and the claim is
+	// held, or the step is ReadOnly and takes none (see Step.ReadOnly).
 	stageClaimed
 	// stageEffected: the side effect is done; its result is to be recorded.
 	stageEffected
@@ -223,7 +223,7 @@ func (r *Runner[R]) decode(jobs []*job[R]) {
 
 // claim looks up the markers of the batch and takes the claims of the
 // uploads whose marker is missing, in one round trip; nil when no job is
-// left to look up. A step whose marker exists is skipped. A claim held
+// left to look up, or when a ReadOnly step runs them all unclaimed. A step whose marker exists is skipped. A claim held
 // elsewhere retries the job later: that is not a failure and never
 // dead-letters it.
 func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, error) {
@@ -244,6 +244,13 @@ func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, 
 			ds = append(ds, d)
 			j.out.Excused, j.out.excusedKnown = uint64(r.excuses.unwritten(d)), true // #nosec G115 -- a count of deliveries, never negative (the unwritten excuses; the written ones follow)
 		}
+	}
+	if r.step.ReadOnly && len(ds) == 0 {
+		// No claim, no look-up: the markers' insert decides (Step.ReadOnly).
+		for _, j := range decoded {
+			j.to(stageClaimed)
+		}
+		return nil, nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, settleTimeout)
 	defer cancel()

@@ -78,6 +78,9 @@ func (r *Runner[R]) runEffect(ctx context.Context, j *job[R]) {
 	end(span, err)
 	cancel()
 	if err != nil {
+		if r.step.ReadOnly && r.recordedBefore(ctx, j) {
+			return
+		}
 		j.fail(err)
 		return
 	}
@@ -88,4 +91,21 @@ func (r *Runner[R]) runEffect(ctx context.Context, j *job[R]) {
 	if err := r.inject(context.WithoutCancel(ctx), pointAfterEffect); err != nil {
 		j.fail(err)
 	}
+}
+
+// recordedBefore looks up the marker of a ReadOnly step's job whose side
+// effect failed, which ran without a claim or a look-up: if the step is
+// done, the job is skipped, as a look-up before the effect would have
+// skipped it. A failed look-up leaves the job to fail with its effect's
+// error.
+func (r *Runner[R]) recordedBefore(ctx context.Context, j *job[R]) bool {
+	lctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	m, found, err := r.markers.Get(lctx, j.ev.ID, r.step.Name)
+	if err != nil || !found {
+		return false
+	}
+	j.marker = m
+	j.to(stageSkipped)
+	return true
 }

@@ -14,7 +14,8 @@ import (
 )
 
 // record writes the markers of the effected jobs of group, with the step's
-// own writes, in one transaction that gives up their claims; the items the
+// own writes, in one transaction that gives up their claims (claims is nil
+// for a ReadOnly step's jobs run unclaimed); the items the
 // step refuses fail with their error, and the transaction runs without them
 // (marker.Claims.Record). Each job ends done (its marker recorded here),
 // skipped (another worker's was there) or failed.
@@ -59,7 +60,17 @@ func (r *Runner[R]) record(ctx context.Context, group []*job[R], claims *marker.
 			_, spans[i] = child(r.tracing, rctx, j, partRecord)
 		}
 	}
-	stored, won, refused, err := claims.Record(rctx, ms, inTx)
+	var (
+		stored  []marker.Marker
+		won     []bool
+		refused []error
+		err     error
+	)
+	if claims != nil {
+		stored, won, refused, err = claims.Record(rctx, ms, inTx)
+	} else { // a ReadOnly step's, run unclaimed
+		stored, won, refused, err = r.markers.RecordMany(rctx, ms, inTx)
+	}
 	if err != nil {
 		err = Dependency(DependencyPostgres, err)
 		for _, span := range spans {

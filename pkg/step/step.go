@@ -11,7 +11,8 @@
 // pending and no other batch runs); MaxBatches batches run at once, and while they run the next one
 // grows. For each batch it does, in order:
 //
-//	decode → look up the markers and claim the unfinished (one round trip)
+//	decode → look up the markers and claim the unfinished (one round trip;
+//	         none for a ReadOnly step's first deliveries)
 //	       → run the side effects (Concurrency at once)
 //	       → record their markers and give up their claims (one transaction,
 //	         with the step's own writes; one round trip without them)
@@ -85,6 +86,17 @@ type Step[R any] struct {
 	// again after a crash that left it done but unrecorded (deterministic
 	// keys, conditional writes). The runner runs several at once.
 	Effect Effect[R]
+	// ReadOnly says the Effect writes nothing, anywhere, that InTx does not
+	// (it checks and reads, and InTx writes its result): two runs of it at
+	// once are harmless. The runner then spares a batch of first
+	// deliveries its claim round trip: it runs the side effects without
+	// claims or a marker look-up, and the markers' insert decides which
+	// run is recorded; an event whose step is already done runs the Effect
+	// again and is then skipped, re-emitting the recorded result as ever.
+	// Should the Effect fail, the marker is looked up, and an existing one
+	// skips the step instead of failing it. A batch with a message at its
+	// delivery limit takes the claims as usual.
+	ReadOnly bool
 	// InTx, if set, writes what must commit atomically with the markers. It
 	// runs in the markers' transaction with the items whose markers this
 	// runner inserted, all of a batch at once. It returns nil or one error

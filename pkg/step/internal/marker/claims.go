@@ -168,6 +168,32 @@ func (c *Claims) Record(ctx context.Context, ms []Marker, inTx InTx) (stored []M
 	if conn == nil {
 		return nil, nil, nil, fmt.Errorf("marker: record under claims on step %s: no claim held", c.step)
 	}
+	stored, won, refused, err = recordRefusing(ctx, conn.Conn(), ms, inTx, c.step, c.locks)
+	if errors.Is(err, errConnLost) {
+		c.locks.Discard()
+	}
+	return stored, won, refused, err
+}
+
+// RecordMany is Claims.Record without claims, for a step whose side effect
+// writes nothing outside inTx: the markers' primary key alone decides which
+// of two concurrent runs is recorded, and the other's result is dropped
+// (won is false for it, and stored holds the winner's marker). It takes a
+// connection from the pool for the transaction.
+func (s *Store) RecordMany(ctx context.Context, ms []Marker, inTx InTx) (stored []Marker, won []bool, refused []error, err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("marker: record %d markers: %w", len(ms), err)
+	}
+	// A connection left inside a transaction is closed by Release.
+	defer conn.Release()
+	return recordRefusing(ctx, conn.Conn(), ms, inTx, "", nil)
+}
+
+// recordRefusing records ms on conn (see record) until inTx refuses none of
+// those left, and then gives up the claims of step in locks (nil: none)
+// on the markers recorded; see Claims.Record.
+func recordRefusing(ctx context.Context, conn *pgx.Conn, ms []Marker, inTx InTx, step string, locks *pglock.Set) (stored []Marker, won []bool, refused []error, err error) {
 	stored, won = make([]Marker, len(ms)), make([]bool, len(ms))
 	left := make([]int, len(ms)) // the indexes into ms still to record
 	for i := range left {
@@ -177,11 +203,14 @@ func (c *Claims) Record(ctx context.Context, ms []Marker, inTx InTx) (stored []M
 		batch, ids := make([]Marker, len(left)), make([]string, 0, len(left))
 		for k, i := range left {
 			batch[k] = ms[i]
-			if ms[i].Step == c.step {
+			if locks != nil && ms[i].Step == step {
 				ids = append(ids, ms[i].UploadID)
 			}
 		}
-		release := c.locks.HeldOf(ids)
+		var release []string
+		if locks != nil {
+			release = locks.HeldOf(ids)
+		}
 		var attempt InTx // inTx, with indexes into ms
 		if inTx != nil {
 			attempt = func(ctx context.Context, tx pgx.Tx, w []int) ([]error, error) {
@@ -192,11 +221,7 @@ func (c *Claims) Record(ctx context.Context, ms []Marker, inTx InTx) (stored []M
 				return inTx(ctx, tx, into)
 			}
 		}
-		s, w, r, err := record(ctx, conn.Conn(), batch, attempt, c.locks, release)
-		if errors.Is(err, errConnLost) {
-			c.locks.Discard()
-			return nil, nil, nil, err
-		}
+		s, w, r, err := record(ctx, conn, batch, attempt, locks, release)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -218,7 +243,9 @@ func (c *Claims) Record(ctx context.Context, ms []Marker, inTx InTx) (stored []M
 		for k, i := range left {
 			stored[i], won[i] = s[k], w[k]
 		}
-		c.locks.Forget(release) // no claim left: the connection goes back
+		if locks != nil {
+			locks.Forget(release) // no claim left: the connection goes back
+		}
 		break
 	}
 	return stored, won, refused, nil

@@ -50,6 +50,9 @@ func (w *Writer) Step() step.Step[events.Reference] {
 		Name:     events.RefWriterConsumer.Step,
 		Consumes: events.RefWriterConsumer.Consumes,
 		Durable:  events.RefWriterConsumer.Durable,
+		// check only reads; the reference commits with the marker, in
+		// Insert: no claim is needed to keep two runs of it apart.
+		ReadOnly: true,
 		Effect:   w.check,
 		InTx:     Insert,
 		Emit:     next,

@@ -323,54 +323,78 @@ func TestFailedRecordKeepsClaims(t *testing.T) {
 	}
 }
 
-// The step's writes may refuse some of a batch: Record rolls back and
-// records the others in a transaction of their own, the refused are not
-// stored, and their claims stay held until Release.
+// The step's writes may refuse some of a batch: Record (with claims, or
+// RecordMany without) rolls back and records the others in a transaction
+// of their own, and the refused are not stored. Under claims, the refused
+// keep theirs until Release; without, a marker another writer recorded
+// first is reported as stored, not won.
 func TestRecordWithoutTheRefused(t *testing.T) {
 	t.Parallel()
-	pg := testenv.StartPostgres(t)
-	s := marker.NewStore(pg.Pool)
-	ctx := context.Background()
-	cs, err := s.ClaimMany(ctx, "blob", []string{"a", "b", "busy"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	no := errors.New("not busy")
-	var calls [][]int
-	stored, won, refused, err := cs.Record(ctx, []marker.Marker{
-		{UploadID: "a", Step: "blob", Fingerprint: "fa"},
-		{UploadID: "busy", Step: "blob", Fingerprint: "fc"},
-		{UploadID: "b", Step: "blob", Fingerprint: "fb"},
-	}, func(_ context.Context, _ pgx.Tx, w []int) ([]error, error) {
-		calls = append(calls, w)
-		errs := make([]error, len(w))
-		for k, i := range w {
-			if i == 1 {
-				errs[k] = no
+	for _, claimed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "claims", false: "no claims"}[claimed], func(t *testing.T) {
+			t.Parallel()
+			pg := testenv.StartPostgres(t)
+			s := marker.NewStore(pg.Pool)
+			ctx := context.Background()
+			record := s.RecordMany
+			var cs *marker.Claims
+			if claimed {
+				var err error
+				if cs, err = s.ClaimMany(ctx, "blob", []string{"a", "b", "busy"}); err != nil {
+					t.Fatal(err)
+				}
+				record = cs.Record
+			} else if _, _, err := s.Record(ctx, marker.Marker{UploadID: "b", Step: "blob", Fingerprint: "other"}, nil); err != nil {
+				t.Fatal(err)
 			}
-		}
-		return errs, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(refused) != 3 || refused[0] != nil || !errors.Is(refused[1], no) || refused[2] != nil {
-		t.Errorf("refused: got %v, want busy's error only", refused)
-	}
-	if !won[0] || won[1] || !won[2] || stored[0].UploadID != "a" || stored[2].UploadID != "b" {
-		t.Errorf("Record: got won %v, stored %+v; want a and b won", won, stored)
-	}
-	if len(calls) != 2 || len(calls[0]) != 3 || len(calls[1]) != 2 {
-		t.Errorf("inTx calls: got %v, want all three, then the two it accepted", calls)
-	}
-	if got := pg.Map(t, `SELECT upload_id, fingerprint FROM step_markers`); len(got) != 2 || got["a"] != "fa" || got["b"] != "fb" {
-		t.Errorf("markers: got %v, want a and b", got)
-	}
-	if n := heldLocks(t, pg); n != 1 {
-		t.Errorf("advisory locks held after Record: got %d, want 1 (busy's)", n)
-	}
-	cs.Release()
-	if n := heldLocks(t, pg); n != 0 {
-		t.Errorf("advisory locks held after release: got %d, want 0", n)
+			no := errors.New("not busy")
+			var calls [][]int
+			stored, won, refused, err := record(ctx, []marker.Marker{
+				{UploadID: "a", Step: "blob", Fingerprint: "fa"},
+				{UploadID: "busy", Step: "blob", Fingerprint: "fc"},
+				{UploadID: "b", Step: "blob", Fingerprint: "fb"},
+			}, func(_ context.Context, _ pgx.Tx, w []int) ([]error, error) {
+				calls = append(calls, w)
+				errs := make([]error, len(w))
+				for k, i := range w {
+					if i == 1 {
+						errs[k] = no
+					}
+				}
+				return errs, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(refused) != 3 || refused[0] != nil || !errors.Is(refused[1], no) || refused[2] != nil {
+				t.Errorf("refused: got %v, want busy's error only", refused)
+			}
+			wantB, wonB, callsB := "fb", true, 1 // b is recorded here
+			if !claimed {
+				wantB, wonB, callsB = "other", false, 0 // b was there: inTx never sees it
+			}
+			if !won[0] || won[1] || won[2] != wonB || stored[0].UploadID != "a" || stored[2].Fingerprint != wantB {
+				t.Errorf("Record: got won %v, stored %+v; want a won, b won: %v with fingerprint %s", won, stored, wonB, wantB)
+			}
+			if len(calls) != 2 || len(calls[0]) != 2+callsB || len(calls[1]) != 1+callsB {
+				t.Errorf("inTx calls: got %v, want those inserted, then those it accepted", calls)
+			}
+			if got := pg.Map(t, `SELECT upload_id, fingerprint FROM step_markers`); len(got) != 2 || got["a"] != "fa" || got["b"] != wantB {
+				t.Errorf("markers: got %v, want a and b", got)
+			}
+			if !claimed {
+				if n := heldLocks(t, pg); n != 0 {
+					t.Errorf("advisory locks held: got %d, want 0", n)
+				}
+				return
+			}
+			if n := heldLocks(t, pg); n != 1 {
+				t.Errorf("advisory locks held after Record: got %d, want 1 (busy's)", n)
+			}
+			cs.Release()
+			if n := heldLocks(t, pg); n != 0 {
+				t.Errorf("advisory locks held after release: got %d, want 0", n)
+			}
+		})
 	}
 }

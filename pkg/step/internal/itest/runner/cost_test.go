@@ -209,7 +209,7 @@ func TestRoundTripsPerMessage(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name            string
-		inTx            bool
+		inTx, readOnly  bool
 		batch           int
 		maxRT, maxStmts float64 // per message
 		maxNATSOut      float64
@@ -218,10 +218,16 @@ func TestRoundTripsPerMessage(t *testing.T) {
 		{name: "markers+tx/alone", inTx: true, batch: 1, maxRT: 4, maxStmts: 7, maxNATSOut: 3},
 		{name: "markers/64", batch: 64, maxRT: 2.0 / 64, maxStmts: 6.0 / 64, maxNATSOut: 2.2},
 		{name: "markers+tx/64", inTx: true, batch: 64, maxRT: 4.0 / 64, maxStmts: 7.0 / 64, maxNATSOut: 2.2},
+		// A ReadOnly step's first deliveries take no claim: one round trip
+		// less per batch.
+		{name: "read-only/markers/alone", readOnly: true, batch: 1, maxRT: 1, maxStmts: 3, maxNATSOut: 3},
+		{name: "read-only/markers+tx/alone", readOnly: true, inTx: true, batch: 1, maxRT: 3, maxStmts: 4, maxNATSOut: 3},
+		{name: "read-only/markers+tx/64", readOnly: true, inTx: true, batch: 64, maxRT: 3.0 / 64, maxStmts: 4.0 / 64, maxNATSOut: 2.2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := newCostRig(t, tc.inTx)
+			r.step.ReadOnly = tc.readOnly
 			handle := r.alone
 			if tc.batch > 1 {
 				handle = func(n int) { r.together(tc.batch, n) }

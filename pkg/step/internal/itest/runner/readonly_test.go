@@ -1,0 +1,200 @@
+package runner_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/pkg/events"
+	"github.com/blobref/blobref/pkg/step"
+	"github.com/blobref/blobref/pkg/step/steptest"
+)
+
+// readOnlyRig runs a ReadOnly step whose result says which run of its side
+// effect produced it (the blob's content type is "run-<n>"), and whose
+// InTx writes one row per item it is given: what the markers recorded, and
+// how often the step's own write ran, can both be read back.
+type readOnlyRig struct {
+	*steptest.Harness[events.Blob]
+	t     *testing.T
+	pg    *testenv.Postgres
+	fail  atomic.Bool // the side effect fails, for good
+	mu    sync.Mutex
+	calls map[string]int
+	hold  func(id string) // called by each run of the side effect, if set
+}
+
+func newReadOnlyRig(t *testing.T, opts step.Options) *readOnlyRig {
+	t.Helper()
+	r := &readOnlyRig{t: t, pg: testenv.StartPostgres(t), calls: map[string]int{}}
+	if _, err := r.pg.Pool.Exec(context.Background(), `CREATE TABLE written (id text, content_type text)`); err != nil {
+		t.Fatal(err)
+	}
+	n := testenv.StartNATS(t)
+	_, js := n.Connect()
+	s := step.Step[events.Blob]{
+		Name:     "check",
+		Consumes: events.TypeRequested,
+		Durable:  events.BlobWriterConsumer.Durable,
+		ReadOnly: true,
+		Effect: func(_ context.Context, ev *events.Event) (events.Blob, error) {
+			r.mu.Lock()
+			r.calls[ev.ID]++
+			run := r.calls[ev.ID]
+			r.mu.Unlock()
+			if r.hold != nil {
+				r.hold(ev.ID)
+			}
+			if r.fail.Load() {
+				return events.Blob{}, step.Permanent(events.ReasonDigestMismatch, errors.New("the check fails"))
+			}
+			return events.Blob{Key: "uploads/" + ev.ID, Size: int64(len(ev.Data)), SHA256: ev.SHA256,
+				ContentType: fmt.Sprintf("run-%d", run)}, nil
+		},
+		InTx: func(ctx context.Context, tx pgx.Tx, items []step.Item[events.Blob]) ([]error, error) {
+			for _, it := range items {
+				if _, err := tx.Exec(ctx, `INSERT INTO written VALUES ($1, $2)`, it.Event.ID, it.Result.ContentType); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		},
+		Emit: func(ev *events.Event, b events.Blob) (*events.Event, error) {
+			return events.NewBlobStored(ev, b, "/test")
+		},
+	}
+	r.Harness = steptest.New(t, js, r.pg.Pool, s, opts)
+	r.Timeout = timeout
+	return r
+}
+
+func (r *readOnlyRig) publish(id, msgID string) {
+	r.t.Helper()
+	ev, err := events.NewRequested(events.Request{ID: id, Source: "/test", Subject: "users/" + id, ContentType: "text/plain", Data: []byte(id)})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.Publish(ev, msgID)
+}
+
+func (r *readOnlyRig) callsOf(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls[id]
+}
+
+// A ReadOnly step runs its side effect without a claim or a marker look-up,
+// so a repeat runs it again; but only the first run is recorded, the step's
+// own write happens once, and every repeat re-emits the recorded result. A
+// repeat whose side effect fails is skipped all the same, because the step
+// is done; a new upload whose side effect fails is dead-lettered.
+func TestReadOnlyStepRecordsOneRunAndReemitsIt(t *testing.T) {
+	t.Parallel()
+	r := newReadOnlyRig(t, step.Options{Concurrency: 4})
+	emitted := r.Emitted()
+	r.Start()
+	const n = 20
+	for i := range n {
+		r.publish(fmt.Sprintf("r%03d", i), fmt.Sprintf("r%03d", i))
+	}
+	first := emitted.Await(t, n, timeout)
+	r.AwaitCount(step.Done, n)
+
+	for i := range n { // repeats, as new messages
+		r.publish(fmt.Sprintf("r%03d", i), "")
+	}
+	again := emitted.Await(t, n, timeout)
+	r.AwaitCount(step.Skipped, n)
+
+	r.fail.Store(true)
+	for i := range n { // repeats whose side effect now fails
+		r.publish(fmt.Sprintf("r%03d", i), "")
+	}
+	failing := emitted.Await(t, n, timeout)
+	r.AwaitCount(step.Skipped, 2*n)
+
+	for i := range n {
+		id := fmt.Sprintf("r%03d", i)
+		if c := r.callsOf(id); c != 3 {
+			t.Errorf("%s: side effect ran %d times, want 3 (no look-up before it)", id, c)
+		}
+		for what, got := range map[string]map[string][]*events.Event{"first": first, "repeat": again, "failing repeat": failing} {
+			if len(got[id]) != 1 || got[id][0].Blob == nil || got[id][0].Blob.ContentType != "run-1" {
+				t.Errorf("%s: %s emitted %d events (%v), want 1 with the first run's result", id, what, len(got[id]), got[id])
+			}
+		}
+	}
+	if w := r.pg.Count(t, `SELECT count(*) FROM written WHERE content_type = 'run-1'`); w != n {
+		t.Errorf("rows the step wrote for its first runs: got %d, want %d", w, n)
+	}
+	if w := r.pg.Count(t, `SELECT count(*) FROM written`); w != n {
+		t.Errorf("rows the step wrote: got %d, want %d (once per upload)", w, n)
+	}
+
+	r.publish("new", "new") // not done: its failure is its own
+	if d, _ := r.AwaitDeadLetter(events.RequestedSubject("new")); d.Reason != events.ReasonDigestMismatch {
+		t.Errorf("new: dead-lettered with reason %q, want %q", d.Reason, events.ReasonDigestMismatch)
+	}
+	if m := r.pg.Count(t, `SELECT count(*) FROM step_markers WHERE step = 'check'`); m != n {
+		t.Errorf("markers: got %d, want %d", m, n)
+	}
+}
+
+// Two copies of one upload in two batches that run at once both run a
+// ReadOnly step's side effect (no claim keeps them apart), and the markers'
+// primary key decides: one is done, the other skipped, the step's own
+// write runs once, and both copies emit the recorded result.
+func TestReadOnlyStepRunsAtOnceRecordsOnce(t *testing.T) {
+	t.Parallel()
+	// Batches of one, four at once: the two copies are two batches.
+	r := newReadOnlyRig(t, step.Options{BatchSize: 1, MaxInFlight: 4, Concurrency: 4})
+	both := make(chan struct{})
+	var started atomic.Int32
+	r.hold = func(string) {
+		if started.Add(1) == 2 {
+			close(both)
+		}
+		select {
+		case <-both:
+		case <-time.After(timeout):
+		}
+	}
+	emitted := r.Emitted()
+	r.publish("twin", "twin-1")
+	r.publish("twin", "twin-2")
+	r.Start()
+	got := emitted.AwaitIDs(t, 1, timeout)
+	select {
+	case <-both:
+	default:
+		t.Fatalf("the two copies' side effects did not run at once (%d started)", started.Load())
+	}
+	r.AwaitCount(step.Done, 1)
+	r.AwaitCount(step.Skipped, 1)
+	evs := got["twin"]
+	for len(evs) < 2 {
+		more := emitted.Await(t, 1, timeout)
+		evs = append(evs, more["twin"]...)
+	}
+	if evs[0].Blob.ContentType != evs[1].Blob.ContentType {
+		t.Errorf("the copies emitted results %q and %q, want the one recorded", evs[0].Blob.ContentType, evs[1].Blob.ContentType)
+	}
+	if w := r.pg.Count(t, `SELECT count(*) FROM written WHERE id = 'twin'`); w != 1 {
+		t.Errorf("rows the step wrote: got %d, want 1", w)
+	}
+	var recorded string
+	if err := r.pg.Pool.QueryRow(context.Background(),
+		`SELECT result->>'contentType' FROM step_markers WHERE step = 'check' AND upload_id = 'twin'`).Scan(&recorded); err != nil {
+		t.Fatal(err)
+	}
+	if recorded != evs[0].Blob.ContentType {
+		t.Errorf("marker records %q, the copies emitted %q", recorded, evs[0].Blob.ContentType)
+	}
+}
