@@ -84,7 +84,9 @@ func (r *Runner[R]) runEffect(ctx context.Context, j *job[R]) {
 		j.fail(err)
 		return
 	}
-	r.opts.Metrics.effectDone(r.step.Name)
+	if !r.step.ReadOnly { // a ReadOnly step's counts once recorded
+		r.opts.Metrics.effectDone(r.step.Name)
+	}
 	j.result = result
 	j.to(stageEffected)
 	// From here on the side effect is done: nothing may cancel its record.

@@ -141,7 +141,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"step", "outcome"}),
 		effects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "blobref_step_effects_total",
-			Help: "Side effects run to completion by this process, by step (recorded or not).",
+			Help: "Side effects run to completion by this process, by step (recorded or not; a ReadOnly step's once recorded).",
 		}, []string{"step"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "blobref_step_duration_seconds",

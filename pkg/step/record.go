@@ -93,6 +93,9 @@ func (r *Runner[R]) record(ctx context.Context, group []*job[R], claims *marker.
 		}
 		j.marker = stored[i]
 		if won[i] {
+			if r.step.ReadOnly { // its side effect is what commits with the marker
+				r.opts.Metrics.effectDone(r.step.Name)
+			}
 			j.to(stageDone)
 		} else {
 			j.to(stageSkipped)

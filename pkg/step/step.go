@@ -95,7 +95,8 @@ type Step[R any] struct {
 	// again and is then skipped, re-emitting the recorded result as ever.
 	// Should the Effect fail, the marker is looked up, and an existing one
 	// skips the step instead of failing it. A batch with a message at its
-	// delivery limit takes the claims as usual.
+	// delivery limit takes the claims as usual. blobref_step_effects_total
+	// counts a ReadOnly step's side effects once recorded, not each run.
 	ReadOnly bool
 	// InTx, if set, writes what must commit atomically with the markers. It
 	// runs in the markers' transaction with the items whose markers this

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/events"
@@ -25,6 +26,7 @@ type readOnlyRig struct {
 	*steptest.Harness[events.Blob]
 	t     *testing.T
 	pg    *testenv.Postgres
+	reg   *prometheus.Registry
 	fail  atomic.Bool // the side effect fails, for good
 	mu    sync.Mutex
 	calls map[string]int
@@ -33,7 +35,12 @@ type readOnlyRig struct {
 
 func newReadOnlyRig(t *testing.T, opts step.Options) *readOnlyRig {
 	t.Helper()
-	r := &readOnlyRig{t: t, pg: testenv.StartPostgres(t), calls: map[string]int{}}
+	r := &readOnlyRig{t: t, pg: testenv.StartPostgres(t), reg: prometheus.NewRegistry(), calls: map[string]int{}}
+	m, err := step.NewMetrics(r.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Metrics = m
 	if _, err := r.pg.Pool.Exec(context.Background(), `CREATE TABLE written (id text, content_type text)`); err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +143,9 @@ func TestReadOnlyStepRecordsOneRunAndReemitsIt(t *testing.T) {
 	}
 	if w := r.pg.Count(t, `SELECT count(*) FROM written`); w != n {
 		t.Errorf("rows the step wrote: got %d, want %d (once per upload)", w, n)
+	}
+	if e := testenv.Counter(t, r.reg, "blobref_step_effects_total", `step="check"`); e != n {
+		t.Errorf("side effects counted: got %v, want %d (those recorded)", e, n)
 	}
 
 	r.publish("new", "new") // not done: its failure is its own
