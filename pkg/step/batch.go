@@ -245,7 +245,7 @@ func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, 
 			j.out.Excused, j.out.excusedKnown = uint64(r.excuses.unwritten(d)), true // #nosec G115 -- a count of deliveries, never negative (the unwritten excuses; the written ones follow)
 		}
 	}
-	if r.step.ReadOnly && len(ds) == 0 {
+	if r.step.ReadOnly && len(ds) == 0 && !r.repeats.Load() {
 		// No claim, no look-up: the markers' insert decides (Step.ReadOnly).
 		for _, j := range decoded {
 			j.to(stageClaimed)
@@ -260,6 +260,9 @@ func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, 
 			j.out.Excused, j.out.excusedKnown = 0, false // settle reads them, if it must
 		}
 		return nil, Dependency(DependencyPostgres, err)
+	}
+	if r.step.ReadOnly && claims.Markers() == 0 {
+		r.repeats.Store(false) // first deliveries again: run them unclaimed
 	}
 	for _, j := range decoded {
 		if j.out.excusedKnown {

@@ -109,5 +109,6 @@ func (r *Runner[R]) recordedBefore(ctx context.Context, j *job[R]) bool {
 	}
 	j.marker = m
 	j.to(stageSkipped)
+	r.repeats.Store(true)
 	return true
 }

@@ -99,6 +99,11 @@ func (r *Runner[R]) record(ctx context.Context, group []*job[R], claims *marker.
 			j.to(stageDone)
 		} else {
 			j.to(stageSkipped)
+			if claims == nil {
+				// A repeat run unclaimed: look the next batches' markers up
+				// first, as long as repeats come (Runner.repeats).
+				r.repeats.Store(true)
+			}
 		}
 		if err := r.inject(rctx, pointAfterMarker); err != nil {
 			j.fail(err)

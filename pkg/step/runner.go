@@ -35,6 +35,10 @@ type Runner[R any] struct {
 	breaker *breaker
 	excuses *excuses
 	tracing *tracing // nil: off
+	// repeats says a ReadOnly step has lately met events whose step was
+	// done (a replay, a republish): it looks markers up before the side
+	// effects again, until a look-up finds none (see claim).
+	repeats atomic.Bool
 }
 
 // NewRunner returns a Runner of step over JetStream js, keeping the step's

@@ -94,8 +94,10 @@ type Step[R any] struct {
 	// run is recorded; an event whose step is already done runs the Effect
 	// again and is then skipped, re-emitting the recorded result as ever.
 	// Should the Effect fail, the marker is looked up, and an existing one
-	// skips the step instead of failing it. A batch with a message at its
-	// delivery limit takes the claims as usual. blobref_step_effects_total
+	// skips the step instead of failing it. Once such a repeat is met (a
+	// replay), batches take the claims and look markers up as usual, until
+	// a look-up finds none; so does a batch with a message at its delivery
+	// limit. blobref_step_effects_total
 	// counts a ReadOnly step's side effects once recorded, not each run.
 	ReadOnly bool
 	// InTx, if set, writes what must commit atomically with the markers. It

@@ -131,6 +131,9 @@ func (s *Store) ClaimAndCount(ctx context.Context, step string, ids []string, ds
 // taken (ClaimAndCount).
 func (c *Claims) Excused(d Delivery) int { return c.excused[d] }
 
+// Markers is how many of the ids have a marker.
+func (c *Claims) Markers() int { return len(c.markers) }
+
 // Held reports whether this claim holds upload id.
 func (c *Claims) Held(id string) bool { return c.locks.Held(id) }
 
