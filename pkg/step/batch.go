@@ -223,9 +223,9 @@ func (r *Runner[R]) decode(jobs []*job[R]) {
 
 // claim looks up the markers of the batch and takes the claims of the
 // uploads whose marker is missing, in one round trip; nil when no job is
-// left to look up, or when a ReadOnly step runs them all unclaimed. A step whose marker exists is skipped. A claim held
-// elsewhere retries the job later: that is not a failure and never
-// dead-letters it.
+// left to look up, or when a ReadOnly step runs them all unclaimed. A step
+// whose marker exists is skipped. A claim held elsewhere retries the job
+// later: that is not a failure and never dead-letters it.
 func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, error) {
 	decoded := in(jobs, stageDecoded)
 	if len(decoded) == 0 {

@@ -15,8 +15,8 @@ import (
 
 // record writes the markers of the effected jobs of group, with the step's
 // own writes, in one transaction that gives up their claims (claims is nil
-// for a ReadOnly step's jobs run unclaimed); the items the
-// step refuses fail with their error, and the transaction runs without them
+// for a ReadOnly step's jobs run unclaimed); the items the step refuses
+// fail with their error, and the transaction runs without them
 // (marker.Claims.Record). Each job ends done (its marker recorded here),
 // skipped (another worker's was there) or failed.
 func (r *Runner[R]) record(ctx context.Context, group []*job[R], claims *marker.Claims) {

@@ -17,6 +17,9 @@
 // in a constant number of round trips; Claim and Record on one upload are
 // the batch of one. ClaimMany is one round trip; Record is one more, or two
 // plus the step's own statements when the step writes in the transaction.
+// A step whose side effect writes nothing outside that transaction may skip
+// the check and the claims: Store.RecordMany records with the primary key
+// alone deciding, and reports the markers other runs recorded first.
 package marker
 
 import (
