@@ -339,6 +339,14 @@ func TestCompletionMarksIngestsRecord(t *testing.T) {
 	if got := mark(); got != "unmarked" {
 		t.Fatalf("completed while the record was held: marked %s, want unmarked (skipped)", got)
 	}
+	// A blob_stored event or a dead letter never looks at the record, not
+	// even after a completion: the completer's rounds or a redelivered
+	// completion mark it.
+	apply(readmodel.Stored(p.stored, t0.Add(time.Second), 4))
+	apply(dead)
+	if got := mark(); got != "unmarked" {
+		t.Fatalf("stored and dead-lettered after a skipped completion: marked %s, want unmarked", got)
+	}
 	// The same completion again (a redelivery), then an earlier one: the
 	// record follows the row.
 	apply(readmodel.Completed(p.completed, t0.Add(5*time.Second), 5))
