@@ -231,10 +231,6 @@ func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, 
 	if len(decoded) == 0 {
 		return nil, nil
 	}
-	ids := make([]string, len(decoded))
-	for i, j := range decoded {
-		ids[i] = j.ev.ID
-	}
 	// Messages at their delivery limit need their excused deliveries: they
 	// are read in the same round trip, on the claims' connection.
 	var ds []marker.Delivery
@@ -251,6 +247,10 @@ func (r *Runner[R]) claim(ctx context.Context, jobs []*job[R]) (*marker.Claims, 
 			j.to(stageClaimed)
 		}
 		return nil, nil
+	}
+	ids := make([]string, len(decoded))
+	for i, j := range decoded {
+		ids[i] = j.ev.ID
 	}
 	cctx, cancel := context.WithTimeout(ctx, settleTimeout)
 	defer cancel()

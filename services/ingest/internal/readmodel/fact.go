@@ -23,6 +23,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -308,11 +309,8 @@ func Apply(ctx context.Context, db Execer, facts ...Fact) error {
 			return err
 		}
 		sql := upsertNoCompletion
-		for _, f := range layer {
-			if f.CompletedAt != nil {
-				sql = upsert
-				break
-			}
+		if slices.ContainsFunc(layer, func(f Fact) bool { return f.CompletedAt != nil }) {
+			sql = upsert
 		}
 		if _, err := db.Exec(ctx, sql, args...); err != nil {
 			return fmt.Errorf("readmodel: apply %d facts: %w", len(layer), err)
