@@ -25,21 +25,55 @@ type Projector struct {
 	Logger *slog.Logger
 	// BatchSize is the most messages applied in one round trip [64].
 	BatchSize int
+	// Hold is the longest a blob_stored event waits, unapplied and
+	// unacknowledged, for its upload's completed event or dead letter, so
+	// that one statement applies both and writes the upload's row once
+	// [250ms]. Until then GET /v1/uploads shows the upload as accepted.
+	Hold time.Duration
 }
+
+// DefaultHold is Projector.Hold's default: many times the few milliseconds
+// between an upload's blob_stored and completed events at moderate load.
+const DefaultHold = 250 * time.Millisecond
 
 // Run consumes until ctx is done. A message is acked once its fact is in
 // Postgres; while Postgres fails, the messages are handed back and the
 // consumer backs off: a read model never gives up on an event. A message
 // that is not a readable event is acked and skipped (its step has
 // dead-lettered it, and the dead letter is what the read model records).
+//
+// A blob_stored event is held back for up to Hold: the statement of its
+// upload's completed event or dead letter, when that comes first, applies
+// both (see held). On shutdown what is still held is applied, or left to
+// be redelivered.
 func (p *Projector) Run(ctx context.Context) error {
+	hold := p.Hold
+	if hold <= 0 {
+		hold = DefaultHold
+	}
+	h := newHeld(hold, p.batchSize()*4)
 	var wg sync.WaitGroup
 	errs := make([]error, len(events.IngestViewConsumers))
 	for i, spec := range events.IngestViewConsumers {
-		wg.Go(func() { errs[i] = p.consume(ctx, spec) })
+		wg.Go(func() { errs[i] = p.consume(ctx, spec, h) })
 	}
 	wg.Wait()
+	if b := h.all(); len(b.msgs) > 0 {
+		if err := p.apply(ctx, b.facts); err != nil {
+			p.logger().Warn("read model: cannot record the events held at shutdown; they are redelivered",
+				"events", len(b.msgs), "error", err)
+		} else {
+			ack(b.msgs)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+func (p *Projector) batchSize() int {
+	if p.BatchSize <= 0 {
+		return 64
+	}
+	return p.BatchSize
 }
 
 func (p *Projector) logger() *slog.Logger {
@@ -75,7 +109,7 @@ func (p *Projector) consumer(ctx context.Context, spec events.ConsumerSpec) (jet
 // consume runs spec's consumer until ctx is done. Should its pull stop
 // (the consumer was deleted, JetStream lost it), it looks the consumer up,
 // or creates it, again.
-func (p *Projector) consume(ctx context.Context, spec events.ConsumerSpec) error {
+func (p *Projector) consume(ctx context.Context, spec events.ConsumerSpec, h *held) error {
 	for {
 		cons, err := p.consumer(ctx, spec)
 		if ctx.Err() != nil {
@@ -84,7 +118,7 @@ func (p *Projector) consume(ctx context.Context, spec events.ConsumerSpec) error
 		if err != nil {
 			return fmt.Errorf("readmodel: consumer %s: %w", spec.Durable, err)
 		}
-		err = p.pull(ctx, spec, cons)
+		err = p.pull(ctx, spec, cons, h)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -94,36 +128,57 @@ func (p *Projector) consume(ctx context.Context, spec events.ConsumerSpec) error
 }
 
 // pull applies what cons delivers until ctx is done or the pull fails.
-func (p *Projector) pull(ctx context.Context, spec events.ConsumerSpec, cons jetstream.Consumer) error {
-	size := p.BatchSize
-	if size <= 0 {
-		size = 64
-	}
+// The blob_stored consumer puts its facts in h, and applies those that
+// come due there; the others take from h the facts of their uploads.
+func (p *Projector) pull(ctx context.Context, spec events.ConsumerSpec, cons jetstream.Consumer, h *held) error {
+	size := p.batchSize()
 	it, err := cons.Messages(jetstream.PullMaxMessages(2 * size))
 	if err != nil {
 		return err
 	}
 	defer it.Stop()
+	holds := spec.Durable == events.IngestStoredConsumer.Durable
 	var delay time.Duration
 	for {
-		msgs, err := next(ctx, it, size)
-		if err != nil {
+		wait, cancel := ctx, context.CancelFunc(func() {})
+		if holds {
+			if due, ok := h.next(); ok {
+				wait, cancel = context.WithDeadline(ctx, due)
+			}
+		}
+		msgs, err := next(wait, it, size)
+		cancel()
+		if err != nil && (ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded)) {
 			return err // after ctx is done too: what was not applied is redelivered
 		}
-		if err := p.apply(ctx, spec, msgs); err != nil {
+		b := p.batch(spec, msgs)
+		if holds {
+			b = h.put(b, time.Now())
+		} else {
+			b.add(h.take(b.ids(), time.Now()))
+		}
+		if len(b.msgs) == 0 {
+			continue
+		}
+		if err := p.apply(ctx, b.facts); err != nil {
 			delay = min(max(2*delay, 200*time.Millisecond), 5*time.Second)
 			p.logger().Warn("read model: cannot record events, retrying", "consumer", spec.Durable,
-				"events", len(msgs), "error", err, "delay", delay)
-			for _, m := range msgs {
+				"events", len(b.msgs), "error", err, "delay", delay)
+			for _, m := range b.msgs {
 				_ = m.NakWithDelay(delay)
 			}
 			sleep(ctx, delay)
 			continue
 		}
 		delay = 0
-		for _, m := range msgs {
-			_ = m.Ack() // a lost ack redelivers a fact already applied
-		}
+		ack(b.msgs)
+	}
+}
+
+// ack acknowledges msgs; a lost ack redelivers a fact already applied.
+func ack(msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		_ = m.Ack()
 	}
 }
 
@@ -145,15 +200,24 @@ func next(ctx context.Context, it jetstream.MessagesContext, size int) ([]jetstr
 	return msgs, nil
 }
 
-// apply records the facts of msgs, on a context that shutdown does not
-// cancel half-way.
-func (p *Projector) apply(ctx context.Context, spec events.ConsumerSpec, msgs []jetstream.Msg) error {
-	facts := make([]Fact, 0, len(msgs))
+// batch reads the facts of msgs. A message without one (see fact) is
+// acknowledged at once.
+func (p *Projector) batch(spec events.ConsumerSpec, msgs []jetstream.Msg) batch {
+	var b batch
 	for _, m := range msgs {
 		if f, ok := p.fact(spec, m); ok {
-			facts = append(facts, f)
+			b.facts = append(b.facts, f)
+			b.msgs = append(b.msgs, m)
+		} else {
+			_ = m.Ack()
 		}
 	}
+	return b
+}
+
+// apply records facts, on a context that shutdown does not cancel
+// half-way.
+func (p *Projector) apply(ctx context.Context, facts []Fact) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := Apply(actx, p.Pool, facts...); err != nil {
