@@ -45,6 +45,9 @@ func (r *Report) figures() []figure {
 				s := r.cpuRatios(v, clients)
 				return s.Median, s.N > 0
 			}},
+			figure{"HTTP, " + clientsOf(clients) + ": WAL bytes/upload", "%.0f", func(v *Variant) (float64, bool) {
+				return med(r.level(v, clients), Level.WALPer)
+			}},
 		)
 	}
 	if r.Config.AcceptClients > 0 {

@@ -39,6 +39,8 @@ type Level struct {
 	Usage procstat.Usage
 	// Peak is each program's peak RSS during the phase, by name.
 	Peak map[string]int64
+	// WAL is the bytes of write-ahead log Postgres wrote over the phase.
+	WAL int64
 	// Checked is what the check after the phase looked at.
 	Checked pipeline.Checked
 }
@@ -52,6 +54,9 @@ func (l Level) CompletedRate() float64 { return float64(l.N) / l.Completed.Secon
 
 // Retries is the requests beyond the first, per upload.
 func (l Level) Retries() float64 { return float64(l.Requests-l.N) / float64(l.N) }
+
+// WALPer is the bytes of write-ahead log per upload.
+func (l Level) WALPer() float64 { return float64(l.WAL) / float64(l.N) }
 
 // Per is the CPU time of process name per upload.
 func (l Level) Per(name string) procstat.Times { return l.Usage.Per(name, l.N) }
@@ -119,6 +124,10 @@ func measurePhase(p *pipeline.Pipeline, clients int, f func() ([]sent, error)) (
 		return Level{}, nil, err
 	}
 	meter := p.Meter()
+	walBefore, err := p.WAL(context.Background())
+	if err != nil {
+		return Level{}, nil, err
+	}
 	before, err := meter.Read()
 	if err != nil {
 		return Level{}, nil, err
@@ -131,7 +140,11 @@ func measurePhase(p *pipeline.Pipeline, clients int, f func() ([]sent, error)) (
 	if err != nil {
 		return Level{}, nil, err
 	}
-	l := Level{Clients: clients, N: len(recs), Usage: after.Sub(before)}
+	walAfter, err := p.WAL(context.Background())
+	if err != nil {
+		return Level{}, nil, err
+	}
+	l := Level{Clients: clients, N: len(recs), Usage: after.Sub(before), WAL: walAfter - walBefore}
 	if l.Peak, err = peaks(p); err != nil {
 		return Level{}, nil, err
 	}

@@ -80,6 +80,9 @@ func TestSmoke(t *testing.T) {
 		if l.Peak[pipeline.Ingest] <= 0 {
 			t.Errorf("%d clients: no peak RSS for ingest", l.Clients)
 		}
+		if l.WALPer() < 4<<10 { // each upload's 4 KiB passes through ingest's record
+			t.Errorf("%d clients: %.0f bytes of WAL per upload, want at least the upload's 4 KiB", l.Clients, l.WALPer())
+		}
 		if l.Checked != (pipeline.Checked{Uploads: 5, Objects: 5}) {
 			t.Errorf("%d clients: checked %+v, want 5 uploads' rows and objects", l.Clients, l.Checked)
 		}
@@ -150,9 +153,9 @@ func TestReport(t *testing.T) {
 		u.Parts = map[string]map[string]procstat.Times{pipeline.Postgres: parts}
 		return u
 	}
-	level := func(clients int, elapsed, p50 time.Duration, u procstat.Usage, ingestRSS int64) Level {
+	level := func(clients int, elapsed, p50 time.Duration, u procstat.Usage, ingestRSS, walPer int64) Level {
 		return Level{Clients: clients, N: n, Elapsed: elapsed, Latency: [3]time.Duration{p50, 2 * p50, 3 * p50}, Requests: n + n/10,
-			Usage: u, Peak: map[string]int64{pipeline.Ingest: ingestRSS}}
+			Usage: u, Peak: map[string]int64{pipeline.Ingest: ingestRSS}, WAL: walPer * int64(n)}
 	}
 	bulk := &load.Phase{Result: load.Result{N: n, Elapsed: time.Second}, Usage: usage(-1, 150, 100, 50, 100)} // 400 µs
 	// The accept floor: 300 µs (httpfloor 100, nats-server 50, postgres
@@ -166,9 +169,9 @@ func TestReport(t *testing.T) {
 	for range 2 {
 		old.Rounds = append(old.Rounds, Round{
 			Levels: []Level{
-				level(1, 10*time.Second, 10*time.Millisecond, usage(1000, 900, 300, 400, 900), 30<<20),
-				level(64, 2*time.Second, 100*time.Millisecond, usage(1000, 900, 300, 400, 900), 40<<20), // 3500 µs, 500/s
-				level(256, 2*time.Second, 400*time.Millisecond, usage(1000, 900, 300, 400, 900), 80<<20),
+				level(1, 10*time.Second, 10*time.Millisecond, usage(1000, 900, 300, 400, 900), 30<<20, 12000),
+				level(64, 2*time.Second, 100*time.Millisecond, usage(1000, 900, 300, 400, 900), 40<<20, 12000), // 3500 µs, 500/s
+				level(256, 2*time.Second, 400*time.Millisecond, usage(1000, 900, 300, 400, 900), 80<<20, 12000),
 			},
 			Accept: &Level{Clients: 64, N: n, Elapsed: 1500 * time.Millisecond, Completed: 2 * time.Second, Requests: n, Usage: usage(500, 900, 300, 400, 900)},
 			Bulk:   bulk,
@@ -176,9 +179,9 @@ func TestReport(t *testing.T) {
 		})
 		tree.Rounds = append(tree.Rounds, Round{
 			Levels: []Level{
-				level(1, 3*time.Second, 3*time.Millisecond, usage(200, 200, 100, 100, 100), 20<<20),
-				level(64, 400*time.Millisecond, 20*time.Millisecond, usage(200, 200, 100, 100, 100), 30<<20), // 700 µs, 2500/s
-				level(256, 400*time.Millisecond, 80*time.Millisecond, usage(200, 200, 100, 100, 100), 50<<20),
+				level(1, 3*time.Second, 3*time.Millisecond, usage(200, 200, 100, 100, 100), 20<<20, 9000),
+				level(64, 400*time.Millisecond, 20*time.Millisecond, usage(200, 200, 100, 100, 100), 30<<20, 9000), // 700 µs, 2500/s
+				level(256, 400*time.Millisecond, 80*time.Millisecond, usage(200, 200, 100, 100, 100), 50<<20, 9000),
 			},
 			Accept: &Level{Clients: 64, N: n, Elapsed: 200 * time.Millisecond, Completed: 500 * time.Millisecond, Requests: n, Usage: usage(100, 200, 100, 100, 100)},
 			Bulk:   bulk,
@@ -227,7 +230,8 @@ func TestReport(t *testing.T) {
 		}
 	}
 	for _, re := range []string{
-		`(?m)^ +64 +500 ±0% +100\.0 ±0% +200\.0 ±0% +0\.10 ±0% +40\.0 ±0%$`, // old's HTTP table at 64 clients
+		`(?m)^ +64 +500 ±0% +100\.0 ±0% +200\.0 ±0% +0\.10 ±0% +40\.0 ±0% +12000 ±0%$`, // old's HTTP table at 64 clients
+		`(?m)^ +HTTP, 64 clients: WAL bytes/upload +12000 +9000 +0\.75$`,
 		`(?m)^ +HTTP, 64 clients: uploads/s +500 +2500 +5\.00$`,
 		// Postgres by service: old's and tree's 64 clients, and bulk without ingest.
 		`(?m)^ +HTTP, 64 clients +540 +90 +270$`, `(?m)^ +HTTP, 64 clients +60 +10 +30$`, `(?m)^ +bulk, JetStream +- +70 +30$`,

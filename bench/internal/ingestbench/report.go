@@ -92,6 +92,7 @@ func (r *Report) writeLegend(line func(string, ...any)) {
 		line("  p50, p99:  first request of an upload → its 200/201, ms")
 		line("  retries:   requests beyond the first, per upload")
 		line("  peak RSS:  ingest's largest resident set during the phase (VmHWM), MiB")
+		line("  WAL:       bytes of write-ahead log Postgres wrote over the phase, per upload (the whole server's)")
 	}
 	if c.AcceptClients > 0 {
 		line("Accept only: %d uploads from %d clients without Prefer, each done at its 202 (JetStream has the request)", c.Uploads, c.AcceptClients)
@@ -197,7 +198,7 @@ func (r *Report) writeHTTP(w io.Writer, line func(string, ...any), v *Variant) {
 	c := r.Config
 	line("HTTP path, Prefer: wait=%d until 200/201", c.Wait)
 	var t texttable.Table
-	t.Row("  clients", "uploads/s", "p50 ms", "p99 ms", "retries", "ingest peak RSS MiB")
+	t.Row("  clients", "uploads/s", "p50 ms", "p99 ms", "retries", "ingest peak RSS MiB", "WAL B/upload")
 	for i, n := range c.Clients {
 		ls := v.levels(i)
 		if len(ls) == 0 {
@@ -208,7 +209,8 @@ func (r *Report) writeHTTP(w io.Writer, line func(string, ...any), v *Variant) {
 			summarize(ls, func(l Level) float64 { return ms(l.Latency[0]) }).WithSpread("%.1f"),
 			summarize(ls, func(l Level) float64 { return ms(l.Latency[1]) }).WithSpread("%.1f"),
 			summarize(ls, Level.Retries).WithSpread("%.2f"),
-			summarize(ls, func(l Level) float64 { return procstat.MiB(l.Peak[pipeline.Ingest]) }).WithSpread("%.1f"))
+			summarize(ls, func(l Level) float64 { return procstat.MiB(l.Peak[pipeline.Ingest]) }).WithSpread("%.1f"),
+			summarize(ls, Level.WALPer).WithSpread("%.0f"))
 	}
 	t.Write(w)
 }

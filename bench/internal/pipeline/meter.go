@@ -57,6 +57,20 @@ func (p *Pipeline) withAdmin(ctx context.Context, f func(*pgx.Conn) error) error
 	return f(p.admin)
 }
 
+// WAL is the server's write-ahead log position, in bytes from its start:
+// the difference of two readings is the WAL written in between, by every
+// database of the server (the benchmark's alone, on a quiet server).
+func (p *Pipeline) WAL(ctx context.Context) (int64, error) {
+	var n int64
+	err := p.withAdmin(ctx, func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint`).Scan(&n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pipeline: wal position: %w", err)
+	}
+	return n, nil
+}
+
 // Admin runs f on the pipeline's own connection, as Check does: its
 // search_path is not the pipeline's schema, so f names the schema (Schema).
 func (p *Pipeline) Admin(ctx context.Context, f func(*pgx.Conn) error) error {
