@@ -22,12 +22,7 @@ type heldRig struct {
 
 func newHeldRig(t *testing.T) heldRig {
 	t.Helper()
-	n := testenv.StartNATS(t)
-	_, js := n.Connect()
-	pg := testenv.StartPostgres(t)
-	if err := events.EnsureStreams(t.Context(), js, events.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	pg, js := start(t)
 	if _, err := pg.Pool.Exec(t.Context(), `CREATE TABLE view_writes (id text, op text);
 		CREATE FUNCTION note_view_write() RETURNS trigger LANGUAGE plpgsql AS
 			$$ BEGIN INSERT INTO view_writes VALUES (NEW.id, TG_OP); RETURN NEW; END $$;

@@ -99,6 +99,19 @@ func awaitDrained(t *testing.T, js jetstream.JetStream) {
 	}
 }
 
+// start starts a NATS server with the pipeline's streams and a fresh
+// schema.
+func start(t *testing.T) (*testenv.Postgres, jetstream.JetStream) {
+	t.Helper()
+	n := testenv.StartNATS(t)
+	_, js := n.Connect()
+	pg := testenv.StartPostgres(t)
+	if err := events.EnsureStreams(t.Context(), js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return pg, js
+}
+
 // runProjector runs a projector until the returned stop is called (or the
 // test ends).
 func runProjector(t *testing.T, pg *testenv.Postgres, js jetstream.JetStream) (stop func()) {
@@ -133,12 +146,7 @@ func runProjectorWith(t *testing.T, p *readmodel.Projector) (stop func()) {
 // every row as it was.
 func TestReplayLeavesTheReadModelUnchanged(t *testing.T) {
 	t.Parallel()
-	n := testenv.StartNATS(t)
-	_, js := n.Connect()
-	pg := testenv.StartPostgres(t)
-	if err := events.EnsureStreams(t.Context(), js, events.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	pg, js := start(t)
 	stop := runProjector(t, pg, js)
 
 	var want []string
