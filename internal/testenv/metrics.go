@@ -27,6 +27,15 @@ func Gauge(t testing.TB, g prometheus.Gatherer, family string, match ...string) 
 	return sum(t, g, family, match, func(m *dto.Metric) float64 { return m.GetGauge().GetValue() })
 }
 
+// Histogram returns the count and the sum of the observations of histogram
+// family in g whose labels include each of match, as Counter does.
+func Histogram(t testing.TB, g prometheus.Gatherer, family string, match ...string) (count, total float64) {
+	t.Helper()
+	count = sum(t, g, family, match, func(m *dto.Metric) float64 { return float64(m.GetHistogram().GetSampleCount()) })
+	total = sum(t, g, family, match, func(m *dto.Metric) float64 { return m.GetHistogram().GetSampleSum() })
+	return count, total
+}
+
 // sum adds value of each sample of family in g whose labels include each
 // of match.
 func sum(t testing.TB, g prometheus.Gatherer, family string, match []string, value func(*dto.Metric) float64) float64 {

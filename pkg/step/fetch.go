@@ -137,6 +137,7 @@ func (r *Runner[R]) fetch(ctx, work context.Context, cons jetstream.Consumer, n 
 			timer.Stop()
 			ready := batch
 			batch, wait, idle = nil, nil, false
+			r.opts.Metrics.batch(r.step.Name, len(ready))
 			wg.Add(1)
 			r.workers.Go(func() {
 				defer wg.Done()

@@ -126,6 +126,7 @@ type Metrics struct {
 	messages *prometheus.CounterVec
 	effects  *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	batches  *prometheus.HistogramVec
 	inFlight *prometheus.GaugeVec
 	up       *prometheus.GaugeVec
 	outages  *prometheus.CounterVec
@@ -148,6 +149,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Time to handle one message, from the start of its batch to settlement, by step and outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18),
 		}, []string{"step", "outcome"}),
+		batches: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "blobref_step_batch_messages",
+			Help:    "Messages in each batch handed to a worker, by step: each batch costs its round trips however small it is.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}, []string{"step"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "blobref_step_in_flight",
 			Help: "Messages fetched and not yet settled, by step: those in a batch, whether it runs or waits for a worker.",
@@ -165,7 +171,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Deliveries that failed while a dependency was down, by step: they do not count toward CONSUMER_MAX_DELIVERIES.",
 		}, []string{"step"}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.effects, m.duration, m.inFlight, m.up, m.outages, m.excuses} {
+	for _, c := range []prometheus.Collector{m.messages, m.effects, m.duration, m.batches, m.inFlight, m.up, m.outages, m.excuses} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -186,6 +192,7 @@ func (m *Metrics) expose(step string) {
 		m.messages.WithLabelValues(step, k.String())
 	}
 	m.effects.WithLabelValues(step)
+	m.batches.WithLabelValues(step)
 	m.inFlight.WithLabelValues(step)
 	m.excuses.WithLabelValues(step)
 }
@@ -214,6 +221,13 @@ func (m *Metrics) outage(step, dep string) {
 func (m *Metrics) excused(step string) {
 	if m != nil {
 		m.excuses.WithLabelValues(step).Inc()
+	}
+}
+
+// batch observes a batch of n messages of step handed to a worker.
+func (m *Metrics) batch(step string, n int) {
+	if m != nil {
+		m.batches.WithLabelValues(step).Observe(float64(n))
 	}
 }
 

@@ -771,4 +771,10 @@ func TestLoneMessagesWaitForCompanyWhileAnotherBatchRuns(t *testing.T) {
 	if got, want := sizes(), []int{10, 1}; !slices.Equal(got, want) {
 		t.Errorf("batch sizes recorded: %v, want %v (the ten that arrived one by one together, then slow)", got, want)
 	}
+	// What blobref_step_batch_messages tells an operator: two batches, of 1
+	// (slow, handed over first) and 10.
+	count, total := testenv.Histogram(t, h.reg, "blobref_step_batch_messages")
+	if count != 2 || total != 11 {
+		t.Errorf("blobref_step_batch_messages: %v batches of %v messages in all, want 2 of 11", count, total)
+	}
 }
