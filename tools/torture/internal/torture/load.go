@@ -302,7 +302,8 @@ func (l *load) republish(ctx context.Context, rng *rand.Rand) {
 
 // sendPoison sends an event that must be refused: alternately the id of a
 // completed direct upload with other bytes (conflict), and a new id whose
-// sha256 does not match its bytes (digest_mismatch).
+// sha256 does not match its bytes (digest_mismatch), which it also sends
+// when no completed upload can be found.
 func (l *load) sendPoison(ctx context.Context, rng *rand.Rand, tag string) {
 	l.mu.Lock()
 	n := len(l.poison)
@@ -312,15 +313,17 @@ func (l *load) sendPoison(ctx context.Context, rng *rand.Rand, tag string) {
 		data = data[:16<<10]
 	}
 	var (
-		ev     *events.Event
-		reason string
-		err    error
+		ev, orig *events.Event
+		reason   string
+		err      error
 	)
 	if n%2 == 0 {
-		orig := l.completedDirect(ctx, rng)
-		if orig == nil {
-			return
-		}
+		// nil when no direct upload has completed yet, or Postgres is down
+		// right now: a digest mismatch instead, so that a short run's few
+		// poison turns each send one.
+		orig = l.completedDirect(ctx, rng)
+	}
+	if orig != nil {
 		ev, err = events.NewRequested(events.Request{ID: orig.ID, Source: "/torture/poison", Subject: orig.Subject, ContentType: "application/octet-stream", Time: orig.Time, Data: data})
 		reason = events.ReasonConflict
 		l.mu.Lock()
