@@ -28,7 +28,7 @@ type Projector struct {
 	// Hold is the longest a blob_stored event waits, unapplied and
 	// unacknowledged, for its upload's completed event or dead letter, so
 	// that one statement applies both and writes the upload's row once
-	// [250ms]. Until then GET /v1/uploads shows the upload as accepted.
+	// [250ms]. Until then GET /v1/uploads shows the upload as pending.
 	Hold time.Duration
 }
 
