@@ -19,6 +19,12 @@ func (b *batch) add(o batch) {
 	b.msgs = append(b.msgs, o.msgs...)
 }
 
+// addHeld adds a held fact and its messages.
+func (b *batch) addHeld(e *heldFact) {
+	b.facts = append(b.facts, e.fact)
+	b.msgs = append(b.msgs, e.msgs...)
+}
+
 // ids are the uploads b's facts are of.
 func (b batch) ids() []string {
 	ids := make([]string, len(b.facts))
@@ -45,7 +51,8 @@ type held struct {
 }
 
 type heldFact struct {
-	b     batch // one fact, merged from each delivery of the upload's events
+	fact  Fact            // merged from each delivery of the upload's blob_stored event
+	msgs  []jetstream.Msg // those deliveries
 	due   time.Time
 	taken bool
 }
@@ -61,11 +68,11 @@ func (h *held) put(b batch, now time.Time) batch {
 	defer h.mu.Unlock()
 	for i, f := range b.facts {
 		if e, ok := h.byID[f.ID]; ok { // a redelivery or a republish
-			e.b.facts[0] = merged(e.b.facts[0], f)
-			e.b.msgs = append(e.b.msgs, b.msgs[i])
+			e.fact = merged(e.fact, f)
+			e.msgs = append(e.msgs, b.msgs[i])
 			continue
 		}
-		e := &heldFact{b: batch{facts: []Fact{f}, msgs: []jetstream.Msg{b.msgs[i]}}, due: now.Add(h.hold)}
+		e := &heldFact{fact: f, msgs: []jetstream.Msg{b.msgs[i]}, due: now.Add(h.hold)}
 		h.byID[f.ID] = e
 		h.queue = append(h.queue, e)
 	}
@@ -81,18 +88,11 @@ func (h *held) take(ids []string, now time.Time) batch {
 		if e, ok := h.byID[id]; ok {
 			delete(h.byID, id)
 			e.taken = true
-			out.add(e.b)
+			out.addHeld(e)
 		}
 	}
 	out.add(h.releaseLocked(now))
 	return out
-}
-
-// release releases the facts due at now.
-func (h *held) release(now time.Time) batch {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.releaseLocked(now)
 }
 
 // all releases every fact held.
@@ -114,8 +114,8 @@ func (h *held) releaseLocked(now time.Time) batch {
 		h.queue[0] = nil
 		h.queue = h.queue[1:]
 		if !e.taken {
-			delete(h.byID, e.b.facts[0].ID)
-			out.add(e.b)
+			delete(h.byID, e.fact.ID)
+			out.addHeld(e)
 		}
 	}
 	return out
