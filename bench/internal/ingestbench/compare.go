@@ -50,6 +50,22 @@ func (r *Report) figures() []figure {
 			}},
 		)
 	}
+	if len(r.Config.Clients) > 0 {
+		// The legs of the fewest clients' uploads: one client's are its
+		// round trips, not its queues.
+		clients := slices.Min(r.Config.Clients)
+		for k, leg := range legs {
+			out = append(out, figure{"HTTP, " + clientsOf(clients) + ", ms: " + leg, "%.2f", func(v *Variant) (float64, bool) {
+				var ls []Level
+				for _, l := range r.level(v, clients) {
+					if l.Stages.N > 0 {
+						ls = append(ls, l)
+					}
+				}
+				return med(ls, func(l Level) float64 { return ms(l.Stages.Legs[k]) })
+			}})
+		}
+	}
 	if r.Config.AcceptClients > 0 {
 		out = append(out, figure{"accept only, " + clientsOf(r.Config.AcceptClients) + ": accepted/s", "%.0f", func(v *Variant) (float64, bool) {
 			return med(v.accepts(), Level.Rate)

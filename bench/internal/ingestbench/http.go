@@ -43,6 +43,8 @@ type Level struct {
 	WAL int64
 	// Checked is what the check after the phase looked at.
 	Checked pipeline.Checked
+	// Stages (the HTTP path) split its uploads' time at their events.
+	Stages Stages
 }
 
 // Rate is uploads ended per second: referenced on the HTTP path, accepted
@@ -173,7 +175,10 @@ func (b *bench) referencedPhase(ctx context.Context, p *pipeline.Pipeline, cl *c
 	if err != nil {
 		return Level{}, err
 	}
-	l.Checked, err = p.Check(ctx, sample(ups, recs, check))
+	if l.Checked, err = p.Check(ctx, sample(ups, recs, check)); err != nil {
+		return Level{}, err
+	}
+	l.Stages, err = stagesOf(ctx, p.NATSURL, recs)
 	return l, err
 }
 

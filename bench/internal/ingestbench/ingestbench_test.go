@@ -5,6 +5,7 @@ import (
 	"context"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,14 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("accept floor: got %d uploads from %d clients at %.0f/s in %d requests, latencies %v, checked %+v, peak RSS %d;"+
 			" want 20 from 4 in 20, 0 < p50 <= p99, 5 rows and messages checked, a peak RSS",
 			f.N, f.Clients, f.Rate(), f.Requests, f.Latency, f.Checked, f.Peak[pipeline.HTTPFloor])
+	}
+	for _, l := range rd.Levels {
+		// All 20 uploads sampled; each leg took time, and none longer
+		// than the slowest upload took in all.
+		if l.Stages.N != 20 || slices.Min(l.Stages.Legs[:]) <= 0 || slices.Max(l.Stages.Legs[:]) > l.Latency[2] {
+			t.Errorf("%d clients: got legs %v of %d uploads; want 20 uploads, each leg positive and at most the slowest upload's %v",
+				l.Clients, l.Stages.Legs, l.Stages.N, l.Latency[2])
+		}
 	}
 	for _, l := range append(rd.Levels, *rd.Accept) {
 		if l.N != 20 || l.Rate() <= 0 || l.Requests < l.N || l.Latency[0] <= 0 || l.Latency[0] > l.Latency[1] || l.Latency[1] > l.Latency[2] {
@@ -154,8 +163,10 @@ func TestReport(t *testing.T) {
 		return u
 	}
 	level := func(clients int, elapsed, p50 time.Duration, u procstat.Usage, ingestRSS, walPer int64) Level {
+		// Legs of p50/10, 3p50/10, 4p50/10 and p50/5.
+		legs := [4]time.Duration{p50 / 10, 3 * p50 / 10, 4 * p50 / 10, p50 / 5}
 		return Level{Clients: clients, N: n, Elapsed: elapsed, Latency: [3]time.Duration{p50, 2 * p50, 3 * p50}, Requests: n + n/10,
-			Usage: u, Peak: map[string]int64{pipeline.Ingest: ingestRSS}, WAL: walPer * int64(n)}
+			Usage: u, Peak: map[string]int64{pipeline.Ingest: ingestRSS}, WAL: walPer * int64(n), Stages: Stages{N: 200, Legs: legs}}
 	}
 	bulk := &load.Phase{Result: load.Result{N: n, Elapsed: time.Second}, Usage: usage(-1, 150, 100, 50, 100)} // 400 µs
 	// The accept floor: 300 µs (httpfloor 100, nats-server 50, postgres
@@ -241,6 +252,10 @@ func TestReport(t *testing.T) {
 		`(?m)^ +64 +4000 ±0% +5\.0 ±0% +9\.0 ±0% +100 +50 +150 +300 ±0% +50 +20$`, // the floor's table
 		`(?m)^ +accept floor, 64 clients: accepted/s +4000 +4000 +1\.00$`,
 		`(?m)^ +referenced ceiling, uploads/s +2667 +2667 +1\.00$`,
+		// Where the time goes: tree's 64 clients (p50 20 ms), and one
+		// client's blobwriter leg side by side (3 of old's 10 ms, of tree's 3).
+		`(?m)^ +64 +2\.00 ±0% +6\.00 ±0% +8\.00 ±0% +4\.00 ±0% +200 ±0%$`,
+		`(?m)^ +HTTP, 1 client, ms: blobwriter → blob_stored +3\.00 +0\.90 +0\.30$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {
 			t.Errorf("report lacks a line matching %s", re)

@@ -93,6 +93,14 @@ func (r *Report) writeLegend(line func(string, ...any)) {
 		line("  retries:   requests beyond the first, per upload")
 		line("  peak RSS:  ingest's largest resident set during the phase (VmHWM), MiB")
 		line("  WAL:       bytes of write-ahead log Postgres wrote over the phase, per upload (the whole server's)")
+		line("Where an upload's time goes: for %d uploads of each phase (or all, if fewer), the time from its first request", stageSample)
+		line("to its 200/201 split where JetStream stored its requested, blob_stored and completed events (the stream's")
+		line("timestamps, the clients' clock: one machine); the median of each leg, in ms:")
+		line("  ingest → requested:        HTTP, the record, the publish")
+		line("  blobwriter → blob_stored:  the delivery, the claim, the object, the marker, the publish")
+		line("  refwriter → completed:     the delivery, the object's check, the reference and marker, the publish")
+		line("  ingest → 201:              the completed event's delivery to ingest, the answer")
+		line("  (a leg counts the wait for its process; the medians of the legs need not add up to the p50)")
 	}
 	if c.AcceptClients > 0 {
 		line("Accept only: %d uploads from %d clients without Prefer, each done at its 202 (JetStream has the request)", c.Uploads, c.AcceptClients)
@@ -123,6 +131,9 @@ func (r *Report) writeVariant(w io.Writer, line func(string, ...any), v *Variant
 		if len(c.Clients) > 0 {
 			r.writeHTTP(w, line, v)
 			line("")
+			if r.writeStages(w, line, v) {
+				line("")
+			}
 		}
 		if c.AcceptClients > 0 {
 			r.writeAccept(w, line, v)
@@ -213,6 +224,37 @@ func (r *Report) writeHTTP(w io.Writer, line func(string, ...any), v *Variant) {
 			summarize(ls, Level.WALPer).WithSpread("%.0f"))
 	}
 	t.Write(w)
+}
+
+// writeStages writes the legs of v's HTTP phases; false when no phase has
+// them.
+func (r *Report) writeStages(w io.Writer, line func(string, ...any), v *Variant) bool {
+	var t texttable.Table
+	t.Row(append([]string{"  clients"}, append(legs[:], "uploads")...)...)
+	rows := 0
+	for i, n := range r.Config.Clients {
+		var ls []Level
+		for _, l := range v.levels(i) {
+			if l.Stages.N > 0 {
+				ls = append(ls, l)
+			}
+		}
+		if len(ls) == 0 {
+			continue
+		}
+		row := []string{fmt.Sprintf("  %d", n)}
+		for k := range legs {
+			row = append(row, summarize(ls, func(l Level) float64 { return ms(l.Stages.Legs[k]) }).WithSpread("%.2f"))
+		}
+		t.Row(append(row, summarize(ls, func(l Level) float64 { return float64(l.Stages.N) }).WithSpread("%.0f"))...)
+		rows++
+	}
+	if rows == 0 {
+		return false
+	}
+	line("Where an upload's time goes, ms (medians)")
+	t.Write(w)
+	return true
 }
 
 func (r *Report) writeAccept(w io.Writer, line func(string, ...any), v *Variant) {
