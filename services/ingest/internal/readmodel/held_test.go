@@ -48,20 +48,22 @@ func (r heldRig) writes(t *testing.T) map[string]string {
 // and n messages await their acks: held.
 func (r heldRig) awaitHeld(t *testing.T, n int) {
 	t.Helper()
-	cons, err := r.js.Consumer(t.Context(), events.StreamName, events.IngestStoredConsumer.Durable)
-	if err != nil {
-		t.Fatal(err)
-	}
 	deadline := time.Now().Add(within)
 	for {
-		info, err := cons.Info(t.Context())
-		if err != nil {
-			t.Fatal(err)
+		// The projector creates its consumer as it starts: until then it
+		// is not found.
+		var info *jetstream.ConsumerInfo
+		cons, err := r.js.Consumer(t.Context(), events.StreamName, events.IngestStoredConsumer.Durable)
+		if err == nil {
+			info, err = cons.Info(t.Context())
 		}
-		if info.NumPending == 0 && info.NumAckPending == n {
+		if err == nil && info.NumPending == 0 && info.NumAckPending == n {
 			return
 		}
 		if time.Now().After(deadline) {
+			if err != nil {
+				t.Fatalf("consumer: %v", err)
+			}
 			t.Fatalf("consumer: %d pending, %d awaiting an ack; want 0 and %d (held)", info.NumPending, info.NumAckPending, n)
 		}
 		time.Sleep(20 * time.Millisecond)
