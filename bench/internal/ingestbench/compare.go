@@ -56,13 +56,7 @@ func (r *Report) figures() []figure {
 		clients := slices.Min(r.Config.Clients)
 		for k, leg := range legs {
 			out = append(out, figure{"HTTP, " + clientsOf(clients) + ", ms: " + leg, "%.2f", func(v *Variant) (float64, bool) {
-				var ls []Level
-				for _, l := range r.level(v, clients) {
-					if l.Stages.N > 0 {
-						ls = append(ls, l)
-					}
-				}
-				return med(ls, func(l Level) float64 { return ms(l.Stages.Legs[k]) })
+				return med(staged(r.level(v, clients)), func(l Level) float64 { return ms(l.Stages.Legs[k]) })
 			}})
 		}
 	}

@@ -233,12 +233,7 @@ func (r *Report) writeStages(w io.Writer, line func(string, ...any), v *Variant)
 	t.Row(append([]string{"  clients"}, append(legs[:], "uploads")...)...)
 	rows := 0
 	for i, n := range r.Config.Clients {
-		var ls []Level
-		for _, l := range v.levels(i) {
-			if l.Stages.N > 0 {
-				ls = append(ls, l)
-			}
-		}
+		ls := staged(v.levels(i))
 		if len(ls) == 0 {
 			continue
 		}

@@ -95,3 +95,14 @@ func stagesOf(ctx context.Context, url string, recs []sent) (Stages, error) {
 	}
 	return s, nil
 }
+
+// staged are the phases of ls that have legs.
+func staged(ls []Level) []Level {
+	var out []Level
+	for _, l := range ls {
+		if l.Stages.N > 0 {
+			out = append(out, l)
+		}
+	}
+	return out
+}

@@ -48,26 +48,7 @@ func (r heldRig) writes(t *testing.T) map[string]string {
 // and n messages await their acks: held.
 func (r heldRig) awaitHeld(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		// The projector creates its consumer as it starts: until then it
-		// is not found.
-		var info *jetstream.ConsumerInfo
-		cons, err := r.js.Consumer(t.Context(), events.StreamName, events.IngestStoredConsumer.Durable)
-		if err == nil {
-			info, err = cons.Info(t.Context())
-		}
-		if err == nil && info.NumPending == 0 && info.NumAckPending == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			if err != nil {
-				t.Fatalf("consumer: %v", err)
-			}
-			t.Fatalf("consumer: %d pending, %d awaiting an ack; want 0 and %d (held)", info.NumPending, info.NumAckPending, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	awaitConsumer(t, r.js, events.IngestStoredConsumer, n, time.Now().Add(within))
 }
 
 // An upload's blob_stored event waits for its completed event or dead

@@ -77,25 +77,31 @@ func awaitDrained(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for _, spec := range events.IngestViewConsumers {
-		for {
-			var pending uint64
-			var acking int
-			c, err := js.Consumer(t.Context(), spec.StreamOrDefault(), spec.Durable)
-			if err == nil {
-				info, ierr := c.Info(t.Context())
-				err = ierr
-				if ierr == nil {
-					pending, acking = info.NumPending, info.NumAckPending
-				}
-			}
-			if err == nil && pending == 0 && acking == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("consumer %s: %d pending, %d awaiting an ack (%v); want all applied", spec.Durable, pending, acking, err)
-			}
-			time.Sleep(20 * time.Millisecond)
+		awaitConsumer(t, js, spec, 0, deadline)
+	}
+}
+
+// awaitConsumer waits until spec's consumer has delivered every message of
+// its stream and acking of them await their acks, failing the test at
+// deadline. Until the projector has created the consumer, it is not found.
+func awaitConsumer(t *testing.T, js jetstream.JetStream, spec events.ConsumerSpec, acking int, deadline time.Time) {
+	t.Helper()
+	for {
+		var info *jetstream.ConsumerInfo
+		c, err := js.Consumer(t.Context(), spec.StreamOrDefault(), spec.Durable)
+		if err == nil {
+			info, err = c.Info(t.Context())
 		}
+		if err == nil && info.NumPending == 0 && info.NumAckPending == acking {
+			return
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				t.Fatalf("consumer %s: %v", spec.Durable, err)
+			}
+			t.Fatalf("consumer %s: %d pending, %d awaiting an ack; want 0 and %d", spec.Durable, info.NumPending, info.NumAckPending, acking)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
