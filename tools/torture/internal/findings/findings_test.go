@@ -195,19 +195,28 @@ func frozenClaimNode(t *testing.T, withClaim bool) {
 	if withClaim {
 		publish = []*events.Event{viaClaim, inline}
 	}
+	// Published one after another, each retried under its Nats-Msg-Id until
+	// stored: UPLOADS may still be electing a leader away from the frozen
+	// node, and a publish sent meanwhile can go unanswered (one sent
+	// asynchronously and never retried left the test waiting on its ack).
+	pubDeadline := time.Now().Add(time.Minute)
 	for _, ev := range publish {
 		msg, err := ev.Msg(ev.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := js.PublishMsgAsync(msg); err != nil {
-			t.Fatal(err)
+		for {
+			c, cancel := context.WithTimeout(ctx, 3*time.Second)
+			_, err := js.PublishMsg(c, msg)
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Now().After(pubDeadline) {
+				t.Fatalf("publishing %s with %s frozen: %v", ev.ID, holder, err)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		t.Fatal("publishes not acknowledged")
 	}
 
 	start := time.Now()
