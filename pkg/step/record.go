@@ -40,17 +40,23 @@ func (r *Runner[R]) record(ctx context.Context, group []*job[R], claims *marker.
 		}
 		ms[i] = marker.Marker{UploadID: j.ev.ID, Step: r.step.Name, Fingerprint: j.ev.SHA256, Result: raw}
 	}
-	var inTx marker.InTx
+	items := func(idx []int) []Item[R] {
+		items := make([]Item[R], len(idx))
+		for k, i := range idx {
+			items[k] = Item[R]{Event: done[i].ev, Result: done[i].result}
+		}
+		return items
+	}
+	var writes marker.Writes
 	if r.step.InTx != nil {
-		inTx = func(ctx context.Context, tx pgx.Tx, won []int) ([]error, error) {
+		writes.InTx = func(ctx context.Context, tx pgx.Tx, won []int) ([]error, error) {
 			if len(won) == 0 {
 				return nil, nil
 			}
-			items := make([]Item[R], len(won))
-			for k, i := range won {
-				items[k] = Item[R]{Event: done[i].ev, Result: done[i].result}
-			}
-			return r.step.InTx(ctx, tx, items)
+			return r.step.InTx(ctx, tx, items(won))
+		}
+		if r.step.QueueInTx != nil {
+			writes.Queue = func(b *pgx.Batch, idx []int) { r.step.QueueInTx(b, items(idx)) }
 		}
 	}
 	var spans []trace.Span
@@ -67,9 +73,9 @@ func (r *Runner[R]) record(ctx context.Context, group []*job[R], claims *marker.
 		err     error
 	)
 	if claims != nil {
-		stored, won, refused, err = claims.Record(rctx, ms, inTx)
+		stored, won, refused, err = claims.Record(rctx, ms, writes)
 	} else { // a ReadOnly step's, run unclaimed
-		stored, won, refused, err = r.markers.RecordMany(rctx, ms, inTx)
+		stored, won, refused, err = r.markers.RecordMany(rctx, ms, writes)
 	}
 	if err != nil {
 		err = Dependency(DependencyPostgres, err)

@@ -50,6 +50,8 @@ func NewRunner[R any](js jetstream.JetStream, pool *pgxpool.Pool, step Step[R], 
 		return nil, errors.New("step: a step needs a Name and an Effect")
 	case js == nil || pool == nil:
 		return nil, fmt.Errorf("step: step %s needs JetStream and a Postgres pool", step.Name)
+	case step.QueueInTx != nil && step.InTx == nil:
+		return nil, fmt.Errorf("step: step %s has QueueInTx without InTx, which it falls back to", step.Name)
 	}
 	spec, err := step.Consumer()
 	if err != nil {

@@ -15,7 +15,8 @@
 //	         none for a ReadOnly step's first deliveries)
 //	       → run the side effects (Concurrency at once)
 //	       → record their markers and give up their claims (one transaction,
-//	         with the step's own writes; one round trip without them)
+//	         with the step's own writes; one round trip without them, or
+//	         when the step queues them: QueueInTx)
 //	       → publish the events they emit, if any (asynchronously, Nats-Msg-Id
 //	         derived from each input) → wait for every PubAck → ack the inputs
 //
@@ -106,6 +107,16 @@ type Step[R any] struct {
 	// per item: items with an error are left out (and settled with it) and
 	// the transaction runs again without them. Its own error fails the batch.
 	InTx func(ctx context.Context, tx pgx.Tx, items []Item[R]) ([]error, error)
+	// QueueInTx, if set with InTx, queues on b the writes InTx makes, for
+	// a batch whose markers are all new (the usual case): the runner sends
+	// them with the markers' insert and the commit, and the record costs
+	// one round trip instead of two plus InTx's. Their results are not read
+	// before the commit, so what it queues must fail on the server rather
+	// than skip or refuse an item (insert without ON CONFLICT DO NOTHING:
+	// a row already there is an error). Should anything fail, the
+	// transaction rolls back, and the batch is recorded again through InTx,
+	// which tells which items to skip and which to refuse.
+	QueueInTx func(b *pgx.Batch, items []Item[R])
 	// Emit, if set, builds the event to publish once the step is done, from
 	// the consumed event and the recorded result: an event of any declared
 	// type (events.Follow builds one). A step without Emit ends the chain.

@@ -75,16 +75,20 @@ func record[R any](ctx context.Context, claims *marker.Claims, s step.Step[R], e
 	if err != nil {
 		return marker.Marker{}, 0, fmt.Errorf("encode result: %w", err)
 	}
-	var inTx marker.InTx
+	items := []step.Item[R]{{Event: ev, Result: result}}
+	var writes marker.Writes
 	if s.InTx != nil {
-		inTx = func(ctx context.Context, tx pgx.Tx, won []int) ([]error, error) {
+		writes.InTx = func(ctx context.Context, tx pgx.Tx, won []int) ([]error, error) {
 			if len(won) == 0 {
 				return nil, nil
 			}
-			return s.InTx(ctx, tx, []step.Item[R]{{Event: ev, Result: result}})
+			return s.InTx(ctx, tx, items)
+		}
+		if s.QueueInTx != nil {
+			writes.Queue = func(b *pgx.Batch, _ []int) { s.QueueInTx(b, items) }
 		}
 	}
-	stored, won, refused, err := claims.Record(ctx, []marker.Marker{{UploadID: ev.ID, Step: s.Name, Fingerprint: ev.SHA256, Result: raw}}, inTx)
+	stored, won, refused, err := claims.Record(ctx, []marker.Marker{{UploadID: ev.ID, Step: s.Name, Fingerprint: ev.SHA256, Result: raw}}, writes)
 	switch {
 	case err != nil:
 		return marker.Marker{}, 0, err

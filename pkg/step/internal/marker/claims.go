@@ -150,28 +150,46 @@ func (c *Claims) Marker(id string) (Marker, bool) {
 // refused, and the transaction is rolled back and run again without it.
 type InTx func(ctx context.Context, tx pgx.Tx, won []int) ([]error, error)
 
+// Queue queues on b the writes InTx would make for the markers at idx,
+// all of them new: Record sends them with the markers' insert and the
+// commit, in one round trip. Their results are not looked at before the
+// commit: what Queue queues must fail on the server rather than skip or
+// refuse anything, so that the transaction rolls back and Record runs
+// again through InTx.
+type Queue func(b *pgx.Batch, idx []int)
+
+// Writes are what a transaction that records markers writes besides them.
+type Writes struct {
+	// InTx, if set, writes them in the transaction.
+	InTx InTx
+	// Queue, if set with InTx, queues them for a record whose markers are
+	// all new, which then costs one round trip instead of two plus InTx's.
+	Queue Queue
+}
+
 // Record inserts the markers ms, skipping those whose (UploadID, Step)
 // exists, in one transaction on the claim's connection, and then gives up
-// the claims on their ids. inTx (if not nil) runs in the same transaction
+// the claims on their ids. w.InTx (if not nil) runs in the same transaction
 // with the indexes into ms this call inserted, and everything commits
-// together or not at all. When inTx refuses markers, the transaction is
+// together or not at all. When it refuses markers, the transaction is
 // rolled back and run again without them, until it refuses none: a refused
 // marker is not stored, and its claim stays held (until Release).
 //
 // Record returns, for each of ms, the marker now stored and whether this
 // call inserted it; refused is nil, or holds, for each of ms, the error
-// inTx refused it with (nil for the others).
+// InTx refused it with (nil for the others).
 //
-// Without inTx, the whole of it is one round trip; with it, two besides
-// inTx's own: the transaction begins together with the markers' insert,
-// and commits together with the claims' release. The claims are given up
+// Without InTx, the whole of it is one round trip; with it, two besides
+// InTx's own: the transaction begins together with the markers' insert,
+// and commits together with the claims' release. With w.Queue, a record
+// whose markers are all new is one round trip too. The claims are given up
 // only once the markers are committed, so the next holder sees them.
-func (c *Claims) Record(ctx context.Context, ms []Marker, inTx InTx) (stored []Marker, won []bool, refused []error, err error) {
+func (c *Claims) Record(ctx context.Context, ms []Marker, w Writes) (stored []Marker, won []bool, refused []error, err error) {
 	conn := c.locks.Conn()
 	if conn == nil {
 		return nil, nil, nil, fmt.Errorf("marker: record under claims on step %s: no claim held", c.step)
 	}
-	stored, won, refused, err = recordRefusing(ctx, conn.Conn(), ms, inTx, c.step, c.locks)
+	stored, won, refused, err = recordRefusing(ctx, conn.Conn(), ms, w, c.step, c.locks)
 	if errors.Is(err, errConnLost) {
 		c.locks.Discard()
 	}
@@ -179,24 +197,24 @@ func (c *Claims) Record(ctx context.Context, ms []Marker, inTx InTx) (stored []M
 }
 
 // RecordMany is Claims.Record without claims, for a step whose side effect
-// writes nothing outside inTx: the markers' primary key alone decides which
+// writes nothing outside w.InTx: the markers' primary key alone decides which
 // of two concurrent runs is recorded, and the other's result is dropped
 // (won is false for it, and stored holds the winner's marker). It takes a
 // connection from the pool for the transaction.
-func (s *Store) RecordMany(ctx context.Context, ms []Marker, inTx InTx) (stored []Marker, won []bool, refused []error, err error) {
+func (s *Store) RecordMany(ctx context.Context, ms []Marker, w Writes) (stored []Marker, won []bool, refused []error, err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("marker: record %d markers: %w", len(ms), err)
 	}
 	// A connection left inside a transaction is closed by Release.
 	defer conn.Release()
-	return recordRefusing(ctx, conn.Conn(), ms, inTx, "", nil)
+	return recordRefusing(ctx, conn.Conn(), ms, w, "", nil)
 }
 
-// recordRefusing records ms on conn (see record) until inTx refuses none of
+// recordRefusing records ms on conn (see record) until w.InTx refuses none of
 // those left, and then gives up the claims of step in locks (nil: none)
 // on the markers recorded; see Claims.Record.
-func recordRefusing(ctx context.Context, conn *pgx.Conn, ms []Marker, inTx InTx, step string, locks *pglock.Set) (stored []Marker, won []bool, refused []error, err error) {
+func recordRefusing(ctx context.Context, conn *pgx.Conn, ms []Marker, w Writes, step string, locks *pglock.Set) (stored []Marker, won []bool, refused []error, err error) {
 	stored, won = make([]Marker, len(ms)), make([]bool, len(ms))
 	left := make([]int, len(ms)) // the indexes into ms still to record
 	for i := range left {
@@ -214,17 +232,23 @@ func recordRefusing(ctx context.Context, conn *pgx.Conn, ms []Marker, inTx InTx,
 		if locks != nil {
 			release = locks.HeldOf(ids)
 		}
-		var attempt InTx // inTx, with indexes into ms
-		if inTx != nil {
-			attempt = func(ctx context.Context, tx pgx.Tx, w []int) ([]error, error) {
-				into := make([]int, len(w))
-				for k, i := range w {
-					into[k] = left[i]
-				}
-				return inTx(ctx, tx, into)
+		into := func(idx []int) []int { // indexes into batch, as indexes into ms
+			out := make([]int, len(idx))
+			for k, i := range idx {
+				out[k] = left[i]
+			}
+			return out
+		}
+		var attempt Writes
+		if w.InTx != nil {
+			attempt.InTx = func(ctx context.Context, tx pgx.Tx, won []int) ([]error, error) {
+				return w.InTx(ctx, tx, into(won))
 			}
 		}
-		s, w, r, err := record(ctx, conn, batch, attempt, locks, release)
+		if w.Queue != nil {
+			attempt.Queue = func(b *pgx.Batch, idx []int) { w.Queue(b, into(idx)) }
+		}
+		got, gotWon, r, err := record(ctx, conn, batch, attempt, locks, release)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -244,7 +268,7 @@ func recordRefusing(ctx context.Context, conn *pgx.Conn, ms []Marker, inTx InTx,
 			continue
 		}
 		for k, i := range left {
-			stored[i], won[i] = s[k], w[k]
+			stored[i], won[i] = got[k], gotWon[k]
 		}
 		if locks != nil {
 			locks.Forget(release) // no claim left: the connection goes back
@@ -291,7 +315,7 @@ func (c *Claim) Record(ctx context.Context, m Marker, inTx func(context.Context,
 	if !c.claims.Held(c.id) {
 		return c.claims.store.Record(ctx, m, inTx)
 	}
-	stored, won, _, err := c.claims.Record(ctx, []Marker{m}, oneTx(inTx))
+	stored, won, _, err := c.claims.Record(ctx, []Marker{m}, Writes{InTx: oneTx(inTx)})
 	if err != nil {
 		return Marker{}, false, err
 	}
@@ -310,7 +334,7 @@ func (s *Store) Record(ctx context.Context, m Marker, inTx func(context.Context,
 	}
 	// A connection left inside a transaction is closed by Release.
 	defer conn.Release()
-	stored, won, _, err := record(ctx, conn.Conn(), []Marker{m}, oneTx(inTx), nil, nil)
+	stored, won, _, err := record(ctx, conn.Conn(), []Marker{m}, Writes{InTx: oneTx(inTx)}, nil, nil)
 	if err != nil {
 		return Marker{}, false, err
 	}

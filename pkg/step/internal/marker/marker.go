@@ -16,7 +16,9 @@
 // inside the same transaction. Every operation works on a batch of uploads
 // in a constant number of round trips; Claim and Record on one upload are
 // the batch of one. ClaimMany is one round trip; Record is one more, or two
-// plus the step's own statements when the step writes in the transaction.
+// plus the step's own statements when the step writes in the transaction
+// (one, when it queues them with the markers and they all are new: see
+// Writes).
 // A step whose side effect writes nothing outside that transaction may skip
 // the check and the claims: Store.RecordMany records with the primary key
 // alone deciding, and reports the markers other runs recorded first.

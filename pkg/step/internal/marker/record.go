@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/blobref/blobref/pkg/step/internal/pglock"
 )
@@ -15,29 +16,35 @@ import (
 // insertMarkers inserts markers, in one order everywhere so that concurrent
 // inserts take the primary key's locks in one order, and returns those it
 // inserted.
-const insertMarkers = `
-	INSERT INTO step_markers (upload_id, step, fingerprint, result)
-	SELECT id, step, fp, result::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(id, step, fp, result)
-	ORDER BY id, step
+const insertMarkers = insertNewMarkers + `
 	ON CONFLICT (upload_id, step) DO NOTHING
 	RETURNING upload_id, step, created_at`
+
+// insertNewMarkers inserts markers as insertMarkers does, and fails on one
+// that exists (see recordQueued).
+const insertNewMarkers = `
+	INSERT INTO step_markers (upload_id, step, fingerprint, result)
+	SELECT id, step, fp, result::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(id, step, fp, result)
+	ORDER BY id, step`
 
 // errConnLost reports a failure that left the connection unusable (it is
 // closed, or stuck inside a transaction that could not be rolled back).
 var errConnLost = errors.New("marker: connection lost")
 
-// record inserts ms in one transaction on conn, runs inTx in it, commits,
-// and then gives up the locks of release in locks. When inTx refuses some
-// of ms, it rolls back and returns, for each of ms, the error it refused
-// it with (nil for the others), and no markers. The transaction
+// record inserts ms in one transaction on conn, runs w.InTx in it,
+// commits, and then gives up the locks of release in locks. When w.InTx
+// refuses some of ms, it rolls back and returns, for each of ms, the error
+// it refused it with (nil for the others), and no markers. The transaction
 // begins in the markers' round trip and ends in the release's; without
-// inTx, it all is one round trip. A failure rolls back and leaves the
-// claims held; when even that fails, the error wraps errConnLost.
-func record(ctx context.Context, conn *pgx.Conn, ms []Marker, inTx InTx, locks *pglock.Set, release []string) ([]Marker, []bool, []error, error) {
+// InTx, or when w.Queue records them all (see recordQueued), it all is one
+// round trip. A failure rolls back and leaves the claims held; when even
+// that fails, the error wraps errConnLost.
+func record(ctx context.Context, conn *pgx.Conn, ms []Marker, w Writes, locks *pglock.Set, release []string) ([]Marker, []bool, []error, error) {
 	stored, won := make([]Marker, len(ms)), make([]bool, len(ms))
 	if len(ms) == 0 {
 		return stored, won, nil, nil
 	}
+	inTx := w.InTx
 	what := fmt.Sprintf("%s/%s", ms[0].UploadID, ms[0].Step)
 	if len(ms) > 1 {
 		what = fmt.Sprintf("%d markers", len(ms))
@@ -54,6 +61,19 @@ func record(ctx context.Context, conn *pgx.Conn, ms []Marker, inTx InTx, locks *
 	}
 	fail := func(err error) ([]Marker, []bool, []error, error) {
 		return nil, nil, nil, rollback(conn, fmt.Errorf("marker: record %s: %w", what, err))
+	}
+	if w.Queue != nil && inTx != nil {
+		switch done, err := recordQueued(ctx, conn, stored, w.Queue, locks, release); {
+		case err != nil:
+			return nil, nil, nil, fmt.Errorf("marker: record %s: %w", what, err)
+		case done:
+			for i := range won {
+				won[i] = true
+			}
+			return stored, won, nil, nil
+		}
+		// Not all new, or what Queue queued failed: again, the way
+		// that tells which markers are new and which items are refused.
 	}
 
 	var b pgx.Batch
@@ -131,6 +151,65 @@ func record(ctx context.Context, conn *pgx.Conn, ms []Marker, inTx InTx, locks *
 		}
 	}
 	return stored, won, nil, nil
+}
+
+// recordQueued is the round trip record tries first when the step queues
+// its writes (Writes.Queue): it begins the transaction, inserts every one
+// of ms as new (insertNewMarkers), runs what queue queues for all of them,
+// commits and gives up the locks of release, all in one round trip, and
+// sets the CreatedAt of each. A marker that
+// exists, or a statement queue queued, fails on the server before the
+// commit: the transaction is rolled back, the claims stay held, and it
+// returns false, for record to run again the way that tells which markers
+// are new and which items to refuse. It returns an error when the rollback
+// fails (the connection is lost; it wraps errConnLost) or the failure was
+// not the server's.
+func recordQueued(ctx context.Context, conn *pgx.Conn, ms []Marker, queue Queue, locks *pglock.Set, release []string) (bool, error) {
+	ids, steps, fps, results := make([]string, len(ms)), make([]string, len(ms)), make([]string, len(ms)), make([]string, len(ms))
+	index := make(map[[2]string]int, len(ms))
+	all := make([]int, len(ms))
+	for i, m := range ms {
+		ids[i], steps[i], fps[i], results[i] = m.UploadID, m.Step, m.Fingerprint, string(m.Result)
+		index[[2]string{m.UploadID, m.Step}] = i
+		all[i] = i
+	}
+	var b pgx.Batch
+	b.BeginTx(pgx.TxOptions{})
+	b.Queue(insertNewMarkers+` RETURNING upload_id, step, created_at`, ids, steps, fps, results)
+	queue(&b, all)
+	queueCommit(&b, locks, release)
+	br := conn.SendBatch(ctx, &b)
+	err := func() error {
+		if _, err := br.Exec(); err != nil { // begin
+			return err
+		}
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		var (
+			id, step string
+			created  time.Time
+		)
+		_, err = pgx.ForEachRow(rows, []any{&id, &step, &created}, func() error {
+			ms[index[[2]string{id, step}]].CreatedAt = created
+			return nil
+		})
+		return err
+	}()
+	// Close reads the rest: what queue queued (through the callbacks it
+	// registered, if any), the commit and the release.
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		return true, nil
+	}
+	var pgErr *pgconn.PgError
+	if aerr := abort(conn); aerr != nil || !errors.As(err, &pgErr) {
+		return false, rollback(conn, err)
+	}
+	return false, nil
 }
 
 // refusals maps the errors inTx returned for the inserted markers won to

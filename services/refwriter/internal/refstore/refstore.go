@@ -52,10 +52,11 @@ func (w *Writer) Step() step.Step[events.Reference] {
 		Durable:  events.RefWriterConsumer.Durable,
 		// check only reads; the reference commits with the marker, in
 		// Insert: no claim is needed to keep two runs of it apart.
-		ReadOnly: true,
-		Effect:   w.check,
-		InTx:     Insert,
-		Emit:     next,
+		ReadOnly:  true,
+		Effect:    w.check,
+		InTx:      Insert,
+		QueueInTx: QueueInsert,
+		Emit:      next,
 	}
 	if w.Bucket != nil {
 		s.Probes = map[string]step.Probe{DependencyBucket: bucketdep.Probe(w.Bucket, w.Key(".probe"))}
@@ -128,14 +129,39 @@ func clip(s string) string {
 	return strings.ToValidUTF8(s[:max], "") + "..."
 }
 
-// Insert writes the reference rows of a batch and moves each owner's current
-// reference of each subject to the newest of them (event time, then upload
-// id) if it is newer than the current one. It runs in the markers'
-// transaction, in one statement whatever the batch's size. A reference row
-// that exists without its marker (written by hand) is accepted when it holds
-// the same digest and subject and the same owner (or none), and refused as a
-// conflict otherwise.
-func Insert(ctx context.Context, tx pgx.Tx, items []step.Item[events.Reference]) ([]error, error) {
+// insertRefs writes the reference rows of a batch and moves each owner's
+// current reference of each subject to the newest of them; %s is what an
+// existing row does to the insert. Rows go in in id order and pointers in
+// (owner, subject) order, the same lock order in every transaction:
+// concurrent batches wait, never deadlock. The pointers move to rows
+// inserted by this statement only; the foreign key sees them, as its check
+// runs at the statement's end.
+const insertRefs = `
+	WITH ins AS (
+		INSERT INTO upload_refs (id, owner, subject, blob_key, size, sha256, content_type, event_time)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[])
+		ORDER BY 1
+		%s
+		RETURNING id, owner, subject, event_time
+	), moved AS (
+		INSERT INTO subject_refs AS cur (owner, subject, upload_id, event_time)
+		SELECT DISTINCT ON (owner, subject) owner, subject, id, event_time FROM ins
+		ORDER BY owner, subject, event_time DESC, id DESC
+		ON CONFLICT (owner, subject) DO UPDATE
+		SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
+		WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)
+	)
+	SELECT id FROM ins`
+
+var (
+	// insertOrSkip skips a row that exists: Insert then checks it.
+	insertOrSkip = fmt.Sprintf(insertRefs, "ON CONFLICT (id) DO NOTHING")
+	// insertNew fails on a row that exists (QueueInsert).
+	insertNew = fmt.Sprintf(insertRefs, "")
+)
+
+// refArgs are the arguments of insertRefs for items.
+func refArgs(items []step.Item[events.Reference]) []any {
 	n := len(items)
 	ids, owners, subjects, keys := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	types, shas := make([]string, n), make([]string, n)
@@ -145,26 +171,19 @@ func Insert(ctx context.Context, tx pgx.Tx, items []step.Item[events.Reference])
 		ids[i], owners[i], subjects[i], keys[i], sizes[i], shas[i], types[i], times[i] =
 			ref.ID, ref.Owner, ref.Subject, ref.Blob.Key, ref.Blob.Size, ref.Blob.SHA256, ref.Blob.ContentType, ref.EventTime
 	}
-	// Rows go in in id order and pointers in (owner, subject) order, the
-	// same lock order in every transaction: concurrent batches wait, never
-	// deadlock. The pointers move to rows inserted by this statement only;
-	// the foreign key sees them, as its check runs at the statement's end.
-	rows, err := tx.Query(ctx, `
-		WITH ins AS (
-			INSERT INTO upload_refs (id, owner, subject, blob_key, size, sha256, content_type, event_time)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[])
-			ORDER BY 1
-			ON CONFLICT (id) DO NOTHING
-			RETURNING id, owner, subject, event_time
-		), moved AS (
-			INSERT INTO subject_refs AS cur (owner, subject, upload_id, event_time)
-			SELECT DISTINCT ON (owner, subject) owner, subject, id, event_time FROM ins
-			ORDER BY owner, subject, event_time DESC, id DESC
-			ON CONFLICT (owner, subject) DO UPDATE
-			SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
-			WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)
-		)
-		SELECT id FROM ins`, ids, owners, subjects, keys, sizes, shas, types, times)
+	return []any{ids, owners, subjects, keys, sizes, shas, types, times}
+}
+
+// Insert writes the reference rows of a batch and moves each owner's current
+// reference of each subject to the newest of them (event time, then upload
+// id) if it is newer than the current one. It runs in the markers'
+// transaction, in one statement whatever the batch's size. A reference row
+// that exists without its marker (written by hand) is accepted when it holds
+// the same digest and subject and the same owner (or none), and refused as a
+// conflict otherwise.
+func Insert(ctx context.Context, tx pgx.Tx, items []step.Item[events.Reference]) ([]error, error) {
+	n := len(items)
+	rows, err := tx.Query(ctx, insertOrSkip, refArgs(items)...)
 	if err != nil {
 		return nil, fmt.Errorf("insert %d references: %w", n, err)
 	}
@@ -177,6 +196,14 @@ func Insert(ctx context.Context, tx pgx.Tx, items []step.Item[events.Reference])
 		return checkExisting(ctx, tx, items, inserted)
 	}
 	return nil, nil
+}
+
+// QueueInsert is Insert for a batch whose markers are all new, queued with
+// them (step.Step.QueueInTx): the same statement, which fails on a row that
+// exists, so that the runner records the batch again through Insert, which
+// tells whether that row is the same reference or a conflict.
+func QueueInsert(b *pgx.Batch, items []step.Item[events.Reference]) {
+	b.Queue(insertNew, refArgs(items)...)
 }
 
 // checkExisting compares the rows Insert did not insert with the items:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -191,7 +192,7 @@ func TestBatchClaimAndRecord(t *testing.T) {
 		{UploadID: "a", Step: "blob", Fingerprint: "fa"},
 		{UploadID: "done", Step: "blob", Fingerprint: "new"},
 		{UploadID: "b", Step: "blob", Fingerprint: "fb", Result: json.RawMessage(`{"k":2}`)},
-	}, func(_ context.Context, _ pgx.Tx, w []int) ([]error, error) { inTxWon = w; return nil, nil })
+	}, marker.Writes{InTx: func(_ context.Context, _ pgx.Tx, w []int) ([]error, error) { inTxWon = w; return nil, nil }})
 	if err != nil || refused != nil {
 		t.Fatalf("Record: got %v, refused %v; want neither", err, refused)
 	}
@@ -265,10 +266,17 @@ func TestReleasedClaimIsFree(t *testing.T) {
 // a, b and done (a bigint key shows as classid high, objid low).
 func heldLocks(t *testing.T, pg *testenv.Postgres) int {
 	t.Helper()
+	return heldLocksOf(t, pg, "busy", "a", "b", "done")
+}
+
+// heldLocksOf counts the advisory locks held on this schema's claims of the
+// blob step of ids.
+func heldLocksOf(t *testing.T, pg *testenv.Postgres, ids ...string) int {
+	t.Helper()
 	return pg.Count(t, `
-		SELECT count(*) FROM pg_locks l, unnest(ARRAY['blob/busy', 'blob/a', 'blob/b', 'blob/done']) AS k
+		SELECT count(*) FROM pg_locks l, unnest($1::text[]) AS id
 		WHERE l.locktype = 'advisory' AND l.granted
-		AND (l.classid::bigint << 32) | l.objid::bigint = hashtextextended(current_schema() || '/' || k, 0)`)
+		AND (l.classid::bigint << 32) | l.objid::bigint = hashtextextended(current_schema() || '/blob/' || id, 0)`, ids)
 }
 
 // A record that fails rolls back, keeps its claims until Release and leaves
@@ -294,7 +302,7 @@ func TestFailedRecordKeepsClaims(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, _, err = cs.Record(ctx, []marker.Marker{tc.m}, tc.inTx)
+		_, _, _, err = cs.Record(ctx, []marker.Marker{tc.m}, marker.Writes{InTx: tc.inTx})
 		if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
 			t.Fatalf("%s: Record: got %v, want an error (%v)", tc.name, err, tc.want)
 		}
@@ -314,7 +322,7 @@ func TestFailedRecordKeepsClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, won, _, err := cs.Record(ctx, []marker.Marker{{UploadID: "a", Step: "blob", Fingerprint: "fa"}}, nil); err != nil || !won[0] {
+	if _, won, _, err := cs.Record(ctx, []marker.Marker{{UploadID: "a", Step: "blob", Fingerprint: "fa"}}, marker.Writes{}); err != nil || !won[0] {
 		t.Fatalf("Record after failures: got won %v, %v; want won", won, err)
 	}
 	cs.Release()
@@ -353,7 +361,7 @@ func TestRecordWithoutTheRefused(t *testing.T) {
 				{UploadID: "a", Step: "blob", Fingerprint: "fa"},
 				{UploadID: "busy", Step: "blob", Fingerprint: "fc"},
 				{UploadID: "b", Step: "blob", Fingerprint: "fb"},
-			}, func(_ context.Context, _ pgx.Tx, w []int) ([]error, error) {
+			}, marker.Writes{InTx: func(_ context.Context, _ pgx.Tx, w []int) ([]error, error) {
 				calls = append(calls, w)
 				errs := make([]error, len(w))
 				for k, i := range w {
@@ -362,7 +370,7 @@ func TestRecordWithoutTheRefused(t *testing.T) {
 					}
 				}
 				return errs, nil
-			})
+			}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -396,5 +404,115 @@ func TestRecordWithoutTheRefused(t *testing.T) {
 				t.Errorf("advisory locks held after release: got %d, want 0", n)
 			}
 		})
+	}
+}
+
+// A record whose writes are queued with the markers (Writes.Queue) commits
+// them together when every marker is new, without InTx. When a marker
+// exists, or a queued write fails, none of the queued writes commit: the
+// record runs again through InTx, which skips and refuses as ever, and the
+// claims stay held until that record gives them up.
+func TestQueuedRecord(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	s := marker.NewStore(pg.Pool)
+	ctx := context.Background()
+	if _, err := pg.Pool.Exec(ctx, `CREATE TABLE side (id text PRIMARY KEY, via text NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pg.Pool.Exec(ctx, `INSERT INTO side VALUES ('d', 'hand')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Record(ctx, marker.Marker{UploadID: "done", Step: "blob", Fingerprint: "old"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ids          []string
+		queued, inTx [][]int // the calls, with their indexes
+		won          []bool
+		side         map[string]string
+		refuseInTx   string // InTx refuses this id
+		refused      []bool
+	}{
+		// All new: one round trip, InTx never runs.
+		{ids: []string{"a", "b"}, queued: [][]int{{0, 1}}, won: []bool{true, true},
+			side: map[string]string{"a": "queue", "b": "queue"}},
+		// done's marker exists: the queued insert of c rolls back with it.
+		{ids: []string{"c", "done"}, queued: [][]int{{0, 1}}, inTx: [][]int{{0}}, won: []bool{true, false},
+			side: map[string]string{"c": "inTx"}},
+		// d's row exists, and InTx refuses it: e alone is recorded, through
+		// the queue again.
+		{ids: []string{"d", "e"}, queued: [][]int{{0, 1}, {1}}, inTx: [][]int{{0, 1}}, won: []bool{false, true},
+			side: map[string]string{"d": "hand", "e": "queue"}, refuseInTx: "d", refused: []bool{true, false}},
+	} {
+		ms := make([]marker.Marker, len(tc.ids))
+		for i, id := range tc.ids {
+			ms[i] = marker.Marker{UploadID: id, Step: "blob", Fingerprint: "f" + id}
+		}
+		var queued, inTx [][]int
+		rows := func(idx []int) []string {
+			out := make([]string, len(idx))
+			for k, i := range idx {
+				out[k] = tc.ids[i]
+			}
+			return out
+		}
+		refuse := errors.New("refused")
+		w := marker.Writes{
+			Queue: func(b *pgx.Batch, idx []int) {
+				queued = append(queued, idx)
+				b.Queue(`INSERT INTO side SELECT unnest($1::text[]), 'queue'`, rows(idx))
+			},
+			InTx: func(ctx context.Context, tx pgx.Tx, won []int) ([]error, error) {
+				inTx = append(inTx, won)
+				var errs []error
+				for k, id := range rows(won) {
+					if id == tc.refuseInTx {
+						errs = make([]error, len(won))
+						errs[k] = refuse
+					}
+				}
+				if errs != nil {
+					return errs, nil
+				}
+				_, err := tx.Exec(ctx, `INSERT INTO side SELECT unnest($1::text[]), 'inTx' ON CONFLICT DO NOTHING`, rows(won))
+				return nil, err
+			},
+		}
+		cs, err := s.ClaimMany(ctx, "blob", tc.ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, won, refused, err := cs.Record(ctx, ms, w)
+		if err != nil {
+			t.Fatalf("%v: Record: %v", tc.ids, err)
+		}
+		if fmt.Sprint(queued) != fmt.Sprint(tc.queued) || fmt.Sprint(inTx) != fmt.Sprint(tc.inTx) {
+			t.Errorf("%v: got Queue with %v and InTx with %v, want %v and %v", tc.ids, queued, inTx, tc.queued, tc.inTx)
+		}
+		for i := range tc.ids {
+			if won[i] != tc.won[i] || won[i] && stored[i].CreatedAt.IsZero() {
+				t.Errorf("%v: %s: got won %v, created %v; want won %v, created when won", tc.ids, tc.ids[i], won[i], stored[i].CreatedAt, tc.won[i])
+			}
+			if got := refused != nil && refused[i] != nil; tc.refused != nil && got != tc.refused[i] {
+				t.Errorf("%v: %s: got refused %v, want %v", tc.ids, tc.ids[i], got, tc.refused[i])
+			}
+		}
+		got := pg.Map(t, `SELECT id, via FROM side WHERE id = ANY($1)`, tc.ids)
+		if fmt.Sprint(got) != fmt.Sprint(tc.side) {
+			t.Errorf("%v: side rows: got %v, want %v", tc.ids, got, tc.side)
+		}
+		wantHeld := 0
+		if tc.refuseInTx != "" {
+			wantHeld = 1 // the refused keeps its claim until Release
+		}
+		if n := heldLocksOf(t, pg, tc.ids...); n != wantHeld {
+			t.Errorf("%v: advisory locks held after Record: got %d, want %d", tc.ids, n, wantHeld)
+		}
+		cs.Release()
+	}
+	if got := pg.Map(t, `SELECT upload_id, fingerprint FROM step_markers`); fmt.Sprint(got) != fmt.Sprint(map[string]string{
+		"a": "fa", "b": "fb", "c": "fc", "done": "old", "e": "fe"}) {
+		t.Errorf("markers: got %v", got)
 	}
 }

@@ -83,6 +83,18 @@ func newCostRig(tb testing.TB, inTx bool) *costRig {
 	return r
 }
 
+// queueInTx makes the ref-like step queue its writes with the markers
+// (Step.QueueInTx): the same row per item, inserted without ON CONFLICT.
+func (r *costRig) queueInTx() {
+	r.step.QueueInTx = func(b *pgx.Batch, items []step.Item[events.Blob]) {
+		ids := make([]string, len(items))
+		for i, it := range items {
+			ids[i] = it.Event.ID
+		}
+		b.Queue(`INSERT INTO effects SELECT unnest($1::text[])`, ids)
+	}
+}
+
 // start runs a runner with batches of up to batch messages until the
 // returned function stops it. prefilled says the messages are published
 // before it starts.
@@ -208,11 +220,11 @@ func (r *costRig) measure(n int, handle func(n int)) perMessage {
 func TestRoundTripsPerMessage(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name            string
-		inTx, readOnly  bool
-		batch           int
-		maxRT, maxStmts float64 // per message
-		maxNATSOut      float64
+		name                   string
+		inTx, queued, readOnly bool
+		batch                  int
+		maxRT, maxStmts        float64 // per message
+		maxNATSOut             float64
 	}{
 		{name: "markers/alone", batch: 1, maxRT: 2, maxStmts: 6, maxNATSOut: 3},
 		{name: "markers+tx/alone", inTx: true, batch: 1, maxRT: 4, maxStmts: 7, maxNATSOut: 3},
@@ -223,10 +235,18 @@ func TestRoundTripsPerMessage(t *testing.T) {
 		{name: "read-only/markers/alone", readOnly: true, batch: 1, maxRT: 1, maxStmts: 3, maxNATSOut: 3},
 		{name: "read-only/markers+tx/alone", readOnly: true, inTx: true, batch: 1, maxRT: 3, maxStmts: 4, maxNATSOut: 3},
 		{name: "read-only/markers+tx/64", readOnly: true, inTx: true, batch: 64, maxRT: 3.0 / 64, maxStmts: 4.0 / 64, maxNATSOut: 2.2},
+		// A step that queues its writes with the markers (QueueInTx)
+		// records them in one round trip, as a step without them does.
+		{name: "markers+queued/alone", inTx: true, queued: true, batch: 1, maxRT: 2, maxStmts: 7, maxNATSOut: 3},
+		{name: "read-only/markers+queued/alone", readOnly: true, inTx: true, queued: true, batch: 1, maxRT: 1, maxStmts: 4, maxNATSOut: 3},
+		{name: "read-only/markers+queued/64", readOnly: true, inTx: true, queued: true, batch: 64, maxRT: 1.0 / 64, maxStmts: 4.0 / 64, maxNATSOut: 2.2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := newCostRig(t, tc.inTx)
+			if tc.queued {
+				r.queueInTx()
+			}
 			r.step.ReadOnly = tc.readOnly
 			handle := r.alone
 			if tc.batch > 1 {
