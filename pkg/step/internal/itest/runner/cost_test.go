@@ -149,9 +149,13 @@ func (r *costRig) await(n int) {
 }
 
 // alone handles n messages each published once the one before it was
-// settled: every batch holds one message.
+// settled: every batch holds one message. Once the runner stopped, it waits
+// for its last pull request to end, as together does: a message the next
+// call publishes could go to it, and wait out AckWait (30s) before its
+// redelivery.
 func (r *costRig) alone(n int) {
 	stop := r.start(64, false)
+	defer r.awaitNoPulls()
 	defer stop()
 	for range n {
 		r.publish()
