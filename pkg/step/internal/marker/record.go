@@ -49,15 +49,11 @@ func record(ctx context.Context, conn *pgx.Conn, ms []Marker, w Writes, locks *p
 	if len(ms) > 1 {
 		what = fmt.Sprintf("%d markers", len(ms))
 	}
-	ids, steps, fps, results := make([]string, len(ms)), make([]string, len(ms)), make([]string, len(ms)), make([]string, len(ms))
-	index := make(map[[2]string]int, len(ms))
 	for i, m := range ms {
 		if len(m.Result) == 0 {
 			m.Result = json.RawMessage("null")
 		}
 		stored[i] = m
-		ids[i], steps[i], fps[i], results[i] = m.UploadID, m.Step, m.Fingerprint, string(m.Result)
-		index[[2]string{m.UploadID, m.Step}] = i
 	}
 	fail := func(err error) ([]Marker, []bool, []error, error) {
 		return nil, nil, nil, rollback(conn, fmt.Errorf("marker: record %s: %w", what, err))
@@ -78,7 +74,7 @@ func record(ctx context.Context, conn *pgx.Conn, ms []Marker, w Writes, locks *p
 
 	var b pgx.Batch
 	b.BeginTx(pgx.TxOptions{})
-	b.Queue(insertMarkers, ids, steps, fps, results)
+	index := queueMarkers(&b, insertMarkers, stored)
 	if inTx == nil {
 		queueCommit(&b, locks, release)
 	}
@@ -86,22 +82,9 @@ func record(ctx context.Context, conn *pgx.Conn, ms []Marker, w Writes, locks *p
 	tx := br.Tx()
 	var wonIdx []int
 	err := func() error {
-		if _, err := br.Exec(); err != nil { // begin
-			return err
-		}
-		rows, err := br.Query()
-		if err != nil {
-			return err
-		}
-		var (
-			id, step string
-			created  time.Time
-		)
-		if _, err := pgx.ForEachRow(rows, []any{&id, &step, &created}, func() error {
-			i := index[[2]string{id, step}]
+		if err := readInserted(br, index, func(i int, created time.Time) {
 			stored[i].CreatedAt, won[i] = created, true
 			wonIdx = append(wonIdx, i)
-			return nil
 		}); err != nil {
 			return err
 		}
@@ -165,38 +148,17 @@ func record(ctx context.Context, conn *pgx.Conn, ms []Marker, w Writes, locks *p
 // fails (the connection is lost; it wraps errConnLost) or the failure was
 // not the server's.
 func recordQueued(ctx context.Context, conn *pgx.Conn, ms []Marker, queue Queue, locks *pglock.Set, release []string) (bool, error) {
-	ids, steps, fps, results := make([]string, len(ms)), make([]string, len(ms)), make([]string, len(ms)), make([]string, len(ms))
-	index := make(map[[2]string]int, len(ms))
 	all := make([]int, len(ms))
-	for i, m := range ms {
-		ids[i], steps[i], fps[i], results[i] = m.UploadID, m.Step, m.Fingerprint, string(m.Result)
-		index[[2]string{m.UploadID, m.Step}] = i
+	for i := range all {
 		all[i] = i
 	}
 	var b pgx.Batch
 	b.BeginTx(pgx.TxOptions{})
-	b.Queue(insertNewMarkers+` RETURNING upload_id, step, created_at`, ids, steps, fps, results)
+	index := queueMarkers(&b, insertNewMarkers+` RETURNING upload_id, step, created_at`, ms)
 	queue(&b, all)
 	queueCommit(&b, locks, release)
 	br := conn.SendBatch(ctx, &b)
-	err := func() error {
-		if _, err := br.Exec(); err != nil { // begin
-			return err
-		}
-		rows, err := br.Query()
-		if err != nil {
-			return err
-		}
-		var (
-			id, step string
-			created  time.Time
-		)
-		_, err = pgx.ForEachRow(rows, []any{&id, &step, &created}, func() error {
-			ms[index[[2]string{id, step}]].CreatedAt = created
-			return nil
-		})
-		return err
-	}()
+	err := readInserted(br, index, func(i int, created time.Time) { ms[i].CreatedAt = created })
 	// Close reads the rest: what queue queued (through the callbacks it
 	// registered, if any), the commit and the release.
 	if cerr := br.Close(); err == nil {
@@ -210,6 +172,42 @@ func recordQueued(ctx context.Context, conn *pgx.Conn, ms []Marker, queue Queue,
 		return false, rollback(conn, err)
 	}
 	return false, nil
+}
+
+// queueMarkers queues insert (insertMarkers, or insertNewMarkers returning
+// the same columns) of ms on b, and returns the index of each marker in ms
+// by (UploadID, Step).
+func queueMarkers(b *pgx.Batch, insert string, ms []Marker) map[[2]string]int {
+	ids, steps, fps, results := make([]string, len(ms)), make([]string, len(ms)), make([]string, len(ms)), make([]string, len(ms))
+	index := make(map[[2]string]int, len(ms))
+	for i, m := range ms {
+		ids[i], steps[i], fps[i], results[i] = m.UploadID, m.Step, m.Fingerprint, string(m.Result)
+		index[[2]string{m.UploadID, m.Step}] = i
+	}
+	b.Queue(insert, ids, steps, fps, results)
+	return index
+}
+
+// readInserted reads the begin and the markers' insert that a batch queued
+// first (queueMarkers), and calls inserted with the index of each marker
+// it inserted and the time it was created.
+func readInserted(br pgx.BatchResults, index map[[2]string]int, inserted func(i int, created time.Time)) error {
+	if _, err := br.Exec(); err != nil { // begin
+		return err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return err
+	}
+	var (
+		id, step string
+		created  time.Time
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &step, &created}, func() error {
+		inserted(index[[2]string{id, step}], created)
+		return nil
+	})
+	return err
 }
 
 // refusals maps the errors inTx returned for the inserted markers won to
