@@ -140,13 +140,12 @@ func record(ctx context.Context, conn *pgx.Conn, ms []Marker, w Writes, locks *p
 // its writes (Writes.Queue): it begins the transaction, inserts every one
 // of ms as new (insertNewMarkers), runs what queue queues for all of them,
 // commits and gives up the locks of release, all in one round trip, and
-// sets the CreatedAt of each. A marker that
-// exists, or a statement queue queued, fails on the server before the
-// commit: the transaction is rolled back, the claims stay held, and it
-// returns false, for record to run again the way that tells which markers
-// are new and which items to refuse. It returns an error when the rollback
-// fails (the connection is lost; it wraps errConnLost) or the failure was
-// not the server's.
+// sets the CreatedAt of each. A marker that exists, or a statement queue
+// queued, fails on the server before the commit: the transaction is
+// rolled back, the claims stay held, and it returns false, for record to
+// run again the way that tells which markers are new and which items to
+// refuse. It returns an error when the rollback fails (the connection is
+// lost; it wraps errConnLost) or the failure was not the server's.
 func recordQueued(ctx context.Context, conn *pgx.Conn, ms []Marker, queue Queue, locks *pglock.Set, release []string) (bool, error) {
 	all := make([]int, len(ms))
 	for i := range all {
@@ -167,9 +166,11 @@ func recordQueued(ctx context.Context, conn *pgx.Conn, ms []Marker, queue Queue,
 	if err == nil {
 		return true, nil
 	}
-	var pgErr *pgconn.PgError
-	if aerr := abort(conn); aerr != nil || !errors.As(err, &pgErr) {
-		return false, rollback(conn, err)
+	if aerr := abort(conn); aerr != nil {
+		return false, fmt.Errorf("%w (%w)", err, aerr)
+	}
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) {
+		return false, err
 	}
 	return false, nil
 }
