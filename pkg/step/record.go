@@ -40,12 +40,12 @@ func (r *Runner[R]) record(ctx context.Context, group []*job[R], claims *marker.
 		}
 		ms[i] = marker.Marker{UploadID: j.ev.ID, Step: r.step.Name, Fingerprint: j.ev.SHA256, Result: raw}
 	}
-	items := func(idx []int) []Item[R] {
-		items := make([]Item[R], len(idx))
+	items := func(idx []int) []Item[R] { // the items of done at idx
+		out := make([]Item[R], len(idx))
 		for k, i := range idx {
-			items[k] = Item[R]{Event: done[i].ev, Result: done[i].result}
+			out[k] = Item[R]{Event: done[i].ev, Result: done[i].result}
 		}
-		return items
+		return out
 	}
 	var writes marker.Writes
 	if r.step.InTx != nil {
