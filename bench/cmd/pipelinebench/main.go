@@ -16,6 +16,11 @@
 //     group-committed INSERT, a JetStream publish acked), on a pipeline of
 //     its own, with accept only's load; and the ceilings it sets on this
 //     machine, with the bulk path of the same round, beside the targets;
+//   - the latency floor (bench/cmd/chainfloor, unless -latency-floor=false,
+//     when -clients has 1): the round trips of one upload's path from its
+//     request to its 201, by the least code, in three processes as the
+//     services are, at one client; the p50 it reaches is set beside the
+//     1-client target;
 //   - the peak RSS of every process while one large upload (-size) streams
 //     through, next to a small one.
 //
@@ -30,7 +35,7 @@
 // Usage:
 //
 //	go run ./bench/cmd/pipelinebench [-n 2000] [-clients 1,16,64,256] [-accept-clients 64] [-bulk-n 20000]
-//	    [-floor=false] [-runs 3] [-size 1GiB] [-services-dir DIR]... [-env KEY=VALUE]... [-out FILE]
+//	    [-floor=false] [-latency-floor=false] [-runs 3] [-size 1GiB] [-services-dir DIR]... [-env KEY=VALUE]... [-out FILE]
 //
 // -runs 0 skips the rounds, -size 0 the memory phase. Postgres is
 // -database-url, by default DATABASE_URL or, unset,
@@ -127,6 +132,7 @@ func parseFlags(args []string) (ingestbench.Config, string, time.Duration, error
 	fs.IntVar(&cfg.Check, "check", 50, "uploads of each phase checked whole afterwards (rows and objects)")
 	fs.BoolVar(&cfg.Analyze, "analyze", true, "ANALYZE the pipeline's tables before each measured HTTP phase, as autovacuum would on a server that has run a while (false: plans made on the warm-up's first rows may stand)")
 	fs.BoolVar(&cfg.Floor, "floor", true, "measure the HTTP accept floor in each round, at -accept-clients clients (64 when that is 0), and the ceilings it sets")
+	fs.BoolVar(&cfg.LatencyFloor, "latency-floor", true, "measure the latency floor in each round (chainfloor: the same round trips as one upload's path, by the least code), at 1 client, when -clients has 1")
 	fs.Var(&uploadSize, "upload-size", "size of each upload of the rounds")
 	fs.Var(&large, "size", "size of the memory phase's large upload; 0 skips the phase")
 	fs.Var(&small, "small-size", "size of the memory phase's small upload, to compare with")

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/blobref/blobref/bench/internal/floorhttp"
 	"github.com/blobref/blobref/pkg/step/stepservice"
 )
 
@@ -39,7 +40,7 @@ const (
 )
 
 // MaxBody is the largest body the floor accepts; a larger one gets 413.
-const MaxBody = 1 << 20
+const MaxBody = floorhttp.MaxBody
 
 // shutdownTimeout bounds the HTTP server's graceful shutdown.
 const shutdownTimeout = 10 * time.Second
@@ -79,7 +80,7 @@ func Setup(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream) erro
 // recorder. Call Setup first.
 func Run(ctx context.Context, d Deps) error {
 	rec := NewRecorder(d.Pool)
-	h := &handler{rec: rec, js: d.JS, ids: newIDs(), log: d.Log}
+	h := &handler{rec: rec, js: d.JS, ids: floorhttp.NewIDs(), log: d.Log}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /", h.accept)
 	ready := http.NewServeMux()

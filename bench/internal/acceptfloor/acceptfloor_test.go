@@ -3,28 +3,22 @@ package acceptfloor
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/blobref/blobref/bench/internal/benchtest"
-	"github.com/blobref/blobref/internal/natsproc"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -38,47 +32,9 @@ type env struct {
 
 func setup(t *testing.T) env {
 	t.Helper()
-	ctx := t.Context()
-	admin, err := pgx.Connect(ctx, benchtest.DatabaseURL())
-	if err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "floortest_" + hex.EncodeToString(b[:])
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		_ = admin.Close(context.Background())
-	})
-	cfg, err := pgxpool.ParseConfig(benchtest.DatabaseURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-
-	srv, err := natsproc.Start(natsproc.Config{StoreDir: filepath.Join(t.TempDir(), "store")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := Setup(ctx, pool, js); err != nil {
+	pool := benchtest.Schema(t, "floortest_")
+	_, js := benchtest.JetStream(t)
+	if err := Setup(t.Context(), pool, js); err != nil {
 		t.Fatal(err)
 	}
 	return env{pool: pool, js: js}

@@ -206,10 +206,11 @@ func (c *client) accepted(ctx context.Context, key string, body []byte, timeout 
 	}
 }
 
-// floorAccepted sends the HTTP accept floor the request accepted sends
-// ingest (the floor ignores the path and the headers) and returns the id
-// its 202 names in Location. The floor answers nothing else but an error.
-func (c *client) floorAccepted(ctx context.Context, key string, body []byte, timeout time.Duration) (id string, requests int, err error) {
+// floorDone sends a floor (named what) the request accepted sends ingest
+// (a floor ignores the path and the headers) and returns the id its answer
+// names in Location, once it answered want: 202 for the accept floor, 201
+// for the latency floor. A floor answers nothing else but an error.
+func (c *client) floorDone(ctx context.Context, what string, want int, key string, body []byte, timeout time.Duration) (id string, requests int, err error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("no answer within %s", timeout))
 	defer cancel()
 	resp, err := c.send(ctx, key, bytes.NewReader(body), int64(len(body)), 0)
@@ -218,10 +219,10 @@ func (c *client) floorAccepted(ctx context.Context, key string, body []byte, tim
 	}
 	defer discard(resp)
 	id, ok := strings.CutPrefix(resp.Header.Get("Location"), "/")
-	if resp.StatusCode != http.StatusAccepted || !ok || id == "" {
+	if resp.StatusCode != want || !ok || id == "" {
 		problem, _ := io.ReadAll(io.LimitReader(resp.Body, 2<<10))
-		return "", 1, fmt.Errorf("POST %s to the accept floor: got %s with Location %q, want 202 with /<id>: %s",
-			key, resp.Status, resp.Header.Get("Location"), strings.TrimSpace(string(problem)))
+		return "", 1, fmt.Errorf("POST %s to the %s: got %s with Location %q, want %d with /<id>: %s",
+			key, what, resp.Status, resp.Header.Get("Location"), want, strings.TrimSpace(string(problem)))
 	}
 	return id, 1, nil
 }

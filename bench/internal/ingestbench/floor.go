@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
@@ -31,7 +32,7 @@ func (b *bench) floorPhase(ctx context.Context, v *Variant, run int) (_ Level, e
 	cl := newClient(p.FloorURL, clients)
 	defer cl.close()
 	send := func(ctx context.Context, u upload) (string, int, error) {
-		return cl.floorAccepted(ctx, u.key, u.body, b.cfg.RequestTimeout)
+		return cl.floorDone(ctx, "accept floor", http.StatusAccepted, u.key, u.body, b.cfg.RequestTimeout)
 	}
 	if b.cfg.Warmup > 0 {
 		if _, err := drive(ctx, makeUploads(b.keys("floor-warm-up"), b.cfg.Warmup, b.cfg.UploadSize), min(16, b.cfg.Warmup), send); err != nil {

@@ -178,7 +178,7 @@ func (b *bench) referencedPhase(ctx context.Context, p *pipeline.Pipeline, cl *c
 	if l.Checked, err = p.Check(ctx, sample(ups, recs, check)); err != nil {
 		return Level{}, err
 	}
-	l.Stages, err = stagesOf(ctx, p.NATSURL, recs)
+	l.Stages, err = stagesOf(ctx, p.NATSURL, pipelineEvents, recs)
 	return l, err
 }
 

@@ -12,6 +12,10 @@
 //   - the HTTP accept floor: the least any front door does for a 202
 //     (package acceptfloor, its own process), with accept only's load, and
 //     the ceilings it sets on the machine with the bulk path's CPU;
+//   - the latency floor: the least a chain of three processes does, one
+//     after another, to take an upload from its request to a 201 with the
+//     round trips of blobref's path (package chainfloor), at one client,
+//     which one client's p50 is held against;
 //   - memory: the peak RSS of each program while one large upload streams
 //     through it, next to that of a small one.
 //
@@ -34,6 +38,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/blobref/blobref/bench/internal/load"
@@ -78,6 +83,9 @@ type Config struct {
 	// Floor runs the HTTP accept floor (package acceptfloor) in each round,
 	// at FloorClients() clients, with the ceilings it sets in the report.
 	Floor bool
+	// LatencyFloor runs the latency floor (package chainfloor) in each
+	// round, at one client, when Clients has 1 (see runsChain).
+	LatencyFloor bool
 	// LargeSize is the size of the memory phase's large upload; 0 skips the
 	// phase.
 	LargeSize int64
@@ -201,6 +209,8 @@ type Round struct {
 	// Floor is the HTTP accept floor's phase (nil: skipped). Its Checked
 	// counts rows and JetStream messages.
 	Floor *Level
+	// Chain is the latency floor's phase (nil: skipped).
+	Chain *Level
 }
 
 // bench is one Run's world.
@@ -287,14 +297,20 @@ func Run(ctx context.Context, cfg Config) (_ *Report, err error) {
 
 // build prepares each variant's binaries.
 func (b *bench) build(ctx context.Context) error {
-	var floor string
+	var floors []string
 	if b.cfg.Floor && b.cfg.Runs > 0 {
-		b.progress("building httpfloor")
-		fb, err := pipeline.Build(ctx, filepath.Join(b.rep.Dir, "bin-floor"), pipeline.HTTPFloor)
-		if err != nil {
+		floors = append(floors, pipeline.HTTPFloor)
+	}
+	if b.cfg.runsChain() && b.cfg.Runs > 0 {
+		floors = append(floors, pipeline.ChainFloor)
+	}
+	var fb pipeline.Binaries
+	if len(floors) > 0 {
+		b.progress("building %s", strings.Join(floors, " and "))
+		var err error
+		if fb, err = pipeline.Build(ctx, filepath.Join(b.rep.Dir, "bin-floor"), floors...); err != nil {
 			return err
 		}
-		floor = fb.Path(pipeline.HTTPFloor)
 	}
 	names := map[string]int{}
 	for i, dir := range b.cfg.ServicesDirs {
@@ -312,11 +328,11 @@ func (b *bench) build(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if floor != "" {
+		for _, name := range floors {
 			if bins.Paths == nil {
 				bins.Paths = map[string]string{}
 			}
-			bins.Paths[pipeline.HTTPFloor] = floor // the same floor for every variant
+			bins.Paths[name] = fb.Path(name) // the same floors for every variant
 		}
 		v.bins, v.Source = bins, bins.Source
 		if dir == "" {

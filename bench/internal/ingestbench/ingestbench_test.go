@@ -32,7 +32,7 @@ func TestSmoke(t *testing.T) {
 	defer cancel()
 	cfg := Config{
 		Uploads: 20, Clients: []int{1, 4}, AcceptClients: 4, BulkUploads: 100, UploadSize: 4 << 10, Wait: 30,
-		Runs: 1, Warmup: 5, Check: 5, Analyze: true, Floor: true,
+		Runs: 1, Warmup: 5, Check: 5, Analyze: true, Floor: true, LatencyFloor: true,
 		LargeSize: 2 << 20, SmallSize: 600 << 10, // both over the 512 KiB inline threshold
 		DatabaseURL: benchtest.DatabaseURL(), WorkDir: t.TempDir(), Command: "smoke test", Progress: benchtest.LogWriter{T: t},
 	}
@@ -45,8 +45,22 @@ func TestSmoke(t *testing.T) {
 	}
 	v := rep.Variants[0]
 	rd := v.Rounds[0]
-	if len(rd.Levels) != 2 || rd.Accept == nil || rd.Bulk == nil || rd.Floor == nil {
-		t.Fatalf("got %+v, want two HTTP phases, accept only, bulk and the accept floor", rd)
+	if len(rd.Levels) != 2 || rd.Accept == nil || rd.Bulk == nil || rd.Floor == nil || rd.Chain == nil {
+		t.Fatalf("got %+v, want two HTTP phases, accept only, bulk, the accept floor and the latency floor", rd)
+	}
+	// The latency floor: one client, every upload answered 201 once, its
+	// legs read from its own stream, and CPU read for its three programs.
+	if c := rd.Chain; c.N != 20 || c.Clients != 1 || c.Requests != c.N || c.Latency[0] <= 0 || c.Latency[0] > c.Latency[1] ||
+		c.Checked != (pipeline.Checked{Uploads: 5, Objects: 5}) || c.Stages.N != 20 || slices.Min(c.Stages.Legs[:]) <= 0 ||
+		slices.Max(c.Stages.Legs[:]) > c.Latency[2] || perUpload(c.Usage, c.N, chainCosted) <= 0 {
+		t.Errorf("latency floor: got %d uploads from %d clients in %d requests, latencies %v, checked %+v, legs %v of %d, CPU %v;"+
+			" want 20 from 1 in 20, 0 < p50 <= p99, 5 objects checked, 20 uploads' legs each positive and at most the slowest, CPU",
+			c.N, c.Clients, c.Requests, c.Latency, c.Checked, c.Stages.Legs, c.Stages.N, perUpload(c.Usage, c.N, chainCosted))
+	}
+	for _, name := range chainPrograms {
+		if _, ok := rd.Chain.Usage.Parts[pipeline.Postgres][name]; !ok {
+			t.Errorf("latency floor: no Postgres CPU read for %s's connections (got parts %v)", name, rd.Chain.Usage.Parts)
+		}
 	}
 	// The floor's CPU over 20 uploads may be under a clock tick: TestRunFloor
 	// of the command checks its figures over more.
@@ -133,6 +147,9 @@ func TestSmoke(t *testing.T) {
 		"600 KiB", "2 MiB", "< 64 MiB", "1 client, p50 request → 201",
 		"HTTP accept floor: the least any HTTP front door does", "HTTP accept floor (httpfloor), done at 202",
 		"and 5 uploads' row and message (sha256 of the bytes): all whole",
+		"Latency floor: the least a chain of three processes does", "Latency floor (chainfloor), 1 client, done at 201",
+		"every upload's row, reference and two markers, and 5 objects", "1 client's p50 over the latency floor's",
+		"legs at 1 client, ms", "the latency floor's p50 in the same rounds",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q", want)
@@ -175,6 +192,14 @@ func TestReport(t *testing.T) {
 		Requests: n, Usage: procstat.Usage{CPU: map[string]procstat.Times{
 			pipeline.HTTPFloor: ms(100), pipeline.NATSServer: ms(50), pipeline.Postgres: ms(150), pipeline.Bench: ms(50),
 		}, Other: 20 * time.Millisecond}, Checked: pipeline.Checked{Uploads: 5, Objects: 5}}
+	// The latency floor: p50 5 ms, 500 µs (its programs 100, 150 and 100,
+	// nats-server 100, postgres 50).
+	chain := &Level{Clients: 1, N: n, Elapsed: 5 * time.Second, Latency: [3]time.Duration{5 * time.Millisecond, 10 * time.Millisecond, 15 * time.Millisecond},
+		Requests: n, Usage: procstat.Usage{CPU: map[string]procstat.Times{
+			pipeline.ChainRef: ms(100), pipeline.ChainStore: ms(150), pipeline.ChainFront: ms(100), pipeline.NATSServer: ms(100),
+			pipeline.Postgres: ms(50), pipeline.Bench: ms(50),
+		}, Other: 10 * time.Millisecond}, Checked: pipeline.Checked{Uploads: 5, Objects: 5},
+		Stages: Stages{N: 200, Legs: [4]time.Duration{500 * time.Microsecond, 1500 * time.Microsecond, 2 * time.Millisecond, time.Millisecond}}}
 	old := &Variant{Name: "old-76e415e", Source: "prebuilt", Checked: pipeline.Checked{Uploads: 10, Objects: 10}}
 	tree := &Variant{Name: "tree", Source: "this tree", Checked: pipeline.Checked{Uploads: 10, Objects: 10}}
 	for range 2 {
@@ -187,6 +212,7 @@ func TestReport(t *testing.T) {
 			Accept: &Level{Clients: 64, N: n, Elapsed: 1500 * time.Millisecond, Completed: 2 * time.Second, Requests: n, Usage: usage(500, 900, 300, 400, 900)},
 			Bulk:   bulk,
 			Floor:  floor,
+			Chain:  chain,
 		})
 		tree.Rounds = append(tree.Rounds, Round{
 			Levels: []Level{
@@ -197,10 +223,11 @@ func TestReport(t *testing.T) {
 			Accept: &Level{Clients: 64, N: n, Elapsed: 200 * time.Millisecond, Completed: 500 * time.Millisecond, Requests: n, Usage: usage(100, 200, 100, 100, 100)},
 			Bulk:   bulk,
 			Floor:  floor,
+			Chain:  chain,
 		})
 	}
 	rep := &Report{
-		Config:   Config{Uploads: n, Clients: []int{1, 64, 256}, AcceptClients: 64, BulkUploads: n, UploadSize: 4 << 10, Wait: 30, Runs: 2, Floor: true, Command: "test"},
+		Config:   Config{Uploads: n, Clients: []int{1, 64, 256}, AcceptClients: 64, BulkUploads: n, UploadSize: 4 << 10, Wait: 30, Runs: 2, Floor: true, LatencyFloor: true, Command: "test"},
 		Machine:  machine.Info{CPUs: 2},
 		Variants: []*Variant{old, tree},
 	}
@@ -235,6 +262,8 @@ func TestReport(t *testing.T) {
 			"  accepted ceiling: 2 × 1e6 / (accept floor 300 + bulk 400 µs) = 2857 uploads/s\n" +
 			"    target ≥ 4000 uploads/s accepted at 64 clients: OUT OF REACH on this machine; measured 667/s\n",
 		"ceilings on this machine (2 CPUs), from each round's accept floor and bulk phase (the median of 2 rounds,",
+		"1 client's p50 over the latency floor's: 10.0 / 5.0 ms = 2.00", "1 client's p50 over the latency floor's: 3.0 / 5.0 ms = 0.60",
+		"the latency floor's p50 in the same rounds: 5.0 ms: OUT OF REACH on this machine (the floor alone is over it)",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("report lacks %q", want)
@@ -256,6 +285,10 @@ func TestReport(t *testing.T) {
 		// client's blobwriter leg side by side (3 of old's 10 ms, of tree's 3).
 		`(?m)^ +64 +2\.00 ±0% +6\.00 ±0% +8\.00 ±0% +4\.00 ±0% +200 ±0%$`,
 		`(?m)^ +HTTP, 1 client, ms: blobwriter → blob_stored +3\.00 +0\.90 +0\.30$`,
+		// The latency floor's table, and tree's blobwriter leg beside the
+		// floor's store leg.
+		`(?m)^ +1 +200 ±0% +5\.0 ±0% +10\.0 ±0% +100 +150 +100 +100 +50 +500 ±0% +50 +10$`,
+		`(?m)^ +blobwriter → blob_stored +0\.90 +1\.50 +-0\.60$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {
 			t.Errorf("report lacks a line matching %s", re)

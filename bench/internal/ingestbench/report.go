@@ -59,8 +59,11 @@ func (r *Report) Write(w io.Writer) error {
 	if c.Runs > 0 {
 		line("rounds    %d, each running every variant once (in the order above, reversed every other round): its HTTP", c.Runs)
 		line("          phases on one pipeline (after %d unmeasured uploads), then its bulk phase on another", c.Warmup)
+		if c.runsChain() {
+			line("          and, before the bulk phase, the latency floor on a pipeline of its own (after %d unmeasured uploads)", c.Warmup)
+		}
 		if c.Floor {
-			line("          and, before the bulk phase, the HTTP accept floor on a third (after %d unmeasured uploads)", c.Warmup)
+			line("          and, before the bulk phase, the HTTP accept floor on another (after %d unmeasured uploads)", c.Warmup)
 		}
 		line("figures   median ±spread of the rounds (spread: half the range, in %% of the median)")
 	}
@@ -116,6 +119,9 @@ func (r *Report) writeLegend(line func(string, ...any)) {
 		line("  bulk:     %d request events published straight to JetStream as fast as it accepts them (as make bench),", c.BulkUploads)
 		line("            on a pipeline of blobwriter and refwriter only")
 	}
+	if c.runsChain() {
+		r.writeChainLegend(line)
+	}
 	if c.Floor {
 		r.writeFloorLegend(line)
 	}
@@ -143,6 +149,10 @@ func (r *Report) writeVariant(w io.Writer, line func(string, ...any), v *Variant
 		line("")
 		line("checked after the phases: %d uploads' rows (upload_refs, subject_refs, both step markers) and %d objects", v.Checked.Uploads, v.Checked.Objects)
 		line("(size, sha256 of the bytes, sha256 metadata, content type): all whole")
+		if len(v.chains()) > 0 {
+			line("")
+			r.writeChain(w, line, v)
+		}
 		if len(v.floors()) > 0 {
 			line("")
 			r.writeFloor(w, line, v)

@@ -10,8 +10,9 @@ import (
 )
 
 // round runs round run of variant v: the HTTP path at each number of
-// clients and accept only on one pipeline, then the HTTP accept floor on
-// another (nats-server and httpfloor), then the bulk path on a third
+// clients and accept only on one pipeline, then the latency floor on
+// another (nats-server and chainfloor's programs), the HTTP accept floor
+// on a third (nats-server and httpfloor), then the bulk path on a fourth
 // (blobwriter and refwriter only).
 func (b *bench) round(ctx context.Context, v *Variant, run int) (Round, error) {
 	var r Round
@@ -19,6 +20,14 @@ func (b *bench) round(ctx context.Context, v *Variant, run int) (Round, error) {
 		if err := b.httpPhases(ctx, v, run, &r); err != nil {
 			return r, err
 		}
+	}
+	if b.cfg.runsChain() {
+		b.progress("round %d of %d, %s: latency floor, %d uploads from 1 client", run, b.cfg.Runs, v.Name, b.cfg.Uploads)
+		l, err := b.chainPhase(ctx, v, run)
+		if err != nil {
+			return r, fmt.Errorf("latency floor: %w", err)
+		}
+		r.Chain = &l
 	}
 	if b.cfg.Floor {
 		b.progress("round %d of %d, %s: HTTP accept floor, %d uploads from %s", run, b.cfg.Runs, v.Name, b.cfg.Uploads, clientsOf(b.cfg.FloorClients()))

@@ -38,10 +38,23 @@ type Stages struct {
 	Legs [4]time.Duration
 }
 
-// stagesOf reads the events of a sample of recs from the UPLOADS stream of
-// the nats-server at url. An upload whose events are not all there (a
-// build whose subjects differ) is left out; none found is no error.
-func stagesOf(ctx context.Context, url string, recs []sent) (Stages, error) {
+// eventsOf names where an upload's three events are stored: a stream, and
+// the subjects of upload id's requested, stored and completed events.
+type eventsOf struct {
+	stream   string
+	subjects func(id string) [3]string
+}
+
+// pipelineEvents are blobref's: the UPLOADS stream.
+var pipelineEvents = eventsOf{events.StreamName, func(id string) [3]string {
+	return [3]string{events.RequestedSubject(id), events.BlobStoredSubject(id), events.CompletedSubject(id)}
+}}
+
+// stagesOf reads the events of a sample of recs from the stream of the
+// nats-server at url that of names. An upload whose events are not all
+// there (a build whose subjects differ) is left out; none found is no
+// error.
+func stagesOf(ctx context.Context, url string, of eventsOf, recs []sent) (Stages, error) {
 	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
 	if err != nil {
 		return Stages{}, fmt.Errorf("stages: %w", err)
@@ -51,7 +64,7 @@ func stagesOf(ctx context.Context, url string, recs []sent) (Stages, error) {
 	if err != nil {
 		return Stages{}, fmt.Errorf("stages: %w", err)
 	}
-	stream, err := js.Stream(ctx, events.StreamName)
+	stream, err := js.Stream(ctx, of.stream)
 	if err != nil {
 		return Stages{}, fmt.Errorf("stages: %w", err)
 	}
@@ -71,7 +84,7 @@ func stagesOf(ctx context.Context, url string, recs []sent) (Stages, error) {
 		r := recs[i]
 		var at [3]time.Time
 		found := true
-		for k, subject := range []string{events.RequestedSubject(r.id), events.BlobStoredSubject(r.id), events.CompletedSubject(r.id)} {
+		for k, subject := range of.subjects(r.id) {
 			t, ok, err := stored(subject)
 			if err != nil {
 				return Stages{}, err

@@ -39,6 +39,13 @@ func (r *Report) writeTargets(line func(string, ...any), v *Variant) {
 	if ls := r.level(v, 1); len(ls) > 0 {
 		x := time.Duration(summarize(ls, func(l Level) float64 { return float64(l.Latency[0]) }).Median)
 		line("  1 client, p50 request → 201 ≤ %s: %.1f ms, %s", TargetP50OneClient, ms(x), verdict(x <= TargetP50OneClient))
+		if floor, ok := v.chainP50(); ok {
+			reach := "within reach (the floor is under it)"
+			if floor > TargetP50OneClient {
+				reach = "OUT OF REACH on this machine (the floor alone is over it)"
+			}
+			line("    the latency floor's p50 in the same rounds: %.1f ms: %s", ms(floor), reach)
+		}
 	}
 	if ls := v.accepts(); len(ls) > 0 && r.Config.AcceptClients == 64 {
 		x := summarize(ls, Level.Rate).Median

@@ -24,7 +24,21 @@ const (
 	// HTTPFloor is the benchmark's HTTP accept floor (bench/cmd/httpfloor),
 	// always built from this tree.
 	HTTPFloor = "httpfloor"
+	// ChainFloor is the benchmark's latency floor (bench/cmd/chainfloor),
+	// always built from this tree; it runs as three programs, one per
+	// role: ChainFront, ChainStore and ChainRef.
+	ChainFloor = "chainfloor"
+	ChainFront = "chainfloor-front"
+	ChainStore = "chainfloor-store"
+	ChainRef   = "chainfloor-ref"
 )
+
+// binaryOf names the executable of a program that is not its own: the
+// chain floor's roles.
+var binaryOf = map[string]string{ChainFront: ChainFloor, ChainStore: ChainFloor, ChainRef: ChainFloor}
+
+// roleOf is the FLOOR_ROLE of each of the chain floor's programs.
+var roleOf = map[string]string{ChainFront: "front", ChainStore: "store", ChainRef: "ref"}
 
 // packages are the Go packages of the programs, by name. nats-server comes
 // from the version this module pins (a tool directive in go.mod).
@@ -34,6 +48,7 @@ var packages = map[string]string{
 	BlobWriter: "github.com/blobref/blobref/services/blobwriter",
 	RefWriter:  "github.com/blobref/blobref/services/refwriter",
 	HTTPFloor:  "github.com/blobref/blobref/bench/cmd/httpfloor",
+	ChainFloor: "github.com/blobref/blobref/bench/cmd/chainfloor",
 }
 
 // buildFlags are the flags the Makefile and the Dockerfile build the
@@ -58,6 +73,9 @@ type Binaries struct {
 func (b Binaries) Path(name string) string {
 	if p, ok := b.Paths[name]; ok {
 		return p
+	}
+	if bin, ok := binaryOf[name]; ok {
+		return b.Path(bin)
 	}
 	return filepath.Join(b.Dir, name)
 }

@@ -69,6 +69,8 @@ type Pipeline struct {
 	IngestURL string
 	// FloorURL is the base URL of the HTTP accept floor (HTTPFloor).
 	FloorURL string
+	// ChainURL is the base URL of the latency floor's front (ChainFront).
+	ChainURL string
 	// DatabaseURL is the URL of the pipeline's database: its search_path is
 	// Schema. Each service gets it as ClientURL(its name).
 	DatabaseURL string
@@ -273,8 +275,11 @@ func (p *Pipeline) startService(name string) error {
 		"DATABASE_URL="+p.ClientURL(name),
 		"METRICS_ADDR="+metricsAddr,
 	)
+	if role, ok := roleOf[name]; ok {
+		env = append(env, "FLOOR_ROLE="+role)
+	}
 	switch name {
-	case BlobWriter, RefWriter:
+	case BlobWriter, RefWriter, ChainStore, ChainRef:
 		blobURL, ok := p.cfg.BlobURLs[name]
 		switch {
 		case !ok:
@@ -297,6 +302,13 @@ func (p *Pipeline) startService(name string) error {
 			return err
 		}
 		p.FloorURL = "http://" + httpAddr
+		env = append(env, "HTTP_ADDR="+httpAddr)
+	case ChainFront:
+		httpAddr, err := freeport.Addr()
+		if err != nil {
+			return err
+		}
+		p.ChainURL = "http://" + httpAddr
 		env = append(env, "HTTP_ADDR="+httpAddr)
 	}
 	// exec keeps the last of duplicate keys: Config.Env wins.
