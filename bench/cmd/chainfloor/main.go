@@ -21,8 +21,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -31,6 +29,7 @@ import (
 	_ "gocloud.dev/blob/fileblob"
 
 	"github.com/blobref/blobref/bench/internal/chainfloor"
+	"github.com/blobref/blobref/bench/internal/floorhttp"
 )
 
 // config is the role's settings, read from the environment in one place.
@@ -58,19 +57,9 @@ func configFromEnv() (config, error) {
 }
 
 func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := configFromEnv()
-	if err != nil {
-		log.Error("chainfloor", "err", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = run(ctx, cfg, log.With("role", cfg.Role))
-	stop()
-	if err != nil {
-		log.Error("chainfloor", "err", err)
-		os.Exit(1)
-	}
+	floorhttp.Main("chainfloor", configFromEnv, func(ctx context.Context, cfg config, log *slog.Logger) error {
+		return run(ctx, cfg, log.With("role", cfg.Role))
+	})
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {

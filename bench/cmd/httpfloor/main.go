@@ -19,8 +19,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -28,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/bench/internal/acceptfloor"
+	"github.com/blobref/blobref/bench/internal/floorhttp"
 )
 
 // config is the floor's settings, read from the environment in one place.
@@ -46,21 +45,7 @@ func configFromEnv() (config, error) {
 	return c, errors.Join(errs...)
 }
 
-func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := configFromEnv()
-	if err != nil {
-		log.Error("httpfloor", "err", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = run(ctx, cfg, log)
-	stop()
-	if err != nil {
-		log.Error("httpfloor", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { floorhttp.Main("httpfloor", configFromEnv, run) }
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -40,21 +39,12 @@ func setup(t *testing.T) env {
 	return env{pool: pool, js: js}
 }
 
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
-}
-
 // TestAccept posts uploads at once and finds each, once answered 202, in
 // the table and in the stream with its bytes; then it stops the floor.
 func TestAccept(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	httpLn, readyLn := listen(t), listen(t)
+	httpLn, readyLn := benchtest.Listen(t), benchtest.Listen(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,4 +87,14 @@ type LogWriter struct{ T testing.TB }
 func (w LogWriter) Write(p []byte) (int, error) {
 	w.T.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// Listen listens on a free loopback port.
+func Listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -51,9 +50,9 @@ func start(t *testing.T) chain {
 	errs := make(chan error, 3)
 	c := chain{pool: pool, js: js, bucket: bucket}
 	for _, role := range []string{Ref, Store, Front} {
-		d := Deps{Pool: pool, NC: nc, JS: js, Bucket: bucket, Ready: listen(t), Log: slog.New(slog.DiscardHandler)}
+		d := Deps{Pool: pool, NC: nc, JS: js, Bucket: bucket, Ready: benchtest.Listen(t), Log: slog.New(slog.DiscardHandler)}
 		if role == Front {
-			d.HTTP = listen(t)
+			d.HTTP = benchtest.Listen(t)
 			c.url = "http://" + d.HTTP.Addr().String()
 		}
 		wg.Go(func() { errs <- Run(ctx, role, d) })
@@ -69,15 +68,6 @@ func start(t *testing.T) chain {
 		}
 	})
 	return c
-}
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
 }
 
 // post uploads body and returns the id the 201 names.

@@ -4,14 +4,18 @@
 package floorhttp
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"os/signal"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 )
 
 // MaxBody is the largest body a floor accepts; a larger one gets 413.
@@ -69,3 +73,22 @@ func NewIDs() *IDs {
 
 // Next is the next id.
 func (i *IDs) Next() string { return i.prefix + strconv.FormatUint(i.n.Add(1), 10) }
+
+// Main is a floor command's main: it reads the configuration with config
+// (a bad one exits 2), runs run until SIGTERM or SIGINT, and exits 1 when
+// run fails. Errors go to standard error, named by command.
+func Main[C any](command string, config func() (C, error), run func(context.Context, C, *slog.Logger) error) {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	cfg, err := config()
+	if err != nil {
+		log.Error(command, "err", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = run(ctx, cfg, log)
+	stop()
+	if err != nil {
+		log.Error(command, "err", err)
+		os.Exit(1)
+	}
+}

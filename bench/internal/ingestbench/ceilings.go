@@ -75,25 +75,7 @@ func (r *Report) writeFloor(w io.Writer, line func(string, ...any), v *Variant) 
 		return
 	}
 	line("HTTP accept floor (httpfloor), done at 202")
-	var t texttable.Table
-	t.Row(append(append([]string{"  clients", "accepted/s", "p50 ms", "p99 ms"}, floorCosted...), "total µs", "bench", "other")...)
-	cells := []string{fmt.Sprintf("  %d", ls[0].Clients),
-		summarize(ls, Level.Rate).WithSpread("%.0f"),
-		summarize(ls, func(l Level) float64 { return ms(l.Latency[0]) }).WithSpread("%.1f"),
-		summarize(ls, func(l Level) float64 { return ms(l.Latency[1]) }).WithSpread("%.1f")}
-	for _, name := range floorCosted {
-		cells = append(cells, medianCell(summarize(ls, func(l Level) float64 { return us(l.Per(name).Total()) }), "%.0f"))
-	}
-	cells = append(cells,
-		summarize(ls, func(l Level) float64 { return us(floorCost(l.Usage, l.N)) }).WithSpread("%.0f"),
-		medianCell(summarize(ls, func(l Level) float64 { return us(l.Per(pipeline.Bench).Total()) }), "%.0f"),
-		medianCell(summarize(ls, func(l Level) float64 { return us(l.Usage.Other / time.Duration(l.N)) }), "%.0f"))
-	t.Row(cells...)
-	t.Write(w)
-	var checked int
-	for _, l := range ls {
-		checked += l.Checked.Uploads
-	}
+	checked := writeFloorPhase(w, ls, "accepted/s", floorCosted)
 	line("checked after the phase: the counts of rows and messages, and %d uploads' row and message (sha256 of the bytes): all whole", checked)
 
 	cs := r.ceilings(v)
@@ -128,6 +110,32 @@ func (r *Report) writeFloor(w io.Writer, line func(string, ...any), v *Variant) 
 		accepts = v.accepts()
 	}
 	line("    target ≥ %d uploads/s accepted at 64 clients: %s%s", TargetAcceptRate64, reach(TargetAcceptRate64 <= accepted), measuredRate(accepts))
+}
+
+// writeFloorPhase writes the table of a floor's phases ls: the clients, the
+// rate (headed rate), the latencies, the CPU per upload of each of costed
+// and their total, the clients' and the rest of the machine's; it returns
+// how many uploads the checks after the phases looked at.
+func writeFloorPhase(w io.Writer, ls []Level, rate string, costed []string) (checked int) {
+	var t texttable.Table
+	t.Row(append(append([]string{"  clients", rate, "p50 ms", "p99 ms"}, costed...), "total µs", "bench", "other")...)
+	cells := []string{fmt.Sprintf("  %d", ls[0].Clients),
+		summarize(ls, Level.Rate).WithSpread("%.0f"),
+		summarize(ls, func(l Level) float64 { return ms(l.Latency[0]) }).WithSpread("%.1f"),
+		summarize(ls, func(l Level) float64 { return ms(l.Latency[1]) }).WithSpread("%.1f")}
+	for _, name := range costed {
+		cells = append(cells, medianCell(summarize(ls, func(l Level) float64 { return us(l.Per(name).Total()) }), "%.0f"))
+	}
+	cells = append(cells,
+		summarize(ls, func(l Level) float64 { return us(perUpload(l.Usage, l.N, costed)) }).WithSpread("%.0f"),
+		medianCell(summarize(ls, func(l Level) float64 { return us(l.Per(pipeline.Bench).Total()) }), "%.0f"),
+		medianCell(summarize(ls, func(l Level) float64 { return us(l.Usage.Other / time.Duration(l.N)) }), "%.0f"))
+	t.Row(cells...)
+	t.Write(w)
+	for _, l := range ls {
+		checked += l.Checked.Uploads
+	}
+	return checked
 }
 
 // reach says whether a target is within what the floor leaves possible.

@@ -128,25 +128,7 @@ func (r *Report) writeChain(w io.Writer, line func(string, ...any), v *Variant) 
 		return
 	}
 	line("Latency floor (chainfloor), 1 client, done at 201")
-	var t texttable.Table
-	t.Row(append(append([]string{"  clients", "uploads/s", "p50 ms", "p99 ms"}, chainCosted...), "total µs", "bench", "other")...)
-	cells := []string{"  1",
-		summarize(ls, Level.Rate).WithSpread("%.0f"),
-		summarize(ls, func(l Level) float64 { return ms(l.Latency[0]) }).WithSpread("%.1f"),
-		summarize(ls, func(l Level) float64 { return ms(l.Latency[1]) }).WithSpread("%.1f")}
-	for _, name := range chainCosted {
-		cells = append(cells, medianCell(summarize(ls, func(l Level) float64 { return us(l.Per(name).Total()) }), "%.0f"))
-	}
-	cells = append(cells,
-		summarize(ls, func(l Level) float64 { return us(perUpload(l.Usage, l.N, chainCosted)) }).WithSpread("%.0f"),
-		medianCell(summarize(ls, func(l Level) float64 { return us(l.Per(pipeline.Bench).Total()) }), "%.0f"),
-		medianCell(summarize(ls, func(l Level) float64 { return us(l.Usage.Other / time.Duration(l.N)) }), "%.0f"))
-	t.Row(cells...)
-	t.Write(w)
-	var checked int
-	for _, l := range ls {
-		checked += l.Checked.Uploads
-	}
+	checked := writeFloorPhase(w, ls, "uploads/s", chainCosted)
 	line("checked after the phase: every upload's row, reference and two markers, and %d objects (sha256 of the bytes): all whole", checked)
 	one := r.level(v, 1)
 	if len(one) == 0 {
