@@ -165,7 +165,7 @@ torture: ## Crash-safety torture run: kills, NATS and Postgres restarts, then th
 
 .PHONY: bench-ingest
 BENCH_FLAGS ?=
-bench-ingest: ## Benchmark the HTTP path (issue 10): uploads/s, p50/p99, CPU per upload at 1-256 clients against the bulk path, accept only, the accept floor and the ceilings it sets, peak RSS (BENCH_FLAGS)
+bench-ingest: ## Benchmark the HTTP path (issue 10): uploads/s, p50/p99, CPU per upload at 1-256 clients against the bulk path, accept only, the latency floor at 1 client, the accept floor and the ceilings it sets, peak RSS (BENCH_FLAGS)
 	$(GO) run ./bench/cmd/pipelinebench $(BENCH_FLAGS)
 
 .PHONY: bench
