@@ -296,19 +296,16 @@ func (p *Pipeline) startService(name string) error {
 		}
 		p.IngestURL = "http://" + httpAddr
 		env = append(env, "HTTP_ADDR="+httpAddr, "AUTH_TOKENS="+Token+"="+Caller)
-	case HTTPFloor:
+	case HTTPFloor, ChainFront:
 		httpAddr, err := freeport.Addr()
 		if err != nil {
 			return err
 		}
-		p.FloorURL = "http://" + httpAddr
-		env = append(env, "HTTP_ADDR="+httpAddr)
-	case ChainFront:
-		httpAddr, err := freeport.Addr()
-		if err != nil {
-			return err
+		if name == HTTPFloor {
+			p.FloorURL = "http://" + httpAddr
+		} else {
+			p.ChainURL = "http://" + httpAddr
 		}
-		p.ChainURL = "http://" + httpAddr
 		env = append(env, "HTTP_ADDR="+httpAddr)
 	}
 	// exec keeps the last of duplicate keys: Config.Env wins.
