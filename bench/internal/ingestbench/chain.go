@@ -137,16 +137,16 @@ func (r *Report) writeChain(w io.Writer, line func(string, ...any), v *Variant) 
 	p50 := time.Duration(summarize(one, func(l Level) float64 { return float64(l.Latency[0]) }).Median)
 	floor, _ := v.chainP50()
 	line("  1 client's p50 over the latency floor's: %.1f / %.1f ms = %.2f", ms(p50), ms(floor), float64(p50)/float64(floor))
-	http, chain := staged(one), staged(ls)
-	if len(http) == 0 || len(chain) == 0 {
+	viaHTTP, viaFloor := staged(one), staged(ls)
+	if len(viaHTTP) == 0 || len(viaFloor) == 0 {
 		return
 	}
 	line("  legs at 1 client, ms (medians; the floor's programs in the services' places):")
 	var lt texttable.Table
 	lt.Row("   ", "HTTP path", "latency floor", "difference")
 	for k, name := range legs {
-		a := summarize(http, func(l Level) float64 { return ms(l.Stages.Legs[k]) }).Median
-		f := summarize(chain, func(l Level) float64 { return ms(l.Stages.Legs[k]) }).Median
+		a := summarize(viaHTTP, func(l Level) float64 { return ms(l.Stages.Legs[k]) }).Median
+		f := summarize(viaFloor, func(l Level) float64 { return ms(l.Stages.Legs[k]) }).Median
 		lt.Row("    "+name, fmt.Sprintf("%.2f", a), fmt.Sprintf("%.2f", f), fmt.Sprintf("%+.2f", a-f))
 	}
 	lt.Write(w)
@@ -167,7 +167,7 @@ func (r *Report) writeChainLegend(line func(string, ...any)) {
 	line("    claim up (one round trip); publishes the stored message, awaits the ack, acks")
 	line("  chainfloor-ref: its consumer delivers the stored message; reads the object's attributes; inserts the reference")
 	line("    and its marker in one transaction (one round trip); publishes the completed message, awaits the ack, acks")
-	line("It has no auth, JSON, CloudEvent, event checks, idempotency look-up, retries or dead letters, batching, metrics,")
+	line("It has no auth, JSON, CloudEvent, event checks, idempotency look-up, retry policy or dead letters, batching, metrics,")
 	line("tracing, read model, outbox update or completer. Its p50 is what the machine's round trips and wake-ups between")
 	line("processes cost one upload: a 1-client p50 target under it is OUT OF REACH on this machine")
 }
