@@ -1,6 +1,6 @@
 // Package floorhttp is what the benchmark's HTTP floors (packages
 // acceptfloor and chainfloor) share: reading a body, answering an error,
-// handing out upload ids.
+// handing out upload ids, and their commands' main.
 package floorhttp
 
 import (

@@ -25,14 +25,7 @@ var chainPrograms = []string{pipeline.ChainRef, pipeline.ChainStore, pipeline.Ch
 // runsChain says whether the rounds run the latency floor: it is asked
 // for, and the HTTP path has a phase at one client, the one it is held
 // against.
-func (c *Config) runsChain() bool {
-	for _, n := range c.Clients {
-		if n == 1 {
-			return c.LatencyFloor
-		}
-	}
-	return false
-}
+func (c *Config) runsChain() bool { return c.LatencyFloor && slices.Contains(c.Clients, 1) }
 
 // chainPhase runs round run's latency floor (for variant v's round: the
 // floor is the same for every variant) on a pipeline of its own: a

@@ -33,12 +33,9 @@ const (
 	ChainRef   = "chainfloor-ref"
 )
 
-// binaryOf names the executable of a program that is not its own: the
-// chain floor's roles.
-var binaryOf = map[string]string{ChainFront: ChainFloor, ChainStore: ChainFloor, ChainRef: ChainFloor}
-
-// roleOf is the FLOOR_ROLE of each of the chain floor's programs.
-var roleOf = map[string]string{ChainFront: "front", ChainStore: "store", ChainRef: "ref"}
+// chainRole is the FLOOR_ROLE of program name, one of the chain floor's
+// (its name after "chainfloor-"); false for any other program.
+func chainRole(name string) (string, bool) { return strings.CutPrefix(name, ChainFloor+"-") }
 
 // packages are the Go packages of the programs, by name. nats-server comes
 // from the version this module pins (a tool directive in go.mod).
@@ -74,8 +71,8 @@ func (b Binaries) Path(name string) string {
 	if p, ok := b.Paths[name]; ok {
 		return p
 	}
-	if bin, ok := binaryOf[name]; ok {
-		return b.Path(bin)
+	if _, ok := chainRole(name); ok {
+		return b.Path(ChainFloor) // one executable for the three roles
 	}
 	return filepath.Join(b.Dir, name)
 }

@@ -275,7 +275,7 @@ func (p *Pipeline) startService(name string) error {
 		"DATABASE_URL="+p.ClientURL(name),
 		"METRICS_ADDR="+metricsAddr,
 	)
-	if role, ok := roleOf[name]; ok {
+	if role, ok := chainRole(name); ok {
 		env = append(env, "FLOOR_ROLE="+role)
 	}
 	switch name {
