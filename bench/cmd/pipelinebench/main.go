@@ -10,7 +10,10 @@
 //   - CPU µs per upload of each process (ingest, blobwriter, refwriter,
 //     nats-server, the Postgres backends of the benchmark's connections),
 //     and the same for the bulk path (request events published straight to
-//     JetStream) measured in the same round, with the ratio of the two;
+//     JetStream, with the same services running: ingest's read model folds
+//     those events in too) measured in the same round, with the ratio of
+//     the two; each phase ends once the read model has folded in its
+//     uploads' events;
 //   - the HTTP accept floor (bench/cmd/httpfloor, unless -floor=false):
 //     the least any front door does for a 202 (read the body, one
 //     group-committed INSERT, a JetStream publish acked), on a pipeline of

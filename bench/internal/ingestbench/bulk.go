@@ -8,19 +8,21 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/blobref/blobref/bench/internal/load"
-	"github.com/blobref/blobref/bench/internal/pipeline"
 )
 
 // bulkWindow is the producer's window of unacknowledged publishes in the
 // bulk phase, as in make bench.
 const bulkWindow = 4096
 
-// bulk runs the bulk phase of round run of variant v on a pipeline of
-// blobwriter and refwriter only, as make bench runs them: BulkUploads
-// request events published straight to JetStream as fast as it accepts
-// them, followed to completion, then a sample checked whole.
+// bulk runs the bulk phase of round run of variant v: BulkUploads request
+// events published straight to JetStream as fast as it accepts them,
+// followed to completion and until ingest's read model has folded them in,
+// then a sample checked whole. The pipeline is the one the HTTP phases
+// run, as it is deployed: blobwriter and refwriter, and ingest, whose read
+// model folds in every upload's events however it came in. Only its API
+// is idle.
 func (b *bench) bulk(ctx context.Context, v *Variant, run int) (_ load.Phase, err error) {
-	p, err := b.start(ctx, v, fmt.Sprintf("round%d-bulk", run), pipeline.RefWriter, pipeline.BlobWriter)
+	p, err := b.start(ctx, v, fmt.Sprintf("round%d-bulk", run), deployed...)
 	if err != nil {
 		return load.Phase{}, err
 	}
@@ -48,7 +50,7 @@ func (b *bench) bulk(ctx context.Context, v *Variant, run int) (_ load.Phase, er
 	if err != nil {
 		return load.Phase{}, err
 	}
-	ph, err := load.Measure(ctx, producer, tracker, p.Meter(), set, "", 0, p.Alive)
+	ph, err := load.Measure(ctx, producer, tracker, p.Meter(), set, "", 0, p.Alive, settle(p))
 	if err != nil {
 		return load.Phase{}, err
 	}

@@ -119,8 +119,9 @@ func drive(ctx context.Context, ups []upload, clients int, send func(context.Con
 	return out, g.Wait()
 }
 
-// measurePhase reads p's meter and resets its peaks around f, and fills in
-// a Level from what f sent.
+// measurePhase reads p's meter and resets its peaks around f and what
+// ingest's read model is left to fold in once f returned, and fills in a
+// Level from what f sent.
 func measurePhase(p *pipeline.Pipeline, clients int, f func() ([]sent, error)) (Level, []sent, error) {
 	if err := resetPeaks(p); err != nil {
 		return Level{}, nil, err
@@ -136,6 +137,9 @@ func measurePhase(p *pipeline.Pipeline, clients int, f func() ([]sent, error)) (
 	}
 	recs, err := f()
 	if err != nil {
+		return Level{}, nil, err
+	}
+	if err := settle(p)(context.Background()); err != nil {
 		return Level{}, nil, err
 	}
 	after, err := meter.Read()

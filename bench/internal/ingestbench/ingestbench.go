@@ -52,6 +52,10 @@ const ingestMaxUpload = 1 << 30
 // services are the programs a variant provides.
 var services = []string{pipeline.Ingest, pipeline.BlobWriter, pipeline.RefWriter}
 
+// deployed is the pipeline as it is deployed, in the order it is started:
+// the HTTP phases, the bulk phase and the memory phase run it.
+var deployed = []string{pipeline.RefWriter, pipeline.BlobWriter, pipeline.Ingest}
+
 // Config is what a benchmark run measures and how.
 type Config struct {
 	// Uploads is the number of uploads of each HTTP phase.
@@ -357,6 +361,15 @@ func (b *bench) start(ctx context.Context, v *Variant, label string, names ...st
 	}
 	b.rep.NATSVersion, b.rep.PostgresVersion = p.NATSVersion, p.PostgresVersion
 	return p, nil
+}
+
+// settleTimeout bounds the wait for ingest's read model after a phase.
+const settleTimeout = time.Minute
+
+// settle waits until ingest's read model on p has folded in what the
+// phase left behind, so that the phase's CPU counts it.
+func settle(p *pipeline.Pipeline) func(context.Context) error {
+	return func(ctx context.Context) error { return p.Settle(ctx, settleTimeout) }
 }
 
 // keys is a fresh Idempotency-Key prefix: no two phases of a Run share

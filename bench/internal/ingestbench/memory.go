@@ -58,7 +58,7 @@ func (g *generated) sha256() string { return hex.EncodeToString(g.hash.Sum(nil))
 // one of LargeSize. The pipeline's directory is removed afterwards (a few
 // large files) unless Keep.
 func (b *bench) memoryPhase(ctx context.Context, v *Variant) (err error) {
-	p, err := b.start(ctx, v, "memory", pipeline.RefWriter, pipeline.BlobWriter, pipeline.Ingest)
+	p, err := b.start(ctx, v, "memory", deployed...)
 	if err != nil {
 		return err
 	}

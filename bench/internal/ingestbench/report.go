@@ -110,14 +110,16 @@ func (r *Report) writeLegend(line func(string, ...any)) {
 		line("  accepted/s: 202s per second, first request → last 202; p50, p99: request → 202, ms")
 		line("  completed/s: first request → last uploads.completed (awaited after the last 202)")
 	}
-	line("CPU µs per upload by process: user + system time from /proc/<pid>/stat over the phase, per upload")
+	line("CPU µs per upload by process: user + system time from /proc/<pid>/stat over the phase, per upload; a phase")
+	line("  ends once ingest's read model has folded in the events its uploads left (its consumers drained)")
 	line("  postgres: the backends of the benchmark's connections only (pg_stat_activity by application_name)")
 	line("  total:    the five processes before it; × bulk: total over the bulk phase's total in the same round")
 	line("  bench:    the benchmark's own process (the HTTP clients, or the producer), not in the total")
 	line("  other:    the rest of the machine's busy time meanwhile (other work on a shared machine shows here)")
 	if c.BulkUploads > 0 {
 		line("  bulk:     %d request events published straight to JetStream as fast as it accepts them (as make bench),", c.BulkUploads)
-		line("            on a pipeline of blobwriter and refwriter only")
+		line("            on the pipeline as deployed: blobwriter, refwriter and ingest, whose read model folds in the")
+		line("            bulk path's events as it does the HTTP path's (its API idle)")
 	}
 	if c.runsChain() {
 		r.writeChainLegend(line)

@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/blobref/blobref/bench/internal/pipeline"
 )
 
 // round runs round run of variant v: the HTTP path at each number of
 // clients and accept only on one pipeline, then the latency floor on
 // another (nats-server and chainfloor's programs), the HTTP accept floor
 // on a third (nats-server and httpfloor), then the bulk path on a fourth
-// (blobwriter and refwriter only).
+// (the services as the HTTP phases run them, ingest's API idle).
 func (b *bench) round(ctx context.Context, v *Variant, run int) (Round, error) {
 	var r Round
 	if len(b.cfg.Clients) > 0 || b.cfg.AcceptClients > 0 {
@@ -51,7 +50,7 @@ func (b *bench) round(ctx context.Context, v *Variant, run int) (Round, error) {
 // httpPhases runs the warm-up, the HTTP path's phases and accept only on
 // one pipeline.
 func (b *bench) httpPhases(ctx context.Context, v *Variant, run int, r *Round) (err error) {
-	p, err := b.start(ctx, v, fmt.Sprintf("round%d-http", run), pipeline.RefWriter, pipeline.BlobWriter, pipeline.Ingest)
+	p, err := b.start(ctx, v, fmt.Sprintf("round%d-http", run), deployed...)
 	if err != nil {
 		return err
 	}

@@ -435,8 +435,10 @@ func (p Phase) Per(name string) procstat.Times { return p.Usage.Per(name, p.N) }
 // upload id + suffix, at rate per second, 0 as fast as JetStream accepts)
 // and waits on tracker until each has completed, reading meter before the
 // first publish and after the last completion. alive is checked while it
-// waits (nil: never); no upload completing for 30s fails it.
-func Measure(ctx context.Context, producer *Producer, tracker *Tracker, meter *procstat.Meter, set *Set, suffix string, rate float64, alive func() error) (Phase, error) {
+// waits (nil: never); no upload completing for 30s fails it. settle, if
+// set, runs between the last completion and the second reading, so that
+// the work the uploads leave behind them counts (ingest's read model).
+func Measure(ctx context.Context, producer *Producer, tracker *Tracker, meter *procstat.Meter, set *Set, suffix string, rate float64, alive func() error, settle func(context.Context) error) (Phase, error) {
 	msgs, err := set.Msgs(suffix)
 	if err != nil {
 		return Phase{}, err
@@ -452,6 +454,11 @@ func Measure(ctx context.Context, producer *Producer, tracker *Tracker, meter *p
 	done, err := tracker.Wait(ctx, set.IDs(), alive, 30*time.Second)
 	if err != nil {
 		return Phase{}, err
+	}
+	if settle != nil {
+		if err := settle(ctx); err != nil {
+			return Phase{}, err
+		}
 	}
 	after, err := meter.Read()
 	if err != nil {

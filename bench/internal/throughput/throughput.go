@@ -442,7 +442,7 @@ func (b *bench) pipelineRun(ctx context.Context, bucket string, rate float64, re
 		if err != nil {
 			return RunResult{}, err
 		}
-		if _, err := load.Measure(ctx, producer, tracker, meter, warm, "", 0, p.Alive); err != nil {
+		if _, err := load.Measure(ctx, producer, tracker, meter, warm, "", 0, p.Alive, nil); err != nil {
 			return RunResult{}, fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -456,7 +456,7 @@ func (b *bench) pipelineRun(ctx context.Context, bucket string, rate float64, re
 		}
 	}
 	var r RunResult
-	if r.Phase, err = load.Measure(ctx, producer, tracker, meter, set, "", rate, p.Alive); err != nil {
+	if r.Phase, err = load.Measure(ctx, producer, tracker, meter, set, "", rate, p.Alive, nil); err != nil {
 		return RunResult{}, err
 	}
 	r.Peak = map[string]int64{}
@@ -475,7 +475,7 @@ func (b *bench) pipelineRun(ctx context.Context, bucket string, rate float64, re
 			return RunResult{}, err
 		}
 		defer rt.Close()
-		rp, err := load.Measure(ctx, producer, rt, meter, set, "-r1", 0, p.Alive)
+		rp, err := load.Measure(ctx, producer, rt, meter, set, "-r1", 0, p.Alive, nil)
 		if err != nil {
 			return RunResult{}, fmt.Errorf("republish: %w", err)
 		}
