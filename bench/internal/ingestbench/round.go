@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-
 )
 
 // round runs round run of variant v: the HTTP path at each number of
