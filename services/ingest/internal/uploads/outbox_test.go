@@ -1,6 +1,7 @@
 package uploads
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -29,34 +30,30 @@ func TestOutboxCost(t *testing.T) {
 		t.Helper()
 		round++
 		var (
-			ids, keys, shas []string
-			payloads        [][]byte
+			ids  []string
+			jobs []*job
 		)
 		for i := range batch {
-			body := make([]byte, size)
-			_, _ = rand.Read(body) // incompressible, as most media are
-			ids = append(ids, fmt.Sprintf("outbox-%d-%d", round, i))
-			keys = append(keys, ids[i])
-			shas = append(shas, fmt.Sprintf("%064x", i))
+			id := fmt.Sprintf("outbox-%d-%d", round, i)
+			j := &job{rec: record{ID: id, Caller: "alice", Key: id, Subject: "users/1/avatar", ContentType: "image/png",
+				Size: size, SHA256: fmt.Sprintf("%064x", i), CreatedAt: time.Now()}, insert: true}
 			if outbox {
-				payloads = append(payloads, body)
-			} else {
-				payloads = append(payloads, nil)
+				j.inline = make([]byte, size)
+				_, _ = rand.Read(j.inline) // incompressible, as most media are
+			}
+			ids, jobs = append(ids, id), append(jobs, j)
+		}
+		insert = explainWAL(t, s, recordUploads, recordArgs(jobs, time.Minute)...)
+		// Each record holds its own upload's bytes, cut from the batch's.
+		for _, j := range jobs {
+			var payload []byte
+			if err := pg.Pool.QueryRow(context.Background(), `SELECT payload FROM ingest_uploads WHERE id = $1`, j.rec.ID).Scan(&payload); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(payload, j.inline) || (payload == nil) != (j.inline == nil) {
+				t.Fatalf("%s: recorded %d bytes of outbox, want its own %d", j.rec.ID, len(payload), len(j.inline))
 			}
 		}
-		same := func(v string) []string {
-			out := make([]string, batch)
-			for i := range out {
-				out[i] = v
-			}
-			return out
-		}
-		sizes, created, holders := make([]int64, batch), make([]time.Time, batch), make([]*string, batch)
-		for i := range sizes {
-			sizes[i], created[i] = size, time.Now()
-		}
-		insert = explainWAL(t, s, recordUploads, ids, same("alice"), keys, same("users/1/avatar"), same("image/png"),
-			sizes, shas, make([]*string, batch), created, payloads, holders, time.Minute.Microseconds())
 		ats := make([]*time.Time, batch)
 		seqs := make([]*int64, batch)
 		for i := range ats {

@@ -105,18 +105,24 @@ func (s *Service) flush(jobs []*job) {
 // another request that is staging its body. It deletes the leases the
 // records replace. For each job it returns whether it won and, if it lost,
 // the upload as it stood.
+//
+// The inline bytes of the whole batch travel as one bytea ($13), each
+// upload's at its offset (from 1) and length ($10, $11; NULL for none):
+// an array of bodies would be encoded into a buffer that grows a quarter
+// at a time, copying the batch's bytes several times over (payloads).
 const recordUploads = `
 WITH v AS (
 	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-	                     $7::text[], $8::text[], $9::timestamptz[], $10::bytea[], $11::text[])
-	AS v(id, caller, idempotency_key, subject, content_type, size, sha256, dataref, created_at, payload, holder)
+	                     $7::text[], $8::text[], $9::timestamptz[], $10::int[], $11::int[], $12::text[])
+	AS v(id, caller, idempotency_key, subject, content_type, size, sha256, dataref, created_at, payload_at, payload_len, holder)
 ), freed AS (
 	DELETE FROM ingest_leases l USING v WHERE l.id = v.id AND l.holder = v.holder
 ), ins AS (
 	INSERT INTO ingest_uploads (id, caller, idempotency_key, subject, content_type, size, sha256, dataref,
 	                            created_at, payload, claimed_until)
 	SELECT v.id, v.caller, v.idempotency_key, v.subject, v.content_type, v.size, v.sha256, v.dataref,
-	       v.created_at, v.payload, now() + $12::bigint * interval '1 microsecond'
+	       v.created_at, substring($13::bytea FROM v.payload_at FOR v.payload_len),
+	       now() + $14::bigint * interval '1 microsecond'
 	FROM v
 	WHERE NOT EXISTS (SELECT FROM ingest_leases l
 	                  WHERE l.id = v.id AND l.expires_at > now() AND l.holder IS DISTINCT FROM v.holder)
@@ -170,29 +176,11 @@ func (s *Service) insertBatch(ctx context.Context, jobs []*job) {
 
 // insertRows runs recordUploads for jobs.
 func (s *Service) insertRows(ctx context.Context, jobs []*job) error {
-	var (
-		ids, callers, keys, subjects, types, shas, datarefs, hold []*string
-		sizes                                                     []int64
-		created                                                   []time.Time
-		payloads                                                  [][]byte
-	)
-	str := func(v string) *string {
-		if v == "" {
-			return nil
-		}
-		return &v
-	}
 	byID := make(map[string]*job, len(jobs))
 	for _, j := range jobs {
 		byID[j.rec.ID] = j
-		r := j.rec
-		ids, callers, keys = append(ids, &r.ID), append(callers, &r.Caller), append(keys, &r.Key)
-		subjects, types, shas = append(subjects, &r.Subject), append(types, &r.ContentType), append(shas, &r.SHA256)
-		datarefs, hold = append(datarefs, str(r.DataRef)), append(hold, str(j.holder))
-		sizes, created, payloads = append(sizes, r.Size), append(created, r.CreatedAt), append(payloads, j.inline)
 	}
-	rows, err := s.Pool.Query(ctx, recordUploads, ids, callers, keys, subjects, types, sizes, shas, datarefs,
-		created, payloads, hold, s.recordTimeout().Microseconds())
+	rows, err := s.Pool.Query(ctx, recordUploads, recordArgs(jobs, s.recordTimeout())...)
 	if err != nil {
 		return err
 	}
@@ -213,6 +201,55 @@ func (s *Service) insertRows(ctx context.Context, jobs []*job) error {
 		return nil
 	})
 	return err
+}
+
+// recordArgs are recordUploads' arguments for jobs, of distinct keys, whose
+// claims last claim.
+func recordArgs(jobs []*job, claim time.Duration) []any {
+	var (
+		ids, callers, keys, subjects, types, shas, datarefs, hold []*string
+		sizes                                                     []int64
+		created                                                   []time.Time
+	)
+	str := func(v string) *string {
+		if v == "" {
+			return nil
+		}
+		return &v
+	}
+	for _, j := range jobs {
+		r := j.rec
+		ids, callers, keys = append(ids, &r.ID), append(callers, &r.Caller), append(keys, &r.Key)
+		subjects, types, shas = append(subjects, &r.Subject), append(types, &r.ContentType), append(shas, &r.SHA256)
+		datarefs, hold = append(datarefs, str(r.DataRef)), append(hold, str(j.holder))
+		sizes, created = append(sizes, r.Size), append(created, r.CreatedAt)
+	}
+	at, lens, all := payloads(jobs)
+	return []any{ids, callers, keys, subjects, types, sizes, shas, datarefs, created, at, lens, hold, all,
+		claim.Microseconds()}
+}
+
+// payloads lays the inline bytes of jobs end to end in one slice, and
+// gives the offset (from 1, as SQL's substring counts) and length of each
+// job's, or nil for a job without.
+func payloads(jobs []*job) (at, lens []*int32, all []byte) {
+	n := 0
+	for _, j := range jobs {
+		n += len(j.inline)
+	}
+	at, lens, all = make([]*int32, len(jobs)), make([]*int32, len(jobs)), make([]byte, 0, n)
+	for i, j := range jobs {
+		if j.inline == nil {
+			continue
+		}
+		// A batch holds at most batchSize uploads, each inline only when
+		// its event fits a NATS message (8 MiB at most): far below 2 GiB,
+		// the most an int4 offset reaches.
+		from, size := int32(len(all)+1), int32(len(j.inline)) // #nosec G115 -- see above
+		at[i], lens[i] = &from, &size
+		all = append(all, j.inline...)
+	}
+	return at, lens, all
 }
 
 // publish publishes the request event of each job asynchronously, and waits
