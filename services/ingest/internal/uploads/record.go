@@ -330,17 +330,6 @@ func requestMsg(rec record, inline []byte, sc trace.SpanContext) (*nats.Msg, err
 // the claim, and releases the claims of the uploads it gave up on, in one
 // round trip. publish_count moves from the count the publish was made with
 // only: of two requests that re-drove an upload at once, one counts.
-//
-// It commits without waiting for the write-ahead log to reach the disk
-// (synchronous_commit off for its transaction alone, set_config's third
-// argument): nothing depends on its durability. Should Postgres crash
-// before the log is flushed, the record is back where recordUploads left
-// it, and so is every commit after it (the log is flushed in order): JetStream
-// has the request, the outbox still holds the bytes and the claim lapses,
-// so the completer publishes it again (KindUnpublished), which the
-// Nats-Msg-Id or the steps' markers make harmless, as a request that dies
-// between its publish and this statement leaves it. Each request waits for
-// this statement: it saves the request path a flush to disk per batch.
 const recordPublishes = `
 UPDATE ingest_uploads u
 SET published_at  = coalesce(v.at, u.published_at),
@@ -348,8 +337,7 @@ SET published_at  = coalesce(v.at, u.published_at),
     publish_count = u.publish_count + (v.at IS NOT NULL)::int,
     payload       = CASE WHEN v.at IS NULL THEN u.payload END,
     claimed_until = NULL
-FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::bigint[]) AS v(id, n, at, seq),
-     (SELECT set_config('synchronous_commit', 'off', true)) AS async
+FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::bigint[]) AS v(id, n, at, seq)
 WHERE u.id = v.id AND u.publish_count = v.n`
 
 func (s *Service) recordPublishes(ctx context.Context, jobs []*job) {
