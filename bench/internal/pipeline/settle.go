@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,7 +17,9 @@ import (
 // pending and nothing unacknowledged. A phase's work ends there, not when
 // the last completed event is out: the read model applies its events after
 // them (a blob_stored event waits up to its Hold). Without ingest it
-// returns at once. It gives up after timeout.
+// returns at once, and a consumer JetStream does not have (an ingest built
+// before the read model) has nothing to wait for. It gives up after
+// timeout.
 func (p *Pipeline) Settle(ctx context.Context, timeout time.Duration) error {
 	if p.Process(Ingest) == nil {
 		return nil
@@ -30,12 +33,19 @@ func (p *Pipeline) Settle(ctx context.Context, timeout time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("pipeline: settle: %w", err)
 	}
+	return settle(ctx, js, timeout)
+}
+
+// settle waits until the read model's consumers on js have settled; one
+// that is not there, or whose stream is not, has nothing to wait for.
+func settle(ctx context.Context, js jetstream.JetStream, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for _, spec := range events.IngestViewConsumers {
 		for {
 			info, err := consumerInfo(ctx, js, spec)
-			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+				err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
 				break
 			}
 			select {

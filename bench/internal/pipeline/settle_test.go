@@ -99,4 +99,21 @@ func TestSettle(t *testing.T) {
 	if err := bare.Settle(ctx, time.Millisecond); err != nil {
 		t.Errorf("without ingest: %v", err)
 	}
+	// A JetStream without the read model's consumers (an ingest built
+	// before it made none): nothing to wait for.
+	bnc, err := nats.Connect(bare.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bnc.Close()
+	bjs, err := jetstream.New(bnc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bjs.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamName, Subjects: []string{"uploads.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := settle(ctx, bjs, time.Second); err != nil {
+		t.Errorf("without the read model's consumers: %v", err)
+	}
 }
