@@ -69,7 +69,13 @@ func JetStream(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Stop)
-	nc, err := nats.Connect(srv.URL())
+	return Connect(t, srv.URL())
+}
+
+// Connect connects to the nats-server at url for the rest of the test.
+func Connect(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,25 +26,8 @@ import (
 // checks that Check passes them and catches each kind of damage, and that
 // Backends and Meter find the backends of one label's connections only.
 func TestCheckAndBackends(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("the benchmark reads Linux's /proc")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	bins, err := Build(ctx, filepath.Join(dir, "bin"), NATSServer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := Start(ctx, Config{Binaries: bins, Dir: filepath.Join(dir, "run"), DatabaseURL: benchtest.DatabaseURL(), Services: []string{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	ctx, bins, dir := buildTest(t, NATSServer)
+	p := startTest(ctx, t, bins, filepath.Join(dir, "run"))
 	pool, err := pgxpool.New(ctx, p.ClientURL("writer"))
 	if err != nil {
 		t.Fatal(err)
@@ -143,6 +126,39 @@ func TestCheckAndBackends(t *testing.T) {
 	if tables == 0 || unanalyzed != 0 {
 		t.Errorf("after Analyze: %d of the schema's %d tables not analyzed, want none", unanalyzed, tables)
 	}
+}
+
+// buildTest builds programs for a test that reads Linux's /proc (skipped
+// elsewhere) and takes up to five minutes; dir is the test's own.
+func buildTest(t *testing.T, programs ...string) (ctx context.Context, bins Binaries, dir string) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("the benchmark reads Linux's /proc")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	dir = t.TempDir()
+	bins, err := Build(ctx, filepath.Join(dir, "bin"), programs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, bins, dir
+}
+
+// startTest starts a pipeline of services (none: nats-server and the
+// schema only) from bins in dir, stopped when the test ends.
+func startTest(ctx context.Context, t *testing.T, bins Binaries, dir string, services ...string) *Pipeline {
+	t.Helper()
+	p, err := Start(ctx, Config{Binaries: bins, Dir: dir, DatabaseURL: benchtest.DatabaseURL(), Services: append([]string{}, services...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return p
 }
 
 func mustExec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {

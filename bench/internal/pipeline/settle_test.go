@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/bench/internal/benchtest"
@@ -23,34 +21,9 @@ import (
 // completed event, so an early return finds rows missing. A pipeline
 // without ingest settles at once.
 func TestSettle(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("the benchmark reads Linux's /proc")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	bins, err := Build(ctx, filepath.Join(dir, "bin"), NATSServer, Ingest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := Start(ctx, Config{Binaries: bins, Dir: filepath.Join(dir, "run"), DatabaseURL: benchtest.DatabaseURL(), Services: []string{Ingest}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	nc, err := nats.Connect(p.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, bins, dir := buildTest(t, NATSServer, Ingest)
+	p := startTest(ctx, t, bins, filepath.Join(dir, "run"), Ingest)
+	_, js := benchtest.Connect(t, p.NATSURL)
 	const n = 50
 	for i := range n {
 		req, err := events.NewRequested(events.Request{ID: fmt.Sprintf("settle-%02d", i), Source: "/bench/settle",
@@ -87,29 +60,13 @@ func TestSettle(t *testing.T) {
 		t.Errorf("after Settle: %d of %d uploads stored in the read model", rows, n)
 	}
 
-	bare, err := Start(ctx, Config{Binaries: bins, Dir: filepath.Join(dir, "bare"), DatabaseURL: benchtest.DatabaseURL(), Services: []string{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := bare.Stop(); err != nil {
-			t.Error(err)
-		}
-	}()
+	bare := startTest(ctx, t, bins, filepath.Join(dir, "bare"))
 	if err := bare.Settle(ctx, time.Millisecond); err != nil {
 		t.Errorf("without ingest: %v", err)
 	}
 	// A JetStream without the read model's consumers (an ingest built
 	// before it made none): nothing to wait for.
-	bnc, err := nats.Connect(bare.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bnc.Close()
-	bjs, err := jetstream.New(bnc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, bjs := benchtest.Connect(t, bare.NATSURL)
 	if _, err := bjs.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamName, Subjects: []string{"uploads.>"}}); err != nil {
 		t.Fatal(err)
 	}
