@@ -1,6 +1,10 @@
 package uploads
 
-import "sync"
+import (
+	"slices"
+	"sync"
+	"time"
+)
 
 // batcher groups the items submitted at about the same time into batches
 // and runs flush on each batch, at most lanes batches at once: a group
@@ -9,10 +13,17 @@ import "sync"
 // the lane to the oldest item still queued, which flushes everything queued
 // meanwhile as the next batch. At low load every item is flushed at once, on
 // its own; under load the batches grow by themselves.
+//
+// With spill set, a lane past the first opens only for the item at the head
+// of the queue once it has waited spill: the batcher runs one lane, which
+// makes the largest batches, until a batch stalls (its dependency is slow
+// or down), and then the items behind it are flushed beside it rather than
+// wait for it, each to its own outcome.
 type batcher[T any] struct {
 	flush func([]T)
-	lanes int // batches flushed at once
-	size  int // most items in a batch
+	lanes int           // batches flushed at once
+	size  int           // most items in a batch
+	spill time.Duration // how long the head of the queue waits before a lane past the first opens (0: at once)
 
 	mu    sync.Mutex
 	busy  int // lanes in use
@@ -27,8 +38,8 @@ type ticket[T any] struct {
 	done   chan struct{} // the item's batch was flushed
 }
 
-func newBatcher[T any](lanes, size int, flush func([]T)) *batcher[T] {
-	return &batcher[T]{flush: flush, lanes: max(lanes, 1), size: max(size, 1)}
+func newBatcher[T any](lanes, size int, spill time.Duration, flush func([]T)) *batcher[T] {
+	return &batcher[T]{flush: flush, lanes: max(lanes, 1), size: max(size, 1), spill: spill}
 }
 
 // do submits item and returns once flush has run on a batch holding it.
@@ -36,13 +47,32 @@ func (b *batcher[T]) do(item T) {
 	t := &ticket[T]{item: item, lead: make(chan struct{}, 1), done: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, t)
-	if b.busy < b.lanes {
+	if b.busy < b.lanes && (b.busy == 0 || b.spill <= 0) {
 		b.busy++
 		b.mu.Unlock()
 		b.run(t)
 		return
 	}
+	var spill <-chan time.Time
+	if b.busy < b.lanes && len(b.queue) == 1 { // the head, with a lane to spill to
+		timer := time.NewTimer(b.spill)
+		defer timer.Stop()
+		spill = timer.C
+	}
 	b.mu.Unlock()
+	if spill != nil {
+		select {
+		case <-spill:
+			if b.open(t) {
+				b.run(t)
+				return
+			}
+		case <-t.lead:
+			b.run(t)
+			return
+		case <-t.done:
+		}
+	}
 	select {
 	case <-t.lead:
 		b.run(t)
@@ -56,6 +86,19 @@ func (b *batcher[T]) do(item T) {
 		default:
 		}
 	}
+}
+
+// open gives t a lane of its own, if one is free and t is still queued
+// with none handed to it yet.
+func (b *batcher[T]) open(t *ticket[T]) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t.handed || b.busy >= b.lanes || !slices.Contains(b.queue, t) {
+		return false
+	}
+	t.handed = true // handOff passes it over
+	b.busy++
+	return true
 }
 
 // run holds a lane: it flushes batches from the head of the queue until t

@@ -43,7 +43,7 @@ func TestBatcherGroupsWhatArrivesWhileBusy(t *testing.T) {
 		batches [][]int
 	)
 	started, release := make(chan struct{}), make(chan struct{})
-	b := newBatcher(1, 100, func(items []int) {
+	b := newBatcher(1, 100, 0, func(items []int) {
 		if items[0] == 0 {
 			close(started)
 			<-release // the first batch holds the only lane
@@ -82,7 +82,7 @@ func TestBatcherCapsBatches(t *testing.T) {
 		sizes []int
 	)
 	started, release := make(chan struct{}), make(chan struct{})
-	b := newBatcher(1, 4, func(items []int) {
+	b := newBatcher(1, 4, 0, func(items []int) {
 		if items[0] < 0 {
 			close(started)
 			<-release
@@ -114,7 +114,7 @@ func TestBatcherUnderLoad(t *testing.T) {
 		running, most atomic.Int32
 		seen          [n]atomic.Int32
 	)
-	b := newBatcher(lanes, 16, func(items []int) {
+	b := newBatcher(lanes, 16, 0, func(items []int) {
 		now := running.Add(1)
 		for {
 			m := most.Load()
@@ -143,5 +143,77 @@ func TestBatcherUnderLoad(t *testing.T) {
 	}
 	if busy, queued := b.load(); busy != 0 || queued != 0 {
 		t.Errorf("after: %d lanes busy, %d queued; want none", busy, queued)
+	}
+}
+
+// With spill, a second lane does not open while the first batch runs for
+// less than spill: the items behind it wait, and are flushed together once
+// it ends, as with one lane.
+func TestBatcherKeepsOneLaneWithinSpill(t *testing.T) {
+	t.Parallel()
+	var (
+		mu      sync.Mutex
+		batches [][]int
+	)
+	started, release := make(chan struct{}), make(chan struct{})
+	b := newBatcher(2, 100, time.Hour, func(items []int) {
+		if items[0] == 0 {
+			close(started)
+			<-release
+		}
+		mu.Lock()
+		batches = append(batches, slices.Clone(items))
+		mu.Unlock()
+	})
+	var wg sync.WaitGroup
+	wg.Go(func() { b.do(0) })
+	<-started
+	for i := 1; i <= 10; i++ {
+		wg.Go(func() { b.do(i) })
+	}
+	awaitQueued(t, b, 10)
+	if busy, _ := b.load(); busy != 1 {
+		t.Errorf("while the first batch runs: %d lanes busy, want 1", busy)
+	}
+	close(release)
+	wg.Wait()
+	if len(batches) != 2 || len(batches[1]) != 10 {
+		t.Errorf("batches: got %v, want [0] and then the other 10 together", batches)
+	}
+}
+
+// A batch that stalls past spill holds up only its own items: the ones
+// queued behind it get the second lane and are flushed while it still
+// runs.
+func TestBatcherSpillsPastAStalledBatch(t *testing.T) {
+	t.Parallel()
+	started, release := make(chan struct{}), make(chan struct{})
+	b := newBatcher(2, 100, 10*time.Millisecond, func(items []int) {
+		if items[0] == 0 {
+			close(started)
+			<-release // stalls until the test ends
+		}
+	})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(release)
+	wg.Go(func() { b.do(0) })
+	<-started
+	done := make(chan struct{})
+	go func() {
+		var items sync.WaitGroup
+		for i := 1; i <= 5; i++ {
+			items.Go(func() { b.do(i) })
+		}
+		items.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the items behind a stalled batch were not flushed beside it")
+	}
+	if busy, queued := b.load(); busy != 1 || queued != 0 {
+		t.Errorf("after: %d lanes busy, %d queued; want the stalled one only", busy, queued)
 	}
 }

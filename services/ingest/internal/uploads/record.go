@@ -23,17 +23,26 @@ import (
 // asynchronously and their acknowledgements awaited together, and one more
 // round trip records the publishes.
 const (
-	// batchLanes is how many batches are in flight at once: one. A batch
-	// grows only while every lane is busy, and each costs two round trips
-	// and a burst of publishes whatever its size: more lanes make more,
-	// smaller batches, here and in the consumers the bursts reach. A
-	// second lane overlaps one batch's Postgres round trip with the
-	// other's acknowledgements, and measured here it costs more than that
-	// saves: one lane took 12% off the CPU per upload at 64 clients, with
-	// no loss of rate or p50 at 1, 16, 64 or 256 clients or in accept only
+	// batchLanes is how many batches are in flight at once: one, and a
+	// second once a batch stalls (batchSpill). A batch grows only while
+	// every lane is busy, and each costs two round trips and a burst of
+	// publishes whatever its size: more lanes make more, smaller batches,
+	// here and in the consumers the bursts reach. A second lane at once
+	// would overlap one batch's Postgres round trip with the other's
+	// acknowledgements; measured here that costs more than it saves: one
+	// lane took 12% off the CPU per upload at 64 clients, with no loss of
+	// rate or p50 at 1, 16, 64 or 256 clients or in accept only
 	// (docs/benchmarks.md, "What bounds the HTTP path" and the eleventh
 	// pass).
-	batchLanes = 1
+	batchLanes = 2
+	// batchSpill is how long the requests queued behind a batch wait
+	// before the second lane takes them: far longer than a batch takes
+	// (a few milliseconds, tens with 128 uploads), and short beside a
+	// request's patience. A batch that stalls (Postgres locked or its
+	// pool exhausted, JetStream slow to acknowledge) then holds up only
+	// its own requests: the next ones reach the pool's acquire timeout and
+	// are answered 503, or recorded, beside it.
+	batchSpill = 100 * time.Millisecond
 	// batchSize is the most jobs in one batch.
 	batchSize = 128
 )

@@ -99,7 +99,7 @@ type Service struct {
 func (s *Service) init() {
 	s.once.Do(func() {
 		s.started = make(chan struct{})
-		s.batches = newBatcher(batchLanes, batchSize, s.flush)
+		s.batches = newBatcher(batchLanes, batchSize, batchSpill, s.flush)
 		s.completions.completed = s.Quota.stored
 	})
 }
