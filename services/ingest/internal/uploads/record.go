@@ -256,10 +256,10 @@ func payloads(jobs []*job) (at, lens []*int32, all []byte) {
 		if j.inline == nil {
 			continue
 		}
-		// A batch holds at most batchSize uploads, each inline only when
-		// its event fits a NATS message (8 MiB at most): far below 2 GiB,
-		// the most an int4 offset reaches.
-		from, size := int32(len(all)+1), int32(len(j.inline)) // #nosec G115 -- see above
+		// A batch holds at most batchSize uploads, each inline only up to
+		// INLINE_THRESHOLD (under 1 MiB): 128 MiB in all at most, far
+		// below the 2 GiB an int4 offset reaches.
+		from, size := int32(len(all)+1), int32(len(j.inline)) // #nosec G115 -- at most 128 MiB in all, as said above
 		at[i], lens[i] = &from, &size
 		all = append(all, j.inline...)
 	}
