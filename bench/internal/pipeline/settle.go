@@ -66,5 +66,5 @@ func consumerInfo(ctx context.Context, js jetstream.JetStream, spec events.Consu
 	if err != nil {
 		return nil, err
 	}
-	return c.Info(ctx)
+	return c.CachedInfo(), nil // as the look-up just read it
 }
