@@ -35,42 +35,58 @@ func awaitQueued[T any](t *testing.T, b *batcher[T], n int) {
 
 // An item that finds a lane free is flushed at once, alone; the items that
 // arrive while every lane is busy are flushed together, as the next batch,
-// by one of them.
+// by one of them. With spill, a second lane does not open while the first
+// batch runs for less than spill: the batcher behaves as with one lane.
 func TestBatcherGroupsWhatArrivesWhileBusy(t *testing.T) {
 	t.Parallel()
-	var (
-		mu      sync.Mutex
-		batches [][]int
-	)
-	started, release := make(chan struct{}), make(chan struct{})
-	b := newBatcher(1, 100, 0, func(items []int) {
-		if items[0] == 0 {
-			close(started)
-			<-release // the first batch holds the only lane
-		}
-		mu.Lock()
-		batches = append(batches, slices.Clone(items))
-		mu.Unlock()
-	})
-	var wg sync.WaitGroup
-	wg.Go(func() { b.do(0) })
-	<-started
-	for i := 1; i <= 10; i++ {
-		wg.Go(func() { b.do(i) })
-	}
-	awaitQueued(t, b, 10)
-	close(release)
-	wg.Wait()
+	for _, tc := range []struct {
+		name  string
+		lanes int
+		spill time.Duration
+	}{
+		{"one lane", 1, 0},
+		{"two lanes within spill", 2, time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var (
+				mu      sync.Mutex
+				batches [][]int
+			)
+			started, release := make(chan struct{}), make(chan struct{})
+			b := newBatcher(tc.lanes, 100, tc.spill, func(items []int) {
+				if items[0] == 0 {
+					close(started)
+					<-release // the first batch holds the only lane in use
+				}
+				mu.Lock()
+				batches = append(batches, slices.Clone(items))
+				mu.Unlock()
+			})
+			var wg sync.WaitGroup
+			wg.Go(func() { b.do(0) })
+			<-started
+			for i := 1; i <= 10; i++ {
+				wg.Go(func() { b.do(i) })
+			}
+			awaitQueued(t, b, 10)
+			if busy, _ := b.load(); busy != 1 {
+				t.Errorf("while the first batch runs: %d lanes busy, want 1", busy)
+			}
+			close(release)
+			wg.Wait()
 
-	if len(batches) != 2 || !slices.Equal(batches[0], []int{0}) || len(batches[1]) != 10 {
-		t.Fatalf("batches: got %v, want [0] and then the other 10 together", batches)
-	}
-	slices.Sort(batches[1])
-	if !slices.Equal(batches[1], []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {
-		t.Errorf("second batch: got %v, want 1..10", batches[1])
-	}
-	if busy, queued := b.load(); busy != 0 || queued != 0 {
-		t.Errorf("after: %d lanes busy, %d queued; want none", busy, queued)
+			if len(batches) != 2 || !slices.Equal(batches[0], []int{0}) || len(batches[1]) != 10 {
+				t.Fatalf("batches: got %v, want [0] and then the other 10 together", batches)
+			}
+			slices.Sort(batches[1])
+			if !slices.Equal(batches[1], []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {
+				t.Errorf("second batch: got %v, want 1..10", batches[1])
+			}
+			if busy, queued := b.load(); busy != 0 || queued != 0 {
+				t.Errorf("after: %d lanes busy, %d queued; want none", busy, queued)
+			}
+		})
 	}
 }
 
@@ -143,42 +159,6 @@ func TestBatcherUnderLoad(t *testing.T) {
 	}
 	if busy, queued := b.load(); busy != 0 || queued != 0 {
 		t.Errorf("after: %d lanes busy, %d queued; want none", busy, queued)
-	}
-}
-
-// With spill, a second lane does not open while the first batch runs for
-// less than spill: the items behind it wait, and are flushed together once
-// it ends, as with one lane.
-func TestBatcherKeepsOneLaneWithinSpill(t *testing.T) {
-	t.Parallel()
-	var (
-		mu      sync.Mutex
-		batches [][]int
-	)
-	started, release := make(chan struct{}), make(chan struct{})
-	b := newBatcher(2, 100, time.Hour, func(items []int) {
-		if items[0] == 0 {
-			close(started)
-			<-release
-		}
-		mu.Lock()
-		batches = append(batches, slices.Clone(items))
-		mu.Unlock()
-	})
-	var wg sync.WaitGroup
-	wg.Go(func() { b.do(0) })
-	<-started
-	for i := 1; i <= 10; i++ {
-		wg.Go(func() { b.do(i) })
-	}
-	awaitQueued(t, b, 10)
-	if busy, _ := b.load(); busy != 1 {
-		t.Errorf("while the first batch runs: %d lanes busy, want 1", busy)
-	}
-	close(release)
-	wg.Wait()
-	if len(batches) != 2 || len(batches[1]) != 10 {
-		t.Errorf("batches: got %v, want [0] and then the other 10 together", batches)
 	}
 }
 
