@@ -11,7 +11,22 @@ import (
 // of them together when they end within StragglerWait of the start, or of
 // the previous group; otherwise those that ended, so that one slow side
 // effect (a large upload) does not hold the rest of its batch.
+//
+// A batch of one runs its side effect on the batch's own goroutine: there
+// is nothing to run beside it, and each hand-over to another goroutine is
+// a wake-up that a lone upload waits for.
 func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], flush func([]*job[R])) {
+	if len(jobs) == 1 {
+		j := jobs[0]
+		select {
+		case r.effects <- struct{}{}:
+			r.guardedEffect(ctx, j)
+		case <-ctx.Done():
+			j.fail(ctx.Err())
+		}
+		flush(jobs)
+		return
+	}
 	ended := make(chan *job[R], len(jobs))
 	r.workers.Go(func() {
 		for _, j := range jobs {
@@ -24,13 +39,7 @@ func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], flush func([
 			}
 			r.workers.Go(func() {
 				defer func() { ended <- j }()
-				defer func() { <-r.effects }()
-				defer func() {
-					if p := recover(); p != nil {
-						j.retry("panic", fmt.Errorf("panic: %v", p))
-					}
-				}()
-				r.runEffect(ctx, j)
+				r.guardedEffect(ctx, j)
 			})
 		}
 	})
@@ -63,6 +72,18 @@ func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], flush func([
 		flush(group)
 		group = nil
 	}
+}
+
+// guardedEffect runs the side effect of j (runEffect) holding one of the
+// runner's effect tokens, which it gives back; a panic retries j.
+func (r *Runner[R]) guardedEffect(ctx context.Context, j *job[R]) {
+	defer func() { <-r.effects }()
+	defer func() {
+		if p := recover(); p != nil {
+			j.retry("panic", fmt.Errorf("panic: %v", p))
+		}
+	}()
+	r.runEffect(ctx, j)
 }
 
 // runEffect runs the side effect of one claimed job, with its deadline, and

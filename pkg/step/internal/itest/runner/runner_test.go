@@ -338,6 +338,48 @@ func TestPanicIsRetried(t *testing.T) {
 	}
 }
 
+// A side effect that panics in a batch of several (run on goroutines of
+// their own, unlike a batch of one's) retries its message; the others are
+// recorded once.
+func TestPanicInABatchIsRetried(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, step.Options{BatchSize: 64, BatchWait: 100 * time.Millisecond, Concurrency: 8},
+		func(_ context.Context, ev *events.Event, call int) error {
+			if ev.ID == "panicky" && call == 1 {
+				panic("oops")
+			}
+			return nil
+		})
+	var mu sync.Mutex
+	largest := 0
+	h.inTx = func(items []step.Item[events.Blob]) []error {
+		mu.Lock()
+		defer mu.Unlock()
+		largest = max(largest, len(items))
+		return nil
+	}
+	ids := []string{"a", "b", "panicky", "c", "d"}
+	for _, id := range ids {
+		h.publish(id, []byte(id), id)
+	}
+	h.Start()
+	h.stored.AwaitIDs(t, len(ids), timeout)
+	for _, id := range ids {
+		want := 1
+		if id == "panicky" {
+			want = 2
+		}
+		if c := h.callsOf(id); c != want {
+			t.Errorf("%s: effect ran %d times, want %d", id, c, want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if largest < 2 {
+		t.Errorf("the largest batch recorded held %d messages: the test did not run a batch of several", largest)
+	}
+}
+
 // A panic while a batch is recorded (in the step's InTx) retries the batch,
 // while a slower side effect of the same batch is still running: nothing is
 // settled twice, and every upload ends recorded once.
