@@ -17,12 +17,8 @@ import (
 // a wake-up that a lone upload waits for.
 func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], flush func([]*job[R])) {
 	if len(jobs) == 1 {
-		j := jobs[0]
-		select {
-		case r.effects <- struct{}{}:
+		if j := jobs[0]; r.takeEffect(ctx, j) {
 			r.guardedEffect(ctx, j)
-		case <-ctx.Done():
-			j.fail(ctx.Err())
 		}
 		flush(jobs)
 		return
@@ -30,10 +26,7 @@ func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], flush func([
 	ended := make(chan *job[R], len(jobs))
 	r.workers.Go(func() {
 		for _, j := range jobs {
-			select {
-			case r.effects <- struct{}{}:
-			case <-ctx.Done():
-				j.fail(ctx.Err())
+			if !r.takeEffect(ctx, j) {
 				ended <- j
 				continue
 			}
@@ -74,8 +67,20 @@ func (r *Runner[R]) runEffects(ctx context.Context, jobs []*job[R], flush func([
 	}
 }
 
-// guardedEffect runs the side effect of j (runEffect) holding one of the
-// runner's effect tokens, which it gives back; a panic retries j.
+// takeEffect takes one of the runner's effect tokens for j (at most
+// Concurrency side effects run at once), or fails j if ctx ends first.
+func (r *Runner[R]) takeEffect(ctx context.Context, j *job[R]) bool {
+	select {
+	case r.effects <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		j.fail(ctx.Err())
+		return false
+	}
+}
+
+// guardedEffect runs the side effect of j (runEffect) holding the effect
+// token takeEffect took for it, which it gives back; a panic retries j.
 func (r *Runner[R]) guardedEffect(ctx context.Context, j *job[R]) {
 	defer func() { <-r.effects }()
 	defer func() {
