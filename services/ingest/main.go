@@ -29,7 +29,7 @@ import (
 const poolConns = 8
 
 func main() {
-	stepservice.Main("ingest", &config{Config: stepservice.Config{MetricsAddr: ":9100"}}, run)
+	stepservice.Main("ingest", &config{Config: stepservice.Config{MetricsAddr: ":9100", GCMinHeap: stepservice.DefaultGCMinHeap}}, run)
 }
 
 func run(ctx context.Context, cfg *config, log *slog.Logger) error {

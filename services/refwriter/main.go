@@ -40,7 +40,7 @@ type config struct {
 
 // defaults is the configuration before the environment is read.
 func defaults() *config {
-	return &config{Config: stepservice.Config{MetricsAddr: ":9102"}}
+	return &config{Config: stepservice.Config{MetricsAddr: ":9102", GCMinHeap: stepservice.DefaultGCMinHeap}}
 }
 
 func (c *config) Validate() error {

@@ -53,6 +53,15 @@ type Config struct {
 	// Only test builds (-tags blobref_failpoints) have them; a release
 	// build refuses a non-empty value.
 	Failpoints string `env:"BLOBREF_FAILPOINTS"`
+	// GCMinHeap is the heap size, in bytes, below which the garbage
+	// collector waits for more garbage (see DefaultGCMinHeap); 0 leaves
+	// Go's own floor (4 MiB). Above it the collector follows GOGC as
+	// usual.
+	GCMinHeap int64 `env:"GC_MIN_HEAP" envDefault:"16777216"`
+	// GOGC is Go's own setting, read here only to tell whether the
+	// operator set it: then GC_MIN_HEAP is not applied, and GOGC is as
+	// given.
+	GOGC string `env:"GOGC"`
 
 	// The streams' settings, when a service creates them. Their defaults
 	// are package events' (DefaultMaxAge, ...), filled in by Load.
@@ -317,6 +326,10 @@ func (c *Config) Validate() error {
 	}
 	if err := failpoint.Check(c.Failpoints); err != nil {
 		bad("BLOBREF_FAILPOINTS", "%v", err)
+	}
+	if c.GCMinHeap != 0 && (c.GCMinHeap < runtimeHeapMinimum || c.GCMinHeap > maxGCMinHeap) {
+		bad("GC_MIN_HEAP", "%d is neither 0 (Go's own) nor between %d (4 MiB) and %d (16 GiB) bytes",
+			c.GCMinHeap, runtimeHeapMinimum, int64(maxGCMinHeap))
 	}
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
 		bad("STREAM_REPLICAS", "%d is not between 1 and 5", c.StreamReplicas)

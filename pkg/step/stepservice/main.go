@@ -54,6 +54,9 @@ func Main[C interface {
 	if common.Failpoints != "" {
 		log.Warn("failpoints armed", "failpoints", common.Failpoints)
 	}
+	if common.GOGC == "" {
+		startHeapFloor(uint64(common.GCMinHeap)) // #nosec G115 -- validated: 0 or 4 MiB to 16 GiB
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, log); err != nil {

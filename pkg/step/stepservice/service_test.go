@@ -70,6 +70,7 @@ func TestLoadNamesTheBadSetting(t *testing.T) {
 		"OTEL_EXPORTER_OTLP_PROTOCOL":        "http/json",
 		"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp",
 		"OTEL_SDK_DISABLED":                  "maybe",
+		"GC_MIN_HEAP":                        "1048576",
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(name, value)
