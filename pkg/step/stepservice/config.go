@@ -56,8 +56,9 @@ type Config struct {
 	// GCMinHeap is the heap size, in bytes, below which the garbage
 	// collector waits for more garbage (see DefaultGCMinHeap); 0 leaves
 	// Go's own floor (4 MiB). Above it the collector follows GOGC as
-	// usual.
-	GCMinHeap int64 `env:"GC_MIN_HEAP" envDefault:"16777216"`
+	// usual. Its default is the service's: the value its main sets before
+	// Load, 0 if none.
+	GCMinHeap int64 `env:"GC_MIN_HEAP"`
 	// GOGC is Go's own setting, read here only to tell whether the
 	// operator set it: then GC_MIN_HEAP is not applied, and GOGC is as
 	// given.

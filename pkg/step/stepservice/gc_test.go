@@ -31,6 +31,13 @@ func TestFloorPercent(t *testing.T) {
 
 // A service's own default stands unless GC_MIN_HEAP is set, also to 0.
 func TestGCMinHeapDefaultIsTheServices(t *testing.T) {
+	var none Config
+	if err := Load(&none); err != nil {
+		t.Fatal(err)
+	}
+	if none.GCMinHeap != 0 {
+		t.Errorf("GC_MIN_HEAP unset, no default of the service's: got %d, want 0", none.GCMinHeap)
+	}
 	c := Config{GCMinHeap: DefaultGCMinHeap}
 	if err := Load(&c); err != nil {
 		t.Fatal(err)
