@@ -33,7 +33,7 @@ const runtimeHeapMinimum = 4 << 20
 
 // heapFloor raises GOGC after each collection just enough that the next
 // collection waits until the heap reaches min, and lowers it back to 100 as
-// the live heap grows towards half of min.
+// the live heap grows towards half of min. It never sets GOGC under 100.
 type heapFloor struct {
 	min uint64
 
@@ -110,7 +110,7 @@ func (f *heapFloor) adjust() {
 	}
 }
 
-// floorPercent is the GOGC that puts the heap goal at min, given the live
+// floorPercent is the GOGC that puts the heap goal at floor, given the live
 // heap and the stacks and globals a collection scans: the runtime's goal
 // is live + (live+scan)·GOGC/100, and at least 4 MiB·GOGC/100. It is never
 // under 100 (the floor only ever delays a collection) nor over what would
@@ -121,5 +121,5 @@ func floorPercent(floor, live, scan uint64) int {
 		p = max(p, (floor-live)*100/(live+scan))
 	}
 	p = min(p, max(100, floor*100/runtimeHeapMinimum))
-	return int(p)
+	return int(p) // #nosec G115 -- at most maxGCMinHeap·100/4 MiB (409,600) for a valid floor
 }
