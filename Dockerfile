@@ -12,8 +12,10 @@
 # (ingest's API listens on HTTP_ADDR, :8080 by default, besides the metrics port.)
 #
 # The build command is `make build`'s (same flags, same package paths:
-# services/<name>, else tools/<name>): release binaries, without the
-# failpoints that test builds compile in (-tags blobref_failpoints). A test
+# services/<name>, else tools/<name>): release binaries, with every blob
+# driver, without the failpoints that test builds compile in (-tags
+# blobref_failpoints), and without cloud.google.com/go/storage's DirectPath
+# gRPC dependencies (-tags disable_grpc_modules; see the Makefile). A test
 # in tools/devstack/internal/deploycheck keeps the two in step.
 
 ARG GO_VERSION=1.26
@@ -29,7 +31,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     pkg="services/${SERVICE}" && { test -f "${pkg}/main.go" || pkg="tools/${SERVICE}"; } \
     && test -n "${SERVICE}" && test -f "${pkg}/main.go" \
       || { echo "build with --build-arg SERVICE=<a directory under services/, or blobrefctl>" >&2; exit 1; } \
-    && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/service "./${pkg}"
+    && CGO_ENABLED=0 go build -trimpath -tags disable_grpc_modules -ldflags='-s -w' -o /out/service "./${pkg}"
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG SERVICE

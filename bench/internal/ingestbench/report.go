@@ -40,7 +40,7 @@ func (r *Report) Write(w io.Writer) error {
 	}
 	line("pipeline  nats-server %s with JetStream, PostgreSQL %s, a file:// bucket; a fresh store, schema and", r.NATSVersion, r.PostgresVersion)
 	line("          bucket per pipeline; ingest, blobwriter and refwriter each its own process; nats-server and this")
-	line("          tree's services built by %s with -trimpath -ldflags='-s -w'; TMPDIR %s", r.GoVersion, r.TempDir)
+	line("          tree's services built by %s with -trimpath -tags disable_grpc_modules -ldflags='-s -w'; TMPDIR %s", r.GoVersion, r.TempDir)
 	except := slices.Clone(r.ServiceEnv)
 	if u, err := url.Parse(c.DatabaseURL); err == nil {
 		for _, k := range slices.Sorted(maps.Keys(u.Query())) {

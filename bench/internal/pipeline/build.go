@@ -50,7 +50,7 @@ var packages = map[string]string{
 
 // buildFlags are the flags the Makefile and the Dockerfile build the
 // services with: what is measured is what ships (no -race).
-var buildFlags = []string{"-trimpath", "-ldflags=-s -w"}
+var buildFlags = []string{"-trimpath", "-tags", "disable_grpc_modules", "-ldflags=-s -w"}
 
 // Binaries are the programs built from the workspace, ready to run.
 type Binaries struct {
