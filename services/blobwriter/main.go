@@ -51,12 +51,8 @@ func (c *config) Validate() error {
 	return errors.Join(append(errs, c.Config.Validate(), c.ConsumerConfig.Validate())...)
 }
 
-// blobwriter keeps Go's own heap floor (GC_MIN_HEAP 0): its binary, which
-// carries every blob driver, is most of its RSS, and a 16 MiB floor added
-// 7 MiB to its peak with a 1 GiB upload to save 4% of its CPU
-// (docs/benchmarks.md, the fourteenth pass).
 func main() {
-	stepservice.Main("blobwriter", &config{Config: stepservice.Config{MetricsAddr: ":9101"}}, run)
+	stepservice.Main("blobwriter", &config{Config: stepservice.Config{MetricsAddr: ":9101", GCMinHeap: stepservice.DefaultGCMinHeap}}, run)
 }
 
 func run(ctx context.Context, cfg *config, log *slog.Logger) error {
