@@ -8,7 +8,7 @@
 // DirectPath dependencies of cloud.google.com/go/storage's gRPC transport
 // (xDS, RLS): gs:// URLs use the JSON API, which needs none of them (a gs://
 // URL with grpc=true does, on Google Cloud; build without the tag for it).
-// blobwriter's RSS at rest is 43 MiB without that tag, 34 MiB with it and
+// blobwriter's RSS at rest is 42 MiB without that tag, 34 MiB with it and
 // 22 MiB with file:// and mem:// only; at full load (bench/cmd/throughput,
 // file://) 63 MiB without it and 50–52 MiB with it. A deployment that uses
 // one store can build without the others too:
