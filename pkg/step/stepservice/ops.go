@@ -108,7 +108,10 @@ func writeStatus(w http.ResponseWriter, code int, body any) {
 	_ = json.NewEncoder(w).Encode(body)
 }
 
-// Run serves until ctx is done, then shuts the server down.
+// Run serves until ctx is done, then shuts the server down. The requests
+// still in flight then see their contexts done: a CPU profile or trace
+// being taken (PPROF_ENABLED) ends early with what it has, rather than
+// holding the service's exit past the shutdown's grace.
 func (o *Ops) Run(ctx context.Context) error {
 	if o.Addr == "" {
 		<-ctx.Done()
@@ -118,8 +121,13 @@ func (o *Ops) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ops: %w", err)
 	}
-	srv := &http.Server{Handler: o.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	if err := ServeUntil(ctx, srv, ln, 5*time.Second, nil); err != nil {
+	base, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	srv := &http.Server{
+		Handler: o.Handler(), ReadHeaderTimeout: 5 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return base },
+	}
+	if err := ServeUntil(ctx, srv, ln, 5*time.Second, stop); err != nil {
 		return fmt.Errorf("ops: %w", err)
 	}
 	return nil

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime/trace"
 	"strings"
 	"testing"
 	"time"
@@ -203,5 +206,64 @@ func TestDefaultsAreTheRuntimes(t *testing.T) {
 	}
 	if cfg.BatchSize != 16 || cfg.Concurrency != 3 || cfg.MaxInFlight != 256 || cfg.ShutdownTimeout != 10*time.Second {
 		t.Errorf("Load: got %+v, want the environment's batch size, the service's concurrency and the default window", cfg)
+	}
+}
+
+// A profile or trace being taken when the service stops ends with what it
+// has: the ops server shuts down within its grace and Run returns no error.
+func TestOpsStopsDuringATrace(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ops := &stepservice.Ops{Addr: addr, Registry: stepservice.NewRegistry(), Pprof: true}
+	ran := make(chan error, 1)
+	go func() { ran <- ops.Run(ctx) }()
+
+	got := make(chan int, 1)
+	go func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := http.Get("http://" + addr + "/debug/pprof/trace?seconds=60")
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				got <- resp.StatusCode
+				return
+			}
+			if time.Now().After(deadline) {
+				got <- 0
+				return
+			}
+			time.Sleep(10 * time.Millisecond) // the server is still starting
+		}
+	}()
+	// The trace runs in this process.
+	deadline := time.Now().Add(10 * time.Second)
+	for !trace.IsEnabled() {
+		if time.Now().After(deadline) {
+			t.Fatal("the trace request did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Errorf("Run during a trace: got %v, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of its context ending, during a 60s trace")
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("Run took %v to stop during a trace, want well within its 5s grace", d)
+	}
+	if code := <-got; code != http.StatusOK {
+		t.Errorf("the trace request: got %d, want 200 with what it had", code)
 	}
 }
