@@ -7,10 +7,8 @@
 package claimcheck
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"fmt"
 	"strings"
 	"time"
 
@@ -72,32 +70,4 @@ func BucketConfig(bucket string, ttl time.Duration, replicas int, maxBytes int64
 		Storage:     jetstream.FileStorage,
 		MaxBytes:    maxBytes,
 	}
-}
-
-// CreateBucket creates the staging bucket cfg describes, or updates it, and
-// has its stream answer reads from its leader only (AllowDirect off).
-// nats.go creates object stores with direct gets, which any replica
-// answers: in a cluster, a replica still catching up (a server just
-// restarted) answers that an object ingest staged, and JetStream
-// acknowledged, does not exist, and blobwriter would dead-letter the upload
-// as claim_missing. A claim check is read right after it is written, so it
-// needs the leader's answer.
-func CreateBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
-	store, err := js.CreateOrUpdateObjectStore(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	stream, err := js.Stream(ctx, streamName(cfg.Bucket))
-	if err != nil {
-		return nil, err
-	}
-	sc := stream.CachedInfo().Config
-	if !sc.AllowDirect {
-		return store, nil
-	}
-	sc.AllowDirect = false
-	if _, err := js.UpdateStream(ctx, sc); err != nil {
-		return nil, fmt.Errorf("leader reads: %w", err)
-	}
-	return js.ObjectStore(ctx, cfg.Bucket) // its handle reads through the leader now
 }

@@ -62,7 +62,7 @@ func (s *Staging) ensure(ctx context.Context) (jetstream.ObjectStore, error) {
 	if s.LookUp {
 		store, err = s.JS.ObjectStore(ctx, s.Bucket)
 	} else {
-		store, err = CreateBucket(ctx, s.JS, BucketConfig(s.Bucket, s.TTL, s.Replicas, s.MaxBytes))
+		store, err = s.JS.CreateOrUpdateObjectStore(ctx, BucketConfig(s.Bucket, s.TTL, s.Replicas, s.MaxBytes))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("staging bucket %s: %w", s.Bucket, err)

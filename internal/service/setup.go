@@ -51,7 +51,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, c *SetupConfig) ([]strin
 		done = append(done, fmt.Sprintf("stream %s: subjects %s, replicas %d, max age %s", s.Name, s.Subjects[0], s.Replicas, s.MaxAge))
 	}
 	bucket := claimcheck.BucketConfig(c.StagingBucket, c.StagingTTL, c.StreamReplicas, c.StagingMaxBytes)
-	if _, err := claimcheck.CreateBucket(ctx, js, bucket); err != nil {
+	if _, err := js.CreateOrUpdateObjectStore(ctx, bucket); err != nil {
 		return done, fmt.Errorf("staging bucket %s: %w", bucket.Bucket, err)
 	}
 	done = append(done, fmt.Sprintf("object store %s: ttl %s, replicas %d, max bytes %d", bucket.Bucket, bucket.TTL, bucket.Replicas, bucket.MaxBytes))
