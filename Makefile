@@ -14,7 +14,8 @@ BIN := bin
 # (tools/devstack/internal/deploycheck checks that they match). The one tag,
 # disable_grpc_modules, leaves out cloud.google.com/go/storage's DirectPath
 # gRPC dependencies (xDS, RLS), which gs:// over the JSON API never uses:
-# 9 MiB of every consumer's RSS (internal/blobdrivers).
+# 8 MiB of blobwriter's RSS at rest, 10-15 MiB of blobwriter's and
+# refwriter's at full load (internal/blobdrivers).
 SERVICES := ingest blobwriter refwriter notifier
 GO_BUILD_FLAGS := -trimpath -tags disable_grpc_modules -ldflags='-s -w'
 # Tests build with failpoints (package pkg/step/failpoint), which release
