@@ -44,13 +44,30 @@ const (
 // (see testtools.NATSServer). It must run inside the workspace.
 func Binary() (string, error) { return testtools.NATSServer() }
 
+// Limits is the configuration of a server whose Config names no file:
+// deploy/nats/nats.conf's payload limit and JetStream stores of a fixed
+// size. Left unset, nats-server sizes its file store at three quarters of
+// the disk's free space when it starts, and the reservations the services'
+// streams make (3.25 GiB with their defaults: UPLOADS 1 GiB, UPLOADS_DLQ
+// 256 MiB, the staging bucket 2 GiB) fail with "insufficient storage
+// resources" whenever the disk has less than 4.4 GiB free, as CI's once
+// had. The servers tests start store little, so a fixed size makes them
+// start alike on every disk.
+const Limits = `max_payload: 8MB
+jetstream {
+  max_memory_store: 64MB
+  max_file_store: 4GB
+}
+`
+
 // Config is how a server is started.
 type Config struct {
 	// StoreDir is JetStream's store directory. It may be left empty only
 	// when ConfigFile names one (nats-server refuses both).
 	StoreDir string
 	// ConfigFile, when set, is the server's configuration file; the
-	// listen address and port given here override it.
+	// listen address and port given here override it. Without one the
+	// server gets Limits, written beside StoreDir.
 	ConfigFile string
 	// Port is the client port on 127.0.0.1; 0 takes a free one (see
 	// freeport). It stays the same across restarts.
@@ -85,6 +102,12 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Port == 0 {
 		if cfg.Port, err = freeport.Port(); err != nil {
 			return nil, err
+		}
+	}
+	if cfg.ConfigFile == "" {
+		cfg.ConfigFile = filepath.Clean(cfg.StoreDir) + ".conf"
+		if err := os.WriteFile(cfg.ConfigFile, []byte(Limits), 0o600); err != nil {
+			return nil, fmt.Errorf("natsproc: %w", err)
 		}
 	}
 	s := &Server{bin: bin, cfg: cfg, logFile: filepath.Clean(cfg.StoreDir) + ".log"}

@@ -2,14 +2,20 @@ package natsproc
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blobref/blobref/internal/freeport"
 )
 
 // TestRestartAndKillKeepTheStore starts a server, stores a message, stops
@@ -85,5 +91,39 @@ func TestStartReportsABadConfiguration(t *testing.T) {
 	_, err := Start(Config{StoreDir: filepath.Join(dir, "store"), ConfigFile: conf})
 	if err == nil || !strings.Contains(err.Error(), "exited at start-up") || !strings.Contains(err.Error(), "max_file_store") {
 		t.Fatalf("got %v, want the server's exit with its complaint about max_file_store", err)
+	}
+}
+
+// TestLimitsWithoutAConfiguration: a server started without a
+// configuration file has Limits' JetStream store, not three quarters of
+// the disk's free space.
+func TestLimitsWithoutAConfiguration(t *testing.T) {
+	monitor, err := freeport.Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Config{StoreDir: filepath.Join(t.TempDir(), "store"), Args: []string{"-m", strconv.Itoa(monitor)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/varz", monitor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var varz struct {
+		JetStream struct {
+			Config struct {
+				MaxMemory  int64 `json:"max_memory"`
+				MaxStorage int64 `json:"max_storage"`
+			} `json:"config"`
+		} `json:"jetstream"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&varz); err != nil {
+		t.Fatal(err)
+	}
+	if got := varz.JetStream.Config; got.MaxStorage != 4<<30 || got.MaxMemory != 64<<20 {
+		t.Errorf("JetStream max storage %d, max memory %d; want Limits' %d and %d", got.MaxStorage, got.MaxMemory, 4<<30, 64<<20)
 	}
 }

@@ -40,21 +40,12 @@ type NATS struct {
 	StoreDir string
 }
 
-// natsConf holds the limits of a test server. Small limits keep many
-// parallel test servers cheap; the payload limit is deploy/nats/nats.conf's.
-const natsConf = `max_payload: 8MB
-jetstream {
-  max_memory_store: 64MB
-  max_file_store: 4GB
-}
-`
-
-// StartNATS starts a JetStream server for the test; the test's cleanup
-// stops it and, if the test failed, shows its warnings and errors
-// (ShowLog).
+// StartNATS starts a JetStream server for the test, with natsproc.Limits;
+// the test's cleanup stops it and, if the test failed, shows its warnings
+// and errors (ShowLog).
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
-	return StartNATSConf(t, natsConf)
+	return StartNATSConf(t, natsproc.Limits)
 }
 
 // StartNATSConf is StartNATS with the server configuration conf (limits

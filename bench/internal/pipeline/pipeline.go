@@ -162,8 +162,10 @@ func (p *Pipeline) StartServices(ctx context.Context, names ...string) error {
 	return nil
 }
 
-// startNATS writes a configuration like deploy/nats/nats.conf's, with the
-// store in Dir and a free port, starts nats-server and waits until it
+// startNATS writes a configuration like deploy/nats/nats.conf's (its
+// limits too, so that the streams' reservations do not depend on how much
+// of the disk is free: natsproc.Limits), with the store in Dir and a free
+// port, starts nats-server and waits until it
 // accepts a client.
 func (p *Pipeline) startNATS(ctx context.Context) error {
 	addr, err := freeport.Addr()
@@ -172,7 +174,7 @@ func (p *Pipeline) startNATS(ctx context.Context) error {
 	}
 	store := filepath.Join(p.cfg.Dir, "nats")
 	conf := filepath.Join(p.cfg.Dir, "nats.conf")
-	text := fmt.Sprintf("server_name: blobref-bench\nlisten: %q\nmax_payload: 8MB\njetstream {\n  store_dir: %q\n}\n", addr, store)
+	text := fmt.Sprintf("server_name: blobref-bench\nlisten: %q\nmax_payload: 8MB\njetstream {\n  store_dir: %q\n  max_memory_store: 256MB\n  max_file_store: 10GB\n}\n", addr, store)
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}

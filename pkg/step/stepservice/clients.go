@@ -182,8 +182,27 @@ func warnWithoutAutovacuum(ctx context.Context, pool *pgxpool.Pool, log *slog.Lo
 		"autovacuum", on)
 }
 
+// storeTooSmallHint is what Retry adds to JetStream's refusal to reserve a
+// stream's or bucket's bytes, which names neither the setting nor the sum.
+const storeTooSmallHint = "the JetStream server's file store (max_file_store; unset, three quarters of its disk's free space when it started) " +
+	"is smaller than what the streams and the staging bucket reserve together: STREAM_MAX_BYTES, DLQ_MAX_BYTES and ingest's STAGING_MAX_BYTES " +
+	"(once per replica on a cluster); raise the one or lower the others"
+
+// storeTooSmall says whether err is JetStream's "insufficient storage
+// resources available" (err_code 10047): a stream or bucket asked for
+// MaxBytes the server's file store cannot reserve.
+func storeTooSmall(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsStorageResourcesExceeded
+}
+
+// jsStorageResourcesExceeded is JetStream's err_code for a reservation
+// its file store cannot hold (nats.go names no constant for it).
+const jsStorageResourcesExceeded jetstream.ErrorCode = 10047
+
 // Retry calls fn until it succeeds or ctx is done, backing off up to 5s
-// between attempts and logging each failure.
+// between attempts and logging each failure, with a hint when the failure
+// is a JetStream store too small for the streams.
 func Retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
 	delay := 100 * time.Millisecond
 	for {
@@ -194,7 +213,11 @@ func Retry(ctx context.Context, log *slog.Logger, what string, fn func() error) 
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", what, errors.Join(err, ctx.Err()))
 		}
-		log.Warn("retrying", "what", what, "error", err, "delay", delay)
+		attrs := []any{"what", what, "error", err, "delay", delay}
+		if storeTooSmall(err) {
+			attrs = append(attrs, "hint", storeTooSmallHint)
+		}
+		log.Warn("retrying", attrs...)
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:

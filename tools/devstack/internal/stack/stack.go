@@ -411,6 +411,12 @@ func takenPorts(ports []int) string {
 	return "ports " + strings.Join(s, " and ") + " are taken"
 }
 
+// The embedded server's JetStream limits, deploy/nats/nats.conf's.
+const (
+	natsMaxMemory = 256 << 20
+	natsMaxStore  = 10 << 30
+)
+
 // embeddedNATS starts the JetStream server inside devstack.
 func (s *Stack) embeddedNATS(host string, port int, storeDir string) (jetStreamServer, error) {
 	opts := &server.Options{
@@ -421,6 +427,12 @@ func (s *Stack) embeddedNATS(host string, port int, storeDir string) (jetStreamS
 		StoreDir:   storeDir,
 		MaxPayload: 8 << 20,
 		NoSigs:     true,
+		// deploy/nats/nats.conf's limits. Left unset, the file store is
+		// three quarters of the disk's free space at start-up, and on a
+		// disk with less than 4.4 GiB free the services' streams (3.25 GiB
+		// reserved with their defaults) could not be created.
+		JetStreamMaxMemory: natsMaxMemory,
+		JetStreamMaxStore:  natsMaxStore,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -10,11 +10,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/blobref/blobref/internal/natsproc"
 	"github.com/blobref/blobref/internal/testenv"
@@ -395,5 +398,40 @@ func TestRedact(t *testing.T) {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q): got %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestEmbeddedNATSLimits: the embedded server's JetStream limits are
+// deploy/nats/nats.conf's, whatever the disk has free. (Not parallel: it
+// sets the passwords deploy's configuration takes from the environment.)
+func TestEmbeddedNATSLimits(t *testing.T) {
+	path := filepath.Join("..", "..", "..", "..", "deploy", "nats", "nats.conf")
+	text, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`\$([A-Z]+_NATS_PASSWORD)`).FindAllSubmatch(text, -1) {
+		t.Setenv(string(m[1]), "unused")
+	}
+	deploy, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := New(fakeConfig(t, fakeBin(t, graceful, graceful), &testenv.SyncBuffer{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := st.embeddedNATS("127.0.0.1", server.RANDOM_PORT, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Stop()
+	got := ns.(embedded).JetStreamConfig()
+	if got == nil {
+		t.Fatal("the embedded server runs without JetStream")
+	}
+	if got.MaxStore != deploy.JetStreamMaxStore || got.MaxMemory != deploy.JetStreamMaxMemory {
+		t.Errorf("embedded JetStream: max store %d, max memory %d; deploy/nats/nats.conf: %d, %d",
+			got.MaxStore, got.MaxMemory, deploy.JetStreamMaxStore, deploy.JetStreamMaxMemory)
 	}
 }

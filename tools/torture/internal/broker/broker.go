@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blobref/blobref/internal/freeport"
+	"github.com/blobref/blobref/internal/natsproc"
 	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/tools/torture/internal/proc"
 )
@@ -61,8 +62,14 @@ func Start(ctx context.Context, bin, dir string, size int) (*Broker, error) {
 		}
 		b.Nodes = append(b.Nodes, n)
 	}
+	// natsproc's limits, so that the streams' reservations do not depend
+	// on how much of the disk is free (natsproc.Limits).
+	conf := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(conf, []byte(natsproc.Limits), 0o600); err != nil {
+		return nil, err
+	}
 	for _, n := range b.Nodes {
-		n.args = []string{"-a", "127.0.0.1", "-p", fmt.Sprint(n.Port), "-js", "-sd", n.StoreDir, "-n", n.Name}
+		n.args = []string{"-c", conf, "-a", "127.0.0.1", "-p", fmt.Sprint(n.Port), "-js", "-sd", n.StoreDir, "-n", n.Name}
 		if size > 1 {
 			var routes []string
 			for _, o := range b.Nodes {

@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/blobref/blobref/internal/natsproc"
 	"github.com/blobref/blobref/internal/testenv"
+	"github.com/blobref/blobref/pkg/events"
 	"github.com/blobref/blobref/pkg/step/stepservice"
 )
 
@@ -118,5 +120,42 @@ func TestOpenPostgresWarnsWithoutAutovacuum(t *testing.T) {
 	}
 	if warned := strings.Contains(logs.String(), "autovacuum is off"); warned != (on != "on") {
 		t.Errorf("autovacuum %s: warned %v, want a warning only when it is off; logged:\n%s", on, warned, logs.String())
+	}
+}
+
+// SetUpStreams on a server whose file store is smaller than the streams'
+// reservation keeps retrying, and its warnings say which settings to
+// change; with a store large enough the same call succeeds.
+func TestSetUpStreamsNamesTheStoreTooSmall(t *testing.T) {
+	t.Parallel()
+	small := testenv.StartNATSConf(t, "jetstream {\n  max_file_store: 1GB\n}\n")
+	nc, err := nats.Connect(small.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testenv.SyncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	// UPLOADS (1 GiB) and UPLOADS_DLQ (256 MiB) by default: more than 1 GB.
+	if err := stepservice.SetUpStreams(ctx, js, stepservice.SetupAuto, events.StreamOptions{}, log); err == nil {
+		t.Fatal("SetUpStreams succeeded on a 1 GB store")
+	}
+	for _, want := range []string{"insufficient storage resources", "hint=", "max_file_store", "STREAM_MAX_BYTES", "STAGING_MAX_BYTES"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the warnings lack %q; logged:\n%s", want, logs.String())
+		}
+	}
+
+	ctx, cancel = context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	fits := events.StreamOptions{MaxBytes: 512 << 20, DLQMaxBytes: 64 << 20}
+	if err := stepservice.SetUpStreams(ctx, js, stepservice.SetupAuto, fits, log); err != nil {
+		t.Fatalf("SetUpStreams with streams that fit: %v", err)
 	}
 }
