@@ -48,7 +48,8 @@ type ObjectClaims struct {
 // The reader verifies the object's size and SHA-256 against its info before
 // it returns io.EOF: missing, surplus or altered bytes are an error, never a
 // short read. An object that does not exist, was deleted, or lost its
-// chunks is a PermanentError with reason events.ReasonClaimMissing; a link
+// chunks, as the bucket's leader sees it (getInfo), is a PermanentError
+// with reason events.ReasonClaimMissing; a link
 // to another object is one with reason events.ReasonInvalid.
 //
 // The reader stops when ctx is done; Close releases its consumer.
@@ -116,7 +117,7 @@ func (c ObjectClaims) lookup(ctx context.Context, bucket, name string) (objectIn
 	if err != nil {
 		return nil, nil, err
 	}
-	info, err := store.GetInfo(ctx, name)
+	info, err := c.getInfo(ctx, store, bucket, name)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -32,7 +32,7 @@ func (c ObjectClaims) Delete(ctx context.Context, dataref string) error {
 	if err != nil {
 		return fmt.Errorf("delete claim check %s: %w", dataref, err)
 	}
-	info, err := store.GetInfo(ctx, name)
+	info, err := c.getInfo(ctx, store, bucket, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil
 	}

@@ -224,7 +224,7 @@ func (r *objectReader) missing(ctx context.Context, stored uint64) error {
 func (r *objectReader) check(ctx context.Context) error {
 	ctx, cancel := r.claims.apiContext(ctx)
 	defer cancel()
-	now, err := r.store.GetInfo(ctx, r.info.Name)
+	now, err := r.claims.getInfo(ctx, r.store, r.info.Bucket, r.info.Name)
 	switch {
 	case errors.Is(err, jetstream.ErrObjectNotFound), errors.Is(err, jetstream.ErrBucketNotFound):
 		return fmt.Errorf("%w while read: %s/%s", errObjectGone, r.info.Bucket, r.info.Name)

@@ -5,11 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -308,6 +307,9 @@ func TestBlobWriter(t *testing.T) {
 	claimed := request(t, claimID, nil, sha256Hex(body))
 	wrong := request(t, testenv.ID("wrong"), nil, sha256Hex([]byte("other bytes")))
 	wrong.DataRef = events.ObjectRef(stagingBucket, claimID)
+	// Never staged: the claim reader asks the bucket's leader before it
+	// calls a claim check missing (claimcheck's getInfo).
+	missing := request(t, testenv.ID("missing"), nil, sha256Hex([]byte("never staged")))
 
 	stored := testenv.Subscribe(t, adm.nc, "uploads.blob.stored.>")
 	var mu sync.Mutex
@@ -349,7 +351,7 @@ func TestBlobWriter(t *testing.T) {
 			return events.NewBlobStored(ev, b, events.SourceBlobWriter)
 		},
 	})
-	for _, ev := range []*events.Event{inline, claimed, wrong} {
+	for _, ev := range []*events.Event{inline, claimed, wrong, missing} {
 		testenv.Publish(t, in.js, ev, ev.ID)
 	}
 	got := stored.Await(t, 2, within)
@@ -360,6 +362,9 @@ func TestBlobWriter(t *testing.T) {
 	}
 	if d, _ := testenv.AwaitDeadLetter(t, adm.js, events.RequestedSubject(wrong.ID), within); d.Reason != events.ReasonDigestMismatch {
 		t.Errorf("dead letter of %s: got reason %q, want %q", wrong.ID, d.Reason, events.ReasonDigestMismatch)
+	}
+	if d, _ := testenv.AwaitDeadLetter(t, adm.js, events.RequestedSubject(missing.ID), within); d.Reason != events.ReasonClaimMissing {
+		t.Errorf("dead letter of %s: got reason %q, want %q", missing.ID, d.Reason, events.ReasonClaimMissing)
 	}
 	mu.Lock()
 	if attempts[inline.ID] < 2 {
@@ -786,59 +791,20 @@ func runStep[R any](t *testing.T, c *client, s step.Step[R]) {
 	testenv.Run(t, r)
 }
 
-// readClaim reads the claim-checked bytes dataref names as blobwriter's
-// claim reader does (internal/claimcheck, ObjectClaims.Open):
-// the object's info, its chunks through an ordered pull consumer, a check
-// that the chunks are all still stored, and the consumer's deletion.
+// readClaim reads the claim-checked bytes dataref names with blobwriter's
+// claim reader (claimcheck.ObjectClaims.Open): the object's info, its
+// chunks through an ordered pull consumer, the consumer's deletion, and
+// for an object a replica does not find, the bucket leader's word.
 func readClaim(ctx context.Context, js jetstream.JetStream, dataref string) ([]byte, error) {
-	bucket, name, err := events.ParseObjectRef(dataref)
-	if err != nil {
-		return nil, step.Permanent(events.ReasonInvalid, err)
-	}
-	store, err := js.ObjectStore(ctx, bucket)
+	r, err := claimcheck.ObjectClaims{JS: js}.Open(ctx, dataref)
 	if err != nil {
 		return nil, err
 	}
-	info, err := store.GetInfo(ctx, name)
-	if err != nil {
-		return nil, err
+	data, err := io.ReadAll(r)
+	if cerr := r.Close(); err == nil {
+		err = cerr
 	}
-	stream, subject := "OBJ_"+bucket, "$O."+bucket+".C."+info.NUID
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{subject},
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
-		InactiveThreshold: 2 * time.Minute,
-		MaxResetAttempts:  5,
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = js.DeleteConsumer(context.WithoutCancel(ctx), stream, cons.CachedInfo().Name) }()
-	msgs, err := cons.Messages(jetstream.PullMaxMessages(2))
-	if err != nil {
-		return nil, err
-	}
-	defer msgs.Stop()
-	var buf bytes.Buffer
-	for range info.Chunks {
-		msg, err := msgs.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return nil, err
-		}
-		buf.Write(msg.Data())
-	}
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return nil, err
-	}
-	si, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
-	if err != nil {
-		return nil, err
-	}
-	if got := si.State.Subjects[subject]; got != uint64(info.Chunks) {
-		return nil, fmt.Errorf("object %s: %d chunks stored, want %d", name, got, info.Chunks)
-	}
-	return buf.Bytes(), nil
+	return data, err
 }
 
 // request builds a requested event: inline when data is set, else
@@ -919,24 +885,8 @@ func mustGetenv(t testing.TB, name string) string {
 func deleteClaim(t *testing.T, c *client, store jetstream.ObjectStore, name string) {
 	t.Helper()
 	ctx := t.Context()
-	info, err := store.GetInfo(ctx, name)
-	if err != nil {
-		t.Fatalf("GetInfo %s: %v", name, err)
-	}
-	gone := *info
-	gone.Deleted, gone.Size, gone.Chunks, gone.Digest = true, 0, 0, ""
-	data, err := json.Marshal(gone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta := nats.NewMsg("$O." + stagingBucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name)))
-	meta.Data = data
-	chunks := nats.NewMsg("$O." + stagingBucket + ".C." + info.NUID)
-	for _, m := range []*nats.Msg{meta, chunks} {
-		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-		if _, err := c.js.PublishMsg(ctx, m); err != nil {
-			t.Fatalf("delete %s: publish %s: %v", name, m.Subject, err)
-		}
+	if err := (claimcheck.ObjectClaims{JS: c.js}).Delete(ctx, events.ObjectRef(stagingBucket, name)); err != nil {
+		t.Fatalf("delete %s: %v", name, err)
 	}
 	if _, err := store.GetInfo(ctx, name); !errors.Is(err, jetstream.ErrObjectNotFound) {
 		t.Errorf("GetInfo %s after its deletion: got %v, want ErrObjectNotFound", name, err)
