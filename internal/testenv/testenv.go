@@ -97,6 +97,19 @@ func (n *NATS) Connect() (*nats.Conn, jetstream.JetStream) {
 // ConnectWith is Connect with the streams configured by o.
 func (n *NATS) ConnectWith(o events.StreamOptions) (*nats.Conn, jetstream.JetStream) {
 	n.t.Helper()
+	nc, js := n.ConnectBare()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := events.EnsureStreams(ctx, js, o); err != nil {
+		n.t.Fatalf("streams: %v", err)
+	}
+	return nc, js
+}
+
+// ConnectBare returns a client connection and JetStream context for the
+// test, creating nothing. Both are closed by the test's cleanup.
+func (n *NATS) ConnectBare() (*nats.Conn, jetstream.JetStream) {
+	n.t.Helper()
 	nc, err := nats.Connect(n.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		n.t.Fatalf("nats connect: %v", err)
@@ -105,11 +118,6 @@ func (n *NATS) ConnectWith(o events.StreamOptions) (*nats.Conn, jetstream.JetStr
 	js, err := jetstream.New(nc)
 	if err != nil {
 		n.t.Fatalf("jetstream: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := events.EnsureStreams(ctx, js, o); err != nil {
-		n.t.Fatalf("streams: %v", err)
 	}
 	return nc, js
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
@@ -128,16 +127,7 @@ func TestOpenPostgresWarnsWithoutAutovacuum(t *testing.T) {
 // change; with a store large enough the same call succeeds.
 func TestSetUpStreamsNamesTheStoreTooSmall(t *testing.T) {
 	t.Parallel()
-	small := testenv.StartNATSConf(t, "jetstream {\n  max_file_store: 1GB\n}\n")
-	nc, err := nats.Connect(small.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testenv.StartNATSConf(t, "jetstream {\n  max_file_store: 1GB\n}\n").ConnectBare()
 	logs := &testenv.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
