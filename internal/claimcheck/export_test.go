@@ -1,6 +1,11 @@
 package claimcheck
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
 
 // WithIdleCheck returns c with readers that look for their object every d
 // while no chunk comes, instead of every 10s.
@@ -20,4 +25,10 @@ var WindowChunks = windowChunks
 func WithAPITimeout(c ObjectClaims, d time.Duration) ObjectClaims {
 	c.apiTimeout = d
 	return c
+}
+
+// LeaderInfo reads the info of object name from the leader of bucket's
+// stream, as a reader does after a replica found nothing.
+func LeaderInfo(ctx context.Context, c ObjectClaims, bucket, name string) (*jetstream.ObjectInfo, error) {
+	return c.leaderInfo(ctx, bucket, name)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -52,7 +53,8 @@ func (c ObjectClaims) leaderInfo(ctx context.Context, bucket, name string) (*jet
 	var resp struct {
 		Error   *jetstream.APIError `json:"error"`
 		Message *struct {
-			Data []byte `json:"data"`
+			Data []byte    `json:"data"`
+			Time time.Time `json:"time"`
 		} `json:"message"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
@@ -75,6 +77,7 @@ func (c ObjectClaims) leaderInfo(ctx context.Context, bucket, name string) (*jet
 	if info.Deleted {
 		return nil, jetstream.ErrObjectNotFound
 	}
+	info.ModTime = resp.Message.Time // as GetInfo sets it
 	return &info, nil
 }
 

@@ -72,6 +72,18 @@ func TestClaimReaderAsksTheLeaderWhenAReplicaFindsNothing(t *testing.T) {
 	if forged.Load() == 0 {
 		t.Fatal("the reader never asked the stale replica: the test tests nothing")
 	}
+	// The leader's info is GetInfo's, modification time included.
+	want, err := c.staging.GetInfo(ctx, "stored")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := claimcheck.LeaderInfo(ctx, oc, "uploads-staging", "stored")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.NUID != want.NUID || got.Digest != want.Digest || got.Size != want.Size || !got.ModTime.Equal(want.ModTime) {
+		t.Errorf("the leader's info: got %+v, want GetInfo's %+v", got, want)
+	}
 
 	if err := oc.Delete(ctx, "nats-object://uploads-staging/stored"); err != nil {
 		t.Fatalf("Delete through a stale replica: %v", err)
