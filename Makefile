@@ -10,8 +10,9 @@ MAKEFLAGS += --no-print-directory
 
 GO ?= go
 BIN := bin
-# The services make build and the Dockerfile build, with the same flags
-# (tools/devstack/internal/deploycheck checks that they match). The one tag,
+# The services make build and the Dockerfile build, with the same flags,
+# which are internal/release's, the benchmarks' (tools/devstack/internal/
+# deploycheck checks that the three match). The one tag,
 # disable_grpc_modules, leaves out cloud.google.com/go/storage's DirectPath
 # gRPC dependencies (xDS, RLS), which gs:// over the JSON API never uses:
 # 8 MiB of blobwriter's RSS at rest, 10-15 MiB of blobwriter's and

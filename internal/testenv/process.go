@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/blobref/blobref/internal/freeport"
+	"github.com/blobref/blobref/internal/release"
 	"github.com/blobref/blobref/pkg/step/failpoint"
 )
 
@@ -29,7 +30,7 @@ func Build(dir string, paths ...string) error {
 // make build and the Dockerfile do: static, without failpoints or the race
 // detector.
 func BuildRelease(dir string, paths ...string) error {
-	return build(dir, []string{"-trimpath", "-tags", "disable_grpc_modules", "-ldflags=-s -w"}, []string{"CGO_ENABLED=0"}, paths)
+	return build(dir, release.BuildFlags(), []string{"CGO_ENABLED=0"}, paths)
 }
 
 func build(dir string, flags, env, paths []string) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/blobref/blobref/bench/internal/procstat"
 	"github.com/blobref/blobref/bench/internal/stats"
 	"github.com/blobref/blobref/bench/internal/texttable"
+	"github.com/blobref/blobref/internal/release"
 )
 
 // programs are the processes whose memory the report shows, in its order.
@@ -40,7 +41,7 @@ func (r *Report) Write(w io.Writer) error {
 	}
 	line("pipeline  nats-server %s with JetStream, PostgreSQL %s, a file:// bucket; a fresh store, schema and", r.NATSVersion, r.PostgresVersion)
 	line("          bucket per pipeline; ingest, blobwriter and refwriter each its own process; nats-server and this")
-	line("          tree's services built by %s with -trimpath -tags disable_grpc_modules -ldflags='-s -w'; TMPDIR %s", r.GoVersion, r.TempDir)
+	line("          tree's services built by %s with %s; TMPDIR %s", r.GoVersion, strings.Join(release.BuildFlags(), " "), r.TempDir)
 	except := slices.Clone(r.ServiceEnv)
 	if u, err := url.Parse(c.DatabaseURL); err == nil {
 		for _, k := range slices.Sorted(maps.Keys(u.Query())) {

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/blobref/blobref/internal/release"
 )
 
 // Names of the programs a pipeline runs.
@@ -47,10 +49,6 @@ var packages = map[string]string{
 	HTTPFloor:  "github.com/blobref/blobref/bench/cmd/httpfloor",
 	ChainFloor: "github.com/blobref/blobref/bench/cmd/chainfloor",
 }
-
-// buildFlags are the flags the Makefile and the Dockerfile build the
-// services with: what is measured is what ships (no -race).
-var buildFlags = []string{"-trimpath", "-tags", "disable_grpc_modules", "-ldflags=-s -w"}
 
 // Binaries are the programs built from the workspace, ready to run.
 type Binaries struct {
@@ -92,7 +90,8 @@ func Build(ctx context.Context, dir string, names ...string) (Binaries, error) {
 	if b.GoVersion, err = output(ctx, root, "go", "env", "GOVERSION"); err != nil {
 		return Binaries{}, err
 	}
-	args := append([]string{"build"}, buildFlags...)
+	// The services' release build: what is measured is what ships.
+	args := append([]string{"build"}, release.BuildFlags()...)
 	args = append(args, "-o", dir+string(filepath.Separator))
 	for _, name := range names {
 		pkg, ok := packages[name]

@@ -162,11 +162,11 @@ func (p *Pipeline) StartServices(ctx context.Context, names ...string) error {
 	return nil
 }
 
-// startNATS writes a configuration like deploy/nats/nats.conf's (its
-// limits too, so that the streams' reservations do not depend on how much
-// of the disk is free: natsproc.Limits), with the store in Dir and a free
-// port, starts nats-server and waits until it
-// accepts a client.
+// startNATS writes a configuration like deploy/nats/nats.conf's, its
+// JetStream limits included (unset, the file store would be three quarters
+// of the disk's free space, and the streams' reservations could fail on a
+// nearly full disk; see natsproc.Limits), with the store in Dir and a free
+// port, starts nats-server and waits until it accepts a client.
 func (p *Pipeline) startNATS(ctx context.Context) error {
 	addr, err := freeport.Addr()
 	if err != nil {

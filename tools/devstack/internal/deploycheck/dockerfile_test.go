@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/blobref/blobref/internal/release"
 )
 
 // instruction is one Dockerfile instruction with its continuation lines
@@ -57,20 +59,42 @@ func makeVar(t *testing.T, makefile, name string) string {
 	return strings.TrimSpace(m[1])
 }
 
-// releaseTags are the build tags of a release build: not the failpoints
-// (test builds only), and no blob driver left out, only the DirectPath gRPC
-// dependencies of cloud.google.com/go/storage, which gs:// does not use.
-const releaseTags = "-tags disable_grpc_modules"
+// shellWords splits s into words as a shell would, for flags quoted with
+// single quotes only: -ldflags='-s -w' is the word -ldflags=-s -w.
+func shellWords(s string) []string {
+	var words []string
+	var w strings.Builder
+	quoted, in := false, false
+	for _, r := range s {
+		switch {
+		case r == '\'':
+			quoted, in = !quoted, true
+		case r == ' ' && !quoted:
+			if in {
+				words, in = append(words, w.String()), false
+				w.Reset()
+			}
+		default:
+			w.WriteRune(r)
+			in = true
+		}
+	}
+	if in {
+		words = append(words, w.String())
+	}
+	return words
+}
 
 // TestDockerfileMatchesMakeBuild checks that the image builds a service, or
 // blobrefctl, as `make build` does: same flags, same package path, static,
-// and a release build (releaseTags and no other).
+// and a release build: the flags the benchmarks and the tests of release
+// builds use (release.BuildFlags), with no tag but its one.
 func TestDockerfileMatchesMakeBuild(t *testing.T) {
 	root := repoRoot(t)
 	makefile := readFile(t, filepath.Join(root, "Makefile"))
 	flags := makeVar(t, makefile, "GO_BUILD_FLAGS")
-	if strings.Count(flags, "-tags") != 1 || !strings.Contains(flags, releaseTags+" ") {
-		t.Errorf("Makefile GO_BUILD_FLAGS %q: want the release build's tags, %q, and no others", flags, releaseTags)
+	if got, want := shellWords(flags), release.BuildFlags(); !slices.Equal(got, want) {
+		t.Errorf("Makefile GO_BUILD_FLAGS %q: the words %q, want release.BuildFlags' %q", flags, got, want)
 	}
 	services(t, root) // SERVICES name real services
 	buildRecipe := regexp.MustCompile(`(?m)^\tCGO_ENABLED=0 \$\(GO\) build \$\(GO_BUILD_FLAGS\) -o \$\(BIN\)/ \$\(addprefix \./services/,\$\(SERVICES\)\) \./tools/devstack$`)
@@ -100,7 +124,7 @@ func TestDockerfileMatchesMakeBuild(t *testing.T) {
 		}
 	}
 	if strings.Count(builds[0].Args, "-tags") != 1 {
-		t.Errorf("Dockerfile line %d: build tags other than %q in a release image's build:\n%s", builds[0].Line, releaseTags, builds[0].Args)
+		t.Errorf("Dockerfile line %d: build tags besides GO_BUILD_FLAGS' in a release image's build:\n%s", builds[0].Line, builds[0].Args)
 	}
 }
 
@@ -183,6 +207,19 @@ func TestDockerignoreKeepsTheWorkspace(t *testing.T) {
 					t.Errorf(".dockerignore %q excludes %s, which the Go build needs", p, n)
 				}
 			}
+		}
+	}
+}
+
+func TestShellWords(t *testing.T) {
+	for in, want := range map[string][]string{
+		"-trimpath -tags disable_grpc_modules -ldflags='-s -w'": {"-trimpath", "-tags", "disable_grpc_modules", "-ldflags=-s -w"},
+		"  a  b ": {"a", "b"},
+		"''":      {""},
+		"":        nil,
+	} {
+		if got := shellWords(in); !slices.Equal(got, want) {
+			t.Errorf("shellWords(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
