@@ -2,7 +2,6 @@ package marker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -88,7 +87,7 @@ func (s *Store) ClaimAndCount(ctx context.Context, step string, ids []string, ds
 			case locked:
 				c.locks.Add(id)
 			case fp != nil:
-				c.markers[id] = Marker{UploadID: id, Step: step, Fingerprint: *fp, Result: append(json.RawMessage(nil), result...), CreatedAt: *created}
+				c.markers[id] = Marker{UploadID: id, Step: step, Fingerprint: *fp, Result: result, CreatedAt: *created}
 			}
 			return nil
 		}); err != nil {
@@ -99,9 +98,9 @@ func (s *Store) ClaimAndCount(ctx context.Context, step string, ids []string, ds
 			return err
 		}
 		m := Marker{Step: step}
-		if _, err := pgx.ForEachRow(rows, []any{&m.UploadID, &m.Fingerprint, &m.Result, &m.CreatedAt}, func() error {
+		if _, err := pgx.ForEachRow(rows, m.targets(&result), func() error {
 			if c.locks.Held(m.UploadID) {
-				m.Result = append(json.RawMessage(nil), m.Result...)
+				m.Result = result
 				c.markers[m.UploadID] = m
 			}
 			return nil

@@ -73,6 +73,15 @@ const selectMarkers = `
 		WHERE step = $1 AND upload_id = t.id LIMIT 1
 	) m`
 
+// targets are the Scan destinations of selectMarkers' columns, the result
+// into *result: a []byte receives a copy of the jsonb as it is, where a
+// json.RawMessage would be run through json.Unmarshal (pgx scans a
+// json.Unmarshaler so), checking JSON that Postgres has checked already.
+// Each row's copy is its own, so a marker can keep it.
+func (m *Marker) targets(result *[]byte) []any {
+	return []any{&m.UploadID, &m.Fingerprint, result, &m.CreatedAt}
+}
+
 // Get returns the marker of step for id; ok is false when there is none.
 func (s *Store) Get(ctx context.Context, id, step string) (m Marker, ok bool, err error) {
 	found, err := s.GetMany(ctx, step, []string{id})
@@ -100,8 +109,9 @@ func getMany(ctx context.Context, q querier, step string, ids []string) (map[str
 		return nil, err
 	}
 	m := Marker{Step: step}
-	_, err = pgx.ForEachRow(rows, []any{&m.UploadID, &m.Fingerprint, &m.Result, &m.CreatedAt}, func() error {
-		m.Result = append(json.RawMessage(nil), m.Result...)
+	var result []byte
+	_, err = pgx.ForEachRow(rows, m.targets(&result), func() error {
+		m.Result = result
 		found[m.UploadID] = m
 		return nil
 	})

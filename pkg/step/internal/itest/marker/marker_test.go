@@ -516,3 +516,50 @@ func TestQueuedRecord(t *testing.T) {
 		t.Errorf("markers: got %v", got)
 	}
 }
+
+// TestMarkersKeepTheirOwnResults reads several markers in one query, by
+// GetMany and by a batch claim: each keeps its own result, as stored.
+func TestMarkersKeepTheirOwnResults(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t)
+	s := marker.NewStore(pg.Pool)
+	ctx := context.Background()
+
+	ids := []string{"a", "b", "c"}
+	for i, id := range ids {
+		result := json.RawMessage(fmt.Sprintf(`{"n":%d,"id":%q}`, i, id))
+		if _, _, err := s.Record(ctx, marker.Marker{UploadID: id, Step: "blob", Fingerprint: "f" + id, Result: result}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(how string, m marker.Marker, ok bool, i int) {
+		t.Helper()
+		var got struct {
+			N  int    `json:"n"`
+			ID string `json:"id"`
+		}
+		if !ok {
+			t.Fatalf("%s: marker %s missing", how, ids[i])
+		}
+		if err := json.Unmarshal(m.Result, &got); err != nil || got.N != i || got.ID != ids[i] || m.Fingerprint != "f"+ids[i] {
+			t.Errorf("%s: marker %s: got %s (%v), fingerprint %s; want its own result", how, ids[i], m.Result, err, m.Fingerprint)
+		}
+	}
+	found, err := s.GetMany(ctx, "blob", ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		m, ok := found[id]
+		check("GetMany", m, ok, i)
+	}
+	cs, err := s.ClaimMany(ctx, "blob", ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Release()
+	for i, id := range ids {
+		m, ok := cs.Marker(id)
+		check("ClaimMany", m, ok, i)
+	}
+}
