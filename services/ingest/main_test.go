@@ -28,11 +28,11 @@ const testToken = "Zq3vX9pL2mN8rT4wY6bC1dF5gH7jK0sA"
 
 func TestLoadDefaults(t *testing.T) {
 	t.Setenv("AUTH_TOKENS", testToken+"=alice")
-	cfg := &config{Config: stepservice.Config{MetricsAddr: ":9100"}}
+	cfg := defaults()
 	if err := stepservice.Load(cfg); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	if cfg.HTTPAddr != ":8080" || cfg.MetricsAddr != ":9100" || cfg.MaxUploadSize != 1<<30 || cfg.InlineThreshold != 512<<10 ||
+	if cfg.HTTPAddr != ":8080" || cfg.MetricsAddr != ":9100" || cfg.GCMinHeap != 24<<20 || cfg.MaxUploadSize != 1<<30 || cfg.InlineThreshold != 512<<10 ||
 		cfg.StagingBucket != "uploads-staging" || cfg.StagingTTL != 72*time.Hour ||
 		cfg.StagingMaxBytes != service.DefaultStagingMaxBytes || cfg.WaitMax != 30*time.Second ||
 		cfg.RedriveAfter != 30*time.Second || !slices.Contains(cfg.AllowedContentTypes, "image/*") ||

@@ -7,9 +7,9 @@ import (
 	"sync"
 )
 
-// DefaultGCMinHeap is the GC_MIN_HEAP ingest, blobwriter and refwriter set
-// as their default (Config.GCMinHeap): the heap size below which a
-// service's garbage collector waits for more garbage.
+// DefaultGCMinHeap is the GC_MIN_HEAP blobwriter and refwriter set as their
+// default (Config.GCMinHeap; ingest sets a higher one of its own): the heap
+// size below which a service's garbage collector waits for more garbage.
 //
 // Go's collector runs each time the heap has grown by GOGC% (100) of what
 // the last collection found live, and no sooner than at 4 MiB. A service
