@@ -37,7 +37,9 @@ func (c ObjectClaims) getInfo(ctx context.Context, store objectInfoer, bucket, n
 // leader of the bucket's stream: a message get ($JS.API.STREAM.MSG.GET),
 // which only the leader answers, of the last message on the object's meta
 // subject. Errors are ObjectStore.GetInfo's: ErrObjectNotFound for no info
-// or a deleted object, ErrBucketNotFound for no bucket.
+// or a deleted object, ErrBucketNotFound for no bucket. The request is made
+// by hand: jetstream's Stream.GetLastMsgForSubject makes a direct get of
+// it, as an object store's stream allows them, which a replica answers.
 func (c ObjectClaims) leaderInfo(ctx context.Context, bucket, name string) (*jetstream.ObjectInfo, error) {
 	req, err := json.Marshal(struct {
 		LastFor string `json:"last_by_subj"`

@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/blobref/blobref/internal/freeport"
+	"github.com/blobref/blobref/internal/release"
 )
 
 // The bearer token ingest accepts, and the caller it stands for.
@@ -163,10 +164,9 @@ func (p *Pipeline) StartServices(ctx context.Context, names ...string) error {
 }
 
 // startNATS writes a configuration like deploy/nats/nats.conf's, its
-// JetStream limits included (unset, the file store would be three quarters
-// of the disk's free space, and the streams' reservations could fail on a
-// nearly full disk; see natsproc.Limits), with the store in Dir and a free
-// port, starts nats-server and waits until it accepts a client.
+// JetStream limits included (release.NATSMaxMemory and NATSMaxStore), with
+// the store in Dir and a free port, starts nats-server and waits until it
+// accepts a client.
 func (p *Pipeline) startNATS(ctx context.Context) error {
 	addr, err := freeport.Addr()
 	if err != nil {
@@ -174,7 +174,8 @@ func (p *Pipeline) startNATS(ctx context.Context) error {
 	}
 	store := filepath.Join(p.cfg.Dir, "nats")
 	conf := filepath.Join(p.cfg.Dir, "nats.conf")
-	text := fmt.Sprintf("server_name: blobref-bench\nlisten: %q\nmax_payload: 8MB\njetstream {\n  store_dir: %q\n  max_memory_store: 256MB\n  max_file_store: 10GB\n}\n", addr, store)
+	text := fmt.Sprintf("server_name: blobref-bench\nlisten: %q\nmax_payload: 8MB\njetstream {\n  store_dir: %q\n  max_memory_store: %d\n  max_file_store: %d\n}\n",
+		addr, store, release.NATSMaxMemory, release.NATSMaxStore)
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/blobref/blobref/internal/release"
 )
 
 // DefaultNATSPort is the port the NATS CLI and the services try first.
@@ -411,12 +413,6 @@ func takenPorts(ports []int) string {
 	return "ports " + strings.Join(s, " and ") + " are taken"
 }
 
-// The embedded server's JetStream limits, deploy/nats/nats.conf's.
-const (
-	natsMaxMemory = 256 << 20
-	natsMaxStore  = 10 << 30
-)
-
 // embeddedNATS starts the JetStream server inside devstack.
 func (s *Stack) embeddedNATS(host string, port int, storeDir string) (jetStreamServer, error) {
 	opts := &server.Options{
@@ -431,8 +427,8 @@ func (s *Stack) embeddedNATS(host string, port int, storeDir string) (jetStreamS
 		// three quarters of the disk's free space at start-up, and on a
 		// disk with less than 4.4 GiB free the services' streams (3.25 GiB
 		// reserved with their defaults) could not be created.
-		JetStreamMaxMemory: natsMaxMemory,
-		JetStreamMaxStore:  natsMaxStore,
+		JetStreamMaxMemory: release.NATSMaxMemory,
+		JetStreamMaxStore:  release.NATSMaxStore,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
