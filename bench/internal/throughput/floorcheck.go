@@ -117,3 +117,46 @@ func (r *Report) CeilingOf(name string) float64 {
 	}
 	return Ceiling(r.Machine.CPUs, costs...)
 }
+
+// RepublishFloor is the least CPU a republished request of configuration
+// name costs the machine, from floor (a), per event: the median over the
+// rounds. A republished request takes the path floor (a) measures, and
+// more: it is published, pulled, each step publishes its recorded result
+// again and the next step pulls it, every message acked; the steps also
+// look their markers up. In each round floor (a)'s nats-server part counts
+// at most at the republish's nats-server cost, and its client side at most
+// at the republish's clients (blobwriter, refwriter and the producer), as
+// a floor must cost no more than the work it stands for. 0 without floor
+// (a) or a republish.
+func (r *Report) RepublishFloor(name string) time.Duration {
+	if r.Floors == nil {
+		return 0
+	}
+	var values []float64
+	for _, cr := range r.Configs {
+		if cr.Name != name {
+			continue
+		}
+		for i := range min(len(r.Floors.JetStream), len(cr.Runs)) {
+			rp := cr.Runs[i].Republish
+			if rp == nil {
+				continue
+			}
+			a := r.Floors.JetStream[i]
+			server := min(a.PerUpload(floors.NATSServer).Total(), rp.Per(NATSServer).Total())
+			clients := min(a.PerUpload(floors.Bench).Total(),
+				rp.Per(BlobWriter).Total()+rp.Per(RefWriter).Total()+rp.Per(Bench).Total())
+			values = append(values, float64(server+clients))
+		}
+	}
+	if len(values) == 0 {
+		return 0
+	}
+	return time.Duration(stats.Summarize(values).Median)
+}
+
+// RepublishCeiling is the most republished events per second configuration
+// name allows on the machine: cores over RepublishFloor; 0 without it.
+func (r *Report) RepublishCeiling(name string) float64 {
+	return Ceiling(r.Machine.CPUs, r.RepublishFloor(name))
+}
