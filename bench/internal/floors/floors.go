@@ -6,7 +6,10 @@
 //     → publish → pull consume → publish with acks, and no side effects;
 //   - Bucket: the same objects written straight into the bucket with
 //     gocloud.dev/blob, at the services' concurrency;
-//   - Postgres: the same marker and reference rows inserted in batches.
+//   - Postgres: the same marker and reference rows inserted in batches;
+//   - MarkerLookups: those markers read back in batches, as a step that
+//     finds its marker reads it (what a republished request costs
+//     Postgres).
 //
 // Each reports its rate and the CPU time, user and system apart, of every
 // process it involves (nats-server, the Postgres backends of its
@@ -347,30 +350,50 @@ func write(ctx context.Context, bucket *blob.Bucket, u load.Upload) error {
 // first. Postgres's CPU is that of the processes backends lists: the
 // backends of databaseURL's connections.
 func Postgres(ctx context.Context, databaseURL string, backends func() ([]int, error), concurrency, batch int, set *load.Set) (Result, error) {
+	return inBatches(ctx, "postgres", databaseURL, backends, concurrency, batch, set, insert)
+}
+
+// MarkerLookups measures floor (d): what a step that finds its marker
+// reads, for each upload of set: its "blob" and "ref" markers with their
+// recorded results, one SELECT per step for batch uploads at a time (each
+// step's consumer looks its own markers up), by concurrency connections at
+// once. It reads the rows floor (c) wrote, so it runs after Postgres, on
+// the same schema; CPU is read as there.
+func MarkerLookups(ctx context.Context, databaseURL string, backends func() ([]int, error), concurrency, batch int, set *load.Set) (Result, error) {
+	return inBatches(ctx, "marker look-ups", databaseURL, backends, concurrency, batch, set, lookUp)
+}
+
+// inBatches runs do on set's completed uploads, batch at a time, from
+// concurrency connections to databaseURL at once, and measures it: the CPU
+// of the processes backends lists and this one's. It migrates the schema
+// first, and opens every connection before measuring. what names the floor
+// in errors.
+func inBatches(ctx context.Context, what, databaseURL string, backends func() ([]int, error), concurrency, batch int, set *load.Set,
+	do func(context.Context, *pgxpool.Pool, []*events.Event) error,
+) (Result, error) {
 	concurrency, batch = max(concurrency, 1), max(batch, 1)
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
-		return Result{}, fmt.Errorf("floors: postgres: %w", err)
+		return Result{}, fmt.Errorf("floors: %s: %w", what, err)
 	}
 	cfg.MaxConns = int32(concurrency) + 1
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return Result{}, fmt.Errorf("floors: postgres: %w", err)
+		return Result{}, fmt.Errorf("floors: %s: %w", what, err)
 	}
 	defer pool.Close()
 	if err := dbschema.Migrate(ctx, pool); err != nil {
-		return Result{}, fmt.Errorf("floors: postgres: %w", err)
+		return Result{}, fmt.Errorf("floors: %s: %w", what, err)
 	}
 	_, completed, err := set.Chain()
 	if err != nil {
 		return Result{}, err
 	}
-	// Open every connection before measuring.
 	var conns []*pgxpool.Conn
 	for range concurrency {
 		c, err := pool.Acquire(ctx)
 		if err != nil {
-			return Result{}, fmt.Errorf("floors: postgres: %w", err)
+			return Result{}, fmt.Errorf("floors: %s: %w", what, err)
 		}
 		conns = append(conns, c)
 	}
@@ -391,7 +414,7 @@ func Postgres(ctx context.Context, databaseURL string, backends func() ([]int, e
 					if from >= len(completed) {
 						return nil
 					}
-					if err := insert(gctx, pool, completed[from:min(from+batch, len(completed))]); err != nil {
+					if err := do(gctx, pool, completed[from:min(from+batch, len(completed))]); err != nil {
 						return err
 					}
 				}
@@ -400,9 +423,36 @@ func Postgres(ctx context.Context, databaseURL string, backends func() ([]int, e
 		return g.Wait()
 	})
 	if err != nil {
-		return Result{}, fmt.Errorf("floors: postgres: %w", err)
+		return Result{}, fmt.Errorf("floors: %s: %w", what, err)
 	}
 	return res, nil
+}
+
+// lookUp reads the markers of one batch of completed uploads, one
+// statement per step, and checks that it found them all.
+func lookUp(ctx context.Context, pool *pgxpool.Pool, batch []*events.Event) error {
+	ids := make([]string, len(batch))
+	for i, ev := range batch {
+		ids[i] = ev.ID
+	}
+	for _, step := range []string{events.StepBlob, events.StepRef} {
+		rows, err := pool.Query(ctx, `SELECT upload_id, fingerprint, result FROM step_markers WHERE step = $1 AND upload_id = ANY($2)`, step, ids)
+		if err != nil {
+			return fmt.Errorf("markers: %w", err)
+		}
+		var (
+			id, fp string
+			result []byte
+		)
+		found, err := pgx.ForEachRow(rows, []any{&id, &fp, &result}, func() error { return nil })
+		if err != nil {
+			return fmt.Errorf("markers: %w", err)
+		}
+		if int(found.RowsAffected()) != len(ids) {
+			return fmt.Errorf("markers: found %d %q markers of %d uploads", found.RowsAffected(), step, len(ids))
+		}
+	}
+	return nil
 }
 
 // insert writes the rows of one batch of completed uploads in one

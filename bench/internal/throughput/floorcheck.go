@@ -119,15 +119,16 @@ func (r *Report) CeilingOf(name string) float64 {
 }
 
 // RepublishFloor is the least CPU a republished request of configuration
-// name costs the machine, from floor (a), per event: the median over the
-// rounds. A republished request takes the path floor (a) measures, and
-// more: it is published, pulled, each step publishes its recorded result
-// again and the next step pulls it, every message acked; the steps also
-// look their markers up. In each round floor (a)'s nats-server part counts
-// at most at the republish's nats-server cost, and its client side at most
+// name costs the machine, per event, from floors (a) and (d): the median
+// over the rounds. A republished request takes floor (a)'s path (it is
+// published, pulled, each step publishes its recorded result again and the
+// next step pulls it, every message acked) and floor (d)'s (each step
+// reads its marker), and more. In each round the floors' nats-server part
+// counts at most at the republish's nats-server cost, their Postgres part
+// at most at the republish's Postgres cost, and their client side at most
 // at the republish's clients (blobwriter, refwriter and the producer), as
-// a floor must cost no more than the work it stands for. 0 without floor
-// (a) or a republish.
+// a floor must cost no more than the work it stands for. Without floor (d)
+// it is floor (a)'s; 0 without floor (a) or a republish.
 func (r *Report) RepublishFloor(name string) time.Duration {
 	if r.Floors == nil {
 		return 0
@@ -143,9 +144,19 @@ func (r *Report) RepublishFloor(name string) time.Duration {
 				continue
 			}
 			a := r.Floors.JetStream[i]
+			var d floors.Result
+			if i < len(r.Floors.Lookups) {
+				d = r.Floors.Lookups[i]
+			}
 			server := min(a.PerUpload(floors.NATSServer).Total(), rp.Per(NATSServer).Total())
-			clients := min(a.PerUpload(floors.Bench).Total(),
-				rp.Per(BlobWriter).Total()+rp.Per(RefWriter).Total()+rp.Per(Bench).Total())
+			if d.N > 0 {
+				server += min(d.PerUpload(floors.PostgresServer).Total(), rp.Per(Postgres).Total())
+			}
+			clients := a.PerUpload(floors.Bench).Total()
+			if d.N > 0 {
+				clients += d.PerUpload(floors.Bench).Total()
+			}
+			clients = min(clients, rp.Per(BlobWriter).Total()+rp.Per(RefWriter).Total()+rp.Per(Bench).Total())
 			values = append(values, float64(server+clients))
 		}
 	}

@@ -171,6 +171,9 @@ func (r *Report) writeFloors(line func(string, ...any), w io.Writer) {
 	line("(a) JetStream, the pipeline's shape: publish → pull → publish → pull → publish, acks, no side effects")
 	line("(b) the same objects into the bucket with gocloud.dev/blob (IfNotExist, metadata), %d writers", c.Concurrency)
 	line("(c) the same rows (2 markers, upload_refs, subject_refs) into Postgres, %d uploads per transaction, %d connections", c.Batch, c.Concurrency)
+	if len(f.Lookups) > 0 {
+		line("(d) those markers read back with their results, one SELECT per step for %d uploads, %d connections", c.Batch, c.Concurrency)
+	}
 	line("CPU µs per upload, median (min–max) of the rounds; bench is the floor's own client side")
 	var t texttable.Table
 	t.Row("stage", "process", "uploads/s", "user", "system", "total")
@@ -205,6 +208,7 @@ func (r *Report) writeFloors(line func(string, ...any), w io.Writer) {
 		row("(b) "+name+":// bucket", f.Bucket[name])
 	}
 	row("(c) Postgres rows", f.Postgres)
+	row("(d) marker look-ups", f.Lookups)
 	t.Write(w)
 
 	checks := r.FloorChecks()
@@ -262,9 +266,9 @@ func (r *Report) writeFloors(line func(string, ...any), w io.Writer) {
 		r.writeBreakdown(w, cr)
 		if floor := r.RepublishFloor(cr.Name); floor > 0 {
 			rp := cr.republishRate()
-			line("republish ceiling %s:// = %d cores / floor (a) %.0f µs = %.0f events/s (floor (a)'s nats-server and client",
+			line("republish ceiling %s:// = %d cores / floors (a) + (d) %.0f µs = %.0f events/s (their nats-server, Postgres and",
 				cr.Name, r.Machine.CPUs, us(floor), r.RepublishCeiling(cr.Name))
-			line("  sides each capped at the republish's own in its round); blobref republished %.0f events/s = %.2f of it", rp, rp/r.RepublishCeiling(cr.Name))
+			line("  client sides each capped at the republish's own in its round); blobref republished %.0f events/s = %.2f of it", rp, rp/r.RepublishCeiling(cr.Name))
 		}
 	}
 }

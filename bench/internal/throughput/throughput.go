@@ -160,6 +160,9 @@ type FloorResults struct {
 	// Bucket is floor (b) per configuration.
 	Bucket   map[string][]floors.Result
 	Postgres []floors.Result
+	// Lookups is floor (d), the markers of floor (c) read back: with floor
+	// (a), what a republished request costs at least.
+	Lookups []floors.Result
 }
 
 // BacklogResult is the memory phase.
@@ -363,6 +366,12 @@ func (b *bench) floors(ctx context.Context, run int, f *FloorResults) (err error
 		return err
 	}
 	f.Postgres = append(f.Postgres, r)
+	b.progress("round %d of %d: floor (d) marker look-ups", run, b.cfg.Runs)
+	r, err = floors.MarkerLookups(ctx, p.ClientURL(label), func() ([]int, error) { return p.Backends(label) }, b.cfg.Concurrency, b.cfg.Batch, set)
+	if err != nil {
+		return err
+	}
+	f.Lookups = append(f.Lookups, r)
 	return nil
 }
 
