@@ -45,6 +45,9 @@ type Level struct {
 	Checked pipeline.Checked
 	// Stages (the HTTP path) split its uploads' time at their events.
 	Stages Stages
+	// Batches is each service's mean batch over the phase, by name (none
+	// for a service that ran no batch, or serves no histogram of them).
+	Batches map[string]float64
 }
 
 // Rate is uploads ended per second: referenced on the HTTP path, accepted
@@ -131,6 +134,10 @@ func measurePhase(p *pipeline.Pipeline, clients int, f func() ([]sent, error)) (
 	if err != nil {
 		return Level{}, nil, err
 	}
+	batchesBefore, err := readBatches(context.Background(), p)
+	if err != nil {
+		return Level{}, nil, err
+	}
 	before, err := meter.Read()
 	if err != nil {
 		return Level{}, nil, err
@@ -146,11 +153,16 @@ func measurePhase(p *pipeline.Pipeline, clients int, f func() ([]sent, error)) (
 	if err != nil {
 		return Level{}, nil, err
 	}
+	batchesAfter, err := readBatches(context.Background(), p)
+	if err != nil {
+		return Level{}, nil, err
+	}
 	walAfter, err := p.WAL(context.Background())
 	if err != nil {
 		return Level{}, nil, err
 	}
-	l := Level{Clients: clients, N: len(recs), Usage: after.Sub(before), WAL: walAfter - walBefore}
+	l := Level{Clients: clients, N: len(recs), Usage: after.Sub(before), WAL: walAfter - walBefore,
+		Batches: meanBatches(batchesBefore, batchesAfter)}
 	if l.Peak, err = peaks(p); err != nil {
 		return Level{}, nil, err
 	}

@@ -210,6 +210,9 @@ type Round struct {
 	Accept *Level
 	// Bulk is the bulk phase (nil: skipped).
 	Bulk *load.Phase
+	// BulkBatches are the services' mean batches over the bulk phase, as
+	// Level.Batches.
+	BulkBatches map[string]float64
 	// Floor is the HTTP accept floor's phase (nil: skipped). Its Checked
 	// counts rows and JetStream messages.
 	Floor *Level

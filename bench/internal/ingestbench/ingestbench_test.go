@@ -3,6 +3,7 @@ package ingestbench
 import (
 	"bytes"
 	"context"
+	"maps"
 	"regexp"
 	"runtime"
 	"slices"
@@ -16,6 +17,8 @@ import (
 	"github.com/blobref/blobref/bench/internal/pipeline"
 	"github.com/blobref/blobref/bench/internal/procstat"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
 )
 
@@ -122,6 +125,18 @@ func TestSmoke(t *testing.T) {
 	if b := rd.Bulk; b.N != 100 || cost(b.Usage, b.N) <= 0 {
 		t.Errorf("bulk: got %d uploads costing %v; want 100 with CPU", b.N, cost(b.Usage, b.N))
 	}
+	// Every phase ran batches of at least one message in each service that
+	// had work in it: the bulk phase's requests bypass ingest's API.
+	for _, l := range append(rd.Levels, *rd.Accept) {
+		for _, h := range batchHistograms {
+			if l.Batches[h.service] < 1 {
+				t.Errorf("%d clients: %s's mean batch %v, want at least 1 (got %v)", l.Clients, h.service, l.Batches[h.service], l.Batches)
+			}
+		}
+	}
+	if b := rd.BulkBatches; b[pipeline.BlobWriter] < 1 || b[pipeline.RefWriter] < 1 || len(b) != 2 {
+		t.Errorf("bulk: mean batches %v, want blobwriter's and refwriter's, each at least 1, and none for ingest", b)
+	}
 	// ingest runs in the bulk phase, as deployed: its read model folds in
 	// the bulk path's events, and its connections are metered.
 	if _, ok := rd.Bulk.Usage.Parts[pipeline.Postgres][pipeline.Ingest]; !ok {
@@ -160,7 +175,7 @@ func TestSmoke(t *testing.T) {
 		"and 5 uploads' row and message (sha256 of the bytes): all whole",
 		"Latency floor: the least a chain of three processes does", "Latency floor (chainfloor), 1 client, done at 201",
 		"every upload's row, reference and two markers, and 5 objects", "1 client's p50 over the latency floor's",
-		"legs at 1 client, ms", "the latency floor's p50 in the same rounds",
+		"legs at 1 client, ms", "the latency floor's p50 in the same rounds", "Mean messages per batch, by service",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q", want)
@@ -338,5 +353,42 @@ func TestFormatBytes(t *testing.T) {
 		if got := formatBytes(n); got != want {
 			t.Errorf("%d: got %q, want %q", n, got, want)
 		}
+	}
+}
+
+// TestMeanBatches reads batch histograms as the services serve them and
+// takes a phase's mean batch from two readings.
+func TestMeanBatches(t *testing.T) {
+	t.Parallel()
+	const text = `# TYPE blobref_step_batch_messages histogram
+blobref_step_batch_messages_bucket{step="blob",le="+Inf"} 4
+blobref_step_batch_messages_sum{step="blob"} 40
+blobref_step_batch_messages_count{step="blob"} 4
+blobref_step_batch_messages_bucket{step="ref",le="+Inf"} 2
+blobref_step_batch_messages_sum{step="ref"} 6
+blobref_step_batch_messages_count{step="ref"} 2
+`
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := families["blobref_step_batch_messages"]
+	if got, ok := tallyOf(f, "ref"); !ok || got != (batchTally{sum: 6, count: 2}) {
+		t.Errorf("ref: got %+v, %v; want sum 6, count 2", got, ok)
+	}
+	if _, ok := tallyOf(f, "notify"); ok {
+		t.Error("a step without a series: got a tally")
+	}
+	if _, ok := tallyOf(families["blobref_ingest_batch_size"], ""); ok {
+		t.Error("a histogram not served: got a tally")
+	}
+	before := map[string]batchTally{pipeline.BlobWriter: {sum: 40, count: 4}, pipeline.RefWriter: {sum: 6, count: 2}}
+	after := map[string]batchTally{pipeline.BlobWriter: {sum: 140, count: 8}, pipeline.RefWriter: {sum: 6, count: 2}, pipeline.Ingest: {sum: 30, count: 3}}
+	got := meanBatches(before, after)
+	// blobwriter: 100 messages in 4 batches; refwriter ran none; ingest's
+	// first reading had none.
+	if want := map[string]float64{pipeline.BlobWriter: 25, pipeline.Ingest: 10}; !maps.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
 	}
 }

@@ -150,6 +150,9 @@ func (r *Report) writeVariant(w io.Writer, line func(string, ...any), v *Variant
 		}
 		r.writeCPU(w, line, v)
 		line("")
+		if r.writeBatches(w, line, v) {
+			line("")
+		}
 		line("checked after the phases: %d uploads' rows (upload_refs, subject_refs, both step markers) and %d objects", v.Checked.Uploads, v.Checked.Objects)
 		line("(size, sha256 of the bytes, sha256 metadata, content type): all whole")
 		if len(v.chains()) > 0 {

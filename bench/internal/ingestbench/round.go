@@ -37,11 +37,11 @@ func (b *bench) round(ctx context.Context, v *Variant, run int) (Round, error) {
 	}
 	if b.cfg.BulkUploads > 0 {
 		b.progress("round %d of %d, %s: bulk, %d request events straight to JetStream", run, b.cfg.Runs, v.Name, b.cfg.BulkUploads)
-		ph, err := b.bulk(ctx, v, run)
+		ph, batches, err := b.bulk(ctx, v, run)
 		if err != nil {
 			return r, fmt.Errorf("bulk: %w", err)
 		}
-		r.Bulk = &ph
+		r.Bulk, r.BulkBatches = &ph, batches
 	}
 	return r, nil
 }

@@ -11,6 +11,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // Process is one program of the pipeline running as a child process, its
@@ -130,4 +134,29 @@ func (p *Process) stop(timeout time.Duration) error {
 		<-p.done
 		return fmt.Errorf("%s did not stop within %s of SIGTERM: killed", p.Name, timeout)
 	}
+}
+
+// Metrics reads the service's /metrics, in Prometheus's text format.
+func (p *Process) Metrics(ctx context.Context) (map[string]*dto.MetricFamily, error) {
+	if p.MetricsAddr == "" {
+		return nil, fmt.Errorf("pipeline: %s serves no metrics", p.Name)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.MetricsAddr+"/metrics", nil)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %s: %w", p.Name, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %s metrics: %w", p.Name, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("pipeline: %s metrics: %s", p.Name, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %s metrics: %w", p.Name, err)
+	}
+	return families, nil
 }
