@@ -167,7 +167,20 @@ func (r *Report) RepublishFloor(name string) time.Duration {
 }
 
 // RepublishCeiling is the most republished events per second configuration
-// name allows on the machine: cores over RepublishFloor; 0 without it.
+// name allows on the machine: the lower of cores over RepublishFloor and
+// floor (a)'s rate (the median over the rounds). JetStream takes a stream's
+// messages on about one core, so floor (a), the pipeline's messages with
+// nothing else, runs at the most that one stream carries here; a republish
+// carries the same messages. 0 without a RepublishFloor.
 func (r *Report) RepublishCeiling(name string) float64 {
-	return Ceiling(r.Machine.CPUs, r.RepublishFloor(name))
+	byCPU := Ceiling(r.Machine.CPUs, r.RepublishFloor(name))
+	if byCPU == 0 {
+		return 0
+	}
+	return min(byCPU, r.floorARate())
+}
+
+// floorARate is floor (a)'s rate, uploads/s: the median over the rounds.
+func (r *Report) floorARate() float64 {
+	return stats.Summarize(collect(r.Floors.JetStream, floors.Result.Rate)).Median
 }

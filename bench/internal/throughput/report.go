@@ -266,9 +266,12 @@ func (r *Report) writeFloors(line func(string, ...any), w io.Writer) {
 		r.writeBreakdown(w, cr)
 		if floor := r.RepublishFloor(cr.Name); floor > 0 {
 			rp := cr.republishRate()
-			line("republish ceiling %s:// = %d cores / floors (a) + (d) %.0f µs = %.0f events/s (their nats-server, Postgres and",
-				cr.Name, r.Machine.CPUs, us(floor), r.RepublishCeiling(cr.Name))
-			line("  client sides each capped at the republish's own in its round); blobref republished %.0f events/s = %.2f of it", rp, rp/r.RepublishCeiling(cr.Name))
+			ceiling := r.RepublishCeiling(cr.Name)
+			line("republish ceiling %s:// = the lower of %d cores / floors (a) + (d) %.0f µs = %.0f events/s (their nats-server,",
+				cr.Name, r.Machine.CPUs, us(floor), Ceiling(r.Machine.CPUs, floor))
+			line("  Postgres and client sides each capped at the republish's own in its round) and floor (a)'s rate, %.0f/s (the", r.floorARate())
+			line("  most one stream carries: JetStream takes a stream's messages on about one core) = %.0f events/s;", ceiling)
+			line("  blobref republished %.0f events/s = %.2f of it", rp, rp/ceiling)
 		}
 	}
 }
@@ -372,7 +375,7 @@ func (r *Report) writeTargets(line func(string, ...any)) {
 			}
 		case Mem:
 			if f := r.Floors; f != nil && len(f.JetStream) > 0 {
-				floorA := stats.Summarize(collect(f.JetStream, floors.Result.Rate)).Median
+				floorA := r.floorARate()
 				line("mem:// ≥ %.1f of floor (a) (%.0f/s): %.2f, %s", TargetMemOfFloorA, floorA, rate/floorA, verdict(rate/floorA >= TargetMemOfFloorA, "")[2:])
 			}
 		}

@@ -68,6 +68,11 @@ func TestFloorChecks(t *testing.T) {
 	floor := func(cpu map[string]procstat.Times) floors.Result {
 		return floors.Result{N: n, Elapsed: time.Second, CPU: cpu}
 	}
+	// Floor (a) runs at 50,000 uploads/s, over what its CPU allows the
+	// republish (40,000 events/s, below).
+	floorA := func(cpu map[string]procstat.Times) floors.Result {
+		return floors.Result{N: n, Elapsed: 20 * time.Millisecond, CPU: cpu}
+	}
 	phase := func(cpu map[string]procstat.Times) Phase {
 		return Phase{
 			Result: load.Result{N: n, Elapsed: time.Second, Latency: [3]time.Duration{time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond}},
@@ -96,7 +101,7 @@ func TestFloorChecks(t *testing.T) {
 		Config:  Config{Uploads: n, Size: 4096, Runs: 2, Configs: []string{File}, Concurrency: 8, Batch: 100, Window: 10},
 		Machine: machine.Info{CPUs: 2},
 		Floors: &FloorResults{
-			JetStream: []floors.Result{floor(map[string]procstat.Times{floors.NATSServer: ms(20, 10), floors.Bench: ms(15, 5)}), floor(map[string]procstat.Times{floors.NATSServer: ms(20, 10), floors.Bench: ms(15, 5)})},
+			JetStream: []floors.Result{floorA(map[string]procstat.Times{floors.NATSServer: ms(20, 10), floors.Bench: ms(15, 5)}), floorA(map[string]procstat.Times{floors.NATSServer: ms(20, 10), floors.Bench: ms(15, 5)})},
 			Bucket:    map[string][]floors.Result{File: {floor(map[string]procstat.Times{floors.Bench: ms(100, 200)}), floor(map[string]procstat.Times{floors.Bench: ms(60, 40)})}},
 			Postgres:  []floors.Result{floor(map[string]procstat.Times{floors.PostgresServer: ms(30, 10), floors.Bench: ms(10, 0)}), floor(map[string]procstat.Times{floors.PostgresServer: ms(30, 10), floors.Bench: ms(10, 0)})},
 			Lookups:   []floors.Result{floor(map[string]procstat.Times{floors.PostgresServer: ms(5, 1), floors.Bench: ms(3, 0)}), floor(map[string]procstat.Times{floors.PostgresServer: ms(5, 1), floors.Bench: ms(3, 0)})},
@@ -139,7 +144,8 @@ func TestFloorChecks(t *testing.T) {
 	}
 	t.Logf("report:\n%s", out.String())
 	for _, want := range []string{
-		"republish ceiling file:// = 2 cores / floors (a) + (d) 50 µs = 40000 events/s",
+		"republish ceiling file:// = the lower of 2 cores / floors (a) + (d) 50 µs = 40000 events/s",
+		"and floor (a)'s rate, 50000/s", "= 40000 events/s;\n  blobref republished 1000 events/s = 0.03 of it",
 		"file:// republish ≥ 10000 events/s: 1000, MISS\n  republish ceiling 40000 events/s: within the ceiling",
 		"(d) marker look-ups",
 		"FLOOR ABOVE ITS STAGE", "(b) capped in 1 of 2 rounds", "= 8889 uploads/s", "1 of 6 above, MISS",
@@ -152,6 +158,22 @@ func TestFloorChecks(t *testing.T) {
 	// User and system apart: floor (b)'s 100 + 200 and 60 + 40 µs.
 	if !regexp.MustCompile(`\(b\) file:// bucket\s+bench\s+1000 \(1000–1000\)\s+80 \(60–100\)\s+120 \(40–200\)\s+200 \(100–300\)\n`).MatchString(out.String()) {
 		t.Error("report lacks floor (b)'s user, system and total times")
+	}
+
+	// Floor (a) at 5,000 uploads/s: its rate is the republish ceiling, and
+	// the 10,000 target is over it.
+	for i := range rep.Floors.JetStream {
+		rep.Floors.JetStream[i].Elapsed = 200 * time.Millisecond
+	}
+	if got := rep.RepublishCeiling(File); math.Abs(got-5000) > 1 {
+		t.Errorf("republish ceiling at floor (a)'s rate: got %.0f, want 5000", got)
+	}
+	out.Reset()
+	if err := rep.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	if want := "republish ceiling 5000 events/s: OUT OF REACH on this machine"; !strings.Contains(out.String(), want) {
+		t.Errorf("report lacks %q", want)
 	}
 }
 
