@@ -8,8 +8,9 @@
 // RSS of the services, each the median of -runs rounds; the floors of each
 // stage alone, measured at the start of each round and held against their
 // stage's cost in the same round, and the ceiling they set; a paced run at
-// half the maximum rate; the republish path and its ceiling (floor (a) and
-// floor (d), the markers read back); and, with -backlog, the
+// half the maximum rate; the republish path and its ceiling (floor (a′),
+// floor (a) again on the stream it left, and floor (d), the markers read
+// back); and, with -backlog, the
 // services' memory with that many requests pending. After each run a sample
 // of -check uploads is checked whole: rows and objects. `make bench` and
 // `make bench-backlog` run it; it must run inside the repository.

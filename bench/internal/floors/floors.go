@@ -4,6 +4,8 @@
 //
 //   - JetStream: the pipeline's shape of messaging, publish → pull consume
 //     → publish → pull consume → publish with acks, and no side effects;
+//     and, if asked, the same again on the stream the first pass left, as
+//     a republish meets it;
 //   - Bucket: the same objects written straight into the bucket with
 //     gocloud.dev/blob, at the services' concurrency;
 //   - Postgres: the same marker and reference rows inserted in batches;
@@ -107,6 +109,22 @@ type JetStreamOptions struct {
 	Window int
 	// Batch is how many messages a stage pulls at once.
 	Batch int
+	// Again: once the uploads are through, publish them all again and
+	// measure that pass too (JetStreamResults.Again).
+	Again bool
+}
+
+// JetStreamResults are floor (a)'s passes.
+type JetStreamResults struct {
+	// First is the uploads through a fresh stream: floor (a).
+	First Result
+	// Again is the same uploads published again once First is over, with
+	// fresh Nats-Msg-Ids, into the stream that holds First's messages and
+	// through the same consumers, as a republish sends them (a zero Result
+	// without JetStreamOptions.Again): floor (a) as a republish meets
+	// JetStream, with a stream three times the uploads long and their
+	// message ids in its de-duplication window.
+	Again Result
 }
 
 // JetStream measures floor (a): the uploads of set published to
@@ -117,32 +135,39 @@ type JetStreamOptions struct {
 // pkg/events beforehand); nothing decodes them. Every party has its own
 // connection, as the pipeline's processes do. Elapsed runs from the first
 // publish to the last completed event.
-func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (Result, error) {
+func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (JetStreamResults, error) {
 	o.Window, o.Batch = max(o.Window, 1), max(o.Batch, 1)
+	passes := []string{""}
+	if o.Again {
+		passes = append(passes, "-again")
+	}
 	stored, completed, err := set.Chain()
 	if err != nil {
-		return Result{}, err
+		return JetStreamResults{}, err
 	}
-	requests, err := set.Msgs("")
-	if err != nil {
-		return Result{}, err
-	}
-	next := func(evs []*events.Event, step string) ([]*nats.Msg, error) {
+	// Each pass's messages: its requests and each stage's next event, with
+	// Nats-Msg-Ids of the pass's own.
+	type pass struct{ requests, stored, completed []*nats.Msg }
+	next := func(evs []*events.Event, step, suffix string) ([]*nats.Msg, error) {
 		out := make([]*nats.Msg, len(evs))
 		for i, ev := range evs {
-			if out[i], err = ev.Msg("floor-" + step + "/" + ev.ID); err != nil {
+			if out[i], err = ev.Msg("floor-" + step + "/" + ev.ID + suffix); err != nil {
 				return nil, err
 			}
 		}
 		return out, nil
 	}
-	storedMsgs, err := next(stored, events.StepBlob)
-	if err != nil {
-		return Result{}, err
-	}
-	completedMsgs, err := next(completed, events.StepRef)
-	if err != nil {
-		return Result{}, err
+	msgs := make([]pass, len(passes))
+	for i, suffix := range passes {
+		if msgs[i].requests, err = set.Msgs(suffix); err != nil {
+			return JetStreamResults{}, err
+		}
+		if msgs[i].stored, err = next(stored, events.StepBlob, suffix); err != nil {
+			return JetStreamResults{}, err
+		}
+		if msgs[i].completed, err = next(completed, events.StepRef, suffix); err != nil {
+			return JetStreamResults{}, err
+		}
 	}
 
 	var conns []*nats.Conn
@@ -161,68 +186,87 @@ func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (Result, 
 	}
 	pnc, err := connect("producer")
 	if err != nil {
-		return Result{}, err
+		return JetStreamResults{}, err
 	}
 	producer, err := load.NewProducer(pnc, o.Window)
 	if err != nil {
-		return Result{}, err
+		return JetStreamResults{}, err
 	}
 	if err := events.EnsureStreams(ctx, producer.JetStream(), events.StreamOptions{}); err != nil {
-		return Result{}, fmt.Errorf("floors: %w", err)
+		return JetStreamResults{}, fmt.Errorf("floors: %w", err)
 	}
 	tnc, err := connect("tracker")
 	if err != nil {
-		return Result{}, err
+		return JetStreamResults{}, err
 	}
-	tracker, err := load.Track(tnc)
-	if err != nil {
-		return Result{}, err
-	}
-	defer tracker.Close()
 
+	// The stages' next events: those of the pass under way. A pass starts
+	// once the last one's completed events are all in, so no stage relays
+	// a message of the last pass after the swap.
+	var storedNext, completedNext atomic.Pointer[[]*nats.Msg]
 	stages := []struct {
 		spec events.ConsumerSpec
-		next []*nats.Msg
-	}{{events.BlobWriterConsumer, storedMsgs}, {events.RefWriterConsumer, completedMsgs}}
+		next *atomic.Pointer[[]*nats.Msg]
+	}{{events.BlobWriterConsumer, &storedNext}, {events.RefWriterConsumer, &completedNext}}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	g, gctx := errgroup.WithContext(sctx)
 	for _, st := range stages {
 		nc, err := connect(st.spec.Durable)
 		if err != nil {
-			return Result{}, err
+			return JetStreamResults{}, err
 		}
 		js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(o.Window))
 		if err != nil {
-			return Result{}, fmt.Errorf("floors: %w", err)
+			return JetStreamResults{}, fmt.Errorf("floors: %w", err)
 		}
 		cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
 			Durable: "floor-" + st.spec.Durable, FilterSubject: st.spec.FilterSubject,
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: max(1000, 2*o.Batch),
 		})
 		if err != nil {
-			return Result{}, fmt.Errorf("floors: consumer: %w", err)
+			return JetStreamResults{}, fmt.Errorf("floors: consumer: %w", err)
 		}
 		g.Go(func() error { return relay(gctx, js, cons, set, st.next, o.Batch) })
 	}
 
 	ids := set.IDs()
-	res, err := measure(natsMeter(o.PID), len(requests), func() error {
-		published := make([]int64, len(requests))
-		if err := producer.Publish(gctx, requests, published, 0); err != nil {
-			return err
+	meter := natsMeter(o.PID)
+	results := make([]Result, len(passes))
+	for i, m := range msgs {
+		storedNext.Store(&m.stored)
+		completedNext.Store(&m.completed)
+		// A tracker of the pass's own: the last one saw these uploads
+		// complete.
+		var tracker *load.Tracker
+		if tracker, err = load.Track(tnc); err != nil {
+			break
 		}
-		_, err := tracker.Wait(gctx, ids, nil, time.Minute)
-		return err
-	})
+		results[i], err = measure(meter, len(m.requests), func() error {
+			published := make([]int64, len(m.requests))
+			if err := producer.Publish(gctx, m.requests, published, 0); err != nil {
+				return err
+			}
+			_, err := tracker.Wait(gctx, ids, nil, time.Minute)
+			return err
+		})
+		tracker.Close()
+		if err != nil {
+			break
+		}
+	}
 	stop()
 	if gerr := g.Wait(); err == nil && gerr != nil && !errors.Is(gerr, context.Canceled) {
 		err = gerr
 	}
 	if err != nil {
-		return Result{}, fmt.Errorf("floors: jetstream: %w", err)
+		return JetStreamResults{}, fmt.Errorf("floors: jetstream: %w", err)
 	}
-	return res, nil
+	out := JetStreamResults{First: results[0]}
+	if o.Again {
+		out.Again = results[1]
+	}
+	return out, nil
 }
 
 func natsMeter(pid int) *procstat.Meter {
@@ -233,9 +277,9 @@ func natsMeter(pid int) *procstat.Meter {
 }
 
 // relay is one stage of floor (a): pull up to batch messages, publish the
-// next event of each asynchronously, and ack each message once its publish
+// next event of each (the pass's, from next) asynchronously, and ack each message once its publish
 // is acknowledged, until ctx ends.
-func relay(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer, set *load.Set, next []*nats.Msg, batch int) error {
+func relay(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer, set *load.Set, next *atomic.Pointer[[]*nats.Msg], batch int) error {
 	type inflight struct {
 		msg jetstream.Msg
 		paf jetstream.PubAckFuture
@@ -272,7 +316,7 @@ func relay(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer,
 				cancel()
 				return fmt.Errorf("a message on %s, not of this floor", subject)
 			}
-			paf, err := js.PublishMsgAsync(next[i], jetstream.WithStallWait(time.Minute))
+			paf, err := js.PublishMsgAsync((*next.Load())[i], jetstream.WithStallWait(time.Minute))
 			if err != nil {
 				cancel()
 				return fmt.Errorf("publish: %w", err)

@@ -169,6 +169,9 @@ func (r *Report) writeFloors(line func(string, ...any), w io.Writer) {
 	f, c := r.Floors, r.Config
 	line("== floors: each stage alone, measured at the start of each round, %d uploads of %d bytes ==", c.Uploads, c.Size)
 	line("(a) JetStream, the pipeline's shape: publish → pull → publish → pull → publish, acks, no side effects")
+	if len(f.JetStreamAgain) > 0 {
+		line("(a′) the same uploads through (a) again, fresh message ids, on the stream (a) left: what a republish meets")
+	}
 	line("(b) the same objects into the bucket with gocloud.dev/blob (IfNotExist, metadata), %d writers", c.Concurrency)
 	line("(c) the same rows (2 markers, upload_refs, subject_refs) into Postgres, %d uploads per transaction, %d connections", c.Batch, c.Concurrency)
 	if len(f.Lookups) > 0 {
@@ -204,6 +207,7 @@ func (r *Report) writeFloors(line func(string, ...any), w io.Writer) {
 		}
 	}
 	row("(a) JetStream", f.JetStream)
+	row("(a′) (a) again", f.JetStreamAgain)
 	for _, name := range c.Configs {
 		row("(b) "+name+":// bucket", f.Bucket[name])
 	}
@@ -267,9 +271,10 @@ func (r *Report) writeFloors(line func(string, ...any), w io.Writer) {
 		if floor := r.RepublishFloor(cr.Name); floor > 0 {
 			rp := cr.republishRate()
 			ceiling := r.RepublishCeiling(cr.Name)
-			line("republish ceiling %s:// = the lower of %d cores / floors (a) + (d) %.0f µs = %.0f events/s (their nats-server,",
-				cr.Name, r.Machine.CPUs, us(floor), Ceiling(r.Machine.CPUs, floor))
-			line("  Postgres and client sides each capped at the republish's own in its round) and floor (a)'s rate, %.0f/s (the", r.floorARate())
+			a := r.republishJetStreamFloor()
+			line("republish ceiling %s:// = the lower of %d cores / floors %s + (d) %.0f µs = %.0f events/s (their nats-server,",
+				cr.Name, r.Machine.CPUs, a.label, us(floor), Ceiling(r.Machine.CPUs, floor))
+			line("  Postgres and client sides each capped at the republish's own in its round) and floor %s's rate, %.0f/s (the", a.label, a.rate())
 			line("  most one stream carries: JetStream takes a stream's messages on about one core) = %.0f events/s;", ceiling)
 			line("  blobref republished %.0f events/s = %.2f of it", rp, rp/ceiling)
 		}

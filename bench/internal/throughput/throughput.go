@@ -5,8 +5,8 @@
 // the floors of each stage alone (package floors), measured in rounds
 // interleaved with the pipeline's runs and held against the stage's cost in
 // the same round, and the ceiling they put on the machine; a paced load at
-// half the maximum rate; the republish path and the ceiling floors (a) and
-// (d) put on it; and the services' memory under
+// half the maximum rate; the republish path and the ceiling floors (a′)
+// and (d) put on it; and the services' memory under
 // a backlog of pending requests. After each run a sample of the uploads is
 // checked whole (rows and objects), not only their completed events.
 //
@@ -158,11 +158,15 @@ type ConfigResult struct {
 // FloorResults are the floors' runs, one per round.
 type FloorResults struct {
 	JetStream []floors.Result
+	// JetStreamAgain is floor (a) run again on its own stream once its
+	// first pass is over (floors.JetStreamResults.Again), when the rounds
+	// republish: floor (a′), what JetStream carries at most in a republish.
+	JetStreamAgain []floors.Result
 	// Bucket is floor (b) per configuration.
 	Bucket   map[string][]floors.Result
 	Postgres []floors.Result
 	// Lookups is floor (d), the markers of floor (c) read back: with floor
-	// (a), what a republished request costs at least.
+	// (a′), what a republished request costs at least.
 	Lookups []floors.Result
 }
 
@@ -343,11 +347,14 @@ func (b *bench) floors(ctx context.Context, run int, f *FloorResults) (err error
 	defer func() { err = errors.Join(err, p.Stop()) }()
 	nats := p.Process(pipeline.NATSServer)
 	b.progress("round %d of %d: floor (a) JetStream", run, b.cfg.Runs)
-	r, err := floors.JetStream(ctx, floors.JetStreamOptions{URL: p.NATSURL, PID: nats.PID(), Window: b.cfg.Window, Batch: b.cfg.Batch}, set)
+	js, err := floors.JetStream(ctx, floors.JetStreamOptions{URL: p.NATSURL, PID: nats.PID(), Window: b.cfg.Window, Batch: b.cfg.Batch, Again: b.cfg.Republish}, set)
 	if err != nil {
 		return err
 	}
-	f.JetStream = append(f.JetStream, r)
+	f.JetStream = append(f.JetStream, js.First)
+	if b.cfg.Republish {
+		f.JetStreamAgain = append(f.JetStreamAgain, js.Again)
+	}
 	for _, name := range b.cfg.Configs {
 		b.progress("round %d of %d: floor (b) %s:// bucket", run, b.cfg.Runs, name)
 		url := "mem://"
@@ -362,7 +369,7 @@ func (b *bench) floors(ctx context.Context, run int, f *FloorResults) (err error
 	}
 	b.progress("round %d of %d: floor (c) Postgres", run, b.cfg.Runs)
 	const label = "floor"
-	r, err = floors.Postgres(ctx, p.ClientURL(label), func() ([]int, error) { return p.Backends(label) }, b.cfg.Concurrency, b.cfg.Batch, set)
+	r, err := floors.Postgres(ctx, p.ClientURL(label), func() ([]int, error) { return p.Backends(label) }, b.cfg.Concurrency, b.cfg.Batch, set)
 	if err != nil {
 		return err
 	}

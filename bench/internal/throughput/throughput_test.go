@@ -175,6 +175,35 @@ func TestFloorChecks(t *testing.T) {
 	if want := "republish ceiling 5000 events/s: OUT OF REACH on this machine"; !strings.Contains(out.String(), want) {
 		t.Errorf("report lacks %q", want)
 	}
+
+	// Floor (a′), once the rounds measured it, stands in for (a): 8,000
+	// uploads/s, nats-server 36 µs, its client 20. Round 1's republish caps
+	// nats-server at 25, Postgres at (d)'s 6 and the clients at 12 (43 µs
+	// again); round 2's leaves 36 + 4 (its Postgres) + 23 = 63 µs.
+	floorAAgain := floors.Result{N: n, Elapsed: 125 * time.Millisecond, CPU: map[string]procstat.Times{floors.NATSServer: ms(30, 6), floors.Bench: ms(15, 5)}}
+	rep.Floors.JetStreamAgain = []floors.Result{floorAAgain, floorAAgain}
+	if got, want := rep.RepublishFloor(File), 53*time.Microsecond; got != want {
+		t.Errorf("republish floor with (a′): got %v, want %v", got, want)
+	}
+	if got := rep.RepublishCeiling(File); math.Abs(got-8000) > 1 {
+		t.Errorf("republish ceiling at floor (a′)'s rate: got %.0f, want 8000", got)
+	}
+	out.Reset()
+	if err := rep.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"(a′) the same uploads through (a) again",
+		"the lower of 2 cores / floors (a′) + (d) 53 µs = 37736 events/s", "and floor (a′)'s rate, 8000/s",
+		"republish ceiling 8000 events/s: OUT OF REACH on this machine",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if !regexp.MustCompile(`\(a′\) \(a\) again\s+nats-server\s+8000 \(8000–8000\)\s+30 \(30–30\)\s+6 \(6–6\)\s+36 \(36–36\)\n`).MatchString(out.String()) {
+		t.Errorf("report lacks floor (a′)'s row:\n%s", out.String())
+	}
 }
 
 func TestSummary(t *testing.T) {
@@ -228,7 +257,7 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	f := rep.Floors
-	if len(f.JetStream) != 1 || len(f.Bucket[File]) != 1 || len(f.Postgres) != 1 || len(f.Lookups) != 1 || f.JetStream[0].Rate() <= 0 {
+	if len(f.JetStream) != 1 || len(f.JetStreamAgain) != 1 || len(f.Bucket[File]) != 1 || len(f.Postgres) != 1 || len(f.Lookups) != 1 || f.JetStream[0].Rate() <= 0 || f.JetStreamAgain[0].Rate() <= 0 {
 		t.Errorf("got floors %+v, want one run of each", f)
 	}
 	if rep.CeilingOf(File) <= 0 {
@@ -258,7 +287,7 @@ func TestSmoke(t *testing.T) {
 	for _, want := range []string{
 		"command   smoke test", "uploads/s end to end", "latency publish→completed p99", "CPU µs per upload by process",
 		"postgres (the benchmark's backends)", "peak RSS refwriter", "republish (every step skipped)", "republish CPU µs/event: nats-server",
-		"paced latency", "(a) JetStream", "(b) file:// bucket", "(c) Postgres rows", "floors against their stages", "ceiling file:// = ", "of the ceiling",
+		"paced latency", "(a) JetStream", "(a′) (a) again", "(b) file:// bucket", "(c) Postgres rows", "floors against their stages", "ceiling file:// = ", "of the ceiling",
 		"checked after each run: 30 uploads' rows", "every floor at or below its stage",
 		"clients together", "memory under a backlog", "== targets", "file:// ≥ 6000 uploads/s", "republish ≥ 10000",
 		"RSS ≤ 64 MiB with 500 pending", "== mem:// pipeline", "mem:// ≥ 0.5 of floor (a)", "republish ceiling file:// = ",
