@@ -200,10 +200,13 @@ func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (JetStrea
 		return JetStreamResults{}, err
 	}
 
-	// The stages' next events: those of the pass under way. A pass starts
-	// once the last one's completed events are all in, so no stage relays
-	// a message of the last pass after the swap.
+	// The stages' next events: those of the pass under way, set before
+	// the stages start. A pass starts once the last one's completed events
+	// are all in, so no stage relays a message of the last pass after the
+	// swap.
 	var storedNext, completedNext atomic.Pointer[[]*nats.Msg]
+	storedNext.Store(&msgs[0].stored)
+	completedNext.Store(&msgs[0].completed)
 	stages := []struct {
 		spec events.ConsumerSpec
 		next *atomic.Pointer[[]*nats.Msg]
@@ -234,8 +237,10 @@ func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (JetStrea
 	meter := natsMeter(o.PID)
 	results := make([]Result, len(passes))
 	for i, m := range msgs {
-		storedNext.Store(&m.stored)
-		completedNext.Store(&m.completed)
+		if i > 0 {
+			storedNext.Store(&m.stored)
+			completedNext.Store(&m.completed)
+		}
 		// A tracker of the pass's own: the last one saw these uploads
 		// complete.
 		var tracker *load.Tracker
