@@ -282,8 +282,8 @@ func natsMeter(pid int) *procstat.Meter {
 }
 
 // relay is one stage of floor (a): pull up to batch messages, publish the
-// next event of each (the pass's, from next) asynchronously, and ack each message once its publish
-// is acknowledged, until ctx ends.
+// next event of each (the pass's, from next) asynchronously, and ack each
+// message once its publish is acknowledged, until ctx ends.
 func relay(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer, set *load.Set, next *atomic.Pointer[[]*nats.Msg], batch int) error {
 	type inflight struct {
 		msg jetstream.Msg

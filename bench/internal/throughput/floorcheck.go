@@ -152,11 +152,9 @@ func (r *Report) RepublishFloor(name string) time.Duration {
 				d = r.Floors.Lookups[i]
 			}
 			server := min(a.PerUpload(floors.NATSServer).Total(), rp.Per(NATSServer).Total())
-			if d.N > 0 {
-				server += min(d.PerUpload(floors.PostgresServer).Total(), rp.Per(Postgres).Total())
-			}
 			clients := a.PerUpload(floors.Bench).Total()
 			if d.N > 0 {
+				server += min(d.PerUpload(floors.PostgresServer).Total(), rp.Per(Postgres).Total())
 				clients += d.PerUpload(floors.Bench).Total()
 			}
 			clients = min(clients, rp.Per(BlobWriter).Total()+rp.Per(RefWriter).Total()+rp.Per(Bench).Total())
@@ -200,7 +198,8 @@ func (f jetStreamFloor) rate() float64 {
 // left. A longer stream, its message ids in the de-duplication window and
 // the server's grown heap make each message cost nats-server more (nearly
 // twice as much in some rounds here: docs/benchmarks.md), so floor (a) on a
-// fresh stream would overstate what a republish can reach. Reports without (a′) fall back to (a).
+// fresh stream would overstate what a republish can reach. Reports without
+// (a′) fall back to (a).
 func (r *Report) republishJetStreamFloor() jetStreamFloor {
 	if len(r.Floors.JetStreamAgain) > 0 {
 		return jetStreamFloor{"(a′)", r.Floors.JetStreamAgain}
