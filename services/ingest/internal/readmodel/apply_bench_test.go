@@ -27,6 +27,10 @@ func BenchmarkApplyCompletedBatch(b *testing.B) {
 			FROM generate_series($1::int, $1::int + $2::int - 1) i`, n, size); err != nil {
 			b.Fatal(err)
 		}
+		if _, err := pg.Pool.Exec(ctx, `INSERT INTO ingest_incomplete (id)
+			SELECT 'u' || i FROM generate_series($1::int, $1::int + $2::int - 1) i`, n, size); err != nil {
+			b.Fatal(err)
+		}
 		facts := make([]Fact, size)
 		for i := range size {
 			id := fmt.Sprintf("u%d", n+i)

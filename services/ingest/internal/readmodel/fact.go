@@ -174,14 +174,15 @@ const newerDead = `(excluded.dead_seq IS NOT NULL AND (v.dead_seq IS NULL OR exc
 // writes nothing: no new row version, no WAL (a redelivery, or a
 // completion a GET or a retry told the read model first).
 //
-// With mark, the same statement also tells the record of each upload in
-// ingest_uploads, if ingest has one, that the upload completed, once the
-// merged row says so: its completed_at becomes the row's (written once per
-// upload), which takes it out of the completer's partial index. A record
-// that another statement holds (a publish being recorded, a completer's
-// claim) is skipped rather than waited for, so that the read model never
-// waits on, or deadlocks with, ingest's request path; the completer's
-// rounds mark those (markCompleted in package uploads), or a redelivery.
+// With mark, the same statement also takes each upload off ingest's list of
+// incomplete uploads (ingest_incomplete, which the completer's rounds read),
+// if it is on it, once the merged row says the upload completed. A row of
+// the list that another statement holds (another completion of the upload
+// being recorded, a completer's round marking it) is skipped rather than
+// waited for, so that two such statements never wait on, or deadlock with,
+// each other; the completer's rounds take those off (markCompleted in
+// package uploads), or a redelivery. Nothing here touches ingest's record,
+// which the request path and the completer lock.
 func upsertStatement(mark bool) string {
 	var names, params, sel, set, olds, news []string
 	for i, c := range columns {
@@ -211,26 +212,29 @@ func upsertStatement(mark bool) string {
 SELECT count(*) FROM rm`
 	}
 	// done: the rows the statement wrote, and, as they were before it (the
-	// statement's snapshot), those a completion left unchanged.
+	// statement's snapshot), those a completion left unchanged. The list is
+	// looked up by an array of done's ids, never joined to done: the list
+	// is small and churns, so its statistics (and the generic plan made
+	// from them) can say it is empty when it is not, and a join planned on
+	// that rescans done once per row of the list.
 	return sql + `, done AS (
 	SELECT id, completed_at, has_ref FROM rm
 	UNION ALL
 	SELECT v.id, v.completed_at, v.ref IS NOT NULL FROM f JOIN ingest_upload_view v ON v.id = f.id
 	WHERE f.completed_at IS NOT NULL AND NOT EXISTS (SELECT FROM rm WHERE rm.id = f.id)
 ), free AS (
-	SELECT u.id, done.completed_at FROM done JOIN ingest_uploads u ON u.id = done.id
-	WHERE done.completed_at IS NOT NULL AND done.has_ref AND u.completed_at IS DISTINCT FROM done.completed_at
-	ORDER BY u.id
-	FOR UPDATE OF u SKIP LOCKED
+	SELECT i.id FROM ingest_incomplete i
+	WHERE i.id = ANY (ARRAY(SELECT id FROM done WHERE completed_at IS NOT NULL AND has_ref))
+	ORDER BY i.id
+	FOR UPDATE OF i SKIP LOCKED
 )
-UPDATE ingest_uploads u SET completed_at = free.completed_at
-FROM free WHERE u.id = free.id`
+DELETE FROM ingest_incomplete i WHERE i.id = ANY (ARRAY(SELECT id FROM free))`
 }
 
 // upsert is the statement that applies a batch of facts with a completion
 // among them; upsertNoCompletion one without: a blob_stored event or a dead
-// letter never completes an upload, so it need not look at ingest's record
-// (a third cheaper per fact; TestCompletionMarkCost).
+// letter never completes an upload, so it need not look at ingest's list of
+// incomplete uploads (TestCompletionMarkCost).
 var (
 	upsert             = upsertStatement(true)
 	upsertNoCompletion = upsertStatement(false)

@@ -307,12 +307,13 @@ func permutations(n int) [][]int {
 	return out
 }
 
-// The read model's statement marks ingest's record of an upload completed
-// (ingest_uploads.completed_at, which the completer's rounds skip) when, and
-// only when, the row it merged says completed: not for a blob_stored event
-// or a dead letter, and with the row's time whatever the order of the
-// completions. A record another transaction holds is skipped, not waited
-// for; the completer marks it later.
+// The read model's statement takes an upload off ingest's list of
+// incomplete uploads (ingest_incomplete, which the completer's rounds read)
+// when, and only when, the row it merged says completed: not for a
+// blob_stored event or a dead letter. It never writes ingest's record, so a
+// record another transaction holds (a publish being recorded, a completer's
+// claim) does not stop it; a row of the list another transaction holds is
+// skipped, not waited for, and the completer takes it off later.
 func TestCompletionMarksIngestsRecord(t *testing.T) {
 	t.Parallel()
 	pg := testenv.StartPostgres(t)
@@ -323,11 +324,17 @@ func TestCompletionMarksIngestsRecord(t *testing.T) {
 		p.req.ID, p.req.Subject); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := pg.Pool.Exec(ctx, `INSERT INTO ingest_incomplete (id) VALUES ($1)`, p.req.ID); err != nil {
+		t.Fatal(err)
+	}
 	t0 := time.Now().UTC().Truncate(time.Microsecond)
-	mark := func() string {
+	incomplete := func() bool {
 		t.Helper()
-		return pg.Map(t, `SELECT 'mark', coalesce((u.completed_at = rm.completed_at)::text, 'unmarked')
-			FROM ingest_uploads u LEFT JOIN ingest_upload_view rm ON rm.id = u.id WHERE u.id = $1`, p.req.ID)["mark"]
+		return pg.Count(t, `SELECT count(*) FROM ingest_incomplete WHERE id = $1`, p.req.ID) == 1
+	}
+	record := func() string {
+		t.Helper()
+		return pg.Map(t, `SELECT 'v', xmin::text FROM ingest_uploads WHERE id = $1`, p.req.ID)["v"]
 	}
 	apply := func(f readmodel.Fact) {
 		t.Helper()
@@ -339,52 +346,70 @@ func TestCompletionMarksIngestsRecord(t *testing.T) {
 	if !ok {
 		t.Fatal("dead letter: not read as one")
 	}
+	before := record()
 	apply(readmodel.Stored(p.stored, t0, 2))
 	apply(dead)
-	if got := mark(); got != "unmarked" {
-		t.Fatalf("stored and dead-lettered: record marked %s, want unmarked", got)
+	if !incomplete() {
+		t.Fatal("stored and dead-lettered: taken off the list of incomplete uploads, want kept")
 	}
 
-	// Held by another transaction (a publish being recorded): skipped.
+	// Its row of the list held by another transaction (another completion
+	// being recorded, a completer's round): skipped.
 	tx, err := pg.Pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(ctx, `SELECT FROM ingest_uploads WHERE id = $1 FOR UPDATE`, p.req.ID); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT FROM ingest_incomplete WHERE id = $1 FOR UPDATE`, p.req.ID); err != nil {
 		t.Fatal(err)
 	}
 	held, cancel := context.WithTimeout(ctx, within) // a wait for the lock would outlast it
 	err = readmodel.Apply(held, pg.Pool, readmodel.Completed(p.completed, t0.Add(5*time.Second), 5))
 	cancel()
 	if err != nil {
-		t.Fatalf("completed while the record was held: %v", err)
+		t.Fatalf("completed while its row of the list was held: %v", err)
 	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := mark(); got != "unmarked" {
-		t.Fatalf("completed while the record was held: marked %s, want unmarked (skipped)", got)
+	if !incomplete() {
+		t.Fatal("completed while its row of the list was held: taken off, want skipped")
 	}
-	// A blob_stored event or a dead letter never looks at the record, not
+	// A blob_stored event or a dead letter never looks at the list, not
 	// even after a completion: the completer's rounds or a redelivered
-	// completion mark it.
+	// completion take it off.
 	apply(readmodel.Stored(p.stored, t0.Add(time.Second), 4))
 	apply(dead)
-	if got := mark(); got != "unmarked" {
-		t.Fatalf("stored and dead-lettered after a skipped completion: marked %s, want unmarked", got)
+	if !incomplete() {
+		t.Fatal("stored and dead-lettered after a skipped completion: taken off, want kept")
 	}
-	// The same completion again (a redelivery), then an earlier one: the
-	// record follows the row.
-	apply(readmodel.Completed(p.completed, t0.Add(5*time.Second), 5))
-	if got := mark(); got != "true" {
-		t.Fatalf("completed: record marked %s, want the row's time", got)
+	// The same completion again (a redelivery), while the record is held
+	// (a publish being recorded): taken off, without waiting for the record.
+	tx, err = pg.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if _, err := tx.Exec(ctx, `SELECT FROM ingest_uploads WHERE id = $1 FOR UPDATE`, p.req.ID); err != nil {
+		t.Fatal(err)
+	}
+	held, cancel = context.WithTimeout(ctx, within)
+	err = readmodel.Apply(held, pg.Pool, readmodel.Completed(p.completed, t0.Add(5*time.Second), 5))
+	cancel()
+	if err != nil {
+		t.Fatalf("completed again while the record was held: %v", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if incomplete() {
+		t.Fatal("completed again: still listed incomplete")
+	}
+	// An earlier completion and a dead letter afterwards change nothing.
 	apply(readmodel.Completed(p.completed, t0.Add(3*time.Second), 3))
 	apply(dead)
-	if got := mark(); got != "true" {
-		t.Fatalf("an earlier completion: record marked %s, want the row's time", got)
+	if incomplete() {
+		t.Error("after an earlier completion: listed incomplete again")
 	}
-	if n := pg.Count(t, `SELECT count(*) FROM ingest_uploads WHERE completed_at = $1`, t0.Add(3*time.Second)); n != 1 {
-		t.Errorf("record completed at the earlier completion: got %d, want 1", n)
+	if after := record(); after != before {
+		t.Errorf("ingest's record was written (version %s, then %s): the read model must leave it alone", before, after)
 	}
 }

@@ -118,8 +118,8 @@ type roundResult struct {
 	found, resumed map[string]int
 }
 
-// round marks completed the records the read model could not mark
-// (markCompleted), then claims the due uploads a page at a time, resumes those neither
+// round takes off the list of incomplete uploads those the read model
+// could not take off (markCompleted), then claims the due uploads a page at a time, resumes those neither
 // completed nor dead-lettered, and finally releases the claims of the ones it
 // did not publish (or defers those of stalled uploads it cannot resume).
 // A page's claims hold the uploads until the round ends, so that the next
@@ -181,16 +181,16 @@ type candidate struct {
 // with the key or a later page skips them too. The rows are read as they
 // were before the claim (one snapshot for the whole statement).
 //
-// It reads only the records not marked completed (u.completed_at IS NULL,
-// the partial index ingest_uploads_not_completed), so that a round costs
-// the uploads not finished rather than all those kept until the retention
-// job deletes them; the read model's word (snapshotCompleted) still
-// decides, for a record whose mark markCompleted has not caught up with.
+// It reads only the uploads listed incomplete (ingest_incomplete), so that
+// a round costs the uploads not finished rather than all those kept until
+// the retention job deletes them; the read model's word (snapshotCompleted)
+// still decides, for an upload markCompleted has not taken off the list
+// yet.
 const claimDue = `
 WITH due AS (
-	SELECT u.id FROM ingest_uploads u` + snapshotJoins + `
-	WHERE u.completed_at IS NULL
-	  AND (u.claimed_until IS NULL OR u.claimed_until <= now())
+	SELECT u.id FROM ingest_incomplete i
+	JOIN ingest_uploads u ON u.id = i.id` + snapshotJoins + `
+	WHERE (u.claimed_until IS NULL OR u.claimed_until <= now())
 	  AND (u.published_at IS NULL OR u.published_at <= $1)
 	  AND NOT ` + snapshotCompleted + `
 	LIMIT $2
@@ -204,19 +204,19 @@ SELECT c.claimed_until, u.payload, ` + snapshotColumns + `
 FROM claimed c
 JOIN ingest_uploads u ON u.id = c.id` + snapshotJoins
 
-// markCompleted marks completed the records of uploads the read model
-// says completed and whose mark the read model's statement skipped (the
-// record was held by another statement then; see readmodel's upsert), so
-// that they leave the partial index the rounds read. Like the read model,
-// it skips records other transactions hold: a later round marks them.
+// markCompleted takes off the list of incomplete uploads those the read
+// model says completed and that the read model's statement did not take off
+// (another statement held their row then; see readmodel's upsert). Like the
+// read model, it skips rows other transactions hold: a later round takes
+// them off. It reads the list and the read model's rows of its uploads only.
 const markCompleted = `
-UPDATE ingest_uploads u SET completed_at = done.completed_at
-FROM (
-	SELECT u.id, rm.completed_at FROM ingest_uploads u JOIN ingest_upload_view rm ON rm.id = u.id
-	WHERE u.completed_at IS NULL AND ` + snapshotCompleted + `
-	FOR UPDATE OF u SKIP LOCKED
-) done
-WHERE u.id = done.id`
+WITH done AS (
+	SELECT i.id FROM ingest_incomplete i JOIN ingest_upload_view rm ON rm.id = i.id
+	WHERE ` + snapshotCompleted + `
+	ORDER BY i.id
+	FOR UPDATE OF i SKIP LOCKED
+)
+DELETE FROM ingest_incomplete i WHERE i.id = ANY (ARRAY(SELECT id FROM done))`
 
 func (c *Completer) markCompleted(ctx context.Context) error {
 	if _, err := c.Service.Pool.Exec(ctx, markCompleted); err != nil {

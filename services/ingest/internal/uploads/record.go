@@ -116,8 +116,9 @@ func (s *Service) flush(jobs []*job) {
 
 // recordUploads inserts the new uploads of a batch, with their inline bytes
 // as the outbox and a claim, unless the key is recorded already or leased by
-// another request that is staging its body. It deletes the leases the
-// records replace. For each job it returns whether it won and, if it lost,
+// another request that is staging its body, and lists them incomplete for
+// the completer until the read model records them completed. It deletes the
+// leases the records replace. For each job it returns whether it won and, if it lost,
 // the upload as it stood.
 //
 // The inline bytes of the whole batch travel as one bytea ($13), each
@@ -142,6 +143,9 @@ WITH v AS (
 	                  WHERE l.id = v.id AND l.expires_at > now() AND l.holder IS DISTINCT FROM v.holder)
 	ON CONFLICT (id) DO NOTHING
 	RETURNING id
+), incomplete AS (
+	INSERT INTO ingest_incomplete (id) SELECT id FROM ins
+	ON CONFLICT (id) DO NOTHING
 )
 SELECT v.id, ins.id IS NOT NULL, ` + snapshotColumns + `
 FROM v

@@ -76,6 +76,8 @@ func TestRetentionDeletesWhatNoReplayReaches(t *testing.T) {
 		}
 		exec(`INSERT INTO ingest_uploads (id, caller, idempotency_key, subject, content_type, size, sha256, created_at, published_at)
 			VALUES ($1, 'c', $1, 'users/x', 'text/plain', 1, $2, $3, $4)`, u.id, strings.Repeat("0", 64), now.Add(-u.age), at)
+		// None completed: each listed incomplete, as ingest records it.
+		exec(`INSERT INTO ingest_incomplete (id) VALUES ($1)`, u.id)
 	}
 	exec(`INSERT INTO ingest_leases (id, holder, expires_at) VALUES ('l-old', 'h', $1), ('l-young', 'h', $2)`,
 		now.Add(-27*time.Hour), now.Add(time.Minute))
@@ -120,6 +122,7 @@ func TestRetentionDeletesWhatNoReplayReaches(t *testing.T) {
 			`SELECT upload_id || '/' || step FROM step_markers`,
 			`SELECT 'ref:' || id FROM upload_refs`,
 			`SELECT 'upload:' || id FROM ingest_uploads`,
+			`SELECT 'incomplete:' || id FROM ingest_incomplete`,
 			`SELECT 'lease:' || id FROM ingest_leases`,
 			`SELECT 'excused:' || seq FROM excused_deliveries`,
 		} {
@@ -149,6 +152,7 @@ func TestRetentionDeletesWhatNoReplayReaches(t *testing.T) {
 	want := []string{
 		"excused:2", "lease:l-young", "ref:" + old, "ref:" + young, "skewed/blob",
 		"upload:u-unpublished", "upload:u-young", young + "/blob", young + "/ref",
+		"incomplete:u-unpublished", "incomplete:u-young",
 	}
 	slices.Sort(want)
 	if got := rows(); got != strings.Join(want, " ") {

@@ -102,9 +102,13 @@ func (j Job) Run(ctx context.Context) (Report, error) {
 // event (its time is the record's created_at) is past the horizon, and a
 // lease that lapsed before it. A record never published is kept however old:
 // ingest's completer publishes it, and the steps then dead-letter it as
-// expired, so that it ends with a reason rather than silently.
+// expired, so that it ends with a reason rather than silently. A record
+// deleted leaves ingest's list of incomplete uploads too (a dead-lettered
+// upload's, say): the completer has nothing to resume without it.
 const (
-	ingestUploads     = `FROM ingest_uploads WHERE created_at < $1 AND published_at IS NOT NULL`
+	ingestUploads    = `FROM ingest_uploads WHERE created_at < $1 AND published_at IS NOT NULL`
+	ingestIncomplete = `DELETE FROM ingest_incomplete i USING ingest_uploads u
+		WHERE i.id = u.id AND u.created_at < $1 AND u.published_at IS NOT NULL`
 	ingestLeases      = `FROM ingest_leases WHERE expires_at < $1`
 	ingestUnpublished = `SELECT count(*) FROM ingest_uploads WHERE created_at < $1 AND published_at IS NULL`
 )
@@ -113,6 +117,11 @@ const (
 // transaction.
 func (j Job) ingest(ctx context.Context, r *Report) error {
 	err := pgx.BeginFunc(ctx, j.Pool, func(tx pgx.Tx) error {
+		if !j.DryRun {
+			if _, err := tx.Exec(ctx, ingestIncomplete, r.Cutoff); err != nil {
+				return err
+			}
+		}
 		for _, q := range []struct {
 			from string
 			n    *int64
