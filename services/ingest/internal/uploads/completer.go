@@ -119,9 +119,10 @@ type roundResult struct {
 }
 
 // round takes off the list of incomplete uploads those the read model
-// could not take off (markCompleted), then claims the due uploads a page at a time, resumes those neither
-// completed nor dead-lettered, and finally releases the claims of the ones it
-// did not publish (or defers those of stalled uploads it cannot resume).
+// could not take off (markCompleted), then claims the due uploads a page at
+// a time, resumes those neither completed nor dead-lettered, and finally
+// releases the claims of the ones it did not publish (or defers those of
+// stalled uploads it cannot resume).
 // A page's claims hold the uploads until the round ends, so that the next
 // page finds others; the round stops taking pages after half a claimTTL.
 func (c *Completer) round(ctx context.Context) (roundResult, error) {

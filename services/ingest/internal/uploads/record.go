@@ -118,8 +118,8 @@ func (s *Service) flush(jobs []*job) {
 // as the outbox and a claim, unless the key is recorded already or leased by
 // another request that is staging its body, and lists them incomplete for
 // the completer until the read model records them completed. It deletes the
-// leases the records replace. For each job it returns whether it won and, if it lost,
-// the upload as it stood.
+// leases the records replace. For each job it returns whether it won and,
+// if it lost, the upload as it stood.
 //
 // The inline bytes of the whole batch travel as one bytea ($13), each
 // upload's at its offset (from 1) and length ($10, $11; NULL for none):
