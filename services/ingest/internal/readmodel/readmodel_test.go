@@ -353,24 +353,27 @@ func TestCompletionMarksIngestsRecord(t *testing.T) {
 		t.Fatal("stored and dead-lettered: taken off the list of incomplete uploads, want kept")
 	}
 
+	// completeHeld applies the completion while another transaction holds
+	// the upload's row of table; a wait for the lock would outlast within.
+	completeHeld := func(table string) {
+		t.Helper()
+		tx, err := pg.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		if _, err := tx.Exec(ctx, `SELECT FROM `+table+` WHERE id = $1 FOR UPDATE`, p.req.ID); err != nil {
+			t.Fatal(err)
+		}
+		held, cancel := context.WithTimeout(ctx, within)
+		defer cancel()
+		if err := readmodel.Apply(held, pg.Pool, readmodel.Completed(p.completed, t0.Add(5*time.Second), 5)); err != nil {
+			t.Fatalf("completed while %s held the upload's row: %v", table, err)
+		}
+	}
 	// Its row of the list held by another transaction (another completion
 	// being recorded, a completer's round): skipped.
-	tx, err := pg.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT FROM ingest_incomplete WHERE id = $1 FOR UPDATE`, p.req.ID); err != nil {
-		t.Fatal(err)
-	}
-	held, cancel := context.WithTimeout(ctx, within) // a wait for the lock would outlast it
-	err = readmodel.Apply(held, pg.Pool, readmodel.Completed(p.completed, t0.Add(5*time.Second), 5))
-	cancel()
-	if err != nil {
-		t.Fatalf("completed while its row of the list was held: %v", err)
-	}
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
+	completeHeld("ingest_incomplete")
 	if !incomplete() {
 		t.Fatal("completed while its row of the list was held: taken off, want skipped")
 	}
@@ -384,22 +387,7 @@ func TestCompletionMarksIngestsRecord(t *testing.T) {
 	}
 	// The same completion again (a redelivery), while the record is held
 	// (a publish being recorded): taken off, without waiting for the record.
-	tx, err = pg.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT FROM ingest_uploads WHERE id = $1 FOR UPDATE`, p.req.ID); err != nil {
-		t.Fatal(err)
-	}
-	held, cancel = context.WithTimeout(ctx, within)
-	err = readmodel.Apply(held, pg.Pool, readmodel.Completed(p.completed, t0.Add(5*time.Second), 5))
-	cancel()
-	if err != nil {
-		t.Fatalf("completed again while the record was held: %v", err)
-	}
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
+	completeHeld("ingest_uploads")
 	if incomplete() {
 		t.Fatal("completed again: still listed incomplete")
 	}
