@@ -6,7 +6,8 @@
 -- the completion deletes it. The mark it replaces changed a column of the
 -- partial index's predicate, so each completion wrote a new version of the
 -- record (no heap-only update), an entry in each of the record's other
--- indexes and a row lock; a delete here writes one record of WAL.
+-- indexes and a row lock; taking an upload off the list writes two records
+-- of WAL, the row lock and the delete.
 CREATE TABLE ingest_incomplete (
     id text PRIMARY KEY
 );

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,21 +54,11 @@ func TestCompletionMarkCost(t *testing.T) {
 	t.Parallel()
 	const n = 64
 	pg := testenv.StartPostgres(t)
-	ctx := context.Background()
 	at := time.Now().UTC()
 	facts := func(id string) (stored, completed Fact) {
 		t.Helper()
-		if _, err := pg.Pool.Exec(ctx, `INSERT INTO ingest_uploads (id, caller, idempotency_key, subject, content_type,
-			size, sha256, published_at, published_seq, publish_count) VALUES ($1, 'alice', $1, 'users/1/' || $1, 'text/plain',
-			1, 'aa', now(), 1, 1)`, id); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := pg.Pool.Exec(ctx, `INSERT INTO ingest_incomplete (id) VALUES ($1)`, id); err != nil {
-			t.Fatal(err)
-		}
-		blob := events.Blob{Key: events.DefaultKeyPrefix + id, Size: 1, SHA256: "aa", ContentType: "text/plain"}
-		ev := &events.Event{ID: id, Owner: "alice", Subject: "users/1/" + id, SHA256: "aa", Time: at, Blob: &blob,
-			Ref: &events.Reference{ID: id, Owner: "alice", Subject: "users/1/" + id, Blob: blob, EventTime: at}}
+		recordListed(t, pg.Pool, []string{id})
+		ev := completedEvent(id, at)
 		return Stored(ev, at, 2), Completed(ev, at, 3)
 	}
 	var costs [2][3]cost // [before, with the mark][stored, completed, redelivered]
@@ -124,6 +115,31 @@ func TestCompletionMarkCost(t *testing.T) {
 	}
 }
 
+// recordListed records uploads ids as ingest leaves them once it has
+// published their requests: a record each, and each on the list of
+// incomplete uploads.
+func recordListed(tb testing.TB, db Execer, ids []string) {
+	tb.Helper()
+	ctx := context.Background()
+	if _, err := db.Exec(ctx, `INSERT INTO ingest_uploads (id, caller, idempotency_key, subject, content_type,
+			size, sha256, published_at, published_seq, publish_count)
+		SELECT id, 'alice', id, 'users/1/' || id, 'text/plain', 1, 'aa', now(), n, 1
+		FROM unnest($1::text[]) WITH ORDINALITY AS v(id, n)`, ids); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := db.Exec(ctx, `INSERT INTO ingest_incomplete (id) SELECT unnest($1::text[])`, ids); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// completedEvent is upload id's completed event (one of recordListed's
+// uploads) at at.
+func completedEvent(id string, at time.Time) *events.Event {
+	blob := events.Blob{Key: events.DefaultKeyPrefix + id, Size: 1, SHA256: "aa", ContentType: "text/plain"}
+	return &events.Event{ID: id, Owner: "alice", Subject: "users/1/" + id, SHA256: "aa", Time: at, Blob: &blob,
+		Ref: &events.Reference{ID: id, Owner: "alice", Subject: "users/1/" + id, Blob: blob, EventTime: at}}
+}
+
 // viewVersion is the xmin of upload id's row in the read model.
 func viewVersion(t *testing.T, pg *testenv.Postgres, id string) string {
 	t.Helper()
@@ -165,27 +181,38 @@ func TestCompletionMarkReadsTheListOnce(t *testing.T) {
 	exec(`INSERT INTO ingest_incomplete (id) SELECT 'gone' || i FROM generate_series(1, $1::int) i`, listed)
 	exec(`DELETE FROM ingest_incomplete`)
 	exec(`ANALYZE ingest_incomplete`)
-	exec(`INSERT INTO ingest_uploads (id, caller, idempotency_key, subject, content_type, size, sha256,
-			published_at, published_seq, publish_count)
-		SELECT 'l' || i, 'alice', 'l' || i, 'users/1/l' || i, 'text/plain', 1, 'aa', now(), i, 1
-		FROM generate_series(1, $1::int) i`, listed)
-	exec(`INSERT INTO ingest_incomplete (id) SELECT 'l' || i FROM generate_series(1, $1::int) i`, listed)
+	ids := make([]string, listed)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("l%d", i)
+	}
+	recordListed(t, conn, ids)
 	exec(`SET plan_cache_mode = force_generic_plan`)
 	at := time.Now().UTC()
 	facts := make([]Fact, batch)
 	for i := range facts {
-		id := fmt.Sprintf("l%d", 1+i*(listed/batch))
-		blob := events.Blob{Key: events.DefaultKeyPrefix + id, Size: 1, SHA256: "aa", ContentType: "text/plain"}
-		ev := &events.Event{ID: id, Owner: "alice", Subject: "users/1/" + id, SHA256: "aa", Time: at, Blob: &blob,
-			Ref: &events.Reference{ID: id, Owner: "alice", Subject: "users/1/" + id, Blob: blob, EventTime: at}}
-		facts[i] = Completed(ev, at, uint64(i+1))
+		facts[i] = Completed(completedEvent(ids[i*(listed/batch)], at), at, uint64(i+1))
 	}
 	args, err := factArgs(facts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A prepared statement under force_generic_plan, as the services' pool
+	// runs it (EXPLAIN of the statement itself plans it for its arguments),
+	// executed with the arguments as literals: EXECUTE takes no parameters
+	// of an outer statement.
+	exec(`PREPARE marked AS ` + upsert)
+	var types []string
+	if err := conn.QueryRow(ctx, `SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = 'marked'`).Scan(&types); err != nil {
+		t.Fatal(err)
+	}
+	literals := make([]string, len(args))
+	for i, arg := range args {
+		if err := conn.QueryRow(ctx, `SELECT quote_nullable($1::`+types[i]+`::text)`, arg).Scan(&literals[i]); err != nil {
+			t.Fatalf("argument %d: %v", i+1, err)
+		}
+	}
 	var raw []byte
-	if err := conn.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+upsert, args...).Scan(&raw); err != nil {
+	if err := conn.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE marked("+strings.Join(literals, ", ")+")").Scan(&raw); err != nil {
 		t.Fatalf("explain: %v", err)
 	}
 	var out []struct {

@@ -314,7 +314,7 @@ func permutations(n int) [][]int {
 // record another transaction holds (a publish being recorded, a completer's
 // claim) does not stop it; a row of the list another transaction holds is
 // skipped, not waited for, and the completer takes it off later.
-func TestCompletionMarksIngestsRecord(t *testing.T) {
+func TestCompletionTakesTheUploadOffTheList(t *testing.T) {
 	t.Parallel()
 	pg := testenv.StartPostgres(t)
 	ctx := t.Context()

@@ -106,9 +106,8 @@ func (j Job) Run(ctx context.Context) (Report, error) {
 // deleted leaves ingest's list of incomplete uploads too (a dead-lettered
 // upload's, say): the completer has nothing to resume without it.
 const (
-	ingestUploads    = `FROM ingest_uploads WHERE created_at < $1 AND published_at IS NOT NULL`
-	ingestIncomplete = `DELETE FROM ingest_incomplete i USING ingest_uploads u
-		WHERE i.id = u.id AND u.created_at < $1 AND u.published_at IS NOT NULL`
+	ingestUploads     = `FROM ingest_uploads WHERE created_at < $1 AND published_at IS NOT NULL`
+	ingestIncomplete  = `DELETE FROM ingest_incomplete WHERE id IN (SELECT id ` + ingestUploads + `)`
 	ingestLeases      = `FROM ingest_leases WHERE expires_at < $1`
 	ingestUnpublished = `SELECT count(*) FROM ingest_uploads WHERE created_at < $1 AND published_at IS NULL`
 )
