@@ -11,7 +11,11 @@
 //   - Postgres: the same marker and reference rows inserted in batches;
 //   - MarkerLookups: those markers read back in batches, as a step that
 //     finds its marker reads it (what a republished request costs
-//     Postgres).
+//     Postgres);
+//   - with JetStreamOptions.Work, JetStream's shape again with each stage
+//     doing its side effects (the object and its marker, the reference
+//     rows and theirs) before it relays, paced: floor (p), the latency of
+//     the pipeline's durable work at a given rate on this machine's disk.
 //
 // Each reports its rate and the CPU time, user and system apart, of every
 // process it involves (nats-server, the Postgres backends of its
@@ -59,6 +63,10 @@ type Result struct {
 	// Other is the machine's busy time that none of them accounts for:
 	// other work on the machine while the floor ran.
 	Other time.Duration
+	// Latency is publish → completed (p50, p99, max) of a floor that
+	// publishes each upload and waits for its completed event (JetStream's
+	// passes); zero for the others.
+	Latency [3]time.Duration
 }
 
 // Rate is uploads per second.
@@ -112,6 +120,29 @@ type JetStreamOptions struct {
 	// Again: once the uploads are through, publish them all again and
 	// measure that pass too (JetStreamResults.Again).
 	Again bool
+	// Rate paces the producer, in requests per second; 0 publishes as fast
+	// as JetStream accepts them.
+	Rate float64
+	// Work, if set, gives each stage the pipeline's side effects, done
+	// before it relays a batch (floor (p)).
+	Work *StageWork
+}
+
+// StageWork is what the stages of floor (p) write besides their events:
+// blobwriter's stage writes each object of a batch to the bucket (as
+// floor (b), Concurrency at once) and then the batch's "blob" markers in
+// one transaction; refwriter's stage writes the batch's reference rows and
+// "ref" markers in one transaction (as floor (c) writes them). Neither
+// looks anything up, claims, decodes or checks: the durable writes of the
+// pipeline and none of its machinery.
+type StageWork struct {
+	BucketURL string
+	// DatabaseURL's search_path names a fresh schema; the floor migrates it.
+	DatabaseURL string
+	// Backends lists the Postgres backends of DatabaseURL's connections,
+	// whose CPU the floor reads.
+	Backends    func() ([]int, error)
+	Concurrency int
 }
 
 // JetStreamResults are floor (a)'s passes.
@@ -135,7 +166,12 @@ type JetStreamResults struct {
 // pkg/events beforehand); nothing decodes them. Every party has its own
 // connection, as the pipeline's processes do. Elapsed runs from the first
 // publish to the last completed event.
-func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (JetStreamResults, error) {
+//
+// With o.Work it measures floor (p) instead: each stage takes what has
+// arrived (up to o.Batch messages) as a batch, as blobref's steps do under
+// a paced load, does its StageWork, then relays the batch; Postgres's CPU
+// counts too.
+func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (_ JetStreamResults, err error) {
 	o.Window, o.Batch = max(o.Window, 1), max(o.Batch, 1)
 	passes := []string{""}
 	if o.Again {
@@ -168,6 +204,22 @@ func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (JetStrea
 		if msgs[i].completed, err = next(completed, events.StepRef, suffix); err != nil {
 			return JetStreamResults{}, err
 		}
+	}
+
+	var work [2]func(context.Context, []int) error
+	if o.Work != nil {
+		bucket, pool, err := o.Work.open(ctx)
+		if err != nil {
+			return JetStreamResults{}, err
+		}
+		defer pool.Close()
+		defer func() { _ = bucket.Close() }()
+		work = o.Work.stages(bucket, pool, set, completed)
+		defer func() {
+			if err == nil {
+				err = o.Work.check(ctx, bucket, pool, set, len(passes))
+			}
+		}()
 	}
 
 	var conns []*nats.Conn
@@ -210,7 +262,8 @@ func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (JetStrea
 	stages := []struct {
 		spec events.ConsumerSpec
 		next *atomic.Pointer[[]*nats.Msg]
-	}{{events.BlobWriterConsumer, &storedNext}, {events.RefWriterConsumer, &completedNext}}
+		work func(context.Context, []int) error
+	}{{events.BlobWriterConsumer, &storedNext, work[0]}, {events.RefWriterConsumer, &completedNext, work[1]}}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	g, gctx := errgroup.WithContext(sctx)
@@ -230,11 +283,19 @@ func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (JetStrea
 		if err != nil {
 			return JetStreamResults{}, fmt.Errorf("floors: consumer: %w", err)
 		}
-		g.Go(func() error { return relay(gctx, js, cons, set, st.next, o.Batch) })
+		r := &relayer{js: js, set: set, next: st.next}
+		if st.work == nil {
+			g.Go(func() error { return r.fetched(gctx, cons, o.Batch) })
+		} else {
+			g.Go(func() error { return r.arrived(gctx, cons, o.Batch, st.work) })
+		}
 	}
 
 	ids := set.IDs()
 	meter := natsMeter(o.PID)
+	if o.Work != nil {
+		meter.AddGroup(PostgresServer, o.Work.Backends)
+	}
 	results := make([]Result, len(passes))
 	for i, m := range msgs {
 		if i > 0 {
@@ -247,18 +308,28 @@ func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (JetStrea
 		if tracker, err = load.Track(tnc); err != nil {
 			break
 		}
+		var latency load.Result
 		results[i], err = measure(meter, len(m.requests), func() error {
 			published := make([]int64, len(m.requests))
-			if err := producer.Publish(gctx, m.requests, published, 0); err != nil {
+			if err := producer.Publish(gctx, m.requests, published, o.Rate); err != nil {
 				return err
 			}
-			_, err := tracker.Wait(gctx, ids, nil, time.Minute)
+			done, err := tracker.Wait(gctx, ids, nil, time.Minute)
+			if err != nil {
+				return err
+			}
+			completed := make([]int64, len(ids))
+			for j, id := range ids {
+				completed[j] = done[id].At.UnixNano()
+			}
+			latency, err = load.Summarize(published, completed)
 			return err
 		})
 		tracker.Close()
 		if err != nil {
 			break
 		}
+		results[i].Latency = latency.Latency
 	}
 	stop()
 	if gerr := g.Wait(); err == nil && gerr != nil && !errors.Is(gerr, context.Canceled) {
@@ -281,29 +352,60 @@ func natsMeter(pid int) *procstat.Meter {
 	return m
 }
 
-// relay is one stage of floor (a): pull up to batch messages, publish the
-// next event of each (the pass's, from next) asynchronously, and ack each
-// message once its publish is acknowledged, until ctx ends.
-func relay(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer, set *load.Set, next *atomic.Pointer[[]*nats.Msg], batch int) error {
-	type inflight struct {
-		msg jetstream.Msg
-		paf jetstream.PubAckFuture
+// relayer is one stage of floor (a) or (p): it publishes the next event
+// of each message it is given (the pass's, from next) asynchronously, and
+// acks each message once its publish is acknowledged.
+type relayer struct {
+	js      jetstream.JetStream
+	set     *load.Set
+	next    *atomic.Pointer[[]*nats.Msg]
+	pending []inflight
+}
+
+type inflight struct {
+	msg jetstream.Msg
+	paf jetstream.PubAckFuture
+}
+
+// index is the upload of set that msg is about.
+func (r *relayer) index(msg jetstream.Msg) (int, error) {
+	subject := msg.Subject()
+	i := r.set.Index(subject[strings.LastIndexByte(subject, '.')+1:])
+	if i < 0 {
+		return 0, fmt.Errorf("a message on %s, not of this floor", subject)
 	}
-	pending := make([]inflight, 0, batch)
-	settle := func() error {
-		for _, p := range pending {
-			select {
-			case <-p.paf.Ok():
-			case err := <-p.paf.Err():
-				return fmt.Errorf("publish %s: %w", p.paf.Msg().Subject, err)
-			}
-			if err := p.msg.Ack(); err != nil {
-				return fmt.Errorf("ack: %w", err)
-			}
+	return i, nil
+}
+
+// publish publishes the next event of upload i, whose message is msg.
+func (r *relayer) publish(msg jetstream.Msg, i int) error {
+	paf, err := r.js.PublishMsgAsync((*r.next.Load())[i], jetstream.WithStallWait(time.Minute))
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	r.pending = append(r.pending, inflight{msg, paf})
+	return nil
+}
+
+// settle waits for the publishes in hand and acks their messages.
+func (r *relayer) settle() error {
+	for _, p := range r.pending {
+		select {
+		case <-p.paf.Ok():
+		case err := <-p.paf.Err():
+			return fmt.Errorf("publish %s: %w", p.paf.Msg().Subject, err)
 		}
-		pending = pending[:0]
-		return nil
+		if err := p.msg.Ack(); err != nil {
+			return fmt.Errorf("ack: %w", err)
+		}
 	}
+	r.pending = r.pending[:0]
+	return nil
+}
+
+// fetched is floor (a)'s stage: pull up to batch messages, relay each as it
+// arrives, settle once the pull is over, until ctx ends.
+func (r *relayer) fetched(ctx context.Context, cons jetstream.Consumer, batch int) error {
 	for ctx.Err() == nil {
 		fctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		msgs, err := cons.Fetch(batch, jetstream.FetchContext(fctx))
@@ -315,25 +417,194 @@ func relay(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer,
 			return fmt.Errorf("fetch: %w", err)
 		}
 		for msg := range msgs.Messages() {
-			subject := msg.Subject()
-			i := set.Index(subject[strings.LastIndexByte(subject, '.')+1:])
-			if i < 0 {
-				cancel()
-				return fmt.Errorf("a message on %s, not of this floor", subject)
+			i, err := r.index(msg)
+			if err == nil {
+				err = r.publish(msg, i)
 			}
-			paf, err := js.PublishMsgAsync((*next.Load())[i], jetstream.WithStallWait(time.Minute))
 			if err != nil {
 				cancel()
-				return fmt.Errorf("publish: %w", err)
+				return err
 			}
-			pending = append(pending, inflight{msg, paf})
 		}
 		cancel()
-		if err := settle(); err != nil {
+		if err := r.settle(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// arrived is floor (p)'s stage: wait for a message, take it with whatever
+// else has arrived behind it (up to batch), do work on the batch (the
+// uploads' indexes in set), relay it and settle, until ctx ends. Nothing
+// waits for a batch to fill: under a paced load a batch is what arrived
+// while the last one was being written.
+func (r *relayer) arrived(ctx context.Context, cons jetstream.Consumer, batch int, work func(context.Context, []int) error) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * batch))
+	if err != nil {
+		return fmt.Errorf("messages: %w", err)
+	}
+	in := make(chan jetstream.Msg, batch)
+	failed := make(chan error, 1)
+	go func() {
+		defer close(in)
+		for {
+			msg, err := it.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					failed <- fmt.Errorf("next: %w", err)
+				}
+				return
+			}
+			in <- msg
+		}
+	}()
+	defer func() {
+		it.Stop()
+		for range in { // let the reader see the iterator closed
+		}
+	}()
+	var (
+		msgs []jetstream.Msg
+		idx  []int
+	)
+	for {
+		msgs, idx = msgs[:0], idx[:0]
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-failed:
+			return err
+		case msg, ok := <-in:
+			if !ok {
+				return nil
+			}
+			msgs = append(msgs, msg)
+		}
+	drain:
+		for len(msgs) < batch {
+			select {
+			case msg, ok := <-in:
+				if !ok {
+					break drain
+				}
+				msgs = append(msgs, msg)
+			default:
+				break drain
+			}
+		}
+		for _, msg := range msgs {
+			i, err := r.index(msg)
+			if err != nil {
+				return err
+			}
+			idx = append(idx, i)
+		}
+		if err := work(ctx, idx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for j, msg := range msgs {
+			if err := r.publish(msg, idx[j]); err != nil {
+				return err
+			}
+		}
+		if err := r.settle(); err != nil {
+			return err
+		}
+	}
+}
+
+// open opens the bucket of floor (p)'s stages and a pool on its schema,
+// migrated.
+func (w *StageWork) open(ctx context.Context) (*blob.Bucket, *pgxpool.Pool, error) {
+	bucket, err := blob.OpenBucket(ctx, w.BucketURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("floors: bucket: %w", err)
+	}
+	pool, err := pgxpool.New(ctx, w.DatabaseURL)
+	if err == nil {
+		if err = dbschema.Migrate(ctx, pool); err != nil {
+			pool.Close()
+		}
+	}
+	if err != nil {
+		_ = bucket.Close()
+		return nil, nil, fmt.Errorf("floors: %w", err)
+	}
+	return bucket, pool, nil
+}
+
+// check makes sure floor (p) did its work: every upload's two markers and
+// reference row, and a sample of its objects whole.
+func (w *StageWork) check(ctx context.Context, bucket *blob.Bucket, pool *pgxpool.Pool, set *load.Set, passes int) error {
+	var markers, refs int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM step_markers), (SELECT count(*) FROM upload_refs)`).Scan(&markers, &refs); err != nil {
+		return fmt.Errorf("floors: check: %w", err)
+	}
+	if n := len(set.Uploads); markers != 2*n || refs != n {
+		return fmt.Errorf("floors: check: %d markers and %d references for %d uploads in %d passes, want %d and %d", markers, refs, n, passes, 2*n, n)
+	}
+	for i := 0; i < len(set.Uploads); i += max(1, len(set.Uploads)/50) {
+		u := set.Uploads[i]
+		a, err := bucket.Attributes(ctx, events.DefaultKeyPrefix+u.ID)
+		if err != nil {
+			return fmt.Errorf("floors: check: %w", err)
+		}
+		if a.Size != int64(len(u.Data)) || a.Metadata[events.MetadataSHA256] != u.Request.SHA256 {
+			return fmt.Errorf("floors: check: %s: %d bytes, sha256 %q; want %d, %q", u.ID, a.Size, a.Metadata[events.MetadataSHA256], len(u.Data), u.Request.SHA256)
+		}
+	}
+	return nil
+}
+
+// stages are the work of blobwriter's stage and refwriter's on a batch of
+// set's uploads, given by their indexes; completed is set.Chain's.
+func (w *StageWork) stages(bucket *blob.Bucket, pool *pgxpool.Pool, set *load.Set, completed []*events.Event) [2]func(context.Context, []int) error {
+	of := func(idx []int) []*events.Event {
+		evs := make([]*events.Event, len(idx))
+		for j, i := range idx {
+			evs[j] = completed[i]
+		}
+		return evs
+	}
+	store := func(ctx context.Context, idx []int) error {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(max(w.Concurrency, 1))
+		for _, i := range idx {
+			g.Go(func() error { return write(gctx, bucket, set.Uploads[i]) })
+		}
+		if err := g.Wait(); err != nil {
+			return fmt.Errorf("floors: bucket: %w", err)
+		}
+		sql, args, err := markerRows(of(idx), events.StepBlob)
+		if err != nil {
+			return err
+		}
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			return fmt.Errorf("floors: markers: %w", err)
+		}
+		return nil
+	}
+	ref := func(ctx context.Context, idx []int) error {
+		evs := of(idx)
+		sql, args, err := markerRows(evs, events.StepRef)
+		if err != nil {
+			return err
+		}
+		// One round trip, one implicit transaction: both statements go
+		// with a single Sync.
+		var b pgx.Batch
+		b.Queue(sql, args...)
+		b.Queue(refRowsSQL, refRows(evs)...)
+		if err := pool.SendBatch(ctx, &b).Close(); err != nil {
+			return fmt.Errorf("floors: references: %w", err)
+		}
+		return nil
+	}
+	return [2]func(context.Context, []int) error{store, ref}
 }
 
 // Bucket measures floor (b): the objects of set written to the bucket at
@@ -507,36 +778,48 @@ func lookUp(ctx context.Context, pool *pgxpool.Pool, batch []*events.Event) erro
 // insert writes the rows of one batch of completed uploads in one
 // transaction.
 func insert(ctx context.Context, pool *pgxpool.Pool, batch []*events.Event) error {
-	n := len(batch)
-	var (
-		markerID, markerStep, markerFP, markerResult []string
-		id, owner, subject, key, sha, ct             = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		size                                         = make([]int64, n)
-		at                                           = make([]time.Time, n)
-	)
-	for i, ev := range batch {
-		ref := ev.Ref
-		blobJSON, err := jsonOf(ref.Blob)
-		if err != nil {
-			return err
-		}
-		markerID = append(markerID, ev.ID, ev.ID)
-		markerStep = append(markerStep, events.StepBlob, events.StepRef)
-		markerFP = append(markerFP, ev.SHA256, ev.SHA256)
-		markerResult = append(markerResult, blobJSON, string(ev.Data))
-		id[i], owner[i], subject[i], key[i], sha[i], ct[i] = ref.ID, ref.Owner, ref.Subject, ref.Blob.Key, ref.Blob.SHA256, ref.Blob.ContentType
-		size[i], at[i] = ref.Blob.Size, ref.EventTime
+	markers, args, err := markerRows(batch, events.StepBlob, events.StepRef)
+	if err != nil {
+		return err
 	}
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO step_markers (upload_id, step, fingerprint, result)
-			SELECT u, s, f, r::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(u, s, f, r)
-			ON CONFLICT (upload_id, step) DO NOTHING`, markerID, markerStep, markerFP, markerResult); err != nil {
+		if _, err := tx.Exec(ctx, markers, args...); err != nil {
 			return fmt.Errorf("markers: %w", err)
 		}
-		// refwriter's one statement: the rows, then each (owner, subject)'s
-		// current reference from the rows inserted.
-		if _, err := tx.Exec(ctx, `
+		if _, err := tx.Exec(ctx, refRowsSQL, refRows(batch)...); err != nil {
+			return fmt.Errorf("references: %w", err)
+		}
+		return nil
+	})
+}
+
+// markerRows is the statement that inserts the markers of steps for each
+// completed upload of batch, with its arguments: "blob" records the
+// object, "ref" the completed event.
+func markerRows(batch []*events.Event, steps ...string) (string, []any, error) {
+	var id, step, fp, result []string
+	for _, ev := range batch {
+		for _, s := range steps {
+			r := string(ev.Data)
+			if s == events.StepBlob {
+				var err error
+				if r, err = jsonOf(ev.Ref.Blob); err != nil {
+					return "", nil, err
+				}
+			}
+			id, step, fp, result = append(id, ev.ID), append(step, s), append(fp, ev.SHA256), append(result, r)
+		}
+	}
+	return `
+			INSERT INTO step_markers (upload_id, step, fingerprint, result)
+			SELECT u, s, f, r::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(u, s, f, r)
+			ON CONFLICT (upload_id, step) DO NOTHING`, []any{id, step, fp, result}, nil
+}
+
+// refRowsSQL is refwriter's one statement: the rows, then each (owner,
+// subject)'s current reference from the rows inserted. refRows are its
+// arguments for a batch of completed uploads.
+const refRowsSQL = `
 			WITH ins AS (
 				INSERT INTO upload_refs (id, owner, subject, blob_key, size, sha256, content_type, event_time)
 				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[])
@@ -551,11 +834,18 @@ func insert(ctx context.Context, pool *pgxpool.Pool, batch []*events.Event) erro
 				SET upload_id = EXCLUDED.upload_id, event_time = EXCLUDED.event_time, updated_at = now()
 				WHERE (cur.event_time, cur.upload_id) < (EXCLUDED.event_time, EXCLUDED.upload_id)
 			)
-			SELECT count(*) FROM ins`, id, owner, subject, key, size, sha, ct, at); err != nil {
-			return fmt.Errorf("references: %w", err)
-		}
-		return nil
-	})
+			SELECT count(*) FROM ins`
+
+func refRows(batch []*events.Event) []any {
+	n := len(batch)
+	id, owner, subject, key, sha, ct := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	size, at := make([]int64, n), make([]time.Time, n)
+	for i, ev := range batch {
+		ref := ev.Ref
+		id[i], owner[i], subject[i], key[i], sha[i], ct[i] = ref.ID, ref.Owner, ref.Subject, ref.Blob.Key, ref.Blob.SHA256, ref.Blob.ContentType
+		size[i], at[i] = ref.Blob.Size, ref.EventTime
+	}
+	return []any{id, owner, subject, key, size, sha, ct, at}
 }
 
 func jsonOf(b events.Blob) (string, error) {

@@ -121,6 +121,10 @@ func (r *Report) writeConfig(line func(string, ...any), w io.Writer, cr ConfigRe
 		t.Row(fmt.Sprintf("paced at %.0f/s (half the median): achieved uploads/s", cr.PacedRate), fmt.Sprintf("%.0f", p.Rate()))
 		t.Row("paced latency p50 / p99 / max, ms", fmt.Sprintf("%.1f / %.1f / %.1f", ms(p.Latency[0]), ms(p.Latency[1]), ms(p.Latency[2])))
 	}
+	if f := cr.PacedFloor; f != nil {
+		t.Row("floor (p) at the same pace: achieved uploads/s", fmt.Sprintf("%.0f", f.Rate()))
+		t.Row("floor (p) latency p50 / p99 / max, ms", fmt.Sprintf("%.1f / %.1f / %.1f", ms(f.Latency[0]), ms(f.Latency[1]), ms(f.Latency[2])))
+	}
 	t.Write(w)
 	line("")
 	line("CPU µs per upload by process (user, system, and both: median (min–max) of the runs)")
@@ -386,6 +390,13 @@ func (r *Report) writeTargets(line func(string, ...any)) {
 		}
 		if p := cr.Paced; p != nil {
 			line("%s:// p99 publish→completed ≤ 100 ms at half the maximum rate (%.0f/s): %.1f ms, %s", cr.Name, cr.PacedRate, ms(p.Latency[1]), verdict(p.Latency[1] <= TargetPacedP99, "")[2:])
+			if f := cr.PacedFloor; f != nil {
+				under := "within reach (the floor is under it)"
+				if f.Latency[1] > TargetPacedP99 {
+					under = "OUT OF REACH on this machine (the floor is over it)"
+				}
+				line("  floor (p) at the same pace: p99 %.1f ms: %s", ms(f.Latency[1]), under)
+			}
 		}
 		if cr.Runs[0].Republish != nil {
 			rp := cr.republishRate()

@@ -151,6 +151,10 @@ type ConfigResult struct {
 	// Paced is the run at PacedRate uploads/s (half the median rate).
 	Paced     *RunResult
 	PacedRate float64
+	// PacedFloor is floor (p) at PacedRate, run next to Paced: the
+	// pipeline's durable writes at the same pace with none of its
+	// machinery, the least latency the disk allows at that rate.
+	PacedFloor *floors.Result
 	// Err is why the configuration could not be measured.
 	Err error
 }
@@ -398,7 +402,8 @@ func (b *bench) run(ctx context.Context, run int, c *ConfigResult) {
 	c.Runs = append(c.Runs, r)
 }
 
-// paced runs configuration c once more at half its median rate.
+// paced runs configuration c once more at half its median rate, and, if
+// the floors are on, floor (p) at that rate next to it.
 func (b *bench) paced(ctx context.Context, c *ConfigResult) {
 	if c.Err != nil || len(c.Runs) == 0 {
 		return
@@ -411,6 +416,47 @@ func (b *bench) paced(ctx context.Context, c *ConfigResult) {
 		return
 	}
 	c.Paced = &r
+	if !b.cfg.Floors {
+		return
+	}
+	b.progress("%s://: floor (p) at %.0f uploads/s", c.Name, c.PacedRate)
+	f, err := b.pacedFloor(ctx, c.Name, c.PacedRate)
+	if err != nil {
+		c.Err = fmt.Errorf("floor (p): %w", err)
+		return
+	}
+	c.PacedFloor = &f
+}
+
+// pacedFloor measures floor (p) for bucket configuration bucket at rate
+// uploads/s, in a fresh nats-server, schema and bucket directory, after the
+// same sync as a pipeline's.
+func (b *bench) pacedFloor(ctx context.Context, bucket string, rate float64) (_ floors.Result, err error) {
+	set, err := load.NewSet(b.prefix("p"), b.cfg.Uploads, b.cfg.Size, uint64(b.runs)) // #nosec G115 -- a count of runs, from 0 up
+	if err != nil {
+		return floors.Result{}, err
+	}
+	p, err := b.start(ctx, "paced-floor", bucket, []string{})
+	if err != nil {
+		return floors.Result{}, err
+	}
+	defer func() { err = errors.Join(err, p.Stop()) }()
+	url := "mem://"
+	if bucket == File {
+		url = "file://" + filepath.ToSlash(p.BlobDir)
+	}
+	const label = "floor"
+	js, err := floors.JetStream(ctx, floors.JetStreamOptions{
+		URL: p.NATSURL, PID: p.Process(pipeline.NATSServer).PID(), Window: b.cfg.Window, Batch: b.cfg.Batch, Rate: rate,
+		Work: &floors.StageWork{
+			BucketURL: url, DatabaseURL: p.ClientURL(label), Concurrency: b.cfg.Concurrency,
+			Backends: func() ([]int, error) { return p.Backends(label) },
+		},
+	}, set)
+	if err != nil {
+		return floors.Result{}, err
+	}
+	return js.First, nil
 }
 
 // Rate summarises the end-to-end rates of the runs.

@@ -260,6 +260,14 @@ func TestSmoke(t *testing.T) {
 	if len(f.JetStream) != 1 || len(f.JetStreamAgain) != 1 || len(f.Bucket[File]) != 1 || len(f.Postgres) != 1 || len(f.Lookups) != 1 || f.JetStream[0].Rate() <= 0 || f.JetStreamAgain[0].Rate() <= 0 {
 		t.Errorf("got floors %+v, want one run of each", f)
 	}
+	for _, c := range rep.Configs {
+		f := c.PacedFloor
+		if f == nil || f.N != 300 || f.Latency[0] <= 0 || f.Latency[0] > f.Latency[1] || f.Latency[1] > f.Latency[2] {
+			t.Errorf("%s://: got floor (p) %+v, want 300 uploads with 0 < p50 <= p99 <= max", c.Name, f)
+		} else if _, ok := f.CPU[floors.PostgresServer]; !ok {
+			t.Errorf("%s://: floor (p) has no CPU figure for Postgres", c.Name)
+		}
+	}
 	if rep.CeilingOf(File) <= 0 {
 		t.Error("got no ceiling for file://")
 	}
@@ -287,7 +295,7 @@ func TestSmoke(t *testing.T) {
 	for _, want := range []string{
 		"command   smoke test", "uploads/s end to end", "latency publish→completed p99", "CPU µs per upload by process",
 		"postgres (the benchmark's backends)", "peak RSS refwriter", "republish (every step skipped)", "republish CPU µs/event: nats-server",
-		"paced latency", "(a) JetStream", "(a′) (a) again", "(b) file:// bucket", "(c) Postgres rows", "floors against their stages", "ceiling file:// = ", "of the ceiling",
+		"paced latency", "floor (p) latency p50 / p99 / max", "floor (p) at the same pace: p99", "(a) JetStream", "(a′) (a) again", "(b) file:// bucket", "(c) Postgres rows", "floors against their stages", "ceiling file:// = ", "of the ceiling",
 		"checked after each run: 30 uploads' rows", "every floor at or below its stage",
 		"clients together", "memory under a backlog", "== targets", "file:// ≥ 6000 uploads/s", "republish ≥ 10000",
 		"RSS ≤ 64 MiB with 500 pending", "== mem:// pipeline", "mem:// ≥ 0.5 of floor (a)", "republish ceiling file:// = ",
