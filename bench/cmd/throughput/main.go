@@ -8,7 +8,8 @@
 // RSS of the services, each the median of -runs rounds; the floors of each
 // stage alone, measured at the start of each round and held against their
 // stage's cost in the same round, and the ceiling they set; a paced run at
-// half the maximum rate; the republish path and its ceiling (floor (a′),
+// half the maximum rate, and floor (p) at the same pace beside it (the
+// pipeline's durable writes alone: the least p99 the disk allows); the republish path and its ceiling (floor (a′),
 // floor (a) again on the stream it left, and floor (d), the markers read
 // back); and, with -backlog, the
 // services' memory with that many requests pending. After each run a sample
@@ -99,7 +100,7 @@ func parseFlags(args []string) (throughput.Config, string, time.Duration, error)
 	configs := fs.String("configs", "file,mem", "bucket configurations to run, comma-separated: file, mem (empty: none)")
 	fs.BoolVar(&cfg.Floors, "floors", true, "measure the floors of each stage alone and the ceiling")
 	fs.BoolVar(&cfg.Republish, "republish", true, "after each run, publish the same requests again (every step skipped)")
-	fs.BoolVar(&cfg.Paced, "paced", true, "run each configuration once more at half its median rate, for latency")
+	fs.BoolVar(&cfg.Paced, "paced", true, "run each configuration once more at half its median rate, for latency, and (with -floors) floor (p) at that pace")
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "pending request events of the memory phase (0 skips it; make bench-backlog uses 1000000)")
 	fs.DurationVar(&cfg.BacklogDuration, "backlog-duration", time.Minute, "how long the memory phase watches the services")
 	fs.IntVar(&cfg.Warmup, "warmup", 500, "unmeasured uploads through each pipeline before its run")

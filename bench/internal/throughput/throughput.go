@@ -5,7 +5,7 @@
 // the floors of each stage alone (package floors), measured in rounds
 // interleaved with the pipeline's runs and held against the stage's cost in
 // the same round, and the ceiling they put on the machine; a paced load at
-// half the maximum rate; the republish path and the ceiling floors (a′)
+// half the maximum rate, and floor (p) at that pace; the republish path and the ceiling floors (a′)
 // and (d) put on it; and the services' memory under
 // a backlog of pending requests. After each run a sample of the uploads is
 // checked whole (rows and objects), not only their completed events.
