@@ -148,13 +148,15 @@ type ConfigResult struct {
 	// BlobURLs are the services' BLOB_URLs.
 	BlobURLs map[string]string
 	Runs     []RunResult
-	// Paced is the run at PacedRate uploads/s (half the median rate).
-	Paced     *RunResult
+	// Paced are the runs at PacedRate uploads/s (half the median rate),
+	// one per round.
+	Paced     []RunResult
 	PacedRate float64
-	// PacedFloor is floor (p) at PacedRate, run next to Paced: the
-	// pipeline's durable writes at the same pace with none of its
-	// machinery, the least latency the disk allows at that rate.
-	PacedFloor *floors.Result
+	// PacedFloor is floor (p) at PacedRate, one per round, each next to
+	// that round's paced run: the pipeline's durable writes at the same
+	// pace with none of its machinery, the least latency the disk allows
+	// at that rate.
+	PacedFloor []floors.Result
 	// Err is why the configuration could not be measured.
 	Err error
 }
@@ -265,9 +267,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 		}
 	}
-	if cfg.Paced {
+	// The paced rounds, once every configuration's rate is known.
+	for run := 1; cfg.Paced && run <= cfg.Runs; run++ {
 		for i := range rep.Configs {
-			b.paced(ctx, &rep.Configs[i])
+			b.paced(ctx, run, &rep.Configs[i])
 			if ctx.Err() != nil {
 				return rep, context.Cause(ctx)
 			}
@@ -402,30 +405,48 @@ func (b *bench) run(ctx context.Context, run int, c *ConfigResult) {
 	c.Runs = append(c.Runs, r)
 }
 
-// paced runs configuration c once more at half its median rate, and, if
-// the floors are on, floor (p) at that rate next to it.
-func (b *bench) paced(ctx context.Context, c *ConfigResult) {
+// paced measures paced round run of configuration c: a run at half its
+// median rate and, if the floors are on, floor (p) at that pace, in this
+// order in odd rounds and the other way round in even ones, so that
+// neither always meets the disk as the other left it.
+func (b *bench) paced(ctx context.Context, run int, c *ConfigResult) {
 	if c.Err != nil || len(c.Runs) == 0 {
 		return
 	}
-	c.PacedRate = c.Rate().Median / 2
-	b.progress("%s://: paced run at %.0f uploads/s", c.Name, c.PacedRate)
-	r, err := b.pipelineRun(ctx, c.Name, c.PacedRate, false)
-	if err != nil {
-		c.Err = fmt.Errorf("paced run: %w", err)
-		return
+	if c.PacedRate == 0 {
+		c.PacedRate = c.Rate().Median / 2
 	}
-	c.Paced = &r
-	if !b.cfg.Floors {
-		return
+	pipelineRun := func() error {
+		b.progress("paced round %d of %d: %s:// pipeline at %.0f uploads/s", run, b.cfg.Runs, c.Name, c.PacedRate)
+		r, err := b.pipelineRun(ctx, c.Name, c.PacedRate, false)
+		if err != nil {
+			return fmt.Errorf("paced run: %w", err)
+		}
+		c.Paced = append(c.Paced, r)
+		return nil
 	}
-	b.progress("%s://: floor (p) at %.0f uploads/s", c.Name, c.PacedRate)
-	f, err := b.pacedFloor(ctx, c.Name, c.PacedRate)
-	if err != nil {
-		c.Err = fmt.Errorf("floor (p): %w", err)
-		return
+	floorRun := func() error {
+		if !b.cfg.Floors {
+			return nil
+		}
+		b.progress("paced round %d of %d: %s:// floor (p) at %.0f uploads/s", run, b.cfg.Runs, c.Name, c.PacedRate)
+		f, err := b.pacedFloor(ctx, c.Name, c.PacedRate)
+		if err != nil {
+			return fmt.Errorf("floor (p): %w", err)
+		}
+		c.PacedFloor = append(c.PacedFloor, f)
+		return nil
 	}
-	c.PacedFloor = &f
+	order := []func() error{pipelineRun, floorRun}
+	if run%2 == 0 {
+		order[0], order[1] = order[1], order[0]
+	}
+	for _, f := range order {
+		if err := f(); err != nil {
+			c.Err = err
+			return
+		}
+	}
 }
 
 // pacedFloor measures floor (p) for bucket configuration bucket at rate
