@@ -56,6 +56,52 @@ func TestConcurrencyFrom(t *testing.T) {
 	}
 }
 
+// TestPacedFloor checks the half-rate p99's floor: the median of the
+// rounds, each capped at its round's paced run, and the verdict it gives.
+func TestPacedFloor(t *testing.T) {
+	t.Parallel()
+	run := func(p99 int) RunResult {
+		return RunResult{Phase: load.Phase{Result: load.Result{N: 10, Elapsed: time.Second, Latency: [3]time.Duration{time.Millisecond, time.Duration(p99) * time.Millisecond, time.Second}}}}
+	}
+	floor := func(p99 int) floors.Result {
+		return floors.Result{N: 10, Elapsed: time.Second, Latency: [3]time.Duration{time.Millisecond, time.Duration(p99) * time.Millisecond, time.Second}}
+	}
+	for _, tc := range []struct {
+		name         string
+		paced        []RunResult
+		floor        []floors.Result
+		want         time.Duration
+		capped       int
+		verdict, not string
+	}{
+		{"the floor under the target", []RunResult{run(150), run(160), run(170)}, []floors.Result{floor(60), floor(70), floor(80)}, 70 * time.Millisecond, 0,
+			"floor (p) at the same pace: p99 70.0 ms: within reach", "capped"},
+		{"the floor over it", []RunResult{run(150), run(160), run(170)}, []floors.Result{floor(110), floor(120), floor(130)}, 120 * time.Millisecond, 0,
+			"floor (p) at the same pace: p99 120.0 ms: OUT OF REACH", "capped"},
+		// Rounds 2 and 3's floors were slower than the pipeline beside
+		// them: they count at the pipeline's 90 and 95 ms, and the median
+		// falls under 100 (uncapped it would be 120).
+		{"a floor over its run, capped", []RunResult{run(150), run(90), run(95)}, []floors.Result{floor(120), floor(130), floor(110)}, 95 * time.Millisecond, 2,
+			"floor (p) at the same pace: p99 95.0 ms (capped at the paced run's in 2 of 3 rounds): within reach", "OUT OF REACH"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cr := ConfigResult{Name: File, Runs: []RunResult{run(100)}, Paced: tc.paced, PacedRate: 500, PacedFloor: tc.floor}
+			got, capped := cr.pacedFloorP99()
+			if got != tc.want || capped != tc.capped {
+				t.Errorf("got %v capped in %d rounds, want %v in %d", got, capped, tc.want, tc.capped)
+			}
+			var out strings.Builder
+			(&Report{Configs: []ConfigResult{cr}}).writeTargets(func(format string, args ...any) { fmt.Fprintf(&out, format+"\n", args...) })
+			if !strings.Contains(out.String(), tc.verdict) || strings.Contains(out.String(), tc.not) {
+				t.Errorf("targets:\n%s\nwant %q and no %q", out.String(), tc.verdict, tc.not)
+			}
+		})
+	}
+	if _, capped := (ConfigResult{Paced: []RunResult{run(10)}}).pacedFloorP99(); capped != -1 {
+		t.Errorf("without floor (p): got capped %d, want -1", capped)
+	}
+}
+
 // TestFloorChecks builds a report of two rounds in which floor (b) cost
 // more than blobwriter in round 1, and checks that the report flags it,
 // caps it at blobwriter's cost for the ceiling, and says so.
