@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/blobref/blobref/bench/internal/chainfloor"
+	"github.com/blobref/blobref/bench/internal/load"
 	"github.com/blobref/blobref/bench/internal/pipeline"
 	"github.com/blobref/blobref/bench/internal/texttable"
 )
@@ -62,7 +63,7 @@ func (b *bench) chainPhase(ctx context.Context, v *Variant, run int) (_ Level, e
 }
 
 // chainEvents are the latency floor's: its own stream.
-var chainEvents = eventsOf{chainfloor.StreamName, func(id string) [3]string {
+var chainEvents = load.Events{Stream: chainfloor.StreamName, Subjects: func(id string) [3]string {
 	return [3]string{chainfloor.RequestedPrefix + id, chainfloor.StoredPrefix + id, chainfloor.CompletedPrefix + id}
 }}
 

@@ -194,7 +194,7 @@ func (b *bench) referencedPhase(ctx context.Context, p *pipeline.Pipeline, cl *c
 	if l.Checked, err = p.Check(ctx, sample(ups, recs, check)); err != nil {
 		return Level{}, err
 	}
-	l.Stages, err = stagesOf(ctx, p.NATSURL, pipelineEvents, recs)
+	l.Stages, err = stagesOf(ctx, p.NATSURL, load.PipelineEvents, recs)
 	return l, err
 }
 

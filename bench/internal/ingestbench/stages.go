@@ -2,15 +2,11 @@ package ingestbench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/blobref/blobref/bench/internal/load"
 	"github.com/blobref/blobref/bench/internal/stats"
-	"github.com/blobref/blobref/pkg/events"
 )
 
 // Where an upload's time goes on the HTTP path (issue 10's "count the
@@ -38,63 +34,29 @@ type Stages struct {
 	Legs [4]time.Duration
 }
 
-// eventsOf names where an upload's three events are stored: a stream, and
-// the subjects of upload id's requested, stored and completed events.
-type eventsOf struct {
-	stream   string
-	subjects func(id string) [3]string
-}
-
-// pipelineEvents are blobref's: the UPLOADS stream.
-var pipelineEvents = eventsOf{events.StreamName, func(id string) [3]string {
-	return [3]string{events.RequestedSubject(id), events.BlobStoredSubject(id), events.CompletedSubject(id)}
-}}
-
 // stagesOf reads the events of a sample of recs from the stream of the
 // nats-server at url that of names. An upload whose events are not all
 // there (a build whose subjects differ) is left out; none found is no
 // error.
-func stagesOf(ctx context.Context, url string, of eventsOf, recs []sent) (Stages, error) {
-	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+func stagesOf(ctx context.Context, url string, of load.Events, recs []sent) (Stages, error) {
+	var sample []sent
+	for i := 0; i < len(recs); i += max(1, len(recs)/stageSample) {
+		sample = append(sample, recs[i])
+	}
+	ids := make([]string, len(sample))
+	for i, r := range sample {
+		ids[i] = r.id
+	}
+	at, err := load.StoredAt(ctx, url, of, ids)
 	if err != nil {
 		return Stages{}, fmt.Errorf("stages: %w", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return Stages{}, fmt.Errorf("stages: %w", err)
-	}
-	stream, err := js.Stream(ctx, of.stream)
-	if err != nil {
-		return Stages{}, fmt.Errorf("stages: %w", err)
-	}
-	stored := func(subject string) (time.Time, bool, error) {
-		m, err := stream.GetLastMsgForSubject(ctx, subject)
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			return time.Time{}, false, nil
-		case err != nil:
-			return time.Time{}, false, fmt.Errorf("stages: %s: %w", subject, err)
-		}
-		return m.Time, true, nil
 	}
 	var each [4][]time.Duration
-	step := max(1, len(recs)/stageSample)
-	for i := 0; i < len(recs); i += step {
-		r := recs[i]
-		var at [3]time.Time
-		found := true
-		for k, subject := range of.subjects(r.id) {
-			t, ok, err := stored(subject)
-			if err != nil {
-				return Stages{}, err
-			}
-			at[k], found = t, found && ok
-		}
-		if !found {
+	for i, r := range sample {
+		if at[i][0].IsZero() || at[i][1].IsZero() || at[i][2].IsZero() {
 			continue
 		}
-		marks := []time.Time{r.start, at[0], at[1], at[2], r.done}
+		marks := []time.Time{r.start, at[i][0], at[i][1], at[i][2], r.done}
 		for k := range legs {
 			each[k] = append(each[k], marks[k+1].Sub(marks[k]))
 		}

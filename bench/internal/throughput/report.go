@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/blobref/blobref/bench/internal/floors"
+	"github.com/blobref/blobref/bench/internal/load"
 	"github.com/blobref/blobref/bench/internal/procstat"
 	"github.com/blobref/blobref/bench/internal/stats"
 	"github.com/blobref/blobref/bench/internal/texttable"
@@ -27,8 +28,8 @@ func summary(values []float64, format string) string {
 	return stats.Summarize(values).Range(format)
 }
 
-func collect[T any](xs []T, f func(T) float64) []float64 {
-	out := make([]float64, 0, len(xs))
+func collect[T, U any](xs []T, f func(T) U) []U {
+	out := make([]U, 0, len(xs))
 	for _, x := range xs {
 		out = append(out, f(x))
 	}
@@ -128,9 +129,15 @@ func (r *Report) writeConfig(line func(string, ...any), w io.Writer, cr ConfigRe
 		}
 	}
 	if len(cr.PacedFloor) > 0 {
-		t.Row("floor (p) at the same pace: achieved uploads/s", summary(collect(cr.PacedFloor, floors.Result.Rate), "%.0f"))
+		t.Row("floor (p) at the same pace: achieved uploads/s", summary(collect(cr.PacedFloor, func(x PacedFloorRun) float64 { return x.Rate() }), "%.0f"))
 		for i, name := range []string{"p50", "p99", "max"} {
-			t.Row("floor (p) latency "+name+", ms", summary(collect(cr.PacedFloor, func(x floors.Result) float64 { return ms(x.Latency[i]) }), "%.1f"))
+			t.Row("floor (p) latency "+name+", ms", summary(collect(cr.PacedFloor, func(x PacedFloorRun) float64 { return ms(x.Latency[i]) }), "%.1f"))
+		}
+	}
+	if len(cr.Paced) > 0 && cr.Paced[0].Legs.N > 0 {
+		legRows(&t, "paced", collect(cr.Paced, func(x RunResult) load.Legs { return x.Legs }))
+		if len(cr.PacedFloor) > 0 {
+			legRows(&t, "floor (p)", collect(cr.PacedFloor, func(x PacedFloorRun) load.Legs { return x.Legs }))
 		}
 	}
 	t.Write(w)
@@ -150,6 +157,23 @@ func (r *Report) writeConfig(line func(string, ...any), w io.Writer, cr ConfigRe
 		objects = "no objects (blobwriter's bucket is not the benchmark's to read)"
 	}
 	line("checked after each run: %d uploads' rows (upload_refs, subject_refs, both step markers) and %s: all whole", ck.Uploads, objects)
+}
+
+// legRows adds the rows of the consumers' legs of runs, labelled label:
+// requested → blob_stored (blobwriter's) and blob_stored → completed
+// (refwriter's), p50 and p99 of each, read from the stream.
+func legRows(t *texttable.Table, label string, runs []load.Legs) {
+	for _, leg := range []struct {
+		name string
+		of   func(load.Legs) [3]time.Duration
+	}{
+		{"store leg (requested → blob_stored)", func(l load.Legs) [3]time.Duration { return l.Store }},
+		{"ref leg (blob_stored → completed)", func(l load.Legs) [3]time.Duration { return l.Ref }},
+	} {
+		for i, name := range []string{"p50", "p99"} {
+			t.Row(fmt.Sprintf("%s %s %s, ms", label, leg.name, name), summary(collect(runs, func(l load.Legs) float64 { return ms(leg.of(l)[i]) }), "%.1f"))
+		}
+	}
 }
 
 // writeCPU writes the CPU table of runs: each process's user, system and

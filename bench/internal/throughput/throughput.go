@@ -140,6 +140,14 @@ type RunResult struct {
 	Republish *Phase
 	// Checked is what the check after the run looked at.
 	Checked pipeline.Checked
+	// Legs are where its uploads' time went, by consumer (paced runs only).
+	Legs load.Legs
+}
+
+// PacedFloorRun is one run of floor (p) and where its uploads' time went.
+type PacedFloorRun struct {
+	floors.Result
+	Legs load.Legs
 }
 
 // ConfigResult is every run of one bucket configuration.
@@ -156,7 +164,7 @@ type ConfigResult struct {
 	// that round's paced run: the pipeline's durable writes at the same
 	// pace with none of its machinery, the least latency the disk allows
 	// at that rate.
-	PacedFloor []floors.Result
+	PacedFloor []PacedFloorRun
 	// Err is why the configuration could not be measured.
 	Err error
 }
@@ -452,14 +460,14 @@ func (b *bench) paced(ctx context.Context, run int, c *ConfigResult) {
 // pacedFloor measures floor (p) for bucket configuration bucket at rate
 // uploads/s, in a fresh nats-server, schema and bucket directory, after the
 // same sync as a pipeline's.
-func (b *bench) pacedFloor(ctx context.Context, bucket string, rate float64) (_ floors.Result, err error) {
+func (b *bench) pacedFloor(ctx context.Context, bucket string, rate float64) (_ PacedFloorRun, err error) {
 	set, err := load.NewSet(b.prefix("p"), b.cfg.Uploads, b.cfg.Size, uint64(b.runs)) // #nosec G115 -- a count of runs, from 0 up
 	if err != nil {
-		return floors.Result{}, err
+		return PacedFloorRun{}, err
 	}
 	p, err := b.start(ctx, "paced-floor", bucket, []string{})
 	if err != nil {
-		return floors.Result{}, err
+		return PacedFloorRun{}, err
 	}
 	defer func() { err = errors.Join(err, p.Stop()) }()
 	url := "mem://"
@@ -475,9 +483,13 @@ func (b *bench) pacedFloor(ctx context.Context, bucket string, rate float64) (_ 
 		},
 	}, set)
 	if err != nil {
-		return floors.Result{}, err
+		return PacedFloorRun{}, err
 	}
-	return js.First, nil
+	legs, err := load.LegsOf(ctx, p.NATSURL, load.PipelineEvents, set.IDs())
+	if err != nil {
+		return PacedFloorRun{}, err
+	}
+	return PacedFloorRun{js.First, legs}, nil
 }
 
 // Rate summarises the end-to-end rates of the runs.
@@ -567,6 +579,11 @@ func (b *bench) pipelineRun(ctx context.Context, bucket string, rate float64, re
 	}
 	if r.Checked, err = p.Check(ctx, set.Sample(b.cfg.Check)); err != nil {
 		return RunResult{}, err
+	}
+	if rate > 0 {
+		if r.Legs, err = load.LegsOf(ctx, p.NATSURL, load.PipelineEvents, set.IDs()); err != nil {
+			return RunResult{}, err
+		}
 	}
 	return r, nil
 }

@@ -63,25 +63,25 @@ func TestPacedFloor(t *testing.T) {
 	run := func(p99 int) RunResult {
 		return RunResult{Phase: load.Phase{Result: load.Result{N: 10, Elapsed: time.Second, Latency: [3]time.Duration{time.Millisecond, time.Duration(p99) * time.Millisecond, time.Second}}}}
 	}
-	floor := func(p99 int) floors.Result {
-		return floors.Result{N: 10, Elapsed: time.Second, Latency: [3]time.Duration{time.Millisecond, time.Duration(p99) * time.Millisecond, time.Second}}
+	floor := func(p99 int) PacedFloorRun {
+		return PacedFloorRun{Result: floors.Result{N: 10, Elapsed: time.Second, Latency: [3]time.Duration{time.Millisecond, time.Duration(p99) * time.Millisecond, time.Second}}}
 	}
 	for _, tc := range []struct {
 		name         string
 		paced        []RunResult
-		floor        []floors.Result
+		floor        []PacedFloorRun
 		want         time.Duration
 		capped       int
 		verdict, not string
 	}{
-		{"the floor under the target", []RunResult{run(150), run(160), run(170)}, []floors.Result{floor(60), floor(70), floor(80)}, 70 * time.Millisecond, 0,
+		{"the floor under the target", []RunResult{run(150), run(160), run(170)}, []PacedFloorRun{floor(60), floor(70), floor(80)}, 70 * time.Millisecond, 0,
 			"floor (p) at the same pace: p99 70.0 ms: within reach", "capped"},
-		{"the floor over it", []RunResult{run(150), run(160), run(170)}, []floors.Result{floor(110), floor(120), floor(130)}, 120 * time.Millisecond, 0,
+		{"the floor over it", []RunResult{run(150), run(160), run(170)}, []PacedFloorRun{floor(110), floor(120), floor(130)}, 120 * time.Millisecond, 0,
 			"floor (p) at the same pace: p99 120.0 ms: OUT OF REACH", "capped"},
 		// Rounds 2 and 3's floors were slower than the pipeline beside
 		// them: they count at the pipeline's 90 and 95 ms, and the median
 		// falls under 100 (uncapped it would be 120).
-		{"a floor over its run, capped", []RunResult{run(150), run(90), run(95)}, []floors.Result{floor(120), floor(130), floor(110)}, 95 * time.Millisecond, 2,
+		{"a floor over its run, capped", []RunResult{run(150), run(90), run(95)}, []PacedFloorRun{floor(120), floor(130), floor(110)}, 95 * time.Millisecond, 2,
 			"floor (p) at the same pace: p99 95.0 ms (capped at the paced run's in 2 of 3 rounds): within reach", "OUT OF REACH"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -317,6 +317,13 @@ func TestSmoke(t *testing.T) {
 		} else if _, ok := f.CPU[floors.PostgresServer]; !ok {
 			t.Errorf("%s://: floor (p) has no CPU figure for Postgres", c.Name)
 		}
+		// Every upload's three events read back from the stream, for the
+		// paced run and for the floor: legs that are positive and ordered.
+		for what, l := range map[string]load.Legs{"paced run": c.Paced[0].Legs, "floor (p)": f.Legs} {
+			if l.N != 300 || l.Store[0] <= 0 || l.Ref[0] <= 0 || l.Store[0] > l.Store[1] || l.Ref[1] > l.Ref[2] {
+				t.Errorf("%s://: %s: got legs %+v, want 300 uploads' with 0 < p50 <= p99 <= max", c.Name, what, l)
+			}
+		}
 	}
 	if rep.CeilingOf(File) <= 0 {
 		t.Error("got no ceiling for file://")
@@ -345,7 +352,7 @@ func TestSmoke(t *testing.T) {
 	for _, want := range []string{
 		"command   smoke test", "uploads/s end to end", "latency publish→completed p99", "CPU µs per upload by process",
 		"postgres (the benchmark's backends)", "peak RSS refwriter", "republish (every step skipped)", "republish CPU µs/event: nats-server",
-		"paced latency p99", "floor (p) latency p99", "floor (p) at the same pace: p99", "(a) JetStream", "(a′) (a) again", "(b) file:// bucket", "(c) Postgres rows", "floors against their stages", "ceiling file:// = ", "of the ceiling",
+		"paced latency p99", "floor (p) latency p99", "paced store leg (requested → blob_stored) p50", "floor (p) ref leg (blob_stored → completed) p99", "floor (p) at the same pace: p99", "(a) JetStream", "(a′) (a) again", "(b) file:// bucket", "(c) Postgres rows", "floors against their stages", "ceiling file:// = ", "of the ceiling",
 		"checked after each run: 30 uploads' rows", "every floor at or below its stage",
 		"clients together", "memory under a backlog", "== targets", "file:// ≥ 6000 uploads/s", "republish ≥ 10000",
 		"RSS ≤ 64 MiB with 500 pending", "== mem:// pipeline", "mem:// ≥ 0.5 of floor (a)", "republish ceiling file:// = ",
