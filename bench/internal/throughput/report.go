@@ -134,6 +134,18 @@ func (r *Report) writeConfig(line func(string, ...any), w io.Writer, cr ConfigRe
 			t.Row("floor (p) latency "+name+", ms", summary(collect(cr.PacedFloor, func(x PacedFloorRun) float64 { return ms(x.Latency[i]) }), "%.1f"))
 		}
 	}
+	if len(cr.Paced) > 0 {
+		t.Row("paced CPU µs per upload, every process (the services, nats-server, postgres, the producer)", summary(collect(cr.Paced, func(x RunResult) float64 {
+			var sum time.Duration
+			for _, name := range Processes {
+				sum += x.Per(name).Total()
+			}
+			return us(sum)
+		}), "%.0f"))
+	}
+	if len(cr.PacedFloor) > 0 {
+		t.Row("floor (p) CPU µs per upload (nats-server, postgres, its stages and producer)", summary(collect(cr.PacedFloor, func(x PacedFloorRun) float64 { return us(x.TotalPerUpload().Total()) }), "%.0f"))
+	}
 	if len(cr.Paced) > 0 && cr.Paced[0].Legs.N > 0 {
 		legRows(&t, "paced", collect(cr.Paced, func(x RunResult) load.Legs { return x.Legs }))
 		if len(cr.PacedFloor) > 0 {

@@ -352,7 +352,7 @@ func TestSmoke(t *testing.T) {
 	for _, want := range []string{
 		"command   smoke test", "uploads/s end to end", "latency publish→completed p99", "CPU µs per upload by process",
 		"postgres (the benchmark's backends)", "peak RSS refwriter", "republish (every step skipped)", "republish CPU µs/event: nats-server",
-		"paced latency p99", "floor (p) latency p99", "paced store leg (requested → blob_stored) p50", "floor (p) ref leg (blob_stored → completed) p99", "floor (p) at the same pace: p99", "(a) JetStream", "(a′) (a) again", "(b) file:// bucket", "(c) Postgres rows", "floors against their stages", "ceiling file:// = ", "of the ceiling",
+		"paced latency p99", "floor (p) latency p99", "paced CPU µs per upload, every process", "floor (p) CPU µs per upload", "paced store leg (requested → blob_stored) p50", "floor (p) ref leg (blob_stored → completed) p99", "floor (p) at the same pace: p99", "(a) JetStream", "(a′) (a) again", "(b) file:// bucket", "(c) Postgres rows", "floors against their stages", "ceiling file:// = ", "of the ceiling",
 		"checked after each run: 30 uploads' rows", "every floor at or below its stage",
 		"clients together", "memory under a backlog", "== targets", "file:// ≥ 6000 uploads/s", "republish ≥ 10000",
 		"RSS ≤ 64 MiB with 500 pending", "== mem:// pipeline", "mem:// ≥ 0.5 of floor (a)", "republish ceiling file:// = ",
