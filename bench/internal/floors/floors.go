@@ -131,8 +131,9 @@ type JetStreamOptions struct {
 // StageWork is what the stages of floor (p) write besides their events:
 // blobwriter's stage writes each object of a batch to the bucket (as
 // floor (b), Concurrency at once) and then the batch's "blob" markers in
-// one transaction; refwriter's stage writes the batch's reference rows and
-// "ref" markers in one transaction (as floor (c) writes them). Neither
+// one statement; refwriter's stage writes the batch's reference rows and
+// "ref" markers in one round trip and one transaction (floor (c)'s
+// statements). Neither
 // looks anything up, claims, decodes or checks: the durable writes of the
 // pipeline and none of its machinery.
 type StageWork struct {
@@ -217,7 +218,7 @@ func JetStream(ctx context.Context, o JetStreamOptions, set *load.Set) (_ JetStr
 		work = o.Work.stages(bucket, pool, set, completed)
 		defer func() {
 			if err == nil {
-				err = o.Work.check(ctx, bucket, pool, set, len(passes))
+				err = o.Work.check(ctx, bucket, pool, set)
 			}
 		}()
 	}
@@ -539,13 +540,13 @@ func (w *StageWork) open(ctx context.Context) (*blob.Bucket, *pgxpool.Pool, erro
 
 // check makes sure floor (p) did its work: every upload's two markers and
 // reference row, and a sample of its objects whole.
-func (w *StageWork) check(ctx context.Context, bucket *blob.Bucket, pool *pgxpool.Pool, set *load.Set, passes int) error {
+func (w *StageWork) check(ctx context.Context, bucket *blob.Bucket, pool *pgxpool.Pool, set *load.Set) error {
 	var markers, refs int
 	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM step_markers), (SELECT count(*) FROM upload_refs)`).Scan(&markers, &refs); err != nil {
 		return fmt.Errorf("floors: check: %w", err)
 	}
 	if n := len(set.Uploads); markers != 2*n || refs != n {
-		return fmt.Errorf("floors: check: %d markers and %d references for %d uploads in %d passes, want %d and %d", markers, refs, n, passes, 2*n, n)
+		return fmt.Errorf("floors: check: %d markers and %d references for %d uploads, want %d and %d", markers, refs, n, 2*n, n)
 	}
 	for i := 0; i < len(set.Uploads); i += max(1, len(set.Uploads)/50) {
 		u := set.Uploads[i]
