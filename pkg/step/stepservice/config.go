@@ -63,16 +63,6 @@ type Config struct {
 	// operator set it: then GC_MIN_HEAP is not applied, and GOGC is as
 	// given.
 	GOGC string `env:"GOGC"`
-	// AdaptiveProcs keeps GOMAXPROCS at 1 while the service uses under
-	// half a CPU, and at Go's default (every CPU it may use) once it uses
-	// most of one (see procsGovernor): a service that shares a few CPUs
-	// with others wakes no second thread for each hand-over between its
-	// goroutines.
-	AdaptiveProcs bool `env:"ADAPTIVE_PROCS" envDefault:"true"`
-	// GOMAXPROCS is Go's own setting, read here only to tell whether the
-	// operator set it: then ADAPTIVE_PROCS is not applied, and GOMAXPROCS
-	// is as given.
-	GOMAXPROCS string `env:"GOMAXPROCS"`
 
 	// The streams' settings, when a service creates them. Their defaults
 	// are package events' (DefaultMaxAge, ...), filled in by Load.

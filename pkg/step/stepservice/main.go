@@ -57,9 +57,6 @@ func Main[C interface {
 	if common.GOGC == "" {
 		startHeapFloor(uint64(common.GCMinHeap)) // #nosec G115 -- validated: 0 or 4 MiB to 16 GiB
 	}
-	if common.GOMAXPROCS == "" && common.AdaptiveProcs {
-		defer startProcsGovernor()()
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, log); err != nil {
