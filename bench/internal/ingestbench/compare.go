@@ -60,6 +60,24 @@ func (r *Report) figures() []figure {
 			}})
 		}
 	}
+	if _, ok := r.Variants[0].chainP50(); ok {
+		// The same programs in every variant's turn: how far the machine
+		// moved between the turns, and the 1-client p50 measured against it.
+		out = append(out,
+			figure{"latency floor, 1 client: p50 ms", "%.1f", func(v *Variant) (float64, bool) {
+				p, ok := v.chainP50()
+				return ms(p), ok
+			}},
+			figure{"HTTP, 1 client: p50 over the latency floor's", "%.2f", func(v *Variant) (float64, bool) {
+				floor, ok := v.chainP50()
+				p50, okP := med(r.level(v, 1), func(l Level) float64 { return float64(l.Latency[0]) })
+				if !ok || !okP || floor <= 0 {
+					return 0, false
+				}
+				return p50 / float64(floor), true
+			}},
+		)
+	}
 	if r.Config.AcceptClients > 0 {
 		out = append(out, figure{"accept only, " + clientsOf(r.Config.AcceptClients) + ": accepted/s", "%.0f", func(v *Variant) (float64, bool) {
 			return med(v.accepts(), Level.Rate)
@@ -101,7 +119,9 @@ func (r *Report) figures() []figure {
 func (r *Report) writeComparison(w io.Writer, line func(string, ...any)) {
 	first, last := r.Variants[0], r.Variants[len(r.Variants)-1]
 	line("==== the variants side by side (medians of the rounds) ====")
-	line("%s / %s: the last variant's figure over the first's", last.Name, first.Name)
+	line("%s / %s: the last variant's figure over the first's. The floors run the same programs in every", last.Name, first.Name)
+	line("variant's turn: where their figures differ, the machine moved between the turns, and a difference")
+	line("of that size between the variants' own figures says nothing")
 	var t texttable.Table
 	header := []string{"  figure"}
 	for _, v := range r.Variants {

@@ -311,6 +311,10 @@ func TestReport(t *testing.T) {
 		// client's blobwriter leg side by side (3 of old's 10 ms, of tree's 3).
 		`(?m)^ +64 +2\.00 ±0% +6\.00 ±0% +8\.00 ±0% +4\.00 ±0% +200 ±0%$`,
 		`(?m)^ +HTTP, 1 client, ms: blobwriter → blob_stored +3\.00 +0\.90 +0\.30$`,
+		// The latency floor side by side: the same in both turns, and
+		// each variant's 1-client p50 over it (10 and 3 ms over 5).
+		`(?m)^ +latency floor, 1 client: p50 ms +5\.0 +5\.0 +1\.00$`,
+		`(?m)^ +HTTP, 1 client: p50 over the latency floor's +2\.00 +0\.60 +0\.30$`,
 		// The latency floor's table, and tree's blobwriter leg beside the
 		// floor's store leg.
 		`(?m)^ +1 +200 ±0% +5\.0 ±0% +10\.0 ±0% +100 +150 +100 +100 +50 +500 ±0% +50 +10$`,
