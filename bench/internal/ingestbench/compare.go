@@ -119,9 +119,13 @@ func (r *Report) figures() []figure {
 func (r *Report) writeComparison(w io.Writer, line func(string, ...any)) {
 	first, last := r.Variants[0], r.Variants[len(r.Variants)-1]
 	line("==== the variants side by side (medians of the rounds) ====")
-	line("%s / %s: the last variant's figure over the first's. The floors run the same programs in every", last.Name, first.Name)
-	line("variant's turn: where their figures differ, the machine moved between the turns, and a difference")
-	line("of that size between the variants' own figures says nothing")
+	if _, chain := first.chainP50(); chain || r.Config.Floor {
+		line("%s / %s: the last variant's figure over the first's. The floors run the same programs in every", last.Name, first.Name)
+		line("variant's turn: where their figures differ, the machine moved between the turns, and a difference")
+		line("of that size between the variants' own figures says nothing")
+	} else {
+		line("%s / %s: the last variant's figure over the first's", last.Name, first.Name)
+	}
 	var t texttable.Table
 	header := []string{"  figure"}
 	for _, v := range r.Variants {
