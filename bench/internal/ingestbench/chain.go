@@ -114,6 +114,17 @@ func (v *Variant) chainP50() (time.Duration, bool) {
 	return time.Duration(summarize(ls, func(l Level) float64 { return float64(l.Latency[0]) }).Median), true
 }
 
+// oneClientAndFloor is the median over v's rounds of the 1-client p50,
+// and the latency floor's; false without both.
+func (r *Report) oneClientAndFloor(v *Variant) (p50, floor time.Duration, ok bool) {
+	one := r.level(v, 1)
+	floor, ok = v.chainP50()
+	if len(one) == 0 || !ok || floor <= 0 {
+		return 0, 0, false
+	}
+	return time.Duration(summarize(one, func(l Level) float64 { return float64(l.Latency[0]) }).Median), floor, true
+}
+
 // writeChain writes the latency floor's table: its rate, latencies and CPU
 // per upload by process, beside the HTTP path's at one client.
 func (r *Report) writeChain(w io.Writer, line func(string, ...any), v *Variant) {
@@ -124,14 +135,12 @@ func (r *Report) writeChain(w io.Writer, line func(string, ...any), v *Variant) 
 	line("Latency floor (chainfloor), 1 client, done at 201")
 	checked := writeFloorPhase(w, ls, "uploads/s", chainCosted)
 	line("checked after the phase: every upload's row, reference and two markers, and %d objects (sha256 of the bytes): all whole", checked)
-	one := r.level(v, 1)
-	if len(one) == 0 {
+	p50, floor, ok := r.oneClientAndFloor(v)
+	if !ok {
 		return
 	}
-	p50 := time.Duration(summarize(one, func(l Level) float64 { return float64(l.Latency[0]) }).Median)
-	floor, _ := v.chainP50()
 	line("  1 client's p50 over the latency floor's: %.1f / %.1f ms = %.2f", ms(p50), ms(floor), float64(p50)/float64(floor))
-	viaHTTP, viaFloor := staged(one), staged(ls)
+	viaHTTP, viaFloor := staged(r.level(v, 1)), staged(ls)
 	if len(viaHTTP) == 0 || len(viaFloor) == 0 {
 		return
 	}

@@ -69,12 +69,8 @@ func (r *Report) figures() []figure {
 				return ms(p), ok
 			}},
 			figure{"HTTP, 1 client: p50 over the latency floor's", "%.2f", func(v *Variant) (float64, bool) {
-				floor, ok := v.chainP50()
-				p50, okP := med(r.level(v, 1), func(l Level) float64 { return float64(l.Latency[0]) })
-				if !ok || !okP || floor <= 0 {
-					return 0, false
-				}
-				return p50 / float64(floor), true
+				p50, floor, ok := r.oneClientAndFloor(v)
+				return float64(p50) / float64(floor), ok
 			}},
 		)
 	}
@@ -119,12 +115,10 @@ func (r *Report) figures() []figure {
 func (r *Report) writeComparison(w io.Writer, line func(string, ...any)) {
 	first, last := r.Variants[0], r.Variants[len(r.Variants)-1]
 	line("==== the variants side by side (medians of the rounds) ====")
+	line("%s / %s: the last variant's figure over the first's", last.Name, first.Name)
 	if _, chain := first.chainP50(); chain || r.Config.Floor {
-		line("%s / %s: the last variant's figure over the first's. The floors run the same programs in every", last.Name, first.Name)
-		line("variant's turn: where their figures differ, the machine moved between the turns, and a difference")
-		line("of that size between the variants' own figures says nothing")
-	} else {
-		line("%s / %s: the last variant's figure over the first's", last.Name, first.Name)
+		line("The floors run the same programs in every variant's turn: where their figures differ, the machine")
+		line("moved between the turns, and a difference of that size between the variants' own figures says nothing")
 	}
 	var t texttable.Table
 	header := []string{"  figure"}

@@ -279,7 +279,7 @@ func TestReport(t *testing.T) {
 		"1 client, p50 request → 201 ≤ 4ms: 10.0 ms, MISS", "1 client, p50 request → 201 ≤ 4ms: 3.0 ms, pass",
 		"accept only, 64 clients ≥ 4000 uploads/s accepted: 667, MISS", "accept only, 64 clients ≥ 4000 uploads/s accepted: 5000, pass",
 		"ingest RSS ≤ 64 MiB at 256 clients: peak 80.0 MiB, MISS", "ingest RSS ≤ 64 MiB at 256 clients: peak 50.0 MiB, pass",
-		"tree / old-76e415e: the last variant's figure over the first's. The floors run the same programs in every",
+		"tree / old-76e415e: the last variant's figure over the first's\nThe floors run the same programs in every variant's turn",
 		// 2 CPUs; bulk 400 µs + floor 300 = 700, 1.75×; 2e6 / (700 + 50) and 2e6 / (300 + 400).
 		"  HTTP CPU floor per upload: bulk 400 + accept floor 300 = 700 µs, 1.75× bulk\n" +
 			"    target HTTP CPU ≤ 2× the bulk path's: within reach (the floor is under it); measured 8.75×\n" +
