@@ -8,11 +8,10 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/blobref/blobref/internal/testenv"
 	"github.com/blobref/blobref/pkg/step"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testenv.KnownLeaks...) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // timeout is the suite's deadline for what a test waits on.
 const timeout = 30 * time.Second

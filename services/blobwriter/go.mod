@@ -109,7 +109,7 @@ require (
 	github.com/blobref/blobref/internal v0.0.0-00010101000000-000000000000
 	github.com/blobref/blobref/pkg/events v0.0.0-00010101000000-000000000000
 	github.com/blobref/blobref/pkg/step v0.0.0-00010101000000-000000000000
-	github.com/nats-io/nats.go v1.55.0
+	github.com/nats-io/nats.go v1.56.0
 )
 
 require go.uber.org/goleak v1.3.0

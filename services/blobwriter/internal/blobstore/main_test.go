@@ -3,8 +3,7 @@ package blobstore_test
 import (
 	"testing"
 
-	"github.com/blobref/blobref/internal/testenv"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testenv.KnownLeaks...) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -34,7 +34,7 @@ import (
 	"github.com/blobref/blobref/services/ingest/internal/uploads"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testenv.KnownLeaks...) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // timeout bounds every wait of a test.
 const timeout = 30 * time.Second

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/blobref/blobref/internal/testenv"
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -57,5 +56,5 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	goleak.VerifyTestMain(m, testenv.KnownLeaks...)
+	goleak.VerifyTestMain(m)
 }
