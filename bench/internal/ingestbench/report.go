@@ -117,6 +117,9 @@ func (r *Report) writeLegend(line func(string, ...any)) {
 	line("  total:    the five processes before it; × bulk: total over the bulk phase's total in the same round")
 	line("  bench:    the benchmark's own process (the HTTP clients, or the producer), not in the total")
 	line("  other:    the rest of the machine's busy time meanwhile (other work on a shared machine shows here)")
+	line("the machine over the phase (under the rate targets): the machine's busy time over the phase's wall time, in CPUs,")
+	line("  and per upload; at the target rate the CPUs leave CPUs × 1e6 / target µs per upload. A phase with every CPU")
+	line("  busy is bound by CPU: it meets a rate target only once its CPU per upload, clients included, is under that")
 	if c.BulkUploads > 0 {
 		line("  bulk:     %d request events published straight to JetStream as fast as it accepts them (as make bench),", c.BulkUploads)
 		line("            on the pipeline as deployed: blobwriter, refwriter and ingest, whose read model folds in the")

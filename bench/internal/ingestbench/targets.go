@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/blobref/blobref/bench/internal/pipeline"
+	"github.com/blobref/blobref/bench/internal/stats"
 )
 
 // Targets of issues 3 and 10.
@@ -32,6 +33,7 @@ func (r *Report) writeTargets(line func(string, ...any), v *Variant) {
 	if ls := r.level(v, 64); len(ls) > 0 {
 		x := summarize(ls, Level.Rate).Median
 		line("  64 clients with Prefer: wait ≥ %d uploads/s referenced: %.0f, %s", TargetRate64, x, verdict(x >= TargetRate64))
+		r.writeBusy(line, ls, TargetRate64)
 		if s := r.cpuRatios(v, 64); s.N > 0 {
 			line("  HTTP CPU per upload at 64 clients ≤ %.0f× the bulk path's: %.2f×, %s", TargetCPUOfBulk, s.Median, verdict(s.Median <= TargetCPUOfBulk))
 		}
@@ -50,6 +52,7 @@ func (r *Report) writeTargets(line func(string, ...any), v *Variant) {
 	if ls := v.accepts(); len(ls) > 0 && r.Config.AcceptClients == 64 {
 		x := summarize(ls, Level.Rate).Median
 		line("  accept only, 64 clients ≥ %d uploads/s accepted: %.0f, %s", TargetAcceptRate64, x, verdict(x >= TargetAcceptRate64))
+		r.writeBusy(line, ls, TargetAcceptRate64)
 	}
 	if ls := r.level(v, 256); len(ls) > 0 {
 		var peak int64
@@ -65,4 +68,28 @@ func (r *Report) writeTargets(line func(string, ...any), v *Variant) {
 		}
 		line("  ingest and blobwriter < 64 MiB with an upload of %s: peak %s, %s", formatBytes(v.Memory[len(v.Memory)-1].Size), mib(worst), verdict(worst < TargetPeakRSS))
 	}
+}
+
+// writeBusy says how much of the machine the phases ls of a rate target
+// used: how many of its CPUs were busy over a phase, and the whole
+// machine's CPU per upload (clients and other work included) beside what
+// the CPUs leave per upload at the target rate. A phase that kept nearly
+// every CPU busy is bound by CPU: its rate rises only as its CPU per upload
+// falls, and the target needs that figure down to the one beside it.
+// Medians of the rounds; nothing when the phases were not metered.
+func (r *Report) writeBusy(line func(string, ...any), ls []Level, target int) {
+	var busy, per []float64
+	for _, l := range ls {
+		if l.Usage.Wall <= 0 || l.Usage.Machine <= 0 || l.N <= 0 {
+			continue
+		}
+		busy = append(busy, float64(l.Usage.Machine)/float64(l.Usage.Wall))
+		per = append(per, us(l.Usage.Machine/time.Duration(l.N)))
+	}
+	cpus := r.Machine.CPUs
+	if len(busy) == 0 || cpus <= 0 || target <= 0 {
+		return
+	}
+	line("    the machine over the phase: %.2f of %d CPUs busy, %.0f µs of CPU per upload in all; at %d/s its CPUs leave %.0f",
+		stats.Summarize(busy).Median, cpus, stats.Summarize(per).Median, target, float64(cpus)*1e6/float64(target))
 }
