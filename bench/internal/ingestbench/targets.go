@@ -70,26 +70,28 @@ func (r *Report) writeTargets(line func(string, ...any), v *Variant) {
 	}
 }
 
-// writeBusy says how much of the machine the phases ls of a rate target
-// used: how many of its CPUs were busy over a phase, and the whole
-// machine's CPU per upload (clients and other work included) beside what
-// the CPUs leave per upload at the target rate. A phase that kept nearly
-// every CPU busy is bound by CPU: its rate rises only as its CPU per upload
-// falls, and the target needs that figure down to the one beside it.
-// Medians of the rounds; nothing when the phases were not metered.
+// writeBusy says how much CPU the phases ls of a rate target used: the
+// whole machine's CPU per upload over a phase (clients and other work
+// included, and the work the phase's uploads left for after their last
+// answer), the CPUs that figure keeps busy at the rate measured, and the
+// CPU per upload the machine's CPUs leave at the target rate. A rate that
+// keeps nearly every CPU busy is bound by CPU: it rises only as the CPU per
+// upload falls, and the target needs that figure down to the one beside
+// it. Medians of the rounds; nothing when the phases were not metered.
 func (r *Report) writeBusy(line func(string, ...any), ls []Level, target int) {
-	var busy, per []float64
+	var per, busy []float64
 	for _, l := range ls {
-		if l.Usage.Wall <= 0 || l.Usage.Machine <= 0 || l.N <= 0 {
+		if l.Usage.Machine <= 0 || l.N <= 0 || l.Elapsed <= 0 {
 			continue
 		}
-		busy = append(busy, float64(l.Usage.Machine)/float64(l.Usage.Wall))
-		per = append(per, us(l.Usage.Machine/time.Duration(l.N)))
+		u := us(l.Usage.Machine / time.Duration(l.N))
+		per = append(per, u)
+		busy = append(busy, u*l.Rate()/1e6)
 	}
 	cpus := r.Machine.CPUs
-	if len(busy) == 0 || cpus <= 0 || target <= 0 {
+	if len(per) == 0 || cpus <= 0 || target <= 0 {
 		return
 	}
-	line("    the machine over the phase: %.2f of %d CPUs busy, %.0f µs of CPU per upload in all; at %d/s its CPUs leave %.0f",
-		stats.Summarize(busy).Median, cpus, stats.Summarize(per).Median, target, float64(cpus)*1e6/float64(target))
+	line("    the machine: %.0f µs of CPU per upload in all, %.2f of its %d CPUs at that rate; at %d/s they leave %.0f",
+		stats.Summarize(per).Median, stats.Summarize(busy).Median, cpus, target, float64(cpus)*1e6/float64(target))
 }
