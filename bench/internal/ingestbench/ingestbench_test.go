@@ -288,17 +288,17 @@ func TestReport(t *testing.T) {
 		// (its processes, the clients' 50 and other work's 10) at 500/s,
 		// tree 760 at 2,500/s; 2 CPUs leave 2e6 / 2400 µs at the target.
 		"64 clients with Prefer: wait ≥ 2400 uploads/s referenced: 500, MISS\n" +
-			"    the machine: 3560 µs of CPU per upload in all, 1.78 of its 2 CPUs at that rate; at 2400/s they leave 833\n",
+			"    the machine: 3560 µs of CPU per upload in all, 1.78 of its 2 CPUs at that rate; at 2400/s they leave 833 µs\n",
 		"64 clients with Prefer: wait ≥ 2400 uploads/s referenced: 2500, pass\n" +
-			"    the machine: 760 µs of CPU per upload in all, 1.90 of its 2 CPUs at that rate; at 2400/s they leave 833\n",
+			"    the machine: 760 µs of CPU per upload in all, 1.90 of its 2 CPUs at that rate; at 2400/s they leave 833 µs\n",
 		"1 client, p50 request → 201 ≤ 4ms: 10.0 ms, MISS", "1 client, p50 request → 201 ≤ 4ms: 3.0 ms, pass",
 		// Accept only, metered until the last completion: old 3,060 µs
 		// per upload at 667/s, tree 660 at 5,000/s (more than 2 CPUs: the
 		// pipeline finished after the last 202).
 		"accept only, 64 clients ≥ 4000 uploads/s accepted: 667, MISS\n" +
-			"    the machine: 3060 µs of CPU per upload in all, 2.04 of its 2 CPUs at that rate; at 4000/s they leave 500\n",
+			"    the machine: 3060 µs of CPU per upload in all, 2.04 of its 2 CPUs at that rate; at 4000/s they leave 500 µs\n",
 		"accept only, 64 clients ≥ 4000 uploads/s accepted: 5000, pass\n" +
-			"    the machine: 660 µs of CPU per upload in all, 3.30 of its 2 CPUs at that rate; at 4000/s they leave 500\n",
+			"    the machine: 660 µs of CPU per upload in all, 3.30 of its 2 CPUs at that rate; at 4000/s they leave 500 µs\n",
 		"ingest RSS ≤ 64 MiB at 256 clients: peak 80.0 MiB, MISS", "ingest RSS ≤ 64 MiB at 256 clients: peak 50.0 MiB, pass",
 		"tree / old-76e415e: the last variant's figure over the first's\nThe floors run the same programs in every variant's turn",
 		// 2 CPUs; bulk 400 µs + floor 300 = 700, 1.75×; 2e6 / (700 + 50) and 2e6 / (300 + 400).

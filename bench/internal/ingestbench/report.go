@@ -118,8 +118,8 @@ func (r *Report) writeLegend(line func(string, ...any)) {
 	line("  bench:    the benchmark's own process (the HTTP clients, or the producer), not in the total")
 	line("  other:    the rest of the machine's busy time meanwhile (other work on a shared machine shows here)")
 	line("the machine (under the rate targets): the machine's busy time over the phase (/proc/stat) per upload, the clients,")
-	line("  other work and what the uploads left for after their last answer included; the CPUs that keeps busy at the rate")
-	line("  measured; and the CPU per upload the CPUs leave at the target rate (CPUs × 1e6 / target). A rate that keeps every")
+	line("  other work and what the uploads left for after their last answer included; the CPUs that figure keeps busy at the")
+	line("  rate measured; and the CPU per upload the CPUs leave at the target rate (CPUs × 1e6 / target). A rate that keeps every")
 	line("  CPU busy is bound by CPU: it meets the target only once its CPU per upload is under that (accept only: more CPUs")
 	line("  than the machine has means the pipeline finished the phase's uploads after the last 202)")
 	if c.BulkUploads > 0 {

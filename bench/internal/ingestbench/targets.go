@@ -92,6 +92,6 @@ func (r *Report) writeBusy(line func(string, ...any), ls []Level, target int) {
 	if len(per) == 0 || cpus <= 0 || target <= 0 {
 		return
 	}
-	line("    the machine: %.0f µs of CPU per upload in all, %.2f of its %d CPUs at that rate; at %d/s they leave %.0f",
+	line("    the machine: %.0f µs of CPU per upload in all, %.2f of its %d CPUs at that rate; at %d/s they leave %.0f µs",
 		stats.Summarize(per).Median, stats.Summarize(busy).Median, cpus, target, float64(cpus)*1e6/float64(target))
 }
