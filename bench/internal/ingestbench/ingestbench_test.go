@@ -205,17 +205,17 @@ func TestReport(t *testing.T) {
 		u.Parts = map[string]map[string]procstat.Times{pipeline.Postgres: parts}
 		return u
 	}
-	// metered is u over a phase of wall time wall, on a machine busy with
-	// its processes and other work alone.
-	metered := func(u procstat.Usage, wall time.Duration) procstat.Usage {
-		u.Wall, u.Machine = wall, u.Other
+	// metered is u on a machine busy with its processes and other work
+	// alone.
+	metered := func(u procstat.Usage) procstat.Usage {
+		u.Machine = u.Other
 		for _, t := range u.CPU {
 			u.Machine += t.Total()
 		}
 		return u
 	}
 	level := func(clients int, elapsed, p50 time.Duration, u procstat.Usage, ingestRSS, walPer int64) Level {
-		u = metered(u, elapsed)
+		u = metered(u)
 		// Legs of p50/10, 3p50/10, 4p50/10 and p50/5.
 		legs := [4]time.Duration{p50 / 10, 3 * p50 / 10, 4 * p50 / 10, p50 / 5}
 		return Level{Clients: clients, N: n, Elapsed: elapsed, Latency: [3]time.Duration{p50, 2 * p50, 3 * p50}, Requests: n + n/10,
@@ -245,7 +245,7 @@ func TestReport(t *testing.T) {
 				level(64, 2*time.Second, 100*time.Millisecond, usage(1000, 900, 300, 400, 900), 40<<20, 12000), // 3500 µs, 500/s
 				level(256, 2*time.Second, 400*time.Millisecond, usage(1000, 900, 300, 400, 900), 80<<20, 12000),
 			},
-			Accept: &Level{Clients: 64, N: n, Elapsed: 1500 * time.Millisecond, Completed: 2 * time.Second, Requests: n, Usage: metered(usage(500, 900, 300, 400, 900), 2*time.Second)},
+			Accept: &Level{Clients: 64, N: n, Elapsed: 1500 * time.Millisecond, Completed: 2 * time.Second, Requests: n, Usage: metered(usage(500, 900, 300, 400, 900))},
 			Bulk:   bulk,
 			Floor:  floor,
 			Chain:  chain,
@@ -256,7 +256,7 @@ func TestReport(t *testing.T) {
 				level(64, 400*time.Millisecond, 20*time.Millisecond, usage(200, 200, 100, 100, 100), 30<<20, 9000), // 700 µs, 2500/s
 				level(256, 400*time.Millisecond, 80*time.Millisecond, usage(200, 200, 100, 100, 100), 50<<20, 9000),
 			},
-			Accept: &Level{Clients: 64, N: n, Elapsed: 200 * time.Millisecond, Completed: 500 * time.Millisecond, Requests: n, Usage: metered(usage(100, 200, 100, 100, 100), 500*time.Millisecond)},
+			Accept: &Level{Clients: 64, N: n, Elapsed: 200 * time.Millisecond, Completed: 500 * time.Millisecond, Requests: n, Usage: metered(usage(100, 200, 100, 100, 100))},
 			Bulk:   bulk,
 			Floor:  floor,
 			Chain:  chain,

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/blobref/blobref/bench/internal/pipeline"
-	"github.com/blobref/blobref/bench/internal/stats"
 )
 
 // Targets of issues 3 and 10.
@@ -79,19 +78,18 @@ func (r *Report) writeTargets(line func(string, ...any), v *Variant) {
 // upload falls, and the target needs that figure down to the one beside
 // it. Medians of the rounds; nothing when the phases were not metered.
 func (r *Report) writeBusy(line func(string, ...any), ls []Level, target int) {
-	var per, busy []float64
+	var metered []Level
 	for _, l := range ls {
-		if l.Usage.Machine <= 0 || l.N <= 0 || l.Elapsed <= 0 {
-			continue
+		if l.Usage.Machine > 0 && l.N > 0 && l.Elapsed > 0 {
+			metered = append(metered, l)
 		}
-		u := us(l.Usage.Machine / time.Duration(l.N))
-		per = append(per, u)
-		busy = append(busy, u*l.Rate()/1e6)
 	}
 	cpus := r.Machine.CPUs
-	if len(per) == 0 || cpus <= 0 || target <= 0 {
+	if len(metered) == 0 || cpus <= 0 || target <= 0 {
 		return
 	}
+	per := func(l Level) float64 { return us(l.Usage.Machine / time.Duration(l.N)) }
+	busy := func(l Level) float64 { return per(l) * l.Rate() / 1e6 }
 	line("    the machine: %.0f µs of CPU per upload in all, %.2f of its %d CPUs at that rate; at %d/s they leave %.0f µs",
-		stats.Summarize(per).Median, stats.Summarize(busy).Median, cpus, target, float64(cpus)*1e6/float64(target))
+		summarize(metered, per).Median, summarize(metered, busy).Median, cpus, target, float64(cpus)*1e6/float64(target))
 }
